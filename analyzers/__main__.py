@@ -1,0 +1,53 @@
+"""`voice-insight analyzer --mode NAME [--model MODEL]`: wiring only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from analyzers.llm import ChatLLM, make_client
+from analyzers.modes import MODES
+from analyzers.service import AnalyzerService
+from infra.bus import SUBJECT_TRANSCRIPT, Bus, ConsumerSpec
+from infra.contracts import Transcript, decoder
+from infra.modes import announce_forever
+from infra.service import CONFIG_ERROR_EXIT, run_service
+from infra.settings import Settings
+
+log = logging.getLogger("voice_insight.analyzer")
+
+
+def run(args: argparse.Namespace | None = None) -> None:
+    mode = (getattr(args, "mode", None) or "").upper()
+    if mode not in MODES:
+        print(f"voice-insight analyzer: unknown mode {mode!r}; known: {', '.join(MODES)}", file=sys.stderr)
+        raise SystemExit(CONFIG_ERROR_EXIT)
+    spec = MODES[mode]
+    model = getattr(args, "model", None) or spec.model
+
+    async def serve(settings: Settings, stop: asyncio.Event) -> None:
+        bus = await Bus.connect(settings.nats_servers, name=f"analyzer-{mode}")
+        await bus.ensure_topology()
+        service = AnalyzerService(bus, ChatLLM(make_client(settings.openai_api_key, settings.openai_base_url)), spec, model)
+        consumer = ConsumerSpec(
+            f"analyzer-{mode}", SUBJECT_TRANSCRIPT, ack_wait=30.0, max_deliver=5, concurrency=8, deliver_new_only=True
+        )
+        await bus.ensure_consumer(consumer)  # before announcing: a note that waits for us must reach us
+        bus.consume(consumer, decoder(Transcript), service.handle)
+        heartbeat = asyncio.create_task(announce_forever(bus, service.info))
+        log.info("mode %s ready with model %s", mode, model)
+        await stop.wait()
+        heartbeat.cancel()
+        await bus.close()
+        await service.llm.client.close()
+
+    run_service(f"analyzer-{mode}", ("OPENAI_API_KEY",), serve)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", required=True)
+    parser.add_argument("--model")
+    run(parser.parse_args())

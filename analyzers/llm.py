@@ -1,0 +1,143 @@
+"""Chat completions that survive the differences between models and servers.
+
+* Reasoning models (o1, o3, o4-mini, gpt-5…) reject `max_tokens` and any non-default temperature with a 400.
+  They get `max_completion_tokens` and no temperature. Their hidden reasoning is billed inside that budget, so
+  a budget sized for the visible answer alone can come back empty with `finish_reason="length"`; we add a
+  reasoning allowance and ask for low effort, and treat an empty, truncated answer as a failure.
+* Structured output (a JSON schema derived from the mode's msgspec type) is asked for first and validated with
+  msgspec. A server or model that rejects `response_format` is remembered and served the plain-text prompt.
+* Transient errors (connection, timeout, 408/409/429/5xx) are retried by the SDK with exponential backoff
+  and jitter, honouring `Retry-After`; the client is built with that retry count explicitly.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import openai
+from openai import AsyncOpenAI
+
+from infra.contracts import Usage
+
+REASONING_MODEL = re.compile(r"^(o\d+|gpt-5)(\b|[-.])", re.IGNORECASE)
+REASONING_ALLOWANCE = 2000
+LLM_RETRIES = 2
+
+
+class LLMFailure(Exception):
+    """The call failed for good; `reason` is a short, bounded label fit for a metric or a log line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Completion:
+    model: str
+    content: str
+    parsed: msgspec.Struct | None
+    usage: Usage
+    latency: float
+
+
+def is_reasoning_model(model: str) -> bool:
+    return bool(REASONING_MODEL.match(model.split("/")[-1]))
+
+
+def json_schema_for(result_type: type[msgspec.Struct]) -> dict[str, Any]:
+    """A strict-mode schema: root object inlined (OpenAI rejects a root `$ref`), no extra fields."""
+    schema = msgspec.json.schema(result_type)
+    root = dict(schema["$defs"][result_type.__name__]) if "$ref" in schema else dict(schema)
+    root.pop("title", None)
+    root["additionalProperties"] = False
+    root["required"] = list(root.get("properties", {}))
+    return root
+
+
+def make_client(api_key: str, base_url: str) -> AsyncOpenAI:
+    """One pooled client per process: connections are reused across calls and modes."""
+    return AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=LLM_RETRIES)
+
+
+class ChatLLM:
+    def __init__(self, client: AsyncOpenAI) -> None:
+        self.client = client
+        self._no_structured: set[str] = set()
+
+    def supports_structured(self, model: str) -> bool:
+        return model not in self._no_structured
+
+    async def complete(
+        self,
+        *,
+        model: str,
+        system: str,
+        user: str,
+        max_tokens: int,
+        temperature: float,
+        timeout: float,
+        result_type: type[msgspec.Struct] | None = None,
+    ) -> Completion:
+        params: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+        }
+        if is_reasoning_model(model):
+            params["max_completion_tokens"] = max_tokens + REASONING_ALLOWANCE
+            params["reasoning_effort"] = "low"
+        else:
+            params["max_tokens"] = max_tokens
+            params["temperature"] = temperature
+        structured = result_type is not None and self.supports_structured(model)
+        if structured:
+            assert result_type is not None
+            params["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": result_type.__name__, "schema": json_schema_for(result_type), "strict": True},
+            }
+        started = time.perf_counter()
+        try:
+            response = await self.client.chat.completions.create(**params, timeout=timeout)
+        except openai.BadRequestError as exc:
+            if structured and (exc.param == "response_format" or "response_format" in str(exc.message)):
+                self._no_structured.add(model)
+                return await self.complete(
+                    model=model, system=system, user=user, max_tokens=max_tokens,
+                    temperature=temperature, timeout=timeout, result_type=result_type,
+                )
+            raise LLMFailure(f"http_400_{exc.code or 'bad_request'}") from exc
+        except openai.APITimeoutError as exc:
+            raise LLMFailure("timeout") from exc
+        except openai.APIConnectionError as exc:
+            raise LLMFailure("unreachable") from exc
+        except openai.APIStatusError as exc:
+            raise LLMFailure(f"http_{exc.status_code}") from exc
+        latency = time.perf_counter() - started
+
+        if not response.choices:
+            raise LLMFailure("no_choices")
+        choice = response.choices[0]
+        message = choice.message
+        if getattr(message, "refusal", None):
+            raise LLMFailure("refused")
+        content = (message.content or "").strip()
+        if not content:
+            raise LLMFailure("truncated" if choice.finish_reason == "length" else "empty")
+        usage = Usage(
+            input_tokens=response.usage.prompt_tokens if response.usage else 0,
+            output_tokens=response.usage.completion_tokens if response.usage else 0,
+        )
+        parsed = None
+        if structured:
+            try:
+                parsed = msgspec.json.decode(content, type=result_type)
+            except msgspec.ValidationError as exc:
+                raise LLMFailure("invalid_structured_output") from exc
+            except msgspec.DecodeError:
+                parsed = None  # some compatible servers ignore response_format: keep their prose
+        return Completion(model=response.model or model, content=content, parsed=parsed, usage=usage, latency=latency)

@@ -1,0 +1,1 @@
+"""Formatter: joins transcript and analyses by correlation ID and answers through the Bot API."""

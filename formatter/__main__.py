@@ -1,0 +1,47 @@
+"""`voice-insight formatter`: wiring only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from formatter.join import AnswerMarks, JoinStore
+from formatter.service import FormatterService
+from infra.bus import BUCKET_ANSWERED, BUCKET_JOINS, CONSUMER_FORMATTER, CONSUMER_FORMATTER_DEADLINE, CORE_CONSUMERS, Bus
+from infra.contracts import Event, Transcript, decoder
+from infra.service import run_service
+from infra.settings import Settings
+from infra.telegram import make_bot
+
+log = logging.getLogger("voice_insight.formatter")
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    bus = await Bus.connect(settings.nats_servers, name="formatter")
+    await bus.ensure_topology()
+    specs = {spec.durable: spec for spec in CORE_CONSUMERS}
+    events, deadlines = specs[CONSUMER_FORMATTER], specs[CONSUMER_FORMATTER_DEADLINE]
+    bot = make_bot(settings)
+    service = FormatterService(
+        bus,
+        bot,
+        JoinStore(await bus.kv(BUCKET_JOINS)),
+        AnswerMarks(await bus.kv(BUCKET_ANSWERED), stale_after=events.ack_wait),
+        join_timeout=settings.join_timeout,
+        max_audio_seconds=settings.max_audio_seconds,
+    )
+    bus.consume(events, decoder(Event), service.on_event)
+    bus.consume(deadlines, decoder(Transcript), service.on_deadline)
+    log.info("ready")
+    await stop.wait()
+    await bus.close()
+    await bot.session.close()
+
+
+def run(args: argparse.Namespace | None = None) -> None:
+    run_service("formatter", ("TELEGRAM_TOKEN",), serve)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,56 @@
+"""The bot's router: small handlers, filters declaring what each one takes."""
+
+from __future__ import annotations
+
+import html
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandStart
+from aiogram.types import Message
+
+from gateway.intake import Intake, media_of
+from infra.bus import Bus
+from infra.modes import live_modes
+from infra.texts import text, ui_language
+
+router = Router(name="voice-insight")
+
+_MEDIA = F.voice | F.audio | F.video_note | F.video | F.document
+
+
+def _lang(message: Message) -> str:
+    return ui_language(message.from_user.language_code if message.from_user else None)
+
+
+@router.message(CommandStart())
+async def on_start(message: Message) -> None:
+    await message.answer(text("start", _lang(message)))
+
+
+@router.message(Command("help"))
+async def on_help(message: Message, max_audio_seconds: float) -> None:
+    await message.answer(text("help", _lang(message), max_minutes=int(max_audio_seconds // 60)))
+
+
+@router.message(Command("list_modes"))
+async def on_list_modes(message: Message, bus: Bus) -> None:
+    lang = _lang(message)
+    modes = await live_modes(bus)
+    if not modes:
+        await message.answer(text("modes_none", lang))
+        return
+    lines = [text("modes_header", lang)]
+    lines += [f"• <b>{html.escape(m.mode)}</b>: {html.escape(m.title)} · <code>{html.escape(m.model)}</code>" for m in modes]
+    await message.answer("\n".join(lines))
+
+
+@router.message(_MEDIA)
+async def on_media(message: Message, intake: Intake) -> None:
+    media = media_of(message)
+    assert media is not None  # guaranteed by the filter
+    await intake.accept(message, media)
+
+
+@router.message()
+async def on_anything_else(message: Message) -> None:
+    await message.answer(text("unsupported", _lang(message)))

@@ -1,0 +1,154 @@
+"""Taking a voice note in: status reply, limits, download, object store, `AudioReceived`.
+
+The status message goes out first, so the user sees "listening…" within a second whatever happens next. Every
+early failure edits that same message into a clear answer. A note is identified by a keyed hash of its chat
+and message ids: the same Telegram message always gets the same correlation ID (so a repeated update is
+dropped by the stream's duplicate window and by the formatter's answered mark), and the ID reveals neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import io
+import logging
+from dataclasses import dataclass
+
+import msgspec
+from aiogram import Bot
+from aiogram.exceptions import TelegramBadRequest, TelegramNetworkError, TelegramServerError
+from aiogram.types import Message
+
+from infra.bus import SUBJECT_AUDIO, Bus
+from infra.contracts import AudioReceived, AudioRef, Origin
+from infra.modes import live_modes
+from infra.telegram import DOWNLOAD_LIMIT
+from infra.texts import text, ui_language
+
+log = logging.getLogger("voice_insight.gateway")
+
+PUBLISH_PATIENCE = 30.0
+"""How long a note waits for NATS (restarting, failing over) before the user is told to retry."""
+
+
+class FileTooBig(Exception):
+    """Telegram reports a size over the Bot API's download limit."""
+
+
+@dataclass(frozen=True)
+class Media:
+    kind: str
+    file_id: str
+    size: int | None
+    duration: float | None
+    mime_type: str | None
+
+
+def media_of(message: Message) -> Media | None:
+    if message.voice:
+        v = message.voice
+        return Media("voice", v.file_id, v.file_size, v.duration, v.mime_type)
+    if message.audio:
+        a = message.audio
+        return Media("audio", a.file_id, a.file_size, a.duration, a.mime_type)
+    if message.video_note:
+        n = message.video_note
+        return Media("video_note", n.file_id, n.file_size, n.duration, "video/mp4")
+    if message.video:
+        v = message.video
+        return Media("document", v.file_id, v.file_size, v.duration, v.mime_type)
+    if message.document:
+        d = message.document
+        return Media("document", d.file_id, d.file_size, None, d.mime_type)
+    return None
+
+
+def correlation_key(token: str) -> bytes:
+    return hashlib.sha256(b"voice-insight/correlation/" + token.encode()).digest()
+
+
+def correlation_id(key: bytes, chat_id: int, message_id: int) -> str:
+    return hmac.new(key, f"{chat_id}:{message_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+class Intake:
+    def __init__(self, bus: Bus, bot: Bot, key: bytes, max_audio_seconds: float) -> None:
+        self.bus = bus
+        self.bot = bot
+        self.key = key
+        self.max_audio_seconds = max_audio_seconds
+
+    async def accept(self, message: Message, media: Media) -> None:
+        lang = ui_language(message.from_user.language_code if message.from_user else None)
+        cid = correlation_id(self.key, message.chat.id, message.message_id)
+        status = await message.reply(text("listening", lang))
+
+        async def refuse(reason: str) -> None:
+            log.info("%s: refused at intake: %s", cid, reason)
+            await status.edit_text(text(reason, lang, max_minutes=int(self.max_audio_seconds // 60)))
+
+        if media.size is not None and media.size > DOWNLOAD_LIMIT:
+            return await refuse("too_big")
+        if media.duration is not None and media.duration > self.max_audio_seconds:
+            return await refuse("too_long")
+        try:
+            data = await self._download(media.file_id)
+        except FileTooBig:
+            return await refuse("too_big")
+        except TelegramBadRequest as exc:
+            return await refuse("too_big" if "too big" in exc.message.lower() else "download_failed")
+        except (TelegramNetworkError, TelegramServerError, asyncio.TimeoutError):
+            return await refuse("download_failed")
+        if len(data) > DOWNLOAD_LIMIT:
+            return await refuse("too_big")
+
+        event = AudioReceived(
+            correlation_id=cid,
+            origin=Origin(
+                chat_id=message.chat.id,
+                message_id=message.message_id,
+                status_message_id=status.message_id,
+                ui_language=lang,
+                language_hint=message.from_user.language_code if message.from_user else None,
+            ),
+            audio=AudioRef(
+                object_name=cid, kind=media.kind, mime_type=media.mime_type, size=len(data),  # type: ignore[arg-type]
+                duration_hint=float(media.duration) if media.duration is not None else None,
+            ),
+            modes=(),
+        )
+        try:
+            await self._hand_over(event, data)
+        except Exception as exc:
+            log.error("%s: could not hand the note to the bus: %r", cid, exc)
+            return await refuse("internal")
+        log.info("%s: accepted %s, %d bytes", cid, media.kind, len(data))
+
+    async def _download(self, file_id: str) -> bytes:
+        file = await self.bot.get_file(file_id)
+        if file.file_size is not None and file.file_size > DOWNLOAD_LIMIT:
+            raise FileTooBig()
+        assert file.file_path is not None
+        buffer = await self.bot.download_file(file.file_path, destination=io.BytesIO(), timeout=60)
+        assert buffer is not None
+        return buffer.getvalue()
+
+    async def _hand_over(self, event: AudioReceived, data: bytes) -> None:
+        """Store the bytes, then publish; retried while NATS is briefly away (restart, leader change)."""
+        deadline = asyncio.get_running_loop().time() + PUBLISH_PATIENCE
+        delay = 0.25
+        while True:
+            try:
+                store = await self.bus.audio_store()
+                await store.put(event.audio.object_name, data)
+                modes = tuple(m.mode for m in await live_modes(self.bus))
+                ready = msgspec.structs.replace(event, modes=modes)
+                await self.bus.publish(SUBJECT_AUDIO, ready, msg_id=event.correlation_id)
+                return
+            except Exception as exc:
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    raise
+                log.warning("%s: bus unavailable (%s); retrying", event.correlation_id, type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 4.0)

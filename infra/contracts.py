@@ -1,0 +1,152 @@
+"""Message contracts: the only shapes that travel between services.
+
+Every event is a frozen msgspec Struct tagged with its schema name and version (`"schema":
+"voice.transcript/1"`), encoded as JSON. Consumers decode at the edge into these types, so a field
+renamed on one side fails loudly at the boundary instead of as a KeyError three calls deep. A breaking
+change gets a new tag (`/2`) and a transition period in which consumers accept both.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal, Union
+
+import msgspec
+
+
+class Contract(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False, tag_field="schema"):
+    """Base for bus events: frozen, keyword-only, tagged."""
+
+
+# --- pieces -------------------------------------------------------------------------------------
+
+
+class Origin(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the voice note came from and where the answer goes. Stays on the bus, never in logs."""
+
+    chat_id: int
+    message_id: int
+    status_message_id: int
+    ui_language: str
+    """Language of the bot's own words: 'ru' or 'en'."""
+    language_hint: str | None = None
+    """The user's Telegram `language_code`, a hint for speech recognition."""
+
+
+class AudioRef(msgspec.Struct, frozen=True, kw_only=True):
+    object_name: str
+    kind: Literal["voice", "audio", "video_note", "document"]
+    mime_type: str | None = None
+    size: int
+    duration_hint: float | None = None
+    """Duration as Telegram reported it, if it did; the transcriber measures the real one."""
+
+
+class Segment(msgspec.Struct, frozen=True, array_like=True):
+    start: float
+    end: float
+    text: str
+
+
+class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class Section(msgspec.Struct, frozen=True, kw_only=True):
+    """A rendering-neutral piece of an analysis: a heading with prose and/or bullet items.
+
+    Analyzers speak in sections so the formatter can render any mode, including ones that did not exist
+    when it was written.
+    """
+
+    heading: str
+    body: str = ""
+    items: tuple[str, ...] = ()
+
+
+FailureReason = Literal[
+    "not_audio",  # undecodable, corrupt, or not sound at all
+    "no_speech",  # decoded fine, nothing was said
+    "too_long",  # over MAX_AUDIO_SECONDS
+    "too_big",  # over the Bot API's 20 MB download limit
+    "download_failed",  # the Bot API did not give us the file
+    "internal",  # our fault; retries are exhausted
+]
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+class AudioReceived(Contract, frozen=True, tag="voice.audio/1"):
+    """Published by the gateway on `voice.audio` once the bytes are in the object store."""
+
+    correlation_id: str
+    origin: Origin
+    audio: AudioRef
+    modes: tuple[str, ...]
+    """The analysis modes that were live when the note arrived: what the formatter waits for."""
+    received_at: float = msgspec.field(default_factory=time.time)
+
+
+class Transcript(Contract, frozen=True, tag="voice.transcript/1"):
+    """Published by the transcriber on `voice.transcript`."""
+
+    correlation_id: str
+    text: str
+    language: str
+    language_probability: float
+    duration: float
+    segments: tuple[Segment, ...]
+    ui_language: str
+    model: str
+    transcribe_seconds: float
+    published_at: float = msgspec.field(default_factory=time.time)
+
+
+class Analysis(Contract, frozen=True, tag="voice.analysis/1"):
+    """Published by an analyzer on `voice.analysis.<MODE>`; `error` set means the mode failed."""
+
+    correlation_id: str
+    mode: str
+    title: str
+    model: str
+    sections: tuple[Section, ...] = ()
+    text: str | None = None
+    """Plain-text answer, used when the model could not give structured output."""
+    usage: Usage = Usage()
+    latency: float = 0.0
+    error: str | None = None
+
+
+class Failure(Contract, frozen=True, tag="voice.failed/1"):
+    """Published on `voice.failed` by whichever stage gave up on a voice note."""
+
+    correlation_id: str
+    stage: Literal["gateway", "transcriber", "analyzer", "formatter"]
+    reason: FailureReason
+    detail: str | None = None
+    """Operator-facing detail; never user content."""
+
+
+class ModeInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A live analyzer's announcement, kept in the modes KV bucket under a TTL by its heartbeat."""
+
+    mode: str
+    title: str
+    model: str
+    max_tokens: int
+    temperature: float | None
+    timeout: float
+    structured_output: bool
+    announced_at: float = msgspec.field(default_factory=time.time)
+
+
+Event = Union[AudioReceived, Transcript, Analysis, Failure]
+
+encode = msgspec.json.Encoder().encode
+
+
+def decoder(kind: type) -> msgspec.json.Decoder:
+    """A strict decoder for one contract (or a Union of them)."""
+    return msgspec.json.Decoder(kind)

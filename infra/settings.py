@@ -1,0 +1,133 @@
+"""Settings, read once at start from the environment (and a `.env` file) and passed in.
+
+A missing or invalid setting stops the service with one line naming it, before anything connects:
+an operator should learn about a typo from the first line of output, not from a stack trace later.
+Secrets live only in the environment and are never part of `repr()`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, TypeVar
+
+T = TypeVar("T")
+
+PUBLIC_TELEGRAM_API = "https://api.telegram.org"
+PUBLIC_OPENAI_API = "https://api.openai.com/v1"
+
+
+class SettingsError(Exception):
+    """One bad or missing setting; `str()` is the single line shown to the operator."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    nats_url: str | None = None
+    telegram_token: str = field(default="", repr=False)
+    telegram_api_base: str = PUBLIC_TELEGRAM_API
+    openai_api_key: str = field(default="", repr=False)
+    openai_base_url: str = PUBLIC_OPENAI_API
+    whisper_model: str = "base"
+    whisper_device: str = "auto"
+    whisper_compute_type: str = "default"
+    max_audio_seconds: float = 600.0
+    join_timeout: float = 90.0
+    log_level: str = "INFO"
+    state_dir: Path = Path(".voice-insight")
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """NATS_URL may list several servers, comma-separated (a cluster)."""
+        return [u.strip() for u in (self.nats_url or "nats://127.0.0.1:4222").split(",") if u.strip()]
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Parse KEY=VALUE lines; `#` comments, `export ` prefixes and surrounding quotes are allowed."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise SettingsError(f"{path}:{lineno}: not a KEY=VALUE line")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def _positive_float(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise SettingsError(f"{name} must be greater than 0, got {text!r}")
+    return value
+
+
+def _url(name: str, text: str, schemes: tuple[str, ...]) -> str:
+    for part in text.split(","):
+        if not re.match(rf"^({'|'.join(schemes)})://[^/\s]+", part.strip()):
+            raise SettingsError(f"{name} must be a {'/'.join(schemes)} URL, got {part.strip()!r}")
+    return text.strip().rstrip("/")
+
+
+def _choice(name: str, text: str, allowed: tuple[str, ...]) -> str:
+    if text not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {text!r}")
+    return text
+
+
+def _token(name: str, text: str) -> str:
+    if not re.fullmatch(r"\d+:[A-Za-z0-9_-]{20,}", text):
+        raise SettingsError(f"{name} does not look like a bot token from @BotFather (digits:secret)")
+    return text
+
+
+_PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
+    "NATS_URL": ("nats_url", lambda n, v: _url(n, v, ("nats", "tls", "ws", "wss"))),
+    "TELEGRAM_TOKEN": ("telegram_token", _token),
+    "TELEGRAM_API_BASE": ("telegram_api_base", lambda n, v: _url(n, v, ("http", "https"))),
+    "OPENAI_API_KEY": ("openai_api_key", lambda n, v: v),
+    "OPENAI_BASE_URL": ("openai_base_url", lambda n, v: _url(n, v, ("http", "https"))),
+    "WHISPER_MODEL": ("whisper_model", lambda n, v: v),
+    "WHISPER_DEVICE": ("whisper_device", lambda n, v: _choice(n, v, ("auto", "cpu", "cuda"))),
+    "WHISPER_COMPUTE_TYPE": ("whisper_compute_type", lambda n, v: v),
+    "MAX_AUDIO_SECONDS": ("max_audio_seconds", _positive_float),
+    "JOIN_TIMEOUT": ("join_timeout", _positive_float),
+    "LOG_LEVEL": ("log_level", lambda n, v: _choice(n, v.upper(), ("DEBUG", "INFO", "WARNING", "ERROR"))),
+    "VOICE_INSIGHT_STATE_DIR": ("state_dir", lambda n, v: Path(v)),
+}
+
+KNOWN_VARIABLES = frozenset(_PARSERS)
+
+
+def load_settings(
+    required: tuple[str, ...] = (),
+    environ: Mapping[str, str] | None = None,
+    dotenv: Path | None = Path(".env"),
+) -> Settings:
+    """Build Settings from `.env` overlaid by the real environment; `required` names must be set.
+
+    Empty values count as unset, so `FOO=` in a `.env` template does not pass for a real value.
+    """
+    merged: dict[str, str] = read_dotenv(dotenv) if dotenv else {}
+    merged.update(os.environ if environ is None else environ)
+    kwargs: dict[str, object] = {}
+    for name, (attr, parse) in _PARSERS.items():
+        text = merged.get(name, "").strip()
+        if text:
+            kwargs[attr] = parse(name, text)
+        elif name in required:
+            raise SettingsError(f"{name} is not set (see .env.example)")
+    return Settings(**kwargs)  # type: ignore[arg-type]

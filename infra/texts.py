@@ -1,0 +1,94 @@
+"""Everything the bot says in its own voice, in Russian and English.
+
+The user's language comes from Telegram's `language_code`: Russian for `ru` (and the languages whose speakers
+mostly read Russian comfortably is a product decision we have not made), English for everything else.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Lang = Literal["ru", "en"]
+
+
+def ui_language(language_code: str | None) -> Lang:
+    return "ru" if (language_code or "").lower().split("-")[0] == "ru" else "en"
+
+
+_TEXTS: dict[str, dict[Lang, str]] = {
+    "listening": {"ru": "🎧 Слушаю…", "en": "🎧 Listening…"},
+    "start": {
+        "ru": (
+            "Привет! Перешлите мне голосовое сообщение, аудиофайл или кружок — я пришлю расшифровку, "
+            "краткое содержание с ключевыми пунктами и действиями, а также разбор тона: скрытые намерения, "
+            "главную эмоцию и как лучше ответить.\n\n/help — подробнее, /list_modes — режимы анализа."
+        ),
+        "en": (
+            "Hi! Forward me a voice message, an audio file or a video note and I will send back the transcript, "
+            "a summary with key points and actions, and a reading of the tone: hidden intentions, the dominant "
+            "emotion and how best to reply.\n\n/help for details, /list_modes for the analysis modes."
+        ),
+    },
+    "help": {
+        "ru": (
+            "<b>Как пользоваться</b>\n"
+            "• Запишите или перешлите голосовое, аудиофайл (mp3, ogg, m4a, wav…) или видеокружок.\n"
+            "• Через несколько секунд статус «Слушаю…» сменится ответом.\n"
+            "• Ограничения: до {max_minutes} мин звучания и до 20 МБ на файл.\n"
+            "• Данные хранятся не дольше 24 часов и только для ответа.\n\n"
+            "/list_modes — какие анализы сейчас работают."
+        ),
+        "en": (
+            "<b>How to use it</b>\n"
+            "• Record or forward a voice message, an audio file (mp3, ogg, m4a, wav…) or a video note.\n"
+            "• In a few seconds the “Listening…” status turns into the answer.\n"
+            "• Limits: up to {max_minutes} min of sound and 20 MB per file.\n"
+            "• What you send is kept at most 24 hours, only to answer you.\n\n"
+            "/list_modes shows which analyses are running."
+        ),
+    },
+    "modes_header": {"ru": "<b>Активные режимы анализа</b>", "en": "<b>Active analysis modes</b>"},
+    "modes_none": {
+        "ru": "Сейчас ни один анализатор не запущен — пришлю только расшифровку.",
+        "en": "No analyzer is running right now: you would get the transcript only.",
+    },
+    "transcript": {"ru": "Расшифровка", "en": "Transcript"},
+    "missing_modes": {
+        "ru": "⚠️ Нет результата: {modes} — анализ не удался или не успел. Остальное выше.",
+        "en": "⚠️ Missing: {modes}: the analysis failed or took too long. The rest is above.",
+    },
+    "not_audio": {
+        "ru": "😕 Не получилось прочитать этот файл как звук: он повреждён или это не аудио. Пришлите другой.",
+        "en": "😕 I could not read this file as sound: it is corrupt or not audio. Please send another one.",
+    },
+    "no_speech": {
+        "ru": "🤫 В этой записи не слышно речи. Попробуйте записать ещё раз.",
+        "en": "🤫 I could not hear any speech in this recording. Please try again.",
+    },
+    "too_long": {
+        "ru": "⏱ Запись длиннее {max_minutes} мин — это больше, чем я обрабатываю. Разбейте её на части.",
+        "en": "⏱ This recording is longer than {max_minutes} min, more than I handle. Please split it up.",
+    },
+    "too_big": {
+        "ru": "📦 Файл больше 20 МБ — Telegram не даёт ботам скачивать такие. Сожмите или разбейте его.",
+        "en": "📦 The file is over 20 MB, and Telegram does not let bots download those. Compress or split it.",
+    },
+    "download_failed": {
+        "ru": "📡 Не удалось скачать файл из Telegram. Пришлите его ещё раз чуть позже.",
+        "en": "📡 I could not download the file from Telegram. Please send it again in a moment.",
+    },
+    "internal": {
+        "ru": "🛠 Что-то сломалось на нашей стороне, и ответить не вышло. Пришлите сообщение ещё раз.",
+        "en": "🛠 Something broke on our side and I could not answer. Please send the message again.",
+    },
+    "unsupported": {
+        "ru": "Я понимаю голосовые, аудиофайлы и видеокружки. Пришлите одно из них.",
+        "en": "I understand voice messages, audio files and video notes. Please send one of those.",
+    },
+}
+
+
+def text(key: str, lang: Lang | str, **values: object) -> str:
+    variants = _TEXTS[key]
+    template = variants["ru" if lang == "ru" else "en"]
+    return template.format(**values) if values else template

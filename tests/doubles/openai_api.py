@@ -1,0 +1,171 @@
+"""An OpenAI API double: a real HTTP server on 127.0.0.1 speaking `/v1/chat/completions` like OpenAI.
+
+The openai SDK reaches it through `OPENAI_BASE_URL`. It enforces what the real API enforces for the calls we
+make: the API key (401), known models (404 `model_not_found`), reasoning models rejecting `max_tokens` and
+non-default temperatures (400 `unsupported_parameter` / `unsupported_value`), reasoning tokens billed inside
+`max_completion_tokens` (an answer cut to nothing with `finish_reason: "length"`), and models that do not
+support `json_schema` output (400 on `response_format`). Answers are built from the transcript it was sent,
+so tests can see that the user's words went through the LLM, and follow the JSON schema when one is given.
+
+Faults are injected per test: a number of upcoming 5xx/429 answers, a model that always fails, a latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+REASONING = re.compile(r"^o\d")
+REASONING_TOKENS = 320
+KNOWN_MODELS = {"o3", "o4-mini", "gpt-4o", "gpt-4o-mini", "gpt-4.1", "legacy-chat"}
+NO_JSON_SCHEMA = {"legacy-chat"}
+
+
+def _error(status: int, message: str, type_: str, param: str | None = None, code: str | None = None) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": type_, "param": param, "code": code}}, status=status)
+
+
+def _excerpt(text: str, words: int = 8) -> str:
+    return " ".join(text.split()[:words])
+
+
+def _fill(schema: dict[str, Any], excerpt: str, name: str = "value") -> Any:
+    kind = schema.get("type")
+    if kind == "object":
+        return {key: _fill(sub, excerpt, key) for key, sub in schema.get("properties", {}).items()}
+    if kind == "array":
+        return [f"{name} {i}: {excerpt}" for i in (1, 2, 3)]
+    if kind in ("number", "integer"):
+        return 1
+    if kind == "boolean":
+        return True
+    return f"{name}: {excerpt}"
+
+
+@dataclass
+class Fault:
+    status: int
+    remaining: int
+
+
+@dataclass
+class OpenAIDouble:
+    api_key: str
+    latency: float = 0.0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    usage_log: list[dict[str, int]] = field(default_factory=list)
+    _faults: list[Fault] = field(default_factory=list)
+    _broken_models: dict[str, int] = field(default_factory=dict)
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+    _runner: web.AppRunner | None = None
+    base_url: str = ""
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    # --- fault injection --------------------------------------------------------------------------
+
+    def fail_next(self, count: int, status: int = 500) -> None:
+        self._faults.append(Fault(status, count))
+
+    def break_model(self, model: str, status: int = 500) -> None:
+        self._broken_models[model] = status
+
+    def heal(self) -> None:
+        self._faults.clear()
+        self._broken_models.clear()
+
+    # --- the endpoint -----------------------------------------------------------------------------
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return _error(401, "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.", "invalid_request_error", code="invalid_api_key")
+        body = await request.json()
+        self.requests.append(body)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        for fault in self._faults:
+            if fault.remaining > 0:
+                fault.remaining -= 1
+                return self._fault(fault.status)
+        model = body.get("model", "")
+        if model in self._broken_models:
+            return self._fault(self._broken_models[model])
+        if model not in KNOWN_MODELS:
+            return _error(404, f"The model `{model}` does not exist or you do not have access to it.", "invalid_request_error", code="model_not_found")
+        reasoning = bool(REASONING.match(model))
+        if reasoning and "max_tokens" in body:
+            return _error(400, "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.", "invalid_request_error", "max_tokens", "unsupported_parameter")
+        if reasoning and body.get("temperature") not in (None, 1, 1.0):
+            return _error(400, f"Unsupported value: 'temperature' does not support {body['temperature']} with this model. Only the default (1) value is supported.", "invalid_request_error", "temperature", "unsupported_value")
+        if not reasoning and "reasoning_effort" in body:
+            return _error(400, "Unrecognized request argument supplied: reasoning_effort", "invalid_request_error", "reasoning_effort", "unsupported_parameter")
+        response_format = body.get("response_format") or {}
+        if response_format.get("type") == "json_schema" and model in NO_JSON_SCHEMA:
+            return _error(400, "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model.", "invalid_request_error", "response_format")
+
+        user = next((m["content"] for m in body["messages"] if m["role"] == "user"), "")
+        transcript = user.split("Текст:", 1)[-1].strip()
+        if response_format.get("type") == "json_schema":
+            content = json.dumps(_fill(response_format["json_schema"]["schema"], _excerpt(transcript)), ensure_ascii=False)
+        else:
+            content = f"РЕЗЮМЕ: {_excerpt(transcript)}\nОСНОВНЫЕ ПУНКТЫ:\n• {_excerpt(transcript, 3)}"
+        prompt_tokens = sum(len(m["content"]) for m in body["messages"]) // 4 + 7
+        answer_tokens = len(content) // 4 + 1
+        reasoning_tokens = REASONING_TOKENS if reasoning else 0
+        budget = body.get("max_completion_tokens") or body.get("max_tokens") or 10**9
+        finish = "stop"
+        if reasoning_tokens + answer_tokens > budget:
+            content, answer_tokens, finish = "", max(0, budget - reasoning_tokens), "length"
+            reasoning_tokens = min(reasoning_tokens, budget)
+        completion_tokens = reasoning_tokens + answer_tokens
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": reasoning_tokens, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+        }
+        self.usage_log.append({"model": model, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens})  # type: ignore[dict-item]
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{next(self._ids):024d}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": f"{model}-2025-04-16" if reasoning else f"{model}-2024-08-06",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []}, "logprobs": None, "finish_reason": finish}],
+                "usage": usage,
+                "service_tier": "default",
+                "system_fingerprint": "fp_voiceinsight",
+            },
+            headers={"x-request-id": f"req_{next(self._ids)}"},
+        )
+
+    @staticmethod
+    def _fault(status: int) -> web.Response:
+        if status == 429:
+            response = _error(429, "Rate limit reached for requests. Please try again in 1s.", "requests", code="rate_limit_exceeded")
+            response.headers["retry-after"] = "0.2"
+            return response
+        if status == 503:
+            return _error(503, "The engine is currently overloaded, please try again later.", "server_error")
+        return _error(status, "The server had an error while processing your request. Sorry about that!", "server_error")

@@ -1,0 +1,340 @@
+"""A Telegram Bot API double: a real HTTP server on 127.0.0.1 that answers like api.telegram.org.
+
+aiogram reaches it through `TELEGRAM_API_BASE`. It implements what the bot uses (getMe, getUpdates with long
+polling and offset confirmation, getFile, file download, sendMessage, editMessageText, deleteWebhook,
+setMyCommands) with the real response shapes, status codes and error descriptions, and the real limits: 4096
+characters of text after entity parsing, strict HTML parse mode, 20 MB for getFile.
+
+The test side talks to it in-process: `send_media` injects an update as if a user sent a voice note, and the
+chat log shows exactly what the user would see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+DOWNLOAD_LIMIT = 20 * 1024 * 1024
+MESSAGE_LIMIT = 4096
+ALLOWED_TAGS = {
+    "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler", "a", "code", "pre",
+    "blockquote", "tg-emoji",
+}
+_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)((?:\s+[a-zA-Z-]+(?:=\"[^\"]*\"|='[^']*'|=[^\s>]+)?)*)\s*>")
+_ENTITY = re.compile(r"&(lt|gt|amp|quot|#\d+|#x[0-9a-fA-F]+);")
+_ENTITY_VALUES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
+
+
+class BadRequest(Exception):
+    def __init__(self, description: str, code: int = 400) -> None:
+        super().__init__(description)
+        self.description = description
+        self.code = code
+
+
+def parse_html(text: str) -> str:
+    """Visible text of a Telegram-HTML message, raising BadRequest exactly where Telegram would refuse."""
+    visible: list[str] = []
+    stack: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "<":
+            m = _TAG.match(text, i)
+            if not m:
+                raise BadRequest(f"Bad Request: can't parse entities: Unexpected character '<' at byte offset {len(text[:i].encode())}")
+            closing, tag = m.group(1) == "/", m.group(2).lower()
+            if tag not in ALLOWED_TAGS:
+                raise BadRequest(f'Bad Request: can\'t parse entities: Unsupported start tag "{tag}" at byte offset {len(text[:i].encode())}')
+            if closing:
+                if not stack or stack[-1] != tag:
+                    raise BadRequest(f'Bad Request: can\'t parse entities: Unmatched end tag at byte offset {len(text[:i].encode())}, expected "</{stack[-1] if stack else ""}>", found "</{tag}>"')
+                stack.pop()
+            else:
+                stack.append(tag)
+            i = m.end()
+        elif ch == "&":
+            m = _ENTITY.match(text, i)
+            if not m:
+                raise BadRequest(f"Bad Request: can't parse entities: Character '&' is reserved and must be escaped at byte offset {len(text[:i].encode())}")
+            name = m.group(1)
+            visible.append(_ENTITY_VALUES.get(name) or chr(int(name[2:], 16) if name.startswith("#x") else int(name[1:])))
+            i = m.end()
+        elif ch == ">":
+            raise BadRequest(f"Bad Request: can't parse entities: Character '>' is reserved and must be escaped at byte offset {len(text[:i].encode())}")
+        else:
+            visible.append(ch)
+            i += 1
+    if stack:
+        raise BadRequest(f'Bad Request: can\'t parse entities: Can\'t find end tag corresponding to start tag "{stack[-1]}"')
+    return "".join(visible)
+
+
+def utf16_len(value: str) -> int:
+    return len(value.encode("utf-16-le")) // 2
+
+
+@dataclass
+class SentMessage:
+    message_id: int
+    chat_id: int
+    text: str
+    """Visible text, after parsing (what the user reads)."""
+    html: str
+    reply_to: int | None
+    history: list[str] = field(default_factory=list)
+    """Every visible text this message has shown, oldest first."""
+
+
+@dataclass
+class StoredFile:
+    file_id: str
+    data: bytes
+    path: str
+    reported_size: int
+
+
+@dataclass
+class Chat:
+    messages: list[SentMessage] = field(default_factory=list)
+
+    def by_id(self, message_id: int) -> SentMessage | None:
+        return next((m for m in self.messages if m.message_id == message_id), None)
+
+
+class TelegramDouble:
+    BOT_USER = {"id": 7000000001, "is_bot": True, "first_name": "Voice Insight", "username": "voice_insight_bot"}
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.chats: dict[int, Chat] = {}
+        self.files: dict[str, StoredFile] = {}
+        self.updates: list[dict[str, Any]] = []
+        self.confirmed_offset = 0
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.fail_get_file: int | None = None
+        self._new_update = asyncio.Condition()
+        self._changed = asyncio.Condition()
+        self._ids = itertools.count(1000)
+        self._update_ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    # --- server -----------------------------------------------------------------------------------
+
+    async def start(self) -> str:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/bot{token}/{method}", self._api)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._file)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    async def _params(self, request: web.Request) -> dict[str, Any]:
+        params: dict[str, Any] = dict(request.query)
+        if request.content_type == "application/json":
+            params.update(await request.json())
+        elif request.can_read_body:
+            form = await request.post()
+            params.update({k: v for k, v in form.items() if isinstance(v, str)})
+        return params
+
+    async def _api(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
+        method = request.match_info["method"]
+        params = await self._params(request)
+        self.calls.append((method, params))
+        handler = getattr(self, f"_m_{method.lower()}", None)
+        if handler is None:
+            return web.json_response({"ok": False, "error_code": 404, "description": "Not Found: method not found"}, status=404)
+        try:
+            result = await handler(params)
+        except BadRequest as exc:
+            return web.json_response({"ok": False, "error_code": exc.code, "description": exc.description}, status=exc.code)
+        return web.json_response({"ok": True, "result": result})
+
+    async def _file(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
+        path = request.match_info["path"]
+        stored = next((f for f in self.files.values() if f.path == path), None)
+        if stored is None:
+            return web.json_response({"ok": False, "error_code": 404, "description": "Not Found"}, status=404)
+        return web.Response(body=stored.data, content_type="application/octet-stream")
+
+    # --- Bot API methods --------------------------------------------------------------------------
+
+    async def _m_getme(self, p: dict[str, Any]) -> Any:
+        return {**self.BOT_USER, "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}
+
+    async def _m_deletewebhook(self, p: dict[str, Any]) -> Any:
+        return True
+
+    async def _m_setmycommands(self, p: dict[str, Any]) -> Any:
+        commands = json.loads(p["commands"]) if isinstance(p.get("commands"), str) else p.get("commands")
+        if not isinstance(commands, list) or not all(1 <= len(c.get("command", "")) <= 32 for c in commands):
+            raise BadRequest("Bad Request: BOT_COMMANDS_INVALID")
+        return True
+
+    async def _m_getupdates(self, p: dict[str, Any]) -> Any:
+        offset = int(p.get("offset") or 0)
+        timeout = float(p.get("timeout") or 0)
+        limit = int(p.get("limit") or 100)
+        if offset:
+            self.confirmed_offset = max(self.confirmed_offset, offset)
+            self.updates = [u for u in self.updates if u["update_id"] >= offset]
+        deadline = time.monotonic() + timeout
+        async with self._new_update:
+            while not self.updates and time.monotonic() < deadline:
+                try:
+                    await asyncio.wait_for(self._new_update.wait(), deadline - time.monotonic())
+                except asyncio.TimeoutError:
+                    break
+        return self.updates[:limit]
+
+    async def _m_getfile(self, p: dict[str, Any]) -> Any:
+        stored = self.files.get(p.get("file_id", ""))
+        if stored is None:
+            raise BadRequest("Bad Request: invalid file_id")
+        if self.fail_get_file:
+            raise BadRequest("Internal Server Error", code=self.fail_get_file)
+        if stored.reported_size > DOWNLOAD_LIMIT:
+            raise BadRequest("Bad Request: file is too big")
+        return {"file_id": stored.file_id, "file_unique_id": stored.file_id[::-1], "file_size": stored.reported_size, "file_path": stored.path}
+
+    def _text(self, p: dict[str, Any]) -> tuple[str, str]:
+        raw = p.get("text", "")
+        visible = parse_html(raw) if (p.get("parse_mode") or "").upper() == "HTML" else raw
+        if not visible.strip():
+            raise BadRequest("Bad Request: message text is empty")
+        if utf16_len(visible) > MESSAGE_LIMIT:
+            raise BadRequest("Bad Request: message is too long")
+        return raw, visible
+
+    def _message_json(self, m: SentMessage, edited: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "message_id": m.message_id,
+            "date": int(time.time()),
+            "chat": {"id": m.chat_id, "type": "private", "first_name": "User"},
+            "from": self.BOT_USER,
+            "text": m.text,
+        }
+        if edited:
+            data["edit_date"] = int(time.time())
+        return data
+
+    async def _m_sendmessage(self, p: dict[str, Any]) -> Any:
+        chat_id = int(p["chat_id"])
+        html, visible = self._text(p)
+        reply = p.get("reply_parameters")
+        reply_to = json.loads(reply).get("message_id") if isinstance(reply, str) else (reply or {}).get("message_id")
+        if reply_to is None and p.get("reply_to_message_id"):
+            reply_to = int(p["reply_to_message_id"])
+        message = SentMessage(next(self._ids), chat_id, visible, html, reply_to, [visible])
+        self.chats.setdefault(chat_id, Chat()).messages.append(message)
+        await self._notify()
+        return self._message_json(message)
+
+    async def _m_editmessagetext(self, p: dict[str, Any]) -> Any:
+        chat = self.chats.get(int(p.get("chat_id", 0)))
+        message = chat.by_id(int(p.get("message_id", 0))) if chat else None
+        if message is None:
+            raise BadRequest("Bad Request: message to edit not found")
+        html, visible = self._text(p)
+        if html == message.html:
+            raise BadRequest(
+                "Bad Request: message is not modified: specified new message content and reply markup are exactly "
+                "the same as a current content and reply markup of the message"
+            )
+        message.html, message.text = html, visible
+        message.history.append(visible)
+        await self._notify()
+        return self._message_json(message, edited=True)
+
+    async def _m_sendchataction(self, p: dict[str, Any]) -> Any:
+        return True
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # --- the user's side --------------------------------------------------------------------------
+
+    async def send_media(
+        self,
+        chat_id: int,
+        data: bytes,
+        *,
+        kind: str = "voice",
+        language_code: str = "en",
+        duration: int | None = None,
+        mime_type: str = "audio/ogg",
+        reported_size: int | None = None,
+        file_name: str = "note.ogg",
+    ) -> int:
+        """Inject an update as if user `chat_id` sent a voice note (or audio, video note, document)."""
+        file_id = f"AwACAgIAAx{next(self._ids)}"
+        self.files[file_id] = StoredFile(file_id, data, f"{kind}s/file_{len(self.files)}.oga", reported_size or len(data))
+        attachment: dict[str, Any] = {"file_id": file_id, "file_unique_id": file_id[::-1], "file_size": reported_size or len(data)}
+        if kind in ("voice", "audio", "video_note") and duration is not None:
+            attachment["duration"] = duration
+        if kind == "video_note":
+            attachment["length"] = 240
+        else:
+            attachment["mime_type"] = mime_type
+        if kind in ("audio", "document"):
+            attachment["file_name"] = file_name
+        return await self._push(chat_id, language_code, {kind: attachment})
+
+    async def send_text(self, chat_id: int, text: str, language_code: str = "en") -> int:
+        entities = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}] if text.startswith("/") else []
+        return await self._push(chat_id, language_code, {"text": text, **({"entities": entities} if entities else {})})
+
+    async def _push(self, chat_id: int, language_code: str, content: dict[str, Any]) -> int:
+        message_id = next(self._ids)
+        update = {
+            "update_id": next(self._update_ids),
+            "message": {
+                "message_id": message_id,
+                "date": int(time.time()),
+                "chat": {"id": chat_id, "type": "private", "first_name": "User"},
+                "from": {"id": chat_id, "is_bot": False, "first_name": "User", "language_code": language_code},
+                **content,
+            },
+        }
+        self.updates.append(update)
+        async with self._new_update:
+            self._new_update.notify_all()
+        return message_id
+
+    def messages(self, chat_id: int) -> list[SentMessage]:
+        return list(self.chats.get(chat_id, Chat()).messages)
+
+    async def wait_for(self, predicate: Any, timeout: float) -> None:
+        """Wait until `predicate()` is true; re-checked whenever the bot sends or edits something."""
+        deadline = time.monotonic() + timeout
+        async with self._changed:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("the bot did not get there in time")
+                try:
+                    await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
+                except asyncio.TimeoutError:
+                    pass

@@ -1,0 +1,1 @@
+"""Transcriber: turns stored voice notes into transcripts with faster-whisper."""

@@ -1,0 +1,43 @@
+"""`voice-insight transcriber`: wiring only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from infra.bus import CONSUMER_TRANSCRIBER, CORE_CONSUMERS, Bus
+from infra.contracts import AudioReceived, decoder
+from infra.service import run_service
+from infra.settings import Settings
+from transcriber.asr import SpeechRecognizer
+from transcriber.service import TranscriberService
+
+log = logging.getLogger("voice_insight.transcriber")
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    recognizer = await asyncio.to_thread(
+        SpeechRecognizer,
+        settings.whisper_model,
+        settings.whisper_device,
+        settings.whisper_compute_type,
+        settings.max_audio_seconds,
+    )
+    log.info("model %s loaded", recognizer.model_name)
+    bus = await Bus.connect(settings.nats_servers, name="transcriber")
+    await bus.ensure_topology()
+    service = TranscriberService(bus, recognizer)
+    spec = next(s for s in CORE_CONSUMERS if s.durable == CONSUMER_TRANSCRIBER)
+    bus.consume(spec, decoder(AudioReceived), service.handle, give_up=service.give_up)
+    log.info("ready")
+    await stop.wait()
+    await bus.close()
+
+
+def run(args: argparse.Namespace | None = None) -> None:
+    run_service("transcriber", (), serve)
+
+
+if __name__ == "__main__":
+    run()

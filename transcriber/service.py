@@ -1,0 +1,61 @@
+"""The transcriber's subscriber: `AudioReceived` in, `Transcript` or `Failure` out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import nats.js.errors
+
+from infra.bus import SUBJECT_FAILED, SUBJECT_TRANSCRIPT, Bus, Delivery
+from infra.contracts import AudioReceived, Failure, Transcript
+from transcriber.asr import AudioProblem, SpeechRecognizer
+
+log = logging.getLogger("voice_insight.transcriber")
+
+
+class TranscriberService:
+    def __init__(self, bus: Bus, recognizer: SpeechRecognizer) -> None:
+        self.bus = bus
+        self.recognizer = recognizer
+
+    async def handle(self, event: AudioReceived, delivery: Delivery) -> None:
+        cid = event.correlation_id
+        store = await self.bus.audio_store()
+        try:
+            stored = await store.get(event.audio.object_name)
+        except nats.js.errors.NotFoundError:  # never stored, expired, or deleted after an answer
+            # Expired or already cleaned up after an answer: a late redelivery. Say so; the formatter
+            # ignores it if the note was answered.
+            await self._fail(cid, "internal", "audio object missing")
+            return
+        data = stored.data or b""
+        try:
+            result = await asyncio.to_thread(self.recognizer.transcribe, data, event.origin.language_hint)
+        except AudioProblem as problem:
+            log.info("%s: %s (%s)", cid, problem.reason, problem)
+            await self._fail(cid, problem.reason, str(problem))
+            return
+        transcript = Transcript(
+            correlation_id=cid,
+            text=result.text,
+            language=result.language,
+            language_probability=round(result.language_probability, 3),
+            duration=round(result.duration, 2),
+            segments=result.segments,
+            ui_language=event.origin.ui_language,
+            model=self.recognizer.model_name,
+            transcribe_seconds=round(result.seconds, 3),
+        )
+        await self.bus.publish(SUBJECT_TRANSCRIPT, transcript, msg_id=f"{cid}.transcript")
+        log.info(
+            "%s: transcribed %.1fs of %s in %.2fs (attempt %d)",
+            cid, result.duration, result.language, result.seconds, delivery.attempt,
+        )
+
+    async def give_up(self, event: AudioReceived, exc: BaseException) -> None:
+        await self._fail(event.correlation_id, "internal", type(exc).__name__)
+
+    async def _fail(self, cid: str, reason: str, detail: str) -> None:
+        failure = Failure(correlation_id=cid, stage="transcriber", reason=reason, detail=detail)  # type: ignore[arg-type]
+        await self.bus.publish(SUBJECT_FAILED, failure, msg_id=f"{cid}.failed")
