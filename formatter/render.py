@@ -14,7 +14,7 @@ import re
 from formatter.join import JoinState
 from infra.contracts import Analysis
 from infra.telegram import MESSAGE_LIMIT
-from infra.texts import text
+from infra.texts import duration_limit, text
 
 _LANGUAGE_NAMES = {"ru": {"ru": "русский", "en": "английский"}, "en": {"ru": "Russian", "en": "English"}}
 _PIECE_BUDGET = 3500  # leaves room for a heading in the same message
@@ -89,7 +89,7 @@ def render_answer(state: JoinState) -> list[str]:
 
 
 def render_failure(reason: str, lang: str, max_audio_seconds: float) -> str:
-    return text(reason, lang, max_minutes=int(max_audio_seconds // 60))
+    return text(reason, lang, limit=duration_limit(max_audio_seconds, lang))
 
 
 def pack(blocks: list[list[str]], limit: int = MESSAGE_LIMIT) -> list[str]:

@@ -11,7 +11,7 @@ from aiogram.types import Message
 from gateway.intake import Intake, media_of
 from infra.bus import Bus
 from infra.modes import live_modes
-from infra.texts import text, ui_language
+from infra.texts import duration_limit, text, ui_language
 
 router = Router(name="voice-insight")
 
@@ -29,7 +29,7 @@ async def on_start(message: Message) -> None:
 
 @router.message(Command("help"))
 async def on_help(message: Message, max_audio_seconds: float) -> None:
-    await message.answer(text("help", _lang(message), max_minutes=int(max_audio_seconds // 60)))
+    await message.answer(text("help", lang := _lang(message), limit=duration_limit(max_audio_seconds, lang)))
 
 
 @router.message(Command("list_modes"))

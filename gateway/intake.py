@@ -16,15 +16,16 @@ import logging
 from dataclasses import dataclass
 
 import msgspec
+import nats.js.errors
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramNetworkError, TelegramServerError
 from aiogram.types import Message
 
-from infra.bus import SUBJECT_AUDIO, Bus
+from infra.bus import BUCKET_ANSWERED, SUBJECT_AUDIO, Bus
 from infra.contracts import AudioReceived, AudioRef, Origin
 from infra.modes import live_modes
 from infra.telegram import DOWNLOAD_LIMIT
-from infra.texts import text, ui_language
+from infra.texts import duration_limit, text, ui_language
 
 log = logging.getLogger("voice_insight.gateway")
 
@@ -82,11 +83,15 @@ class Intake:
     async def accept(self, message: Message, media: Media) -> None:
         lang = ui_language(message.from_user.language_code if message.from_user else None)
         cid = correlation_id(self.key, message.chat.id, message.message_id)
+        if await self._already_taken(cid):
+            log.info("%s: repeated update for a note already taken in; ignored", cid)
+            return
         status = await message.reply(text("listening", lang))
 
         async def refuse(reason: str) -> None:
             log.info("%s: refused at intake: %s", cid, reason)
-            await status.edit_text(text(reason, lang, max_minutes=int(self.max_audio_seconds // 60)))
+            await status.edit_text(text(reason, lang, limit=duration_limit(self.max_audio_seconds, lang)))
+            await self._mark_answered(cid)
 
         if media.size is not None and media.size > DOWNLOAD_LIMIT:
             return await refuse("too_big")
@@ -124,6 +129,37 @@ class Intake:
             log.error("%s: could not hand the note to the bus: %r", cid, exc)
             return await refuse("internal")
         log.info("%s: accepted %s, %d bytes", cid, media.kind, len(data))
+
+    async def _already_taken(self, cid: str) -> bool:
+        """Telegram repeats an update when the bot stopped before confirming it; the note may be in flight.
+
+        If NATS cannot be asked right now, the note is treated as new: a rare duplicate status message is
+        better than a user left without an answer.
+        """
+        try:
+            answered = await self.bus.kv(BUCKET_ANSWERED)
+            try:
+                await answered.get(cid)
+                return True
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                pass
+            store = await self.bus.audio_store()
+            try:
+                await store.get_info(cid, show_deleted=True)
+                return True
+            except nats.js.errors.NotFoundError:
+                return False
+        except Exception as exc:
+            log.warning("%s: could not check for a repeated update (%s)", cid, type(exc).__name__)
+            return False
+
+    async def _mark_answered(self, cid: str) -> None:
+        """A note refused here is answered too: a repeated update must not be refused a second time."""
+        try:
+            answered = await self.bus.kv(BUCKET_ANSWERED)
+            await answered.put(cid, b"sent")
+        except Exception as exc:
+            log.warning("%s: could not mark the refusal as answered (%s)", cid, type(exc).__name__)
 
     async def _download(self, file_id: str) -> bytes:
         file = await self.bot.get_file(file_id)

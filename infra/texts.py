@@ -34,7 +34,7 @@ _TEXTS: dict[str, dict[Lang, str]] = {
             "<b>Как пользоваться</b>\n"
             "• Запишите или перешлите голосовое, аудиофайл (mp3, ogg, m4a, wav…) или видеокружок.\n"
             "• Через несколько секунд статус «Слушаю…» сменится ответом.\n"
-            "• Ограничения: до {max_minutes} мин звучания и до 20 МБ на файл.\n"
+            "• Ограничения: до {limit} звучания и до 20 МБ на файл.\n"
             "• Данные хранятся не дольше 24 часов и только для ответа.\n\n"
             "/list_modes — какие анализы сейчас работают."
         ),
@@ -42,7 +42,7 @@ _TEXTS: dict[str, dict[Lang, str]] = {
             "<b>How to use it</b>\n"
             "• Record or forward a voice message, an audio file (mp3, ogg, m4a, wav…) or a video note.\n"
             "• In a few seconds the “Listening…” status turns into the answer.\n"
-            "• Limits: up to {max_minutes} min of sound and 20 MB per file.\n"
+            "• Limits: up to {limit} of sound and 20 MB per file.\n"
             "• What you send is kept at most 24 hours, only to answer you.\n\n"
             "/list_modes shows which analyses are running."
         ),
@@ -66,8 +66,8 @@ _TEXTS: dict[str, dict[Lang, str]] = {
         "en": "🤫 I could not hear any speech in this recording. Please try again.",
     },
     "too_long": {
-        "ru": "⏱ Запись длиннее {max_minutes} мин — это больше, чем я обрабатываю. Разбейте её на части.",
-        "en": "⏱ This recording is longer than {max_minutes} min, more than I handle. Please split it up.",
+        "ru": "⏱ Запись длиннее {limit} — это больше, чем я обрабатываю. Разбейте её на части.",
+        "en": "⏱ This recording is longer than {limit}, more than I handle. Please split it up.",
     },
     "too_big": {
         "ru": "📦 Файл больше 20 МБ — Telegram не даёт ботам скачивать такие. Сожмите или разбейте его.",
@@ -86,6 +86,13 @@ _TEXTS: dict[str, dict[Lang, str]] = {
         "en": "I understand voice messages, audio files and video notes. Please send one of those.",
     },
 }
+
+
+def duration_limit(seconds: float, lang: Lang | str) -> str:
+    """'10 min' / '10 мин' for whole minutes, '45 s' / '45 с' otherwise."""
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)} {'мин' if lang == 'ru' else 'min'}"
+    return f"{int(seconds)} {'с' if lang == 'ru' else 's'}"
 
 
 def text(key: str, lang: Lang | str, **values: object) -> str:

@@ -117,6 +117,7 @@ class TelegramDouble:
         self.chats: dict[int, Chat] = {}
         self.files: dict[str, StoredFile] = {}
         self.updates: list[dict[str, Any]] = []
+        self.sent_updates: dict[int, dict[str, Any]] = {}
         self.confirmed_offset = 0
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.fail_get_file: int | None = None
@@ -292,8 +293,8 @@ class TelegramDouble:
         file_id = f"AwACAgIAAx{next(self._ids)}"
         self.files[file_id] = StoredFile(file_id, data, f"{kind}s/file_{len(self.files)}.oga", reported_size or len(data))
         attachment: dict[str, Any] = {"file_id": file_id, "file_unique_id": file_id[::-1], "file_size": reported_size or len(data)}
-        if kind in ("voice", "audio", "video_note") and duration is not None:
-            attachment["duration"] = duration
+        if kind in ("voice", "audio", "video_note"):  # the real API always reports these durations
+            attachment["duration"] = duration if duration is not None else 1
         if kind == "video_note":
             attachment["length"] = 240
         else:
@@ -318,10 +319,19 @@ class TelegramDouble:
                 **content,
             },
         }
+        self.sent_updates[message_id] = update
+        await self._deliver(update)
+        return message_id
+
+    async def redeliver(self, message_id: int) -> None:
+        """Deliver a user's message again under a new update_id, as Telegram does when a bot lost its offset."""
+        update = {**self.sent_updates[message_id], "update_id": next(self._update_ids)}
+        await self._deliver(update)
+
+    async def _deliver(self, update: dict[str, Any]) -> None:
         self.updates.append(update)
         async with self._new_update:
             self._new_update.notify_all()
-        return message_id
 
     def messages(self, chat_id: int) -> list[SentMessage]:
         return list(self.chats.get(chat_id, Chat()).messages)
