@@ -1,0 +1,56 @@
+"""The transcriber's engine on the real Whisper base model and real (synthetic) speech."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Speech
+from transcriber.asr import AudioProblem, SpeechRecognizer, choose_language
+
+
+@pytest.fixture(scope="module")
+def recognizer(model_dir: Path) -> SpeechRecognizer:
+    return SpeechRecognizer(str(model_dir), device="cpu", max_seconds=30)
+
+
+def test_language_choice_prefers_confident_detection_then_hint_then_primary() -> None:
+    assert choose_language([("de", 0.93), ("en", 0.02)], hint="ru") == ("de", 0.93)
+    assert choose_language([("pl", 0.59), ("ru", 0.13), ("en", 0.04)], hint=None) == ("ru", 0.13)
+    assert choose_language([("pl", 0.59), ("uk", 0.2), ("ru", 0.1), ("en", 0.06)], hint="uk") == ("uk", 0.2)
+    assert choose_language([("la", 0.45), ("it", 0.3), ("ru", 0.01)], hint="ru-RU") == ("la", 0.45)
+
+
+def test_english_speech(recognizer: SpeechRecognizer, speech: Speech) -> None:
+    result = recognizer.transcribe(speech.say("Please call me back tomorrow about the new contract."), "en")
+    assert result.language == "en"
+    assert "contract" in result.text.lower() and "tomorrow" in result.text.lower()
+    assert 2 < result.duration < 6 and result.segments and result.segments[0].start < result.segments[-1].end
+
+
+def test_russian_speech_is_recognised_as_russian_without_a_hint(recognizer: SpeechRecognizer, speech: Speech) -> None:
+    audio = speech.say("Привет! Позвони мне завтра утром, пожалуйста. Нужно обсудить новый проект и бюджет.", voice="ru", speed=130)
+    result = recognizer.transcribe(audio, None)
+    assert result.language == "ru"
+    assert "привет" in result.text.lower() and "проект" in result.text.lower()
+
+
+def test_not_audio(recognizer: SpeechRecognizer) -> None:
+    for junk in (b"", b"hello, this is plain text", bytes(range(256)) * 100):
+        with pytest.raises(AudioProblem) as problem:
+            recognizer.transcribe(junk)
+        assert problem.value.reason == "not_audio"
+
+
+def test_silence_and_quiet_noise_are_no_speech(recognizer: SpeechRecognizer, speech: Speech) -> None:
+    for source in ("anullsrc=r=16000:cl=mono", "anoisesrc=color=pink:amplitude=0.01:seed=3"):
+        with pytest.raises(AudioProblem) as problem:
+            recognizer.transcribe(speech.lavfi(source, 5))
+        assert problem.value.reason == "no_speech", source
+
+
+def test_over_long_audio(recognizer: SpeechRecognizer, speech: Speech) -> None:
+    with pytest.raises(AudioProblem) as problem:
+        recognizer.transcribe(speech.lavfi("sine=frequency=300:sample_rate=16000", 40))
+    assert problem.value.reason == "too_long"

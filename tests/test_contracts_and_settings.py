@@ -1,0 +1,85 @@
+"""Contracts decode strictly at the edge; settings fail fast with one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from infra.contracts import Analysis, AudioReceived, AudioRef, Event, Origin, Transcript, decoder, encode
+from infra.settings import SettingsError, load_settings
+
+ORIGIN = Origin(chat_id=1, message_id=2, status_message_id=3, ui_language="ru")
+
+
+def test_events_round_trip_through_the_union_decoder_by_their_tag() -> None:
+    audio = AudioReceived(correlation_id="c", origin=ORIGIN, audio=AudioRef(object_name="c", kind="voice", size=10), modes=("DEFAULT",))
+    wire = encode(audio)
+    assert b'"schema":"voice.audio/1"' in wire
+    assert decoder(Event).decode(wire) == audio
+
+
+def test_an_unknown_version_or_a_wrong_shape_is_rejected() -> None:
+    with pytest.raises(msgspec.ValidationError):
+        decoder(Event).decode(b'{"schema":"voice.audio/2","correlation_id":"c"}')
+    with pytest.raises(msgspec.ValidationError):
+        decoder(Transcript).decode(encode(Analysis(correlation_id="c", mode="M", title="t", model="m")))
+    with pytest.raises(msgspec.ValidationError):
+        decoder(AudioReceived).decode(b'{"schema":"voice.audio/1","correlation_id":"c"}')
+
+
+def test_contracts_are_frozen() -> None:
+    with pytest.raises(AttributeError):
+        ORIGIN.chat_id = 5  # type: ignore[misc]
+
+
+def test_settings_come_from_env_over_dotenv(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("# comment\nexport JOIN_TIMEOUT=30\nWHISPER_MODEL='small'\nOPENAI_API_KEY=\n")
+    settings = load_settings((), environ={"JOIN_TIMEOUT": "45", "NATS_URL": "nats://a:4222,nats://b:4222"}, dotenv=dotenv)
+    assert settings.join_timeout == 45.0 and settings.whisper_model == "small"
+    assert settings.nats_servers == ["nats://a:4222", "nats://b:4222"]
+    with pytest.raises(SettingsError, match="OPENAI_API_KEY is not set"):
+        load_settings(("OPENAI_API_KEY",), environ={}, dotenv=dotenv)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MAX_AUDIO_SECONDS": "ten"}, "MAX_AUDIO_SECONDS must be a number"),
+        ({"JOIN_TIMEOUT": "-1"}, "JOIN_TIMEOUT must be greater than 0"),
+        ({"NATS_URL": "localhost:4222"}, "NATS_URL must be a nats/tls/ws/wss URL"),
+        ({"WHISPER_DEVICE": "tpu"}, "WHISPER_DEVICE must be one of auto, cpu, cuda"),
+        ({"TELEGRAM_TOKEN": "not-a-token"}, "TELEGRAM_TOKEN does not look like a bot token"),
+    ],
+)
+def test_invalid_settings_are_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings((), environ=env, dotenv=None)
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    settings = load_settings((), environ={"TELEGRAM_TOKEN": "123:" + "A" * 30, "OPENAI_API_KEY": "sk-secret"}, dotenv=None)
+    assert "sk-secret" not in repr(settings) and "AAAA" not in repr(settings)
+
+
+@pytest.mark.parametrize("role", [["gateway"], ["formatter"], ["analyzer", "--mode", "TONE"], ["up"]])
+def test_a_service_with_a_missing_setting_stops_with_one_line(role: list[str], tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.cli", *role], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is not set" in lines[0], result.stderr
+
+
+def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "analyzer", "--mode", "NOPE"], cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "x"}, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2 and "unknown mode 'NOPE'; known: DEFAULT, TONE" in result.stderr
