@@ -332,8 +332,8 @@ class Bus:
             await asyncio.sleep(ack_wait / 3)
             try:
                 await msg.in_progress()
-            except Exception:
-                pass  # disconnected: redelivery after ack_wait is the designed outcome
+            except Exception as exc:  # disconnected: redelivery after ack_wait is the designed outcome
+                log.debug("in-progress ack not sent: %s", type(exc).__name__)
 
     # shutdown ------------------------------------------------------------------------------------
 

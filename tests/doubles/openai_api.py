@@ -22,6 +22,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.doubles import serve
+
 REASONING = re.compile(r"^o\d")
 REASONING_TOKENS = 320
 KNOWN_MODELS = {"o3", "o4-mini", "gpt-4o", "gpt-4o-mini", "gpt-4.1", "legacy-chat"}
@@ -70,11 +72,7 @@ class OpenAIDouble:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await serve(app)
         self.base_url = f"http://127.0.0.1:{port}/v1"
         return self.base_url
 

@@ -21,6 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.doubles import serve
+
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
 MESSAGE_LIMIT = 4096
 ALLOWED_TAGS = {
@@ -91,6 +93,8 @@ class SentMessage:
     reply_to: int | None
     history: list[str] = field(default_factory=list)
     """Every visible text this message has shown, oldest first."""
+    times: list[float] = field(default_factory=list)
+    """When each of those texts appeared (time.time())."""
 
 
 @dataclass
@@ -134,11 +138,7 @@ class TelegramDouble:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._api)
         app.router.add_get("/file/bot{token}/{path:.+}", self._file)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await serve(app)
         self.base_url = f"http://127.0.0.1:{port}"
         return self.base_url
 
@@ -247,7 +247,7 @@ class TelegramDouble:
         reply_to = json.loads(reply).get("message_id") if isinstance(reply, str) else (reply or {}).get("message_id")
         if reply_to is None and p.get("reply_to_message_id"):
             reply_to = int(p["reply_to_message_id"])
-        message = SentMessage(next(self._ids), chat_id, visible, html, reply_to, [visible])
+        message = SentMessage(next(self._ids), chat_id, visible, html, reply_to, [visible], [time.time()])
         self.chats.setdefault(chat_id, Chat()).messages.append(message)
         await self._notify()
         return self._message_json(message)
@@ -265,6 +265,7 @@ class TelegramDouble:
             )
         message.html, message.text = html, visible
         message.history.append(visible)
+        message.times.append(time.time())
         await self._notify()
         return self._message_json(message, edited=True)
 
