@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 from infra.bus import Bus  # noqa: E402
 from infra.contracts import Event, decoder  # noqa: E402
 from infra.packaged_model import install_packaged_model  # noqa: E402
-from tests.conftest import NatsServer, Speech, free_port, stack_env, wait_for_modes  # noqa: E402
+from tests.conftest import OPENAI_KEY, TOKEN, NatsServer, Speech, free_port, stack_env, wait_for_modes  # noqa: E402
 from tests.doubles.openai_api import OpenAIDouble  # noqa: E402
 from tests.doubles.telegram_api import TelegramDouble  # noqa: E402
 
@@ -42,7 +42,7 @@ async def main(seconds: float, llm_latency: float) -> None:
     work = Path(tempfile.mkdtemp(prefix="vi-bench-"))
     nats = NatsServer(free_port(), work / "nats")
     nats.start()
-    telegram, openai = TelegramDouble("123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1"), OpenAIDouble("sk-bench")
+    telegram, openai = TelegramDouble(TOKEN), OpenAIDouble(OPENAI_KEY)
     await telegram.start()
     await openai.start()
     openai.latency = llm_latency
@@ -54,7 +54,7 @@ async def main(seconds: float, llm_latency: float) -> None:
     bus = await Bus.connect([nats.url], name="bench")
     await bus.ensure_topology()
     env = stack_env(nats, telegram, openai, model, work)
-    env["JOIN_TIMEOUT"] = "120"
+    env.update(JOIN_TIMEOUT="120", MAX_AUDIO_SECONDS="600")
     log = (work / "stack.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "up"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
     arrivals: dict[str, float] = {}
@@ -91,6 +91,8 @@ async def main(seconds: float, llm_latency: float) -> None:
               f"model {transcript.model}, {os.cpu_count()} CPU cores, LLM double latency {llm_latency:.2f} s")
         for name, value in rows:
             print(f"  {name:<45} {value:7.3f} s")
+        headings = [line for line in message.text.splitlines() if line.startswith(("📝", "📌", "🎭", "⚠️"))]
+        print("  answer:", " | ".join(headings))
     finally:
         await sub.unsubscribe()
         proc.send_signal(2)
