@@ -107,7 +107,7 @@ class ConsumerSpec:
 
 
 CORE_CONSUMERS = (
-    ConsumerSpec(CONSUMER_TRANSCRIBER, SUBJECT_AUDIO, ack_wait=30.0, max_deliver=4),
+    ConsumerSpec(CONSUMER_TRANSCRIBER, SUBJECT_AUDIO, ack_wait=15.0, max_deliver=4),
     ConsumerSpec(CONSUMER_FORMATTER, SUBJECT_ALL, ack_wait=30.0, max_deliver=8, concurrency=8),
     ConsumerSpec(CONSUMER_FORMATTER_DEADLINE, SUBJECT_TRANSCRIPT, ack_wait=30.0, max_deliver=-1, concurrency=8),
 )

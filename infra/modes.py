@@ -25,11 +25,11 @@ _decode = msgspec.json.Decoder(ModeInfo).decode
 
 async def live_modes(bus: Bus) -> list[ModeInfo]:
     """Modes announced within the TTL, sorted by name (DEFAULT first by convention)."""
-    kv = await bus.kv(BUCKET_MODES)
     try:
+        kv = await bus.kv(BUCKET_MODES)
         keys = await kv.keys()
-    except nats.js.errors.NoKeysError:
-        return []
+    except (nats.js.errors.BucketNotFoundError, nats.js.errors.NoKeysError):
+        return []  # no analyzer has announced itself (yet)
     modes: list[ModeInfo] = []
     for key in keys:
         try:

@@ -124,6 +124,17 @@ class Speech:
         subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(wav), text], check=True)
         return self._opus(wav)
 
+    def video_note(self, text: str) -> bytes:
+        """A round video note as Telegram stores it: a square H.264 MP4 with the speech as AAC."""
+        wav, mp4 = self._path(".wav"), self._path(".mp4")
+        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), text], check=True)
+        subprocess.run(
+            ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "color=c=teal:s=240x240:r=15", "-i", str(wav),
+             "-shortest", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", str(mp4)],
+            check=True,
+        )
+        return mp4.read_bytes()
+
     def lavfi(self, source: str, seconds: float) -> bytes:
         """Synthetic non-speech sound (`anullsrc` silence, `sine`, `anoisesrc`) of a given length."""
         wav = self._path(".wav")

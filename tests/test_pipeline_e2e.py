@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import signal
+import subprocess
 import time
 
 import nats.js.errors
@@ -115,6 +118,13 @@ async def test_russian_voice_note_is_answered_in_russian(
     assert "🎭 тон" in text and "скрытые намерения:" in text and "как лучше ответить:" in text
     await settled(bus)
     assert len(final(telegram, chat)) == 1
+
+
+async def test_a_round_video_note_is_transcribed(stack: Stack, telegram: TelegramDouble, speech: Speech) -> None:
+    chat = new_chat()
+    await telegram.send_media(chat, speech.video_note("Please call me back about the invoice."), kind="video_note", duration=4)
+    text = (await answer_of(telegram, chat)).text
+    assert "invoice" in text.lower() and "🎭 Tone" in text
 
 
 async def test_commands_explain_the_bot_and_list_live_modes(stack: Stack, telegram: TelegramDouble) -> None:
@@ -280,6 +290,26 @@ async def test_redelivered_and_repeated_events_do_not_answer_twice(
     await settled(bus, "transcriber")
     messages = final(telegram, chat)
     assert len(messages) == 1 and len(messages[0].history) == 2, "still exactly one answer"
+
+
+async def test_a_transcriber_killed_mid_work_loses_nothing(
+    stack: Stack, telegram: TelegramDouble, speech: Speech, bus: Bus
+) -> None:
+    chat = new_chat()
+    await telegram.send_media(chat, speech.say(EN_TEXT * 3), duration=27)
+    deadline = time.monotonic() + 60
+    while (await bus.js.consumer_info(STREAM, "transcriber")).num_ack_pending == 0:  # it is working on it now
+        assert time.monotonic() < deadline, "the transcriber never took the note"
+        await asyncio.sleep(0.05)
+    pids = subprocess.run(["pgrep", "-f", "infra.cli transcriber"], capture_output=True, text=True).stdout.split()
+    assert len(pids) == 1
+    os.kill(int(pids[0]), signal.SIGKILL)
+
+    answer = await answer_of(telegram, chat, timeout=180)  # after the ack wait, the restarted one redoes it
+    assert "budget" in answer.text.lower() and "🎭 Tone" in answer.text
+    assert "transcriber   | exited with -9; restarting" in stack.output()
+    await settled(bus)
+    assert len(final(telegram, chat)) == 1 and len(final(telegram, chat)[0].history) == 2
 
 
 async def test_a_restarted_nats_loses_nothing(

@@ -1,0 +1,60 @@
+"""`voice-insight up` on its own: embedded nats-server, every service, a real answer, a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from infra.bus import Bus
+from tests.conftest import NatsServer, Speech, stack_env, wait_for_modes
+from tests.doubles.openai_api import OpenAIDouble
+from tests.doubles.telegram_api import TelegramDouble
+
+pytestmark = pytest.mark.timeout(300)
+
+
+async def test_up_embeds_nats_answers_and_stops_cleanly_on_sigterm(
+    openai_double: OpenAIDouble, model_dir: Path, speech: Speech, tmp_path: Path
+) -> None:
+    telegram = TelegramDouble("987654321:BBHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw2")  # its own bot: its own updates
+    await telegram.start()
+    env = stack_env(NatsServer(0, tmp_path), telegram, openai_double, model_dir, tmp_path / "state")
+    del env["NATS_URL"]
+    env["TELEGRAM_TOKEN"] = telegram.token
+    log = tmp_path / "up.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "up"], env=env, cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT)
+    bus = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (found := re.search(r"embedded nats-server on (nats://\S+), store (\S+)", log.read_text())):
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            await asyncio.sleep(0.1)
+        assert Path(found.group(2)) == (tmp_path / "state" / "nats").resolve()
+        bus = await Bus.connect([found.group(1)], name="test-up")
+        await wait_for_modes(bus, {"DEFAULT", "TONE"})
+
+        await telegram.send_media(1, speech.say("The budget meeting is on Thursday."), duration=3)
+        await telegram.wait_for(lambda: bool(telegram.messages(1)) and "Transcript" in telegram.messages(1)[0].text, 120)
+        assert "budget" in telegram.messages(1)[0].text.lower()
+    finally:
+        if bus:
+            await bus.close(grace=1)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=90)
+        await telegram.stop()
+    output = log.read_text()
+    assert code == 0, output[-3000:]
+    # Every service said goodbye through its own drain, and nothing was left running.
+    for service in ("gateway", "transcriber", "analyzer-default", "analyzer-tone", "formatter"):
+        assert f"{service:<14}| " in output
+    assert "restarting" not in output
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "state")], capture_output=True, text=True).stdout
+    assert not leftovers.strip(), "the embedded nats-server outlived `up`"
