@@ -12,6 +12,7 @@ from analyzers.modes import MODES
 from analyzers.service import AnalyzerService
 from infra.bus import SUBJECT_TRANSCRIPT, Bus, ConsumerSpec
 from infra.contracts import Transcript, decoder
+from infra.health import DEFAULT_PORTS, HealthServer
 from infra.modes import announce_forever
 from infra.service import CONFIG_ERROR_EXIT, run_service
 from infra.settings import Settings
@@ -29,6 +30,10 @@ def run(args: argparse.Namespace | None = None) -> None:
 
     async def serve(settings: Settings, stop: asyncio.Event) -> None:
         bus = await Bus.connect(settings.nats_servers, name=f"analyzer-{mode}")
+        # Standalone, each built-in mode gets its own default port, so several fit on one machine.
+        port = settings.metrics_port if settings.metrics_port is not None else DEFAULT_PORTS["analyzer"] + list(MODES).index(mode)
+        health = HealthServer(f"analyzer-{mode}", port, lambda: bus.connected)
+        await health.start()
         await bus.ensure_topology()
         service = AnalyzerService(bus, ChatLLM(make_client(settings.openai_api_key, settings.openai_base_url)), spec, model)
         consumer = ConsumerSpec(
@@ -37,11 +42,13 @@ def run(args: argparse.Namespace | None = None) -> None:
         await bus.ensure_consumer(consumer)  # before announcing: a note that waits for us must reach us
         bus.consume(consumer, decoder(Transcript), service.handle)
         heartbeat = asyncio.create_task(announce_forever(bus, service.info))
+        health.ready = True
         log.info("mode %s ready with model %s", mode, model)
         await stop.wait()
         heartbeat.cancel()
         await bus.close()
         await service.llm.client.close()
+        await health.stop()
 
     run_service(f"analyzer-{mode}", ("OPENAI_API_KEY",), serve)
 

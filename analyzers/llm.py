@@ -20,8 +20,10 @@ from typing import Any
 import msgspec
 import openai
 from openai import AsyncOpenAI
+from opentelemetry.trace import Span, SpanKind
 
 from infra.contracts import Usage
+from infra.telemetry import record_failure, tracer
 
 REASONING_MODEL = re.compile(r"^(o\d+|gpt-5)(\b|[-.])", re.IGNORECASE)
 REASONING_ALLOWANCE = 2000
@@ -100,16 +102,45 @@ class ChatLLM:
                 "type": "json_schema",
                 "json_schema": {"name": result_type.__name__, "schema": json_schema_for(result_type), "strict": True},
             }
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.system": "openai",
+            "gen_ai.request.model": model,
+            "gen_ai.request.max_tokens": params.get("max_completion_tokens") or params["max_tokens"],
+            "gen_ai.output.type": "json" if structured else "text",
+            "server.address": self.client.base_url.host,
+        }
+        if "temperature" in params:
+            attributes["gen_ai.request.temperature"] = params["temperature"]
+        with tracer().start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes) as span:
+            try:
+                return await self._call(params, timeout, structured, result_type, span)
+            except LLMFailure as failure:
+                record_failure(span, failure.reason)
+                if failure.reason == "structured_output_unsupported":
+                    self._no_structured.add(model)
+                    return await self.complete(
+                        model=model, system=system, user=user, max_tokens=max_tokens,
+                        temperature=temperature, timeout=timeout, result_type=result_type,
+                    )
+                raise
+
+    async def _call(
+        self,
+        params: dict[str, Any],
+        timeout: float,
+        structured: bool,
+        result_type: type[msgspec.Struct] | None,
+        span: Span,
+    ) -> Completion:
+        model = params["model"]
         started = time.perf_counter()
         try:
             response = await self.client.chat.completions.create(**params, timeout=timeout)
         except openai.BadRequestError as exc:
             if structured and (exc.param == "response_format" or "response_format" in str(exc.message)):
-                self._no_structured.add(model)
-                return await self.complete(
-                    model=model, system=system, user=user, max_tokens=max_tokens,
-                    temperature=temperature, timeout=timeout, result_type=result_type,
-                )
+                raise LLMFailure("structured_output_unsupported") from exc
             raise LLMFailure(f"http_400_{exc.code or 'bad_request'}") from exc
         except openai.APITimeoutError as exc:
             raise LLMFailure("timeout") from exc
@@ -123,15 +154,21 @@ class ChatLLM:
             raise LLMFailure("no_choices")
         choice = response.choices[0]
         message = choice.message
+        usage = Usage(
+            input_tokens=response.usage.prompt_tokens if response.usage else 0,
+            output_tokens=response.usage.completion_tokens if response.usage else 0,
+        )
+        span.set_attributes({
+            "gen_ai.response.model": response.model or model,
+            "gen_ai.response.finish_reasons": [choice.finish_reason or "unknown"],
+            "gen_ai.usage.input_tokens": usage.input_tokens,
+            "gen_ai.usage.output_tokens": usage.output_tokens,
+        })
         if getattr(message, "refusal", None):
             raise LLMFailure("refused")
         content = (message.content or "").strip()
         if not content:
             raise LLMFailure("truncated" if choice.finish_reason == "length" else "empty")
-        usage = Usage(
-            input_tokens=response.usage.prompt_tokens if response.usage else 0,
-            output_tokens=response.usage.completion_tokens if response.usage else 0,
-        )
         parsed = None
         if structured:
             try:

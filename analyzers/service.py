@@ -12,6 +12,7 @@ from analyzers.llm import ChatLLM, LLMFailure
 from analyzers.modes import ModeSpec
 from infra.bus import Bus, Delivery, analysis_subject
 from infra.contracts import Analysis, ModeInfo, Transcript
+from infra.metrics import ERRORS, PROCESSED, STAGE_SECONDS, TOKENS
 
 log = logging.getLogger("voice_insight.analyzer")
 
@@ -56,8 +57,12 @@ class AnalyzerService:
             )
         except LLMFailure as failure:
             log.warning("%s: %s failed: %s", transcript.correlation_id, self.spec.name, failure.reason)
+            ERRORS.labels("analyze", self.spec.name, failure.reason).inc()
             analysis = Analysis(**base, model=self.model, error=failure.reason)
         else:
+            STAGE_SECONDS.labels("analyze", self.spec.name).observe(done.latency)
+            TOKENS.labels(self.spec.name, self.model, "input").inc(done.usage.input_tokens)
+            TOKENS.labels(self.spec.name, self.model, "output").inc(done.usage.output_tokens)
             sections = self.spec.to_sections(done.parsed, lang) if done.parsed is not None else ()
             analysis = Analysis(
                 **base,
@@ -68,5 +73,6 @@ class AnalyzerService:
                 latency=round(done.latency, 3),
             )
             log.info("%s: %s done in %.2fs", transcript.correlation_id, self.spec.name, done.latency)
+        PROCESSED.labels("analyze", self.spec.name).inc()
         subject = analysis_subject(self.spec.name)
         await self.bus.publish(subject, analysis, msg_id=f"{transcript.correlation_id}.analysis.{self.spec.name}")

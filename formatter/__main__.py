@@ -10,6 +10,7 @@ from formatter.join import AnswerMarks, JoinStore
 from formatter.service import FormatterService
 from infra.bus import BUCKET_ANSWERED, BUCKET_JOINS, CONSUMER_FORMATTER, CONSUMER_FORMATTER_DEADLINE, CORE_CONSUMERS, Bus
 from infra.contracts import Event, Transcript, decoder
+from infra.health import HealthServer, port_for
 from infra.service import run_service
 from infra.settings import Settings
 from infra.telegram import make_bot
@@ -19,6 +20,8 @@ log = logging.getLogger("voice_insight.formatter")
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     bus = await Bus.connect(settings.nats_servers, name="formatter")
+    health = HealthServer("formatter", port_for("formatter", settings), lambda: bus.connected)
+    await health.start()
     await bus.ensure_topology()
     specs = {spec.durable: spec for spec in CORE_CONSUMERS}
     events, deadlines = specs[CONSUMER_FORMATTER], specs[CONSUMER_FORMATTER_DEADLINE]
@@ -33,10 +36,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     )
     bus.consume(events, decoder(Event), service.on_event)
     bus.consume(deadlines, decoder(Transcript), service.on_deadline)
+    health.ready = True
     log.info("ready")
     await stop.wait()
     await bus.close()
     await bot.session.close()
+    await health.stop()
 
 
 def run(args: argparse.Namespace | None = None) -> None:

@@ -23,6 +23,8 @@ from formatter.join import AnswerMarks, JoinState, JoinStore
 from formatter.render import render_answer, render_failure
 from infra.bus import Bus, Delivery, Retry
 from infra.contracts import Event, Origin, Transcript
+from infra.metrics import ANSWERS, ERRORS, PROCESSED, STAGE_SECONDS
+from infra.telemetry import record_failure, tracer
 
 log = logging.getLogger("voice_insight.formatter")
 
@@ -48,7 +50,14 @@ class FormatterService:
         cid = event.correlation_id
         if await self.marks.is_sent(cid):
             return  # late or redelivered piece of a note that already has its answer
-        state = await self.joins.merge(cid, event)
+        with tracer().start_as_current_span("join") as span:
+            state = await self.joins.merge(cid, event)
+            span.set_attributes({
+                "voice_insight.join.modes_expected": len(state.modes),
+                "voice_insight.join.analyses_in": len(state.analyses),
+                "voice_insight.join.has_transcript": state.transcript is not None,
+                "voice_insight.join.complete": state.complete,
+            })
         if state.complete:
             await self.finish(cid, state)
 
@@ -69,23 +78,40 @@ class FormatterService:
         if not await self.marks.claim(cid):
             return
         assert state.origin is not None
-        try:
-            if state.failed:
-                assert state.failure is not None
-                messages = [render_failure(state.failure.reason, state.origin.ui_language, self.max_audio_seconds)]
-            else:
-                messages = render_answer(state)
-            await self.deliver(state.origin, messages)
-        except TelegramForbiddenError:
-            log.warning("%s: the user blocked the bot; no answer possible", cid)
-        except TelegramRetryAfter as exc:
-            await self.marks.release(cid)
-            raise Retry(float(exc.retry_after), "Telegram flood control") from exc
-        except BaseException:
-            await self.marks.release(cid)
-            raise
+        kind = "failure" if state.failed else ("partial" if state.missing_modes() else "complete")
+        started = time.perf_counter()
+        with tracer().start_as_current_span("reply", attributes={"voice_insight.answer.kind": kind}) as span:
+            try:
+                if state.failed:
+                    assert state.failure is not None
+                    messages = [render_failure(state.failure.reason, state.origin.ui_language, self.max_audio_seconds)]
+                else:
+                    messages = render_answer(state)
+                span.set_attribute("voice_insight.answer.messages", len(messages))
+                await self.deliver(state.origin, messages)
+            except TelegramForbiddenError:
+                log.warning("%s: the user blocked the bot; no answer possible", cid)
+                ERRORS.labels("reply", "", "bot_blocked").inc()
+            except TelegramRetryAfter as exc:
+                record_failure(span, exc)
+                ERRORS.labels("reply", "", "flood_control").inc()
+                await self.marks.release(cid)
+                raise Retry(float(exc.retry_after), "Telegram flood control") from exc
+            except BaseException as exc:
+                record_failure(span, exc)
+                ERRORS.labels("reply", "", type(exc).__name__).inc()
+                await self.marks.release(cid)
+                raise
         await self.marks.mark_sent(cid)
-        log.info("%s: answered (%s)", cid, "failure" if state.failed else f"{len(state.analyses)} analyses")
+        now = time.time()
+        STAGE_SECONDS.labels("reply", "").observe(time.perf_counter() - started)
+        if state.transcript is not None:
+            STAGE_SECONDS.labels("join", "").observe(max(0.0, now - state.transcript.published_at))
+        if state.received_at is not None:
+            STAGE_SECONDS.labels("end_to_end", "").observe(max(0.0, now - state.received_at))
+        ANSWERS.labels(kind).inc()
+        PROCESSED.labels("reply", "").inc()
+        log.info("%s: answered (%s)", cid, kind)
         await self._forget(cid, state)
 
     async def deliver(self, origin: Origin, messages: list[str]) -> None:

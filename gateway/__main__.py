@@ -6,12 +6,16 @@ import argparse
 import asyncio
 import logging
 
+import msgspec
 from aiogram import Dispatcher
 from aiogram.types import BotCommand
 
 from gateway.handlers import router
 from gateway.intake import Intake, correlation_key
-from infra.bus import Bus
+from infra.bus import BUCKET_USERS, Bus
+from infra.health import HealthServer, port_for
+from infra.metrics import ACTIVE_USERS
+from infra.modes import live_modes
 from infra.service import run_service
 from infra.settings import Settings
 from infra.telegram import make_bot
@@ -24,9 +28,26 @@ COMMANDS = [
 ]
 
 
+async def count_active_users(bus: Bus, every: float = 15.0) -> None:
+    while True:
+        try:
+            ACTIVE_USERS.set(await bus.kv_size(BUCKET_USERS))
+        except Exception as exc:
+            log.debug("active users not refreshed: %s", type(exc).__name__)
+        await asyncio.sleep(every)
+
+
+async def modes_document(bus: Bus) -> object:
+    return [msgspec.to_builtins(mode) for mode in await live_modes(bus)]
+
+
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     bus = await Bus.connect(settings.nats_servers, name="gateway")
+    health = HealthServer("gateway", port_for("gateway", settings), lambda: bus.connected)
+    health.add_json_route("/modes", lambda: modes_document(bus))
+    await health.start()
     await bus.ensure_topology()
+    users = asyncio.create_task(count_active_users(bus))
     bot = make_bot(settings)
     intake = Intake(bus, bot, correlation_key(settings.telegram_token), settings.max_audio_seconds)
     dispatcher = Dispatcher()
@@ -43,14 +64,17 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             max_audio_seconds=settings.max_audio_seconds,
         )
     )
+    health.ready = True
     log.info("ready")
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait({polling, stopped}, return_when=asyncio.FIRST_COMPLETED)
     if not polling.done():
         await dispatcher.stop_polling()
     await polling
+    users.cancel()
     await bus.close()
     await bot.session.close()
+    await health.stop()
 
 
 def run(args: argparse.Namespace | None = None) -> None:

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import io
 import logging
+import time
 from dataclasses import dataclass
 
 import msgspec
@@ -20,10 +21,13 @@ import nats.js.errors
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramNetworkError, TelegramServerError
 from aiogram.types import Message
+from opentelemetry.trace import Span, SpanKind
 
-from infra.bus import BUCKET_ANSWERED, SUBJECT_AUDIO, Bus
+from infra.bus import BUCKET_ANSWERED, BUCKET_AUDIO, BUCKET_USERS, SUBJECT_AUDIO, Bus
 from infra.contracts import AudioReceived, AudioRef, Origin
+from infra.metrics import ERRORS, PROCESSED, STAGE_SECONDS
 from infra.modes import live_modes
+from infra.telemetry import record_failure, tracer
 from infra.telegram import DOWNLOAD_LIMIT
 from infra.texts import duration_limit, text, ui_language
 
@@ -81,15 +85,33 @@ class Intake:
         self.max_audio_seconds = max_audio_seconds
 
     async def accept(self, message: Message, media: Media) -> None:
+        """Take one voice note in; the root span of its trace."""
+        attributes = {
+            "voice_insight.media.kind": media.kind,
+            "voice_insight.audio.size_bytes": media.size or 0,
+            "voice_insight.audio.duration_hint_seconds": float(media.duration or 0),
+        }
+        with tracer().start_as_current_span("voice_note receive", kind=SpanKind.SERVER, attributes=attributes) as span:
+            await self._accept(message, media, span)
+        PROCESSED.labels("gateway", "").inc()
+
+    async def _accept(self, message: Message, media: Media, span: Span) -> None:
+        arrived = time.time()
         lang = ui_language(message.from_user.language_code if message.from_user else None)
         cid = correlation_id(self.key, message.chat.id, message.message_id)
+        span.set_attribute("voice_insight.correlation_id", cid)
         if await self._already_taken(cid):
             log.info("%s: repeated update for a note already taken in; ignored", cid)
+            span.set_attribute("voice_insight.duplicate", True)
             return
         status = await message.reply(text("listening", lang))
+        if message.from_user:
+            await self._count_user(message.from_user.id)
 
         async def refuse(reason: str) -> None:
             log.info("%s: refused at intake: %s", cid, reason)
+            ERRORS.labels("gateway", "", reason).inc()
+            record_failure(span, reason)
             await status.edit_text(text(reason, lang, limit=duration_limit(self.max_audio_seconds, lang)))
             await self._mark_answered(cid)
 
@@ -98,7 +120,11 @@ class Intake:
         if media.duration is not None and media.duration > self.max_audio_seconds:
             return await refuse("too_long")
         try:
-            data = await self._download(media.file_id)
+            started = time.perf_counter()
+            with tracer().start_as_current_span("telegram download", kind=SpanKind.CLIENT) as download:
+                data = await self._download(media.file_id)
+                download.set_attribute("voice_insight.audio.size_bytes", len(data))
+            STAGE_SECONDS.labels("download", "").observe(time.perf_counter() - started)
         except FileTooBig:
             return await refuse("too_big")
         except TelegramBadRequest as exc:
@@ -122,6 +148,7 @@ class Intake:
                 duration_hint=float(media.duration) if media.duration is not None else None,
             ),
             modes=(),
+            received_at=arrived,
         )
         try:
             await self._hand_over(event, data)
@@ -153,6 +180,15 @@ class Intake:
             log.warning("%s: could not check for a repeated update (%s)", cid, type(exc).__name__)
             return False
 
+    async def _count_user(self, user_id: int) -> None:
+        """Active users are counted from keyed hashes under a 24 h TTL: countable, never reversible."""
+        digest = hmac.new(self.key, f"user:{user_id}".encode(), hashlib.sha256).hexdigest()[:32]
+        try:
+            users = await self.bus.kv(BUCKET_USERS)
+            await users.put(digest, b"")
+        except Exception as exc:
+            log.warning("could not count an active user (%s)", type(exc).__name__)
+
     async def _mark_answered(self, cid: str) -> None:
         """A note refused here is answered too: a repeated update must not be refused a second time."""
         try:
@@ -177,7 +213,9 @@ class Intake:
         while True:
             try:
                 store = await self.bus.audio_store()
-                await store.put(event.audio.object_name, data)
+                attributes = {"voice_insight.bucket": BUCKET_AUDIO, "voice_insight.audio.size_bytes": len(data)}
+                with tracer().start_as_current_span("object_store put", kind=SpanKind.CLIENT, attributes=attributes):
+                    await store.put(event.audio.object_name, data)
                 modes = tuple(m.mode for m in await live_modes(self.bus))
                 ready = msgspec.structs.replace(event, modes=modes)
                 await self.bus.publish(SUBJECT_AUDIO, ready, msg_id=event.correlation_id)

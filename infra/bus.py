@@ -30,10 +30,12 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
-from opentelemetry import context as otel_context
 from opentelemetry import propagate
+from opentelemetry.trace import Span, SpanKind
 
 from infra.contracts import encode
+from infra.metrics import CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERED, REDELIVERIES
+from infra.telemetry import record_failure, tracer
 
 log = logging.getLogger("voice_insight.bus")
 
@@ -52,6 +54,7 @@ BUCKET_AUDIO = "voice-audio"  # Object Store: the voice note's bytes
 BUCKET_MODES = "voice-modes"  # KV: live analyzer modes, kept by heartbeats
 BUCKET_JOINS = "voice-joins"  # KV: the formatter's per-note join state
 BUCKET_ANSWERED = "voice-answered"  # KV: the "answered" marks, created atomically
+BUCKET_USERS = "voice-users"  # KV: keyed hashes of user ids seen in the last 24 h (active users)
 
 USER_DATA_TTL = 24 * 3600.0  # nothing a user said or sent outlives a day
 MODES_TTL = 30.0
@@ -65,6 +68,16 @@ CONSUMER_FORMATTER_DEADLINE = "formatter-deadline"
 
 def analysis_subject(mode: str) -> str:
     return f"{SUBJECT_ANALYSIS_PREFIX}{mode}"
+
+
+def _messaging(subject: str, operation: str) -> dict[str, str]:
+    """OpenTelemetry messaging attributes; subjects name a stage or mode, never a user."""
+    return {
+        "messaging.system": "nats",
+        "messaging.destination.name": subject,
+        "messaging.operation.type": operation,
+        "messaging.operation.name": "publish" if operation == "send" else "process",
+    }
 
 
 # --- consuming -----------------------------------------------------------------------------------
@@ -130,6 +143,7 @@ class Bus:
         self._stopping = asyncio.Event()
         self._consumers: list[_Consumer[Any]] = []
         self._idle: dict[asyncio.Task[None], bool] = {}
+        self._backlog_task: asyncio.Task[None] | None = None
 
     # connection ----------------------------------------------------------------------------------
 
@@ -188,6 +202,7 @@ class Bus:
         await self._ensure_kv(BUCKET_MODES, MODES_TTL)
         await self._ensure_kv(BUCKET_JOINS, USER_DATA_TTL)
         await self._ensure_kv(BUCKET_ANSWERED, USER_DATA_TTL)
+        await self._ensure_kv(BUCKET_USERS, USER_DATA_TTL)
         try:
             await self.js.object_store(BUCKET_AUDIO)
         except nats.js.errors.BucketNotFoundError:
@@ -228,16 +243,32 @@ class Bus:
     async def kv(self, bucket: str) -> KeyValue:
         return await self.js.key_value(bucket)
 
+    async def kv_size(self, bucket: str) -> int:
+        """Live keys in a history-1 bucket: one message per key, expired ones gone."""
+        info = await self.js.stream_info(f"KV_{bucket}")
+        return info.state.messages
+
     async def audio_store(self) -> ObjectStore:
         return await self.js.object_store(BUCKET_AUDIO)
 
     # publishing ----------------------------------------------------------------------------------
 
     async def publish(self, subject: str, event: msgspec.Struct, msg_id: str, timeout: float = 5.0) -> None:
-        """Publish to the stream and wait for its ack; `msg_id` makes a repeated publish a no-op."""
-        headers: dict[str, str] = {"Nats-Msg-Id": msg_id}
-        propagate.inject(headers)
-        await self.js.publish(subject, encode(event), headers=headers, timeout=timeout, stream=STREAM)
+        """Publish to the stream and wait for its ack; `msg_id` makes a repeated publish a no-op.
+
+        The producer span's context travels in the message headers (W3C `traceparent`), so whoever consumes
+        the message continues the same trace.
+        """
+        payload = encode(event)
+        attributes = {**_messaging(subject, "send"), "messaging.message.body.size": len(payload)}
+        with tracer().start_as_current_span(f"send {subject}", kind=SpanKind.PRODUCER, attributes=attributes) as span:
+            headers: dict[str, str] = {"Nats-Msg-Id": msg_id}
+            propagate.inject(headers)
+            try:
+                await self.js.publish(subject, payload, headers=headers, timeout=timeout, stream=STREAM)
+            except Exception as exc:
+                record_failure(span, exc)
+                raise
 
     # consuming -----------------------------------------------------------------------------------
 
@@ -251,6 +282,8 @@ class Bus:
         """Start `spec.concurrency` workers on a durable pull consumer (created if missing)."""
         consumer: _Consumer[T] = _Consumer(spec, decoder, handler, give_up)
         self._consumers.append(consumer)
+        if self._backlog_task is None:
+            self._backlog_task = asyncio.create_task(self._watch_backlog())
         for n in range(spec.concurrency):
             task = asyncio.create_task(self._worker(consumer), name=f"{spec.durable}-{n}")
             consumer.tasks.append(task)
@@ -291,14 +324,32 @@ class Bus:
             await msg.term()
             return
         delivery = Delivery(msg.subject, msg.metadata.num_delivered, spec.max_deliver)
-        token = otel_context.attach(propagate.extract(msg.headers or {}))
+        if delivery.attempt > 1:
+            REDELIVERIES.labels(spec.durable).inc()
+        attributes = {
+            **_messaging(msg.subject, "process"),
+            "messaging.consumer.group.name": spec.durable,
+            "messaging.nats.delivery_count": delivery.attempt,
+        }
+        with tracer().start_as_current_span(
+            f"process {msg.subject}",
+            context=propagate.extract(msg.headers or {}),
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+        ) as span:
+            await self._handle(consumer, msg, event, delivery, span)
+
+    async def _handle(self, consumer: _Consumer[Any], msg: Msg, event: Any, delivery: Delivery, span: Span) -> None:
+        spec = consumer.spec
         keepalive = asyncio.create_task(self._keep_in_progress(msg, spec.ack_wait))
         try:
             await consumer.handler(event, delivery)
         except Retry as retry:
+            span.set_attribute("voice_insight.retry_after_seconds", round(retry.delay, 3))
             await self._settle(msg.nak(delay=retry.delay))
             return
         except Exception as exc:
+            record_failure(span, exc)
             if delivery.last_attempt and consumer.give_up is not None:
                 log.error("%s: giving up on %s after %d attempts: %r", spec.durable, msg.subject, delivery.attempt, exc)
                 try:
@@ -315,8 +366,20 @@ class Bus:
             return
         finally:
             keepalive.cancel()
-            otel_context.detach(token)
         await self._settle(msg.ack_sync())
+
+    async def _watch_backlog(self, every: float = 5.0) -> None:
+        """Export this process's consumers' backlog: what waits, what is in flight, what was redelivered."""
+        while True:
+            for durable in {c.spec.durable for c in self._consumers}:
+                try:
+                    info = await self.js.consumer_info(STREAM, durable)
+                except Exception:
+                    continue  # disconnected: the gauges keep their last value until NATS is back
+                CONSUMER_PENDING.labels(durable).set(info.num_pending or 0)
+                CONSUMER_ACK_PENDING.labels(durable).set(info.num_ack_pending or 0)
+                CONSUMER_REDELIVERED.labels(durable).set(info.num_redelivered or 0)
+            await asyncio.sleep(every)
 
     @staticmethod
     async def _settle(action: Awaitable[Any]) -> None:
@@ -340,6 +403,8 @@ class Bus:
     async def close(self, grace: float = 30.0) -> None:
         """Stop fetching, let handlers in flight finish (their acks go out), then close the connection."""
         self._stopping.set()
+        if self._backlog_task is not None:
+            self._backlog_task.cancel()
         tasks = [t for c in self._consumers for t in c.tasks]
         for task in tasks:
             if self._idle.get(task, True):

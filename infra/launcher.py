@@ -29,6 +29,7 @@ _COLORS = ("36", "33", "35", "32", "34", "31", "96", "93")
 class Child:
     name: str
     argv: tuple[str, ...]
+    metrics_port: int
 
 
 def nats_server_binary() -> str:
@@ -50,16 +51,16 @@ def free_port(preferred: int) -> int:
     raise RuntimeError("no free port")
 
 
-def plan(transcribers: int, modes: list[str]) -> list[Child]:
+def plan(transcribers: int, modes: list[str], base_port: int = 9100) -> list[Child]:
+    """The children, in start order; each gets its own metrics port: gateway base+1, formatter base+2, ..."""
     me = (sys.executable, "-m", "infra.cli")
-    children = [Child("formatter", (*me, "formatter"))]
-    children += [Child(f"analyzer-{m.lower()}", (*me, "analyzer", "--mode", m)) for m in modes]
-    children += [
-        Child("transcriber" if transcribers == 1 else f"transcriber-{i + 1}", (*me, "transcriber"))
-        for i in range(transcribers)
+    roles: list[tuple[str, tuple[str, ...]]] = [("gateway", ("gateway",)), ("formatter", ("formatter",))]
+    roles += [
+        ("transcriber" if transcribers == 1 else f"transcriber-{i + 1}", ("transcriber",)) for i in range(transcribers)
     ]
-    children.append(Child("gateway", (*me, "gateway")))
-    return children
+    roles += [(f"analyzer-{m.lower()}", ("analyzer", "--mode", m)) for m in modes]
+    children = [Child(name, (*me, *args), base_port + 1 + i) for i, (name, args) in enumerate(roles)]
+    return children[1:] + children[:1]  # the gateway starts last: no voice note arrives before the rest is up
 
 
 async def _pump(name: str, color: str, stream: asyncio.StreamReader) -> None:
@@ -76,9 +77,11 @@ class Supervisor:
         self.fatal: str | None = None
         self.procs: dict[str, asyncio.subprocess.Process] = {}
 
-    async def spawn(self, name: str, argv: tuple[str, ...], color: str) -> asyncio.subprocess.Process:
+    async def spawn(
+        self, name: str, argv: tuple[str, ...], color: str, env: dict[str, str] | None = None
+    ) -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(
-            *argv, env=self.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            *argv, env={**self.env, **(env or {})}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
         )
         assert proc.stdout is not None
@@ -89,7 +92,7 @@ class Supervisor:
     async def keep(self, child: Child, color: str) -> None:
         backoff = 1.0
         while not self.stopping.is_set():
-            proc = await self.spawn(child.name, child.argv, color)
+            proc = await self.spawn(child.name, child.argv, color, {"METRICS_PORT": str(child.metrics_port)})
             code = await proc.wait()
             if self.stopping.is_set():
                 return
@@ -146,7 +149,9 @@ async def _up(settings: Settings, transcribers: int, modes: list[str]) -> int:
         env["NATS_URL"] = f"nats://127.0.0.1:{port}"
         print(f"{'nats':<14}| embedded nats-server on {env['NATS_URL']}, store {store}", flush=True)
 
-    children = plan(transcribers, modes)
+    children = plan(transcribers, modes, settings.metrics_port or 9100)
+    ports = ", ".join(f"{c.name} :{c.metrics_port}" for c in children)
+    print(f"{'up':<14}| /metrics and /health: {ports}", flush=True)
     keepers = [
         asyncio.create_task(supervisor.keep(child, _COLORS[i % len(_COLORS)])) for i, child in enumerate(children)
     ]

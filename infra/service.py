@@ -13,6 +13,7 @@ from typing import Awaitable, Callable
 
 from infra.logs import setup_logging
 from infra.settings import Settings, SettingsError, load_settings
+from infra.telemetry import setup_tracing, shutdown_tracing
 
 CONFIG_ERROR_EXIT = 2
 
@@ -30,6 +31,7 @@ def load_or_exit(service: str, required: tuple[str, ...]) -> Settings:
 def run_service(service: str, required: tuple[str, ...], serve: Serve) -> None:
     settings = load_or_exit(service, required)
     setup_logging(service, settings.log_level)
+    setup_tracing(service)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -38,4 +40,7 @@ def run_service(service: str, required: tuple[str, ...], serve: Serve) -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve(settings, stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        shutdown_tracing()

@@ -37,6 +37,8 @@ class Settings:
     join_timeout: float = 90.0
     log_level: str = "INFO"
     state_dir: Path = Path(".voice-insight")
+    metrics_port: int | None = None
+    """Port of /metrics and /health; None means the service's default, 0 turns the endpoint off."""
 
     @property
     def nats_servers(self) -> list[str]:
@@ -82,6 +84,12 @@ def _url(name: str, text: str, schemes: tuple[str, ...]) -> str:
     return text.strip().rstrip("/")
 
 
+def _port(name: str, text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise SettingsError(f"{name} must be a port number (0 turns it off), got {text!r}")
+    return int(text)
+
+
 def _choice(name: str, text: str, allowed: tuple[str, ...]) -> str:
     if text not in allowed:
         raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {text!r}")
@@ -107,6 +115,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "JOIN_TIMEOUT": ("join_timeout", _positive_float),
     "LOG_LEVEL": ("log_level", lambda n, v: _choice(n, v.upper(), ("DEBUG", "INFO", "WARNING", "ERROR"))),
     "VOICE_INSIGHT_STATE_DIR": ("state_dir", lambda n, v: Path(v)),
+    "METRICS_PORT": ("metrics_port", _port),
 }
 
 KNOWN_VARIABLES = frozenset(_PARSERS)

@@ -25,6 +25,7 @@ import pytest_asyncio
 from infra.bus import Bus
 from infra.packaged_model import install_packaged_model
 from tests.doubles.openai_api import OpenAIDouble
+from tests.doubles.otlp import OTLPReceiver
 from tests.doubles.telegram_api import TelegramDouble
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,6 +39,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_port_block(size: int = 10) -> int:
+    """A base port such that base+1 .. base+size are free now (the launcher hands them to its children)."""
+    import random
+
+    for _ in range(200):
+        base = random.randint(20000, 60000)
+        try:
+            for port in range(base + 1, base + size + 1):
+                with socket.socket() as s:
+                    s.bind(("0.0.0.0", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free block of ports")
 
 
 # --- NATS ------------------------------------------------------------------------------------------
@@ -172,6 +189,14 @@ async def openai_double() -> AsyncIterator[OpenAIDouble]:
     await double.stop()
 
 
+@pytest_asyncio.fixture(scope="session")
+async def otlp() -> AsyncIterator[OTLPReceiver]:
+    receiver = OTLPReceiver()
+    await receiver.start()
+    yield receiver
+    await receiver.stop()
+
+
 @pytest.fixture(autouse=True)
 def _heal_openai(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
@@ -195,6 +220,7 @@ def stack_env(nats: NatsServer, telegram: TelegramDouble, openai: OpenAIDouble, 
         MAX_AUDIO_SECONDS=str(MAX_AUDIO_SECONDS),
         JOIN_TIMEOUT=str(JOIN_TIMEOUT),
         VOICE_INSIGHT_STATE_DIR=str(state),
+        METRICS_PORT=str(free_port_block()),
         PYTHONUNBUFFERED="1",
     )
     return env
@@ -204,9 +230,15 @@ def stack_env(nats: NatsServer, telegram: TelegramDouble, openai: OpenAIDouble, 
 class Stack:
     proc: subprocess.Popen[bytes]
     log: Path
+    metrics_base: int
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def port(self, service: str) -> int:
+        """The launcher's port plan for the default stack (see infra.launcher.plan)."""
+        order = ["gateway", "formatter", "transcriber", "analyzer-default", "analyzer-tone"]
+        return self.metrics_base + 1 + order.index(service)
 
 
 async def wait_for_modes(bus: Bus, modes: set[str], timeout: float = 120.0) -> None:
@@ -222,18 +254,19 @@ async def wait_for_modes(bus: Bus, modes: set[str], timeout: float = 120.0) -> N
 @pytest_asyncio.fixture(scope="session")
 async def stack(
     nats_server: NatsServer, bus: Bus, telegram: TelegramDouble, openai_double: OpenAIDouble, model_dir: Path,
-    tmp_path_factory: pytest.TempPathFactory,
+    otlp: OTLPReceiver, tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Stack]:
-    """`voice-insight up` against the session's NATS and the doubles, as a user would run it."""
+    """`voice-insight up` against the session's NATS and the doubles, as a user would run it, with tracing on."""
     state = tmp_path_factory.mktemp("state")
     log = state / "stack.log"
+    env = stack_env(nats_server, telegram, openai_double, model_dir, state)
+    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="100")
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "up"],
-            env=stack_env(nats_server, telegram, openai_double, model_dir, state), cwd=tempfile.gettempdir(),
+            [sys.executable, "-m", "infra.cli", "up"], env=env, cwd=tempfile.gettempdir(),
             stdout=sink, stderr=subprocess.STDOUT,
         )
-    running = Stack(proc, log)
+    running = Stack(proc, log, int(env["METRICS_PORT"]))
     try:
         await wait_for_modes(bus, {"DEFAULT", "TONE"})
         await wait_for_log(running, "transcriber", "ready")

@@ -12,6 +12,8 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 import nats.js.errors
 import pytest
@@ -68,6 +70,20 @@ async def settled(bus: Bus, consumer: str = CONSUMER_FORMATTER, timeout: float =
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"{consumer} did not settle: {info}")
+        await asyncio.sleep(0.1)
+
+
+async def until_health(url: str, status: int, word: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                got, body = response.status, response.read().decode()
+        except urllib.error.HTTPError as err:
+            got, body = err.code, err.read().decode()
+        if got == status and word in body:
+            return
+        assert time.monotonic() < deadline, f"/health stayed {got} {body}"
         await asyncio.sleep(0.1)
 
 
@@ -321,11 +337,13 @@ async def test_a_restarted_nats_loses_nothing(
     stack: Stack, telegram: TelegramDouble, speech: Speech, nats_server, bus: Bus
 ) -> None:
     audio = speech.say(EN_TEXT)
+    health = f"http://127.0.0.1:{stack.port('gateway')}/health"
     nats_server.stop()
     chat = new_chat()
     await telegram.send_media(chat, audio, duration=9)  # arrives while NATS is down
-    await asyncio.sleep(2)
+    await until_health(health, 503, "not connected to NATS")
     nats_server.start()
+    await until_health(health, 200, "ok")
     answer = await answer_of(telegram, chat, timeout=180)
     assert "budget" in answer.text.lower() and "🎭 Tone" in answer.text
 

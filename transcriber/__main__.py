@@ -8,6 +8,7 @@ import logging
 
 from infra.bus import CONSUMER_TRANSCRIBER, CORE_CONSUMERS, Bus
 from infra.contracts import AudioReceived, decoder
+from infra.health import HealthServer, port_for
 from infra.service import run_service
 from infra.settings import Settings
 from transcriber.asr import SpeechRecognizer
@@ -17,6 +18,9 @@ log = logging.getLogger("voice_insight.transcriber")
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    bus = await Bus.connect(settings.nats_servers, name="transcriber")
+    health = HealthServer("transcriber", port_for("transcriber", settings), lambda: bus.connected)
+    await health.start()  # answers 503 "starting" while the model loads
     recognizer = await asyncio.to_thread(
         SpeechRecognizer,
         settings.whisper_model,
@@ -25,14 +29,15 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         settings.max_audio_seconds,
     )
     log.info("model %s loaded", recognizer.model_name)
-    bus = await Bus.connect(settings.nats_servers, name="transcriber")
     await bus.ensure_topology()
     service = TranscriberService(bus, recognizer)
     spec = next(s for s in CORE_CONSUMERS if s.durable == CONSUMER_TRANSCRIBER)
     bus.consume(spec, decoder(AudioReceived), service.handle, give_up=service.give_up)
+    health.ready = True
     log.info("ready")
     await stop.wait()
     await bus.close()
+    await health.stop()
 
 
 def run(args: argparse.Namespace | None = None) -> None:

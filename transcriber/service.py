@@ -6,9 +6,12 @@ import asyncio
 import logging
 
 import nats.js.errors
+from opentelemetry.trace import SpanKind
 
-from infra.bus import SUBJECT_FAILED, SUBJECT_TRANSCRIPT, Bus, Delivery
+from infra.bus import BUCKET_AUDIO, SUBJECT_FAILED, SUBJECT_TRANSCRIPT, Bus, Delivery
 from infra.contracts import AudioReceived, Failure, Transcript
+from infra.metrics import AUDIO_SECONDS, ERRORS, PROCESSED, STAGE_SECONDS
+from infra.telemetry import record_failure, tracer
 from transcriber.asr import AudioProblem, SpeechRecognizer
 
 log = logging.getLogger("voice_insight.transcriber")
@@ -22,20 +25,35 @@ class TranscriberService:
     async def handle(self, event: AudioReceived, delivery: Delivery) -> None:
         cid = event.correlation_id
         store = await self.bus.audio_store()
-        try:
-            stored = await store.get(event.audio.object_name)
-        except nats.js.errors.NotFoundError:  # never stored, expired, or deleted after an answer
-            # Expired or already cleaned up after an answer: a late redelivery. Say so; the formatter
-            # ignores it if the note was answered.
-            await self._fail(cid, "internal", "audio object missing")
-            return
-        data = stored.data or b""
-        try:
-            result = await asyncio.to_thread(self.recognizer.transcribe, data, event.origin.language_hint)
-        except AudioProblem as problem:
-            log.info("%s: %s (%s)", cid, problem.reason, problem)
-            await self._fail(cid, problem.reason, str(problem))
-            return
+        with tracer().start_as_current_span("object_store get", kind=SpanKind.CLIENT, attributes={"voice_insight.bucket": BUCKET_AUDIO}) as span:
+            try:
+                stored = await store.get(event.audio.object_name)
+            except nats.js.errors.NotFoundError:  # never stored, expired, or deleted after an answer
+                # Expired or already cleaned up after an answer: a late redelivery. Say so; the formatter
+                # ignores it if the note was answered.
+                record_failure(span, "audio_missing")
+                await self._fail(cid, "internal", "audio object missing")
+                return
+            data = stored.data or b""
+            span.set_attribute("voice_insight.audio.size_bytes", len(data))
+        with tracer().start_as_current_span("transcribe", attributes={"voice_insight.asr.model": self.recognizer.model_name}) as span:
+            try:
+                result = await asyncio.to_thread(self.recognizer.transcribe, data, event.origin.language_hint)
+            except AudioProblem as problem:
+                log.info("%s: %s (%s)", cid, problem.reason, problem)
+                record_failure(span, problem.reason)
+                await self._fail(cid, problem.reason, str(problem))
+                return
+            span.set_attributes({
+                "voice_insight.audio.duration_seconds": round(result.duration, 3),
+                "voice_insight.asr.language": result.language,
+                "voice_insight.asr.language_probability": round(result.language_probability, 3),
+                "voice_insight.asr.real_time_factor": round(result.seconds / result.duration, 4),
+                "voice_insight.asr.segments": len(result.segments),
+            })
+        STAGE_SECONDS.labels("transcribe", "").observe(result.seconds)
+        AUDIO_SECONDS.inc(result.duration)
+        PROCESSED.labels("transcriber", "").inc()
         transcript = Transcript(
             correlation_id=cid,
             text=result.text,
@@ -57,5 +75,7 @@ class TranscriberService:
         await self._fail(event.correlation_id, "internal", type(exc).__name__)
 
     async def _fail(self, cid: str, reason: str, detail: str) -> None:
+        PROCESSED.labels("transcriber", "").inc()
+        ERRORS.labels("transcriber", "", reason).inc()
         failure = Failure(correlation_id=cid, stage="transcriber", reason=reason, detail=detail)  # type: ignore[arg-type]
         await self.bus.publish(SUBJECT_FAILED, failure, msg_id=f"{cid}.failed")

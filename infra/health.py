@@ -1,0 +1,78 @@
+"""Each service's small HTTP side door: `/metrics` (Prometheus text), `/health`, and extra JSON routes.
+
+`/health` is 200 only when the service is connected to NATS *and* ready (the model loaded, the consumers
+started); otherwise 503 with a short JSON reason, which is what an orchestrator's health check and a load
+balancer need to route around a replica.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from infra.settings import Settings
+
+log = logging.getLogger("voice_insight.health")
+
+JsonRoute = Callable[[], Awaitable[object]]
+
+DEFAULT_PORTS = {"gateway": 9101, "formatter": 9102, "transcriber": 9103, "analyzer": 9104}
+"""Standalone defaults; `voice-insight up` gives every child its own port from METRICS_PORT upwards."""
+
+
+def port_for(role: str, settings: Settings) -> int:
+    return settings.metrics_port if settings.metrics_port is not None else DEFAULT_PORTS[role]
+
+
+class HealthServer:
+    def __init__(self, service: str, port: int, connected: Callable[[], bool]) -> None:
+        self.service = service
+        self.port = port
+        self.connected = connected
+        self.ready = False
+        self.routes: dict[str, JsonRoute] = {}
+        self._runner: web.AppRunner | None = None
+
+    def add_json_route(self, path: str, handler: JsonRoute) -> None:
+        self.routes[path] = handler
+
+    def status(self) -> tuple[int, dict[str, str]]:
+        if not self.connected():
+            return 503, {"status": "unavailable", "reason": "not connected to NATS"}
+        if not self.ready:
+            return 503, {"status": "starting", "reason": "not ready yet"}
+        return 200, {"status": "ok", "service": self.service}
+
+    async def _health(self, request: web.Request) -> web.Response:
+        code, body = self.status()
+        return web.json_response(body, status=code)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def _json(self, handler: JsonRoute) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def respond(request: web.Request) -> web.Response:
+            return web.json_response(await handler(), dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+        return respond
+
+    async def start(self) -> None:
+        if not self.port:
+            return  # METRICS_PORT=0: no side door
+        app = web.Application()
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        for path, handler in self.routes.items():
+            app.router.add_get(path, self._json(handler))
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "0.0.0.0", self.port).start()
+        log.info("metrics and health on :%d", self.port)
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()

@@ -1,0 +1,41 @@
+"""Prometheus metrics shared by every service; each process exports the ones it moves.
+
+Labels take bounded values only: stage, mode, model, reason, consumer, direction. Never an id, never text.
+
+The seed's metrics, made concrete:
+* `processing_time` → `voice_insight_stage_seconds{stage, mode}` histograms: download, transcribe, analyze
+  (per mode), join (transcript to answer), reply (Bot API), end_to_end (update to answer).
+* `tokens_used_per_mode` → `voice_insight_llm_tokens_total{mode, model, direction}` (input/output).
+* `error_rate` → `voice_insight_errors_total{stage, mode, reason}` over `voice_insight_processed_total{stage, mode}`:
+  `sum(rate(voice_insight_errors_total[5m])) by (stage) / sum(rate(voice_insight_processed_total[5m])) by (stage)`.
+* `active_users` → `voice_insight_active_users`: distinct users in the last 24 h, counted from keyed hashes
+  held in a KV bucket with a 24 h TTL (never raw ids).
+* Backlog: `voice_insight_consumer_pending_messages`, `..._ack_pending_messages`, `..._redelivered_messages`
+  per durable consumer, and `voice_insight_redeliveries_total` as handlers see them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 21, 34, 55, 90, 150, 300)
+
+STAGE_SECONDS = Histogram(
+    "voice_insight_stage_seconds", "Time spent per pipeline stage", ["stage", "mode"], buckets=_SECONDS
+)
+PROCESSED = Counter("voice_insight_processed_total", "Work items finished per stage (any outcome)", ["stage", "mode"])
+ERRORS = Counter("voice_insight_errors_total", "Work items that failed, per stage and reason", ["stage", "mode", "reason"])
+ANSWERS = Counter("voice_insight_answers_total", "Answers sent, by kind: complete, partial or failure", ["kind"])
+TOKENS = Counter("voice_insight_llm_tokens_total", "LLM tokens used", ["mode", "model", "direction"])
+AUDIO_SECONDS = Counter("voice_insight_audio_seconds_total", "Seconds of audio transcribed")
+ACTIVE_USERS = Gauge("voice_insight_active_users", "Distinct users in the last 24 hours")
+CONSUMER_PENDING = Gauge(
+    "voice_insight_consumer_pending_messages", "Messages not yet delivered to a durable consumer", ["consumer"]
+)
+CONSUMER_ACK_PENDING = Gauge(
+    "voice_insight_consumer_ack_pending_messages", "Messages delivered but not yet acked", ["consumer"]
+)
+CONSUMER_REDELIVERED = Gauge(
+    "voice_insight_consumer_redelivered_messages", "Messages delivered more than once and not yet acked", ["consumer"]
+)
+REDELIVERIES = Counter("voice_insight_redeliveries_total", "Deliveries after the first, as handlers saw them", ["consumer"])
