@@ -19,7 +19,7 @@ log = logging.getLogger("voice_insight.formatter")
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    bus = await Bus.connect(settings.nats_servers, name="formatter")
+    bus = await Bus.connect(settings.nats_servers, name="formatter", replicas=settings.jetstream_replicas)
     health = HealthServer("formatter", port_for("formatter", settings), lambda: bus.connected)
     await health.start()
     await bus.ensure_topology()

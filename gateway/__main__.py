@@ -42,7 +42,7 @@ async def modes_document(bus: Bus) -> object:
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    bus = await Bus.connect(settings.nats_servers, name="gateway")
+    bus = await Bus.connect(settings.nats_servers, name="gateway", replicas=settings.jetstream_replicas)
     health = HealthServer("gateway", port_for("gateway", settings), lambda: bus.connected)
     health.add_json_route("/modes", lambda: modes_document(bus))
     await health.start()

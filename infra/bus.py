@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Generic, TypeVar
@@ -177,7 +178,8 @@ class Bus:
                 return cls(nc, replicas=replicas)
             except (OSError, nats.errors.NoServersError, asyncio.TimeoutError) as exc:
                 if time.monotonic() > deadline:
-                    raise ConnectionError(f"cannot reach NATS at {', '.join(servers)}: {exc}") from exc
+                    where = ", ".join(re.sub(r"//[^@/]*@", "//", s) for s in servers)  # no credentials in logs
+                    raise ConnectionError(f"cannot reach NATS at {where}: {type(exc).__name__}") from exc
                 await asyncio.sleep(0.5)
 
     @property

@@ -38,6 +38,8 @@ class Settings:
     log_level: str = "INFO"
     state_dir: Path = Path(".voice-insight")
     metrics_port: int | None = None
+    jetstream_replicas: int = 1
+    """Replicas of the stream and buckets when a service creates them: 3 on a three-node cluster."""
     """Port of /metrics and /health; None means the service's default, 0 turns the endpoint off."""
 
     @property
@@ -116,6 +118,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "LOG_LEVEL": ("log_level", lambda n, v: _choice(n, v.upper(), ("DEBUG", "INFO", "WARNING", "ERROR"))),
     "VOICE_INSIGHT_STATE_DIR": ("state_dir", lambda n, v: Path(v)),
     "METRICS_PORT": ("metrics_port", _port),
+    "JETSTREAM_REPLICAS": ("jetstream_replicas", lambda n, v: int(_choice(n, v, ("1", "3", "5")))),
 }
 
 KNOWN_VARIABLES = frozenset(_PARSERS)

@@ -1,0 +1,182 @@
+"""The compose stack and the image, checked without a Docker engine (these machines have none).
+
+compose.yaml against the Compose Specification JSON schema; every command a real subcommand; every variable
+one the services read; every health check on the port the service listens on; Prometheus scraping what
+compose runs; the dashboard asking only for metrics that exist; the Dockerfile following its rules.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from prometheus_client import REGISTRY
+
+import infra.metrics  # noqa: F401  (registers the metrics)
+from analyzers.modes import MODES
+from infra.cli import build_parser
+from infra.settings import KNOWN_VARIABLES
+
+REPO = Path(__file__).resolve().parents[1]
+APP_SERVICES = ("gateway", "transcriber", "analyzer-default", "analyzer-tone", "formatter")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "compose.yaml").read_text())
+
+
+def test_compose_validates_against_the_compose_specification(compose: dict[str, Any]) -> None:
+    schema = json.loads((REPO / "tests" / "compose" / "compose-spec.json").read_text())
+    jsonschema.Draft201909Validator(schema).validate(compose)
+
+
+def test_compose_has_the_whole_stack_with_health_checks_and_limits(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"nats", "jaeger", "prometheus", "grafana", *APP_SERVICES}
+    for name, service in services.items():
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
+        assert service.get("restart") == "unless-stopped", name
+        limits = service["deploy"]["resources"]["limits"]
+        assert limits["memory"] and limits["cpus"], name
+    for name in APP_SERVICES:
+        assert services[name]["depends_on"]["nats"]["condition"] == "service_healthy"
+    assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
+    assert "nats-data:/data" in services["nats"]["volumes"], "JetStream on a named volume"
+    assert "whisper-models:/var/cache/voice-insight" in services["transcriber"]["volumes"], "model cache survives restarts"
+    assert "ports" not in services["transcriber"], "a fixed host port would stop --scale transcriber=3"
+
+
+def test_every_command_is_a_real_subcommand(compose: dict[str, Any]) -> None:
+    parser = build_parser()
+    for name in APP_SERVICES:
+        args = parser.parse_args(compose["services"][name]["command"])
+        assert args.command in ("gateway", "transcriber", "analyzer", "formatter")
+        if args.command == "analyzer":
+            assert args.mode in MODES and name == f"analyzer-{args.mode.lower()}"
+
+
+def test_every_variable_compose_sets_is_one_the_settings_know(compose: dict[str, Any]) -> None:
+    for name in APP_SERVICES:
+        for variable in compose["services"][name]["environment"]:
+            assert variable in KNOWN_VARIABLES or variable.startswith("OTEL_"), f"{name}: {variable}"
+
+
+def test_health_checks_probe_the_port_each_service_serves(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in APP_SERVICES:
+        port = services[name]["environment"]["METRICS_PORT"]
+        probe = " ".join(services[name]["healthcheck"]["test"])
+        assert f"127.0.0.1:{port}/health" in probe, name
+    nats_conf = (REPO / "infra" / "config" / "nats" / "nats.conf").read_text()
+    monitor = re.search(r"http_port:\s*(\d+)", nats_conf).group(1)  # type: ignore[union-attr]
+    assert f"127.0.0.1:{monitor}/healthz" in " ".join(services["nats"]["healthcheck"]["test"])
+    assert any(p.endswith(f":{monitor}") for p in services["nats"]["ports"]), "monitoring port published"
+    assert "127.0.0.1:9090/-/ready" in " ".join(services["prometheus"]["healthcheck"]["test"])
+    assert "127.0.0.1:3000/api/health" in " ".join(services["grafana"]["healthcheck"]["test"])
+    assert services["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
+    assert services["gateway"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
+
+
+def test_nats_requires_a_password_from_the_environment(compose: dict[str, Any]) -> None:
+    nats_conf = (REPO / "infra" / "config" / "nats" / "nats.conf").read_text()
+    assert "user: $NATS_USER" in nats_conf and "password: $NATS_PASSWORD" in nats_conf
+    assert compose["services"]["nats"]["environment"]["NATS_PASSWORD"].startswith("${NATS_PASSWORD:?")
+    assert "${NATS_PASSWORD:?" in compose["services"]["gateway"]["environment"]["NATS_URL"]
+
+
+def test_prometheus_scrapes_every_app_service(compose: dict[str, Any]) -> None:
+    config = yaml.safe_load((REPO / "infra" / "config" / "prometheus" / "prometheus.yml").read_text())
+    targets = {
+        name: sd["port"] for job in config["scrape_configs"] for sd in job["dns_sd_configs"] for name in sd["names"]
+    }
+    for name in APP_SERVICES:
+        assert targets.get(name) == int(compose["services"][name]["environment"]["METRICS_PORT"]), name
+
+
+def test_the_dashboard_asks_only_for_metrics_that_exist() -> None:
+    dashboard = json.loads((REPO / "infra" / "config" / "grafana" / "dashboards" / "voice-insight.json").read_text())
+    known = {sample.name for family in REGISTRY.collect() for sample in family.samples} | {
+        family.name for family in REGISTRY.collect()
+    }
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"\b(voice_insight_[a-z_]+)", expr)}
+    assert len(used) >= 10
+    for name in used:
+        base = re.sub(r"_(bucket|count|sum|total)$", "", name)
+        assert name in known or base in known, name
+    provisioning = yaml.safe_load(
+        (REPO / "infra" / "config" / "grafana" / "provisioning" / "dashboards" / "voice-insight.yml").read_text()
+    )
+    assert provisioning["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """Instructions per stage, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text())
+    stages: list[list[tuple[str, str]]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, rest = line.partition(" ")
+        if instruction.upper() == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((instruction.upper(), rest.strip()))
+        else:
+            assert instruction.upper() == "ARG", "only ARG may come before the first FROM"
+    return stages
+
+
+def test_dockerfile_rules() -> None:
+    stages = dockerfile_stages()
+    assert len(stages) >= 2, "multi-stage"
+    final = stages[-1]
+    instructions = dict(final)
+    assert re.match(r"python:\$\{PYTHON_VERSION\}-slim\b", final[0][1]), "slim Python base"
+    user = [rest for ins, rest in final if ins == "USER"]
+    assert user and user[-1] not in ("root", "0"), "runs as a non-root user"
+    assert instructions.get("STOPSIGNAL") == "SIGTERM"
+    assert json.loads(instructions["ENTRYPOINT"]) == ["voice-insight"]
+    assert "HEALTHCHECK" in instructions
+    final_runs = " ".join(rest for ins, rest in final if ins == "RUN")
+    for tool in ("gcc", "build-essential", "apt-get install", "pip install"):
+        assert tool not in final_runs, f"no build tools or installs in the final stage: {tool}"
+    build_runs = [rest for ins, rest in stages[0] if ins == "RUN"]
+    assert any("-r requirements.lock" in r and "--no-deps" in r for r in build_runs), "deterministic install"
+    ignored = (REPO / ".dockerignore").read_text().split()
+    for path in (".git", ".venv", ".env", "tests", ".cache"):
+        assert path in ignored
+
+
+def test_the_lock_pins_every_runtime_dependency() -> None:
+    import tomllib
+
+    pins = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"unpinned: {line}"
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"]:
+        name = re.split(r"[<>=!~ \[]", requirement, 1)[0]
+        assert re.sub(r"[-_.]+", "-", name).lower() in pins, name
+
+
+def test_env_example_lists_every_setting_without_values_for_secrets() -> None:
+    entries = dict(
+        line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines() if line and not line.startswith("#")
+    )
+    for variable in KNOWN_VARIABLES | {"NATS_USER", "NATS_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "WHISPER_BAKE"}:
+        assert variable in entries, variable
+    for secret in ("TELEGRAM_TOKEN", "OPENAI_API_KEY", "NATS_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+        assert entries[secret] == "", f"{secret} must not have a value in the example"
+    compose_vars = set(re.findall(r"\$\{([A-Z_]+)", (REPO / "compose.yaml").read_text()))
+    assert compose_vars <= set(entries), compose_vars - set(entries)
