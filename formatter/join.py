@@ -10,6 +10,7 @@ died before finishing goes stale after the consumer's ack wait, when the redeliv
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import msgspec
@@ -139,5 +140,13 @@ class AnswerMarks:
         """Give the claim back after a failed reply, so the retry does not wait for staleness."""
         await self.kv.purge(cid)
 
-    async def mark_sent(self, cid: str) -> None:
-        await self.kv.put(cid, b"sent")
+    async def mark_sent(self, cid: str, attempts: int = 5) -> None:
+        """The user has the answer: this mark must land, even across a leader election."""
+        for attempt in range(attempts):
+            try:
+                await self.kv.put(cid, b"sent")
+                return
+            except Exception:
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
