@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.audio import decode_audio
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
 
 from infra.contracts import FailureReason, Segment
 
@@ -31,6 +36,23 @@ PLAUSIBLE = 0.05
 """A primary language (or the user's hint) needs at least this much probability to be chosen instead."""
 SILENCE_RMS = 1e-4
 """Digital silence or a dead microphone: skip the model entirely."""
+CHUNK_SECONDS = 15
+"""Longest speech chunk. Shorter chunks mean smaller encoder windows and more chunks decoded in parallel;
+below ~15 s the word error rate starts to rise (bench/asr.py)."""
+FULL_WINDOW = 3000
+WINDOW_MARGIN = 100
+"""Frames (10 ms each) of padding after the longest chunk in a batch."""
+MIN_WINDOW = 1000
+"""Whisper was trained on 30 s windows; below ~10 s its first words go wrong on short clips, so a window is
+never smaller than this (still a third of the full window's encoder cost)."""
+SHORT_NOTE_BEAM = 5
+"""A note that fits one chunk (the common 5-20 s case) gets beam search: a few hundred milliseconds more,
+and fewer lost words than greedy decoding. Longer notes are decoded greedily, all chunks in one batch."""
+TOKENS_PER_SECOND = 10
+NO_SPEECH = 0.6
+LOW_LOGPROB = -1.0
+MAX_COMPRESSION = 2.4
+"""Whisper's own thresholds: a text that gzip compresses this well is a repetition loop."""
 
 
 class AudioProblem(Exception):
@@ -90,15 +112,68 @@ def decode(data: bytes, max_seconds: float) -> np.ndarray:
     return audio
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    offset: float
+    duration: float
+    samples: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+
+    @property
+    def looks_like_silence(self) -> bool:
+        return self.no_speech_prob > NO_SPEECH and self.avg_logprob < LOW_LOGPROB
+
+    @property
+    def looks_like_a_loop(self) -> bool:
+        return self.compression_ratio > MAX_COMPRESSION
+
+
+def available_cpus() -> int:
+    """Cores this process may really use: affinity, narrowed by a cgroup CPU quota (docker --cpus)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
 class SpeechRecognizer:
-    """One loaded Whisper model; `transcribe` is blocking and meant for a worker thread."""
+    """One loaded, warmed Whisper model; `transcribe` is blocking and meant for a worker thread.
+
+    The path, measured in bench/asr.py: Silero VAD (inside faster-whisper) cuts speech into chunks of at most
+    `CHUNK_SECONDS`; every chunk is encoded in one batch with a window sized to the longest chunk instead of
+    Whisper's fixed 30 s (the encoder's cost grows with its window, and CTranslate2 accepts shorter ones); the
+    language comes from that same encoder output, so nothing is encoded twice; all chunks are decoded together,
+    greedily. Chunks that look like a repetition loop are decoded again with beam search; chunks that look like
+    silence are dropped. A 10 s note is one small chunk: a short encoder window and beam search, no batching.
+    """
 
     def __init__(self, model: str, device: str = "auto", compute_type: str = "default", max_seconds: float = 600.0) -> None:
         self.model_name = Path(model).name if os.path.isdir(model) else model
         self.max_seconds = max_seconds
+        if device == "auto":
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
         if compute_type == "default":
-            compute_type = "int8" if device == "cpu" else "default"
-        self.model = WhisperModel(model, device=device, compute_type=compute_type, cpu_threads=os.cpu_count() or 0)
+            compute_type = "int8" if device == "cpu" else "float16"
+        self.device, self.compute_type = device, compute_type
+        self.model = WhisperModel(model, device=device, compute_type=compute_type, cpu_threads=available_cpus())
+        self.multilingual = self.model.model.is_multilingual
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Pay one-time kernel and allocator set-up at start, not on the first user's note."""
+        noise = np.random.default_rng(0).normal(0, 0.05, SAMPLE_RATE * 2).astype(np.float32)
+        self._decode([_Chunk(0.0, 2.0, noise)], "en", beam_size=1)
 
     def transcribe(self, data: bytes, language_hint: str | None = None) -> SpeechResult:
         started = time.perf_counter()
@@ -106,26 +181,88 @@ class SpeechRecognizer:
         duration = audio.size / SAMPLE_RATE
         if float(np.sqrt(np.mean(np.square(audio)))) < SILENCE_RMS:
             raise AudioProblem("no_speech", "silent signal")
-        language, probability = self._language(audio, language_hint)
-        segments_iter, _info = self.model.transcribe(
-            audio,
-            language=language,
-            beam_size=5,
-            vad_filter=True,
-            condition_on_previous_text=False,
-        )
+        chunks = self._speech_chunks(audio)
+        if not chunks:
+            raise AudioProblem("no_speech", "no voice activity")
+        encoded = self.model.encode(self._features(chunks))
+        language, probability = self._language(encoded, chunks, language_hint)
+        beam_size = SHORT_NOTE_BEAM if len(chunks) == 1 else 1
+        decoded = self._decode(chunks, language, beam_size=beam_size, encoded=encoded)
+        suspicious = [i for i, d in enumerate(decoded) if d.looks_like_a_loop]
+        if suspicious:
+            again = self._decode([chunks[i] for i in suspicious], language, beam_size=5)
+            for i, retry in zip(suspicious, again):
+                if retry.compression_ratio < decoded[i].compression_ratio:
+                    decoded[i] = retry
         segments = tuple(
-            Segment(round(s.start, 2), round(s.end, 2), s.text.strip())
-            for s in segments_iter
-            if s.text.strip() and not (s.no_speech_prob > 0.6 and s.avg_logprob < -1.0)
+            Segment(round(c.offset, 2), round(c.offset + c.duration, 2), d.text)
+            for c, d in zip(chunks, decoded)
+            if d.text and not d.looks_like_silence and not d.looks_like_a_loop
         )
         text = " ".join(s.text for s in segments).strip()
         if not text:
-            raise AudioProblem("no_speech", "no segments")
+            raise AudioProblem("no_speech", "nothing but silence or hallucination")
         return SpeechResult(text, language, probability, duration, segments, time.perf_counter() - started)
 
-    def _language(self, audio: np.ndarray, hint: str | None) -> tuple[str, float]:
-        if not self.model.model.is_multilingual:
+    def _speech_chunks(self, audio: np.ndarray) -> list[_Chunk]:
+        options = VadOptions(max_speech_duration_s=CHUNK_SECONDS, min_silence_duration_ms=160)
+        spans = get_speech_timestamps(audio, options)
+        if not spans:
+            return []
+        pieces, metadata = collect_chunks(audio, spans, max_duration=CHUNK_SECONDS)
+        return [_Chunk(m["offset"], m["duration"], p) for p, m in zip(pieces, metadata) if p.size >= SAMPLE_RATE // 10]
+
+    def _features(self, chunks: list[_Chunk]) -> np.ndarray:
+        """Log-mel features, one row per chunk, in a window just longer than the longest chunk."""
+        features = [self.model.feature_extractor(c.samples)[..., :-1] for c in chunks]
+        frames = min(FULL_WINDOW, max(MIN_WINDOW, max(f.shape[-1] for f in features) + WINDOW_MARGIN))
+        frames += frames % 2  # the encoder's convolution halves the frame count
+        batch = np.zeros((len(features), features[0].shape[0], frames), dtype=np.float32)
+        for row, f in zip(batch, features):
+            row[:, : min(frames, f.shape[-1])] = f[:, :frames]
+        return batch
+
+    def _language(self, encoded: ctranslate2.StorageView, chunks: list[_Chunk], hint: str | None) -> tuple[str, float]:
+        if not self.multilingual:
             return "en", 1.0
-        _lang, _p, probs = self.model.detect_language(audio, vad_filter=True)
+        totals: dict[str, float] = {}
+        weight = 0.0
+        for chunk, ranked in zip(chunks, self.model.model.detect_language(encoded)):
+            for token, p in ranked:
+                totals[token[2:-2]] = totals.get(token[2:-2], 0.0) + p * chunk.duration
+            weight += chunk.duration
+        probs = sorted(((lang, p / weight) for lang, p in totals.items()), key=lambda x: -x[1])
         return choose_language(probs, hint)
+
+    def _decode(
+        self, chunks: list[_Chunk], language: str, beam_size: int, encoded: ctranslate2.StorageView | None = None
+    ) -> list[_Decoded]:
+        tokenizer = Tokenizer(self.model.hf_tokenizer, self.multilingual, task="transcribe", language=language)
+        # With timestamp tokens: decoding without them measurably tends to skip a note's first words.
+        prompt = self.model.get_prompt(tokenizer, previous_tokens=[], without_timestamps=False)
+        # Speech is at most ~10 tokens a second in any language; a longer output is a loop, cut it short.
+        budget = int(max(c.duration for c in chunks) * TOKENS_PER_SECOND) + 16
+        results = self.model.model.generate(
+            encoded if encoded is not None else self.model.encode(self._features(chunks)),
+            [list(prompt) for _ in chunks],
+            beam_size=beam_size,
+            max_length=min(self.model.max_length, len(prompt) + budget),
+            suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+            return_scores=True,
+            return_no_speech_prob=True,
+        )
+        decoded = []
+        for result in results:
+            tokens = result.sequences_ids[0]
+            text = tokenizer.decode(tokens).strip()
+            decoded.append(
+                _Decoded(
+                    text=text,
+                    # CTranslate2's score is the length-normalised log probability (length_penalty 1).
+                    avg_logprob=result.scores[0] * len(tokens) / (len(tokens) + 1),
+                    no_speech_prob=result.no_speech_prob,
+                    compression_ratio=get_compression_ratio(text) if text else 0.0,
+                )
+            )
+        return decoded

