@@ -54,3 +54,17 @@ def test_over_long_audio(recognizer: SpeechRecognizer, speech: Speech) -> None:
     with pytest.raises(AudioProblem) as problem:
         recognizer.transcribe(speech.lavfi("sine=frequency=300:sample_rate=16000", 40))
     assert problem.value.reason == "too_long"
+
+
+def test_a_long_note_goes_through_batched_chunks_without_losing_sentences(recognizer: SpeechRecognizer) -> None:
+    from bench.asr import word_error_rate
+    from bench.speech import script, speak
+
+    text = script("en", 25, seed=21)
+    data, seconds = speak(text, "en")
+    assert seconds > 15, "long enough for more than one chunk"
+    result = recognizer.transcribe(data, "en")
+    assert len(result.segments) >= 2
+    assert all(a.start < b.start for a, b in zip(result.segments, result.segments[1:]))
+    assert result.segments[-1].end <= seconds + 0.5
+    assert word_error_rate(text, result.text) < 0.2

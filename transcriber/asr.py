@@ -48,6 +48,9 @@ never smaller than this (still a third of the full window's encoder cost)."""
 SHORT_NOTE_BEAM = 5
 """A note that fits one chunk (the common 5-20 s case) gets beam search: a few hundred milliseconds more,
 and fewer lost words than greedy decoding. Longer notes are decoded greedily, all chunks in one batch."""
+BATCH_CHUNKS = 8
+"""Chunks encoded and decoded together: enough to keep the decoder busy, few enough that a ten-minute note
+stays within a small server's memory."""
 TOKENS_PER_SECOND = 10
 NO_SPEECH = 0.6
 LOW_LOGPROB = -1.0
@@ -184,13 +187,20 @@ class SpeechRecognizer:
         chunks = self._speech_chunks(audio)
         if not chunks:
             raise AudioProblem("no_speech", "no voice activity")
-        encoded = self.model.encode(self._features(chunks))
-        language, probability = self._language(encoded, chunks, language_hint)
-        beam_size = SHORT_NOTE_BEAM if len(chunks) == 1 else 1
-        decoded = self._decode(chunks, language, beam_size=beam_size, encoded=encoded)
+        short = len(chunks) == 1
+        decoded: list[_Decoded] = []
+        language, probability = "", 0.0
+        for first in range(0, len(chunks), BATCH_CHUNKS):
+            batch = chunks[first : first + BATCH_CHUNKS]
+            encoded = self.model.encode(self._features(batch))
+            if not language:  # from the first batch's encoder output: nothing is encoded twice
+                language, probability = self._language(encoded, batch, language_hint)
+            decoded += self._decode(
+                batch, language, beam_size=SHORT_NOTE_BEAM if short else 1, encoded=encoded, timestamps=short
+            )
         suspicious = [i for i, d in enumerate(decoded) if d.looks_like_a_loop]
         if suspicious:
-            again = self._decode([chunks[i] for i in suspicious], language, beam_size=5)
+            again = self._decode([chunks[i] for i in suspicious], language, beam_size=SHORT_NOTE_BEAM)
             for i, retry in zip(suspicious, again):
                 if retry.compression_ratio < decoded[i].compression_ratio:
                     decoded[i] = retry
@@ -235,11 +245,17 @@ class SpeechRecognizer:
         return choose_language(probs, hint)
 
     def _decode(
-        self, chunks: list[_Chunk], language: str, beam_size: int, encoded: ctranslate2.StorageView | None = None
+        self,
+        chunks: list[_Chunk],
+        language: str,
+        beam_size: int,
+        encoded: ctranslate2.StorageView | None = None,
+        timestamps: bool = True,
     ) -> list[_Decoded]:
         tokenizer = Tokenizer(self.model.hf_tokenizer, self.multilingual, task="transcribe", language=language)
-        # With timestamp tokens: decoding without them measurably tends to skip a note's first words.
-        prompt = self.model.get_prompt(tokenizer, previous_tokens=[], without_timestamps=False)
+        # Timestamp tokens cost decoding steps; on a short note they keep its first words from being skipped,
+        # on long batched notes they bought nothing measurable (bench/asr.py), so those go without.
+        prompt = self.model.get_prompt(tokenizer, previous_tokens=[], without_timestamps=not timestamps)
         # Speech is at most ~10 tokens a second in any language; a longer output is a loop, cut it short.
         budget = int(max(c.duration for c in chunks) * TOKENS_PER_SECOND) + 16
         results = self.model.model.generate(
