@@ -193,8 +193,8 @@ class SpeechRecognizer:
         for first in range(0, len(chunks), BATCH_CHUNKS):
             batch = chunks[first : first + BATCH_CHUNKS]
             encoded = self.model.encode(self._features(batch))
-            if not language:  # from the first batch's encoder output: nothing is encoded twice
-                language, probability = self._language(encoded, batch, language_hint)
+            if not language:  # from the first chunk's encoder output: nothing is encoded twice
+                language, probability = self._language(self._first_row(encoded, len(batch)), batch[:1], language_hint)
             decoded += self._decode(
                 batch, language, beam_size=SHORT_NOTE_BEAM if short else 1, encoded=encoded, timestamps=short
             )
@@ -231,6 +231,13 @@ class SpeechRecognizer:
         for row, f in zip(batch, features):
             row[:, : min(frames, f.shape[-1])] = f[:, :frames]
         return batch
+
+    def _first_row(self, encoded: ctranslate2.StorageView, rows: int) -> ctranslate2.StorageView:
+        """The first chunk's encoder output: up to 15 s of speech is plenty to tell the language, and detecting
+        on every chunk of a long note costs a tenth of its transcription time on a CPU."""
+        if rows == 1 or self.device != "cpu":
+            return encoded
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.array(encoded)[:1]))
 
     def _language(self, encoded: ctranslate2.StorageView, chunks: list[_Chunk], hint: str | None) -> tuple[str, float]:
         if not self.multilingual:
