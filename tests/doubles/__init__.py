@@ -1,14 +1,33 @@
-"""HTTP doubles for the two outside services we cannot reach in tests: the Telegram Bot API and OpenAI."""
+"""HTTP doubles for the two outside services we cannot reach in tests (the Telegram Bot API and OpenAI), and
+an OTLP receiver standing in for Jaeger's collector."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 
-async def serve(app: web.Application) -> tuple[web.AppRunner, int]:
-    """Run `app` on a free loopback port; returns the runner (for cleanup) and the port."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+class LoopbackServer:
+    """An aiohttp app on a free 127.0.0.1 port; subclasses add routes and say what their base URL looks like."""
+
+    _runner: web.AppRunner | None = None
+    base_url: str = ""
+
+    def add_routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    def url(self, port: int) -> str:
+        return f"http://127.0.0.1:{port}"
+
+    async def start(self) -> str:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        self.add_routes(app)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.base_url = self.url(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.doubles import serve
+from tests.doubles import LoopbackServer
 
 REASONING = re.compile(r"^o\d")
 REASONING_TOKENS = 320
@@ -58,7 +58,7 @@ class Fault:
 
 
 @dataclass
-class OpenAIDouble:
+class OpenAIDouble(LoopbackServer):
     api_key: str
     latency: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -66,19 +66,11 @@ class OpenAIDouble:
     _faults: list[Fault] = field(default_factory=list)
     _broken_models: dict[str, int] = field(default_factory=dict)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
-    _runner: web.AppRunner | None = None
-    base_url: str = ""
-
-    async def start(self) -> str:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner, port = await serve(app)
-        self.base_url = f"http://127.0.0.1:{port}/v1"
-        return self.base_url
 
-    async def stop(self) -> None:
-        if self._runner:
-            await self._runner.cleanup()
+    def url(self, port: int) -> str:
+        return f"http://127.0.0.1:{port}/v1"
 
     # --- fault injection --------------------------------------------------------------------------
 

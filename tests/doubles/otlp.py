@@ -10,7 +10,7 @@ from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from tests.doubles import serve
+from tests.doubles import LoopbackServer
 
 KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 
@@ -36,21 +36,15 @@ class ReceivedSpan:
 
 
 @dataclass
-class OTLPReceiver:
+class OTLPReceiver(LoopbackServer):
     spans: list[ReceivedSpan] = field(default_factory=list)
-    endpoint: str = ""
-    _runner: web.AppRunner | None = None
 
-    async def start(self) -> str:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/traces", self._traces)
-        self._runner, port = await serve(app)
-        self.endpoint = f"http://127.0.0.1:{port}"
-        return self.endpoint
 
-    async def stop(self) -> None:
-        if self._runner:
-            await self._runner.cleanup()
+    @property
+    def endpoint(self) -> str:
+        return self.base_url
 
     async def _traces(self, request: web.Request) -> web.Response:
         body = await request.read()

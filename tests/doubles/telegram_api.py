@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.doubles import serve
+from tests.doubles import LoopbackServer
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
 MESSAGE_LIMIT = 4096
@@ -113,7 +113,7 @@ class Chat:
         return next((m for m in self.messages if m.message_id == message_id), None)
 
 
-class TelegramDouble:
+class TelegramDouble(LoopbackServer):
     BOT_USER = {"id": 7000000001, "is_bot": True, "first_name": "Voice Insight", "username": "voice_insight_bot"}
 
     def __init__(self, token: str) -> None:
@@ -129,22 +129,12 @@ class TelegramDouble:
         self._changed = asyncio.Condition()
         self._ids = itertools.count(1000)
         self._update_ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-        self.base_url = ""
 
     # --- server -----------------------------------------------------------------------------------
 
-    async def start(self) -> str:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/bot{token}/{method}", self._api)
         app.router.add_get("/file/bot{token}/{path:.+}", self._file)
-        self._runner, port = await serve(app)
-        self.base_url = f"http://127.0.0.1:{port}"
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner:
-            await self._runner.cleanup()
 
     async def _params(self, request: web.Request) -> dict[str, Any]:
         params: dict[str, Any] = dict(request.query)
