@@ -154,10 +154,10 @@ class SpeechRecognizer:
     """One loaded, warmed Whisper model; `transcribe` is blocking and meant for a worker thread.
 
     The path, measured in bench/asr.py: Silero VAD (inside faster-whisper) cuts speech into chunks of at most
-    `CHUNK_SECONDS`; every chunk is encoded in one batch with a window sized to the longest chunk instead of
-    Whisper's fixed 30 s (the encoder's cost grows with its window, and CTranslate2 accepts shorter ones); the
-    language comes from that same encoder output, so nothing is encoded twice; all chunks are decoded together,
-    greedily. Chunks that look like a repetition loop are decoded again with beam search; chunks that look like
+    `CHUNK_SECONDS`; chunks are encoded in batches of up to `BATCH_CHUNKS`, in a window sized to the longest
+    chunk (at least `MIN_WINDOW`) instead of Whisper's fixed 30 s (the encoder's cost grows with its window, and
+    CTranslate2 accepts shorter ones); the language comes from the first chunk's encoder output, so nothing is
+    encoded twice; a batch's chunks are decoded together, greedily. Chunks that look like a repetition loop are decoded again with beam search; chunks that look like
     silence are dropped. A 10 s note is one small chunk: a short encoder window and beam search, no batching.
     """
 
