@@ -51,13 +51,19 @@ def speak(text: str, language: str, folder: Path | None = None) -> tuple[bytes, 
     """OGG/Opus bytes as Telegram sends voice notes, and the duration in seconds."""
     folder = folder or Path(tempfile.mkdtemp(prefix="vi-speech-"))
     voice, speed = VOICES[language]
-    wav, ogg = folder / "speech.wav", folder / "speech.ogg"
+    wav = folder / "speech.wav"
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(wav), text], check=True)
     with wave.open(str(wav)) as w:
         duration = w.getnframes() / w.getframerate()
+    return voice_note(wav), duration
+
+
+def voice_note(wav: Path) -> bytes:
+    """Encode a WAV the way Telegram stores voice notes: OGG/Opus, 48 kHz mono, VoIP tuning."""
+    ogg = wav.with_suffix(".ogg")
     subprocess.run(
         ["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), "-c:a", "libopus", "-b:a", "32k", "-ar", "48000",
          "-ac", "1", "-application", "voip", str(ogg)],
         check=True,
     )
-    return ogg.read_bytes(), duration
+    return ogg.read_bytes()

@@ -22,7 +22,9 @@ from typing import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 
+from bench.speech import voice_note
 from infra.bus import Bus
+from infra.launcher import nats_server_binary
 from infra.packaged_model import install_packaged_model
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.otlp import OTLPReceiver
@@ -71,9 +73,8 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        binary = Path(sys.executable).parent / "nats-server"
         self.proc = subprocess.Popen(
-            [str(binary if binary.exists() else shutil.which("nats-server")), "-js", "-sd", str(self.store),
+            [nats_server_binary(), "-js", "-sd", str(self.store),
              "-a", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -127,19 +128,10 @@ class Speech:
         self._n += 1
         return self.folder / f"clip{self._n}{suffix}"
 
-    def _opus(self, wav: Path) -> bytes:
-        ogg = wav.with_suffix(".ogg")
-        subprocess.run(
-            ["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), "-c:a", "libopus", "-b:a", "32k", "-ar", "48000",
-             "-ac", "1", "-application", "voip", str(ogg)],
-            check=True,
-        )
-        return ogg.read_bytes()
-
     def say(self, text: str, voice: str = "en-us", speed: int = 150) -> bytes:
         wav = self._path(".wav")
         subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(wav), text], check=True)
-        return self._opus(wav)
+        return voice_note(wav)
 
     def video_note(self, text: str) -> bytes:
         """A round video note as Telegram stores it: a square H.264 MP4 with the speech as AAC."""
@@ -160,7 +152,7 @@ class Speech:
              "-ac", "1", str(wav)],
             check=True,
         )
-        return self._opus(wav)
+        return voice_note(wav)
 
 
 @pytest.fixture(scope="session")

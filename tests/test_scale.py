@@ -19,6 +19,7 @@ from typing import AsyncIterator
 import pytest
 
 from infra.bus import CONSUMER_FORMATTER, STREAM, Bus
+from infra.launcher import nats_server_binary
 from tests.conftest import NatsServer, Speech, free_port, stack_env, wait_for_modes
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
@@ -38,13 +39,12 @@ KEYWORDS = ["budget", "sales", "office", "supplier", "friday", "licen"]
 
 class Cluster:
     def __init__(self, root: Path) -> None:
-        binary = Path(sys.executable).parent / "nats-server"
         self.nodes = [(f"n{i}", free_port(), free_port(), root / f"n{i}") for i in range(3)]
         routes = ",".join(f"nats://127.0.0.1:{cport}" for _, _, cport, _ in self.nodes)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         for name, port, cport, store in self.nodes:
             self.procs[name] = subprocess.Popen(
-                [str(binary), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port), "-n", name,
+                [nats_server_binary(), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port), "-n", name,
                  "--cluster_name", "voice-insight", "--cluster", f"nats://127.0.0.1:{cport}", "--routes", routes],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
