@@ -32,12 +32,13 @@ def run(args: argparse.Namespace | None = None) -> None:
         bus = await Bus.connect(settings.nats_servers, name=f"analyzer-{mode}", replicas=settings.jetstream_replicas)
         # Standalone, each built-in mode gets its own default port, so several fit on one machine.
         port = settings.metrics_port if settings.metrics_port is not None else DEFAULT_PORTS["analyzer"] + list(MODES).index(mode)
-        health = HealthServer(f"analyzer-{mode}", port, lambda: bus.connected)
+        health = HealthServer(f"analyzer-{mode}", port, lambda: bus.connected, settings.metrics_host)
         await health.start()
         await bus.ensure_topology()
-        service = AnalyzerService(bus, ChatLLM(make_client(settings.openai_api_key, settings.openai_base_url)), spec, model)
+        llm = ChatLLM(make_client(settings.openai_api_key, settings.openai_base_url))
+        service = AnalyzerService(bus, llm, spec, model, join_timeout=settings.join_timeout)
         consumer = ConsumerSpec(
-            f"analyzer-{mode}", SUBJECT_TRANSCRIPT, ack_wait=30.0, max_deliver=5, concurrency=8, deliver_new_only=True
+            f"analyzer-{mode}", SUBJECT_TRANSCRIPT, ack_wait=30.0, max_attempts=5, concurrency=8, deliver_new_only=True
         )
         await bus.ensure_consumer(consumer)  # before announcing: a note that waits for us must reach us
         bus.consume(consumer, decoder(Transcript), service.handle)

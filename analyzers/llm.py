@@ -6,12 +6,17 @@
   reasoning allowance and ask for low effort, and treat an empty, truncated answer as a failure.
 * Structured output (a JSON schema derived from the mode's msgspec type) is asked for first and validated with
   msgspec. A server or model that rejects `response_format` is remembered and served the plain-text prompt.
-* Transient errors (connection, timeout, 408/409/429/5xx) are retried by the SDK with exponential backoff
-  and jitter, honouring `Retry-After`; the client is built with that retry count explicitly.
+* Transient errors (connection, timeout, 408/409/429/5xx) are retried here, with exponential backoff and
+  jitter, honouring `Retry-After` on a 429, all inside one budget (`CALL_BUDGET`) that stays below the
+  analyzer consumer's ack wait. A 429 that says `insufficient_quota` is not retried: no wait fixes billing,
+  and the answer should come now with the other modes and a note. (The SDK's own retries are off: they would
+  retry that 429 too.)
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 import re
 import time
 from dataclasses import dataclass
@@ -28,6 +33,9 @@ from infra.telemetry import record_failure, tracer
 REASONING_MODEL = re.compile(r"^(o\d+|gpt-5)(\b|[-.])", re.IGNORECASE)
 REASONING_ALLOWANCE = 2000
 LLM_RETRIES = 2
+CALL_BUDGET = 25.0
+"""Seconds one analysis may spend on the LLM, retries included."""
+MAX_RETRY_AFTER = 10.0
 
 
 class LLMFailure(Exception):
@@ -63,7 +71,26 @@ def json_schema_for(result_type: type[msgspec.Struct]) -> dict[str, Any]:
 
 def make_client(api_key: str, base_url: str) -> AsyncOpenAI:
     """One pooled client per process: connections are reused across calls and modes."""
-    return AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=LLM_RETRIES)
+    return AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    """The server's own wait, from `retry-after-ms` or `retry-after` (seconds), when it gives one."""
+    headers = exc.response.headers
+    try:
+        if "retry-after-ms" in headers:
+            return float(headers["retry-after-ms"]) / 1000
+        if "retry-after" in headers:
+            return float(headers["retry-after"])
+    except ValueError:
+        return None
+    return None
+
+
+def _error_code(exc: openai.APIStatusError) -> str | None:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    inner = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+    return getattr(exc, "code", None) or inner.get("code") or inner.get("type")
 
 
 class ChatLLM:
@@ -79,15 +106,17 @@ class ChatLLM:
         *,
         model: str,
         system: str,
-        user: str,
+        user: str | tuple[str, ...],
         max_tokens: int,
         temperature: float,
         timeout: float,
         result_type: type[msgspec.Struct] | None = None,
     ) -> Completion:
+        """`user` may be several messages: the instructions, then the data, each in its own message."""
+        parts = (user,) if isinstance(user, str) else user
         params: dict[str, Any] = {
             "model": model,
-            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            "messages": [{"role": "system", "content": system}, *({"role": "user", "content": u} for u in parts)],
         }
         if is_reasoning_model(model):
             params["max_completion_tokens"] = max_tokens + REASONING_ALLOWANCE
@@ -126,6 +155,39 @@ class ChatLLM:
                     )
                 raise
 
+    async def _create(self, params: dict[str, Any], timeout: float, structured: bool, span: Span) -> Any:
+        """One completion, retried on what may pass (429 but for quota, 408, 409, 5xx, network, timeout)."""
+        deadline = time.monotonic() + CALL_BUDGET
+        for attempt in range(LLM_RETRIES + 1):
+            remaining = deadline - time.monotonic()
+            try:
+                return await self.client.chat.completions.create(**params, timeout=max(1.0, min(timeout, remaining)))
+            except openai.BadRequestError as exc:
+                if structured and (exc.param == "response_format" or "response_format" in str(exc.message)):
+                    raise LLMFailure("structured_output_unsupported") from exc
+                raise LLMFailure(f"http_400_{exc.code or 'bad_request'}") from exc
+            except openai.RateLimitError as exc:
+                if _error_code(exc) == "insufficient_quota":
+                    raise LLMFailure("insufficient_quota") from exc
+                failure = LLMFailure("http_429")
+                delay = min(_retry_after(exc) or 0.5 * 2**attempt, MAX_RETRY_AFTER)
+            except openai.APITimeoutError as exc:
+                failure, delay = LLMFailure("timeout"), 0.5 * 2**attempt
+                failure.__cause__ = exc
+            except openai.APIConnectionError as exc:
+                failure, delay = LLMFailure("unreachable"), 0.5 * 2**attempt
+                failure.__cause__ = exc
+            except openai.APIStatusError as exc:
+                if exc.status_code not in (408, 409) and exc.status_code < 500:
+                    raise LLMFailure(f"http_{exc.status_code}") from exc
+                failure, delay = LLMFailure(f"http_{exc.status_code}"), _retry_after(exc) or 0.5 * 2**attempt
+            delay = min(delay, MAX_RETRY_AFTER) * random.uniform(1.0, 1.25)
+            if attempt == LLM_RETRIES or time.monotonic() + delay >= deadline:
+                raise failure
+            span.add_event("retry", {"gen_ai.retry.reason": failure.reason, "gen_ai.retry.delay_seconds": round(delay, 3)})
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
     async def _call(
         self,
         params: dict[str, Any],
@@ -136,18 +198,7 @@ class ChatLLM:
     ) -> Completion:
         model = params["model"]
         started = time.perf_counter()
-        try:
-            response = await self.client.chat.completions.create(**params, timeout=timeout)
-        except openai.BadRequestError as exc:
-            if structured and (exc.param == "response_format" or "response_format" in str(exc.message)):
-                raise LLMFailure("structured_output_unsupported") from exc
-            raise LLMFailure(f"http_400_{exc.code or 'bad_request'}") from exc
-        except openai.APITimeoutError as exc:
-            raise LLMFailure("timeout") from exc
-        except openai.APIConnectionError as exc:
-            raise LLMFailure("unreachable") from exc
-        except openai.APIStatusError as exc:
-            raise LLMFailure(f"http_{exc.status_code}") from exc
+        response = await self._create(params, timeout, structured, span)
         latency = time.perf_counter() - started
 
         if not response.choices:

@@ -20,7 +20,7 @@ log = logging.getLogger("voice_insight.formatter")
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     bus = await Bus.connect(settings.nats_servers, name="formatter", replicas=settings.jetstream_replicas)
-    health = HealthServer("formatter", port_for("formatter", settings), lambda: bus.connected)
+    health = HealthServer("formatter", port_for("formatter", settings), lambda: bus.connected, settings.metrics_host)
     await health.start()
     await bus.ensure_topology()
     specs = {spec.durable: spec for spec in CORE_CONSUMERS}
@@ -30,7 +30,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         bus,
         bot,
         JoinStore(await bus.kv(BUCKET_JOINS)),
-        AnswerMarks(await bus.kv(BUCKET_ANSWERED), stale_after=events.ack_wait),
+        AnswerMarks(await bus.kv(BUCKET_ANSWERED)),
         join_timeout=settings.join_timeout,
         max_audio_seconds=settings.max_audio_seconds,
     )

@@ -2,8 +2,12 @@
 
 Rendering works on *pieces*: small HTML strings that never open a tag they do not close. Long prose (a ten
 minute transcript) is cut into word-bounded pieces *before* escaping, so no cut lands inside an entity like
-`&amp;` or a tag. Messages are then packed greedily from whole pieces; the HTML length bounds the visible
-length Telegram counts, so a packed message always fits.
+`&amp;` or a tag. Messages are then packed greedily from whole pieces. Telegram counts a message's length in
+UTF-16 code units of its visible text (an emoji outside the BMP counts twice); the UTF-16 length of the HTML
+bounds that from above, so a packed message always fits.
+
+Analyses may come from analyzers written elsewhere: empty sections, items and titles are skipped, never
+rendered as broken markup and never a crash.
 """
 
 from __future__ import annotations
@@ -24,16 +28,25 @@ def esc(value: str) -> str:
     return html.escape(value, quote=False)
 
 
+def utf16_len(value: str) -> int:
+    """Length as Telegram counts it: UTF-16 code units."""
+    return len(value.encode("utf-16-le")) // 2
+
+
 def _prose(value: str, budget: int = _PIECE_BUDGET) -> list[str]:
     """Escaped pieces of `value`, each at most `budget` characters, cut at sentence or word ends."""
     pieces: list[str] = []
     current = ""
     for word in re.findall(r"\S+\s*", value):
-        if len(word) > budget:  # a pathological "word": hard-cut it
-            for i in range(0, len(word), budget // 6):
-                pieces.append(esc(word[i : i + budget // 6]))
+        if utf16_len(word) > budget // 2:  # a pathological "word": hard-cut it
+            if current.strip():
+                pieces.append(esc(current.rstrip()))
+                current = ""
+            step = budget // 12  # escaping grows a character to at most 5, UTF-16 doubles it at most
+            for i in range(0, len(word), step):
+                pieces.append(esc(word[i : i + step]))
             continue
-        if len(esc(current + word)) > budget:
+        if utf16_len(esc(current + word)) > budget:
             pieces.append(esc(current.rstrip()))
             current = ""
         current += word
@@ -47,20 +60,29 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def _heading(value: str) -> str:
+    value = " ".join(value.split())
+    return f"<b>{esc(value)}:</b>" if value else ""
+
+
 def _analysis_pieces(analysis: Analysis) -> list[str]:
-    pieces = [f"<b>{esc(analysis.title)}</b>"]
+    title = " ".join(analysis.title.split()) or analysis.mode
+    pieces = [f"<b>{esc(title)}</b>"]
     for section in analysis.sections:
-        if section.body:
-            body = _prose(section.body)
-            pieces.append(f"<b>{esc(section.heading)}:</b> {body[0]}")
+        heading = _heading(section.heading)
+        body = _prose(section.body)
+        items = [p for item in section.items if (p := _prose(item))]
+        if not body and not items:
+            continue  # nothing to say under this heading
+        if body:
+            pieces.append(f"{heading} {body[0]}".strip())
             pieces.extend(body[1:])
-        else:
-            pieces.append(f"<b>{esc(section.heading)}:</b>")
-        for item in section.items:
-            item_pieces = _prose(item)
+        elif heading:
+            pieces.append(heading)
+        for item_pieces in items:
             pieces.append(f"• {item_pieces[0]}")
             pieces.extend(item_pieces[1:])
-    if not analysis.sections and analysis.text:
+    if len(pieces) == 1 and analysis.text:
         pieces.extend(_prose(analysis.text))
     return pieces
 
@@ -74,14 +96,12 @@ def render_answer(state: JoinState) -> list[str]:
     blocks: list[list[str]] = [
         [f"📝 <b>{text('transcript', lang)}</b> · {esc(language)} · {_clock(t.duration)}", *_prose(t.text)]
     ]
-    for mode in state.modes:
-        analysis = state.analyses.get(mode)
-        if analysis is not None and analysis.error is None:
-            blocks.append(_analysis_pieces(analysis))
+    shown = [state.analyses[m] for m in state.modes if m in state.analyses]
     # A mode that answered although the note did not wait for it (it joined late) is still worth showing.
-    for mode, analysis in sorted(state.analyses.items()):
-        if mode not in state.modes and analysis.error is None:
-            blocks.append(_analysis_pieces(analysis))
+    shown += [a for m, a in sorted(state.analyses.items()) if m not in state.modes]
+    for analysis in shown:
+        if analysis.error is None and len(pieces := _analysis_pieces(analysis)) > 1:
+            blocks.append(pieces)
     missing = state.missing_modes()
     if missing:
         blocks.append([text("missing_modes", lang, modes=esc(", ".join(missing)))])
@@ -99,7 +119,7 @@ def pack(blocks: list[list[str]], limit: int = MESSAGE_LIMIT) -> list[str]:
     for block in blocks:
         for index, piece in enumerate(block):
             separator = "" if not current else ("\n\n" if index == 0 else "\n")
-            if current and len(current) + len(separator) + len(piece) > limit:
+            if current and utf16_len(current) + len(separator) + utf16_len(piece) > limit:
                 messages.append(current)
                 current, separator = "", ""
             current += separator + piece

@@ -6,27 +6,63 @@
   is there and a note naming what is missing.
 
 Either path goes through `finish`, which owns the "exactly one answer" rule: claim the answered mark, edit the
-status message into the answer, mark it sent, then drop the user's data.
+status message into the answer (and send any further parts, each recorded as it goes), mark it sent, then drop
+the user's data. Failures are sorted: Telegram away or flood control means "later" (capped backoff, for as long
+as the stream keeps the note); a chat that is gone or a bot that is blocked means "never" (counted, logged, the
+note closed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 import nats.js.errors
 from aiogram import Bot
-from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, TelegramRetryAfter
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramEntityTooLarge,
+    TelegramForbiddenError,
+    TelegramMigrateToChat,
+    TelegramNetworkError,
+    TelegramNotFound,
+    TelegramRetryAfter,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
 from aiogram.types import ReplyParameters
 
-from formatter.join import AnswerMarks, JoinState, JoinStore
+from formatter.join import AlreadySent, AnswerMarks, ClaimLost, HeldElsewhere, JoinState, JoinStore, Owned
 from formatter.render import render_answer, render_failure
-from infra.bus import Bus, Delivery, Retry
+from infra.bus import Bus, Delivery, Reject, Retry, backoff
 from infra.contracts import Event, Origin, Transcript
 from infra.metrics import ANSWERS, ERRORS, PROCESSED, STAGE_SECONDS
 from infra.telemetry import record_failure, tracer
 
 log = logging.getLogger("voice_insight.formatter")
+
+ANSWER_BACKOFF_CAP = 60.0
+"""Longest pause between two tries of an answer while Telegram is unreachable."""
+ORPHAN_AFTER = 600.0
+"""A transcript whose note never got join state this long after its deadline has nobody to answer."""
+
+# The Bot API's "never" (retrying cannot help): blocked by the user, chat gone, a request Telegram refuses.
+# TelegramBadRequest "message is not modified" and "message to edit not found" are handled before this.
+PERMANENT = (TelegramForbiddenError, TelegramBadRequest, TelegramNotFound, TelegramEntityTooLarge, TelegramMigrateToChat)
+
+
+def _permanent_reason(exc: BaseException) -> str:
+    if isinstance(exc, TelegramForbiddenError):
+        return "bot_blocked"
+    if isinstance(exc, TelegramMigrateToChat):
+        return "chat_migrated"
+    message = getattr(exc, "message", "").lower()
+    if "chat not found" in message:
+        return "chat_not_found"
+    if "parse entities" in message:
+        return "bad_markup"
+    return "bad_request"
 
 
 class FormatterService:
@@ -38,6 +74,7 @@ class FormatterService:
         marks: AnswerMarks,
         join_timeout: float,
         max_audio_seconds: float,
+        answer_backoff_cap: float = ANSWER_BACKOFF_CAP,
     ) -> None:
         self.bus = bus
         self.bot = bot
@@ -45,6 +82,7 @@ class FormatterService:
         self.marks = marks
         self.join_timeout = join_timeout
         self.max_audio_seconds = max_audio_seconds
+        self.answer_backoff_cap = answer_backoff_cap
 
     async def on_event(self, event: Event, delivery: Delivery) -> None:
         cid = event.correlation_id
@@ -59,7 +97,7 @@ class FormatterService:
                 "voice_insight.join.complete": state.complete,
             })
         if state.complete:
-            await self.finish(cid, state)
+            await self.finish(cid, state, delivery)
 
     async def on_deadline(self, transcript: Transcript, delivery: Delivery) -> None:
         cid = transcript.correlation_id
@@ -70,39 +108,61 @@ class FormatterService:
             raise Retry(remaining, "join deadline not reached")
         state = await self.joins.get(cid)
         if state is None or state.origin is None or state.transcript is None:
+            if -remaining > ORPHAN_AFTER:
+                raise Reject("join_state_missing")  # its audio event never reached a formatter: nobody to answer
             raise Retry(1.0, "join state not merged yet")
         log.warning("%s: join deadline passed; missing %s", cid, ",".join(state.missing_modes()) or "nothing")
-        await self.finish(cid, state)
+        await self.finish(cid, state, delivery)
 
-    async def finish(self, cid: str, state: JoinState) -> None:
-        if not await self.marks.claim(cid):
-            return
-        assert state.origin is not None
+    async def finish(self, cid: str, state: JoinState, delivery: Delivery | None = None) -> None:
+        """Claim the answer, send what is still unsent of it, mark it sent; see `AnswerMarks` for the rules."""
+        claim = await self.marks.claim(cid)
+        match claim:
+            case AlreadySent():
+                return
+            case HeldElsewhere(retry_in=wait):
+                raise Retry(wait, "another formatter holds the answer")
+        assert isinstance(claim, Owned) and state.origin is not None
         kind = "failure" if state.failed else ("partial" if state.missing_modes() else "complete")
         started = time.perf_counter()
+        attempt = delivery.attempt if delivery else 1
         with tracer().start_as_current_span("reply", attributes={"voice_insight.answer.kind": kind}) as span:
+            messages = self.render(cid, state)
+            span.set_attribute("voice_insight.answer.messages", len(messages))
+            heartbeat = asyncio.create_task(claim.keep_alive(self.marks.lease / 3))
             try:
-                if state.failed:
-                    assert state.failure is not None
-                    messages = [render_failure(state.failure.reason, state.origin.ui_language, self.max_audio_seconds)]
-                else:
-                    messages = render_answer(state)
-                span.set_attribute("voice_insight.answer.messages", len(messages))
-                await self.deliver(state.origin, messages)
-            except TelegramForbiddenError:
-                log.warning("%s: the user blocked the bot; no answer possible", cid)
-                ERRORS.labels("reply", "", "bot_blocked").inc()
+                await self.deliver(claim, state.origin, messages)
+            except ClaimLost:
+                log.warning("%s: another formatter took the answer over; stepping back", cid)
+                raise Retry(self.marks.lease, "claim lost") from None
+            except PERMANENT as exc:
+                record_failure(span, exc)
+                reason = _permanent_reason(exc)
+                log.warning("%s: the answer cannot be delivered (%s); giving up", cid, reason)
+                ERRORS.labels("reply", "", reason).inc()
+                await claim.done("undeliverable")
+                await self._forget(cid, state)
+                return
             except TelegramRetryAfter as exc:
                 record_failure(span, exc)
                 ERRORS.labels("reply", "", "flood_control").inc()
-                await self.marks.release(cid)
-                raise Retry(float(exc.retry_after), "Telegram flood control") from exc
+                await claim.release()
+                raise Retry(float(exc.retry_after), "Telegram flood control") from None
+            except (TelegramNetworkError, TelegramServerError, TelegramUnauthorizedError, asyncio.TimeoutError) as exc:
+                # Telegram away (outage, restart, network): keep the answer and try again, backing off up to
+                # a minute, for as long as the stream keeps the note.
+                record_failure(span, exc)
+                ERRORS.labels("reply", "", "telegram_unavailable").inc()
+                await claim.release()
+                raise Retry(backoff(attempt, cap=self.answer_backoff_cap), "Telegram unavailable") from None
             except BaseException as exc:
                 record_failure(span, exc)
                 ERRORS.labels("reply", "", type(exc).__name__).inc()
-                await self.marks.release(cid)
+                await claim.release()
                 raise
-        await self.marks.mark_sent(cid)
+            finally:
+                heartbeat.cancel()
+        await claim.done()
         now = time.time()
         STAGE_SECONDS.labels("reply", "").observe(time.perf_counter() - started)
         if state.transcript is not None:
@@ -114,21 +174,43 @@ class FormatterService:
         log.info("%s: answered (%s)", cid, kind)
         await self._forget(cid, state)
 
-    async def deliver(self, origin: Origin, messages: list[str]) -> None:
-        """The first message replaces the status message; the rest follow as replies to the voice note."""
+    def render(self, cid: str, state: JoinState) -> list[str]:
+        """The answer's messages. A rendering bug must not leave the user waiting: they get an apology instead."""
+        assert state.origin is not None
+        lang = state.origin.ui_language
         try:
-            await self.bot.edit_message_text(
-                text=messages[0], chat_id=origin.chat_id, message_id=origin.status_message_id
-            )
+            if state.failed:
+                assert state.failure is not None
+                return [render_failure(state.failure.reason, lang, self.max_audio_seconds)]
+            return render_answer(state)
+        except Exception as exc:
+            log.error("%s: rendering failed (%s); answering with an apology", cid, type(exc).__name__)
+            ERRORS.labels("reply", "", "render_failed").inc()
+            return [render_failure("internal", lang, self.max_audio_seconds)]
+
+    async def deliver(self, claim: Owned, origin: Origin, messages: list[str]) -> None:
+        """The first message replaces the status message; the rest follow as replies to the voice note.
+
+        Each part is recorded in the claim before the next one goes, so a retry or a takeover resumes after the
+        last part the user already has: exactly one copy of every part.
+        """
+        for index in range(claim.parts_sent, len(messages)):
+            if index == 0:
+                await self._edit_status(origin, messages[0])
+            else:
+                await self._send(origin, messages[index])
+            await claim.advance(index + 1)
+
+    async def _edit_status(self, origin: Origin, message: str) -> None:
+        try:
+            await self.bot.edit_message_text(text=message, chat_id=origin.chat_id, message_id=origin.status_message_id)
         except TelegramBadRequest as exc:
             if "message is not modified" in exc.message:
-                pass  # a retry after an edit that did land
-            elif "message to edit not found" in exc.message or "can't be edited" in exc.message:
-                await self._send(origin, messages[0])  # the user deleted the status message
-            else:
-                raise
-        for message in messages[1:]:
-            await self._send(origin, message)
+                return  # a retry after an edit that did land
+            if "message to edit not found" in exc.message or "can't be edited" in exc.message:
+                await self._send(origin, message)  # the user deleted the status message
+                return
+            raise
 
     async def _send(self, origin: Origin, message: str) -> None:
         await self.bot.send_message(

@@ -12,7 +12,9 @@ from aiogram.types import BotCommand
 
 from gateway.handlers import router
 from gateway.intake import Intake, correlation_key
-from infra.bus import BUCKET_USERS, Bus
+from gateway.updates import UpdateHandler, UpdatePoller
+from infra.bus import BUCKET_USERS, CONSUMER_GATEWAY, Bus, consumer_spec
+from infra.contracts import TelegramUpdate, decoder
 from infra.health import HealthServer, port_for
 from infra.metrics import ACTIVE_USERS
 from infra.modes import live_modes
@@ -43,7 +45,7 @@ async def modes_document(bus: Bus) -> object:
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     bus = await Bus.connect(settings.nats_servers, name="gateway", replicas=settings.jetstream_replicas)
-    health = HealthServer("gateway", port_for("gateway", settings), lambda: bus.connected)
+    health = HealthServer("gateway", port_for("gateway", settings), lambda: bus.connected, settings.metrics_host)
     health.add_json_route("/modes", lambda: modes_document(bus))
     await health.start()
     await bus.ensure_topology()
@@ -54,23 +56,18 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     dispatcher.include_router(router)
     await bot.delete_webhook(drop_pending_updates=False)  # long polling and a webhook exclude each other
     await bot.set_my_commands(COMMANDS)
-    polling = asyncio.create_task(
-        dispatcher.start_polling(
-            bot,
-            handle_signals=False,
-            close_bot_session=False,
-            bus=bus,
-            intake=intake,
-            max_audio_seconds=settings.max_audio_seconds,
-        )
-    )
+    updates = UpdateHandler(bot, dispatcher, {"bus": bus, "intake": intake, "max_audio_seconds": settings.max_audio_seconds})
+    bus.consume(consumer_spec(CONSUMER_GATEWAY), decoder(TelegramUpdate), updates.handle, give_up=updates.give_up)
+    poller = UpdatePoller(bot, bus)
+    polling = asyncio.create_task(poller.run())
     health.ready = True
     log.info("ready")
-    stopped = asyncio.create_task(stop.wait())
-    await asyncio.wait({polling, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    if not polling.done():
-        await dispatcher.stop_polling()
-    await polling
+    await stop.wait()
+    # Intake first: no new update is taken from Telegram; those in flight finish and are acked; the rest wait
+    # in the stream for the next start.
+    polling.cancel()
+    await asyncio.gather(polling, return_exceptions=True)
+    await poller.confirm()
     users.cancel()
     await bus.close()
     await bot.session.close()

@@ -1,7 +1,8 @@
 """Taking a voice note in: status reply, limits, download, object store, `AudioReceived`.
 
 The status message goes out first, so the user sees "listening…" within a second whatever happens next. Every
-early failure edits that same message into a clear answer. A note is identified by a keyed hash of its chat
+early failure edits that same message into a clear answer. Downloads stream into a spool (memory, then disk)
+and from there into the object store in chunks: no file is ever held in memory whole. A note is identified by a keyed hash of its chat
 and message ids: the same Telegram message always gets the same correlation ID (so a repeated update is
 dropped by the stream's duplicate window and by the formatter's answered mark), and the ID reveals neither.
 """
@@ -11,19 +12,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import io
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
 
+import aiohttp
 import msgspec
 import nats.js.errors
 from aiogram import Bot
-from aiogram.exceptions import TelegramBadRequest, TelegramNetworkError, TelegramServerError
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramRetryAfter
 from aiogram.types import Message
+from nats.js.kv import KeyValue
 from opentelemetry.trace import Span, SpanKind
 
-from infra.bus import BUCKET_ANSWERED, BUCKET_AUDIO, BUCKET_USERS, SUBJECT_AUDIO, Bus
+from infra.answers import Sent, encode_mark, is_answered
+from infra.bus import BUCKET_ANSWERED, BUCKET_AUDIO, BUCKET_INTAKE, BUCKET_USERS, SUBJECT_AUDIO, Bus
 from infra.contracts import AudioReceived, AudioRef, Origin
 from infra.metrics import ERRORS, PROCESSED, STAGE_SECONDS
 from infra.modes import live_modes
@@ -34,11 +38,23 @@ from infra.texts import duration_limit, text, ui_language
 log = logging.getLogger("voice_insight.gateway")
 
 PUBLISH_PATIENCE = 30.0
-"""How long a note waits for NATS (restarting, failing over) before the user is told to retry."""
+"""How long one attempt waits for NATS (restarting, failing over) before the update is retried later."""
+DOWNLOAD_ATTEMPTS = 3
+DOWNLOAD_TIMEOUT = 120
+SPOOL_IN_MEMORY = 1024 * 1024
+"""A download is held in memory up to this size, on disk beyond: a flood of big files cannot exhaust memory."""
 
 
 class FileTooBig(Exception):
-    """Telegram reports a size over the Bot API's download limit."""
+    """Telegram reports a size over the Bot API's download limit, or the bytes run past it."""
+
+
+class DownloadFailed(Exception):
+    """The file could not be had from Telegram; `kind` is a bounded label, never the error's text."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -77,7 +93,50 @@ def correlation_id(key: bytes, chat_id: int, message_id: int) -> str:
     return hmac.new(key, f"{chat_id}:{message_id}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
+class IntakeRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """What intake has done for a note so far; lets a redelivered update carry on instead of starting over."""
+
+    status_message_id: int
+    handed_over: bool = False
+
+
+_encode_record = msgspec.json.Encoder().encode
+_decode_record = msgspec.json.Decoder(IntakeRecord).decode
+
+
+class CappedSpool:
+    """A download's destination: memory up to `SPOOL_IN_MEMORY`, then a temporary file; refuses past `limit`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+
+    def write(self, chunk: bytes) -> int:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise FileTooBig()
+        return self.file.write(chunk)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.file.seek(offset, whence)
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class Intake:
+    """Idempotent intake of one note: safe to run again for the same Telegram message after a crash.
+
+    The status message is sent once and remembered in `voice-intake` before anything slow happens; a repeat
+    finds it and carries on from there. Handing over (object store, then `voice.audio` with the correlation ID
+    as `Nats-Msg-Id`) is idempotent by construction. Transient failures (Telegram or NATS away) raise, and the
+    update is redelivered; what can never work (too big, too long, not downloadable) ends in a clear message.
+    """
+
     def __init__(self, bus: Bus, bot: Bot, key: bytes, max_audio_seconds: float) -> None:
         self.bus = bus
         self.bot = bot
@@ -92,7 +151,11 @@ class Intake:
             "voice_insight.audio.duration_hint_seconds": float(media.duration or 0),
         }
         with tracer().start_as_current_span("voice_note receive", kind=SpanKind.SERVER, attributes=attributes) as span:
-            await self._accept(message, media, span)
+            try:
+                await self._accept(message, media, span)
+            except BaseException as exc:
+                record_failure(span, exc)
+                raise
         PROCESSED.labels("gateway", "").inc()
 
     async def _accept(self, message: Message, media: Media, span: Span) -> None:
@@ -100,85 +163,82 @@ class Intake:
         lang = ui_language(message.from_user.language_code if message.from_user else None)
         cid = correlation_id(self.key, message.chat.id, message.message_id)
         span.set_attribute("voice_insight.correlation_id", cid)
-        if await self._already_taken(cid):
+        intake = await self.bus.kv(BUCKET_INTAKE)
+        record = await self._record(intake, cid)
+        if (record is not None and record.handed_over) or await is_answered(await self.bus.kv(BUCKET_ANSWERED), cid):
             log.info("%s: repeated update for a note already taken in; ignored", cid)
             span.set_attribute("voice_insight.duplicate", True)
             return
-        status = await message.reply(text("listening", lang))
-        if message.from_user:
-            await self._count_user(message.from_user.id)
+        if record is None:
+            status = await message.reply(text("listening", lang))
+            record = IntakeRecord(status_message_id=status.message_id)
+            await intake.put(cid, _encode_record(record))
+            if message.from_user:
+                await self._count_user(message.from_user.id)
+        status_id = record.status_message_id
 
         async def refuse(reason: str) -> None:
             log.info("%s: refused at intake: %s", cid, reason)
             ERRORS.labels("gateway", "", reason).inc()
             record_failure(span, reason)
-            await status.edit_text(text(reason, lang, limit=duration_limit(self.max_audio_seconds, lang)))
-            await self._mark_answered(cid)
+            try:
+                await self.bot.edit_message_text(
+                    text=text(reason, lang, limit=duration_limit(self.max_audio_seconds, lang)),
+                    chat_id=message.chat.id,
+                    message_id=status_id,
+                )
+            except TelegramBadRequest as exc:
+                if "not modified" not in exc.message:
+                    await message.reply(text(reason, lang, limit=duration_limit(self.max_audio_seconds, lang)))
+            await self._mark_refused(cid)
 
         if media.size is not None and media.size > DOWNLOAD_LIMIT:
             return await refuse("too_big")
         if media.duration is not None and media.duration > self.max_audio_seconds:
             return await refuse("too_long")
+        spool = CappedSpool(DOWNLOAD_LIMIT)
         try:
-            started = time.perf_counter()
-            with tracer().start_as_current_span("telegram download", kind=SpanKind.CLIENT) as download:
-                data = await self._download(media.file_id)
-                download.set_attribute("voice_insight.audio.size_bytes", len(data))
-            STAGE_SECONDS.labels("download", "").observe(time.perf_counter() - started)
-        except FileTooBig:
-            return await refuse("too_big")
-        except TelegramBadRequest as exc:
-            return await refuse("too_big" if "too big" in exc.message.lower() else "download_failed")
-        except (TelegramNetworkError, TelegramServerError, asyncio.TimeoutError):
-            return await refuse("download_failed")
-        if len(data) > DOWNLOAD_LIMIT:
-            return await refuse("too_big")
-
-        event = AudioReceived(
-            correlation_id=cid,
-            origin=Origin(
-                chat_id=message.chat.id,
-                message_id=message.message_id,
-                status_message_id=status.message_id,
-                ui_language=lang,
-                language_hint=message.from_user.language_code if message.from_user else None,
-            ),
-            audio=AudioRef(
-                object_name=cid, kind=media.kind, mime_type=media.mime_type, size=len(data),  # type: ignore[arg-type]
-                duration_hint=float(media.duration) if media.duration is not None else None,
-            ),
-            modes=(),
-            received_at=arrived,
-        )
-        try:
-            await self._hand_over(event, data)
-        except Exception as exc:
-            log.error("%s: could not hand the note to the bus: %r", cid, exc)
-            return await refuse("internal")
-        log.info("%s: accepted %s, %d bytes", cid, media.kind, len(data))
-
-    async def _already_taken(self, cid: str) -> bool:
-        """Telegram repeats an update when the bot stopped before confirming it; the note may be in flight.
-
-        If NATS cannot be asked right now, the note is treated as new: a rare duplicate status message is
-        better than a user left without an answer.
-        """
-        try:
-            answered = await self.bus.kv(BUCKET_ANSWERED)
             try:
-                await answered.get(cid)
-                return True
-            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-                pass
-            store = await self.bus.audio_store()
-            try:
-                await store.get_info(cid, show_deleted=True)
-                return True
-            except nats.js.errors.NotFoundError:
-                return False
-        except Exception as exc:
-            log.warning("%s: could not check for a repeated update (%s)", cid, type(exc).__name__)
-            return False
+                started = time.perf_counter()
+                with tracer().start_as_current_span("telegram download", kind=SpanKind.CLIENT) as download:
+                    await self._download(media.file_id, spool)
+                    download.set_attribute("voice_insight.audio.size_bytes", spool.size)
+                STAGE_SECONDS.labels("download", "").observe(time.perf_counter() - started)
+            except FileTooBig:
+                return await refuse("too_big")
+            except DownloadFailed as failed:
+                log.warning("%s: download failed (%s)", cid, failed.kind)
+                return await refuse("download_failed")
+
+            event = AudioReceived(
+                correlation_id=cid,
+                origin=Origin(
+                    chat_id=message.chat.id,
+                    message_id=message.message_id,
+                    status_message_id=status_id,
+                    ui_language=lang,
+                    language_hint=message.from_user.language_code if message.from_user else None,
+                ),
+                audio=AudioRef(
+                    object_name=cid, kind=media.kind, mime_type=media.mime_type, size=spool.size,  # type: ignore[arg-type]
+                    duration_hint=float(media.duration) if media.duration is not None else None,
+                ),
+                modes=(),
+                received_at=arrived,
+            )
+            await self._hand_over(event, spool)
+        finally:
+            spool.close()
+        await intake.put(cid, _encode_record(IntakeRecord(status_message_id=status_id, handed_over=True)))
+        log.info("%s: accepted %s, %d bytes", cid, media.kind, spool.size)
+
+    @staticmethod
+    async def _record(intake: KeyValue, cid: str) -> IntakeRecord | None:
+        try:
+            entry = await intake.get(cid)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        return _decode_record(entry.value) if entry.value else None
 
     async def _count_user(self, user_id: int) -> None:
         """Active users are counted from keyed hashes under a 24 h TTL: countable, never reversible."""
@@ -189,33 +249,61 @@ class Intake:
         except Exception as exc:
             log.warning("could not count an active user (%s)", type(exc).__name__)
 
-    async def _mark_answered(self, cid: str) -> None:
+    async def _mark_refused(self, cid: str) -> None:
         """A note refused here is answered too: a repeated update must not be refused a second time."""
-        try:
-            answered = await self.bus.kv(BUCKET_ANSWERED)
-            await answered.put(cid, b"sent")
-        except Exception as exc:
-            log.warning("%s: could not mark the refusal as answered (%s)", cid, type(exc).__name__)
+        answered = await self.bus.kv(BUCKET_ANSWERED)
+        await answered.put(cid, encode_mark(Sent(outcome="refused")))
 
-    async def _download(self, file_id: str) -> bytes:
-        file = await self.bot.get_file(file_id)
-        if file.file_size is not None and file.file_size > DOWNLOAD_LIMIT:
-            raise FileTooBig()
-        assert file.file_path is not None
-        buffer = await self.bot.download_file(file.file_path, destination=io.BytesIO(), timeout=60)
-        assert buffer is not None
-        return buffer.getvalue()
+    async def _download(self, file_id: str, spool: CappedSpool) -> None:
+        """Stream the file into `spool`; transient failures are retried a few times before giving up.
 
-    async def _hand_over(self, event: AudioReceived, data: bytes) -> None:
-        """Store the bytes, then publish; retried while NATS is briefly away (restart, leader change)."""
+        Errors are reduced to their kind: aiohttp's messages quote the file URL, and that URL holds the token.
+        """
+        for attempt in range(DOWNLOAD_ATTEMPTS):
+            try:
+                file = await self.bot.get_file(file_id)
+                if file.file_size is not None and file.file_size > DOWNLOAD_LIMIT:
+                    raise FileTooBig()
+                if file.file_path is None:
+                    raise DownloadFailed("no_file_path")
+                spool.seek(0)
+                spool.file.truncate()
+                spool.size = 0
+                await self.bot.download_file(file.file_path, destination=spool, timeout=DOWNLOAD_TIMEOUT)  # type: ignore[arg-type]
+                return
+            except (FileTooBig, DownloadFailed):
+                raise
+            except TelegramBadRequest as exc:
+                if "too big" in exc.message.lower():
+                    raise FileTooBig() from None
+                raise DownloadFailed("bad_request") from None
+            except TelegramRetryAfter as exc:
+                kind, delay = "flood_control", float(exc.retry_after)
+            except aiohttp.ClientResponseError as exc:
+                if exc.status < 500 and exc.status != 429:
+                    raise DownloadFailed(f"http_{exc.status}") from None
+                kind, delay = f"http_{exc.status}", 1.0 * 2**attempt
+            except (TelegramAPIError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                kind, delay = type(exc).__name__, 1.0 * 2**attempt
+            if attempt == DOWNLOAD_ATTEMPTS - 1:
+                raise DownloadFailed(kind)
+            await asyncio.sleep(delay)
+
+    async def _hand_over(self, event: AudioReceived, spool: CappedSpool) -> None:
+        """Store the bytes, then publish; retried while NATS is briefly away (restart, leader change).
+
+        If NATS stays away, the exception reaches the update consumer and the update is redelivered later:
+        the note waits, it is not refused.
+        """
         deadline = asyncio.get_running_loop().time() + PUBLISH_PATIENCE
         delay = 0.25
         while True:
             try:
                 store = await self.bus.audio_store()
-                attributes = {"voice_insight.bucket": BUCKET_AUDIO, "voice_insight.audio.size_bytes": len(data)}
+                attributes = {"voice_insight.bucket": BUCKET_AUDIO, "voice_insight.audio.size_bytes": spool.size}
                 with tracer().start_as_current_span("object_store put", kind=SpanKind.CLIENT, attributes=attributes):
-                    await store.put(event.audio.object_name, data)
+                    spool.seek(0)
+                    await store.put(event.audio.object_name, spool.file)  # read in chunks, never whole
                 modes = tuple(m.mode for m in await live_modes(self.bus))
                 ready = msgspec.structs.replace(event, modes=modes)
                 await self.bus.publish(SUBJECT_AUDIO, ready, msg_id=event.correlation_id)

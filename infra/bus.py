@@ -4,13 +4,24 @@ Services see two things: `Bus.publish(subject, event, msg_id)` and `Bus.consume(
 where a handler is a plain async function over a typed event. Everything about JetStream's delivery
 contract lives here:
 
-* A handler that returns means "done": the message is acked (synchronously, so a lost ack shows up here).
-* A handler that raises `Retry(delay)` asks for the message again later (nak with delay).
-* Any other exception naks with backoff; on the consumer's last allowed delivery the spec's `give_up`
-  callback runs first, so the user always hears back instead of the message dying silently.
-* While a handler runs, in-progress acks keep the message ours, so slow work (transcribing ten minutes of
-  audio) is not redelivered to another replica mid-way, while a crash still means redelivery, not loss.
-* Undecodable messages are terminated and logged once: retrying them cannot help.
+The outcomes, settled in one place (`_handle`):
+
+| the handler...                   | the bus...                                                            |
+|----------------------------------|-----------------------------------------------------------------------|
+| returns                          | acks (synchronously, so a lost ack shows up here)                     |
+| raises `Retry(delay)`            | naks with that delay: "not now", never "done"                         |
+| raises `Reject(reason)`          | terminates the message (poison: retrying cannot help), counts it      |
+| raises anything else             | naks with capped exponential backoff; on attempt `max_attempts` the   |
+|                                  | spec's `give_up` runs, so the user hears back, and the message is acked |
+| never returns (process killed)   | JetStream redelivers; a delivery past `max_attempts` goes straight to |
+|                                  | `give_up` without trying again: a note that kills its worker every    |
+|                                  | time still ends in a clear message                                    |
+
+Attempts are counted from JetStream's delivery count, not from exceptions, and the server's own
+`max_deliver` stays unlimited: a message is never dropped by the server behind our back. While a handler
+runs, in-progress acks keep the message ours, so slow work (transcribing ten minutes of audio) is not
+redelivered to another replica mid-way, while a crash still means redelivery, not loss. Undecodable messages
+are rejected like poison.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from opentelemetry import propagate
 from opentelemetry.trace import Span, SpanKind
 
 from infra.contracts import encode
-from infra.metrics import CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERED, REDELIVERIES
+from infra.metrics import CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERED, REDELIVERIES, REJECTED
 from infra.telemetry import record_failure, tracer
 
 log = logging.getLogger("voice_insight.bus")
@@ -45,6 +56,9 @@ T = TypeVar("T")
 # --- the public topology (documented in README) --------------------------------------------------
 
 STREAM = "VOICE"
+STREAM_UPDATES = "UPDATES"
+"""Telegram updates taken in durably before their offset is confirmed to Telegram (work queue: gone once handled)."""
+SUBJECT_UPDATES = "telegram.update"
 SUBJECT_AUDIO = "voice.audio"
 SUBJECT_TRANSCRIPT = "voice.transcript"
 SUBJECT_FAILED = "voice.failed"
@@ -56,6 +70,7 @@ BUCKET_MODES = "voice-modes"  # KV: live analyzer modes, kept by heartbeats
 BUCKET_JOINS = "voice-joins"  # KV: the formatter's per-note join state
 BUCKET_ANSWERED = "voice-answered"  # KV: the "answered" marks, created atomically
 BUCKET_USERS = "voice-users"  # KV: keyed hashes of user ids seen in the last 24 h (active users)
+BUCKET_INTAKE = "voice-intake"  # KV: per note, the status message already sent and whether it was handed over
 
 USER_DATA_TTL = 24 * 3600.0  # nothing a user said or sent outlives a day
 MODES_TTL = 30.0
@@ -65,6 +80,7 @@ DUPLICATE_WINDOW = 20 * 60.0
 CONSUMER_TRANSCRIBER = "transcriber"
 CONSUMER_FORMATTER = "formatter"
 CONSUMER_FORMATTER_DEADLINE = "formatter-deadline"
+CONSUMER_GATEWAY = "gateway"
 
 
 def analysis_subject(mode: str) -> str:
@@ -84,12 +100,42 @@ def _messaging(subject: str, operation: str) -> dict[str, str]:
 # --- consuming -----------------------------------------------------------------------------------
 
 
-class Retry(Exception):
-    """Raised by a handler: not now, deliver this message again after `delay` seconds."""
+def _same_settings(have: api.ConsumerConfig, want: api.ConsumerConfig) -> bool:
+    return (
+        have.filter_subject == want.filter_subject
+        and float(have.ack_wait or 0) == float(want.ack_wait or 0)
+        and (have.max_deliver or -1) == want.max_deliver
+        and have.max_ack_pending == want.max_ack_pending
+    )
+
+
+class Outcome(Exception):
+    """Root of the outcomes a handler may raise to tell the bus how to settle its message."""
+
+
+class Retry(Outcome):
+    """Not now: deliver this message again after `delay` seconds."""
 
     def __init__(self, delay: float, why: str = "") -> None:
         super().__init__(why or f"retry in {delay:.1f}s")
         self.delay = delay
+
+
+class Reject(Outcome):
+    """Poison: this message can never be handled; terminate it. `reason` is a bounded label (a metric's)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class EarlierAttemptsDied(Exception):
+    """Handed to `give_up` when a delivery arrives past `max_attempts`: its workers died on every attempt."""
+
+
+def backoff(attempt: int, first: float = 0.5, cap: float = 30.0) -> float:
+    """Capped exponential backoff for the n-th attempt (1-based): 0.5, 1, 2, 4, ... `cap` seconds."""
+    return min(first * 2 ** max(0, min(attempt - 1, 30)), cap)
 
 
 @dataclass(frozen=True)
@@ -98,11 +144,11 @@ class Delivery:
 
     subject: str
     attempt: int
-    max_deliver: int
+    max_attempts: int = -1
 
     @property
     def last_attempt(self) -> bool:
-        return self.max_deliver > 0 and self.attempt >= self.max_deliver
+        return self.max_attempts > 0 and self.attempt >= self.max_attempts
 
 
 Handler = Callable[[T, Delivery], Awaitable[None]]
@@ -114,17 +160,28 @@ class ConsumerSpec:
     durable: str
     filter_subject: str
     ack_wait: float = 30.0
-    max_deliver: int = 5
+    max_attempts: int = -1
+    """Handler attempts before `give_up`; -1 retries for as long as the stream keeps the message."""
     concurrency: int = 1
     deliver_new_only: bool = False
     """New durables start at the stream's tail: a mode added today does not replay yesterday."""
+    max_backoff: float = 30.0
+    """Longest pause between two failed attempts."""
+    stream: str = STREAM
 
 
 CORE_CONSUMERS = (
-    ConsumerSpec(CONSUMER_TRANSCRIBER, SUBJECT_AUDIO, ack_wait=15.0, max_deliver=4),
-    ConsumerSpec(CONSUMER_FORMATTER, SUBJECT_ALL, ack_wait=30.0, max_deliver=8, concurrency=8),
-    ConsumerSpec(CONSUMER_FORMATTER_DEADLINE, SUBJECT_TRANSCRIPT, ack_wait=30.0, max_deliver=-1, concurrency=8),
+    # Updates: eight handled at once per gateway bounds its memory; the rest wait durably in the stream.
+    ConsumerSpec(CONSUMER_GATEWAY, SUBJECT_UPDATES, ack_wait=30.0, max_attempts=8, concurrency=8, stream=STREAM_UPDATES),
+    ConsumerSpec(CONSUMER_TRANSCRIBER, SUBJECT_AUDIO, ack_wait=15.0, max_attempts=3),
+    # Answers are retried for as long as Telegram is away (capped backoff): an outage delays them, never drops them.
+    ConsumerSpec(CONSUMER_FORMATTER, SUBJECT_ALL, ack_wait=30.0, concurrency=8),
+    ConsumerSpec(CONSUMER_FORMATTER_DEADLINE, SUBJECT_TRANSCRIPT, ack_wait=30.0, concurrency=8),
 )
+
+
+def consumer_spec(durable: str) -> ConsumerSpec:
+    return next(spec for spec in CORE_CONSUMERS if spec.durable == durable)
 
 
 @dataclass
@@ -197,11 +254,22 @@ class Bus:
             duplicate_window=DUPLICATE_WINDOW,
             num_replicas=self.replicas,
         )
-        try:
-            await self.js.add_stream(stream)
-        except nats.js.errors.BadRequestError:
-            await self.js.update_stream(stream)
+        updates = api.StreamConfig(
+            name=STREAM_UPDATES,
+            subjects=[SUBJECT_UPDATES],
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            storage=api.StorageType.FILE,
+            max_age=USER_DATA_TTL,
+            duplicate_window=DUPLICATE_WINDOW,
+            num_replicas=self.replicas,
+        )
+        for config in (stream, updates):
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await self.js.update_stream(config)
         await self._ensure_kv(BUCKET_MODES, MODES_TTL)
+        await self._ensure_kv(BUCKET_INTAKE, USER_DATA_TTL)
         await self._ensure_kv(BUCKET_JOINS, USER_DATA_TTL)
         await self._ensure_kv(BUCKET_ANSWERED, USER_DATA_TTL)
         await self._ensure_kv(BUCKET_USERS, USER_DATA_TTL)
@@ -223,6 +291,7 @@ class Bus:
             )
 
     async def ensure_consumer(self, spec: ConsumerSpec) -> None:
+        """Create the durable, or bring an existing one's settings up to date with the code's spec."""
         config = api.ConsumerConfig(
             name=spec.durable,
             durable_name=spec.durable,
@@ -230,17 +299,26 @@ class Bus:
             deliver_policy=api.DeliverPolicy.NEW if spec.deliver_new_only else api.DeliverPolicy.ALL,
             filter_subject=spec.filter_subject,
             ack_wait=spec.ack_wait,
-            max_deliver=spec.max_deliver,
+            max_deliver=-1,
             max_ack_pending=1000,
         )
         try:
-            await self.js.consumer_info(STREAM, spec.durable)
+            info = await self.js.consumer_info(spec.stream, spec.durable)
         except nats.js.errors.NotFoundError:
-            try:
-                await self.js.add_consumer(STREAM, config)
-            except nats.js.errors.BadRequestError:
-                # Another service created it between our look and our add: fine if it now exists.
-                await self.js.consumer_info(STREAM, spec.durable)
+            info = None
+        if info is not None and _same_settings(info.config, config):
+            return
+        try:
+            # CONSUMER.CREATE with an existing name updates the settings that may change (ack wait,
+            # deliveries, filter); the start position of an existing durable is kept.
+            if info is not None:
+                config.deliver_policy = info.config.deliver_policy
+                config.opt_start_seq, config.opt_start_time = info.config.opt_start_seq, info.config.opt_start_time
+                log.info("%s: consumer settings changed in code; updating the durable", spec.durable)
+            await self.js.add_consumer(spec.stream, config)
+        except nats.js.errors.BadRequestError:
+            # Another service created it between our look and our add: fine if it now exists.
+            await self.js.consumer_info(spec.stream, spec.durable)
 
     async def kv(self, bucket: str) -> KeyValue:
         return await self.js.key_value(bucket)
@@ -255,7 +333,9 @@ class Bus:
 
     # publishing ----------------------------------------------------------------------------------
 
-    async def publish(self, subject: str, event: msgspec.Struct, msg_id: str, timeout: float = 5.0) -> None:
+    async def publish(
+        self, subject: str, event: msgspec.Struct, msg_id: str, timeout: float = 5.0, stream: str = STREAM
+    ) -> None:
         """Publish to the stream and wait for its ack; `msg_id` makes a repeated publish a no-op.
 
         The producer span's context travels in the message headers (W3C `traceparent`), so whoever consumes
@@ -267,7 +347,7 @@ class Bus:
             headers: dict[str, str] = {"Nats-Msg-Id": msg_id}
             propagate.inject(headers)
             try:
-                await self.js.publish(subject, payload, headers=headers, timeout=timeout, stream=STREAM)
+                await self.js.publish(subject, payload, headers=headers, timeout=timeout, stream=stream)
             except Exception as exc:
                 record_failure(span, exc)
                 raise
@@ -299,7 +379,7 @@ class Bus:
             try:
                 if sub is None:
                     await self.ensure_consumer(spec)
-                    sub = await self.js.pull_subscribe_bind(durable=spec.durable, stream=STREAM)
+                    sub = await self.js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
                 self._idle[me] = True
                 try:
                     msgs = await sub.fetch(1, timeout=2.0)
@@ -323,9 +403,10 @@ class Bus:
             event = consumer.decoder.decode(msg.data)
         except msgspec.MsgspecError as exc:
             log.error("%s: undecodable message on %s: %s; terminated", spec.durable, msg.subject, exc)
-            await msg.term()
+            REJECTED.labels(spec.durable, "undecodable").inc()
+            await self._settle(msg.term())
             return
-        delivery = Delivery(msg.subject, msg.metadata.num_delivered, spec.max_deliver)
+        delivery = Delivery(msg.subject, msg.metadata.num_delivered, spec.max_attempts)
         if delivery.attempt > 1:
             REDELIVERIES.labels(spec.durable).inc()
         attributes = {
@@ -343,39 +424,61 @@ class Bus:
 
     async def _handle(self, consumer: _Consumer[Any], msg: Msg, event: Any, delivery: Delivery, span: Span) -> None:
         spec = consumer.spec
+        if spec.max_attempts > 0 and delivery.attempt > spec.max_attempts:
+            # Every allowed attempt ended without settling the message: its worker died each time.
+            record_failure(span, "attempts_exhausted")
+            await self._give_up(consumer, msg, event, EarlierAttemptsDied(f"{delivery.attempt - 1} attempts"))
+            return
         keepalive = asyncio.create_task(self._keep_in_progress(msg, spec.ack_wait))
         try:
             await consumer.handler(event, delivery)
         except Retry as retry:
             span.set_attribute("voice_insight.retry_after_seconds", round(retry.delay, 3))
-            await self._settle(msg.nak(delay=retry.delay))
+            await self._settle(msg.nak(delay=max(retry.delay, 0.05)))
+            return
+        except Reject as reject:
+            record_failure(span, reject.reason)
+            log.error("%s: rejected a message on %s: %s; terminated", spec.durable, msg.subject, reject.reason)
+            REJECTED.labels(spec.durable, reject.reason).inc()
+            await self._settle(msg.term())
             return
         except Exception as exc:
             record_failure(span, exc)
-            if delivery.last_attempt and consumer.give_up is not None:
-                log.error("%s: giving up on %s after %d attempts: %r", spec.durable, msg.subject, delivery.attempt, exc)
-                try:
-                    await consumer.give_up(event, exc)
-                except Exception as give_up_exc:
-                    log.error("%s: give-up handler failed too: %r", spec.durable, give_up_exc)
-                    await self._settle(msg.nak(delay=5.0))
-                    return
-                await self._settle(msg.ack_sync())
+            if delivery.last_attempt:
+                await self._give_up(consumer, msg, event, exc)
                 return
-            delay = min(0.5 * 2 ** (delivery.attempt - 1), 15.0)
-            log.warning("%s: attempt %d on %s failed: %r; retry in %.1fs", spec.durable, delivery.attempt, msg.subject, exc, delay)
+            delay = backoff(delivery.attempt, cap=spec.max_backoff)
+            log.warning(
+                "%s: attempt %d on %s failed: %s; retry in %.1fs",
+                spec.durable, delivery.attempt, msg.subject, type(exc).__name__, delay,
+            )
             await self._settle(msg.nak(delay=delay))
             return
         finally:
             keepalive.cancel()
         await self._settle(msg.ack_sync())
 
+    async def _give_up(self, consumer: _Consumer[Any], msg: Msg, event: Any, exc: BaseException) -> None:
+        spec = consumer.spec
+        log.error("%s: giving up on %s: %s", spec.durable, msg.subject, type(exc).__name__)
+        if consumer.give_up is None:
+            REJECTED.labels(spec.durable, "attempts_exhausted").inc()
+            await self._settle(msg.term())
+            return
+        try:
+            await consumer.give_up(event, exc)
+        except Exception as give_up_exc:
+            log.error("%s: give-up handler failed too: %s", spec.durable, type(give_up_exc).__name__)
+            await self._settle(msg.nak(delay=5.0))
+            return
+        await self._settle(msg.ack_sync())
+
     async def _watch_backlog(self, every: float = 5.0) -> None:
         """Export this process's consumers' backlog: what waits, what is in flight, what was redelivered."""
         while True:
-            for durable in {c.spec.durable for c in self._consumers}:
+            for stream, durable in {(c.spec.stream, c.spec.durable) for c in self._consumers}:
                 try:
-                    info = await self.js.consumer_info(STREAM, durable)
+                    info = await self.js.consumer_info(stream, durable)
                 except Exception:
                     continue  # disconnected: the gauges keep their last value until NATS is back
                 CONSUMER_PENDING.labels(durable).set(info.num_pending or 0)

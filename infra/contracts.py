@@ -142,6 +142,16 @@ class ModeInfo(msgspec.Struct, frozen=True, kw_only=True):
     announced_at: float = msgspec.field(default_factory=time.time)
 
 
+class TelegramUpdate(Contract, frozen=True, tag="telegram.update/1"):
+    """An update as Telegram sent it, taken in on `telegram.update` before its offset is confirmed.
+
+    The payload stays Telegram's JSON; the gateway validates it into aiogram's `Update` when it handles it.
+    """
+
+    update_id: int
+    payload: msgspec.Raw
+
+
 Event = Union[AudioReceived, Transcript, Analysis, Failure]
 
 encode = msgspec.json.Encoder().encode

@@ -1,5 +1,8 @@
 """Each service's small HTTP side door: `/metrics` (Prometheus text), `/health`, and extra JSON routes.
 
+The side door listens on loopback unless `METRICS_HOST` says otherwise (compose sets `0.0.0.0` so Prometheus
+and the health checks reach it inside the compose network): on a server without a firewall it is not public.
+
 `/health` is 200 only when the service is connected to NATS *and* ready (the model loaded, the consumers
 started); otherwise 503 with a short JSON reason, which is what an orchestrator's health check and a load
 balancer need to route around a replica.
@@ -29,9 +32,10 @@ def port_for(role: str, settings: Settings) -> int:
 
 
 class HealthServer:
-    def __init__(self, service: str, port: int, connected: Callable[[], bool]) -> None:
+    def __init__(self, service: str, port: int, connected: Callable[[], bool], host: str = "127.0.0.1") -> None:
         self.service = service
         self.port = port
+        self.host = host
         self.connected = connected
         self.ready = False
         self.routes: dict[str, JsonRoute] = {}
@@ -70,8 +74,8 @@ class HealthServer:
             app.router.add_get(path, self._json(handler))
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "0.0.0.0", self.port).start()
-        log.info("metrics and health on :%d", self.port)
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        log.info("metrics and health on %s:%d", self.host, self.port)
 
     async def stop(self) -> None:
         if self._runner:

@@ -38,4 +38,18 @@ CONSUMER_ACK_PENDING = Gauge(
 CONSUMER_REDELIVERED = Gauge(
     "voice_insight_consumer_redelivered_messages", "Messages delivered more than once and not yet acked", ["consumer"]
 )
+REJECTED = Counter(
+    "voice_insight_rejected_messages_total",
+    "Messages terminated without being handled (poison, undecodable, attempts exhausted)",
+    ["consumer", "reason"],
+)
 REDELIVERIES = Counter("voice_insight_redeliveries_total", "Deliveries after the first, as handlers saw them", ["consumer"])
+TELEGRAM_FLOOD_WAITS = Counter(
+    "voice_insight_telegram_flood_waits_total", "429 retry_after answers from the Bot API, waited out", ["method"]
+)
+BAD_MODE_ANNOUNCEMENTS = Counter(
+    "voice_insight_bad_mode_announcements_total", "Entries in voice-modes that could not be read, skipped"
+)
+SKIPPED = Counter(
+    "voice_insight_analyses_skipped_total", "Transcripts not analysed because nobody waits for them", ["mode", "reason"]
+)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Callable
 
 import msgspec
@@ -17,10 +18,14 @@ import nats.js.errors
 
 from infra.bus import BUCKET_MODES, MODES_TTL, Bus
 from infra.contracts import ModeInfo, encode
+from infra.metrics import BAD_MODE_ANNOUNCEMENTS
 
 log = logging.getLogger("voice_insight.modes")
 
 _decode = msgspec.json.Decoder(ModeInfo).decode
+
+MODE_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
+"""A mode's name: it becomes a subject token and a KV key, and users see it."""
 
 
 async def live_modes(bus: Bus) -> list[ModeInfo]:
@@ -36,8 +41,18 @@ async def live_modes(bus: Bus) -> list[ModeInfo]:
             entry = await kv.get(key)
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             continue
-        if entry.value:
-            modes.append(_decode(entry.value))
+        if not entry.value:
+            continue
+        try:
+            info = _decode(entry.value)
+        except msgspec.MsgspecError:
+            info = None
+        if info is None or info.mode != key or not MODE_NAME.fullmatch(info.mode):
+            # An analyzer written elsewhere announced itself wrongly: skip it, never refuse notes over it.
+            BAD_MODE_ANNOUNCEMENTS.inc()
+            log.warning("skipping an unreadable announcement in %s", BUCKET_MODES)
+            continue
+        modes.append(info)
     return sorted(modes, key=lambda m: (m.mode != "DEFAULT", m.mode))
 
 

@@ -30,7 +30,7 @@ def load_or_exit(service: str, required: tuple[str, ...]) -> Settings:
 
 def run_service(service: str, required: tuple[str, ...], serve: Serve) -> None:
     settings = load_or_exit(service, required)
-    setup_logging(service, settings.log_level)
+    setup_logging(service, settings.log_level, settings.secrets)
     setup_tracing(service)
 
     async def main() -> None:

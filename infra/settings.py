@@ -38,9 +38,17 @@ class Settings:
     log_level: str = "INFO"
     state_dir: Path = Path(".voice-insight")
     metrics_port: int | None = None
+    """Port of /metrics and /health; None means the service's default, 0 turns the endpoint off."""
+    metrics_host: str = "127.0.0.1"
+    """Interface /metrics and /health listen on: loopback unless told otherwise."""
     jetstream_replicas: int = 1
     """Replicas of the stream and buckets when a service creates them: 3 on a three-node cluster."""
-    """Port of /metrics and /health; None means the service's default, 0 turns the endpoint off."""
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What must never be written anywhere: redacted from every log line."""
+        passwords = [m.group(1) for u in self.nats_servers if (m := re.search(r"//[^:/@]*:([^@/]+)@", u))]
+        return (self.telegram_token, self.telegram_token.partition(":")[2], self.openai_api_key, *passwords)
 
     @property
     def nats_servers(self) -> list[str]:
@@ -118,6 +126,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "LOG_LEVEL": ("log_level", lambda n, v: _choice(n, v.upper(), ("DEBUG", "INFO", "WARNING", "ERROR"))),
     "VOICE_INSIGHT_STATE_DIR": ("state_dir", lambda n, v: Path(v)),
     "METRICS_PORT": ("metrics_port", _port),
+    "METRICS_HOST": ("metrics_host", lambda n, v: v),
     "JETSTREAM_REPLICAS": ("jetstream_replicas", lambda n, v: int(_choice(n, v, ("1", "3", "5")))),
 }
 

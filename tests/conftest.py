@@ -109,6 +109,18 @@ async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
     await connected.close(grace=1)
 
 
+@pytest_asyncio.fixture(scope="module")
+async def private_bus(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bus]:
+    """A nats-server of a test module's own: its consumers and events never meet the session stack's."""
+    server = NatsServer(free_port(), tmp_path_factory.mktemp("private-nats"))
+    server.start()
+    connected = await Bus.connect([server.url], name="tests-private")
+    await connected.ensure_topology()
+    yield connected
+    await connected.close(grace=1)
+    server.stop()
+
+
 # --- model and speech ------------------------------------------------------------------------------
 
 

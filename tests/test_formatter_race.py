@@ -1,81 +1,226 @@
-"""Two formatters, the same complete note, at the same time: the user gets exactly one answer."""
+"""The formatter's answer protocol against a real nats-server and the Telegram double: exactly one answer, and
+exactly one copy of every part of it, through races, dead formatters, flood control, outages and held edits.
+
+Handlers are driven directly, with JetStream's redelivery emulated (`tests.support.Redelivered`): a `Retry` is
+"try again later", never "done".
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import AsyncIterator
 
 import pytest
 from aiogram import Bot
 
-from formatter.join import AnswerMarks, JoinStore
+from formatter.join import AnswerMarks, JoinStore, Owned
 from formatter.service import FormatterService
+from infra.answers import Claimed, Sent, encode_mark, read_mark
 from infra.bus import BUCKET_ANSWERED, BUCKET_JOINS, Bus, Delivery
-from infra.contracts import Analysis, AudioReceived, AudioRef, Origin, Section, Transcript
+from infra.contracts import Analysis, AudioReceived, AudioRef, Event, Origin, Section, Transcript
 from infra.settings import Settings
-from infra.telegram import make_bot
+from infra.telegram import FloodControl, make_bot
 from tests.conftest import TOKEN
 from tests.doubles.telegram_api import TelegramDouble
+from tests.support import Redelivered
 
 _chats = itertools.count(70_000_001)
-DELIVERY = Delivery(subject="voice.x", attempt=1, max_deliver=5)
+_cids = itertools.count(1)
+LEASE = 1.0
+FIRST = Delivery(subject="voice.test", attempt=1)
+LONG_TEXT = " ".join(f"Sentence number {n} of a long voice note about the quarterly plan." for n in range(160))
 
 
-async def formatter(bus: Bus, bot: Bot, stale_after: float = 30.0) -> FormatterService:
+async def formatter(bus: Bus, bot: Bot, lease: float = LEASE, backoff_cap: float = 60.0) -> FormatterService:
     return FormatterService(
-        bus, bot, JoinStore(await bus.kv(BUCKET_JOINS)), AnswerMarks(await bus.kv(BUCKET_ANSWERED), stale_after),
-        join_timeout=30, max_audio_seconds=600,
+        bus, bot, JoinStore(await bus.kv(BUCKET_JOINS)), AnswerMarks(await bus.kv(BUCKET_ANSWERED), lease=lease),
+        join_timeout=30, max_audio_seconds=600, answer_backoff_cap=backoff_cap,
     )
 
 
-async def a_note(telegram: TelegramDouble, bot: Bot, cid: str, modes: tuple[str, ...] = ("DEFAULT", "TONE")):  # type: ignore[no-untyped-def]
-    chat = next(_chats)
+async def a_note(
+    bot: Bot, modes: tuple[str, ...] = ("DEFAULT", "TONE"), text: str = "We ship on Monday.",
+    sections: tuple[Section, ...] | None = None,
+) -> tuple[int, str, list[Event]]:
+    chat, cid = next(_chats), f"note{next(_cids)}x{id(bot)}"
     status = await bot.send_message(chat, "🎧 Listening…")
     origin = Origin(chat_id=chat, message_id=status.message_id - 1, status_message_id=status.message_id, ui_language="en")
-    events = [
+    events: list[Event] = [
         AudioReceived(correlation_id=cid, origin=origin, audio=AudioRef(object_name=cid, kind="voice", size=1), modes=modes),
-        Transcript(correlation_id=cid, text="We ship on Monday.", language="en", language_probability=0.99, duration=2,
+        Transcript(correlation_id=cid, text=text, language="en", language_probability=0.99, duration=2,
                    segments=(), ui_language="en", model="base", transcribe_seconds=0.5),
     ] + [
-        Analysis(correlation_id=cid, mode=m, title=m.title(), model="m", sections=(Section(heading="H", body=f"{m} body"),))
+        Analysis(correlation_id=cid, mode=m, title=m.title(), model="m",
+                 sections=sections if sections is not None else (Section(heading="H", body=f"{m} body"),))
         for m in modes
     ]
-    return chat, events
+    return chat, cid, events
+
+
+def parts_seen(telegram: TelegramDouble, chat: int) -> list[str]:
+    """Every message the user got in this chat, status edits folded into their final text."""
+    return [m.text for m in telegram.messages(chat)]
 
 
 @pytest.fixture
-async def bot(telegram: TelegramDouble):  # type: ignore[no-untyped-def]
+async def bot(telegram: TelegramDouble) -> AsyncIterator[Bot]:
     bot = make_bot(Settings(telegram_token=TOKEN, telegram_api_base=telegram.base_url))
     yield bot
     await bot.session.close()
 
 
-async def test_two_formatters_racing_on_every_event_answer_once(bus: Bus, telegram: TelegramDouble, bot: Bot) -> None:
-    one, two = await formatter(bus, bot), await formatter(bus, bot)
-    for n in range(5):
-        cid = f"race{n}{id(one)}"
-        chat, events = await a_note(telegram, bot, cid)
-        # Both formatters receive every event, concurrently and in opposite orders.
-        await asyncio.gather(
-            *(one.on_event(e, DELIVERY) for e in events), *(two.on_event(e, DELIVERY) for e in reversed(events))
-        )
-        messages = telegram.messages(chat)
-        assert len(messages) == 1 and len(messages[0].history) == 2, f"round {n}: {messages}"
-        assert "DEFAULT body" in messages[0].text and "TONE body" in messages[0].text
+@pytest.fixture
+async def impatient_bot(telegram: TelegramDouble) -> AsyncIterator[Bot]:
+    """A bot whose flood control hands every 429 straight to its caller, and that hangs up after 1 s."""
+    bot = make_bot(
+        Settings(telegram_token=TOKEN, telegram_api_base=telegram.base_url), FloodControl(patience=0), request_timeout=1
+    )
+    yield bot
+    await bot.session.close()
 
 
-async def test_a_claim_left_by_a_dead_formatter_is_taken_over_after_it_goes_stale(
-    bus: Bus, telegram: TelegramDouble, bot: Bot
+async def test_two_formatters_racing_on_every_event_send_every_part_once(
+    private_bus: Bus, telegram: TelegramDouble, bot: Bot
 ) -> None:
-    cid = f"stale{id(bot)}"
-    chat, events = await a_note(telegram, bot, cid, modes=())
-    marks = AnswerMarks(await bus.kv(BUCKET_ANSWERED), stale_after=0.5)
-    assert await marks.claim(cid)  # a formatter claimed the answer, then died before sending it
-    survivor = await formatter(bus, bot, stale_after=0.5)
-    for event in events:
-        await survivor.on_event(event, DELIVERY)
-    assert telegram.messages(chat)[0].history == ["🎧 Listening…"], "a fresh claim is respected"
-    await asyncio.sleep(0.6)
-    await survivor.on_event(events[-1], DELIVERY)  # the redelivery after the ack wait
-    assert "We ship on Monday." in telegram.messages(chat)[0].text
-    assert await marks.is_sent(cid)
+    one, two = await formatter(private_bus, bot), await formatter(private_bus, bot)
+    for n in range(3):
+        chat, _, events = await a_note(bot, text=LONG_TEXT)
+        # Both formatters receive every event, concurrently and in opposite orders, redelivered on Retry.
+        await asyncio.gather(
+            *(Redelivered(one.on_event)(e) for e in events), *(Redelivered(two.on_event)(e) for e in reversed(events))
+        )
+        texts = parts_seen(telegram, chat)
+        assert len(texts) == 3, f"round {n}: a three-part answer, each part once: {[t[:40] for t in texts]}"
+        assert len(telegram.messages(chat)[0].history) == 2, "the status message was edited once"
+        assert "Sentence number 0 " in texts[0] and "Sentence number 159 " in "".join(texts)
+        assert "DEFAULT body" in texts[-1] and "TONE body" in texts[-1]
+
+
+async def test_a_fresh_claim_means_later_and_a_dead_owners_claim_is_taken_over(
+    private_bus: Bus, telegram: TelegramDouble, bot: Bot
+) -> None:
+    chat, cid, events = await a_note(bot, modes=())
+    answered = await private_bus.kv(BUCKET_ANSWERED)
+    await answered.create(cid, encode_mark(Claimed(owner="a formatter that died", parts_sent=0)))
+    survivor = await formatter(private_bus, bot)
+    for event in events[:-1]:
+        await survivor.on_event(event, FIRST)
+    redelivered = Redelivered(survivor.on_event)
+    assert await redelivered(events[-1]) == "acked"
+    assert redelivered.retries, "the redelivered event was told to come back, not acked as done"
+    assert telegram.messages(chat)[0].text.startswith("📝 Transcript")
+    mark, _ = await read_mark(answered, cid)
+    assert isinstance(mark, Sent) and mark.outcome == "answered"
+
+
+async def test_a_429_in_the_middle_of_a_long_answer_repeats_no_part(
+    private_bus: Bus, telegram: TelegramDouble, bot: Bot, impatient_bot: Bot
+) -> None:
+    chat, _, events = await a_note(bot, text=LONG_TEXT)
+    service = await formatter(private_bus, impatient_bot)
+    for event in events[:-1]:
+        await service.on_event(event, FIRST)
+    original_send = impatient_bot.send_message
+    sent = 0
+
+    async def flood_after_first_follow_up(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal sent
+        sent += 1
+        if sent == 2:
+            telegram.flood(chat, retry_after=1)
+        return await original_send(*args, **kwargs)
+
+    impatient_bot.send_message = flood_after_first_follow_up  # type: ignore[method-assign]
+    redelivered = Redelivered(service.on_event)
+    assert await redelivered(events[-1]) == "acked"
+    assert 1.0 in redelivered.retries, "Telegram's retry_after became the redelivery delay"
+    assert len(parts_seen(telegram, chat)) == 3 and len(telegram.messages(chat)[0].history) == 2
+
+
+async def test_a_mark_that_fails_to_land_after_the_last_part_repeats_nothing(
+    private_bus: Bus, telegram: TelegramDouble, bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chat, _, events = await a_note(bot, text=LONG_TEXT)
+    service = await formatter(private_bus, bot)
+    real_done = Owned.done
+    failures = iter([ConnectionError("leader election")] * 6)
+
+    async def done_fails_once(self: Owned, outcome: str = "answered") -> None:
+        if (exc := next(failures, None)) is not None:
+            raise exc
+        await real_done(self, outcome)
+
+    monkeypatch.setattr(Owned, "done", done_fails_once)
+    for event in events[:-1]:
+        await service.on_event(event, FIRST)
+    with pytest.raises(ConnectionError):
+        await service.on_event(events[-1], FIRST)
+    monkeypatch.setattr(Owned, "done", real_done)
+    assert await Redelivered(service.on_event)(events[-1]) == "acked"  # after the lease: resumes at the end
+    assert len(parts_seen(telegram, chat)) == 3
+
+
+async def test_an_answer_waits_out_a_telegram_outage(private_bus: Bus, telegram: TelegramDouble, bot: Bot) -> None:
+    chat, _, events = await a_note(bot)
+    service = await formatter(private_bus, bot, backoff_cap=0.5)
+    for event in events[:-1]:
+        await service.on_event(event, FIRST)
+    telegram.outage()
+    redelivered = Redelivered(service.on_event)
+    pending = asyncio.create_task(redelivered(events[-1], timeout=120))
+    await asyncio.sleep(4)
+    telegram.drop_connections()  # then worse: connections dropped without an answer
+    telegram.outage(False)
+    await asyncio.sleep(4)
+    telegram.drop_connections(False)
+    assert await pending == "acked"
+    assert len(redelivered.retries) > 8, "more attempts than the old consumer's max_deliver allowed"
+    assert parts_seen(telegram, chat)[0].startswith("📝 Transcript") and len(telegram.messages(chat)[0].history) == 2
+
+
+async def test_an_edit_held_until_the_client_hangs_up_is_sent_again_once(
+    private_bus: Bus, telegram: TelegramDouble, bot: Bot, impatient_bot: Bot
+) -> None:
+    chat, _, events = await a_note(bot)
+    service = await formatter(private_bus, impatient_bot)
+    for event in events[:-1]:
+        await service.on_event(event, FIRST)
+    telegram.hold_edits(2.5)
+    try:
+        with pytest.raises(Exception):
+            await service.on_event(events[-1], FIRST)  # the client times out after 1 s
+        await asyncio.sleep(2)
+        assert telegram.dropped_edits >= 1
+    finally:
+        telegram.hold_edits(0)
+    assert await Redelivered(service.on_event)(events[-1]) == "acked"
+    assert len(telegram.messages(chat)) == 1 and len(telegram.messages(chat)[0].history) == 2
+
+
+async def test_empty_sections_from_an_external_analyzer_do_not_poison_the_answer(
+    private_bus: Bus, telegram: TelegramDouble, bot: Bot
+) -> None:
+    empty = (Section(heading="Summary", body=""), Section(heading="", body="  "), Section(heading="Items", items=("", " ")))
+    chat, _, events = await a_note(bot, sections=empty)
+    service = await formatter(private_bus, bot)
+    outcomes = [await Redelivered(service.on_event)(e, timeout=10) for e in events]
+    assert outcomes == ["acked"] * len(events)
+    text = parts_seen(telegram, chat)[0]
+    assert text.startswith("📝 Transcript") and "We ship on Monday." in text
+
+
+async def test_a_chat_that_is_gone_ends_the_note_instead_of_looping(
+    private_bus: Bus, telegram: TelegramDouble, bot: Bot
+) -> None:
+    _, cid, events = await a_note(bot, modes=())
+    origin = events[0].origin  # type: ignore[union-attr]
+    gone = Origin(chat_id=-100999, message_id=1, status_message_id=2, ui_language="en")
+    events[0] = AudioReceived(correlation_id=cid, origin=gone, audio=AudioRef(object_name=cid, kind="voice", size=1), modes=())
+    assert origin.chat_id != gone.chat_id
+    telegram.forget_chat(gone.chat_id)  # the group was deleted, or the bot removed from it
+    service = await formatter(private_bus, bot)
+    outcomes = [await Redelivered(service.on_event)(e, timeout=10) for e in events]
+    assert outcomes == ["acked", "acked"], "a permanent Bot API error is final, not retried"
+    mark, _ = await read_mark(await private_bus.kv(BUCKET_ANSWERED), cid)
+    assert isinstance(mark, Sent) and mark.outcome == "undeliverable"

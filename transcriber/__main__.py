@@ -19,7 +19,7 @@ log = logging.getLogger("voice_insight.transcriber")
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     bus = await Bus.connect(settings.nats_servers, name="transcriber", replicas=settings.jetstream_replicas)
-    health = HealthServer("transcriber", port_for("transcriber", settings), lambda: bus.connected)
+    health = HealthServer("transcriber", port_for("transcriber", settings), lambda: bus.connected, settings.metrics_host)
     await health.start()  # answers 503 "starting" while the model loads
     recognizer = await asyncio.to_thread(
         SpeechRecognizer,

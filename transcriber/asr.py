@@ -14,12 +14,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import av
 import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
-from faster_whisper.audio import decode_audio
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
 from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
@@ -95,24 +95,55 @@ def choose_language(probs: list[tuple[str, float]], hint: str | None) -> tuple[s
     return best_lang, best_p
 
 
-def decode(data: bytes, max_seconds: float) -> np.ndarray:
-    """Decode any container/codec PyAV knows to 16 kHz mono float32, in memory."""
+def decode(source: bytes | BinaryIO, max_seconds: float) -> np.ndarray:
+    """Decode any container/codec PyAV knows to 16 kHz mono float32, as a stream, stopping at the limit.
+
+    Nothing trusts the container's word: a live WebM or a crafted MP3 may declare no duration (or a false
+    one), and 20 MB of 6 kbps Opus is seven hours of sound. Frames are decoded and resampled one at a time
+    into a buffer that never grows past `max_seconds` (+1 s of slack); the first sample beyond it ends the
+    decoding with `too_long`. Memory stays bounded whatever the input.
+    """
+    limit = int((max_seconds + 1) * SAMPLE_RATE)
+    samples = np.empty(min(limit, SAMPLE_RATE * 60), dtype=np.int16)
+    filled = 0
     try:
-        with av.open(io.BytesIO(data), mode="r") as container:
+        with av.open(io.BytesIO(source) if isinstance(source, bytes) else source, mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise AudioProblem("not_audio", "no audio stream")
             if container.duration is not None and container.duration / av.time_base > max_seconds + 1:
                 raise AudioProblem("too_long", f"container says {container.duration / av.time_base:.0f}s")
-        audio = decode_audio(io.BytesIO(data), sampling_rate=SAMPLE_RATE)
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+            for frame in _frames(container):
+                for out in resampler.resample(frame):
+                    chunk = out.to_ndarray().reshape(-1)
+                    if filled + chunk.size > limit:
+                        raise AudioProblem("too_long", f"over {max_seconds:.0f}s while decoding")
+                    if filled + chunk.size > samples.size:  # grow geometrically, never past the limit
+                        samples = np.resize(samples, min(limit, max(samples.size * 2, filled + chunk.size)))
+                    samples[filled : filled + chunk.size] = chunk
+                    filled += chunk.size
     except AudioProblem:
         raise
     except (av.FFmpegError, ValueError, IndexError, OSError, EOFError) as exc:
         raise AudioProblem("not_audio", type(exc).__name__) from exc
-    if audio.size == 0:
+    if filled == 0:
         raise AudioProblem("not_audio", "no samples decoded")
-    if audio.size / SAMPLE_RATE > max_seconds + 1:
-        raise AudioProblem("too_long", f"{audio.size / SAMPLE_RATE:.0f}s decoded")
-    return audio
+    return samples[:filled].astype(np.float32) / 32768.0
+
+
+def _frames(container: av.container.InputContainer) -> Iterator[av.AudioFrame | None]:
+    """The first audio stream's frames, skipping undecodable ones (a damaged tail), then None to flush."""
+    frames = container.decode(audio=0)
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            break
+        except av.error.InvalidDataError:
+            continue
+        frame.pts = None  # resample by samples, not by (possibly crafted) timestamps
+        yield frame
+    yield None
 
 
 @dataclass(frozen=True)
@@ -178,7 +209,7 @@ class SpeechRecognizer:
         noise = np.random.default_rng(0).normal(0, 0.05, SAMPLE_RATE * 2).astype(np.float32)
         self._decode([_Chunk(0.0, 2.0, noise)], "en", beam_size=1)
 
-    def transcribe(self, data: bytes, language_hint: str | None = None) -> SpeechResult:
+    def transcribe(self, data: bytes | BinaryIO, language_hint: str | None = None) -> SpeechResult:
         started = time.perf_counter()
         audio = decode(data, self.max_seconds)
         duration = audio.size / SAMPLE_RATE

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 
 import nats.js.errors
 from opentelemetry.trace import SpanKind
@@ -16,6 +17,9 @@ from transcriber.asr import AudioProblem, SpeechRecognizer
 
 log = logging.getLogger("voice_insight.transcriber")
 
+SPOOL_IN_MEMORY = 4 * 1024 * 1024
+"""A note's bytes are held in memory up to this size, on disk beyond."""
+
 
 class TranscriberService:
     def __init__(self, bus: Bus, recognizer: SpeechRecognizer) -> None:
@@ -25,26 +29,29 @@ class TranscriberService:
     async def handle(self, event: AudioReceived, delivery: Delivery) -> None:
         cid = event.correlation_id
         store = await self.bus.audio_store()
-        with tracer().start_as_current_span("object_store get", kind=SpanKind.CLIENT, attributes={"voice_insight.bucket": BUCKET_AUDIO}) as span:
-            try:
-                stored = await store.get(event.audio.object_name)
-            except nats.js.errors.NotFoundError:  # never stored, expired, or deleted after an answer
-                # Expired or already cleaned up after an answer: a late redelivery. Say so; the formatter
-                # ignores it if the note was answered.
-                record_failure(span, "audio_missing")
-                await self._fail(cid, "internal", "audio object missing")
-                return
-            data = stored.data or b""
-            span.set_attribute("voice_insight.audio.size_bytes", len(data))
-        with tracer().start_as_current_span("transcribe", attributes={"voice_insight.asr.model": self.recognizer.model_name}) as span:
-            try:
-                result = await asyncio.to_thread(self.recognizer.transcribe, data, event.origin.language_hint)
-            except AudioProblem as problem:
-                log.info("%s: %s (%s)", cid, problem.reason, problem)
-                record_failure(span, problem.reason)
-                await self._fail(cid, problem.reason, str(problem))
-                return
-            span.set_attributes({
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as audio:
+            attributes = {"voice_insight.bucket": BUCKET_AUDIO}
+            with tracer().start_as_current_span("object_store get", kind=SpanKind.CLIENT, attributes=attributes) as span:
+                try:
+                    await store.get(event.audio.object_name, writeinto=audio)  # type: ignore[arg-type]
+                except nats.js.errors.NotFoundError:  # never stored, expired, or deleted after an answer
+                    # Expired or already cleaned up after an answer: a late redelivery. Say so; the formatter
+                    # ignores it if the note was answered.
+                    record_failure(span, "audio_missing")
+                    await self._fail(cid, "internal", "audio object missing")
+                    return
+                span.set_attribute("voice_insight.audio.size_bytes", audio.tell())
+                audio.seek(0)
+            attributes = {"voice_insight.asr.model": self.recognizer.model_name}
+            with tracer().start_as_current_span("transcribe", attributes=attributes) as span:
+                try:
+                    result = await asyncio.to_thread(self.recognizer.transcribe, audio, event.origin.language_hint)
+                except AudioProblem as problem:
+                    log.info("%s: %s (%s)", cid, problem.reason, problem)
+                    record_failure(span, problem.reason)
+                    await self._fail(cid, problem.reason, str(problem))
+                    return
+                span.set_attributes({
                 "voice_insight.audio.duration_seconds": round(result.duration, 3),
                 "voice_insight.asr.language": result.language,
                 "voice_insight.asr.language_probability": round(result.language_probability, 3),
@@ -72,6 +79,7 @@ class TranscriberService:
         )
 
     async def give_up(self, event: AudioReceived, exc: BaseException) -> None:
+        """Every attempt failed, or its worker died (out of memory, killed): the user still hears back."""
         await self._fail(event.correlation_id, "internal", type(exc).__name__)
 
     async def _fail(self, cid: str, reason: str, detail: str) -> None:

@@ -7,7 +7,10 @@ non-default temperatures (400 `unsupported_parameter` / `unsupported_value`), re
 support `json_schema` output (400 on `response_format`). Answers are built from the transcript it was sent,
 so tests can see that the user's words went through the LLM, and follow the JSON schema when one is given.
 
-Faults are injected per test: a number of upcoming 5xx/429 answers, a model that always fails, a latency.
+Faults are injected per test: a number of upcoming 5xx/429 answers (a 429 says `retry-after`, or is the
+billing kind, `insufficient_quota`, which no wait cures), a model that always fails, a latency. Like a real
+model, it can be steered: a transcript that tells it to ignore its instructions gets an answer with a link and
+markup in it, which the analyzer must never let through.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ def _fill(schema: dict[str, Any], excerpt: str, name: str = "value") -> Any:
 class Fault:
     status: int
     remaining: int
+    code: str | None = None
+    retry_after: float | None = None
 
 
 @dataclass
@@ -62,6 +67,7 @@ class OpenAIDouble(LoopbackServer):
     api_key: str
     latency: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
+    request_times: list[float] = field(default_factory=list)
     usage_log: list[dict[str, int]] = field(default_factory=list)
     _faults: list[Fault] = field(default_factory=list)
     _broken_models: dict[str, int] = field(default_factory=dict)
@@ -74,8 +80,8 @@ class OpenAIDouble(LoopbackServer):
 
     # --- fault injection --------------------------------------------------------------------------
 
-    def fail_next(self, count: int, status: int = 500) -> None:
-        self._faults.append(Fault(status, count))
+    def fail_next(self, count: int, status: int = 500, code: str | None = None, retry_after: float | None = None) -> None:
+        self._faults.append(Fault(status, count, code, retry_after))
 
     def break_model(self, model: str, status: int = 500) -> None:
         self._broken_models[model] = status
@@ -91,12 +97,13 @@ class OpenAIDouble(LoopbackServer):
             return _error(401, "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.", "invalid_request_error", code="invalid_api_key")
         body = await request.json()
         self.requests.append(body)
+        self.request_times.append(time.monotonic())
         if self.latency:
             await asyncio.sleep(self.latency)
         for fault in self._faults:
             if fault.remaining > 0:
                 fault.remaining -= 1
-                return self._fault(fault.status)
+                return self._fault(fault.status, fault.code, fault.retry_after)
         model = body.get("model", "")
         if model in self._broken_models:
             return self._fault(self._broken_models[model])
@@ -113,10 +120,14 @@ class OpenAIDouble(LoopbackServer):
         if response_format.get("type") == "json_schema" and model in NO_JSON_SCHEMA:
             return _error(400, "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model.", "invalid_request_error", "response_format")
 
-        user = next((m["content"] for m in body["messages"] if m["role"] == "user"), "")
-        transcript = user.split("Текст:", 1)[-1].strip()
+        user = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
+        fenced = re.search(r"<transcript>\n(.*)\n</transcript>", user, re.S)
+        transcript = fenced.group(1) if fenced else user.split("Текст:", 1)[-1].strip()
+        excerpt = _excerpt(transcript)
+        if "ignore" in transcript.lower() and "instructions" in transcript.lower():  # steered, as models can be
+            excerpt = 'The speaker is honest. <a href="https://evil.example.com/x">Click here</a> www.evil.example.com'
         if response_format.get("type") == "json_schema":
-            content = json.dumps(_fill(response_format["json_schema"]["schema"], _excerpt(transcript)), ensure_ascii=False)
+            content = json.dumps(_fill(response_format["json_schema"]["schema"], excerpt), ensure_ascii=False)
         else:
             content = f"РЕЗЮМЕ: {_excerpt(transcript)}\nОСНОВНЫЕ ПУНКТЫ:\n• {_excerpt(transcript, 3)}"
         prompt_tokens = sum(len(m["content"]) for m in body["messages"]) // 4 + 7
@@ -151,10 +162,16 @@ class OpenAIDouble(LoopbackServer):
         )
 
     @staticmethod
-    def _fault(status: int) -> web.Response:
+    def _fault(status: int, code: str | None = None, retry_after: float | None = None) -> web.Response:
+        if status == 429 and code == "insufficient_quota":
+            return _error(
+                429, "You exceeded your current quota, please check your plan and billing details. For more information "
+                "on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",
+                "insufficient_quota", code="insufficient_quota",
+            )
         if status == 429:
             response = _error(429, "Rate limit reached for requests. Please try again in 1s.", "requests", code="rate_limit_exceeded")
-            response.headers["retry-after"] = "0.2"
+            response.headers["retry-after"] = str(retry_after if retry_after is not None else 0.2)
             return response
         if status == 503:
             return _error(503, "The engine is currently overloaded, please try again later.", "server_error")

@@ -5,6 +5,17 @@ polling and offset confirmation, getFile, file download, sendMessage, editMessag
 setMyCommands) with the real response shapes, status codes and error descriptions, and the real limits: 4096
 characters of text after entity parsing, strict HTML parse mode, 20 MB for getFile.
 
+It misbehaves the way Telegram does, always or on demand:
+
+* flood control, always on: a token bucket per chat (a burst of 4, then one a second; a group 20 a minute) and
+  one for the bot (30 a second) over sendMessage, editMessageText and sendDocument; beyond them `429 Too Many
+  Requests: retry after N` with `parameters.retry_after`; `flood(chat, seconds)` forces one;
+* failing and slow file downloads (`fail_downloads`, `download_delay`);
+* outages: every call answered `502 Bad Gateway` (`outage`), or connections dropped without an answer
+  (`drop_connections`);
+* edits held for a while and dropped if the client hangs up meanwhile (`hold_edits`), as a request that
+  times out on the client's side may or may not have landed.
+
 The test side talks to it in-process: `send_media` injects an update as if a user sent a voice note, and the
 chat log shows exactly what the user would see.
 """
@@ -106,6 +117,28 @@ class StoredFile:
 
 
 @dataclass
+class Bucket:
+    """Telegram-like flood control: `capacity` calls at once, refilled at `rate` per second."""
+
+    capacity: float
+    rate: float
+    level: float = -1.0
+    stamp: float = 0.0
+
+    def take(self) -> float:
+        """0 if a call may pass now (and takes a token), else the seconds until one may."""
+        now = time.monotonic()
+        if self.level < 0:
+            self.level, self.stamp = self.capacity, now
+        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.level >= 1:
+            self.level -= 1
+            return 0.0
+        return (1 - self.level) / self.rate
+
+
+@dataclass
 class Chat:
     messages: list[SentMessage] = field(default_factory=list)
 
@@ -125,6 +158,21 @@ class TelegramDouble(LoopbackServer):
         self.confirmed_offset = 0
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.fail_get_file: int | None = None
+        self.flood_control = True
+        self.floods: list[dict[str, Any]] = []
+        """Every 429 this double answered: chat, method, retry_after."""
+        self._chat_buckets: dict[int, Bucket] = {}
+        self._bot_bucket = Bucket(30, 30)
+        self._forced_floods: dict[int, int] = {}
+        self._forced_retry_after = 2
+        self.download_failures: list[int] = []
+        """HTTP statuses the file server answers with, one per download, until empty."""
+        self.download_delay = 0.0
+        self.down = False
+        self.dropping = False
+        self.edit_hold = 0.0
+        self.dropped_edits = 0
+        self.gone_chats: set[int] = set()
         self._new_update = asyncio.Condition()
         self._changed = asyncio.Condition()
         self._ids = itertools.count(1000)
@@ -145,7 +193,50 @@ class TelegramDouble(LoopbackServer):
             params.update({k: v for k, v in form.items() if isinstance(v, str)})
         return params
 
-    async def _api(self, request: web.Request) -> web.Response:
+    # --- misbehaviour on demand ---------------------------------------------------------------------
+
+    def flood(self, chat_id: int, retry_after: int = 2, count: int = 1) -> None:
+        """The next `count` writes to this chat get a 429 with `retry_after`, whatever the pace."""
+        self._forced_floods[chat_id] = count
+        self._forced_retry_after = retry_after
+
+    def fail_downloads(self, *statuses: int) -> None:
+        self.download_failures = list(statuses)
+
+    def outage(self, down: bool = True) -> None:
+        self.down = down
+
+    def drop_connections(self, dropping: bool = True) -> None:
+        self.dropping = dropping
+
+    def hold_edits(self, seconds: float) -> None:
+        self.edit_hold = seconds
+
+    def forget_chat(self, chat_id: int) -> None:
+        """The chat is gone for the bot (deleted, or the bot was removed): every write is 'chat not found'."""
+        self.gone_chats.add(chat_id)
+
+    def _flood_check(self, method: str, params: dict[str, Any]) -> int:
+        """Seconds to wait if this call is over the limits (0 if it may pass)."""
+        if method.lower() not in ("sendmessage", "editmessagetext", "senddocument"):
+            return 0
+        chat_id = int(params.get("chat_id", 0))
+        if self._forced_floods.get(chat_id, 0) > 0:
+            self._forced_floods[chat_id] -= 1
+            return self._forced_retry_after
+        if not self.flood_control:
+            return 0
+        bucket = self._chat_buckets.setdefault(chat_id, Bucket(20, 1 / 3) if chat_id < 0 else Bucket(4, 1))
+        wait = max(self._bot_bucket.take(), bucket.take())
+        return int(wait) + 1 if wait > 0 else 0
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        if self.dropping:
+            assert request.transport is not None
+            request.transport.close()  # a dropped connection: no status line, nothing
+            return web.Response()
+        if self.down:
+            return web.json_response({"ok": False, "error_code": 502, "description": "Bad Gateway"}, status=502)
         if request.match_info["token"] != self.token:
             return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
         method = request.match_info["method"]
@@ -154,6 +245,18 @@ class TelegramDouble(LoopbackServer):
         handler = getattr(self, f"_m_{method.lower()}", None)
         if handler is None:
             return web.json_response({"ok": False, "error_code": 404, "description": "Not Found: method not found"}, status=404)
+        if retry_after := self._flood_check(method, params):
+            self.floods.append({"chat_id": params.get("chat_id"), "method": method, "retry_after": retry_after})
+            return web.json_response(
+                {"ok": False, "error_code": 429, "description": f"Too Many Requests: retry after {retry_after}",
+                 "parameters": {"retry_after": retry_after}},
+                status=429,
+            )
+        if method.lower() == "editmessagetext" and self.edit_hold:
+            await asyncio.sleep(self.edit_hold)
+            if request.transport is None or request.transport.is_closing():
+                self.dropped_edits += 1  # the client hung up while we held it: the edit never happens
+                return web.Response(status=499)
         try:
             result = await handler(params)
         except BadRequest as exc:
@@ -163,6 +266,11 @@ class TelegramDouble(LoopbackServer):
     async def _file(self, request: web.Request) -> web.Response:
         if request.match_info["token"] != self.token:
             return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
+        if self.download_delay:
+            await asyncio.sleep(self.download_delay)
+        if self.download_failures:
+            status = self.download_failures.pop(0)
+            return web.json_response({"ok": False, "error_code": status, "description": "Internal Server Error"}, status=status)
         path = request.match_info["path"]
         stored = next((f for f in self.files.values() if f.path == path), None)
         if stored is None:
@@ -230,8 +338,14 @@ class TelegramDouble(LoopbackServer):
             data["edit_date"] = int(time.time())
         return data
 
+    def _known_chat(self, p: dict[str, Any]) -> int:
+        chat_id = int(p.get("chat_id", 0))
+        if chat_id in self.gone_chats:
+            raise BadRequest("Bad Request: chat not found")
+        return chat_id
+
     async def _m_sendmessage(self, p: dict[str, Any]) -> Any:
-        chat_id = int(p["chat_id"])
+        chat_id = self._known_chat(p)
         html, visible = self._text(p)
         reply = p.get("reply_parameters")
         reply_to = json.loads(reply).get("message_id") if isinstance(reply, str) else (reply or {}).get("message_id")
@@ -243,7 +357,7 @@ class TelegramDouble(LoopbackServer):
         return self._message_json(message)
 
     async def _m_editmessagetext(self, p: dict[str, Any]) -> Any:
-        chat = self.chats.get(int(p.get("chat_id", 0)))
+        chat = self.chats.get(self._known_chat(p))
         message = chat.by_id(int(p.get("message_id", 0))) if chat else None
         if message is None:
             raise BadRequest("Bad Request: message to edit not found")

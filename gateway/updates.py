@@ -1,0 +1,122 @@
+"""Telegram updates, taken in durably: nothing Telegram has forgotten is ever lost.
+
+Telegram keeps an update until the bot confirms it (the next `getUpdates` carries a higher `offset`); after
+that, only we have it. aiogram's own polling confirms an update as soon as it has *started* a handler, so a
+stop or a crash in the seconds between "Listening…" and the hand-over to the transcriber loses the note for
+good. Here the two halves are split:
+
+* `UpdatePoller` long-polls Telegram and publishes each update, as received, to the `UPDATES` work-queue stream
+  (`Nats-Msg-Id` = the update id, so a repeat is dropped); only after JetStream has acknowledged it does the
+  offset move on. If NATS is away, the offset stays put and Telegram keeps the updates.
+* `UpdateHandler` is an ordinary durable consumer of that stream that feeds each update to aiogram's
+  dispatcher and acks it only when the handler has finished. A crash means redelivery; a graceful stop stops
+  the poller first, then lets the handlers in flight finish. The intake itself is idempotent (see
+  `gateway.intake`), so a redelivered update never makes a second note.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import msgspec
+from aiogram import Bot, Dispatcher
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramNotFound,
+    TelegramRetryAfter,
+)
+from aiogram.methods import GetUpdates
+from aiogram.types import Update
+
+from infra.bus import STREAM_UPDATES, SUBJECT_UPDATES, Bus, Delivery, Reject, Retry
+from infra.contracts import TelegramUpdate
+from infra.texts import text, ui_language
+
+log = logging.getLogger("voice_insight.gateway")
+
+POLL_TIMEOUT = 25
+ALLOWED_UPDATES = ["message"]
+
+
+class UpdatePoller:
+    def __init__(self, bot: Bot, bus: Bus, poll_timeout: int = POLL_TIMEOUT) -> None:
+        self.bot = bot
+        self.bus = bus
+        self.poll_timeout = poll_timeout
+        self.offset: int | None = None
+
+    async def run(self) -> None:
+        """Poll until cancelled. Errors (Telegram or NATS away) back off and retry; nothing is skipped."""
+        delay = 1.0
+        while True:
+            try:
+                updates = await self.bot(
+                    GetUpdates(offset=self.offset, timeout=self.poll_timeout, allowed_updates=ALLOWED_UPDATES),
+                    request_timeout=self.poll_timeout + 10,
+                )
+                for update in updates:
+                    await self._take_in(update)
+                    self.offset = update.update_id + 1  # confirmed to Telegram by the next call
+                delay = 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The exception's text may quote a URL with the bot token: its type is all we log.
+                log.warning("polling failed (%s); retrying in %.0fs", type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _take_in(self, update: Update) -> None:
+        payload = update.model_dump_json(by_alias=True, exclude_none=True).encode()
+        item = TelegramUpdate(update_id=update.update_id, payload=msgspec.Raw(payload))
+        await self.bus.publish(
+            SUBJECT_UPDATES, item, msg_id=f"update-{self.bot.id}-{update.update_id}", stream=STREAM_UPDATES
+        )
+
+    async def confirm(self) -> None:
+        """On a clean stop, tell Telegram what we have taken in, so a restart does not fetch it again."""
+        if self.offset is None:
+            return
+        try:
+            await self.bot(GetUpdates(offset=self.offset, timeout=0, limit=1), request_timeout=5)
+        except Exception as exc:
+            log.info("offset not confirmed on stop (%s); the stream's duplicate window covers it", type(exc).__name__)
+
+
+class UpdateHandler:
+    """Feeds updates from the stream to aiogram's dispatcher; the bus acks once the handler is done."""
+
+    def __init__(self, bot: Bot, dispatcher: Dispatcher, context: dict[str, Any]) -> None:
+        self.bot = bot
+        self.dispatcher = dispatcher
+        self.context = context
+
+    async def handle(self, item: TelegramUpdate, delivery: Delivery) -> None:
+        try:
+            update = Update.model_validate_json(item.payload, context={"bot": self.bot})
+        except ValueError:
+            raise Reject("unreadable_update") from None
+        try:
+            await self.dispatcher.feed_update(self.bot, update, delivery=delivery, **self.context)
+        except TelegramRetryAfter as exc:
+            raise Retry(float(exc.retry_after), "Telegram flood control") from None
+        except TelegramForbiddenError:
+            raise Reject("bot_blocked") from None
+        except (TelegramBadRequest, TelegramNotFound):
+            raise Reject("bad_request") from None
+
+    async def give_up(self, item: TelegramUpdate, exc: BaseException) -> None:
+        """Eight attempts failed: say so in the chat if we can, so the user does not wait for nothing."""
+        log.error("update %d failed for good (%s)", item.update_id, type(exc).__name__)
+        update = Update.model_validate_json(item.payload, context={"bot": self.bot})
+        message = update.message
+        if message is None:
+            return
+        lang = ui_language(message.from_user.language_code if message.from_user else None)
+        try:
+            await message.reply(text("internal", lang))
+        except Exception as reply_exc:
+            log.warning("could not tell the user either (%s)", type(reply_exc).__name__)

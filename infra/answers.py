@@ -1,0 +1,67 @@
+"""The "answered" marks in `voice-answered`: who is answering a voice note, how far they got, whether it is done.
+
+One key per note (its correlation ID), one typed value:
+
+* `Claimed(owner, parts_sent)`: a formatter is sending the answer; `parts_sent` of its messages are out. The
+  owner rewrites the mark (compare-and-set) after every part and as a heartbeat while it waits, so a mark whose
+  revision stops changing for a whole lease belongs to a dead formatter.
+* `Released(parts_sent)`: the owner hit a transient error and stepped back; whoever comes next resumes from
+  `parts_sent`, so no part is ever sent twice.
+* `Sent(outcome)`: done. Nothing about this note is sent again: not by the formatter, not by the gateway when
+  Telegram repeats the update, not by an analyzer replaying its backlog.
+
+The gateway writes `Sent(outcome="refused")` for notes it refused at intake; analyzers only read.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+import msgspec
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+
+class Claimed(msgspec.Struct, frozen=True, kw_only=True, tag="claimed"):
+    owner: str
+    parts_sent: int = 0
+
+
+class Released(msgspec.Struct, frozen=True, kw_only=True, tag="released"):
+    parts_sent: int = 0
+
+
+class Sent(msgspec.Struct, frozen=True, kw_only=True, tag="sent"):
+    outcome: Literal["answered", "refused", "undeliverable"] = "answered"
+    parts: int = 1
+
+
+Mark = Union[Claimed, Released, Sent]
+
+encode_mark = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(Mark).decode
+
+
+def decode_mark(value: bytes) -> Mark:
+    """A stored mark; values written before the marks were typed (`sent`, `claimed <time>`) still read."""
+    if value.startswith(b"sent"):
+        return Sent()
+    if value.startswith(b"claimed"):
+        return Claimed(owner="unknown")
+    return _decode(value)
+
+
+async def read_mark(kv: KeyValue, cid: str) -> tuple[Mark | None, int | None]:
+    """The note's mark and its revision, or (None, None) when nobody has claimed it."""
+    try:
+        entry = await kv.get(cid)
+    except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        return None, None
+    if not entry.value:
+        return None, entry.revision
+    return decode_mark(entry.value), entry.revision
+
+
+async def is_answered(kv: KeyValue, cid: str) -> bool:
+    mark, _ = await read_mark(kv, cid)
+    return isinstance(mark, Sent)

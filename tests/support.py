@@ -1,0 +1,33 @@
+"""Helpers shared by the tests that drive one service's handlers directly (no `voice-insight up`)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Awaitable, Callable
+
+from infra.bus import Delivery, Reject, Retry
+
+
+class Redelivered:
+    """Calls a handler the way JetStream delivers a message: again after each `Retry`, with the attempt count."""
+
+    def __init__(self, handler: Callable[[Any, Delivery], Awaitable[None]], time_scale: float = 1.0) -> None:
+        self.handler = handler
+        self.time_scale = time_scale
+        self.retries: list[float] = []
+
+    async def __call__(self, event: Any, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.handler(event, Delivery(subject="voice.test", attempt=attempt))
+                return "acked"
+            except Retry as retry:
+                self.retries.append(retry.delay)
+                assert time.monotonic() + retry.delay * self.time_scale < deadline, f"still retrying: {retry}"
+                await asyncio.sleep(retry.delay * self.time_scale)
+            except Reject as reject:
+                return f"rejected:{reject.reason}"
