@@ -96,7 +96,7 @@ class UpdateHandler:
 
     async def handle(self, item: TelegramUpdate, delivery: Delivery) -> None:
         try:
-            update = Update.model_validate_json(item.payload, context={"bot": self.bot})
+            update = Update.model_validate_json(bytes(item.payload), context={"bot": self.bot})
         except ValueError:
             raise Reject("unreadable_update") from None
         try:
@@ -111,7 +111,7 @@ class UpdateHandler:
     async def give_up(self, item: TelegramUpdate, exc: BaseException) -> None:
         """Eight attempts failed: say so in the chat if we can, so the user does not wait for nothing."""
         log.error("update %d failed for good (%s)", item.update_id, type(exc).__name__)
-        update = Update.model_validate_json(item.payload, context={"bot": self.bot})
+        update = Update.model_validate_json(bytes(item.payload), context={"bot": self.bot})
         message = update.message
         if message is None:
             return
