@@ -17,8 +17,8 @@ The outcomes, settled in one place (`_handle`):
 |                                  | `give_up` without trying again: a note that kills its worker every    |
 |                                  | time still ends in a clear message                                    |
 
-Attempts are counted from JetStream's delivery count, not from exceptions, and the server's own
-`max_deliver` stays unlimited: a message is never dropped by the server behind our back. While a handler
+Attempts are counted from JetStream's delivery count, not from exceptions (so a `Retry` uses one up too:
+consumers that retry often leave `max_attempts` unlimited), and the server's own `max_deliver` stays unlimited: a message is never dropped by the server behind our back. While a handler
 runs, in-progress acks keep the message ours, so slow work (transcribing ten minutes of audio) is not
 redelivered to another replica mid-way, while a crash still means redelivery, not loss. Undecodable messages
 are rejected like poison.

@@ -107,3 +107,22 @@ async def test_a_reasoning_budget_eaten_by_reasoning_is_a_failure_not_an_empty_a
         await llm(openai_double).complete(
             model="o3", system="s", user="Текст: x", max_tokens=100, temperature=1, timeout=5, result_type=DefaultResult
         )
+
+
+async def test_a_quota_error_is_not_retried(openai_double: OpenAIDouble) -> None:
+    """429 `insufficient_quota` is billing, not load: waiting cannot help, the answer should come now."""
+    openai_double.fail_next(5, status=429, code="insufficient_quota")
+    before = len(openai_double.requests)
+    with pytest.raises(LLMFailure) as failure:
+        await call(llm(openai_double), "TONE")
+    assert failure.value.reason == "insufficient_quota"
+    assert len(openai_double.requests) - before == 1
+
+
+async def test_a_rate_limit_waits_as_long_as_retry_after_says(openai_double: OpenAIDouble) -> None:
+    openai_double.fail_next(1, status=429, retry_after=1.2)
+    before = len(openai_double.requests)
+    done = await call(llm(openai_double), "TONE")
+    assert done.parsed is not None
+    first, second = openai_double.request_times[before : before + 2]
+    assert second - first >= 1.2

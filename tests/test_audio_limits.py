@@ -1,0 +1,54 @@
+"""Hostile or odd audio: decoding is a bounded stream, whatever the file claims or fails to claim."""
+
+from __future__ import annotations
+
+import subprocess
+import tracemalloc
+from pathlib import Path
+
+import av
+import pytest
+
+from transcriber.asr import SAMPLE_RATE, AudioProblem, decode
+
+
+def encode(tmp_path: Path, name: str, seconds: float, *args: str) -> Path:
+    out = tmp_path / name
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", f"sine=frequency=300:sample_rate=16000",
+         "-t", str(seconds), *args, str(out)],
+        check=True,
+    )
+    return out
+
+
+def test_a_stream_that_declares_no_duration_stops_at_the_limit_in_bounded_memory(tmp_path: Path) -> None:
+    # Ten minutes of 6 kbps Opus as a live WebM stream: half a megabyte, no duration in its metadata.
+    live = encode(tmp_path, "live.webm", 600, "-c:a", "libopus", "-b:a", "6k", "-f", "webm", "-live", "1")
+    with av.open(str(live)) as container:
+        assert container.duration is None
+    data = live.read_bytes()
+    tracemalloc.start()
+    try:
+        with pytest.raises(AudioProblem) as problem:
+            decode(data, max_seconds=30)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert problem.value.reason == "too_long"
+    # 31 s of 16 kHz samples is about 1 MB as int16; decoding all ten minutes would take tens of megabytes.
+    assert peak < 8 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_a_file_within_the_limit_decodes_whole(tmp_path: Path) -> None:
+    clip = encode(tmp_path, "clip.ogg", 12, "-c:a", "libopus", "-b:a", "24k")
+    with clip.open("rb") as source:  # a file object, as the transcriber reads a spooled note
+        audio = decode(source, max_seconds=30)  # type: ignore[arg-type]
+    assert abs(audio.size / SAMPLE_RATE - 12) < 0.1
+    assert audio.dtype.name == "float32" and float(abs(audio).max()) > 0.1
+
+
+def test_bytes_that_are_not_audio_are_named_so() -> None:
+    with pytest.raises(AudioProblem) as problem:
+        decode(b"%PDF-1.4\n" + bytes(range(256)) * 40, max_seconds=30)
+    assert problem.value.reason == "not_audio"

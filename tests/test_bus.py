@@ -1,0 +1,171 @@
+"""The bus's delivery rules, straight against a real nats-server: retry, reject, give up, workers that die."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+import msgspec
+import pytest
+
+from infra.bus import STREAM, Bus, ConsumerSpec, Delivery, EarlierAttemptsDied, Reject, Retry
+from infra.contracts import Failure, decoder
+from infra.metrics import REJECTED
+
+_n = itertools.count(1)
+
+
+def a_subject() -> str:
+    return f"voice.test.bus{next(_n)}"
+
+
+async def publish(bus: Bus, subject: str, detail: str = "x") -> None:
+    event = Failure(correlation_id=f"cid-{subject}", stage="gateway", reason="internal", detail=detail)
+    await bus.publish(subject, event, msg_id=f"{subject}-{detail}")
+
+
+async def eventually(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "never happened"
+        await asyncio.sleep(0.05)
+
+
+def server_url(bus: Bus) -> str:
+    return f"nats://{bus.nc.connected_url.netloc}"  # type: ignore[union-attr]
+
+
+async def test_retry_redelivers_after_the_delay_and_then_acks(private_bus: Bus) -> None:
+    subject = a_subject()
+    seen: list[tuple[int, float]] = []
+
+    async def handler(event: Failure, delivery: Delivery) -> None:
+        seen.append((delivery.attempt, time.monotonic()))
+        if delivery.attempt < 3:
+            raise Retry(0.4, "not yet")
+
+    spec = ConsumerSpec(f"retry{next(_n)}", subject, ack_wait=5.0)
+    private_bus.consume(spec, decoder(Failure), handler)
+    await publish(private_bus, subject)
+    await eventually(lambda: len(seen) == 3)
+    assert [a for a, _ in seen] == [1, 2, 3]
+    assert all(later - earlier >= 0.35 for (_, earlier), (_, later) in zip(seen, seen[1:]))
+
+
+
+
+async def test_reject_terminates_the_message_and_counts_it(private_bus: Bus) -> None:
+    subject = a_subject()
+    calls = 0
+
+    async def handler(event: Failure, delivery: Delivery) -> None:
+        nonlocal calls
+        calls += 1
+        raise Reject("poison_for_test")
+
+    spec = ConsumerSpec(f"reject{next(_n)}", subject, ack_wait=1.0)
+    private_bus.consume(spec, decoder(Failure), handler)
+    await publish(private_bus, subject)
+    await eventually(lambda: REJECTED.labels(spec.durable, "poison_for_test")._value.get() == 1)
+    await asyncio.sleep(2.5)  # two ack waits: a terminated message is never delivered again
+    assert calls == 1
+    info = await private_bus.js.consumer_info(STREAM, spec.durable)
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_failures_back_off_and_the_last_attempt_gives_up_with_a_message(private_bus: Bus) -> None:
+    subject = a_subject()
+    attempts: list[int] = []
+    given_up: list[BaseException] = []
+
+    async def handler(event: Failure, delivery: Delivery) -> None:
+        attempts.append(delivery.attempt)
+        raise RuntimeError("always")
+
+    async def give_up(event: Failure, exc: BaseException) -> None:
+        given_up.append(exc)
+
+    spec = ConsumerSpec(f"giveup{next(_n)}", subject, ack_wait=5.0, max_attempts=3)
+    private_bus.consume(spec, decoder(Failure), handler, give_up=give_up)
+    await publish(private_bus, subject)
+    await eventually(lambda: bool(given_up))
+    assert attempts == [1, 2, 3] and isinstance(given_up[0], RuntimeError)
+
+
+async def test_a_message_whose_worker_dies_every_time_still_reaches_give_up(private_bus: Bus) -> None:
+    """Killed workers raise nothing: the attempt count alone decides, and the user still hears back."""
+    subject = a_subject()
+    spec = ConsumerSpec(f"dies{next(_n)}", subject, ack_wait=1.0, max_attempts=2)
+    started = asyncio.Event()
+    handled: list[int] = []
+    given_up: list[BaseException] = []
+
+    async def dies(event: Failure, delivery: Delivery) -> None:
+        handled.append(delivery.attempt)
+        started.set()
+        await asyncio.Event().wait()  # out of memory, any moment now
+
+    async def give_up(event: Failure, exc: BaseException) -> None:
+        given_up.append(exc)
+
+    await private_bus.ensure_consumer(spec)
+    await publish(private_bus, subject)
+    for _ in range(spec.max_attempts):
+        worker = await Bus.connect([server_url(private_bus)], name="doomed")
+        started.clear()
+        worker.consume(spec, decoder(Failure), dies, give_up=give_up)
+        await asyncio.wait_for(started.wait(), 20)
+        await worker.nc.close()  # kill -9: no ack, no nak, no give-up
+        for task in [t for c in worker._consumers for t in c.tasks]:
+            task.cancel()
+    survivor = await Bus.connect([server_url(private_bus)], name="survivor")
+    survivor.consume(spec, decoder(Failure), dies, give_up=give_up)
+    try:
+        await eventually(lambda: bool(given_up))
+    finally:
+        await survivor.close(grace=1)
+    assert handled == [1, 2], "the third delivery went straight to give_up"
+    assert isinstance(given_up[0], EarlierAttemptsDied)
+
+
+async def test_a_failing_term_does_not_kill_the_worker(private_bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nats.aio.msg import Msg
+
+    subject = a_subject()
+    handled: list[str] = []
+    real_term = Msg.term
+
+    async def broken_term(self: Msg, delay: float = 0) -> None:  # type: ignore[override]
+        raise ConnectionError("gone")
+
+    async def handler(event: Failure, delivery: Delivery) -> None:
+        handled.append(event.detail or "")
+        if event.detail == "poison":
+            raise Reject("poison_for_test")
+
+    monkeypatch.setattr(Msg, "term", broken_term)
+    spec = ConsumerSpec(f"term{next(_n)}", subject, ack_wait=5.0)
+    private_bus.consume(spec, decoder(Failure), handler)
+    await publish(private_bus, subject, "poison")
+    await eventually(lambda: "poison" in handled)
+    monkeypatch.setattr(Msg, "term", real_term)
+    await publish(private_bus, subject, "next")
+    await eventually(lambda: "next" in handled)
+
+
+async def test_undecodable_messages_are_rejected(private_bus: Bus) -> None:
+    subject = a_subject()
+    spec = ConsumerSpec(f"undecodable{next(_n)}", subject, ack_wait=1.0)
+    private_bus.consume(spec, decoder(Failure), lambda e, d: asyncio.sleep(0))
+    await private_bus.js.publish(subject, msgspec.json.encode({"schema": "nonsense/9"}))
+    await eventually(lambda: REJECTED.labels(spec.durable, "undecodable")._value.get() == 1)
+
+
+async def test_consumer_settings_changed_in_code_reach_an_existing_durable(private_bus: Bus) -> None:
+    subject = a_subject()
+    durable = f"settings{next(_n)}"
+    await private_bus.ensure_consumer(ConsumerSpec(durable, subject, ack_wait=30.0))
+    await private_bus.ensure_consumer(ConsumerSpec(durable, subject, ack_wait=7.0))
+    info = await private_bus.js.consumer_info(STREAM, durable)
+    assert info.config.ack_wait == 7.0 and info.config.max_deliver == -1
