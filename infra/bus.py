@@ -43,7 +43,7 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 from opentelemetry import propagate
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
 
 from infra.contracts import encode
 from infra.metrics import CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERED, REDELIVERIES, REJECTED
@@ -168,11 +168,16 @@ class ConsumerSpec:
     max_backoff: float = 30.0
     """Longest pause between two failed attempts."""
     stream: str = STREAM
+    traced: bool = True
+    """False where the handler starts the trace itself (a Telegram update becomes a voice note's root span)."""
 
 
 CORE_CONSUMERS = (
     # Updates: eight handled at once per gateway bounds its memory; the rest wait durably in the stream.
-    ConsumerSpec(CONSUMER_GATEWAY, SUBJECT_UPDATES, ack_wait=30.0, max_attempts=8, concurrency=8, stream=STREAM_UPDATES),
+    ConsumerSpec(
+        CONSUMER_GATEWAY, SUBJECT_UPDATES, ack_wait=10.0, max_attempts=8, concurrency=8, stream=STREAM_UPDATES,
+        traced=False,
+    ),
     ConsumerSpec(CONSUMER_TRANSCRIBER, SUBJECT_AUDIO, ack_wait=15.0, max_attempts=3),
     # Answers are retried for as long as Telegram is away (capped backoff): an outage delays them, never drops them.
     ConsumerSpec(CONSUMER_FORMATTER, SUBJECT_ALL, ack_wait=30.0, concurrency=8),
@@ -334,7 +339,13 @@ class Bus:
     # publishing ----------------------------------------------------------------------------------
 
     async def publish(
-        self, subject: str, event: msgspec.Struct, msg_id: str, timeout: float = 5.0, stream: str = STREAM
+        self,
+        subject: str,
+        event: msgspec.Struct,
+        msg_id: str,
+        timeout: float = 5.0,
+        stream: str = STREAM,
+        traced: bool = True,
     ) -> None:
         """Publish to the stream and wait for its ack; `msg_id` makes a repeated publish a no-op.
 
@@ -342,6 +353,9 @@ class Bus:
         the message continues the same trace.
         """
         payload = encode(event)
+        if not traced:
+            await self.js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id}, timeout=timeout, stream=stream)
+            return
         attributes = {**_messaging(subject, "send"), "messaging.message.body.size": len(payload)}
         with tracer().start_as_current_span(f"send {subject}", kind=SpanKind.PRODUCER, attributes=attributes) as span:
             headers: dict[str, str] = {"Nats-Msg-Id": msg_id}
@@ -409,6 +423,9 @@ class Bus:
         delivery = Delivery(msg.subject, msg.metadata.num_delivered, spec.max_attempts)
         if delivery.attempt > 1:
             REDELIVERIES.labels(spec.durable).inc()
+        if not spec.traced:
+            await self._handle(consumer, msg, event, delivery, INVALID_SPAN)
+            return
         attributes = {
             **_messaging(msg.subject, "process"),
             "messaging.consumer.group.name": spec.durable,
