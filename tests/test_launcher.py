@@ -58,3 +58,60 @@ async def test_up_embeds_nats_answers_and_stops_cleanly_on_sigterm(
     assert "restarting" not in output
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "state")], capture_output=True, text=True).stdout
     assert not leftovers.strip(), "the embedded nats-server outlived `up`"
+
+
+async def test_a_stop_with_a_note_in_flight_finishes_it_after_the_restart(
+    openai_double: OpenAIDouble, model_dir: Path, speech: Speech, tmp_path: Path
+) -> None:
+    """Every deploy and every Ctrl-C: a note between "Listening…" and the hand-over is finished, not lost."""
+    telegram = TelegramDouble("987654322:BBHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw4")
+    await telegram.start()
+    env = stack_env(NatsServer(0, tmp_path), telegram, openai_double, model_dir, tmp_path / "state")
+    del env["NATS_URL"]
+    env["TELEGRAM_TOKEN"] = telegram.token
+    env["METRICS_PORT"] = "0"  # no side doors at all: nothing listens
+    log = tmp_path / "up.log"
+
+    def start() -> subprocess.Popen[bytes]:
+        with log.open("ab") as sink:
+            return subprocess.Popen([sys.executable, "-m", "infra.cli", "up"], env=env, cwd=tmp_path, stdout=sink,
+                                    stderr=subprocess.STDOUT)
+
+    async def ready(proc: subprocess.Popen[bytes], times: int) -> None:
+        deadline = time.monotonic() + 120
+        while log.read_text().count("gateway voice_insight.gateway: ready") < times:
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-3000:]
+            await asyncio.sleep(0.2)
+
+    proc = start()
+    try:
+        await ready(proc, 1)
+        assert "/metrics and /health: off (METRICS_PORT=0)" in log.read_text()
+        telegram.download_delay = 3.0
+        await telegram.send_media(1, speech.say("The budget meeting is on Thursday."), duration=3)
+        await telegram.wait_for(lambda: bool(telegram.messages(1)), 60)
+        proc.send_signal(signal.SIGTERM)  # while the gateway is still downloading the note
+        assert await exited(proc, 120) == 0
+        assert telegram.messages(1)[0].text == "🎧 Listening…"
+        telegram.download_delay = 0.0
+
+        proc = start()
+        await telegram.wait_for(lambda: "Transcript" in telegram.messages(1)[0].text, 180)
+        assert "budget" in telegram.messages(1)[0].text.lower()
+        assert len(telegram.messages(1)) == 1 and len(telegram.messages(1)[0].history) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await exited(proc, 120)
+        await telegram.stop()
+    assert "metrics and health on" not in log.read_text()
+
+
+async def exited(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """Wait for a process without blocking the event loop (the doubles it talks to live on this loop)."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise TimeoutError("the process did not exit")
+        await asyncio.sleep(0.1)
+    return proc.returncode

@@ -19,7 +19,7 @@ from typing import AsyncIterator
 import pytest
 
 from infra.bus import CONSUMER_FORMATTER, STREAM, Bus
-from infra.launcher import nats_server_binary
+from infra.launcher import nats_config, nats_server_binary
 from tests.conftest import NatsServer, Speech, free_port, stack_env, wait_for_modes
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
@@ -43,8 +43,11 @@ class Cluster:
         routes = ",".join(f"nats://127.0.0.1:{cport}" for _, _, cport, _ in self.nodes)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         for name, port, cport, store in self.nodes:
+            store.mkdir(parents=True, exist_ok=True)
+            config = nats_config(store / "js")
+            config.write_text(config.read_text().replace("server_name: voice-insight", f"server_name: {name}"))
             self.procs[name] = subprocess.Popen(
-                [nats_server_binary(), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port), "-n", name,
+                [nats_server_binary(), "-c", str(config), "-a", "127.0.0.1", "-p", str(port),
                  "--cluster_name", "voice-insight", "--cluster", f"nats://127.0.0.1:{cport}", "--routes", routes],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )

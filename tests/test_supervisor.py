@@ -1,0 +1,42 @@
+"""`voice-insight up`'s supervisor on its own: restarts, stops, and a stop that races a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from infra.launcher import Child, Supervisor, plan
+
+
+async def test_a_child_respawned_while_stopping_is_told_to_stop_too() -> None:
+    supervisor = Supervisor({})
+    real_spawn = supervisor.spawn
+
+    async def spawn_then_stop(*args, **kwargs):  # type: ignore[no-untyped-def]
+        proc = await real_spawn(*args, **kwargs)
+        supervisor.stopping.set()  # the stop arrives while this child is being (re)started
+        return proc
+
+    supervisor.spawn = spawn_then_stop  # type: ignore[method-assign]
+    sleeper = Child("sleeper", (sys.executable, "-c", "import time; time.sleep(600)"), 0)
+    keeper = asyncio.create_task(supervisor.keep(sleeper, "37"))
+    await supervisor.stop(["sleeper"])  # what `up` does: it may run before the new process is known
+    await asyncio.wait_for(keeper, 20)
+    assert supervisor.procs["sleeper"].returncode is not None
+
+
+async def test_a_crashing_child_is_restarted() -> None:
+    supervisor = Supervisor({})
+    crasher = Child("crasher", (sys.executable, "-c", "raise SystemExit(3)"), 0)
+    keeper = asyncio.create_task(supervisor.keep(crasher, "37"))
+    first = None
+    while first is None or supervisor.procs["crasher"] is first:
+        first = first or supervisor.procs.get("crasher")
+        await asyncio.sleep(0.1)
+    supervisor.stopping.set()
+    await asyncio.wait_for(keeper, 20)
+
+
+def test_metrics_port_zero_turns_every_side_door_off() -> None:
+    assert {c.metrics_port for c in plan(2, ["DEFAULT", "TONE"], 0)} == {0}
+    assert [c.metrics_port for c in plan(1, ["DEFAULT"], 9100)] == [9102, 9103, 9104, 9101]
