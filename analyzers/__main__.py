@@ -36,7 +36,9 @@ def run(args: argparse.Namespace | None = None) -> None:
         await health.start()
         await bus.ensure_topology()
         llm = ChatLLM(make_client(settings.openai_api_key, settings.openai_base_url))
-        service = AnalyzerService(bus, llm, spec, model, join_timeout=settings.join_timeout)
+        service = AnalyzerService(
+            bus, llm, spec, model, join_timeout=settings.join_timeout, daily_tokens=settings.daily_token_budget
+        )
         consumer = ConsumerSpec(
             f"analyzer-{mode}", SUBJECT_TRANSCRIPT, ack_wait=30.0, max_attempts=5, concurrency=8, deliver_new_only=True
         )

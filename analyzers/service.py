@@ -22,9 +22,10 @@ import time
 from analyzers.llm import ChatLLM, LLMFailure
 from analyzers.modes import ModeSpec
 from infra.answers import is_answered
-from infra.bus import BUCKET_ANSWERED, Bus, Delivery, analysis_subject
-from infra.contracts import Analysis, ModeInfo, Section, Transcript
-from infra.metrics import ERRORS, PROCESSED, SKIPPED, STAGE_SECONDS, TOKENS
+from infra.bus import BUCKET_ANSWERED, BUCKET_BUDGET, Bus, Delivery, analysis_subject
+from infra.contracts import Analysis, ModeInfo, Section, Transcript, Usage
+from infra.limits import DailyCounter
+from infra.metrics import DAILY_TOKENS, ERRORS, LIMITED, PROCESSED, SKIPPED, STAGE_SECONDS, TOKENS
 
 log = logging.getLogger("voice_insight.analyzer")
 
@@ -65,12 +66,30 @@ _LANGUAGE_NAMES = {"ru": "Russian", "en": "English"}
 
 
 class AnalyzerService:
-    def __init__(self, bus: Bus, llm: ChatLLM, spec: ModeSpec, model: str, join_timeout: float = 90.0) -> None:
+    def __init__(
+        self, bus: Bus, llm: ChatLLM, spec: ModeSpec, model: str, join_timeout: float = 90.0, daily_tokens: int = 0
+    ) -> None:
         self.bus = bus
         self.llm = llm
         self.spec = spec
         self.model = model
         self.join_timeout = join_timeout
+        self.daily_tokens = daily_tokens
+        """The whole bot's LLM tokens per day; 0: no budget."""
+
+    async def _over_budget(self) -> bool:
+        if not self.daily_tokens:
+            return False
+        used = await DailyCounter(await self.bus.kv(BUCKET_BUDGET)).get("tokens")
+        DAILY_TOKENS.set(used)
+        return used >= self.daily_tokens
+
+    async def _spend(self, usage: Usage) -> None:
+        try:
+            total = await DailyCounter(await self.bus.kv(BUCKET_BUDGET)).add("tokens", usage.input_tokens + usage.output_tokens)
+            DAILY_TOKENS.set(total)
+        except Exception as exc:
+            log.warning("token budget not updated (%s)", type(exc).__name__)
 
     async def nobody_waits(self, transcript: Transcript) -> str | None:
         """Why this transcript needs no analysis any more, if it does not."""
@@ -101,6 +120,11 @@ class AnalyzerService:
             return
         lang = transcript.ui_language
         base = dict(correlation_id=transcript.correlation_id, mode=self.spec.name, title=self.spec.title(lang))
+        if await self._over_budget():
+            log.warning("%s: %s not run: today's token budget is used up", transcript.correlation_id, self.spec.name)
+            LIMITED.labels("budget").inc()
+            await self._publish(Analysis(**base, model=self.model, error="budget_exhausted"))
+            return
         try:
             done = await self.llm.complete(
                 model=self.model,
@@ -116,6 +140,7 @@ class AnalyzerService:
             ERRORS.labels("analyze", self.spec.name, failure.reason).inc()
             analysis = Analysis(**base, model=self.model, error=failure.reason)
         else:
+            await self._spend(done.usage)
             STAGE_SECONDS.labels("analyze", self.spec.name).observe(done.latency)
             TOKENS.labels(self.spec.name, self.model, "input").inc(done.usage.input_tokens)
             TOKENS.labels(self.spec.name, self.model, "output").inc(done.usage.output_tokens)
@@ -130,5 +155,8 @@ class AnalyzerService:
             )
             log.info("%s: %s done in %.2fs", transcript.correlation_id, self.spec.name, done.latency)
         PROCESSED.labels("analyze", self.spec.name).inc()
+        await self._publish(analysis)
+
+    async def _publish(self, analysis: Analysis) -> None:
         subject = analysis_subject(self.spec.name)
-        await self.bus.publish(subject, analysis, msg_id=f"{transcript.correlation_id}.analysis.{self.spec.name}")
+        await self.bus.publish(subject, analysis, msg_id=f"{analysis.correlation_id}.analysis.{self.spec.name}")

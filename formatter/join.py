@@ -33,6 +33,7 @@ class JoinState(msgspec.Struct, kw_only=True):
     object_name: str | None = None
     modes: tuple[str, ...] = ()
     received_at: float | None = None
+    user_key: str | None = None
     transcript: Transcript | None = None
     analyses: dict[str, Analysis] = {}
     failure: Failure | None = None
@@ -43,6 +44,7 @@ class JoinState(msgspec.Struct, kw_only=True):
             self.object_name = event.audio.object_name
             self.modes = event.modes
             self.received_at = event.received_at
+            self.user_key = event.user_key
         elif isinstance(event, Transcript):
             self.transcript = event
         elif isinstance(event, Analysis):

@@ -103,7 +103,10 @@ def render_answer(state: JoinState) -> list[str]:
         if analysis.error is None and len(pieces := _analysis_pieces(analysis)) > 1:
             blocks.append(pieces)
     missing = state.missing_modes()
-    if missing:
+    over_budget = [m for m in missing if m in state.analyses and state.analyses[m].error == "budget_exhausted"]
+    if over_budget:
+        blocks.append([text("budget_exhausted", lang)])
+    if missing := [m for m in missing if m not in over_budget]:
         blocks.append([text("missing_modes", lang, modes=esc(", ".join(missing)))])
     return pack(blocks)
 

@@ -35,8 +35,9 @@ from aiogram.types import ReplyParameters
 
 from formatter.join import AlreadySent, AnswerMarks, ClaimLost, HeldElsewhere, JoinState, JoinStore, Owned
 from formatter.render import render_answer, render_failure
-from infra.bus import Bus, Delivery, Reject, Retry, backoff
+from infra.bus import BUCKET_QUOTA, Bus, Delivery, Reject, Retry, backoff
 from infra.contracts import Event, Origin, Transcript
+from infra.limits import DailyCounter, note_finished
 from infra.metrics import ANSWERS, ERRORS, PROCESSED, STAGE_SECONDS
 from infra.telemetry import record_failure, tracer
 
@@ -220,7 +221,17 @@ class FormatterService:
         )
 
     async def _forget(self, cid: str, state: JoinState) -> None:
-        """The user has the answer: their audio and transcript need not wait for the 24 h TTL."""
+        """The user has the answer: their audio and transcript need not wait for the 24 h TTL.
+
+        The note also stops counting against its sender's notes in flight, and its minutes count against
+        their day.
+        """
+        try:
+            await note_finished(self.bus, cid)
+            if state.user_key and state.transcript is not None:
+                await DailyCounter(await self.bus.kv(BUCKET_QUOTA)).add(state.user_key, state.transcript.duration)
+        except Exception as exc:
+            log.warning("%s: limits not updated (%s); the in-flight mark expires within the hour", cid, type(exc).__name__)
         try:
             await self.joins.forget(cid)
             if state.object_name:

@@ -10,7 +10,8 @@ import msgspec
 from aiogram import Dispatcher
 from aiogram.types import BotCommand
 
-from gateway.handlers import router
+from gateway.access import AccessGate
+from gateway.handlers import build_router
 from gateway.intake import Intake, correlation_key
 from gateway.updates import UpdateHandler, UpdatePoller
 from infra.bus import BUCKET_USERS, CONSUMER_GATEWAY, Bus, consumer_spec
@@ -51,9 +52,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await bus.ensure_topology()
     users = asyncio.create_task(count_active_users(bus))
     bot = make_bot(settings)
-    intake = Intake(bus, bot, correlation_key(settings.telegram_token), settings.max_audio_seconds)
+    intake = Intake(bus, bot, correlation_key(settings.telegram_token), settings.max_audio_seconds, settings.limits)
     dispatcher = Dispatcher()
-    dispatcher.include_router(router)
+    dispatcher.message.outer_middleware(AccessGate(settings.limits))
+    dispatcher.include_router(build_router())
     await bot.delete_webhook(drop_pending_updates=False)  # long polling and a webhook exclude each other
     await bot.set_my_commands(COMMANDS)
     updates = UpdateHandler(bot, dispatcher, {"bus": bus, "intake": intake, "max_audio_seconds": settings.max_audio_seconds})

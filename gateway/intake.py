@@ -27,9 +27,19 @@ from nats.js.kv import KeyValue
 from opentelemetry.trace import Span, SpanKind
 
 from infra.answers import Sent, encode_mark, is_answered
-from infra.bus import BUCKET_ANSWERED, BUCKET_AUDIO, BUCKET_INTAKE, BUCKET_USERS, SUBJECT_AUDIO, Bus
+from infra.bus import (
+    BUCKET_ANSWERED,
+    BUCKET_AUDIO,
+    BUCKET_INTAKE,
+    BUCKET_QUOTA,
+    BUCKET_USERS,
+    SUBJECT_AUDIO,
+    SUBJECT_AUDIO_QUEUED,
+    Bus,
+)
 from infra.contracts import AudioReceived, AudioRef, Origin
-from infra.metrics import ERRORS, PROCESSED, STAGE_SECONDS
+from infra.limits import FAIR_SHARE, DailyCounter, Limits, UserLedger, note_finished, user_key
+from infra.metrics import ERRORS, LIMITED, PROCESSED, STAGE_SECONDS
 from infra.modes import live_modes
 from infra.telemetry import record_failure, tracer
 from infra.telegram import DOWNLOAD_LIMIT
@@ -137,11 +147,13 @@ class Intake:
     update is redelivered; what can never work (too big, too long, not downloadable) ends in a clear message.
     """
 
-    def __init__(self, bus: Bus, bot: Bot, key: bytes, max_audio_seconds: float) -> None:
+    def __init__(self, bus: Bus, bot: Bot, key: bytes, max_audio_seconds: float, limits: Limits | None = None) -> None:
         self.bus = bus
         self.bot = bot
         self.key = key
         self.max_audio_seconds = max_audio_seconds
+        self.limits = limits or Limits(allowed=None)
+        self.ledger = UserLedger(bus)
 
     async def accept(self, message: Message, media: Media) -> None:
         """Take one voice note in; the root span of its trace."""
@@ -169,12 +181,14 @@ class Intake:
             log.info("%s: repeated update for a note already taken in; ignored", cid)
             span.set_attribute("voice_insight.duplicate", True)
             return
+        user = user_key(self.key, message.from_user.id) if message.from_user else None
+        first_time = record is None
         if record is None:
             status = await message.reply(text("listening", lang))
             record = IntakeRecord(status_message_id=status.message_id)
             await intake.put(cid, _encode_record(record))
-            if message.from_user:
-                await self._count_user(message.from_user.id)
+            if user:
+                await self._count_user(user)
         status_id = record.status_message_id
 
         async def refuse(reason: str) -> None:
@@ -192,6 +206,17 @@ class Intake:
                     await message.reply(text(reason, lang, limit=duration_limit(self.max_audio_seconds, lang)))
             await self._mark_refused(cid)
 
+        if user and first_time:
+            # Counted before checking, so a burst handled concurrently cannot slip past the limits together.
+            await self.ledger.in_flight(user, cid)
+            await self.ledger.taken_in(user, cid)
+            if limit := await self._over_limit(user, media):
+                reason, values = limit
+                LIMITED.labels({"busy": "pending", "slow_down": "per_minute"}.get(reason, reason)).inc()
+                log.info("%s: refused at intake: %s", cid, reason)
+                await self.bot.edit_message_text(text=text(reason, lang, **values), chat_id=message.chat.id, message_id=status_id)
+                await self._mark_refused(cid)
+                return
         if media.size is not None and media.size > DOWNLOAD_LIMIT:
             return await refuse("too_big")
         if media.duration is not None and media.duration > self.max_audio_seconds:
@@ -225,6 +250,7 @@ class Intake:
                 ),
                 modes=(),
                 received_at=arrived,
+                user_key=user,
             )
             await self._hand_over(event, spool)
         finally:
@@ -240,12 +266,23 @@ class Intake:
             return None
         return _decode_record(entry.value) if entry.value else None
 
-    async def _count_user(self, user_id: int) -> None:
+    async def _over_limit(self, user: str, media: Media) -> tuple[str, dict[str, object]] | None:
+        """The first of this user's limits the note would pass, if any (see `infra.limits`)."""
+        limits = self.limits
+        if limits.max_pending and (pending := await self.ledger.pending(user)) > limits.max_pending:
+            return "busy", {"count": pending - 1}
+        if limits.per_minute and await self.ledger.recent(user) > limits.per_minute:
+            return "slow_down", {}
+        used = await DailyCounter(await self.bus.kv(BUCKET_QUOTA)).get(user)
+        if used + float(media.duration or 0) > limits.daily_minutes * 60:
+            return "quota", {"minutes": f"{limits.daily_minutes:g}"}
+        return None
+
+    async def _count_user(self, user: str) -> None:
         """Active users are counted from keyed hashes under a 24 h TTL: countable, never reversible."""
-        digest = hmac.new(self.key, f"user:{user_id}".encode(), hashlib.sha256).hexdigest()[:32]
         try:
             users = await self.bus.kv(BUCKET_USERS)
-            await users.put(digest, b"")
+            await users.put(user, b"")
         except Exception as exc:
             log.warning("could not count an active user (%s)", type(exc).__name__)
 
@@ -253,6 +290,7 @@ class Intake:
         """A note refused here is answered too: a repeated update must not be refused a second time."""
         answered = await self.bus.kv(BUCKET_ANSWERED)
         await answered.put(cid, encode_mark(Sent(outcome="refused")))
+        await note_finished(self.bus, cid)
 
     async def _download(self, file_id: str, spool: CappedSpool) -> None:
         """Stream the file into `spool`; transient failures are retried a few times before giving up.
@@ -306,7 +344,12 @@ class Intake:
                     await store.put(event.audio.object_name, spool.file)  # read in chunks, never whole
                 modes = tuple(m.mode for m in await live_modes(self.bus))
                 ready = msgspec.structs.replace(event, modes=modes)
-                await self.bus.publish(SUBJECT_AUDIO, ready, msg_id=event.correlation_id)
+                subject = SUBJECT_AUDIO
+                # Fair order: a user's notes beyond their share (this one included) wait behind everyone
+                # else's first ones.
+                if event.user_key and await self.ledger.pending(event.user_key) > FAIR_SHARE:
+                    subject = SUBJECT_AUDIO_QUEUED
+                await self.bus.publish(subject, ready, msg_id=event.correlation_id)
                 return
             except Exception as exc:
                 if asyncio.get_running_loop().time() + delay > deadline:

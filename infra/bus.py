@@ -60,6 +60,12 @@ STREAM_UPDATES = "UPDATES"
 """Telegram updates taken in durably before their offset is confirmed to Telegram (work queue: gone once handled)."""
 SUBJECT_UPDATES = "telegram.update"
 SUBJECT_AUDIO = "voice.audio"
+SUBJECT_AUDIO_QUEUED = "voice.audio.queued"
+"""Notes of users who already have several in flight: transcribed when `voice.audio` is empty (fair order)."""
+STREAM_INFLIGHT = "INFLIGHT"
+"""One message per note in flight, on `inflight.<user>.<cid>`: counted per user, purged when answered."""
+STREAM_RECENT = "RECENT"
+"""One message per note taken in, on `recent.<user>.<cid>`, kept a minute: notes per minute per user."""
 SUBJECT_TRANSCRIPT = "voice.transcript"
 SUBJECT_FAILED = "voice.failed"
 SUBJECT_ANALYSIS_PREFIX = "voice.analysis."
@@ -70,6 +76,8 @@ BUCKET_MODES = "voice-modes"  # KV: live analyzer modes, kept by heartbeats
 BUCKET_JOINS = "voice-joins"  # KV: the formatter's per-note join state
 BUCKET_ANSWERED = "voice-answered"  # KV: the "answered" marks, created atomically
 BUCKET_USERS = "voice-users"  # KV: keyed hashes of user ids seen in the last 24 h (active users)
+BUCKET_QUOTA = "voice-quota"  # KV: seconds of speech per user hash per day
+BUCKET_BUDGET = "voice-budget"  # KV: LLM tokens used by the whole bot per day
 BUCKET_INTAKE = "voice-intake"  # KV: per note, the status message already sent and whether it was handed over
 
 USER_DATA_TTL = 24 * 3600.0  # nothing a user said or sent outlives a day
@@ -78,6 +86,7 @@ DUPLICATE_WINDOW = 20 * 60.0
 
 # Consumers every deployment has; analyzers add `analyzer-<MODE>` consumers themselves.
 CONSUMER_TRANSCRIBER = "transcriber"
+CONSUMER_TRANSCRIBER_QUEUED = "transcriber-queued"
 CONSUMER_FORMATTER = "formatter"
 CONSUMER_FORMATTER_DEADLINE = "formatter-deadline"
 CONSUMER_GATEWAY = "gateway"
@@ -179,6 +188,7 @@ CORE_CONSUMERS = (
         traced=False,
     ),
     ConsumerSpec(CONSUMER_TRANSCRIBER, SUBJECT_AUDIO, ack_wait=15.0, max_attempts=3),
+    ConsumerSpec(CONSUMER_TRANSCRIBER_QUEUED, SUBJECT_AUDIO_QUEUED, ack_wait=15.0, max_attempts=3),
     # Answers are retried for as long as Telegram is away (capped backoff): an outage delays them, never drops them.
     ConsumerSpec(CONSUMER_FORMATTER, SUBJECT_ALL, ack_wait=30.0, concurrency=8),
     ConsumerSpec(CONSUMER_FORMATTER_DEADLINE, SUBJECT_TRANSCRIPT, ack_wait=30.0, concurrency=8),
@@ -191,11 +201,16 @@ def consumer_spec(durable: str) -> ConsumerSpec:
 
 @dataclass
 class _Consumer(Generic[T]):
-    spec: ConsumerSpec
+    specs: tuple[ConsumerSpec, ...]
+    """In priority order: a worker takes from the first that has a message."""
     decoder: msgspec.json.Decoder
     handler: Handler[T]
     give_up: GiveUp[T] | None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def spec(self) -> ConsumerSpec:
+        return self.specs[0]
 
 
 class Bus:
@@ -268,13 +283,23 @@ class Bus:
             duplicate_window=DUPLICATE_WINDOW,
             num_replicas=self.replicas,
         )
-        for config in (stream, updates):
+        counted = [
+            api.StreamConfig(
+                name=name, subjects=[f"{prefix}.>"], retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE, max_age=age, duplicate_window=min(age, DUPLICATE_WINDOW),
+                max_msgs_per_subject=1, num_replicas=self.replicas,
+            )
+            for name, prefix, age in ((STREAM_INFLIGHT, "inflight", 3600.0), (STREAM_RECENT, "recent", 60.0))
+        ]
+        for config in (stream, updates, *counted):
             try:
                 await self.js.add_stream(config)
             except nats.js.errors.BadRequestError:
                 await self.js.update_stream(config)
         await self._ensure_kv(BUCKET_MODES, MODES_TTL)
         await self._ensure_kv(BUCKET_INTAKE, USER_DATA_TTL)
+        await self._ensure_kv(BUCKET_QUOTA, USER_DATA_TTL)
+        await self._ensure_kv(BUCKET_BUDGET, USER_DATA_TTL)
         await self._ensure_kv(BUCKET_JOINS, USER_DATA_TTL)
         await self._ensure_kv(BUCKET_ANSWERED, USER_DATA_TTL)
         await self._ensure_kv(BUCKET_USERS, USER_DATA_TTL)
@@ -374,9 +399,14 @@ class Bus:
         decoder: msgspec.json.Decoder,
         handler: Handler[T],
         give_up: GiveUp[T] | None = None,
+        then: tuple[ConsumerSpec, ...] = (),
     ) -> None:
-        """Start `spec.concurrency` workers on a durable pull consumer (created if missing)."""
-        consumer: _Consumer[T] = _Consumer(spec, decoder, handler, give_up)
+        """Start `spec.concurrency` workers on a durable pull consumer (created if missing).
+
+        `then` names lower-priority consumers for the same handler: a worker takes from them only when `spec`
+        has nothing waiting (the transcribers' fair order).
+        """
+        consumer: _Consumer[T] = _Consumer((spec, *then), decoder, handler, give_up)
         self._consumers.append(consumer)
         if self._backlog_task is None:
             self._backlog_task = asyncio.create_task(self._watch_backlog())
@@ -385,34 +415,44 @@ class Bus:
             consumer.tasks.append(task)
 
     async def _worker(self, consumer: _Consumer[Any]) -> None:
-        spec = consumer.spec
         me = asyncio.current_task()
         assert me is not None
-        sub = None
+        subs: dict[str, Any] = {}
+        busy = False
         while not self._stopping.is_set():
-            try:
-                if sub is None:
-                    await self.ensure_consumer(spec)
-                    sub = await self.js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
-                self._idle[me] = True
+            got = False
+            for index, spec in enumerate(consumer.specs):
+                # One consumer: long polls. Several: a long poll on the first only while all are idle, quick
+                # looks otherwise, so a message on the first is never kept waiting behind the others.
+                if len(consumer.specs) == 1:
+                    timeout = 2.0
+                else:
+                    timeout = 0.05 if busy else (1.0 if index == 0 else 0.1)
                 try:
-                    msgs = await sub.fetch(1, timeout=2.0)
-                finally:
-                    self._idle[me] = False
-            except nats.errors.TimeoutError:
-                continue
-            except asyncio.CancelledError:
-                return
-            except Exception as exc:  # disconnected, server restarting, consumer briefly gone...
-                log.warning("%s: fetch failed (%s); retrying", spec.durable, type(exc).__name__)
-                sub = None
-                await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
-                await self._process(consumer, msg)
+                    if spec.durable not in subs:
+                        await self.ensure_consumer(spec)
+                        subs[spec.durable] = await self.js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
+                    self._idle[me] = True
+                    try:
+                        msgs = await subs[spec.durable].fetch(1, timeout=timeout)
+                    finally:
+                        self._idle[me] = False
+                except nats.errors.TimeoutError:
+                    continue
+                except asyncio.CancelledError:
+                    return
+                except Exception as exc:  # disconnected, server restarting, consumer briefly gone...
+                    log.warning("%s: fetch failed (%s); retrying", spec.durable, type(exc).__name__)
+                    subs.pop(spec.durable, None)
+                    await asyncio.sleep(0.5)
+                    break
+                for msg in msgs:
+                    await self._process(consumer, spec, msg)
+                got = bool(msgs)
+                break
+            busy = got
 
-    async def _process(self, consumer: _Consumer[Any], msg: Msg) -> None:
-        spec = consumer.spec
+    async def _process(self, consumer: _Consumer[Any], spec: ConsumerSpec, msg: Msg) -> None:
         try:
             event = consumer.decoder.decode(msg.data)
         except msgspec.MsgspecError as exc:
@@ -424,7 +464,7 @@ class Bus:
         if delivery.attempt > 1:
             REDELIVERIES.labels(spec.durable).inc()
         if not spec.traced:
-            await self._handle(consumer, msg, event, delivery, INVALID_SPAN)
+            await self._handle(consumer, spec, msg, event, delivery, INVALID_SPAN)
             return
         attributes = {
             **_messaging(msg.subject, "process"),
@@ -437,14 +477,15 @@ class Bus:
             kind=SpanKind.CONSUMER,
             attributes=attributes,
         ) as span:
-            await self._handle(consumer, msg, event, delivery, span)
+            await self._handle(consumer, spec, msg, event, delivery, span)
 
-    async def _handle(self, consumer: _Consumer[Any], msg: Msg, event: Any, delivery: Delivery, span: Span) -> None:
-        spec = consumer.spec
+    async def _handle(
+        self, consumer: _Consumer[Any], spec: ConsumerSpec, msg: Msg, event: Any, delivery: Delivery, span: Span
+    ) -> None:
         if spec.max_attempts > 0 and delivery.attempt > spec.max_attempts:
             # Every allowed attempt ended without settling the message: its worker died each time.
             record_failure(span, "attempts_exhausted")
-            await self._give_up(consumer, msg, event, EarlierAttemptsDied(f"{delivery.attempt - 1} attempts"))
+            await self._give_up(consumer, spec, msg, event, EarlierAttemptsDied(f"{delivery.attempt - 1} attempts"))
             return
         keepalive = asyncio.create_task(self._keep_in_progress(msg, spec.ack_wait))
         try:
@@ -462,7 +503,7 @@ class Bus:
         except Exception as exc:
             record_failure(span, exc)
             if delivery.last_attempt:
-                await self._give_up(consumer, msg, event, exc)
+                await self._give_up(consumer, spec, msg, event, exc)
                 return
             delay = backoff(delivery.attempt, cap=spec.max_backoff)
             log.warning(
@@ -475,8 +516,7 @@ class Bus:
             keepalive.cancel()
         await self._settle(msg.ack_sync())
 
-    async def _give_up(self, consumer: _Consumer[Any], msg: Msg, event: Any, exc: BaseException) -> None:
-        spec = consumer.spec
+    async def _give_up(self, consumer: _Consumer[Any], spec: ConsumerSpec, msg: Msg, event: Any, exc: BaseException) -> None:
         log.error("%s: giving up on %s: %s", spec.durable, msg.subject, type(exc).__name__)
         if consumer.give_up is None:
             REJECTED.labels(spec.durable, "attempts_exhausted").inc()
@@ -493,7 +533,7 @@ class Bus:
     async def _watch_backlog(self, every: float = 5.0) -> None:
         """Export this process's consumers' backlog: what waits, what is in flight, what was redelivered."""
         while True:
-            for stream, durable in {(c.spec.stream, c.spec.durable) for c in self._consumers}:
+            for stream, durable in {(s.stream, s.durable) for c in self._consumers for s in c.specs}:
                 try:
                     info = await self.js.consumer_info(stream, durable)
                 except Exception:

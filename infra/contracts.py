@@ -87,6 +87,8 @@ class AudioReceived(Contract, frozen=True, tag="voice.audio/1"):
     modes: tuple[str, ...]
     """The analysis modes that were live when the note arrived: what the formatter waits for."""
     received_at: float = msgspec.field(default_factory=time.time)
+    user_key: str | None = None
+    """The sender as a keyed hash (never the id): whose daily minutes the note counts against."""
 
 
 class Transcript(Contract, frozen=True, tag="voice.transcript/1"):

@@ -53,3 +53,9 @@ BAD_MODE_ANNOUNCEMENTS = Counter(
 SKIPPED = Counter(
     "voice_insight_analyses_skipped_total", "Transcripts not analysed because nobody waits for them", ["mode", "reason"]
 )
+LIMITED = Counter(
+    "voice_insight_limited_total",
+    "Notes or messages refused by a limit: private, pending, per_minute, quota, budget",
+    ["limit"],
+)
+DAILY_TOKENS = Gauge("voice_insight_daily_tokens", "LLM tokens used today by the whole bot, as an analyzer last saw it")

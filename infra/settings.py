@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
+from infra.limits import Limits
+
 T = TypeVar("T")
 
 PUBLIC_TELEGRAM_API = "https://api.telegram.org"
@@ -43,6 +45,22 @@ class Settings:
     """Interface /metrics and /health listen on: loopback unless told otherwise."""
     jetstream_replicas: int = 1
     """Replicas of the stream and buckets when a service creates them: 3 on a three-node cluster."""
+    allowed_users: frozenset[int] | None = frozenset()
+    """User and chat ids that may use the bot; None means open to anyone. Empty (unset): closed."""
+    user_max_pending: int = 30
+    user_notes_per_minute: int = 40
+    user_daily_minutes: float = 120.0
+    daily_token_budget: int = 500_000
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            allowed=self.allowed_users,
+            max_pending=self.user_max_pending,
+            per_minute=self.user_notes_per_minute,
+            daily_minutes=self.user_daily_minutes,
+            daily_tokens=self.daily_token_budget,
+        )
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -106,6 +124,21 @@ def _choice(name: str, text: str, allowed: tuple[str, ...]) -> str:
     return text
 
 
+def _count(name: str, text: str) -> int:
+    if not text.isdigit():
+        raise SettingsError(f"{name} must be a whole number (0 where it turns the limit off), got {text!r}")
+    return int(text)
+
+
+def _allowed(name: str, text: str) -> frozenset[int] | None:
+    if text.strip().lower() == "open":
+        return None
+    try:
+        return frozenset(int(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise SettingsError(f"{name} must be 'open' or comma-separated Telegram user/chat ids, got {text!r}") from None
+
+
 def _token(name: str, text: str) -> str:
     if not re.fullmatch(r"\d+:[A-Za-z0-9_-]{20,}", text):
         raise SettingsError(f"{name} does not look like a bot token from @BotFather (digits:secret)")
@@ -128,6 +161,11 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "METRICS_PORT": ("metrics_port", _port),
     "METRICS_HOST": ("metrics_host", lambda n, v: v),
     "JETSTREAM_REPLICAS": ("jetstream_replicas", lambda n, v: int(_choice(n, v, ("1", "3", "5")))),
+    "ALLOWED_USERS": ("allowed_users", _allowed),
+    "USER_MAX_PENDING": ("user_max_pending", _count),
+    "USER_NOTES_PER_MINUTE": ("user_notes_per_minute", _count),
+    "USER_DAILY_MINUTES": ("user_daily_minutes", _positive_float),
+    "DAILY_TOKEN_BUDGET": ("daily_token_budget", _count),
 }
 
 KNOWN_VARIABLES = frozenset(_PARSERS)

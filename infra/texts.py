@@ -81,6 +81,26 @@ _TEXTS: dict[str, dict[Lang, str]] = {
         "ru": "🛠 Что-то сломалось на нашей стороне, и ответить не вышло. Пришлите сообщение ещё раз.",
         "en": "🛠 Something broke on our side and I could not answer. Please send the message again.",
     },
+    "private": {
+        "ru": "🔒 Это частный бот. Если вы знаете его владельца, попросите добавить ваш id {id} в ALLOWED_USERS.",
+        "en": "🔒 This is a private bot. If you know its owner, ask them to add your Telegram id {id} to ALLOWED_USERS.",
+    },
+    "busy": {
+        "ru": "⏳ Я ещё разбираю {count} ваших записей. Пришлите эту снова, когда на них придут ответы.",
+        "en": "⏳ I am still working on {count} of your notes. Please send this one again once those are answered.",
+    },
+    "slow_down": {
+        "ru": "⏳ Слишком много записей за минуту. Пришлите эту снова через минуту.",
+        "en": "⏳ That is a lot of notes in one minute. Please send this one again in a minute.",
+    },
+    "quota": {
+        "ru": "📊 Сегодняшний лимит — {minutes} мин прослушивания — исчерпан. Пришлите запись завтра.",
+        "en": "📊 You have used today's {minutes} minutes of listening. Please send it again tomorrow.",
+    },
+    "budget_exhausted": {
+        "ru": "⚠️ Дневной бюджет на анализ исчерпан: сегодня только расшифровка.",
+        "en": "⚠️ Today's analysis budget is used up: the transcript only, for today.",
+    },
     "unsupported": {
         "ru": "Я понимаю голосовые, аудиофайлы и видеокружки. Пришлите одно из них.",
         "en": "I understand voice messages, audio files and video notes. Please send one of those.",

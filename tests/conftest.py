@@ -226,6 +226,7 @@ def stack_env(nats: NatsServer, telegram: TelegramDouble, openai: OpenAIDouble, 
         JOIN_TIMEOUT=str(JOIN_TIMEOUT),
         VOICE_INSIGHT_STATE_DIR=str(state),
         METRICS_PORT=str(free_port_block()),
+        ALLOWED_USERS="open",
         PYTHONUNBUFFERED="1",
     )
     return env

@@ -30,7 +30,7 @@ NOTES = [
     "The team dinner is on Friday at seven o'clock.",
     "Remember to renew the software licenses this month.",
 ]
-KEYWORDS = ["budget", "sales", "office", "supplier", "dinner", "licen"]
+KEYWORDS = ["budget", "sales", "office", "supplier", "friday", "licen"]
 
 
 def assert_no_secret_in(output: str) -> None:

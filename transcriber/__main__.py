@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 
-from infra.bus import CONSUMER_TRANSCRIBER, CORE_CONSUMERS, Bus
+from infra.bus import CONSUMER_TRANSCRIBER, CONSUMER_TRANSCRIBER_QUEUED, Bus, consumer_spec
 from infra.contracts import AudioReceived, decoder
 from infra.health import HealthServer, port_for
 from infra.service import run_service
@@ -31,8 +31,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     log.info("model %s loaded", recognizer.model_name)
     await bus.ensure_topology()
     service = TranscriberService(bus, recognizer)
-    spec = next(s for s in CORE_CONSUMERS if s.durable == CONSUMER_TRANSCRIBER)
-    bus.consume(spec, decoder(AudioReceived), service.handle, give_up=service.give_up)
+    # Fair order: `voice.audio` first; the overflow of users with several notes in flight only when it is empty.
+    bus.consume(
+        consumer_spec(CONSUMER_TRANSCRIBER), decoder(AudioReceived), service.handle, give_up=service.give_up,
+        then=(consumer_spec(CONSUMER_TRANSCRIBER_QUEUED),),
+    )
     health.ready = True
     log.info("ready")
     await stop.wait()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -176,7 +177,8 @@ class TelegramDouble(LoopbackServer):
         self._new_update = asyncio.Condition()
         self._changed = asyncio.Condition()
         self._ids = itertools.count(1000)
-        self._update_ids = itertools.count(1)
+        # Telegram numbers updates on from a random point (after a quiet week it picks a new one).
+        self._update_ids = itertools.count(random.randint(1, 2**30))
 
     # --- server -----------------------------------------------------------------------------------
 

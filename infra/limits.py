@@ -1,0 +1,124 @@
+"""Who may use the bot, how much, and in what order.
+
+* **Access**: an allow-list of user and chat ids (`ALLOWED_USERS`), or explicitly `open`. Unset means closed:
+  a bot someone found by name must not make us pay for `o3` on every note they send. A stranger is told their
+  own id, so the owner can add it.
+* **Per user**: notes in flight (`USER_MAX_PENDING`), notes per minute (`USER_NOTES_PER_MINUTE`) and minutes of
+  speech per day (`USER_DAILY_MINUTES`). Defaults a person never reaches by hand; a flood gets a clear,
+  localized message instead of making everyone wait.
+* **For the whole bot**: LLM tokens per day (`DAILY_TOKEN_BUDGET`). Past it, analyses stop and answers carry the
+  transcript with a note saying why.
+* **Fair order**: a user's first `FAIR_SHARE` notes in flight go to `voice.audio`; any more go to
+  `voice.audio.queued`, which transcribers take only when `voice.audio` is empty. Someone with one note is
+  never queued behind someone else's fifty.
+
+Counting needs no counters that could drift after a crash: a note in flight is one message on the subject
+`inflight.<user>.<cid>` of the `INFLIGHT` stream (one hour at most, purged when the note is answered), a note
+taken in is one message on `recent.<user>.<cid>` of the `RECENT` stream (kept one minute), and the server
+counts subjects for us. Users appear only as keyed hashes; minutes and tokens per day are compare-and-set
+counters in KV buckets that expire within a day.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import logging
+from dataclasses import dataclass
+
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from infra.bus import STREAM_INFLIGHT, STREAM_RECENT, Bus
+
+log = logging.getLogger("voice_insight.limits")
+
+FAIR_SHARE = 2
+"""Notes per user at the front of the transcribers' queue; the rest wait in the overflow queue."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    allowed: frozenset[int] | None = frozenset()
+    """Ids of users and chats that may use the bot; None: anyone (`ALLOWED_USERS=open`)."""
+    max_pending: int = 30
+    per_minute: int = 40
+    daily_minutes: float = 120.0
+    daily_tokens: int = 500_000
+    """0 turns the budget off."""
+
+    def admits(self, user_id: int | None, chat_id: int) -> bool:
+        if self.allowed is None:
+            return True
+        return chat_id in self.allowed or (user_id is not None and user_id in self.allowed)
+
+
+def user_key(key: bytes, user_id: int) -> str:
+    """A user as the bus may know them: a keyed hash, countable, never reversible."""
+    return hmac.new(key, f"user:{user_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def today() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
+
+
+async def _subjects(bus: Bus, stream: str, subjects: str) -> int:
+    info = await bus.js.stream_info(stream, subjects_filter=subjects)
+    return len(info.state.subjects or {})
+
+
+class UserLedger:
+    """The gateway's view of one user's recent and pending notes."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    async def pending(self, user: str) -> int:
+        return await _subjects(self.bus, STREAM_INFLIGHT, f"inflight.{user}.*")
+
+    async def recent(self, user: str) -> int:
+        return await _subjects(self.bus, STREAM_RECENT, f"recent.{user}.*")
+
+    async def taken_in(self, user: str, cid: str) -> None:
+        await self.bus.js.publish(f"recent.{user}.{cid}", b"", headers={"Nats-Msg-Id": f"recent.{cid}"})
+
+    async def in_flight(self, user: str, cid: str) -> None:
+        await self.bus.js.publish(f"inflight.{user}.{cid}", b"", headers={"Nats-Msg-Id": f"inflight.{cid}"})
+
+
+async def note_finished(bus: Bus, cid: str) -> None:
+    """The note is answered: it no longer counts against its user's notes in flight."""
+    await bus.js.purge_stream(STREAM_INFLIGHT, subject=f"inflight.*.{cid}")
+
+
+class DailyCounter:
+    """A number per key per UTC day in a KV bucket, added to with compare-and-set (no lost updates)."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    async def get(self, name: str) -> float:
+        try:
+            entry = await self.kv.get(f"{name}.{today()}")
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return 0.0
+        return float(entry.value or b"0")
+
+    async def add(self, name: str, amount: float) -> float:
+        key = f"{name}.{today()}"
+        while True:
+            try:
+                entry = await self.kv.get(key)
+                value, revision = float(entry.value or b"0"), entry.revision
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                value, revision = 0.0, None
+            total = value + amount
+            try:
+                if revision is None:
+                    await self.kv.create(key, f"{total:.3f}".encode())
+                else:
+                    await self.kv.update(key, f"{total:.3f}".encode(), last=revision)
+                return total
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue

@@ -1,0 +1,190 @@
+"""Who may use the bot, how much, and in what order: the gateway in-process against a real nats-server and a
+Telegram double of its own, and the transcribers' fair order through the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import AsyncIterator
+
+import pytest
+from aiogram import Dispatcher
+
+from analyzers.llm import ChatLLM, make_client
+from analyzers.modes import MODES
+from analyzers.service import AnalyzerService
+from gateway.access import AccessGate
+from gateway.handlers import build_router
+from gateway.intake import Intake, correlation_key
+from gateway.updates import UpdateHandler, UpdatePoller
+from infra.bus import (
+    BUCKET_BUDGET,
+    STREAM,
+    SUBJECT_AUDIO,
+    SUBJECT_AUDIO_QUEUED,
+    Bus,
+    ConsumerSpec,
+    Delivery,
+    consumer_spec,
+    CONSUMER_GATEWAY,
+)
+from infra.contracts import AudioReceived, TelegramUpdate, Transcript, decoder
+from infra.limits import DailyCounter, Limits, note_finished
+from infra.settings import Settings
+from infra.telegram import make_bot
+from tests.conftest import OPENAI_KEY
+from tests.doubles.openai_api import OpenAIDouble
+from tests.doubles.telegram_api import TelegramDouble
+
+TOKEN = "424242424:DDHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw5"
+_users = itertools.count(80_000_001)
+OGG = b"OggS" + bytes(2000)  # the gateway does not decode: any bytes will do
+
+
+class Gateway:
+    """The gateway's parts, as `gateway.__main__` wires them, with the limits under test."""
+
+    def __init__(self, bus: Bus, telegram: TelegramDouble, limits: Limits) -> None:
+        self.server, self.telegram, self.limits = f"nats://{bus.nc.connected_url.netloc}", telegram, limits  # type: ignore[union-attr]
+
+    async def __aenter__(self) -> "Gateway":
+        self.bus = bus = await Bus.connect([self.server], name="test-gateway")
+        self.bot = make_bot(Settings(telegram_token=TOKEN, telegram_api_base=self.telegram.base_url))
+        intake = Intake(bus, self.bot, correlation_key(TOKEN), 600, self.limits)
+        dispatcher = Dispatcher()
+        dispatcher.message.outer_middleware(AccessGate(self.limits))
+        dispatcher.include_router(build_router())
+        updates = UpdateHandler(self.bot, dispatcher, {"bus": bus, "intake": intake, "max_audio_seconds": 600})
+        bus.consume(consumer_spec(CONSUMER_GATEWAY), decoder(TelegramUpdate), updates.handle)
+        self.poller = asyncio.create_task(UpdatePoller(self.bot, bus, poll_timeout=1).run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.poller.cancel()
+        await self.bus.close(grace=5)
+        await self.bot.session.close()
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[TelegramDouble]:  # its own bot, so the session stack never polls it
+    double = TelegramDouble(TOKEN)
+    await double.start()
+    yield double
+    await double.stop()
+
+
+async def refusal(telegram: TelegramDouble, chat: int, count: int, start: str) -> list[str]:
+    """Wait for `count` status messages, one of them turned into a refusal (no transcriber runs here)."""
+    await telegram.wait_for(
+        lambda: len(telegram.messages(chat)) >= count and any(m.text.startswith(start) for m in telegram.messages(chat)),
+        60,
+    )
+    return [m.text for m in telegram.messages(chat)]
+
+
+async def audio_events(bus: Bus, since: int) -> list[tuple[str, AudioReceived]]:
+    info = await bus.js.stream_info(STREAM)
+    found = []
+    for seq in range(since + 1, info.state.last_seq + 1):
+        try:
+            stored = await bus.js.get_msg(STREAM, seq)
+        except Exception:
+            continue
+        if stored.subject in (SUBJECT_AUDIO, SUBJECT_AUDIO_QUEUED):
+            found.append((stored.subject, decoder(AudioReceived).decode(stored.data)))
+    return found
+
+
+async def test_a_closed_bot_tells_a_stranger_their_id_and_takes_nothing(private_bus: Bus, telegram: TelegramDouble) -> None:
+    owner, stranger = next(_users), next(_users)
+    since = (await private_bus.js.stream_info(STREAM)).state.last_seq
+    async with Gateway(private_bus, telegram, Limits(allowed=frozenset({owner}))):
+        await telegram.send_media(stranger, OGG, duration=3)
+        await telegram.send_text(stranger, "/help", language_code="ru")
+        await telegram.wait_for(lambda: len(telegram.messages(stranger)) == 2, 30)
+        await telegram.send_text(owner, "/help")
+        await telegram.wait_for(lambda: len(telegram.messages(owner)) == 1, 30)
+    first, second = (m.text for m in telegram.messages(stranger))
+    assert first.startswith("🔒 This is a private bot") and str(stranger) in first
+    assert second.startswith("🔒 Это частный бот")
+    assert "How to use it" in telegram.messages(owner)[0].text
+    assert not [e for _, e in await audio_events(private_bus, since)], "nothing of the stranger's was taken in"
+    assert not [m for m, p in telegram.calls if m.lower() == "getfile"]
+
+
+async def test_notes_per_minute_and_notes_in_flight_are_limited_with_a_clear_message(
+    private_bus: Bus, telegram: TelegramDouble
+) -> None:
+    fast, busy = next(_users), next(_users)
+    async with Gateway(private_bus, telegram, Limits(allowed=None, per_minute=3, max_pending=30)):
+        for _ in range(4):
+            await telegram.send_media(fast, OGG, duration=3)
+        texts = await refusal(telegram, fast, 4, "⏳")
+    assert sum(t.startswith("⏳ That is a lot of notes in one minute") for t in texts) == 1
+    assert texts.count("🎧 Listening…") == 3
+    async with Gateway(private_bus, telegram, Limits(allowed=None, per_minute=100, max_pending=2)):
+        for _ in range(3):
+            await telegram.send_media(busy, OGG, duration=3, language_code="ru")
+        texts = await refusal(telegram, busy, 3, "⏳")
+    assert sum(t.startswith("⏳ Я ещё разбираю 2 ваших записей") for t in texts) == 1
+
+
+async def test_the_daily_minutes_are_a_quota(private_bus: Bus, telegram: TelegramDouble) -> None:
+    user = next(_users)
+    async with Gateway(private_bus, telegram, Limits(allowed=None, daily_minutes=2)):
+        await telegram.send_media(user, OGG, duration=150)
+        texts = await refusal(telegram, user, 1, "📊")
+    assert texts[0].startswith("📊 You have used today's 2 minutes of listening")
+
+
+async def test_a_flooding_user_does_not_delay_someone_with_one_note(private_bus: Bus, telegram: TelegramDouble) -> None:
+    flooder, other = next(_users), next(_users)
+    since = (await private_bus.js.stream_info(STREAM)).state.last_seq
+    async with Gateway(private_bus, telegram, Limits(allowed=None)):
+        for _ in range(5):
+            await telegram.send_media(flooder, OGG, duration=3)
+            await asyncio.sleep(0.3)  # in order, as a forwarded batch arrives
+        await telegram.send_media(other, OGG, duration=3)
+        deadline = time.monotonic() + 60
+        while len(events := await audio_events(private_bus, since)) < 6:
+            assert time.monotonic() < deadline, events
+            await asyncio.sleep(0.2)
+    subjects = [(subject, event.origin.chat_id) for subject, event in events]
+    assert [s for s, chat in subjects if chat == flooder] == [SUBJECT_AUDIO] * 2 + [SUBJECT_AUDIO_QUEUED] * 3
+    assert [s for s, chat in subjects if chat == other] == [SUBJECT_AUDIO]
+
+    # A transcriber takes `voice.audio` first: the other user's note before the flooder's third.
+    order: list[int] = []
+    done = asyncio.Event()
+
+    async def transcribe(event: AudioReceived, delivery: Delivery) -> None:
+        if event.origin.chat_id in (flooder, other):
+            order.append(event.origin.chat_id)
+            await note_finished(private_bus, event.correlation_id)
+        if len(order) == 6:
+            done.set()
+
+    private_bus.consume(
+        ConsumerSpec("fair-test", SUBJECT_AUDIO, ack_wait=5.0), decoder(AudioReceived), transcribe,
+        then=(ConsumerSpec("fair-test-queued", SUBJECT_AUDIO_QUEUED, ack_wait=5.0),),
+    )
+    await asyncio.wait_for(done.wait(), 60)
+    assert order.index(other) <= 2, f"the single note waited behind the flood: {order}"
+
+
+async def test_past_the_daily_token_budget_analyses_stop_and_say_why(
+    private_bus: Bus, openai_double: OpenAIDouble
+) -> None:
+    await DailyCounter(await private_bus.kv(BUCKET_BUDGET)).add("tokens", 1000)
+    spec = MODES["TONE"]
+    analyzer = AnalyzerService(
+        private_bus, ChatLLM(make_client(OPENAI_KEY, openai_double.base_url)), spec, spec.model, daily_tokens=1000
+    )
+    before = len(openai_double.requests)
+    transcript = Transcript(correlation_id="budget-test", text="Hello.", language="en", language_probability=1,
+                            duration=2, segments=(), ui_language="en", model="base", transcribe_seconds=0.1)
+    await analyzer.handle(transcript, Delivery(subject="voice.transcript", attempt=1))
+    assert len(openai_double.requests) == before
+    stored = await private_bus.js.get_last_msg(STREAM, "voice.analysis.TONE")
+    assert b'"error":"budget_exhausted"' in stored.data
