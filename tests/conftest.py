@@ -284,7 +284,11 @@ async def stack(
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-        print(running.output()[-20000:])
+        output = running.output()
+        print(output[-20000:])
+    # Whatever failed during the session, no secret reached any process's output.
+    for secret in (TOKEN, TOKEN.split(":", 1)[1], OPENAI_KEY):
+        assert secret not in output, "a secret reached the stack's output"
 
 
 async def wait_for_log(stack: Stack, service: str, word: str, timeout: float = 120.0) -> None:

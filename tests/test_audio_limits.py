@@ -15,7 +15,7 @@ from transcriber.asr import SAMPLE_RATE, AudioProblem, decode
 def encode(tmp_path: Path, name: str, seconds: float, *args: str) -> Path:
     out = tmp_path / name
     subprocess.run(
-        ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", f"sine=frequency=300:sample_rate=16000",
+        ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=16000",
          "-t", str(seconds), *args, str(out)],
         check=True,
     )

@@ -95,3 +95,17 @@ def test_pack_never_exceeds_the_limit() -> None:
     messages = pack(blocks, limit=4096)
     assert all(len(m) <= 4096 for m in messages)
     assert "".join(messages).count("x") == 5000 and "y" * 4000 in messages[-2] + messages[-1]
+
+
+def test_emoji_count_double_as_telegram_counts_them() -> None:
+    """Telegram counts UTF-16 code units: 3000 characters of emoji are 5000 units, two messages, not one."""
+    messages = render_answer(state_with("🙂🙂 " * 1000, {}, modes=()))
+    assert len(messages) >= 2
+    assert all(utf16_len(parse_html(m)) <= MESSAGE_LIMIT for m in messages)
+    assert sum(parse_html(m).count("🙂") for m in messages) == 2000
+
+
+def test_a_budget_note_says_why_the_analyses_are_missing() -> None:
+    over = Analysis(correlation_id="c", mode="DEFAULT", title="📌 The gist", model="o3", error="budget_exhausted")
+    visible = parse_html(render_answer(state_with("Hello.", {"DEFAULT": over}, modes=("DEFAULT",)))[0])
+    assert "Today's analysis budget is used up" in visible and "Missing" not in visible
