@@ -258,6 +258,20 @@ class Intake:
         await intake.put(cid, _encode_record(IntakeRecord(status_message_id=status_id, handed_over=True)))
         log.info("%s: accepted %s, %d bytes", cid, media.kind, spool.size)
 
+    async def abandon(self, message: Message) -> bool:
+        """Intake failed for good: turn the note's status message into an apology. False if none was sent."""
+        cid = correlation_id(self.key, message.chat.id, message.message_id)
+        record = await self._record(await self.bus.kv(BUCKET_INTAKE), cid)
+        if record is None or record.handed_over:
+            return record is not None
+        lang = ui_language(message.from_user.language_code if message.from_user else None)
+        ERRORS.labels("gateway", "", "internal").inc()
+        await self.bot.edit_message_text(
+            text=text("internal", lang), chat_id=message.chat.id, message_id=record.status_message_id
+        )
+        await self._mark_refused(cid)
+        return True
+
     @staticmethod
     async def _record(intake: KeyValue, cid: str) -> IntakeRecord | None:
         try:

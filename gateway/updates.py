@@ -110,7 +110,8 @@ class UpdateHandler:
             raise Reject("bad_request") from None
 
     async def give_up(self, item: TelegramUpdate, exc: BaseException) -> None:
-        """Eight attempts failed: say so in the chat if we can, so the user does not wait for nothing."""
+        """Eight attempts failed: say so in the chat if we can (in the note's status message when there is
+        one), so the user does not wait for nothing."""
         log.error("update %d failed for good (%s)", item.update_id, type(exc).__name__)
         update = Update.model_validate_json(bytes(item.payload), context={"bot": self.bot})
         message = update.message
@@ -118,6 +119,8 @@ class UpdateHandler:
             return
         lang = ui_language(message.from_user.language_code if message.from_user else None)
         try:
-            await message.reply(text("internal", lang))
+            intake = self.context.get("intake")
+            if intake is None or not await intake.abandon(message):
+                await message.reply(text("internal", lang))
         except Exception as reply_exc:
             log.warning("could not tell the user either (%s)", type(reply_exc).__name__)

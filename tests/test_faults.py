@@ -7,6 +7,7 @@ duplicate) and, where secrets are at stake, that none reached any process's outp
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -101,6 +102,7 @@ async def test_a_gateway_killed_in_the_middle_of_intake_loses_no_note(
         await telegram.wait_for(lambda: bool(telegram.messages(chat)), 60)
         # Telegram has forgotten the update: from here on, only we have the note.
         await telegram.wait_for(lambda: telegram.confirmed_offset > update_id, 60)
+        await asyncio.sleep(1.0)  # mid-download (it takes 4 s), well past the status message's own record
         pids = subprocess.run(["pgrep", "-f", "infra.cli gateway"], capture_output=True, text=True).stdout.split()
         assert len(pids) == 1
         os.kill(int(pids[0]), signal.SIGKILL)

@@ -4,6 +4,7 @@ Telegram double of its own, and the transcribers' fair order through the bus."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
 from typing import AsyncIterator
@@ -45,8 +46,10 @@ OGG = b"OggS" + bytes(2000)  # the gateway does not decode: any bytes will do
 class Gateway:
     """The gateway's parts, as `gateway.__main__` wires them, with the limits under test."""
 
-    def __init__(self, bus: Bus, telegram: TelegramDouble, limits: Limits) -> None:
+    def __init__(self, bus: Bus, telegram: TelegramDouble, limits: Limits, max_attempts: int | None = None) -> None:
         self.server, self.telegram, self.limits = f"nats://{bus.nc.connected_url.netloc}", telegram, limits  # type: ignore[union-attr]
+        spec = consumer_spec(CONSUMER_GATEWAY)
+        self.spec = dataclasses.replace(spec, max_attempts=max_attempts or spec.max_attempts)
 
     async def __aenter__(self) -> "Gateway":
         self.bus = bus = await Bus.connect([self.server], name="test-gateway")
@@ -56,7 +59,7 @@ class Gateway:
         dispatcher.message.outer_middleware(AccessGate(self.limits))
         dispatcher.include_router(build_router())
         updates = UpdateHandler(self.bot, dispatcher, {"bus": bus, "intake": intake, "max_audio_seconds": 600})
-        bus.consume(consumer_spec(CONSUMER_GATEWAY), decoder(TelegramUpdate), updates.handle)
+        bus.consume(self.spec, decoder(TelegramUpdate), updates.handle, give_up=updates.give_up)
         self.poller = asyncio.create_task(UpdatePoller(self.bot, bus, poll_timeout=1).run())
         return self
 
@@ -188,3 +191,18 @@ async def test_past_the_daily_token_budget_analyses_stop_and_say_why(
     assert len(openai_double.requests) == before
     stored = await private_bus.js.get_last_msg(STREAM, "voice.analysis.TONE")
     assert b'"error":"budget_exhausted"' in stored.data
+
+
+async def test_an_intake_that_keeps_failing_ends_in_an_apology_in_the_status_message(
+    private_bus: Bus, telegram: TelegramDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken_hand_over(self: Intake, *args: object) -> None:
+        raise RuntimeError("the object store is gone")
+
+    monkeypatch.setattr(Intake, "_hand_over", broken_hand_over)
+    user = next(_users)
+    async with Gateway(private_bus, telegram, Limits(allowed=None), max_attempts=2):
+        await telegram.send_media(user, OGG, duration=3)
+        await telegram.wait_for(lambda: any("Something broke" in m.text for m in telegram.messages(user)), 60)
+    messages = telegram.messages(user)
+    assert len(messages) == 1 and messages[0].history == ["🎧 Listening…", messages[0].text]
