@@ -31,7 +31,11 @@ def run(args: argparse.Namespace | None = None) -> None:
     async def serve(settings: Settings, stop: asyncio.Event) -> None:
         bus = await Bus.connect(settings.nats_servers, name=f"analyzer-{mode}", replicas=settings.jetstream_replicas)
         # Standalone, each built-in mode gets its own default port, so several fit on one machine.
-        port = settings.metrics_port if settings.metrics_port is not None else DEFAULT_PORTS["analyzer"] + list(MODES).index(mode)
+        port = (
+            settings.metrics_port
+            if settings.metrics_port is not None
+            else DEFAULT_PORTS["analyzer"] + list(MODES).index(mode)
+        )
         health = HealthServer(f"analyzer-{mode}", port, lambda: bus.connected, settings.metrics_host)
         await health.start()
         await bus.ensure_topology()

@@ -150,8 +150,13 @@ class ChatLLM:
                 if failure.reason == "structured_output_unsupported":
                     self._no_structured.add(model)
                     return await self.complete(
-                        model=model, system=system, user=user, max_tokens=max_tokens,
-                        temperature=temperature, timeout=timeout, result_type=result_type,
+                        model=model,
+                        system=system,
+                        user=user,
+                        max_tokens=max_tokens,
+                        temperature=temperature,
+                        timeout=timeout,
+                        result_type=result_type,
                     )
                 raise
 
@@ -184,7 +189,9 @@ class ChatLLM:
             delay = min(delay, MAX_RETRY_AFTER) * random.uniform(1.0, 1.25)
             if attempt == LLM_RETRIES or time.monotonic() + delay >= deadline:
                 raise failure
-            span.add_event("retry", {"gen_ai.retry.reason": failure.reason, "gen_ai.retry.delay_seconds": round(delay, 3)})
+            span.add_event(
+                "retry", {"gen_ai.retry.reason": failure.reason, "gen_ai.retry.delay_seconds": round(delay, 3)}
+            )
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -209,12 +216,14 @@ class ChatLLM:
             input_tokens=response.usage.prompt_tokens if response.usage else 0,
             output_tokens=response.usage.completion_tokens if response.usage else 0,
         )
-        span.set_attributes({
-            "gen_ai.response.model": response.model or model,
-            "gen_ai.response.finish_reasons": [choice.finish_reason or "unknown"],
-            "gen_ai.usage.input_tokens": usage.input_tokens,
-            "gen_ai.usage.output_tokens": usage.output_tokens,
-        })
+        span.set_attributes(
+            {
+                "gen_ai.response.model": response.model or model,
+                "gen_ai.response.finish_reasons": [choice.finish_reason or "unknown"],
+                "gen_ai.usage.input_tokens": usage.input_tokens,
+                "gen_ai.usage.output_tokens": usage.output_tokens,
+            }
+        )
         if getattr(message, "refusal", None):
             raise LLMFailure("refused")
         content = (message.content or "").strip()

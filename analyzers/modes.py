@@ -7,8 +7,8 @@ user's language, so the formatter renders any mode without knowing it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import msgspec
 
@@ -88,7 +88,7 @@ class ModeSpec:
     titles: dict[str, str]
     model: str
     prompt: str
-    """Contains `{text}`; the seed's format lines double as field descriptions for structured output."""
+    """Marks the transcript's place with `{text}` once; its format lines double as field descriptions."""
     result_type: type[msgspec.Struct]
     to_sections: Callable[..., tuple[Section, ...]]
     max_tokens: int

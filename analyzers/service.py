@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from typing import Any
 
 from analyzers.llm import ChatLLM, LLMFailure
 from analyzers.modes import ModeSpec
@@ -62,6 +63,8 @@ def clean_sections(sections: tuple[Section, ...]) -> tuple[Section, ...]:
         Section(heading=clean(s.heading), body=clean(s.body), items=tuple(c for i in s.items if (c := clean(i))))
         for s in sections
     )
+
+
 _LANGUAGE_NAMES = {"ru": "Russian", "en": "English"}
 
 
@@ -86,7 +89,9 @@ class AnalyzerService:
 
     async def _spend(self, usage: Usage) -> None:
         try:
-            total = await DailyCounter(await self.bus.kv(BUCKET_BUDGET)).add("tokens", usage.input_tokens + usage.output_tokens)
+            total = await DailyCounter(await self.bus.kv(BUCKET_BUDGET)).add(
+                "tokens", usage.input_tokens + usage.output_tokens
+            )
             DAILY_TOKENS.set(total)
         except Exception as exc:
             log.warning("token budget not updated (%s)", type(exc).__name__)
@@ -119,7 +124,9 @@ class AnalyzerService:
             SKIPPED.labels(self.spec.name, why).inc()
             return
         lang = transcript.ui_language
-        base = dict(correlation_id=transcript.correlation_id, mode=self.spec.name, title=self.spec.title(lang))
+        base: dict[str, Any] = dict(
+            correlation_id=transcript.correlation_id, mode=self.spec.name, title=self.spec.title(lang)
+        )
         if await self._over_budget():
             log.warning("%s: %s not run: today's token budget is used up", transcript.correlation_id, self.spec.name)
             LIMITED.labels("budget").inc()

@@ -123,10 +123,15 @@ def main() -> None:
                     reset_peak_rss()
                     hypothesis, seconds = run(recognizer, method, data, lang)
                     row = Row(
-                        model=f"{name}{'.en' if not recognizer.multilingual else ''}", language=lang,
-                        target_seconds=duration, audio_seconds=round(audio_seconds, 1), method=method,
-                        seconds=round(seconds, 3), real_time_factor=round(seconds / audio_seconds, 4),
-                        peak_rss_mib=round(peak_rss_mib(), 1), wer=round(word_error_rate(text, hypothesis), 3),
+                        model=f"{name}{'.en' if not recognizer.multilingual else ''}",
+                        language=lang,
+                        target_seconds=duration,
+                        audio_seconds=round(audio_seconds, 1),
+                        method=method,
+                        seconds=round(seconds, 3),
+                        real_time_factor=round(seconds / audio_seconds, 4),
+                        peak_rss_mib=round(peak_rss_mib(), 1),
+                        wer=round(word_error_rate(text, hypothesis), 3),
                         words=len(words(text)),
                     )
                     rows.append(row)
@@ -138,7 +143,9 @@ def main() -> None:
         del recognizer
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"cpus": available_cpus(), "rows": [asdict(r) for r in rows]}, indent=2, ensure_ascii=False))
+    out.write_text(
+        json.dumps({"cpus": available_cpus(), "rows": [asdict(r) for r in rows]}, indent=2, ensure_ascii=False)
+    )
     print(f"written to {out}")
 
 

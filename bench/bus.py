@@ -38,15 +38,18 @@ async def measure(always: bool, messages: int, size: int) -> dict[str, float]:
         if not always:
             config.write_text(config.read_text().replace("  sync_interval: always\n", ""))
         port = free_port()
-        proc = subprocess.Popen([nats_server_binary(), "-c", str(config), "-a", "127.0.0.1", "-p", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [nats_server_binary(), "-c", str(config), "-a", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             await asyncio.sleep(0.5)
             nc = await nats.connect(f"nats://127.0.0.1:{port}", connect_timeout=5)
             js = nc.jetstream()
             await js.add_stream(api.StreamConfig(name="BENCH", subjects=["bench.>"], storage=api.StorageType.FILE))
             payload = b"x" * size
-            for n in range(20):  # warm up
+            for _ in range(20):  # warm up
                 await js.publish("bench.warm", payload)
             times = []
             started = time.perf_counter()
@@ -60,8 +63,12 @@ async def measure(always: bool, messages: int, size: int) -> dict[str, float]:
             proc.terminate()
             proc.wait(timeout=10)
     q = statistics.quantiles(times, n=100)
-    return {"p50_ms": round(q[49], 3), "p95_ms": round(q[94], 3), "p99_ms": round(q[98], 3),
-            "per_second": round(messages / total, 1)}
+    return {
+        "p50_ms": round(q[49], 3),
+        "p95_ms": round(q[94], 3),
+        "p99_ms": round(q[98], 3),
+        "per_second": round(messages / total, 1),
+    }
 
 
 async def main() -> None:
@@ -73,8 +80,10 @@ async def main() -> None:
     for label, always in (("default (fsync every 2 min)", False), ("sync_interval: always", True)):
         results[label] = await measure(always, args.messages, args.size)
         r = results[label]
-        print(f"{label:<30} publish p50 {r['p50_ms']:.2f} ms  p95 {r['p95_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
-              f"  {r['per_second']:.0f} msg/s")
+        print(
+            f"{label:<30} publish p50 {r['p50_ms']:.2f} ms  p95 {r['p95_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
+            f"  {r['per_second']:.0f} msg/s"
+        )
     out = REPO / "bench" / "results" / "bus.json"
     out.write_text(json.dumps({"messages": args.messages, "size": args.size, "results": results}, indent=2) + "\n")
 

@@ -114,17 +114,26 @@ async def main() -> None:
                 latencies[group].append(answered[0].times[1] - at)
             expected = {c for c, _, _, _ in sent}
             extra = sum(
-                1 for chat in expected for m in stack.telegram.messages(chat) if m.reply_to not in {mid for c, mid, _, _ in sent if c == chat}
+                1
+                for chat in expected
+                for m in stack.telegram.messages(chat)
+                if m.reply_to not in {mid for c, mid, _, _ in sent if c == chat}
             )
             floods = len(stack.telegram.floods)
 
     figures = {
         group: {"notes": len(v), "p50_s": round(percentile(v, 0.5), 2), "p95_s": round(percentile(v, 0.95), 2)}
-        for group, v in latencies.items() if v
+        for group, v in latencies.items()
+        if v
     }
     result = {
-        "notes": len(sent), "lost": lost, "duplicated": duplicated, "extra_messages": extra,
-        "telegram_429s_waited_out": floods, "end_to_end": figures, "peak_memory_mb": {k: round(v) for k, v in memory.items()},
+        "notes": len(sent),
+        "lost": lost,
+        "duplicated": duplicated,
+        "extra_messages": extra,
+        "telegram_429s_waited_out": floods,
+        "end_to_end": figures,
+        "peak_memory_mb": {k: round(v) for k, v in memory.items()},
         "llm_latency_s": args.llm_latency,
     }
     print(f"lost {lost}, duplicated {duplicated}, extra messages {extra}, 429s waited out {floods}")

@@ -60,7 +60,7 @@ class Stack:
         self.notes: dict[str, Note] = {}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    async def __aenter__(self) -> "Stack":
+    async def __aenter__(self) -> Stack:
         self.nats.start()
         await self.telegram.start()
         await self.openai.start()
@@ -90,12 +90,18 @@ class Stack:
         log = (self.work / f"up-{transcribers}.log").open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "infra.cli", "up", "--transcribers", str(transcribers)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.work,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.work,
         )
         await wait_for_modes(self.bus, {"DEFAULT", "TONE"})
         # Transcribers load and warm their models; the gateway starts last. Wait until each says so.
         log_path = self.work / f"up-{transcribers}.log"
-        while log_path.read_text().count(" ready") < transcribers + 4 or "voice_insight.gateway: ready" not in log_path.read_text():
+        while (
+            log_path.read_text().count(" ready") < transcribers + 4
+            or "voice_insight.gateway: ready" not in log_path.read_text()
+        ):
             await asyncio.sleep(0.2)
 
     def down(self) -> None:
@@ -151,7 +157,10 @@ async def latency(stack: Stack, notes: int, seconds: float) -> dict[str, dict[st
         samples["answer"].append(answer_at - e["analysis"])
         samples["end_to_end"].append(answer_at - note.sent)
         samples["bus_overhead"].append(answer_at - note.sent - note.transcript.transcribe_seconds - slowest)
-    return {s: {"p50": percentile(v, 0.5), "p95": percentile(v, 0.95), "mean": statistics.fmean(v)} for s, v in samples.items()}
+    return {
+        s: {"p50": percentile(v, 0.5), "p95": percentile(v, 0.95), "mean": statistics.fmean(v)}
+        for s, v in samples.items()
+    }
 
 
 async def throughput(stack: Stack, notes: int, seconds: float) -> float:
@@ -179,7 +188,9 @@ async def main() -> None:
     async with Stack(work, args.llm_latency) as stack:
         await stack.up(transcribers=1)
         results["latency"] = await latency(stack, args.notes, args.seconds)
-        print(f"{args.notes} notes of ~{args.seconds:.0f} s, one at a time, LLM double latency {args.llm_latency:.2f} s")
+        print(
+            f"{args.notes} notes of ~{args.seconds:.0f} s, one at a time, LLM double latency {args.llm_latency:.2f} s"
+        )
         print(f"  {'stage':<16} {'p50':>8} {'p95':>8}")
         for stage, figures in results["latency"].items():
             print(f"  {stage:<16} {figures['p50'] * 1000:>6.0f}ms {figures['p95'] * 1000:>6.0f}ms")
@@ -190,8 +201,10 @@ async def main() -> None:
                 await stack.up(transcribers=transcribers)
             rate = await throughput(stack, args.throughput_notes, args.throughput_seconds)
             results["throughput"][str(transcribers)] = rate
-            print(f"  throughput with {transcribers} transcriber(s): {rate:.1f} voice-minutes per minute "
-                  f"({args.throughput_notes} notes of ~{args.throughput_seconds:.0f} s sent at once)")
+            print(
+                f"  throughput with {transcribers} transcriber(s): {rate:.1f} voice-minutes per minute "
+                f"({args.throughput_notes} notes of ~{args.throughput_seconds:.0f} s sent at once)"
+            )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

@@ -8,7 +8,14 @@ import logging
 
 from formatter.join import AnswerMarks, JoinStore
 from formatter.service import FormatterService
-from infra.bus import BUCKET_ANSWERED, BUCKET_JOINS, CONSUMER_FORMATTER, CONSUMER_FORMATTER_DEADLINE, CORE_CONSUMERS, Bus
+from infra.bus import (
+    BUCKET_ANSWERED,
+    BUCKET_JOINS,
+    CONSUMER_FORMATTER,
+    CONSUMER_FORMATTER_DEADLINE,
+    CORE_CONSUMERS,
+    Bus,
+)
 from infra.contracts import Event, Transcript, decoder
 from infra.health import HealthServer, port_for
 from infra.service import run_service

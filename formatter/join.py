@@ -15,8 +15,8 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 import msgspec
 import nats.js.errors
@@ -38,7 +38,7 @@ class JoinState(msgspec.Struct, kw_only=True):
     analyses: dict[str, Analysis] = {}
     failure: Failure | None = None
 
-    def apply(self, event: Event) -> "JoinState":
+    def apply(self, event: Event) -> JoinState:
         if isinstance(event, AudioReceived):
             self.origin = event.origin
             self.object_name = event.audio.object_name
@@ -91,7 +91,7 @@ class JoinStore:
         while True:
             try:
                 entry = await self.kv.get(cid)
-                state, revision = _decode(entry.value), entry.revision
+                state, revision = _decode(entry.value or b"{}"), entry.revision
             except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
                 state, revision = JoinState(), None
             state.apply(event)
@@ -217,7 +217,9 @@ class AnswerMarks:
                         self._seen.pop(cid, None)
                         return AlreadySent()
                     case Released(parts_sent=parts):
-                        updated = await self.kv.update(cid, encode_mark(Claimed(owner=owner, parts_sent=parts)), last=revision)
+                        updated = await self.kv.update(
+                            cid, encode_mark(Claimed(owner=owner, parts_sent=parts)), last=revision
+                        )
                         return Owned(self.kv, cid, owner, updated, parts)
                     case Claimed(parts_sent=parts):
                         assert revision is not None
@@ -225,7 +227,9 @@ class AnswerMarks:
                         if wait > 0:
                             return HeldElsewhere(wait)
                         log.warning("%s: taking over a claim whose owner stopped answering", cid)
-                        updated = await self.kv.update(cid, encode_mark(Claimed(owner=owner, parts_sent=parts)), last=revision)
+                        updated = await self.kv.update(
+                            cid, encode_mark(Claimed(owner=owner, parts_sent=parts)), last=revision
+                        )
                         self._seen.pop(cid, None)
                         return Owned(self.kv, cid, owner, updated, parts)
             except nats.js.errors.KeyWrongLastSequenceError:

@@ -50,7 +50,13 @@ ORPHAN_AFTER = 600.0
 
 # The Bot API's "never" (retrying cannot help): blocked by the user, chat gone, a request Telegram refuses.
 # TelegramBadRequest "message is not modified" and "message to edit not found" are handled before this.
-PERMANENT = (TelegramForbiddenError, TelegramBadRequest, TelegramNotFound, TelegramEntityTooLarge, TelegramMigrateToChat)
+PERMANENT = (
+    TelegramForbiddenError,
+    TelegramBadRequest,
+    TelegramNotFound,
+    TelegramEntityTooLarge,
+    TelegramMigrateToChat,
+)
 
 
 def _permanent_reason(exc: BaseException) -> str:
@@ -91,12 +97,14 @@ class FormatterService:
             return  # late or redelivered piece of a note that already has its answer
         with tracer().start_as_current_span("join") as span:
             state = await self.joins.merge(cid, event)
-            span.set_attributes({
-                "voice_insight.join.modes_expected": len(state.modes),
-                "voice_insight.join.analyses_in": len(state.analyses),
-                "voice_insight.join.has_transcript": state.transcript is not None,
-                "voice_insight.join.complete": state.complete,
-            })
+            span.set_attributes(
+                {
+                    "voice_insight.join.modes_expected": len(state.modes),
+                    "voice_insight.join.analyses_in": len(state.analyses),
+                    "voice_insight.join.has_transcript": state.transcript is not None,
+                    "voice_insight.join.complete": state.complete,
+                }
+            )
         if state.complete:
             await self.finish(cid, state, delivery)
 
@@ -149,7 +157,7 @@ class FormatterService:
                 ERRORS.labels("reply", "", "flood_control").inc()
                 await claim.release()
                 raise Retry(float(exc.retry_after), "Telegram flood control") from None
-            except (TelegramNetworkError, TelegramServerError, TelegramUnauthorizedError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, TelegramNetworkError, TelegramServerError, TelegramUnauthorizedError) as exc:
                 # Telegram away (outage, restart, network): keep the answer and try again, backing off up to
                 # a minute, for as long as the stream keeps the note.
                 record_failure(span, exc)
@@ -231,7 +239,9 @@ class FormatterService:
             if state.user_key and state.transcript is not None:
                 await DailyCounter(await self.bus.kv(BUCKET_QUOTA)).add(state.user_key, state.transcript.duration)
         except Exception as exc:
-            log.warning("%s: limits not updated (%s); the in-flight mark expires within the hour", cid, type(exc).__name__)
+            log.warning(
+                "%s: limits not updated (%s); the in-flight mark expires within the hour", cid, type(exc).__name__
+            )
         try:
             await self.joins.forget(cid)
             if state.object_name:

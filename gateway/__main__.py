@@ -58,7 +58,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     dispatcher.include_router(build_router())
     await bot.delete_webhook(drop_pending_updates=False)  # long polling and a webhook exclude each other
     await bot.set_my_commands(COMMANDS)
-    updates = UpdateHandler(bot, dispatcher, {"bus": bus, "intake": intake, "max_audio_seconds": settings.max_audio_seconds})
+    updates = UpdateHandler(
+        bot, dispatcher, {"bus": bus, "intake": intake, "max_audio_seconds": settings.max_audio_seconds}
+    )
     bus.consume(consumer_spec(CONSUMER_GATEWAY), decoder(TelegramUpdate), updates.handle, give_up=updates.give_up)
     poller = UpdatePoller(bot, bus)
     polling = asyncio.create_task(poller.run())

@@ -35,7 +35,9 @@ async def on_list_modes(message: Message, bus: Bus) -> None:
         await message.answer(text("modes_none", lang))
         return
     lines = [text("modes_header", lang)]
-    lines += [f"• <b>{html.escape(m.mode)}</b>: {html.escape(m.title)} · <code>{html.escape(m.model)}</code>" for m in modes]
+    lines += [
+        f"• <b>{html.escape(m.mode)}</b>: {html.escape(m.title)} · <code>{html.escape(m.model)}</code>" for m in modes
+    ]
     await message.answer("\n".join(lines))
 
 

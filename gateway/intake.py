@@ -2,9 +2,10 @@
 
 The status message goes out first, so the user sees "listening…" within a second whatever happens next. Every
 early failure edits that same message into a clear answer. Downloads stream into a spool (memory, then disk)
-and from there into the object store in chunks: no file is ever held in memory whole. A note is identified by a keyed hash of its chat
-and message ids: the same Telegram message always gets the same correlation ID (so a repeated update is
-dropped by the stream's duplicate window and by the formatter's answered mark), and the ID reveals neither.
+and from there into the object store in chunks: no file is ever held in memory whole. A note is identified by
+a keyed hash of its chat and message ids: the same Telegram message always gets the same correlation ID (so a
+repeated update is dropped by the stream's duplicate window and by the formatter's answered mark), and the ID
+reveals neither.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import aiohttp
 import msgspec
@@ -25,6 +27,7 @@ from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramRet
 from aiogram.types import Message
 from nats.js.kv import KeyValue
 from opentelemetry.trace import Span, SpanKind
+from opentelemetry.util.types import Attributes
 
 from infra.answers import Sent, encode_mark, is_answered
 from infra.bus import (
@@ -41,8 +44,8 @@ from infra.contracts import AudioReceived, AudioRef, Origin
 from infra.limits import FAIR_SHARE, DailyCounter, Limits, UserLedger, note_finished, user_key
 from infra.metrics import ERRORS, LIMITED, PROCESSED, STAGE_SECONDS
 from infra.modes import live_modes
-from infra.telemetry import record_failure, tracer
 from infra.telegram import DOWNLOAD_LIMIT
+from infra.telemetry import record_failure, tracer
 from infra.texts import duration_limit, text, ui_language
 
 log = logging.getLogger("voice_insight.gateway")
@@ -69,7 +72,7 @@ class DownloadFailed(Exception):
 
 @dataclass(frozen=True)
 class Media:
-    kind: str
+    kind: Literal["voice", "audio", "video_note", "document"]
     file_id: str
     size: int | None
     duration: float | None
@@ -87,8 +90,8 @@ def media_of(message: Message) -> Media | None:
         n = message.video_note
         return Media("video_note", n.file_id, n.file_size, n.duration, "video/mp4")
     if message.video:
-        v = message.video
-        return Media("document", v.file_id, v.file_size, v.duration, v.mime_type)
+        video = message.video
+        return Media("document", video.file_id, video.file_size, video.duration, video.mime_type)
     if message.document:
         d = message.document
         return Media("document", d.file_id, d.file_size, None, d.mime_type)
@@ -157,7 +160,7 @@ class Intake:
 
     async def accept(self, message: Message, media: Media) -> None:
         """Take one voice note in; the root span of its trace."""
-        attributes = {
+        attributes: Attributes = {
             "voice_insight.media.kind": media.kind,
             "voice_insight.audio.size_bytes": media.size or 0,
             "voice_insight.audio.duration_hint_seconds": float(media.duration or 0),
@@ -214,7 +217,9 @@ class Intake:
                 reason, values = limit
                 LIMITED.labels({"busy": "pending", "slow_down": "per_minute"}.get(reason, reason)).inc()
                 log.info("%s: refused at intake: %s", cid, reason)
-                await self.bot.edit_message_text(text=text(reason, lang, **values), chat_id=message.chat.id, message_id=status_id)
+                await self.bot.edit_message_text(
+                    text=text(reason, lang, **values), chat_id=message.chat.id, message_id=status_id
+                )
                 await self._mark_refused(cid)
                 return
         if media.size is not None and media.size > DOWNLOAD_LIMIT:
@@ -245,7 +250,10 @@ class Intake:
                     language_hint=message.from_user.language_code if message.from_user else None,
                 ),
                 audio=AudioRef(
-                    object_name=cid, kind=media.kind, mime_type=media.mime_type, size=spool.size,  # type: ignore[arg-type]
+                    object_name=cid,
+                    kind=media.kind,
+                    mime_type=media.mime_type,
+                    size=spool.size,
                     duration_hint=float(media.duration) if media.duration is not None else None,
                 ),
                 modes=(),
@@ -335,7 +343,7 @@ class Intake:
                 if exc.status < 500 and exc.status != 429:
                     raise DownloadFailed(f"http_{exc.status}") from None
                 kind, delay = f"http_{exc.status}", 1.0 * 2**attempt
-            except (TelegramAPIError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, TelegramAPIError, aiohttp.ClientError, OSError) as exc:
                 kind, delay = type(exc).__name__, 1.0 * 2**attempt
             if attempt == DOWNLOAD_ATTEMPTS - 1:
                 raise DownloadFailed(kind)
@@ -352,10 +360,14 @@ class Intake:
         while True:
             try:
                 store = await self.bus.audio_store()
-                attributes = {"voice_insight.bucket": BUCKET_AUDIO, "voice_insight.audio.size_bytes": spool.size}
+                attributes: Attributes = {
+                    "voice_insight.bucket": BUCKET_AUDIO,
+                    "voice_insight.audio.size_bytes": spool.size,
+                }
                 with tracer().start_as_current_span("object_store put", kind=SpanKind.CLIENT, attributes=attributes):
                     spool.seek(0)
-                    await store.put(event.audio.object_name, spool.file)  # read in chunks, never whole
+                    # Read in chunks, never whole (nats-py takes any reader; its annotation says less).
+                    await store.put(event.audio.object_name, spool.file)  # type: ignore[arg-type]
                 modes = tuple(m.mode for m in await live_modes(self.bus))
                 ready = msgspec.structs.replace(event, modes=modes)
                 subject = SUBJECT_AUDIO

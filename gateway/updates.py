@@ -73,7 +73,10 @@ class UpdatePoller:
         payload = update.model_dump_json(by_alias=True, exclude_none=True).encode()
         item = TelegramUpdate(update_id=update.update_id, payload=msgspec.Raw(payload))
         await self.bus.publish(
-            SUBJECT_UPDATES, item, msg_id=f"update-{self.bot.id}-{update.update_id}", stream=STREAM_UPDATES,
+            SUBJECT_UPDATES,
+            item,
+            msg_id=f"update-{self.bot.id}-{update.update_id}",
+            stream=STREAM_UPDATES,
             traced=False,  # a voice note's trace starts when it is taken in, not when it is queued
         )
 

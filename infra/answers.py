@@ -15,7 +15,7 @@ The gateway writes `Sent(outcome="refused")` for notes it refused at intake; ana
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 import msgspec
 import nats.js.errors
@@ -36,7 +36,7 @@ class Sent(msgspec.Struct, frozen=True, kw_only=True, tag="sent"):
     parts: int = 1
 
 
-Mark = Union[Claimed, Released, Sent]
+Mark = Claimed | Released | Sent
 
 encode_mark = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(Mark).decode

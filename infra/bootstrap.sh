@@ -27,4 +27,8 @@ if ! command -v espeak-ng >/dev/null || ! command -v ffmpeg >/dev/null; then
 fi
 .venv/bin/python -m pip install --quiet -e '.[test]'
 .venv/bin/voice-insight install-model .cache/models/whisper-base >/dev/null
+# Lint, format and types first: a minute's worth of checks before the suite's ten.
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

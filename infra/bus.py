@@ -18,7 +18,8 @@ The outcomes, settled in one place (`_handle`):
 |                                  | time still ends in a clear message                                    |
 
 Attempts are counted from JetStream's delivery count, not from exceptions (so a `Retry` uses one up too:
-consumers that retry often leave `max_attempts` unlimited), and the server's own `max_deliver` stays unlimited: a message is never dropped by the server behind our back. While a handler
+consumers that retry often leave `max_attempts` unlimited), and the server's own `max_deliver` stays unlimited: a
+message is never dropped by the server behind our back. While a handler
 runs, in-progress acks keep the message ours, so slow work (transcribing ten minutes of audio) is not
 redelivered to another replica mid-way, while a crash still means redelivery, not loss. Undecodable messages
 are rejected like poison.
@@ -30,8 +31,9 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 import nats
@@ -44,6 +46,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 from opentelemetry import propagate
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
+from opentelemetry.util.types import Attributes
 
 from infra.contracts import encode
 from infra.metrics import CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERED, REDELIVERIES, REJECTED
@@ -184,7 +187,12 @@ class ConsumerSpec:
 CORE_CONSUMERS = (
     # Updates: eight handled at once per gateway bounds its memory; the rest wait durably in the stream.
     ConsumerSpec(
-        CONSUMER_GATEWAY, SUBJECT_UPDATES, ack_wait=10.0, max_attempts=8, concurrency=8, stream=STREAM_UPDATES,
+        CONSUMER_GATEWAY,
+        SUBJECT_UPDATES,
+        ack_wait=10.0,
+        max_attempts=8,
+        concurrency=8,
+        stream=STREAM_UPDATES,
         traced=False,
     ),
     ConsumerSpec(CONSUMER_TRANSCRIBER, SUBJECT_AUDIO, ack_wait=15.0, max_attempts=3),
@@ -226,7 +234,7 @@ class Bus:
     # connection ----------------------------------------------------------------------------------
 
     @classmethod
-    async def connect(cls, servers: list[str], name: str, replicas: int = 1, wait: float = 60.0) -> "Bus":
+    async def connect(cls, servers: list[str], name: str, replicas: int = 1, wait: float = 60.0) -> Bus:
         """Connect, retrying while the server is not up yet (compose starts everything at once)."""
 
         async def on_disconnect() -> None:
@@ -253,7 +261,7 @@ class Bus:
                     error_cb=on_error,
                 )
                 return cls(nc, replicas=replicas)
-            except (OSError, nats.errors.NoServersError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, nats.errors.NoServersError) as exc:
                 if time.monotonic() > deadline:
                     where = ", ".join(re.sub(r"//[^@/]*@", "//", s) for s in servers)  # no credentials in logs
                     raise ConnectionError(f"cannot reach NATS at {where}: {type(exc).__name__}") from exc
@@ -265,10 +273,16 @@ class Bus:
 
     async def ensure_topology(self) -> None:
         """Create the stream, buckets and core consumers if missing; safe to run from every service."""
+
         def stream(name: str, subject: str, age: float, **more: Any) -> api.StreamConfig:
             return api.StreamConfig(
-                name=name, subjects=[subject], storage=api.StorageType.FILE, max_age=age,
-                duplicate_window=min(age, DUPLICATE_WINDOW), num_replicas=self.replicas, **more,
+                name=name,
+                subjects=[subject],
+                storage=api.StorageType.FILE,
+                max_age=age,
+                duplicate_window=min(age, DUPLICATE_WINDOW),
+                num_replicas=self.replicas,
+                **more,
             )
 
         streams = (
@@ -368,7 +382,7 @@ class Bus:
         if not traced:
             await self.js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id}, timeout=timeout, stream=stream)
             return
-        attributes = {**_messaging(subject, "send"), "messaging.message.body.size": len(payload)}
+        attributes: Attributes = {**_messaging(subject, "send"), "messaging.message.body.size": len(payload)}
         with tracer().start_as_current_span(f"send {subject}", kind=SpanKind.PRODUCER, attributes=attributes) as span:
             headers: dict[str, str] = {"Nats-Msg-Id": msg_id}
             propagate.inject(headers)
@@ -453,7 +467,7 @@ class Bus:
         if not spec.traced:
             await self._handle(consumer, spec, msg, event, delivery, INVALID_SPAN)
             return
-        attributes = {
+        attributes: Attributes = {
             **_messaging(msg.subject, "process"),
             "messaging.consumer.group.name": spec.durable,
             "messaging.nats.delivery_count": delivery.attempt,
@@ -495,7 +509,11 @@ class Bus:
             delay = backoff(delivery.attempt, cap=spec.max_backoff)
             log.warning(
                 "%s: attempt %d on %s failed: %s; retry in %.1fs",
-                spec.durable, delivery.attempt, msg.subject, type(exc).__name__, delay,
+                spec.durable,
+                delivery.attempt,
+                msg.subject,
+                type(exc).__name__,
+                delay,
             )
             await self._settle(msg.nak(delay=delay))
             return
@@ -503,7 +521,9 @@ class Bus:
             keepalive.cancel()
         await self._settle(msg.ack_sync())
 
-    async def _give_up(self, consumer: _Consumer[Any], spec: ConsumerSpec, msg: Msg, event: Any, exc: BaseException) -> None:
+    async def _give_up(
+        self, consumer: _Consumer[Any], spec: ConsumerSpec, msg: Msg, event: Any, exc: BaseException
+    ) -> None:
         log.error("%s: giving up on %s: %s", spec.durable, msg.subject, type(exc).__name__)
         if consumer.give_up is None:
             REJECTED.labels(spec.durable, "attempts_exhausted").inc()

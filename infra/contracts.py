@@ -9,7 +9,7 @@ change gets a new tag (`/2`) and a transition period in which consumers accept b
 from __future__ import annotations
 
 import time
-from typing import Literal, Union
+from typing import Any, Literal
 
 import msgspec
 
@@ -154,11 +154,11 @@ class TelegramUpdate(Contract, frozen=True, tag="telegram.update/1"):
     payload: msgspec.Raw
 
 
-Event = Union[AudioReceived, Transcript, Analysis, Failure]
+Event = AudioReceived | Transcript | Analysis | Failure
 
 encode = msgspec.json.Encoder().encode
 
 
-def decoder(kind: type) -> msgspec.json.Decoder:
+def decoder(kind: Any) -> msgspec.json.Decoder:
     """A strict decoder for one contract (or a Union of them)."""
     return msgspec.json.Decoder(kind)

@@ -51,7 +51,8 @@ def nats_config(store: Path) -> Path:
     config = store.parent / "nats-server.conf"
     config.write_text(
         "# Written by voice-insight up; edits are overwritten.\n"
-        f"server_name: voice-insight\njetstream {{\n  store_dir: {json.dumps(str(store))}\n  sync_interval: always\n}}\n"
+        "server_name: voice-insight\n"
+        f"jetstream {{\n  store_dir: {json.dumps(str(store))}\n  sync_interval: always\n}}\n"
     )
     return config
 
@@ -77,7 +78,9 @@ def plan(transcribers: int, modes: list[str], base_port: int = 9100) -> list[Chi
         ("transcriber" if transcribers == 1 else f"transcriber-{i + 1}", ("transcriber",)) for i in range(transcribers)
     ]
     roles += [(f"analyzer-{m.lower()}", ("analyzer", "--mode", m)) for m in modes]
-    children = [Child(name, (*me, *args), base_port + 1 + i if base_port else 0) for i, (name, args) in enumerate(roles)]
+    children = [
+        Child(name, (*me, *args), base_port + 1 + i if base_port else 0) for i, (name, args) in enumerate(roles)
+    ]
     return children[1:] + children[:1]  # the gateway starts last: no voice note arrives before the rest is up
 
 
@@ -99,7 +102,10 @@ class Supervisor:
         self, name: str, argv: tuple[str, ...], color: str, env: dict[str, str] | None = None
     ) -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(
-            *argv, env={**self.env, **(env or {})}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            *argv,
+            env={**self.env, **(env or {})},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
         )
         assert proc.stdout is not None
@@ -123,7 +129,7 @@ class Supervisor:
             print(f"{child.name:<14}| exited with {code}; restarting in {backoff:.0f}s", flush=True)
             try:
                 await asyncio.wait_for(self.stopping.wait(), backoff)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             backoff = min(backoff * 2, 30.0)
 
@@ -134,7 +140,7 @@ class Supervisor:
         for proc in procs:
             try:
                 await asyncio.wait_for(proc.wait(), STOP_GRACE)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
                 await proc.wait()
 
@@ -148,7 +154,7 @@ async def _wait_for_port(port: int, timeout: float = 20.0) -> None:
             return
         except OSError:
             if asyncio.get_running_loop().time() > deadline:
-                raise SystemExit(f"voice-insight up: nats-server did not start on port {port}")
+                raise SystemExit(f"voice-insight up: nats-server did not start on port {port}") from None
             await asyncio.sleep(0.1)
 
 

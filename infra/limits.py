@@ -60,7 +60,7 @@ def user_key(key: bytes, user_id: int) -> str:
 
 
 def today() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%d")
 
 
 async def _subjects(bus: Bus, stream: str, subjects: str) -> int:

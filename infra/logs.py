@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from collections.abc import Iterable
 from types import TracebackType
-from typing import Iterable
 
 REDACTED = "[redacted]"
 

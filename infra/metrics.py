@@ -2,7 +2,7 @@
 
 Labels take bounded values only: stage, mode, model, reason, consumer, direction. Never an id, never text.
 
-The seed's metrics, made concrete:
+What operators watch:
 * `processing_time` → `voice_insight_stage_seconds{stage, mode}` histograms: download, transcribe, analyze
   (per mode), join (transcript to answer), reply (Bot API), end_to_end (update to answer).
 * `tokens_used_per_mode` → `voice_insight_llm_tokens_total{mode, model, direction}` (input/output).
@@ -24,7 +24,9 @@ STAGE_SECONDS = Histogram(
     "voice_insight_stage_seconds", "Time spent per pipeline stage", ["stage", "mode"], buckets=_SECONDS
 )
 PROCESSED = Counter("voice_insight_processed_total", "Work items finished per stage (any outcome)", ["stage", "mode"])
-ERRORS = Counter("voice_insight_errors_total", "Work items that failed, per stage and reason", ["stage", "mode", "reason"])
+ERRORS = Counter(
+    "voice_insight_errors_total", "Work items that failed, per stage and reason", ["stage", "mode", "reason"]
+)
 ANSWERS = Counter("voice_insight_answers_total", "Answers sent, by kind: complete, partial or failure", ["kind"])
 TOKENS = Counter("voice_insight_llm_tokens_total", "LLM tokens used", ["mode", "model", "direction"])
 AUDIO_SECONDS = Counter("voice_insight_audio_seconds_total", "Seconds of audio transcribed")
@@ -43,7 +45,9 @@ REJECTED = Counter(
     "Messages terminated without being handled (poison, undecodable, attempts exhausted)",
     ["consumer", "reason"],
 )
-REDELIVERIES = Counter("voice_insight_redeliveries_total", "Deliveries after the first, as handlers saw them", ["consumer"])
+REDELIVERIES = Counter(
+    "voice_insight_redeliveries_total", "Deliveries after the first, as handlers saw them", ["consumer"]
+)
 TELEGRAM_FLOOD_WAITS = Counter(
     "voice_insight_telegram_flood_waits_total", "429 retry_after answers from the Bot API, waited out", ["method"]
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import msgspec
 import nats.js.errors
@@ -66,4 +66,3 @@ async def announce_forever(bus: Bus, info_factory: Callable[[], ModeInfo], every
         except Exception as exc:  # NATS restarting: the next beat will land; the TTL gives us slack
             log.warning("mode heartbeat for %s failed: %s", info.mode, type(exc).__name__)
         await asyncio.sleep(every)
-

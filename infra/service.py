@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from infra.logs import setup_logging
 from infra.settings import Settings, SettingsError, load_settings

@@ -72,7 +72,11 @@ class FloodControl(BaseRequestMiddleware):
         limiter = self._chats.get(chat)
         if limiter is None:
             is_group = isinstance(chat, str) or chat < 0  # groups, supergroups and channels have negative ids
-            limiter = AsyncLimiter(1, self.group_interval) if is_group else AsyncLimiter(self.private_burst, self.private_burst)
+            limiter = (
+                AsyncLimiter(1, self.group_interval)
+                if is_group
+                else AsyncLimiter(self.private_burst, self.private_burst)
+            )
             self._chats[chat] = limiter
             while len(self._chats) > self.max_chats:  # forget the chats least recently written to
                 old, _ = self._chats.popitem(last=False)
@@ -118,4 +122,3 @@ def make_bot(
         session=session,
         default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
     )
-

@@ -83,7 +83,9 @@ _TEXTS: dict[str, dict[Lang, str]] = {
     },
     "private": {
         "ru": "🔒 Это частный бот. Если вы знаете его владельца, попросите добавить ваш id {id} в ALLOWED_USERS.",
-        "en": "🔒 This is a private bot. If you know its owner, ask them to add your Telegram id {id} to ALLOWED_USERS.",
+        "en": (
+            "🔒 This is a private bot. If you know its owner, ask them to add your Telegram id {id} to ALLOWED_USERS."
+        ),
     },
     "busy": {
         "ru": "⏳ Я ещё разбираю {count} ваших записей. Пришлите эту снова, когда на них придут ответы.",

@@ -15,9 +15,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
@@ -76,8 +76,17 @@ class NatsServer:
         # The same durability as `voice-insight up` and compose: every write synced before it is acknowledged.
         (self.store / "nats").mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [nats_server_binary(), "-c", str(nats_config(self.store / "nats")), "-a", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                nats_server_binary(),
+                "-c",
+                str(nats_config(self.store / "nats")),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -151,8 +160,28 @@ class Speech:
         wav, mp4 = self._path(".wav"), self._path(".mp4")
         subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), text], check=True)
         subprocess.run(
-            ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "color=c=teal:s=240x240:r=15", "-i", str(wav),
-             "-shortest", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", str(mp4)],
+            [
+                "ffmpeg",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "color=c=teal:s=240x240:r=15",
+                "-i",
+                str(wav),
+                "-shortest",
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "64k",
+                str(mp4),
+            ],
             check=True,
         )
         return mp4.read_bytes()
@@ -161,8 +190,23 @@ class Speech:
         """Synthetic non-speech sound (`anullsrc` silence, `sine`, `anoisesrc`) of a given length."""
         wav = self._path(".wav")
         subprocess.run(
-            ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", source, "-t", str(seconds), "-ar", "16000",
-             "-ac", "1", str(wav)],
+            [
+                "ffmpeg",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                source,
+                "-t",
+                str(seconds),
+                "-ar",
+                "16000",
+                "-ac",
+                "1",
+                str(wav),
+            ],
             check=True,
         )
         return voice_note(wav)
@@ -212,7 +256,9 @@ def _heal_openai(request: pytest.FixtureRequest) -> Iterator[None]:
 # --- the stack -------------------------------------------------------------------------------------
 
 
-def stack_env(nats: NatsServer, telegram: TelegramDouble, openai: OpenAIDouble, model: Path, state: Path) -> dict[str, str]:
+def stack_env(
+    nats: NatsServer, telegram: TelegramDouble, openai: OpenAIDouble, model: Path, state: Path
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NATS_", "TELEGRAM_", "OPENAI_"))}
     env.update(
         NATS_URL=nats.url,
@@ -259,8 +305,13 @@ async def wait_for_modes(bus: Bus, modes: set[str], timeout: float = 120.0) -> N
 
 @pytest_asyncio.fixture(scope="session")
 async def stack(
-    nats_server: NatsServer, bus: Bus, telegram: TelegramDouble, openai_double: OpenAIDouble, model_dir: Path,
-    otlp: OTLPReceiver, tmp_path_factory: pytest.TempPathFactory,
+    nats_server: NatsServer,
+    bus: Bus,
+    telegram: TelegramDouble,
+    openai_double: OpenAIDouble,
+    model_dir: Path,
+    otlp: OTLPReceiver,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Stack]:
     """`voice-insight up` against the session's NATS and the doubles, as a user would run it, with tracing on."""
     state = tmp_path_factory.mktemp("state")
@@ -269,8 +320,11 @@ async def stack(
     env.update(OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="100")
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "up"], env=env, cwd=tempfile.gettempdir(),
-            stdout=sink, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "infra.cli", "up"],
+            env=env,
+            cwd=tempfile.gettempdir(),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
         )
     running = Stack(proc, log, int(env["METRICS_PORT"]))
     try:

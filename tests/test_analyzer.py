@@ -27,8 +27,15 @@ HOSTILE = (
 
 def a_transcript(text: str, published_at: float | None = None) -> Transcript:
     return Transcript(
-        correlation_id=f"analyzer-test-{next(_cids)}", text=text, language="en", language_probability=0.99,
-        duration=9, segments=(), ui_language="en", model="base", transcribe_seconds=0.4,
+        correlation_id=f"analyzer-test-{next(_cids)}",
+        text=text,
+        language="en",
+        language_probability=0.99,
+        duration=9,
+        segments=(),
+        ui_language="en",
+        model="base",
+        transcribe_seconds=0.4,
         published_at=published_at or time.time(),
     )
 

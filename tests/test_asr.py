@@ -30,7 +30,9 @@ def test_english_speech(recognizer: SpeechRecognizer, speech: Speech) -> None:
 
 
 def test_russian_speech_is_recognised_as_russian_without_a_hint(recognizer: SpeechRecognizer, speech: Speech) -> None:
-    audio = speech.say("Привет! Позвони мне завтра утром, пожалуйста. Нужно обсудить новый проект и бюджет.", voice="ru", speed=130)
+    audio = speech.say(
+        "Привет! Позвони мне завтра утром, пожалуйста. Нужно обсудить новый проект и бюджет.", voice="ru", speed=130
+    )
     result = recognizer.transcribe(audio, None)
     assert result.language == "ru"
     assert "привет" in result.text.lower() and "проект" in result.text.lower()

@@ -15,8 +15,20 @@ from transcriber.asr import SAMPLE_RATE, AudioProblem, decode
 def encode(tmp_path: Path, name: str, seconds: float, *args: str) -> Path:
     out = tmp_path / name
     subprocess.run(
-        ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=16000",
-         "-t", str(seconds), *args, str(out)],
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=300:sample_rate=16000",
+            "-t",
+            str(seconds),
+            *args,
+            str(out),
+        ],
         check=True,
     )
     return out

@@ -53,8 +53,6 @@ async def test_retry_redelivers_after_the_delay_and_then_acks(private_bus: Bus) 
     assert all(later - earlier >= 0.35 for (_, earlier), (_, later) in zip(seen, seen[1:]))
 
 
-
-
 async def test_reject_terminates_the_message_and_counts_it(private_bus: Bus) -> None:
     subject = a_subject()
     calls = 0

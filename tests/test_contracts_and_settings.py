@@ -16,7 +16,9 @@ ORIGIN = Origin(chat_id=1, message_id=2, status_message_id=3, ui_language="ru")
 
 
 def test_events_round_trip_through_the_union_decoder_by_their_tag() -> None:
-    audio = AudioReceived(correlation_id="c", origin=ORIGIN, audio=AudioRef(object_name="c", kind="voice", size=10), modes=("DEFAULT",))
+    audio = AudioReceived(
+        correlation_id="c", origin=ORIGIN, audio=AudioRef(object_name="c", kind="voice", size=10), modes=("DEFAULT",)
+    )
     wire = encode(audio)
     assert b'"schema":"voice.audio/1"' in wire
     assert decoder(Event).decode(wire) == audio
@@ -39,7 +41,9 @@ def test_contracts_are_frozen() -> None:
 def test_settings_come_from_env_over_dotenv(tmp_path: Path) -> None:
     dotenv = tmp_path / ".env"
     dotenv.write_text("# comment\nexport JOIN_TIMEOUT=30\nWHISPER_MODEL='small'\nOPENAI_API_KEY=\n")
-    settings = load_settings((), environ={"JOIN_TIMEOUT": "45", "NATS_URL": "nats://a:4222,nats://b:4222"}, dotenv=dotenv)
+    settings = load_settings(
+        (), environ={"JOIN_TIMEOUT": "45", "NATS_URL": "nats://a:4222,nats://b:4222"}, dotenv=dotenv
+    )
     assert settings.join_timeout == 45.0 and settings.whisper_model == "small"
     assert settings.nats_servers == ["nats://a:4222", "nats://b:4222"]
     with pytest.raises(SettingsError, match="OPENAI_API_KEY is not set"):
@@ -62,15 +66,21 @@ def test_invalid_settings_are_named(env: dict[str, str], message: str) -> None:
 
 
 def test_secrets_stay_out_of_repr() -> None:
-    settings = load_settings((), environ={"TELEGRAM_TOKEN": "123:" + "A" * 30, "OPENAI_API_KEY": "sk-secret"}, dotenv=None)
+    settings = load_settings(
+        (), environ={"TELEGRAM_TOKEN": "123:" + "A" * 30, "OPENAI_API_KEY": "sk-secret"}, dotenv=None
+    )
     assert "sk-secret" not in repr(settings) and "AAAA" not in repr(settings)
 
 
 @pytest.mark.parametrize("role", [["gateway"], ["formatter"], ["analyzer", "--mode", "TONE"], ["up"]])
 def test_a_service_with_a_missing_setting_stops_with_one_line(role: list[str], tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "infra.cli", *role], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "infra.cli", *role],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -79,7 +89,11 @@ def test_a_service_with_a_missing_setting_stops_with_one_line(role: list[str], t
 
 def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "analyzer", "--mode", "NOPE"], cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "x"}, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "infra.cli", "analyzer", "--mode", "NOPE"],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "x"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2 and "unknown mode 'NOPE'; known: DEFAULT, TONE" in result.stderr

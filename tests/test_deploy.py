@@ -48,7 +48,9 @@ def test_compose_has_the_whole_stack_with_health_checks_and_limits(compose: dict
         assert services[name]["depends_on"]["nats"]["condition"] == "service_healthy"
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
     assert "nats-data:/data" in services["nats"]["volumes"], "JetStream on a named volume"
-    assert "whisper-models:/var/cache/voice-insight" in services["transcriber"]["volumes"], "model cache survives restarts"
+    assert "whisper-models:/var/cache/voice-insight" in services["transcriber"]["volumes"], (
+        "model cache survives restarts"
+    )
     assert "ports" not in services["transcriber"], "a fixed host port would stop --scale transcriber=3"
 
 
@@ -166,13 +168,15 @@ def test_the_lock_pins_every_runtime_dependency() -> None:
             pins[re.sub(r"[-_.]+", "-", name).lower()] = version
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     for requirement in project["dependencies"]:
-        name = re.split(r"[<>=!~ \[]", requirement, 1)[0]
+        name = re.split(r"[<>=!~ \[]", requirement, maxsplit=1)[0]
         assert re.sub(r"[-_.]+", "-", name).lower() in pins, name
 
 
 def test_env_example_lists_every_setting_without_values_for_secrets() -> None:
     entries = dict(
-        line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines() if line and not line.startswith("#")
+        line.split("=", 1)
+        for line in (REPO / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
     )
     for variable in KNOWN_VARIABLES | {"NATS_USER", "NATS_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "WHISPER_BAKE"}:
         assert variable in entries, variable

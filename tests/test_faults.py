@@ -25,7 +25,6 @@ from tests.test_pipeline_e2e import EN_TEXT, LISTENING, answer_of, new_chat, set
 pytestmark = pytest.mark.timeout(600)
 
 
-
 def assert_no_secret_in(output: str) -> None:
     for secret in (TOKEN, TOKEN.split(":", 1)[1]):
         assert secret not in output, "the bot token reached a log line"
@@ -73,8 +72,9 @@ async def test_a_malformed_mode_announcement_is_skipped_not_fatal(
 ) -> None:
     kv = await bus.kv(BUCKET_MODES)
     await kv.put("BROKEN", b'{"mode": "BROKEN", "title": 42')  # an analyzer written elsewhere, wrongly
-    wrong_key = ModeInfo(mode="lower case!", title="x", model="m", max_tokens=1, temperature=None, timeout=1,
-                         structured_output=False)
+    wrong_key = ModeInfo(
+        mode="lower case!", title="x", model="m", max_tokens=1, temperature=None, timeout=1, structured_output=False
+    )
     await kv.put("ODD", encode(wrong_key))
     try:
         chat = new_chat()
@@ -121,8 +121,27 @@ async def test_a_stream_with_no_declared_duration_is_refused_at_the_limit(
 ) -> None:  # type: ignore[no-untyped-def]
     live = tmp_path / "live.webm"
     subprocess.run(
-        ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=16000",
-         "-t", "900", "-c:a", "libopus", "-b:a", "6k", "-f", "webm", "-live", "1", str(live)],
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=300:sample_rate=16000",
+            "-t",
+            "900",
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "6k",
+            "-f",
+            "webm",
+            "-live",
+            "1",
+            str(live),
+        ],
         check=True,
     )
     chat = new_chat()

@@ -31,7 +31,9 @@ async def test_up_embeds_nats_answers_and_stops_cleanly_on_sigterm(
     env["TELEGRAM_TOKEN"] = telegram.token
     log = tmp_path / "up.log"
     with log.open("wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "up"], env=env, cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "up"], env=env, cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT
+        )
     bus = None
     try:
         deadline = time.monotonic() + 60
@@ -43,7 +45,9 @@ async def test_up_embeds_nats_answers_and_stops_cleanly_on_sigterm(
         await wait_for_modes(bus, {"DEFAULT", "TONE"})
 
         await telegram.send_media(1, speech.say("The budget meeting is on Thursday."), duration=3)
-        await telegram.wait_for(lambda: bool(telegram.messages(1)) and "Transcript" in telegram.messages(1)[0].text, 120)
+        await telegram.wait_for(
+            lambda: bool(telegram.messages(1)) and "Transcript" in telegram.messages(1)[0].text, 120
+        )
         assert "budget" in telegram.messages(1)[0].text.lower()
     finally:
         if bus:
@@ -75,8 +79,9 @@ async def test_a_stop_with_a_note_in_flight_finishes_it_after_the_restart(
 
     def start() -> subprocess.Popen[bytes]:
         with log.open("ab") as sink:
-            return subprocess.Popen([sys.executable, "-m", "infra.cli", "up"], env=env, cwd=tmp_path, stdout=sink,
-                                    stderr=subprocess.STDOUT)
+            return subprocess.Popen(
+                [sys.executable, "-m", "infra.cli", "up"], env=env, cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT
+            )
 
     async def ready(proc: subprocess.Popen[bytes], times: int) -> None:
         deadline = time.monotonic() + 120
@@ -105,7 +110,9 @@ async def test_a_stop_with_a_note_in_flight_finishes_it_after_the_restart(
         assert len(telegram.messages(1)) == 1 and len(telegram.messages(1)[0].history) == 2
 
         # The embedded nats-server dies: `up` starts it again on the same store, and notes flow again.
-        pids = subprocess.run(["pgrep", "-f", f"nats-server -c {tmp_path}"], capture_output=True, text=True).stdout.split()
+        pids = subprocess.run(
+            ["pgrep", "-f", f"nats-server -c {tmp_path}"], capture_output=True, text=True
+        ).stdout.split()
         assert len(pids) == 1
         os.kill(int(pids[0]), signal.SIGKILL)
         deadline = time.monotonic() + 60
@@ -113,7 +120,9 @@ async def test_a_stop_with_a_note_in_flight_finishes_it_after_the_restart(
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             await asyncio.sleep(0.2)
         await telegram.send_media(2, speech.say("Call the supplier about the delayed shipment today."), duration=3)
-        await telegram.wait_for(lambda: bool(telegram.messages(2)) and "Transcript" in telegram.messages(2)[0].text, 180)
+        await telegram.wait_for(
+            lambda: bool(telegram.messages(2)) and "Transcript" in telegram.messages(2)[0].text, 180
+        )
         assert "supplier" in telegram.messages(2)[0].text.lower()
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import itertools
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 from aiogram import Dispatcher
@@ -21,6 +21,7 @@ from gateway.intake import Intake, correlation_key
 from gateway.updates import UpdateHandler, UpdatePoller
 from infra.bus import (
     BUCKET_BUDGET,
+    CONSUMER_GATEWAY,
     STREAM,
     SUBJECT_AUDIO,
     SUBJECT_AUDIO_QUEUED,
@@ -28,7 +29,6 @@ from infra.bus import (
     ConsumerSpec,
     Delivery,
     consumer_spec,
-    CONSUMER_GATEWAY,
 )
 from infra.contracts import AudioReceived, TelegramUpdate, Transcript, decoder
 from infra.limits import DailyCounter, Limits, note_finished
@@ -51,7 +51,7 @@ class Gateway:
         spec = consumer_spec(CONSUMER_GATEWAY)
         self.spec = dataclasses.replace(spec, max_attempts=max_attempts or spec.max_attempts)
 
-    async def __aenter__(self) -> "Gateway":
+    async def __aenter__(self) -> Gateway:
         self.bus = bus = await Bus.connect([self.server], name="test-gateway")
         self.bot = make_bot(Settings(telegram_token=TOKEN, telegram_api_base=self.telegram.base_url))
         intake = Intake(bus, self.bot, correlation_key(TOKEN), 600, self.limits)
@@ -80,7 +80,9 @@ async def telegram() -> AsyncIterator[TelegramDouble]:  # its own bot, so the se
 async def refusal(telegram: TelegramDouble, chat: int, count: int, start: str) -> list[str]:
     """Wait for `count` status messages, one of them turned into a refusal (no transcriber runs here)."""
     await telegram.wait_for(
-        lambda: len(telegram.messages(chat)) >= count and any(m.text.startswith(start) for m in telegram.messages(chat)),
+        lambda: (
+            len(telegram.messages(chat)) >= count and any(m.text.startswith(start) for m in telegram.messages(chat))
+        ),
         60,
     )
     return [m.text for m in telegram.messages(chat)]
@@ -99,7 +101,9 @@ async def audio_events(bus: Bus, since: int) -> list[tuple[str, AudioReceived]]:
     return found
 
 
-async def test_a_closed_bot_tells_a_stranger_their_id_and_takes_nothing(private_bus: Bus, telegram: TelegramDouble) -> None:
+async def test_a_closed_bot_tells_a_stranger_their_id_and_takes_nothing(
+    private_bus: Bus, telegram: TelegramDouble
+) -> None:
     owner, stranger = next(_users), next(_users)
     since = (await private_bus.js.stream_info(STREAM)).state.last_seq
     async with Gateway(private_bus, telegram, Limits(allowed=frozenset({owner}))):
@@ -169,7 +173,9 @@ async def test_a_flooding_user_does_not_delay_someone_with_one_note(private_bus:
             done.set()
 
     private_bus.consume(
-        ConsumerSpec("fair-test", SUBJECT_AUDIO, ack_wait=5.0), decoder(AudioReceived), transcribe,
+        ConsumerSpec("fair-test", SUBJECT_AUDIO, ack_wait=5.0),
+        decoder(AudioReceived),
+        transcribe,
         then=(ConsumerSpec("fair-test-queued", SUBJECT_AUDIO_QUEUED, ack_wait=5.0),),
     )
     await asyncio.wait_for(done.wait(), 60)
@@ -185,8 +191,17 @@ async def test_past_the_daily_token_budget_analyses_stop_and_say_why(
         private_bus, ChatLLM(make_client(OPENAI_KEY, openai_double.base_url)), spec, spec.model, daily_tokens=1000
     )
     before = len(openai_double.requests)
-    transcript = Transcript(correlation_id="budget-test", text="Hello.", language="en", language_probability=1,
-                            duration=2, segments=(), ui_language="en", model="base", transcribe_seconds=0.1)
+    transcript = Transcript(
+        correlation_id="budget-test",
+        text="Hello.",
+        language="en",
+        language_probability=1,
+        duration=2,
+        segments=(),
+        ui_language="en",
+        model="base",
+        transcribe_seconds=0.1,
+    )
     await analyzer.handle(transcript, Delivery(subject="voice.transcript", attempt=1))
     assert len(openai_double.requests) == before
     stored = await private_bus.js.get_last_msg(STREAM, "voice.analysis.TONE")

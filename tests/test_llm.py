@@ -20,8 +20,13 @@ def llm(double: OpenAIDouble, key: str = OPENAI_KEY) -> ChatLLM:
 async def call(client: ChatLLM, mode: str, model: str | None = None):  # type: ignore[no-untyped-def]
     spec = MODES[mode]
     return await client.complete(
-        model=model or spec.model, system="Answer in English.", user=spec.prompt.format(text=TEXT),
-        max_tokens=spec.max_tokens, temperature=spec.temperature, timeout=spec.timeout, result_type=spec.result_type,
+        model=model or spec.model,
+        system="Answer in English.",
+        user=spec.prompt.format(text=TEXT),
+        max_tokens=spec.max_tokens,
+        temperature=spec.temperature,
+        timeout=spec.timeout,
+        result_type=spec.result_type,
     )
 
 
@@ -48,11 +53,13 @@ async def test_o3_gets_max_completion_tokens_and_no_temperature(openai_double: O
     assert done.usage.output_tokens == openai_double.usage_log[-1]["completion_tokens"] > 320  # reasoning billed
 
 
-async def test_the_seed_config_sent_raw_to_o3_is_what_the_real_api_rejects(openai_double: OpenAIDouble) -> None:
-    """Why the client adapts: the seed's `max_tokens`/`temperature` for o3 is a 400 from OpenAI."""
+async def test_classic_parameters_sent_raw_to_o3_are_what_the_real_api_rejects(openai_double: OpenAIDouble) -> None:
+    """Why the client adapts: `max_tokens`/`temperature` for o3 is a 400 from OpenAI."""
     client = make_client(OPENAI_KEY, openai_double.base_url)
     with pytest.raises(openai.BadRequestError) as err:
-        await client.chat.completions.create(model="o3", messages=[{"role": "user", "content": "x"}], max_tokens=1000, temperature=0.3)
+        await client.chat.completions.create(
+            model="o3", messages=[{"role": "user", "content": "x"}], max_tokens=1000, temperature=0.3
+        )
     assert err.value.code == "unsupported_parameter" and err.value.param == "max_tokens"
 
 
@@ -102,7 +109,7 @@ async def test_bad_key_unknown_model_and_unreachable_server(openai_double: OpenA
 async def test_a_reasoning_budget_eaten_by_reasoning_is_a_failure_not_an_empty_answer(
     openai_double: OpenAIDouble, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("analyzers.llm.REASONING_ALLOWANCE", 0)  # the seed's bare 1000-token budget, shrunk
+    monkeypatch.setattr("analyzers.llm.REASONING_ALLOWANCE", 0)  # a bare 1000-token budget, shrunk
     with pytest.raises(LLMFailure, match="truncated"):
         await llm(openai_double).complete(
             model="o3", system="s", user="Текст: x", max_tokens=100, temperature=1, timeout=5, result_type=DefaultResult

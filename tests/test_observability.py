@@ -57,7 +57,9 @@ def value(samples: dict, name: str, **labels: str) -> float:  # type: ignore[typ
 async def send_note(telegram: TelegramDouble, speech: Speech, text: str = SPOKEN) -> tuple[int, str]:
     chat = next(_chats)
     message_id = await telegram.send_media(chat, speech.say(text), duration=6)
-    await telegram.wait_for(lambda: bool(telegram.messages(chat)) and "Transcript" in telegram.messages(chat)[0].text, 120)
+    await telegram.wait_for(
+        lambda: bool(telegram.messages(chat)) and "Transcript" in telegram.messages(chat)[0].text, 120
+    )
     return chat, correlation_id(correlation_key(TOKEN), chat, message_id)
 
 
@@ -136,7 +138,9 @@ async def test_one_voice_note_is_one_trace_through_five_services(
 async def test_metrics_move_with_the_work_done(
     stack: Stack, telegram: TelegramDouble, openai_double: OpenAIDouble, speech: Speech
 ) -> None:
-    before = {service: scrape(stack, service) for service in ("formatter", "analyzer-default", "analyzer-tone", "transcriber")}
+    before = {
+        service: scrape(stack, service) for service in ("formatter", "analyzer-default", "analyzer-tone", "transcriber")
+    }
     usage_before = len(openai_double.usage_log)
     await send_note(telegram, speech)
     await asyncio.sleep(0.2)  # the formatter observes right after the edit lands
@@ -147,8 +151,14 @@ async def test_metrics_move_with_the_work_done(
 
     usage = {u["model"]: u for u in openai_double.usage_log[usage_before:]}
     for service, mode, model in (("analyzer-default", "DEFAULT", "o3"), ("analyzer-tone", "TONE", "gpt-4o")):
-        assert delta(service, "voice_insight_llm_tokens_total", mode=mode, model=model, direction="input") == usage[model]["prompt_tokens"]
-        assert delta(service, "voice_insight_llm_tokens_total", mode=mode, model=model, direction="output") == usage[model]["completion_tokens"]
+        assert (
+            delta(service, "voice_insight_llm_tokens_total", mode=mode, model=model, direction="input")
+            == usage[model]["prompt_tokens"]
+        )
+        assert (
+            delta(service, "voice_insight_llm_tokens_total", mode=mode, model=model, direction="output")
+            == usage[model]["completion_tokens"]
+        )
         assert delta(service, "voice_insight_stage_seconds_count", stage="analyze", mode=mode) == 1
     assert delta("formatter", "voice_insight_stage_seconds_count", stage="end_to_end", mode="") == 1
     assert delta("formatter", "voice_insight_answers_total", kind="complete") == 1
@@ -160,8 +170,11 @@ async def test_metrics_move_with_the_work_done(
     await send_note(telegram, speech)
     await asyncio.sleep(0.2)
     tone, formatter = scrape(stack, "analyzer-tone"), scrape(stack, "formatter")
-    assert value(tone, "voice_insight_errors_total", stage="analyze", mode="TONE", reason="http_500") == value(
-        after["analyzer-tone"], "voice_insight_errors_total", stage="analyze", mode="TONE", reason="http_500") + 1
+    assert (
+        value(tone, "voice_insight_errors_total", stage="analyze", mode="TONE", reason="http_500")
+        == value(after["analyzer-tone"], "voice_insight_errors_total", stage="analyze", mode="TONE", reason="http_500")
+        + 1
+    )
     assert value(formatter, "voice_insight_answers_total", kind="partial") >= 1
 
     # Backlog gauges exist per consumer; label values are bounded names, never ids or text.

@@ -18,9 +18,9 @@ import urllib.request
 import nats.js.errors
 import pytest
 
+from gateway.intake import correlation_id, correlation_key
 from infra.bus import BUCKET_MODES, CONSUMER_FORMATTER, STREAM, Bus
 from infra.contracts import ModeInfo, encode
-from gateway.intake import correlation_id, correlation_key
 from tests.conftest import MAX_AUDIO_SECONDS, TOKEN, Speech, Stack
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import SentMessage, TelegramDouble
@@ -143,7 +143,9 @@ async def test_russian_voice_note_is_answered_in_russian(
 
 async def test_a_round_video_note_is_transcribed(stack: Stack, telegram: TelegramDouble, speech: Speech) -> None:
     chat = new_chat()
-    await telegram.send_media(chat, speech.video_note("Please call me back about the invoice."), kind="video_note", duration=4)
+    await telegram.send_media(
+        chat, speech.video_note("Please call me back about the invoice."), kind="video_note", duration=4
+    )
     text = (await answer_of(telegram, chat)).text
     assert "invoice" in text.lower() and "🎭 Tone" in text
 
@@ -156,7 +158,10 @@ async def test_commands_explain_the_bot_and_list_live_modes(stack: Stack, telegr
 
     await telegram.send_text(chat, "/help", language_code="ru")
     await telegram.wait_for(lambda: len(telegram.messages(chat)) == 2, 30)
-    assert "Как пользоваться" in telegram.messages(chat)[1].text and f"до {MAX_AUDIO_SECONDS} с звучания" in telegram.messages(chat)[1].text
+    assert (
+        "Как пользоваться" in telegram.messages(chat)[1].text
+        and f"до {MAX_AUDIO_SECONDS} с звучания" in telegram.messages(chat)[1].text
+    )
 
     await telegram.send_text(chat, "/list_modes", language_code="en")
     await telegram.wait_for(lambda: len(telegram.messages(chat)) == 3, 30)
@@ -188,7 +193,9 @@ async def test_corrupt_audio_gets_a_clear_answer_and_the_next_note_still_works(
     assert answer.text.startswith(("😕 Не получилось прочитать", "🤫 В этой записи не слышно речи"))
 
     await telegram.send_media(chat, good, duration=3, language_code="en")
-    await telegram.wait_for(lambda: len(telegram.messages(chat)) == 2 and telegram.messages(chat)[1].text not in LISTENING, 120)
+    await telegram.wait_for(
+        lambda: len(telegram.messages(chat)) == 2 and telegram.messages(chat)[1].text not in LISTENING, 120
+    )
     assert "budget" in telegram.messages(chat)[1].text.lower()
 
 
@@ -271,7 +278,9 @@ async def test_a_mode_that_never_answers_is_cut_off_at_the_join_deadline(
     stack: Stack, telegram: TelegramDouble, speech: Speech, bus: Bus
 ) -> None:
     kv = await bus.kv(BUCKET_MODES)
-    ghost = ModeInfo(mode="GHOST", title="Ghost", model="none", max_tokens=1, temperature=None, timeout=1, structured_output=False)
+    ghost = ModeInfo(
+        mode="GHOST", title="Ghost", model="none", max_tokens=1, temperature=None, timeout=1, structured_output=False
+    )
     await kv.put("GHOST", encode(ghost))  # live when the note arrives, but nobody will ever answer
     try:
         chat = new_chat()

@@ -12,18 +12,41 @@ ORIGIN = Origin(chat_id=1, message_id=2, status_message_id=3, ui_language="en", 
 
 def state_with(text: str, analyses: dict[str, Analysis], modes: tuple[str, ...] = ("DEFAULT", "TONE")) -> JoinState:
     state = JoinState()
-    state.apply(AudioReceived(correlation_id="c", origin=ORIGIN, audio=AudioRef(object_name="c", kind="voice", size=1), modes=modes))
-    state.apply(Transcript(correlation_id="c", text=text, language="en", language_probability=0.9, duration=125.0,
-                           segments=(), ui_language="en", model="base", transcribe_seconds=1.0))
+    state.apply(
+        AudioReceived(
+            correlation_id="c", origin=ORIGIN, audio=AudioRef(object_name="c", kind="voice", size=1), modes=modes
+        )
+    )
+    state.apply(
+        Transcript(
+            correlation_id="c",
+            text=text,
+            language="en",
+            language_probability=0.9,
+            duration=125.0,
+            segments=(),
+            ui_language="en",
+            model="base",
+            transcribe_seconds=1.0,
+        )
+    )
     for analysis in analyses.values():
         state.apply(analysis)
     return state
 
 
 def gist(**kw: object) -> Analysis:
-    return Analysis(correlation_id="c", mode="DEFAULT", title="📌 The gist", model="o3",
-                    sections=(Section(heading="Summary", body="Budget <moved> & approved"),
-                              Section(heading="Key points", items=("a < b", "R&D"))), **kw)  # type: ignore[arg-type]
+    return Analysis(
+        correlation_id="c",
+        mode="DEFAULT",
+        title="📌 The gist",
+        model="o3",
+        sections=(
+            Section(heading="Summary", body="Budget <moved> & approved"),
+            Section(heading="Key points", items=("a < b", "R&D")),
+        ),
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def test_text_is_escaped_and_valid_telegram_html() -> None:
@@ -77,7 +100,11 @@ def test_join_state_completes_only_with_everything_or_a_failure() -> None:
     assert not state.complete
     state.apply(Failure(correlation_id="c", stage="transcriber", reason="no_speech"))
     assert not state.complete, "no origin yet: nowhere to answer"
-    state.apply(AudioReceived(correlation_id="c", origin=ORIGIN, audio=AudioRef(object_name="c", kind="voice", size=1), modes=("DEFAULT",)))
+    state.apply(
+        AudioReceived(
+            correlation_id="c", origin=ORIGIN, audio=AudioRef(object_name="c", kind="voice", size=1), modes=("DEFAULT",)
+        )
+    )
     assert state.complete and state.failed
 
     ok = state_with("hi", {}, modes=("DEFAULT",))

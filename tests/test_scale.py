@@ -13,8 +13,8 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 
@@ -28,7 +28,6 @@ from tests.support import KEYWORDS, NOTES
 pytestmark = pytest.mark.timeout(600)
 
 
-
 class Cluster:
     def __init__(self, root: Path) -> None:
         self.nodes = [(f"n{i}", free_port(), free_port(), root / f"n{i}") for i in range(3)]
@@ -39,9 +38,23 @@ class Cluster:
             config = nats_config(store / "js")
             config.write_text(config.read_text().replace("server_name: voice-insight", f"server_name: {name}"))
             self.procs[name] = subprocess.Popen(
-                [nats_server_binary(), "-c", str(config), "-a", "127.0.0.1", "-p", str(port),
-                 "--cluster_name", "voice-insight", "--cluster", f"nats://127.0.0.1:{cport}", "--routes", routes],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    nats_server_binary(),
+                    "-c",
+                    str(config),
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "--cluster_name",
+                    "voice-insight",
+                    "--cluster",
+                    f"nats://127.0.0.1:{cport}",
+                    "--routes",
+                    routes,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
 
     @property
@@ -61,7 +74,9 @@ class Cluster:
 
 async def run_up(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
     with log.open("wb") as sink:
-        return subprocess.Popen([sys.executable, "-m", "infra.cli", "up", *args], env=env, stdout=sink, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "up", *args], env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
 
 
 def stop_up(proc: subprocess.Popen[bytes]) -> None:
@@ -159,7 +174,10 @@ async def test_two_transcribers_split_the_work(
     up = await run_up(env, log, "--transcribers", "2")
     try:
         deadline = time.monotonic() + 120
-        while len(re.findall(r"^(transcriber-\d) .*\| .* ready$", log.read_text(), re.M)) < 2 or "gateway       | " not in log.read_text():
+        while (
+            len(re.findall(r"^(transcriber-\d) .*\| .* ready$", log.read_text(), re.M)) < 2
+            or "gateway       | " not in log.read_text()
+        ):
             assert time.monotonic() < deadline and up.poll() is None, log.read_text()[-3000:]
             await asyncio.sleep(0.2)
         await asyncio.sleep(1)  # the gateway's first poll

@@ -19,7 +19,9 @@ log = logging.getLogger("voice_insight.transcriber")
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     bus = await Bus.connect(settings.nats_servers, name="transcriber", replicas=settings.jetstream_replicas)
-    health = HealthServer("transcriber", port_for("transcriber", settings), lambda: bus.connected, settings.metrics_host)
+    health = HealthServer(
+        "transcriber", port_for("transcriber", settings), lambda: bus.connected, settings.metrics_host
+    )
     await health.start()  # answers 503 "starting" while the model loads
     recognizer = await asyncio.to_thread(
         SpeechRecognizer,
@@ -33,7 +35,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     service = TranscriberService(bus, recognizer)
     # Fair order: `voice.audio` first; the overflow of users with several notes in flight only when it is empty.
     bus.consume(
-        consumer_spec(CONSUMER_TRANSCRIBER), decoder(AudioReceived), service.handle, give_up=service.give_up,
+        consumer_spec(CONSUMER_TRANSCRIBER),
+        decoder(AudioReceived),
+        service.handle,
+        give_up=service.give_up,
         then=(consumer_spec(CONSUMER_TRANSCRIBER_QUEUED),),
     )
     health.ready = True

@@ -12,9 +12,10 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import IO
 
 import av
 import ctranslate2
@@ -95,7 +96,7 @@ def choose_language(probs: list[tuple[str, float]], hint: str | None) -> tuple[s
     return best_lang, best_p
 
 
-def decode(source: bytes | BinaryIO, max_seconds: float) -> np.ndarray:
+def decode(source: bytes | IO[bytes], max_seconds: float) -> np.ndarray:
     """Decode any container/codec PyAV knows to 16 kHz mono float32, as a stream, stopping at the limit.
 
     Nothing trusts the container's word: a live WebM or a crafted MP3 may declare no duration (or a false
@@ -107,7 +108,9 @@ def decode(source: bytes | BinaryIO, max_seconds: float) -> np.ndarray:
     samples = np.empty(min(limit, SAMPLE_RATE * 60), dtype=np.int16)
     filled = 0
     try:
-        with av.open(io.BytesIO(source) if isinstance(source, bytes) else source, mode="r", metadata_errors="ignore") as container:
+        with av.open(
+            io.BytesIO(source) if isinstance(source, bytes) else source, mode="r", metadata_errors="ignore"
+        ) as container:
             if not container.streams.audio:
                 raise AudioProblem("not_audio", "no audio stream")
             if container.duration is not None and container.duration / av.time_base > max_seconds + 1:
@@ -188,11 +191,14 @@ class SpeechRecognizer:
     `CHUNK_SECONDS`; chunks are encoded in batches of up to `BATCH_CHUNKS`, in a window sized to the longest
     chunk (at least `MIN_WINDOW`) instead of Whisper's fixed 30 s (the encoder's cost grows with its window, and
     CTranslate2 accepts shorter ones); the language comes from the first chunk's encoder output, so nothing is
-    encoded twice; a batch's chunks are decoded together, greedily. Chunks that look like a repetition loop are decoded again with beam search; chunks that look like
+    encoded twice; a batch's chunks are decoded together, greedily. Chunks that look like a repetition loop
+    are decoded again with beam search; chunks that look like
     silence are dropped. A 10 s note is one small chunk: a short encoder window and beam search, no batching.
     """
 
-    def __init__(self, model: str, device: str = "auto", compute_type: str = "default", max_seconds: float = 600.0) -> None:
+    def __init__(
+        self, model: str, device: str = "auto", compute_type: str = "default", max_seconds: float = 600.0
+    ) -> None:
         self.model_name = Path(model).name if os.path.isdir(model) else model
         self.max_seconds = max_seconds
         if device == "auto":
@@ -209,7 +215,7 @@ class SpeechRecognizer:
         noise = np.random.default_rng(0).normal(0, 0.05, SAMPLE_RATE * 2).astype(np.float32)
         self._decode([_Chunk(0.0, 2.0, noise)], "en", beam_size=1)
 
-    def transcribe(self, data: bytes | BinaryIO, language_hint: str | None = None) -> SpeechResult:
+    def transcribe(self, data: bytes | IO[bytes], language_hint: str | None = None) -> SpeechResult:
         started = time.perf_counter()
         audio = decode(data, self.max_seconds)
         duration = audio.size / SAMPLE_RATE

@@ -31,7 +31,9 @@ class TranscriberService:
         store = await self.bus.audio_store()
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as audio:
             attributes = {"voice_insight.bucket": BUCKET_AUDIO}
-            with tracer().start_as_current_span("object_store get", kind=SpanKind.CLIENT, attributes=attributes) as span:
+            with tracer().start_as_current_span(
+                "object_store get", kind=SpanKind.CLIENT, attributes=attributes
+            ) as span:
                 try:
                     await store.get(event.audio.object_name, writeinto=audio)  # type: ignore[arg-type]
                 except nats.js.errors.NotFoundError:  # never stored, expired, or deleted after an answer
@@ -51,13 +53,15 @@ class TranscriberService:
                     record_failure(span, problem.reason)
                     await self._fail(cid, problem.reason, str(problem))
                     return
-                span.set_attributes({
-                "voice_insight.audio.duration_seconds": round(result.duration, 3),
-                "voice_insight.asr.language": result.language,
-                "voice_insight.asr.language_probability": round(result.language_probability, 3),
-                "voice_insight.asr.real_time_factor": round(result.seconds / result.duration, 4),
-                "voice_insight.asr.segments": len(result.segments),
-            })
+                span.set_attributes(
+                    {
+                        "voice_insight.audio.duration_seconds": round(result.duration, 3),
+                        "voice_insight.asr.language": result.language,
+                        "voice_insight.asr.language_probability": round(result.language_probability, 3),
+                        "voice_insight.asr.real_time_factor": round(result.seconds / result.duration, 4),
+                        "voice_insight.asr.segments": len(result.segments),
+                    }
+                )
         STAGE_SECONDS.labels("transcribe", "").observe(result.seconds)
         AUDIO_SECONDS.inc(result.duration)
         PROCESSED.labels("transcriber", "").inc()
@@ -75,7 +79,11 @@ class TranscriberService:
         await self.bus.publish(SUBJECT_TRANSCRIPT, transcript, msg_id=f"{cid}.transcript")
         log.info(
             "%s: transcribed %.1fs of %s in %.2fs (attempt %d)",
-            cid, result.duration, result.language, result.seconds, delivery.attempt,
+            cid,
+            result.duration,
+            result.language,
+            result.seconds,
+            delivery.attempt,
         )
 
     async def give_up(self, event: AudioReceived, exc: BaseException) -> None:

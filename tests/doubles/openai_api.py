@@ -34,7 +34,9 @@ NO_JSON_SCHEMA = {"legacy-chat"}
 
 
 def _error(status: int, message: str, type_: str, param: str | None = None, code: str | None = None) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": type_, "param": param, "code": code}}, status=status)
+    return web.json_response(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}}, status=status
+    )
 
 
 def _excerpt(text: str, words: int = 8) -> str:
@@ -72,6 +74,7 @@ class OpenAIDouble(LoopbackServer):
     _faults: list[Fault] = field(default_factory=list)
     _broken_models: dict[str, int] = field(default_factory=dict)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
 
@@ -80,7 +83,9 @@ class OpenAIDouble(LoopbackServer):
 
     # --- fault injection --------------------------------------------------------------------------
 
-    def fail_next(self, count: int, status: int = 500, code: str | None = None, retry_after: float | None = None) -> None:
+    def fail_next(
+        self, count: int, status: int = 500, code: str | None = None, retry_after: float | None = None
+    ) -> None:
         self._faults.append(Fault(status, count, code, retry_after))
 
     def break_model(self, model: str, status: int = 500) -> None:
@@ -94,7 +99,12 @@ class OpenAIDouble(LoopbackServer):
 
     async def _chat(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return _error(401, "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.", "invalid_request_error", code="invalid_api_key")
+            return _error(
+                401,
+                "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
+                "invalid_request_error",
+                code="invalid_api_key",
+            )
         body = await request.json()
         self.requests.append(body)
         self.request_times.append(time.monotonic())
@@ -108,17 +118,45 @@ class OpenAIDouble(LoopbackServer):
         if model in self._broken_models:
             return self._fault(self._broken_models[model])
         if model not in KNOWN_MODELS:
-            return _error(404, f"The model `{model}` does not exist or you do not have access to it.", "invalid_request_error", code="model_not_found")
+            return _error(
+                404,
+                f"The model `{model}` does not exist or you do not have access to it.",
+                "invalid_request_error",
+                code="model_not_found",
+            )
         reasoning = bool(REASONING.match(model))
         if reasoning and "max_tokens" in body:
-            return _error(400, "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.", "invalid_request_error", "max_tokens", "unsupported_parameter")
+            return _error(
+                400,
+                "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+                "invalid_request_error",
+                "max_tokens",
+                "unsupported_parameter",
+            )
         if reasoning and body.get("temperature") not in (None, 1, 1.0):
-            return _error(400, f"Unsupported value: 'temperature' does not support {body['temperature']} with this model. Only the default (1) value is supported.", "invalid_request_error", "temperature", "unsupported_value")
+            return _error(
+                400,
+                f"Unsupported value: 'temperature' does not support {body['temperature']} with this model. Only the default (1) value is supported.",
+                "invalid_request_error",
+                "temperature",
+                "unsupported_value",
+            )
         if not reasoning and "reasoning_effort" in body:
-            return _error(400, "Unrecognized request argument supplied: reasoning_effort", "invalid_request_error", "reasoning_effort", "unsupported_parameter")
+            return _error(
+                400,
+                "Unrecognized request argument supplied: reasoning_effort",
+                "invalid_request_error",
+                "reasoning_effort",
+                "unsupported_parameter",
+            )
         response_format = body.get("response_format") or {}
         if response_format.get("type") == "json_schema" and model in NO_JSON_SCHEMA:
-            return _error(400, "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model.", "invalid_request_error", "response_format")
+            return _error(
+                400,
+                "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model.",
+                "invalid_request_error",
+                "response_format",
+            )
 
         user = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
         fenced = re.search(r"<transcript>\n(.*)\n</transcript>", user, re.S)
@@ -144,7 +182,12 @@ class OpenAIDouble(LoopbackServer):
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": reasoning_tokens, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": reasoning_tokens,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
         }
         self.usage_log.append({"model": model, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens})  # type: ignore[dict-item]
         return web.json_response(
@@ -153,7 +196,14 @@ class OpenAIDouble(LoopbackServer):
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": f"{model}-2025-04-16" if reasoning else f"{model}-2024-08-06",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []}, "logprobs": None, "finish_reason": finish}],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
+                        "logprobs": None,
+                        "finish_reason": finish,
+                    }
+                ],
                 "usage": usage,
                 "service_tier": "default",
                 "system_fingerprint": "fp_voiceinsight",
@@ -165,14 +215,20 @@ class OpenAIDouble(LoopbackServer):
     def _fault(status: int, code: str | None = None, retry_after: float | None = None) -> web.Response:
         if status == 429 and code == "insufficient_quota":
             return _error(
-                429, "You exceeded your current quota, please check your plan and billing details. For more information "
+                429,
+                "You exceeded your current quota, please check your plan and billing details. For more information "
                 "on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",
-                "insufficient_quota", code="insufficient_quota",
+                "insufficient_quota",
+                code="insufficient_quota",
             )
         if status == 429:
-            response = _error(429, "Rate limit reached for requests. Please try again in 1s.", "requests", code="rate_limit_exceeded")
+            response = _error(
+                429, "Rate limit reached for requests. Please try again in 1s.", "requests", code="rate_limit_exceeded"
+            )
             response.headers["retry-after"] = str(retry_after if retry_after is not None else 0.2)
             return response
         if status == 503:
             return _error(503, "The engine is currently overloaded, please try again later.", "server_error")
-        return _error(status, "The server had an error while processing your request. Sorry about that!", "server_error")
+        return _error(
+            status, "The server had an error while processing your request. Sorry about that!", "server_error"
+        )

@@ -38,8 +38,22 @@ from tests.doubles import LoopbackServer
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
 MESSAGE_LIMIT = 4096
 ALLOWED_TAGS = {
-    "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler", "a", "code", "pre",
-    "blockquote", "tg-emoji",
+    "b",
+    "strong",
+    "i",
+    "em",
+    "u",
+    "ins",
+    "s",
+    "strike",
+    "del",
+    "span",
+    "tg-spoiler",
+    "a",
+    "code",
+    "pre",
+    "blockquote",
+    "tg-emoji",
 }
 _TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)((?:\s+[a-zA-Z-]+(?:=\"[^\"]*\"|='[^']*'|=[^\s>]+)?)*)\s*>")
 _ENTITY = re.compile(r"&(lt|gt|amp|quot|#\d+|#x[0-9a-fA-F]+);")
@@ -63,13 +77,19 @@ def parse_html(text: str) -> str:
         if ch == "<":
             m = _TAG.match(text, i)
             if not m:
-                raise BadRequest(f"Bad Request: can't parse entities: Unexpected character '<' at byte offset {len(text[:i].encode())}")
+                raise BadRequest(
+                    f"Bad Request: can't parse entities: Unexpected character '<' at byte offset {len(text[:i].encode())}"
+                )
             closing, tag = m.group(1) == "/", m.group(2).lower()
             if tag not in ALLOWED_TAGS:
-                raise BadRequest(f'Bad Request: can\'t parse entities: Unsupported start tag "{tag}" at byte offset {len(text[:i].encode())}')
+                raise BadRequest(
+                    f'Bad Request: can\'t parse entities: Unsupported start tag "{tag}" at byte offset {len(text[:i].encode())}'
+                )
             if closing:
                 if not stack or stack[-1] != tag:
-                    raise BadRequest(f'Bad Request: can\'t parse entities: Unmatched end tag at byte offset {len(text[:i].encode())}, expected "</{stack[-1] if stack else ""}>", found "</{tag}>"')
+                    raise BadRequest(
+                        f'Bad Request: can\'t parse entities: Unmatched end tag at byte offset {len(text[:i].encode())}, expected "</{stack[-1] if stack else ""}>", found "</{tag}>"'
+                    )
                 stack.pop()
             else:
                 stack.append(tag)
@@ -77,17 +97,25 @@ def parse_html(text: str) -> str:
         elif ch == "&":
             m = _ENTITY.match(text, i)
             if not m:
-                raise BadRequest(f"Bad Request: can't parse entities: Character '&' is reserved and must be escaped at byte offset {len(text[:i].encode())}")
+                raise BadRequest(
+                    f"Bad Request: can't parse entities: Character '&' is reserved and must be escaped at byte offset {len(text[:i].encode())}"
+                )
             name = m.group(1)
-            visible.append(_ENTITY_VALUES.get(name) or chr(int(name[2:], 16) if name.startswith("#x") else int(name[1:])))
+            visible.append(
+                _ENTITY_VALUES.get(name) or chr(int(name[2:], 16) if name.startswith("#x") else int(name[1:]))
+            )
             i = m.end()
         elif ch == ">":
-            raise BadRequest(f"Bad Request: can't parse entities: Character '>' is reserved and must be escaped at byte offset {len(text[:i].encode())}")
+            raise BadRequest(
+                f"Bad Request: can't parse entities: Character '>' is reserved and must be escaped at byte offset {len(text[:i].encode())}"
+            )
         else:
             visible.append(ch)
             i += 1
     if stack:
-        raise BadRequest(f'Bad Request: can\'t parse entities: Can\'t find end tag corresponding to start tag "{stack[-1]}"')
+        raise BadRequest(
+            f"Bad Request: can't parse entities: Can't find end tag corresponding to start tag \"{stack[-1]}\""
+        )
     return "".join(visible)
 
 
@@ -246,12 +274,18 @@ class TelegramDouble(LoopbackServer):
         self.calls.append((method, params))
         handler = getattr(self, f"_m_{method.lower()}", None)
         if handler is None:
-            return web.json_response({"ok": False, "error_code": 404, "description": "Not Found: method not found"}, status=404)
+            return web.json_response(
+                {"ok": False, "error_code": 404, "description": "Not Found: method not found"}, status=404
+            )
         if retry_after := self._flood_check(method, params):
             self.floods.append({"chat_id": params.get("chat_id"), "method": method, "retry_after": retry_after})
             return web.json_response(
-                {"ok": False, "error_code": 429, "description": f"Too Many Requests: retry after {retry_after}",
-                 "parameters": {"retry_after": retry_after}},
+                {
+                    "ok": False,
+                    "error_code": 429,
+                    "description": f"Too Many Requests: retry after {retry_after}",
+                    "parameters": {"retry_after": retry_after},
+                },
                 status=429,
             )
         if method.lower() == "editmessagetext" and self.edit_hold:
@@ -262,7 +296,9 @@ class TelegramDouble(LoopbackServer):
         try:
             result = await handler(params)
         except BadRequest as exc:
-            return web.json_response({"ok": False, "error_code": exc.code, "description": exc.description}, status=exc.code)
+            return web.json_response(
+                {"ok": False, "error_code": exc.code, "description": exc.description}, status=exc.code
+            )
         return web.json_response({"ok": True, "result": result})
 
     async def _file(self, request: web.Request) -> web.Response:
@@ -272,7 +308,9 @@ class TelegramDouble(LoopbackServer):
             await asyncio.sleep(self.download_delay)
         if self.download_failures:
             status = self.download_failures.pop(0)
-            return web.json_response({"ok": False, "error_code": status, "description": "Internal Server Error"}, status=status)
+            return web.json_response(
+                {"ok": False, "error_code": status, "description": "Internal Server Error"}, status=status
+            )
         path = request.match_info["path"]
         stored = next((f for f in self.files.values() if f.path == path), None)
         if stored is None:
@@ -282,7 +320,12 @@ class TelegramDouble(LoopbackServer):
     # --- Bot API methods --------------------------------------------------------------------------
 
     async def _m_getme(self, p: dict[str, Any]) -> Any:
-        return {**self.BOT_USER, "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}
+        return {
+            **self.BOT_USER,
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
 
     async def _m_deletewebhook(self, p: dict[str, Any]) -> Any:
         return True
@@ -305,7 +348,7 @@ class TelegramDouble(LoopbackServer):
             while not self.updates and time.monotonic() < deadline:
                 try:
                     await asyncio.wait_for(self._new_update.wait(), deadline - time.monotonic())
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
         return self.updates[:limit]
 
@@ -317,7 +360,12 @@ class TelegramDouble(LoopbackServer):
             raise BadRequest("Internal Server Error", code=self.fail_get_file)
         if stored.reported_size > DOWNLOAD_LIMIT:
             raise BadRequest("Bad Request: file is too big")
-        return {"file_id": stored.file_id, "file_unique_id": stored.file_id[::-1], "file_size": stored.reported_size, "file_path": stored.path}
+        return {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_id[::-1],
+            "file_size": stored.reported_size,
+            "file_path": stored.path,
+        }
 
     def _text(self, p: dict[str, Any]) -> tuple[str, str]:
         raw = p.get("text", "")
@@ -398,8 +446,14 @@ class TelegramDouble(LoopbackServer):
     ) -> int:
         """Inject an update as if user `chat_id` sent a voice note (or audio, video note, document)."""
         file_id = f"AwACAgIAAx{next(self._ids)}"
-        self.files[file_id] = StoredFile(file_id, data, f"{kind}s/file_{len(self.files)}.oga", reported_size or len(data))
-        attachment: dict[str, Any] = {"file_id": file_id, "file_unique_id": file_id[::-1], "file_size": reported_size or len(data)}
+        self.files[file_id] = StoredFile(
+            file_id, data, f"{kind}s/file_{len(self.files)}.oga", reported_size or len(data)
+        )
+        attachment: dict[str, Any] = {
+            "file_id": file_id,
+            "file_unique_id": file_id[::-1],
+            "file_size": reported_size or len(data),
+        }
         if kind in ("voice", "audio", "video_note"):  # the real API always reports these durations
             attachment["duration"] = duration if duration is not None else 1
         if kind == "video_note":
@@ -411,7 +465,9 @@ class TelegramDouble(LoopbackServer):
         return await self._push(chat_id, language_code, {kind: attachment})
 
     async def send_text(self, chat_id: int, text: str, language_code: str = "en") -> int:
-        entities = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}] if text.startswith("/") else []
+        entities = (
+            [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}] if text.startswith("/") else []
+        )
         return await self._push(chat_id, language_code, {"text": text, **({"entities": entities} if entities else {})})
 
     async def _push(self, chat_id: int, language_code: str, content: dict[str, Any]) -> int:
@@ -453,5 +509,5 @@ class TelegramDouble(LoopbackServer):
                     raise TimeoutError("the bot did not get there in time")
                 try:
                     await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
