@@ -59,6 +59,16 @@ def free_port_block(size: int = 10) -> int:
     raise RuntimeError("no free block of ports")
 
 
+SLOW_FIXTURES = {"stack", "model_dir", "speech"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs real Whisper, real speech or the whole stack is `slow`: `pytest -m "not slow"` skips it."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 # --- NATS ------------------------------------------------------------------------------------------
 
 

@@ -11,6 +11,8 @@ import pytest
 
 from transcriber.asr import SAMPLE_RATE, AudioProblem, decode
 
+pytestmark = pytest.mark.slow  # encodes ten minutes of audio with ffmpeg
+
 
 def encode(tmp_path: Path, name: str, seconds: float, *args: str) -> Path:
     out = tmp_path / name

@@ -72,6 +72,7 @@ def test_secrets_stay_out_of_repr() -> None:
     assert "sk-secret" not in repr(settings) and "AAAA" not in repr(settings)
 
 
+@pytest.mark.slow  # starts real processes, each importing the whole stack
 @pytest.mark.parametrize("role", [["gateway"], ["formatter"], ["analyzer", "--mode", "TONE"], ["up"]])
 def test_a_service_with_a_missing_setting_stops_with_one_line(role: list[str], tmp_path: Path) -> None:
     result = subprocess.run(

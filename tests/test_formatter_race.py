@@ -186,6 +186,7 @@ async def test_a_mark_that_fails_to_land_after_the_last_part_repeats_nothing(
     assert len(parts_seen(telegram, chat)) == 3
 
 
+@pytest.mark.slow  # eight seconds of outage
 async def test_an_answer_waits_out_a_telegram_outage(private_bus: Bus, telegram: TelegramDouble, bot: Bot) -> None:
     chat, _, events = await a_note(bot)
     service = await formatter(private_bus, bot, backoff_cap=0.5)
