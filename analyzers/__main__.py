@@ -10,8 +10,7 @@ import sys
 from analyzers.llm import ChatLLM, make_client
 from analyzers.modes import MODES
 from analyzers.service import AnalyzerService
-from infra.bus import SUBJECT_TRANSCRIPT, Bus, ConsumerSpec
-from infra.contracts import Transcript, decoder
+from infra.bus import Bus
 from infra.health import DEFAULT_PORTS, HealthServer
 from infra.modes import announce_forever
 from infra.service import CONFIG_ERROR_EXIT, run_service
@@ -43,11 +42,7 @@ def run(args: argparse.Namespace | None = None) -> None:
         service = AnalyzerService(
             bus, llm, spec, model, join_timeout=settings.join_timeout, daily_tokens=settings.daily_token_budget
         )
-        consumer = ConsumerSpec(
-            f"analyzer-{mode}", SUBJECT_TRANSCRIPT, ack_wait=30.0, max_attempts=5, concurrency=8, deliver_new_only=True
-        )
-        await bus.ensure_consumer(consumer)  # before announcing: a note that waits for us must reach us
-        bus.consume(consumer, decoder(Transcript), service.handle)
+        await bus.start(service)  # before announcing: a note that waits for us must reach us
         heartbeat = asyncio.create_task(announce_forever(bus, service.info))
         health.ready = True
         log.info("mode %s ready with model %s", mode, model)

@@ -23,7 +23,7 @@ from typing import Any
 from analyzers.llm import ChatLLM, LLMFailure
 from analyzers.modes import ModeSpec
 from infra.answers import is_answered
-from infra.bus import BUCKET_ANSWERED, BUCKET_BUDGET, Bus, Delivery, analysis_subject
+from infra.bus import BUCKET_ANSWERED, BUCKET_BUDGET, SUBJECT_TRANSCRIPT, Bus, Delivery, analysis_subject, consumes
 from infra.contracts import Analysis, ModeInfo, Section, Transcript, Usage
 from infra.limits import DailyCounter
 from infra.metrics import DAILY_TOKENS, ERRORS, LIMITED, PROCESSED, SKIPPED, STAGE_SECONDS, TOKENS
@@ -79,6 +79,7 @@ class AnalyzerService:
         self.join_timeout = join_timeout
         self.daily_tokens = daily_tokens
         """The whole bot's LLM tokens per day; 0: no budget."""
+        self.mode = spec.name
 
     async def _over_budget(self) -> bool:
         if not self.daily_tokens:
@@ -118,6 +119,10 @@ class AnalyzerService:
             structured_output=self.llm.supports_structured(self.model),
         )
 
+    # Every transcript, from when this mode first started (a new mode does not replay yesterday).
+    @consumes(
+        SUBJECT_TRANSCRIPT, "analyzer-{mode}", ack_wait=30.0, max_attempts=5, concurrency=8, deliver_new_only=True
+    )
     async def handle(self, transcript: Transcript, delivery: Delivery) -> None:
         if why := await self.nobody_waits(transcript):
             log.info("%s: %s skipped (%s)", transcript.correlation_id, self.spec.name, why)

@@ -8,15 +8,7 @@ import logging
 
 from formatter.join import AnswerMarks, JoinStore
 from formatter.service import FormatterService
-from infra.bus import (
-    BUCKET_ANSWERED,
-    BUCKET_JOINS,
-    CONSUMER_FORMATTER,
-    CONSUMER_FORMATTER_DEADLINE,
-    CORE_CONSUMERS,
-    Bus,
-)
-from infra.contracts import Event, Transcript, decoder
+from infra.bus import BUCKET_ANSWERED, BUCKET_JOINS, Bus
 from infra.health import HealthServer, port_for
 from infra.service import run_service
 from infra.settings import Settings
@@ -30,8 +22,6 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     health = HealthServer("formatter", port_for("formatter", settings), lambda: bus.connected, settings.metrics_host)
     await health.start()
     await bus.ensure_topology()
-    specs = {spec.durable: spec for spec in CORE_CONSUMERS}
-    events, deadlines = specs[CONSUMER_FORMATTER], specs[CONSUMER_FORMATTER_DEADLINE]
     bot = make_bot(settings)
     service = FormatterService(
         bus,
@@ -41,8 +31,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         join_timeout=settings.join_timeout,
         max_audio_seconds=settings.max_audio_seconds,
     )
-    bus.consume(events, decoder(Event), service.on_event)
-    bus.consume(deadlines, decoder(Transcript), service.on_deadline)
+    await bus.start(service)
     health.ready = True
     log.info("ready")
     await stop.wait()

@@ -35,7 +35,19 @@ from aiogram.types import ReplyParameters
 
 from formatter.join import AlreadySent, AnswerMarks, ClaimLost, HeldElsewhere, JoinState, JoinStore, Owned
 from formatter.render import render_answer, render_failure
-from infra.bus import BUCKET_QUOTA, Bus, Delivery, Reject, Retry, backoff
+from infra.bus import (
+    BUCKET_QUOTA,
+    CONSUMER_FORMATTER,
+    CONSUMER_FORMATTER_DEADLINE,
+    SUBJECT_ALL,
+    SUBJECT_TRANSCRIPT,
+    Bus,
+    Delivery,
+    Reject,
+    Retry,
+    backoff,
+    consumes,
+)
 from infra.contracts import Event, Origin, Transcript
 from infra.limits import DailyCounter, note_finished
 from infra.metrics import ANSWERS, ERRORS, PROCESSED, STAGE_SECONDS
@@ -91,6 +103,8 @@ class FormatterService:
         self.max_audio_seconds = max_audio_seconds
         self.answer_backoff_cap = answer_backoff_cap
 
+    # Every event of every note; retried for as long as Telegram is away (capped backoff): never dropped.
+    @consumes(SUBJECT_ALL, CONSUMER_FORMATTER, ack_wait=30.0, concurrency=8)
     async def on_event(self, event: Event, delivery: Delivery) -> None:
         cid = event.correlation_id
         if await self.marks.is_sent(cid):
@@ -108,6 +122,8 @@ class FormatterService:
         if state.complete:
             await self.finish(cid, state, delivery)
 
+    # Every transcript again, held back by delayed naks until its join deadline.
+    @consumes(SUBJECT_TRANSCRIPT, CONSUMER_FORMATTER_DEADLINE, ack_wait=30.0, concurrency=8)
     async def on_deadline(self, transcript: Transcript, delivery: Delivery) -> None:
         cid = transcript.correlation_id
         if await self.marks.is_sent(cid):

@@ -14,8 +14,7 @@ from gateway.access import AccessGate
 from gateway.handlers import build_router
 from gateway.intake import Intake, correlation_key
 from gateway.updates import UpdateHandler, UpdatePoller
-from infra.bus import BUCKET_USERS, CONSUMER_GATEWAY, Bus, consumer_spec
-from infra.contracts import TelegramUpdate, decoder
+from infra.bus import BUCKET_USERS, Bus
 from infra.health import HealthServer, port_for
 from infra.metrics import ACTIVE_USERS
 from infra.modes import live_modes
@@ -61,7 +60,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     updates = UpdateHandler(
         bot, dispatcher, {"bus": bus, "intake": intake, "max_audio_seconds": settings.max_audio_seconds}
     )
-    bus.consume(consumer_spec(CONSUMER_GATEWAY), decoder(TelegramUpdate), updates.handle, give_up=updates.give_up)
+    await bus.start(updates)
     poller = UpdatePoller(bot, bus)
     polling = asyncio.create_task(poller.run())
     health.ready = True

@@ -31,7 +31,7 @@ from aiogram.exceptions import (
 from aiogram.methods import GetUpdates
 from aiogram.types import Update
 
-from infra.bus import STREAM_UPDATES, SUBJECT_UPDATES, Bus, Delivery, Reject, Retry
+from infra.bus import CONSUMER_GATEWAY, STREAM_UPDATES, SUBJECT_UPDATES, Bus, Delivery, Reject, Retry, consumes
 from infra.contracts import TelegramUpdate
 from infra.texts import text, ui_language
 
@@ -98,6 +98,18 @@ class UpdateHandler:
         self.dispatcher = dispatcher
         self.context = context
 
+    # Eight updates at once per gateway bounds its memory; the rest wait durably in the stream. Untraced: a
+    # voice note's trace starts at "voice_note receive".
+    @consumes(
+        SUBJECT_UPDATES,
+        CONSUMER_GATEWAY,
+        stream=STREAM_UPDATES,
+        ack_wait=10.0,
+        max_attempts=8,
+        concurrency=8,
+        traced=False,
+        give_up="give_up",
+    )
     async def handle(self, item: TelegramUpdate, delivery: Delivery) -> None:
         try:
             update = Update.model_validate_json(bytes(item.payload), context={"bot": self.bot})

@@ -28,9 +28,12 @@ are rejected like poison.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import inspect
 import logging
 import re
 import time
+import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -48,13 +51,14 @@ from opentelemetry import propagate
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
 from opentelemetry.util.types import Attributes
 
-from infra.contracts import encode
+from infra.contracts import decoder, encode
 from infra.metrics import CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERED, REDELIVERIES, REJECTED
 from infra.telemetry import record_failure, tracer
 
 log = logging.getLogger("voice_insight.bus")
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 # --- the public topology (documented in README) --------------------------------------------------
 
@@ -184,27 +188,74 @@ class ConsumerSpec:
     """False where the handler starts the trace itself (a Telegram update becomes a voice note's root span)."""
 
 
-CORE_CONSUMERS = (
-    # Updates: eight handled at once per gateway bounds its memory; the rest wait durably in the stream.
-    ConsumerSpec(
-        CONSUMER_GATEWAY,
-        SUBJECT_UPDATES,
-        ack_wait=10.0,
-        max_attempts=8,
-        concurrency=8,
-        stream=STREAM_UPDATES,
-        traced=False,
-    ),
-    ConsumerSpec(CONSUMER_TRANSCRIBER, SUBJECT_AUDIO, ack_wait=15.0, max_attempts=3),
-    ConsumerSpec(CONSUMER_TRANSCRIBER_QUEUED, SUBJECT_AUDIO_QUEUED, ack_wait=15.0, max_attempts=3),
-    # Answers are retried for as long as Telegram is away (capped backoff): an outage delays them, never drops them.
-    ConsumerSpec(CONSUMER_FORMATTER, SUBJECT_ALL, ack_wait=30.0, concurrency=8),
-    ConsumerSpec(CONSUMER_FORMATTER_DEADLINE, SUBJECT_TRANSCRIPT, ack_wait=30.0, concurrency=8),
-)
+@dataclass(frozen=True)
+class Declared:
+    """Where a handler listens and how its messages are settled, as declared on the handler itself."""
+
+    spec: ConsumerSpec
+    then: tuple[ConsumerSpec, ...] = ()
+    give_up: str | None = None
+    """Name of the method, on the same service, that tells the user when the bus gives up."""
 
 
-def consumer_spec(durable: str) -> ConsumerSpec:
-    return next(spec for spec in CORE_CONSUMERS if spec.durable == durable)
+def consumes(
+    subject: str,
+    durable: str,
+    *,
+    ack_wait: float = 30.0,
+    max_attempts: int = -1,
+    concurrency: int = 1,
+    deliver_new_only: bool = False,
+    max_backoff: float = 30.0,
+    stream: str = STREAM,
+    traced: bool = True,
+    then: tuple[ConsumerSpec, ...] = (),
+    give_up: str | None = None,
+) -> Callable[[F], F]:
+    """Declare a service method a subscriber. The message type is the one its first parameter is annotated
+    with, so decoder and handler cannot disagree. `durable` may name attributes of the service in braces
+    (`"analyzer-{mode}"`). `Bus.start(service)` starts every subscriber a service declares."""
+
+    spec = ConsumerSpec(
+        durable,
+        subject,
+        ack_wait=ack_wait,
+        max_attempts=max_attempts,
+        concurrency=concurrency,
+        deliver_new_only=deliver_new_only,
+        max_backoff=max_backoff,
+        stream=stream,
+        traced=traced,
+    )
+
+    def declare(handler: F) -> F:
+        handler.__consumes__ = Declared(spec, then, give_up)  # type: ignore[attr-defined]
+        return handler
+
+    return declare
+
+
+def declaration(handler: Callable[..., Any]) -> Declared:
+    found = getattr(handler, "__consumes__", None)
+    if not isinstance(found, Declared):
+        raise TypeError(f"{handler!r} is not declared with @consumes")
+    return found
+
+
+def message_type(handler: Callable[..., Any]) -> Any:
+    """The type a handler takes: the annotation of its first parameter after `self`."""
+    hints = typing.get_type_hints(handler)
+    parameters = [name for name in inspect.signature(handler).parameters if name != "self"]
+    return hints[parameters[0]]
+
+
+class _Attributes(dict[str, Any]):
+    def __init__(self, owner: object) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def __missing__(self, key: str) -> Any:
+        return getattr(self.owner, key)
 
 
 @dataclass
@@ -310,8 +361,6 @@ class Bus:
             await self.js.create_object_store(
                 BUCKET_AUDIO, config=api.ObjectStoreConfig(ttl=USER_DATA_TTL, replicas=self.replicas)
             )
-        for spec in CORE_CONSUMERS:
-            await self.ensure_consumer(spec)
 
     async def _ensure_kv(self, bucket: str, ttl: float) -> KeyValue:
         try:
@@ -393,6 +442,22 @@ class Bus:
                 raise
 
     # consuming -----------------------------------------------------------------------------------
+
+    async def start(self, service: object) -> list[ConsumerSpec]:
+        """Start every subscriber `service` declares with `@consumes`; their durables exist on return."""
+        started = []
+        for name in sorted(dir(type(service))):
+            function = getattr(type(service), name)
+            declared = getattr(function, "__consumes__", None)
+            if not isinstance(declared, Declared):
+                continue
+            spec = dataclasses.replace(declared.spec, durable=declared.spec.durable.format_map(_Attributes(service)))
+            for each in (spec, *declared.then):
+                await self.ensure_consumer(each)
+            give_up = getattr(service, declared.give_up) if declared.give_up else None
+            self.consume(spec, decoder(message_type(function)), getattr(service, name), give_up, then=declared.then)
+            started.append(spec)
+        return started
 
     def consume(
         self,

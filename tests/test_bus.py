@@ -9,7 +9,7 @@ import time
 import msgspec
 import pytest
 
-from infra.bus import STREAM, Bus, ConsumerSpec, Delivery, EarlierAttemptsDied, Reject, Retry
+from infra.bus import STREAM, Bus, ConsumerSpec, Delivery, EarlierAttemptsDied, Reject, Retry, consumes
 from infra.contracts import Failure, decoder
 from infra.metrics import REJECTED
 
@@ -167,3 +167,24 @@ async def test_consumer_settings_changed_in_code_reach_an_existing_durable(priva
     await private_bus.ensure_consumer(ConsumerSpec(durable, subject, ack_wait=7.0))
     info = await private_bus.js.consumer_info(STREAM, durable)
     assert info.config.ack_wait == 7.0 and info.config.max_deliver == -1
+
+
+async def test_a_service_declares_its_consumers_beside_its_handlers(private_bus: Bus) -> None:
+    subject = a_subject()
+    seen: list[Failure] = []
+
+    class Service:
+        name = f"declared{next(_n)}"
+
+        @consumes(subject, "{name}-consumer", ack_wait=5.0, max_attempts=2)
+        async def on_failure(self, event: Failure, delivery: Delivery) -> None:
+            seen.append(event)  # typed by the annotation: the bus decoded a Failure
+
+    service = Service()
+    started = await private_bus.start(service)
+    assert [spec.durable for spec in started] == [f"{Service.name}-consumer"]
+    info = await private_bus.js.consumer_info(STREAM, f"{Service.name}-consumer")
+    assert info.config.ack_wait == 5.0 and info.config.filter_subject == subject
+    await publish(private_bus, subject, "declared")
+    await eventually(lambda: bool(seen))
+    assert isinstance(seen[0], Failure) and seen[0].detail == "declared"

@@ -21,14 +21,13 @@ from gateway.intake import Intake, correlation_key
 from gateway.updates import UpdateHandler, UpdatePoller
 from infra.bus import (
     BUCKET_BUDGET,
-    CONSUMER_GATEWAY,
     STREAM,
     SUBJECT_AUDIO,
     SUBJECT_AUDIO_QUEUED,
     Bus,
     ConsumerSpec,
     Delivery,
-    consumer_spec,
+    declaration,
 )
 from infra.contracts import AudioReceived, TelegramUpdate, Transcript, decoder
 from infra.limits import DailyCounter, Limits, note_finished
@@ -48,7 +47,7 @@ class Gateway:
 
     def __init__(self, bus: Bus, telegram: TelegramDouble, limits: Limits, max_attempts: int | None = None) -> None:
         self.server, self.telegram, self.limits = f"nats://{bus.nc.connected_url.netloc}", telegram, limits  # type: ignore[union-attr]
-        spec = consumer_spec(CONSUMER_GATEWAY)
+        spec = declaration(UpdateHandler.handle).spec
         self.spec = dataclasses.replace(spec, max_attempts=max_attempts or spec.max_attempts)
 
     async def __aenter__(self) -> Gateway:

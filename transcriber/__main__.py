@@ -6,8 +6,7 @@ import argparse
 import asyncio
 import logging
 
-from infra.bus import CONSUMER_TRANSCRIBER, CONSUMER_TRANSCRIBER_QUEUED, Bus, consumer_spec
-from infra.contracts import AudioReceived, decoder
+from infra.bus import Bus
 from infra.health import HealthServer, port_for
 from infra.service import run_service
 from infra.settings import Settings
@@ -33,14 +32,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     log.info("model %s loaded", recognizer.model_name)
     await bus.ensure_topology()
     service = TranscriberService(bus, recognizer)
-    # Fair order: `voice.audio` first; the overflow of users with several notes in flight only when it is empty.
-    bus.consume(
-        consumer_spec(CONSUMER_TRANSCRIBER),
-        decoder(AudioReceived),
-        service.handle,
-        give_up=service.give_up,
-        then=(consumer_spec(CONSUMER_TRANSCRIBER_QUEUED),),
-    )
+    await bus.start(service)
     health.ready = True
     log.info("ready")
     await stop.wait()

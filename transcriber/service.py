@@ -9,7 +9,19 @@ import tempfile
 import nats.js.errors
 from opentelemetry.trace import SpanKind
 
-from infra.bus import BUCKET_AUDIO, SUBJECT_FAILED, SUBJECT_TRANSCRIPT, Bus, Delivery
+from infra.bus import (
+    BUCKET_AUDIO,
+    CONSUMER_TRANSCRIBER,
+    CONSUMER_TRANSCRIBER_QUEUED,
+    SUBJECT_AUDIO,
+    SUBJECT_AUDIO_QUEUED,
+    SUBJECT_FAILED,
+    SUBJECT_TRANSCRIPT,
+    Bus,
+    ConsumerSpec,
+    Delivery,
+    consumes,
+)
 from infra.contracts import AudioReceived, Failure, Transcript
 from infra.metrics import AUDIO_SECONDS, ERRORS, PROCESSED, STAGE_SECONDS
 from infra.telemetry import record_failure, tracer
@@ -26,6 +38,16 @@ class TranscriberService:
         self.bus = bus
         self.recognizer = recognizer
 
+    # Fair order: `voice.audio` first; the overflow of users with several notes in flight only when it is empty.
+    # Three attempts (a fourth delivery means its workers died each time), then the user hears back.
+    @consumes(
+        SUBJECT_AUDIO,
+        CONSUMER_TRANSCRIBER,
+        ack_wait=15.0,
+        max_attempts=3,
+        give_up="give_up",
+        then=(ConsumerSpec(CONSUMER_TRANSCRIBER_QUEUED, SUBJECT_AUDIO_QUEUED, ack_wait=15.0, max_attempts=3),),
+    )
     async def handle(self, event: AudioReceived, delivery: Delivery) -> None:
         cid = event.correlation_id
         store = await self.bus.audio_store()
