@@ -39,20 +39,21 @@ class JoinState(msgspec.Struct, kw_only=True):
     failure: Failure | None = None
 
     def apply(self, event: Event) -> JoinState:
-        if isinstance(event, AudioReceived):
-            self.origin = event.origin
-            self.object_name = event.audio.object_name
-            self.modes = event.modes
-            self.received_at = event.received_at
-            self.user_key = event.user_key
-        elif isinstance(event, Transcript):
-            self.transcript = event
-        elif isinstance(event, Analysis):
-            previous = self.analyses.get(event.mode)
-            if previous is None or previous.error is not None:  # a success beats an earlier failure
-                self.analyses[event.mode] = event
-        elif isinstance(event, Failure):
-            self.failure = event
+        match event:
+            case AudioReceived():
+                self.origin = event.origin
+                self.object_name = event.audio.object_name
+                self.modes = event.modes
+                self.received_at = event.received_at
+                self.user_key = event.user_key
+            case Transcript():
+                self.transcript = event
+            case Analysis(mode=mode):
+                previous = self.analyses.get(mode)
+                if previous is None or previous.error is not None:  # a success beats an earlier failure
+                    self.analyses[mode] = event
+            case Failure():
+                self.failure = event
         return self
 
     @property
