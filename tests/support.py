@@ -1,13 +1,226 @@
-"""Helpers shared by the tests that drive one service's handlers directly (no `voice-insight up`)."""
+"""What the tests share: the test session's constants, a nats-server, speech, the stack as a user runs it, and
+helpers to drive handlers or wait for the bot. Fixtures live in `conftest.py` and use these; tests import from here."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
+import random
+import signal
+import socket
+import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from infra.bus import Delivery, Reject, Retry
+from bench.speech import voice_note
+from infra.bus import CONSUMER_FORMATTER, STREAM, Bus, Delivery, Reject, Retry
+from infra.launcher import nats_config, nats_server_binary
+from tests.doubles.openai_api import OpenAIDouble
+from tests.doubles.telegram_api import SentMessage, TelegramDouble
+
+REPO = Path(__file__).resolve().parents[1]
+TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1"
+OPENAI_KEY = "sk-test-voice-insight-0123456789"
+MAX_AUDIO_SECONDS = 30
+JOIN_TIMEOUT = 12
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_port_block(size: int = 10) -> int:
+    """A base port such that base+1 .. base+size are free now (the launcher hands them to its children)."""
+    for _ in range(200):
+        base = random.randint(20000, 60000)
+        try:
+            for port in range(base + 1, base + size + 1):
+                with socket.socket() as s:
+                    s.bind(("0.0.0.0", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free block of ports")
+
+
+@dataclass
+class NatsServer:
+    port: int
+    store: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        # The same durability as `voice-insight up` and compose: every write synced before it is acknowledged.
+        (self.store / "nats").mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                nats_server_binary(),
+                "-c",
+                str(nats_config(self.store / "nats")),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("nats-server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=15)
+
+
+class Speech:
+    """Speech as Telegram delivers voice notes: espeak-ng → WAV → OGG/Opus (48 kHz mono, VoIP tuning)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._n = 0
+
+    def _path(self, suffix: str) -> Path:
+        self._n += 1
+        return self.folder / f"clip{self._n}{suffix}"
+
+    def say(self, text: str, voice: str = "en-us", speed: int = 150) -> bytes:
+        wav = self._path(".wav")
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(wav), text], check=True)
+        return voice_note(wav)
+
+    def video_note(self, text: str) -> bytes:
+        """A round video note as Telegram stores it: a square H.264 MP4 with the speech as AAC."""
+        wav, mp4 = self._path(".wav"), self._path(".mp4")
+        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), text], check=True)
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "color=c=teal:s=240x240:r=15",
+                "-i",
+                str(wav),
+                "-shortest",
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "64k",
+                str(mp4),
+            ],
+            check=True,
+        )
+        return mp4.read_bytes()
+
+    def lavfi(self, source: str, seconds: float) -> bytes:
+        """Synthetic non-speech sound (`anullsrc` silence, `sine`, `anoisesrc`) of a given length."""
+        wav = self._path(".wav")
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                source,
+                "-t",
+                str(seconds),
+                "-ar",
+                "16000",
+                "-ac",
+                "1",
+                str(wav),
+            ],
+            check=True,
+        )
+        return voice_note(wav)
+
+
+def stack_env(
+    nats: NatsServer, telegram: TelegramDouble, openai: OpenAIDouble, model: Path, state: Path
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NATS_", "TELEGRAM_", "OPENAI_"))}
+    env.update(
+        NATS_URL=nats.url,
+        TELEGRAM_TOKEN=TOKEN,
+        TELEGRAM_API_BASE=telegram.base_url,
+        OPENAI_API_KEY=OPENAI_KEY,
+        OPENAI_BASE_URL=openai.base_url,
+        WHISPER_MODEL=str(model),
+        WHISPER_DEVICE="cpu",
+        MAX_AUDIO_SECONDS=str(MAX_AUDIO_SECONDS),
+        JOIN_TIMEOUT=str(JOIN_TIMEOUT),
+        VOICE_INSIGHT_STATE_DIR=str(state),
+        METRICS_PORT=str(free_port_block()),
+        ALLOWED_USERS="open",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@dataclass
+class Stack:
+    proc: subprocess.Popen[bytes]
+    log: Path
+    metrics_base: int
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def port(self, service: str) -> int:
+        """The launcher's port plan for the default stack (see infra.launcher.plan)."""
+        order = ["gateway", "formatter", "transcriber", "analyzer-default", "analyzer-tone"]
+        return self.metrics_base + 1 + order.index(service)
+
+
+async def wait_for_modes(bus: Bus, modes: set[str], timeout: float = 120.0) -> None:
+    from infra.modes import live_modes
+
+    deadline = time.monotonic() + timeout
+    while {m.mode for m in await live_modes(bus)} < modes:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"modes {modes} never went live")
+        await asyncio.sleep(0.2)
+
+
+async def wait_for_log(stack: Stack, service: str, word: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(line.startswith(service) and word in line for line in stack.output().splitlines()):
+        if stack.proc.poll() is not None:
+            raise RuntimeError(f"the stack exited:\n{stack.output()[-5000:]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{service} never logged {word!r}:\n{stack.output()[-5000:]}")
+        await asyncio.sleep(0.2)
+
 
 NOTES = [
     "The budget review moves to Thursday morning.",
@@ -43,3 +256,68 @@ class Redelivered:
                 await asyncio.sleep(retry.delay * self.time_scale)
             except Reject as reject:
                 return f"rejected:{reject.reason}"
+
+
+# --- waiting for the bot --------------------------------------------------------------------------
+
+LISTENING = ("🎧 Listening…", "🎧 Слушаю…")
+
+EN_TEXT = (
+    "Hello team. The quarterly budget review is moved to Thursday morning. "
+    "Please send me the sales report before Wednesday evening."
+)
+LONG_EN_TEXT = (
+    "Good morning everyone, this is a quick update on the product launch. The marketing campaign starts on Monday, "
+    "and the landing page must be ready by Friday afternoon. Maria will review the copy, and Tom will check the "
+    "pricing table with finance. Please send me your comments before the end of the week."
+)
+RU_TEXT = "Привет! Позвони мне завтра утром, пожалуйста. Нужно обсудить новый проект и бюджет."
+
+
+_chats = itertools.count(50_000_001)
+
+
+def new_chat() -> int:
+    """A chat nobody has written in yet this session."""
+    return next(_chats)
+
+
+def final(telegram: TelegramDouble, chat: int) -> list[SentMessage]:
+    return telegram.messages(chat)
+
+
+async def answer_of(telegram: TelegramDouble, chat: int, timeout: float = 120.0) -> SentMessage:
+    """Wait until the status message has turned into something else, and return it."""
+
+    def answered() -> bool:
+        messages = telegram.messages(chat)
+        return bool(messages) and messages[0].text not in LISTENING
+
+    await telegram.wait_for(answered, timeout)
+    return telegram.messages(chat)[0]
+
+
+async def settled(bus: Bus, consumer: str = CONSUMER_FORMATTER, timeout: float = 60.0) -> None:
+    """Wait until a consumer has seen and acked everything in the stream (a positive signal, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = await bus.js.consumer_info(STREAM, consumer)
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{consumer} did not settle: {info}")
+        await asyncio.sleep(0.1)
+
+
+async def until_health(url: str, status: int, word: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                got, body = response.status, response.read().decode()
+        except urllib.error.HTTPError as err:
+            got, body = err.code, err.read().decode()
+        if got == status and word in body:
+            return
+        assert time.monotonic() < deadline, f"/health stayed {got} {body}"
+        await asyncio.sleep(0.1)

@@ -14,8 +14,8 @@ from analyzers.service import AnalyzerService
 from infra.answers import Sent, encode_mark
 from infra.bus import BUCKET_ANSWERED, STREAM, Bus, Delivery, analysis_subject
 from infra.contracts import Analysis, Transcript
-from tests.conftest import OPENAI_KEY
 from tests.doubles.openai_api import OpenAIDouble
+from tests.support import OPENAI_KEY
 
 _cids = itertools.count(1)
 FIRST = Delivery(subject="voice.transcript", attempt=1)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Speech
+from tests.support import Speech
 from transcriber.asr import AudioProblem, SpeechRecognizer, choose_language
 
 

@@ -17,10 +17,8 @@ import pytest
 
 from infra.bus import BUCKET_MODES, Bus
 from infra.contracts import ModeInfo, encode
-from tests.conftest import TOKEN, Speech, Stack
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import KEYWORDS, NOTES
-from tests.test_pipeline_e2e import EN_TEXT, LISTENING, answer_of, new_chat, settled
+from tests.support import EN_TEXT, KEYWORDS, LISTENING, NOTES, TOKEN, Speech, Stack, answer_of, new_chat, settled
 
 pytestmark = pytest.mark.timeout(600)
 

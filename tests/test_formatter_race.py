@@ -21,9 +21,8 @@ from infra.bus import BUCKET_ANSWERED, BUCKET_JOINS, Bus, Delivery, Retry
 from infra.contracts import Analysis, AudioReceived, AudioRef, Event, Origin, Section, Transcript
 from infra.settings import Settings
 from infra.telegram import FloodControl, make_bot
-from tests.conftest import TOKEN
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import Redelivered
+from tests.support import TOKEN, Redelivered
 
 _chats = itertools.count(70_000_001)
 _cids = itertools.count(1)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from infra.bus import Bus
-from tests.conftest import NatsServer, Speech, stack_env, wait_for_modes
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
+from tests.support import NatsServer, Speech, stack_env, wait_for_modes
 
 pytestmark = pytest.mark.timeout(300)
 

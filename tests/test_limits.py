@@ -33,9 +33,9 @@ from infra.contracts import AudioReceived, TelegramUpdate, Transcript, decoder
 from infra.limits import DailyCounter, Limits, note_finished
 from infra.settings import Settings
 from infra.telegram import make_bot
-from tests.conftest import OPENAI_KEY
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
+from tests.support import OPENAI_KEY
 
 TOKEN = "424242424:DDHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw5"
 _users = itertools.count(80_000_001)

@@ -7,8 +7,8 @@ import pytest
 
 from analyzers.llm import ChatLLM, LLMFailure, is_reasoning_model, json_schema_for, make_client
 from analyzers.modes import MODES, DefaultResult, ToneResult
-from tests.conftest import OPENAI_KEY
 from tests.doubles.openai_api import OpenAIDouble
+from tests.support import OPENAI_KEY
 
 TEXT = "Hi, it is Anna. The contract must be signed by Friday, otherwise we lose the client."
 

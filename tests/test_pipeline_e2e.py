@@ -7,84 +7,36 @@ asked (through the OpenAI double).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 import nats.js.errors
 import pytest
 
 from gateway.intake import correlation_id, correlation_key
-from infra.bus import BUCKET_MODES, CONSUMER_FORMATTER, STREAM, Bus
+from infra.bus import BUCKET_MODES, STREAM, Bus
 from infra.contracts import ModeInfo, encode
-from tests.conftest import MAX_AUDIO_SECONDS, TOKEN, Speech, Stack
 from tests.doubles.openai_api import OpenAIDouble
-from tests.doubles.telegram_api import SentMessage, TelegramDouble
+from tests.doubles.telegram_api import TelegramDouble
+from tests.support import (
+    EN_TEXT,
+    LISTENING,
+    LONG_EN_TEXT,
+    MAX_AUDIO_SECONDS,
+    RU_TEXT,
+    TOKEN,
+    Speech,
+    Stack,
+    answer_of,
+    final,
+    new_chat,
+    settled,
+    until_health,
+)
 
 pytestmark = pytest.mark.timeout(600)
-
-_chats = itertools.count(50_000_001)
-LISTENING = ("🎧 Listening…", "🎧 Слушаю…")
-
-EN_TEXT = (
-    "Hello team. The quarterly budget review is moved to Thursday morning. "
-    "Please send me the sales report before Wednesday evening."
-)
-LONG_EN_TEXT = (
-    "Good morning everyone, this is a quick update on the product launch. The marketing campaign starts on Monday, "
-    "and the landing page must be ready by Friday afternoon. Maria will review the copy, and Tom will check the "
-    "pricing table with finance. Please send me your comments before the end of the week."
-)
-RU_TEXT = "Привет! Позвони мне завтра утром, пожалуйста. Нужно обсудить новый проект и бюджет."
-
-
-def new_chat() -> int:
-    return next(_chats)
-
-
-def final(telegram: TelegramDouble, chat: int) -> list[SentMessage]:
-    return telegram.messages(chat)
-
-
-async def answer_of(telegram: TelegramDouble, chat: int, timeout: float = 120.0) -> SentMessage:
-    """Wait until the status message has turned into something else, and return it."""
-
-    def answered() -> bool:
-        messages = telegram.messages(chat)
-        return bool(messages) and messages[0].text not in LISTENING
-
-    await telegram.wait_for(answered, timeout)
-    return telegram.messages(chat)[0]
-
-
-async def settled(bus: Bus, consumer: str = CONSUMER_FORMATTER, timeout: float = 60.0) -> None:
-    """Wait until a consumer has seen and acked everything in the stream (a positive signal, not a sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        info = await bus.js.consumer_info(STREAM, consumer)
-        if info.num_pending == 0 and info.num_ack_pending == 0:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{consumer} did not settle: {info}")
-        await asyncio.sleep(0.1)
-
-
-async def until_health(url: str, status: int, word: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                got, body = response.status, response.read().decode()
-        except urllib.error.HTTPError as err:
-            got, body = err.code, err.read().decode()
-        if got == status and word in body:
-            return
-        assert time.monotonic() < deadline, f"/health stayed {got} {body}"
-        await asyncio.sleep(0.1)
 
 
 async def test_english_voice_note_gets_transcript_summary_and_tone(

@@ -20,10 +20,9 @@ import pytest
 
 from infra.bus import CONSUMER_FORMATTER, STREAM, Bus
 from infra.launcher import nats_config, nats_server_binary
-from tests.conftest import NatsServer, Speech, free_port, stack_env, wait_for_modes
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import KEYWORDS, NOTES
+from tests.support import KEYWORDS, NOTES, NatsServer, Speech, free_port, stack_env, wait_for_modes
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -7,7 +7,7 @@ import sys
 
 from infra.health import HealthServer
 from infra.launcher import Child, Supervisor, plan
-from tests.conftest import free_port
+from tests.support import free_port
 
 
 async def test_a_child_respawned_while_stopping_is_told_to_stop_too() -> None:
