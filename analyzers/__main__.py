@@ -10,8 +10,8 @@ import sys
 from analyzers.llm import ChatLLM, make_client
 from analyzers.modes import MODES
 from analyzers.service import AnalyzerService
-from infra.bus import Bus
-from infra.health import DEFAULT_PORTS, HealthServer
+from infra.health import DEFAULT_PORTS
+from infra.lifespan import lifespan
 from infra.modes import announce_forever
 from infra.service import CONFIG_ERROR_EXIT, run_service
 from infra.settings import Settings
@@ -28,29 +28,23 @@ def run(args: argparse.Namespace | None = None) -> None:
     model = getattr(args, "model", None) or spec.model
 
     async def serve(settings: Settings, stop: asyncio.Event) -> None:
-        bus = await Bus.connect(settings.nats_servers, name=f"analyzer-{mode}", replicas=settings.jetstream_replicas)
         # Standalone, each built-in mode gets its own default port, so several fit on one machine.
         port = (
             settings.metrics_port
             if settings.metrics_port is not None
             else DEFAULT_PORTS["analyzer"] + list(MODES).index(mode)
         )
-        health = HealthServer(f"analyzer-{mode}", port, lambda: bus.connected, settings.metrics_host)
-        await health.start()
-        await bus.ensure_topology()
-        llm = ChatLLM(make_client(settings.openai_api_key, settings.openai_base_url))
-        service = AnalyzerService(
-            bus, llm, spec, model, join_timeout=settings.join_timeout, daily_tokens=settings.daily_token_budget
-        )
-        await bus.start(service)  # before announcing: a note that waits for us must reach us
-        heartbeat = asyncio.create_task(announce_forever(bus, service.info))
-        health.ready = True
-        log.info("mode %s ready with model %s", mode, model)
-        await stop.wait()
-        heartbeat.cancel()
-        await bus.close()
-        await service.llm.client.close()
-        await health.stop()
+        async with lifespan(f"analyzer-{mode}", settings, port, log) as life:
+            llm = ChatLLM(make_client(settings.openai_api_key, settings.openai_base_url))
+            life.closing(llm.client.close)
+            service = AnalyzerService(
+                life.bus, llm, spec, model, join_timeout=settings.join_timeout, daily_tokens=settings.daily_token_budget
+            )
+            await life.bus.start(service)  # before announcing: a note that waits for us must reach us
+            heartbeat = asyncio.create_task(announce_forever(life.bus, service.info))
+            life.ready("mode %s ready with model %s", mode, model)
+            await stop.wait()
+            heartbeat.cancel()
 
     run_service(f"analyzer-{mode}", ("OPENAI_API_KEY",), serve)
 

@@ -15,7 +15,8 @@ from gateway.handlers import build_router
 from gateway.intake import Intake, correlation_key
 from gateway.updates import UpdateHandler, UpdatePoller
 from infra.bus import BUCKET_USERS, Bus
-from infra.health import HealthServer, port_for
+from infra.health import port_for
+from infra.lifespan import lifespan
 from infra.metrics import ACTIVE_USERS
 from infra.modes import live_modes
 from infra.service import run_service
@@ -44,37 +45,30 @@ async def modes_document(bus: Bus) -> object:
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    bus = await Bus.connect(settings.nats_servers, name="gateway", replicas=settings.jetstream_replicas)
-    health = HealthServer("gateway", port_for("gateway", settings), lambda: bus.connected, settings.metrics_host)
-    health.add_json_route("/modes", lambda: modes_document(bus))
-    await health.start()
-    await bus.ensure_topology()
-    users = asyncio.create_task(count_active_users(bus))
-    bot = make_bot(settings)
-    intake = Intake(bus, bot, correlation_key(settings.telegram_token), settings.max_audio_seconds, settings.limits)
-    dispatcher = Dispatcher()
-    dispatcher.message.outer_middleware(AccessGate(settings.limits))
-    dispatcher.include_router(build_router())
-    await bot.delete_webhook(drop_pending_updates=False)  # long polling and a webhook exclude each other
-    await bot.set_my_commands(COMMANDS)
-    updates = UpdateHandler(
-        bot, dispatcher, {"bus": bus, "intake": intake, "max_audio_seconds": settings.max_audio_seconds}
-    )
-    await bus.start(updates)
-    poller = UpdatePoller(bot, bus)
-    polling = asyncio.create_task(poller.run())
-    health.ready = True
-    log.info("ready")
-    await stop.wait()
-    # Intake first: no new update is taken from Telegram; those in flight finish and are acked; the rest wait
-    # in the stream for the next start.
-    polling.cancel()
-    await asyncio.gather(polling, return_exceptions=True)
-    await poller.confirm()
-    users.cancel()
-    await bus.close()
-    await bot.session.close()
-    await health.stop()
+    async with lifespan("gateway", settings, port_for("gateway", settings), log) as life:
+        bus = life.bus
+        life.health.add_json_route("/modes", lambda: modes_document(bus))
+        users = asyncio.create_task(count_active_users(bus))
+        bot = make_bot(settings)
+        life.closing(bot.session.close)
+        intake = Intake(bus, bot, correlation_key(settings.telegram_token), settings.max_audio_seconds, settings.limits)
+        dispatcher = Dispatcher()
+        dispatcher.message.outer_middleware(AccessGate(settings.limits))
+        dispatcher.include_router(build_router())
+        await bot.delete_webhook(drop_pending_updates=False)  # long polling and a webhook exclude each other
+        await bot.set_my_commands(COMMANDS)
+        context = {"bus": bus, "intake": intake, "max_audio_seconds": settings.max_audio_seconds}
+        await bus.start(UpdateHandler(bot, dispatcher, context))
+        poller = UpdatePoller(bot, bus)
+        polling = asyncio.create_task(poller.run())
+        life.ready()
+        await stop.wait()
+        # Intake first: no new update is taken from Telegram; those in flight finish and are acked as the bus
+        # drains on the way out; the rest wait in the stream for the next start.
+        polling.cancel()
+        await asyncio.gather(polling, return_exceptions=True)
+        await poller.confirm()
+        users.cancel()
 
 
 def run(args: argparse.Namespace | None = None) -> None:

@@ -64,14 +64,19 @@ class HealthServer:
 
         return respond
 
+    async def _extra(self, request: web.Request) -> web.Response:
+        handler = self.routes.get("/" + request.match_info["name"])
+        if handler is None:
+            raise web.HTTPNotFound()
+        return await self._json(handler)(request)
+
     async def start(self) -> None:
         if not self.port:
             return  # METRICS_PORT=0: no side door
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
-        for path, handler in self.routes.items():
-            app.router.add_get(path, self._json(handler))
+        app.router.add_get("/{name}", self._extra)  # routes may be added after start
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
