@@ -27,6 +27,7 @@ import openai
 from openai import AsyncOpenAI
 from opentelemetry.trace import Span, SpanKind
 
+from infra.bus import backoff
 from infra.contracts import Usage
 from infra.telemetry import record_failure, tracer
 
@@ -175,17 +176,17 @@ class ChatLLM:
                 if _error_code(exc) == "insufficient_quota":
                     raise LLMFailure("insufficient_quota") from exc
                 failure = LLMFailure("http_429")
-                delay = min(_retry_after(exc) or 0.5 * 2**attempt, MAX_RETRY_AFTER)
+                delay = min(_retry_after(exc) or backoff(attempt + 1), MAX_RETRY_AFTER)
             except openai.APITimeoutError as exc:
-                failure, delay = LLMFailure("timeout"), 0.5 * 2**attempt
+                failure, delay = LLMFailure("timeout"), backoff(attempt + 1)
                 failure.__cause__ = exc
             except openai.APIConnectionError as exc:
-                failure, delay = LLMFailure("unreachable"), 0.5 * 2**attempt
+                failure, delay = LLMFailure("unreachable"), backoff(attempt + 1)
                 failure.__cause__ = exc
             except openai.APIStatusError as exc:
                 if exc.status_code not in (408, 409) and exc.status_code < 500:
                     raise LLMFailure(f"http_{exc.status_code}") from exc
-                failure, delay = LLMFailure(f"http_{exc.status_code}"), _retry_after(exc) or 0.5 * 2**attempt
+                failure, delay = LLMFailure(f"http_{exc.status_code}"), _retry_after(exc) or backoff(attempt + 1)
             delay = min(delay, MAX_RETRY_AFTER) * random.uniform(1.0, 1.25)
             if attempt == LLM_RETRIES or time.monotonic() + delay >= deadline:
                 raise failure

@@ -22,7 +22,8 @@ import msgspec
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from infra.answers import Claimed, Mark, Released, Sent, encode_mark, read_mark
+from infra.answers import Claimed, Mark, Released, Sent, encode_mark, is_answered, read_mark
+from infra.bus import change_key
 from infra.contracts import Analysis, AudioReceived, Event, Failure, Origin, Transcript
 
 log = logging.getLogger("voice_insight.formatter")
@@ -89,21 +90,10 @@ class JoinStore:
         return _decode(entry.value) if entry.value else None
 
     async def merge(self, cid: str, event: Event) -> JoinState:
-        while True:
-            try:
-                entry = await self.kv.get(cid)
-                state, revision = _decode(entry.value or b"{}"), entry.revision
-            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-                state, revision = JoinState(), None
-            state.apply(event)
-            try:
-                if revision is None:
-                    await self.kv.create(cid, _encode(state))
-                else:
-                    await self.kv.update(cid, _encode(state), last=revision)
-                return state
-            except nats.js.errors.KeyWrongLastSequenceError:
-                continue  # someone merged in between: read again and re-apply
+        def apply(value: bytes | None) -> bytes:
+            return _encode((_decode(value) if value else JoinState()).apply(event))
+
+        return _decode(await change_key(self.kv, cid, apply))
 
     async def forget(self, cid: str) -> None:
         await self.kv.purge(cid)
@@ -202,8 +192,7 @@ class AnswerMarks:
         self._seen: dict[str, tuple[int, float]] = {}
 
     async def is_sent(self, cid: str) -> bool:
-        mark, _ = await read_mark(self.kv, cid)
-        return isinstance(mark, Sent)
+        return await is_answered(self.kv, cid)
 
     async def claim(self, cid: str) -> Owned | AlreadySent | HeldElsewhere:
         owner = uuid.uuid4().hex

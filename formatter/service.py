@@ -139,7 +139,7 @@ class FormatterService:
         log.warning("%s: join deadline passed; missing %s", cid, ",".join(state.missing_modes()) or "nothing")
         await self.finish(cid, state, delivery)
 
-    async def finish(self, cid: str, state: JoinState, delivery: Delivery | None = None) -> None:
+    async def finish(self, cid: str, state: JoinState, delivery: Delivery) -> None:
         """Claim the answer, send what is still unsent of it, mark it sent; see `AnswerMarks` for the rules."""
         claim = await self.marks.claim(cid)
         match claim:
@@ -150,7 +150,6 @@ class FormatterService:
         assert isinstance(claim, Owned) and state.origin is not None
         kind = "failure" if state.failed else ("partial" if state.missing_modes() else "complete")
         started = time.perf_counter()
-        attempt = delivery.attempt if delivery else 1
         with tracer().start_as_current_span("reply", attributes={"voice_insight.answer.kind": kind}) as span:
             messages = self.render(cid, state)
             span.set_attribute("voice_insight.answer.messages", len(messages))
@@ -179,7 +178,7 @@ class FormatterService:
                 record_failure(span, exc)
                 ERRORS.labels("reply", "", "telegram_unavailable").inc()
                 await claim.release()
-                raise Retry(backoff(attempt, cap=self.answer_backoff_cap), "Telegram unavailable") from None
+                raise Retry(backoff(delivery.attempt, cap=self.answer_backoff_cap), "Telegram unavailable") from None
             except BaseException as exc:
                 record_failure(span, exc)
                 ERRORS.labels("reply", "", type(exc).__name__).inc()

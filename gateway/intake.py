@@ -194,19 +194,21 @@ class Intake:
                 await self._count_user(user)
         status_id = record.status_message_id
 
-        async def refuse(reason: str) -> None:
+        async def refuse(reason: str, limited: str | None = None, **values: object) -> None:
+            """The status message becomes the answer; `values` fill in the text (a limit's numbers). A refusal
+            by a limit counts as `limited`, any other as an error."""
             log.info("%s: refused at intake: %s", cid, reason)
-            ERRORS.labels("gateway", "", reason).inc()
+            if limited:
+                LIMITED.labels(limited).inc()
+            else:
+                ERRORS.labels("gateway", "", reason).inc()
             record_failure(span, reason)
+            answer = text(reason, lang, limit=duration_limit(self.max_audio_seconds, lang), **values)
             try:
-                await self.bot.edit_message_text(
-                    text=text(reason, lang, limit=duration_limit(self.max_audio_seconds, lang)),
-                    chat_id=message.chat.id,
-                    message_id=status_id,
-                )
+                await self.bot.edit_message_text(text=answer, chat_id=message.chat.id, message_id=status_id)
             except TelegramBadRequest as exc:
                 if "not modified" not in exc.message:
-                    await message.reply(text(reason, lang, limit=duration_limit(self.max_audio_seconds, lang)))
+                    await message.reply(answer)
             await self._mark_refused(cid)
 
         if user and first_time:
@@ -214,14 +216,8 @@ class Intake:
             await self.ledger.in_flight(user, cid)
             await self.ledger.taken_in(user, cid)
             if limit := await self._over_limit(user, media):
-                reason, values = limit
-                LIMITED.labels({"busy": "pending", "slow_down": "per_minute"}.get(reason, reason)).inc()
-                log.info("%s: refused at intake: %s", cid, reason)
-                await self.bot.edit_message_text(
-                    text=text(reason, lang, **values), chat_id=message.chat.id, message_id=status_id
-                )
-                await self._mark_refused(cid)
-                return
+                reason, label, values = limit
+                return await refuse(reason, limited=label, **values)
         if media.size is not None and media.size > DOWNLOAD_LIMIT:
             return await refuse("too_big")
         if media.duration is not None and media.duration > self.max_audio_seconds:
@@ -288,16 +284,17 @@ class Intake:
             return None
         return _decode_record(entry.value) if entry.value else None
 
-    async def _over_limit(self, user: str, media: Media) -> tuple[str, dict[str, object]] | None:
-        """The first of this user's limits the note would pass, if any (see `infra.limits`)."""
+    async def _over_limit(self, user: str, media: Media) -> tuple[str, str, dict[str, object]] | None:
+        """The first of this user's limits the note would pass, if any (see `infra.limits`): the message to
+        show, the metric's label, and the numbers the message names."""
         limits = self.limits
         if limits.max_pending and (pending := await self.ledger.pending(user)) > limits.max_pending:
-            return "busy", {"count": pending - 1}
+            return "busy", "pending", {"count": pending - 1}
         if limits.per_minute and await self.ledger.recent(user) > limits.per_minute:
-            return "slow_down", {}
+            return "slow_down", "per_minute", {}
         used = await DailyCounter(await self.bus.kv(BUCKET_QUOTA)).get(user)
         if used + float(media.duration or 0) > limits.daily_minutes * 60:
-            return "quota", {"minutes": f"{limits.daily_minutes:g}"}
+            return "quota", "quota", {"minutes": f"{limits.daily_minutes:g}"}
         return None
 
     async def _count_user(self, user: str) -> None:

@@ -113,6 +113,29 @@ def _messaging(subject: str, operation: str) -> dict[str, str]:
     }
 
 
+async def change_key(kv: KeyValue, key: str, change: Callable[[bytes | None], bytes]) -> bytes:
+    """Read-modify-write of one KV key with compare-and-set: concurrent writers never lose each other's change.
+
+    `change` gets the current value (None if there is none) and returns the new one; it runs again whenever
+    someone else wrote in between, so it must be a pure function of what it is given.
+    """
+    while True:
+        try:
+            entry = await kv.get(key)
+            current, revision = entry.value, entry.revision
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            current, revision = None, None
+        value = change(current)
+        try:
+            if revision is None:
+                await kv.create(key, value)
+            else:
+                await kv.update(key, value, last=revision)
+            return value
+        except nats.js.errors.KeyWrongLastSequenceError:
+            continue
+
+
 # --- consuming -----------------------------------------------------------------------------------
 
 
@@ -165,6 +188,11 @@ class Delivery:
     @property
     def last_attempt(self) -> bool:
         return self.max_attempts > 0 and self.attempt >= self.max_attempts
+
+    @property
+    def past_last_attempt(self) -> bool:
+        """Delivered again after the last attempt: that attempt never settled it (its worker died)."""
+        return self.max_attempts > 0 and self.attempt > self.max_attempts
 
 
 Handler = Callable[[T, Delivery], Awaitable[None]]
@@ -548,7 +576,7 @@ class Bus:
     async def _handle(
         self, consumer: _Consumer[Any], spec: ConsumerSpec, msg: Msg, event: Any, delivery: Delivery, span: Span
     ) -> None:
-        if spec.max_attempts > 0 and delivery.attempt > spec.max_attempts:
+        if delivery.past_last_attempt:
             # Every allowed attempt ended without settling the message: its worker died each time.
             record_failure(span, "attempts_exhausted")
             await self._give_up(consumer, spec, msg, event, EarlierAttemptsDied(f"{delivery.attempt - 1} attempts"))

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from infra.bus import STREAM_INFLIGHT, STREAM_RECENT, Bus
+from infra.bus import STREAM_INFLIGHT, STREAM_RECENT, Bus, change_key
 
 log = logging.getLogger("voice_insight.limits")
 
@@ -106,19 +106,7 @@ class DailyCounter:
         return float(entry.value or b"0")
 
     async def add(self, name: str, amount: float) -> float:
-        key = f"{name}.{today()}"
-        while True:
-            try:
-                entry = await self.kv.get(key)
-                value, revision = float(entry.value or b"0"), entry.revision
-            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-                value, revision = 0.0, None
-            total = value + amount
-            try:
-                if revision is None:
-                    await self.kv.create(key, f"{total:.3f}".encode())
-                else:
-                    await self.kv.update(key, f"{total:.3f}".encode(), last=revision)
-                return total
-            except nats.js.errors.KeyWrongLastSequenceError:
-                continue
+        value = await change_key(
+            self.kv, f"{name}.{today()}", lambda old: f"{float(old or b'0') + amount:.3f}".encode()
+        )
+        return float(value)

@@ -20,6 +20,7 @@ from typing import Any
 
 from bench.speech import voice_note
 from infra.bus import CONSUMER_FORMATTER, STREAM, Bus, Delivery, Reject, Retry
+from infra.contracts import Transcript
 from infra.launcher import nats_config, nats_server_binary
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import SentMessage, TelegramDouble
@@ -141,28 +142,33 @@ class Speech:
 
     def lavfi(self, source: str, seconds: float) -> bytes:
         """Synthetic non-speech sound (`anullsrc` silence, `sine`, `anoisesrc`) of a given length."""
-        wav = self._path(".wav")
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                source,
-                "-t",
-                str(seconds),
-                "-ar",
-                "16000",
-                "-ac",
-                "1",
-                str(wav),
-            ],
-            check=True,
-        )
-        return voice_note(wav)
+        return voice_note(synth(self._path(".wav"), seconds, "-ar", "16000", "-ac", "1", source=source))
+
+
+def synth(out: Path, seconds: float, *encoding: str, source: str = "sine=frequency=300:sample_rate=16000") -> Path:
+    """`seconds` of an ffmpeg lavfi `source` (a tone by default), encoded as `encoding` says, written to `out`."""
+    command = ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", source, "-t", str(seconds)]
+    subprocess.run([*command, *encoding, str(out)], check=True)
+    return out
+
+
+def live_stream(out: Path, seconds: float) -> Path:
+    """6 kbps Opus as a live WebM stream: tiny, and no duration in its metadata for anyone to trust."""
+    return synth(out, seconds, "-c:a", "libopus", "-b:a", "6k", "-f", "webm", "-live", "1")
+
+
+def a_transcript(cid: str, text: str = "We ship on Monday.", **fields: Any) -> Transcript:
+    """A transcript as the transcriber publishes it, for tests that start after transcription."""
+    values: dict[str, Any] = dict(
+        language="en",
+        language_probability=0.99,
+        duration=2.0,
+        segments=(),
+        ui_language="en",
+        model="base",
+        transcribe_seconds=0.5,
+    )
+    return Transcript(correlation_id=cid, text=text, **{**values, **fields})
 
 
 def stack_env(

@@ -15,7 +15,7 @@ from infra.answers import Sent, encode_mark
 from infra.bus import BUCKET_ANSWERED, STREAM, Bus, Delivery, analysis_subject
 from infra.contracts import Analysis, Transcript
 from tests.doubles.openai_api import OpenAIDouble
-from tests.support import OPENAI_KEY
+from tests.support import OPENAI_KEY, a_transcript
 
 _cids = itertools.count(1)
 FIRST = Delivery(subject="voice.transcript", attempt=1)
@@ -25,16 +25,11 @@ HOSTILE = (
 )
 
 
-def a_transcript(text: str, published_at: float | None = None) -> Transcript:
-    return Transcript(
-        correlation_id=f"analyzer-test-{next(_cids)}",
-        text=text,
-        language="en",
-        language_probability=0.99,
-        duration=9,
-        segments=(),
-        ui_language="en",
-        model="base",
+def a_note_transcript(text: str, published_at: float | None = None) -> Transcript:
+    return a_transcript(
+        f"analyzer-test-{next(_cids)}",
+        text,
+        duration=9.0,
         transcribe_seconds=0.4,
         published_at=published_at or time.time(),
     )
@@ -56,7 +51,7 @@ async def published(bus: Bus, mode: str, cid: str) -> Analysis:
 async def test_a_transcript_that_tries_to_steer_the_analysis_stays_data(
     private_bus: Bus, openai_double: OpenAIDouble, mode: str
 ) -> None:
-    transcript = a_transcript(HOSTILE)
+    transcript = a_note_transcript(HOSTILE)
     await service(private_bus, openai_double, mode).handle(transcript, FIRST)
 
     request = openai_double.requests[-1]
@@ -80,13 +75,13 @@ async def test_backlog_past_its_deadline_or_answered_is_not_sent_to_the_llm(
     analyzer = service(private_bus, openai_double)
     before = len(openai_double.requests)
 
-    await analyzer.handle(a_transcript("An old note from yesterday.", published_at=time.time() - 3600), FIRST)
-    answered = a_transcript("A note answered while this analyzer was down.")
+    await analyzer.handle(a_note_transcript("An old note from yesterday.", published_at=time.time() - 3600), FIRST)
+    answered = a_note_transcript("A note answered while this analyzer was down.")
     await (await private_bus.kv(BUCKET_ANSWERED)).put(answered.correlation_id, encode_mark(Sent()))
     await analyzer.handle(answered, FIRST)
     assert len(openai_double.requests) == before, "no tokens paid for notes nobody waits for"
 
-    fresh = a_transcript("A fresh note someone is waiting for.")
+    fresh = a_note_transcript("A fresh note someone is waiting for.")
     await analyzer.handle(fresh, FIRST)
     assert len(openai_double.requests) == before + 1
     assert (await published(private_bus, "TONE", fresh.correlation_id)).error is None

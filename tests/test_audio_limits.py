@@ -2,43 +2,21 @@
 
 from __future__ import annotations
 
-import subprocess
 import tracemalloc
 from pathlib import Path
 
 import av
 import pytest
 
+from tests.support import live_stream, synth
 from transcriber.asr import SAMPLE_RATE, AudioProblem, decode
 
 pytestmark = pytest.mark.slow  # encodes ten minutes of audio with ffmpeg
 
 
-def encode(tmp_path: Path, name: str, seconds: float, *args: str) -> Path:
-    out = tmp_path / name
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=300:sample_rate=16000",
-            "-t",
-            str(seconds),
-            *args,
-            str(out),
-        ],
-        check=True,
-    )
-    return out
-
-
 def test_a_stream_that_declares_no_duration_stops_at_the_limit_in_bounded_memory(tmp_path: Path) -> None:
     # Ten minutes of 6 kbps Opus as a live WebM stream: half a megabyte, no duration in its metadata.
-    live = encode(tmp_path, "live.webm", 600, "-c:a", "libopus", "-b:a", "6k", "-f", "webm", "-live", "1")
+    live = live_stream(tmp_path / "live.webm", 600)
     with av.open(str(live)) as container:
         assert container.duration is None
     data = live.read_bytes()
@@ -55,7 +33,7 @@ def test_a_stream_that_declares_no_duration_stops_at_the_limit_in_bounded_memory
 
 
 def test_a_file_within_the_limit_decodes_whole(tmp_path: Path) -> None:
-    clip = encode(tmp_path, "clip.ogg", 12, "-c:a", "libopus", "-b:a", "24k")
+    clip = synth(tmp_path / "clip.ogg", 12, "-c:a", "libopus", "-b:a", "24k")
     with clip.open("rb") as source:  # a file object, as the transcriber reads a spooled note
         audio = decode(source, max_seconds=30)  # type: ignore[arg-type]
     assert abs(audio.size / SAMPLE_RATE - 12) < 0.1

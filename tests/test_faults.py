@@ -18,7 +18,19 @@ import pytest
 from infra.bus import BUCKET_MODES, Bus
 from infra.contracts import ModeInfo, encode
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import EN_TEXT, KEYWORDS, LISTENING, NOTES, TOKEN, Speech, Stack, answer_of, new_chat, settled
+from tests.support import (
+    EN_TEXT,
+    KEYWORDS,
+    LISTENING,
+    NOTES,
+    TOKEN,
+    Speech,
+    Stack,
+    answer_of,
+    live_stream,
+    new_chat,
+    settled,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -117,31 +129,7 @@ async def test_a_gateway_killed_in_the_middle_of_intake_loses_no_note(
 async def test_a_stream_with_no_declared_duration_is_refused_at_the_limit(
     stack: Stack, telegram: TelegramDouble, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
-    live = tmp_path / "live.webm"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=300:sample_rate=16000",
-            "-t",
-            "900",
-            "-c:a",
-            "libopus",
-            "-b:a",
-            "6k",
-            "-f",
-            "webm",
-            "-live",
-            "1",
-            str(live),
-        ],
-        check=True,
-    )
+    live = live_stream(tmp_path / "live.webm", 900)
     chat = new_chat()
     started = time.monotonic()
     await telegram.send_media(chat, live.read_bytes(), kind="document", mime_type="audio/webm", file_name="call.webm")

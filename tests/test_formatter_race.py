@@ -18,11 +18,11 @@ from formatter.join import AnswerMarks, JoinStore, Owned
 from formatter.service import FormatterService
 from infra.answers import Claimed, Sent, encode_mark, read_mark
 from infra.bus import BUCKET_ANSWERED, BUCKET_JOINS, Bus, Delivery, Retry
-from infra.contracts import Analysis, AudioReceived, AudioRef, Event, Origin, Section, Transcript
+from infra.contracts import Analysis, AudioReceived, AudioRef, Event, Origin, Section
 from infra.settings import Settings
 from infra.telegram import FloodControl, make_bot
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import TOKEN, Redelivered
+from tests.support import TOKEN, Redelivered, a_transcript
 
 _chats = itertools.count(70_000_001)
 _cids = itertools.count(1)
@@ -58,17 +58,7 @@ async def a_note(
         AudioReceived(
             correlation_id=cid, origin=origin, audio=AudioRef(object_name=cid, kind="voice", size=1), modes=modes
         ),
-        Transcript(
-            correlation_id=cid,
-            text=text,
-            language="en",
-            language_probability=0.99,
-            duration=2,
-            segments=(),
-            ui_language="en",
-            model="base",
-            transcribe_seconds=0.5,
-        ),
+        a_transcript(cid, text),
     ] + [
         Analysis(
             correlation_id=cid,

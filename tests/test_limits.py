@@ -29,13 +29,13 @@ from infra.bus import (
     Delivery,
     declaration,
 )
-from infra.contracts import AudioReceived, TelegramUpdate, Transcript, decoder
+from infra.contracts import AudioReceived, TelegramUpdate, decoder
 from infra.limits import DailyCounter, Limits, note_finished
 from infra.settings import Settings
 from infra.telegram import make_bot
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import OPENAI_KEY
+from tests.support import OPENAI_KEY, a_transcript
 
 TOKEN = "424242424:DDHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw5"
 _users = itertools.count(80_000_001)
@@ -190,17 +190,7 @@ async def test_past_the_daily_token_budget_analyses_stop_and_say_why(
         private_bus, ChatLLM(make_client(OPENAI_KEY, openai_double.base_url)), spec, spec.model, daily_tokens=1000
     )
     before = len(openai_double.requests)
-    transcript = Transcript(
-        correlation_id="budget-test",
-        text="Hello.",
-        language="en",
-        language_probability=1,
-        duration=2,
-        segments=(),
-        ui_language="en",
-        model="base",
-        transcribe_seconds=0.1,
-    )
+    transcript = a_transcript("budget-test", "Hello.")
     await analyzer.handle(transcript, Delivery(subject="voice.transcript", attempt=1))
     assert len(openai_double.requests) == before
     stored = await private_bus.js.get_last_msg(STREAM, "voice.analysis.TONE")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from formatter.join import JoinState
 from formatter.render import pack, render_answer, render_failure
-from infra.contracts import Analysis, AudioReceived, AudioRef, Failure, Origin, Section, Transcript
+from infra.contracts import Analysis, AudioReceived, AudioRef, Failure, Origin, Section
 from tests.doubles.telegram_api import MESSAGE_LIMIT, parse_html, utf16_len
+from tests.support import a_transcript
 
 ORIGIN = Origin(chat_id=1, message_id=2, status_message_id=3, ui_language="en", language_hint="en")
 
@@ -17,19 +18,7 @@ def state_with(text: str, analyses: dict[str, Analysis], modes: tuple[str, ...] 
             correlation_id="c", origin=ORIGIN, audio=AudioRef(object_name="c", kind="voice", size=1), modes=modes
         )
     )
-    state.apply(
-        Transcript(
-            correlation_id="c",
-            text=text,
-            language="en",
-            language_probability=0.9,
-            duration=125.0,
-            segments=(),
-            ui_language="en",
-            model="base",
-            transcribe_seconds=1.0,
-        )
-    )
+    state.apply(a_transcript("c", text, language_probability=0.9, duration=125.0, transcribe_seconds=1.0))
     for analysis in analyses.values():
         state.apply(analysis)
     return state
