@@ -19,6 +19,11 @@ from infra.settings import Settings
 log = logging.getLogger("voice_insight.analyzer")
 
 
+def known_modes() -> list[str]:
+    """Every mode defined in `analyzers/modes.py`: what `voice-insight up` runs by default."""
+    return list(MODES)
+
+
 def run(args: argparse.Namespace | None = None) -> None:
     mode = (getattr(args, "mode", None) or "").upper()
     if mode not in MODES:

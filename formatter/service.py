@@ -43,6 +43,7 @@ from infra.bus import (
     SUBJECT_TRANSCRIPT,
     Bus,
     Delivery,
+    Fail,
     Reject,
     Retry,
     backoff,
@@ -50,7 +51,7 @@ from infra.bus import (
 )
 from infra.contracts import Event, Origin, Transcript
 from infra.limits import DailyCounter, note_finished
-from infra.metrics import ANSWERS, ERRORS, PROCESSED, STAGE_SECONDS
+from infra.metrics import ANSWERS, RENDER_FAILURES, STAGE_SECONDS
 from infra.telemetry import record_failure, tracer
 
 log = logging.getLogger("voice_insight.formatter")
@@ -104,7 +105,7 @@ class FormatterService:
         self.answer_backoff_cap = answer_backoff_cap
 
     # Every event of every note; retried for as long as Telegram is away (capped backoff): never dropped.
-    @consumes(SUBJECT_ALL, CONSUMER_FORMATTER, ack_wait=30.0, concurrency=8)
+    @consumes(SUBJECT_ALL, CONSUMER_FORMATTER, stage="answer", ack_wait=30.0, concurrency=8)
     async def on_event(self, event: Event, delivery: Delivery) -> None:
         cid = event.correlation_id
         if await self.marks.is_sent(cid):
@@ -123,7 +124,7 @@ class FormatterService:
             await self.finish(cid, state, delivery)
 
     # Every transcript again, held back by delayed naks until its join deadline.
-    @consumes(SUBJECT_TRANSCRIPT, CONSUMER_FORMATTER_DEADLINE, ack_wait=30.0, concurrency=8)
+    @consumes(SUBJECT_TRANSCRIPT, CONSUMER_FORMATTER_DEADLINE, stage="answer", ack_wait=30.0, concurrency=8)
     async def on_deadline(self, transcript: Transcript, delivery: Delivery) -> None:
         cid = transcript.correlation_id
         if await self.marks.is_sent(cid):
@@ -163,25 +164,22 @@ class FormatterService:
                 record_failure(span, exc)
                 reason = _permanent_reason(exc)
                 log.warning("%s: the answer cannot be delivered (%s); giving up", cid, reason)
-                ERRORS.labels("reply", "", reason).inc()
                 await claim.done("undeliverable")
                 await self._forget(cid, state)
-                return
+                raise Fail(reason) from None
             except TelegramRetryAfter as exc:
                 record_failure(span, exc)
-                ERRORS.labels("reply", "", "flood_control").inc()
                 await claim.release()
-                raise Retry(float(exc.retry_after), "Telegram flood control") from None
+                raise Retry(float(exc.retry_after), "Telegram flood control", error="flood_control") from None
             except (TimeoutError, TelegramNetworkError, TelegramServerError, TelegramUnauthorizedError) as exc:
                 # Telegram away (outage, restart, network): keep the answer and try again, backing off up to
                 # a minute, for as long as the stream keeps the note.
                 record_failure(span, exc)
-                ERRORS.labels("reply", "", "telegram_unavailable").inc()
                 await claim.release()
-                raise Retry(backoff(delivery.attempt, cap=self.answer_backoff_cap), "Telegram unavailable") from None
+                delay = backoff(delivery.attempt, cap=self.answer_backoff_cap)
+                raise Retry(delay, "Telegram unavailable", error="telegram_unavailable") from None
             except BaseException as exc:
                 record_failure(span, exc)
-                ERRORS.labels("reply", "", type(exc).__name__).inc()
                 await claim.release()
                 raise
             finally:
@@ -194,7 +192,6 @@ class FormatterService:
         if state.received_at is not None:
             STAGE_SECONDS.labels("end_to_end", "").observe(max(0.0, now - state.received_at))
         ANSWERS.labels(kind).inc()
-        PROCESSED.labels("reply", "").inc()
         log.info("%s: answered (%s)", cid, kind)
         await self._forget(cid, state)
 
@@ -209,7 +206,7 @@ class FormatterService:
             return render_answer(state)
         except Exception as exc:
             log.error("%s: rendering failed (%s); answering with an apology", cid, type(exc).__name__)
-            ERRORS.labels("reply", "", "render_failed").inc()
+            RENDER_FAILURES.inc()
             return [render_failure("internal", lang, self.max_audio_seconds)]
 
     async def deliver(self, claim: Owned, origin: Origin, messages: list[str]) -> None:

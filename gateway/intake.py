@@ -39,10 +39,11 @@ from infra.bus import (
     SUBJECT_AUDIO,
     SUBJECT_AUDIO_QUEUED,
     Bus,
+    Fail,
 )
 from infra.contracts import AudioReceived, AudioRef, Origin
 from infra.limits import FAIR_SHARE, DailyCounter, Limits, UserLedger, note_finished, user_key
-from infra.metrics import ERRORS, LIMITED, PROCESSED, STAGE_SECONDS
+from infra.metrics import LIMITED, STAGE_SECONDS
 from infra.modes import live_modes
 from infra.telegram import DOWNLOAD_LIMIT
 from infra.telemetry import record_failure, tracer
@@ -168,10 +169,11 @@ class Intake:
         with tracer().start_as_current_span("voice_note receive", kind=SpanKind.SERVER, attributes=attributes) as span:
             try:
                 await self._accept(message, media, span)
+            except Fail:
+                raise  # a refusal, already recorded with its reason
             except BaseException as exc:
                 record_failure(span, exc)
                 raise
-        PROCESSED.labels("gateway", "").inc()
 
     async def _accept(self, message: Message, media: Media, span: Span) -> None:
         arrived = time.time()
@@ -196,12 +198,8 @@ class Intake:
 
         async def refuse(reason: str, limited: str | None = None, **values: object) -> None:
             """The status message becomes the answer; `values` fill in the text (a limit's numbers). A refusal
-            by a limit counts as `limited`, any other as an error."""
+            by a limit is counted as `limited`; any other is a failed intake (`Fail`)."""
             log.info("%s: refused at intake: %s", cid, reason)
-            if limited:
-                LIMITED.labels(limited).inc()
-            else:
-                ERRORS.labels("gateway", "", reason).inc()
             record_failure(span, reason)
             answer = text(reason, lang, limit=duration_limit(self.max_audio_seconds, lang), **values)
             try:
@@ -210,6 +208,10 @@ class Intake:
                 if "not modified" not in exc.message:
                     await message.reply(answer)
             await self._mark_refused(cid)
+            if limited:
+                LIMITED.labels(limited).inc()
+            else:
+                raise Fail(reason)
 
         if user and first_time:
             # Counted before checking, so a burst handled concurrently cannot slip past the limits together.
@@ -263,13 +265,15 @@ class Intake:
         log.info("%s: accepted %s, %d bytes", cid, media.kind, spool.size)
 
     async def abandon(self, message: Message) -> bool:
-        """Intake failed for good: turn the note's status message into an apology. False if none was sent."""
+        """Intake failed for good: turn the note's status message into an apology, unless it already holds the
+        answer (a refusal). False if no status message was sent."""
         cid = correlation_id(self.key, message.chat.id, message.message_id)
         record = await self._record(await self.bus.kv(BUCKET_INTAKE), cid)
         if record is None or record.handed_over:
             return record is not None
+        if await is_answered(await self.bus.kv(BUCKET_ANSWERED), cid):
+            return True
         lang = ui_language(message.from_user.language_code if message.from_user else None)
-        ERRORS.labels("gateway", "", "internal").inc()
         await self.bot.edit_message_text(
             text=text("internal", lang), chat_id=message.chat.id, message_id=record.status_message_id
         )

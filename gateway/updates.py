@@ -31,7 +31,7 @@ from aiogram.exceptions import (
 from aiogram.methods import GetUpdates
 from aiogram.types import Update
 
-from infra.bus import CONSUMER_GATEWAY, STREAM_UPDATES, SUBJECT_UPDATES, Bus, Delivery, Reject, Retry, consumes
+from infra.bus import CONSUMER_GATEWAY, STREAM_UPDATES, SUBJECT_UPDATES, Bus, Delivery, Fail, Reject, Retry, consumes
 from infra.contracts import TelegramUpdate
 from infra.texts import text, ui_language
 
@@ -103,6 +103,7 @@ class UpdateHandler:
     @consumes(
         SUBJECT_UPDATES,
         CONSUMER_GATEWAY,
+        stage="receive",
         stream=STREAM_UPDATES,
         ack_wait=10.0,
         max_attempts=8,
@@ -118,16 +119,18 @@ class UpdateHandler:
         try:
             await self.dispatcher.feed_update(self.bot, update, delivery=delivery, **self.context)
         except TelegramRetryAfter as exc:
-            raise Retry(float(exc.retry_after), "Telegram flood control") from None
+            raise Retry(float(exc.retry_after), "Telegram flood control", error="flood_control") from None
         except TelegramForbiddenError:
             raise Reject("bot_blocked") from None
         except (TelegramBadRequest, TelegramNotFound):
             raise Reject("bad_request") from None
 
     async def give_up(self, item: TelegramUpdate, exc: BaseException) -> None:
-        """Eight attempts failed: say so in the chat if we can (in the note's status message when there is
-        one), so the user does not wait for nothing."""
-        log.error("update %d failed for good (%s)", item.update_id, type(exc).__name__)
+        """Eight attempts failed, or intake refused the note (`Fail`): say so in the chat if we can (in the
+        note's status message when there is one, unless it already holds the refusal), so the user does not
+        wait for nothing."""
+        if not isinstance(exc, Fail):
+            log.error("update %d failed for good (%s)", item.update_id, type(exc).__name__)
         update = Update.model_validate_json(bytes(item.payload), context={"bot": self.bot})
         message = update.message
         if message is None:

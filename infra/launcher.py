@@ -201,7 +201,8 @@ async def _up(settings: Settings, transcribers: int, modes: list[str]) -> int:
     return 0
 
 
-def up(transcribers: int = 1, modes: list[str] | None = None) -> int:
+def up(transcribers: int, modes: list[str]) -> int:
+    """Run the stack: one analyzer per mode in `modes`."""
     # Validate everything the children will need before starting any of them: one clear line, not five.
     settings = load_or_exit("up", ("TELEGRAM_TOKEN", "OPENAI_API_KEY"))
-    return asyncio.run(_up(settings, max(1, transcribers), modes or ["DEFAULT", "TONE"]))
+    return asyncio.run(_up(settings, max(1, transcribers), modes))

@@ -3,13 +3,18 @@
 Labels take bounded values only: stage, mode, model, reason, consumer, direction. Never an id, never text.
 
 What operators watch:
-* `processing_time` → `voice_insight_stage_seconds{stage, mode}` histograms: download, transcribe, analyze
-  (per mode), join (transcript to answer), reply (Bot API), end_to_end (update to answer).
+* `processing_time` → `voice_insight_stage_seconds{stage, mode}` histograms. One vocabulary of stages, each the
+  work of one subscriber, recorded by the bus's middleware (`infra.observe`): receive (a Telegram update),
+  transcribe, analyze (per mode), answer (the formatter's merge of an event or its deadline, and the reply when
+  the note is complete). Handlers add their own sub-steps and latencies: download (from Telegram), reply (the
+  Bot API calls of one answer), join (transcript published to answer sent), end_to_end (update to answer).
 * `tokens_used_per_mode` → `voice_insight_llm_tokens_total{mode, model, direction}` (input/output).
 * `error_rate` → `voice_insight_errors_total{stage, mode, reason}` over `voice_insight_processed_total{stage, mode}`:
   `sum(rate(voice_insight_errors_total[5m])) by (stage) / sum(rate(voice_insight_processed_total[5m])) by (stage)`.
 * `active_users` → `voice_insight_active_users`: distinct users in the last 24 h, counted from keyed hashes
   held in a KV bucket with a 24 h TTL (never raw ids).
+* `voice_insight_handled_total{consumer, outcome}`: every delivery by how it ended (done, failed, rejected,
+  gave_up, retry, error).
 * Backlog: `voice_insight_consumer_pending_messages`, `..._ack_pending_messages`, `..._redelivered_messages`
   per durable consumer, and `voice_insight_redeliveries_total` as handlers see them.
 """
@@ -26,6 +31,14 @@ STAGE_SECONDS = Histogram(
 PROCESSED = Counter("voice_insight_processed_total", "Work items finished per stage (any outcome)", ["stage", "mode"])
 ERRORS = Counter(
     "voice_insight_errors_total", "Work items that failed, per stage and reason", ["stage", "mode", "reason"]
+)
+HANDLED = Counter(
+    "voice_insight_handled_total",
+    "Deliveries per consumer by outcome: done, failed, rejected, gave_up, retry, error",
+    ["consumer", "outcome"],
+)
+RENDER_FAILURES = Counter(
+    "voice_insight_render_failures_total", "Answers that could not be rendered and became an apology"
 )
 ANSWERS = Counter("voice_insight_answers_total", "Answers sent, by kind: complete, partial or failure", ["kind"])
 TOKENS = Counter("voice_insight_llm_tokens_total", "LLM tokens used", ["mode", "model", "direction"])

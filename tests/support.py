@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.speech import voice_note
-from infra.bus import CONSUMER_FORMATTER, STREAM, Bus, Delivery, Reject, Retry
+from infra.bus import CONSUMER_FORMATTER, STREAM, Bus, Delivery, deliver
 from infra.contracts import Transcript
 from infra.launcher import nats_config, nats_server_binary
 from tests.doubles.openai_api import OpenAIDouble
@@ -241,7 +241,8 @@ KEYWORDS = ["budget", "sales", "office", "supplier", "friday", "licen"]
 
 
 class Redelivered:
-    """Calls a handler the way JetStream delivers a message: again after each `Retry`, with the attempt count."""
+    """Delivers an event to a handler the way JetStream does: through the bus's outcome table (`deliver`), again
+    after each `Retry`, with the attempt count. An exception that the bus would retry with backoff is raised."""
 
     def __init__(self, handler: Callable[[Any, Delivery], Awaitable[None]], time_scale: float = 1.0) -> None:
         self.handler = handler
@@ -253,15 +254,19 @@ class Redelivered:
         attempt = 0
         while True:
             attempt += 1
-            try:
-                await self.handler(event, Delivery(subject="voice.test", attempt=attempt))
-                return "acked"
-            except Retry as retry:
-                self.retries.append(retry.delay)
-                assert time.monotonic() + retry.delay * self.time_scale < deadline, f"still retrying: {retry}"
-                await asyncio.sleep(retry.delay * self.time_scale)
-            except Reject as reject:
-                return f"rejected:{reject.reason}"
+            verdict = await deliver(self.handler, event, Delivery(subject="voice.test", attempt=attempt))
+            match verdict.outcome:
+                case "retry":
+                    self.retries.append(verdict.delay)
+                    assert time.monotonic() + verdict.delay * self.time_scale < deadline, f"still retrying: {verdict}"
+                    await asyncio.sleep(verdict.delay * self.time_scale)
+                case "rejected":
+                    return f"rejected:{verdict.reason}"
+                case "error":
+                    assert verdict.cause is not None
+                    raise verdict.cause
+                case _:
+                    return "acked"
 
 
 # --- waiting for the bot --------------------------------------------------------------------------

@@ -8,8 +8,9 @@ import time
 
 import msgspec
 import pytest
+from prometheus_client import REGISTRY
 
-from infra.bus import STREAM, Bus, ConsumerSpec, Delivery, EarlierAttemptsDied, Reject, Retry, consumes
+from infra.bus import STREAM, Bus, ConsumerSpec, Delivery, EarlierAttemptsDied, Fail, Reject, Retry, consumes, deliver
 from infra.contracts import Failure, decoder
 from infra.metrics import REJECTED
 
@@ -188,3 +189,81 @@ async def test_a_service_declares_its_consumers_beside_its_handlers(private_bus:
     await publish(private_bus, subject, "declared")
     await eventually(lambda: bool(seen))
     assert isinstance(seen[0], Failure) and seen[0].detail == "declared"
+
+
+def sample(name: str, **labels: str) -> float:
+    found = REGISTRY.get_sample_value(name, labels)
+    return found or 0.0
+
+
+async def test_telemetry_wraps_every_handler_under_its_consumer_stage_and_mode(private_bus: Bus) -> None:
+    """Handlers count nothing themselves: the bus records each outcome under the labels the consumer declared."""
+    subject = a_subject()
+    told: list[str] = []
+
+    class Service:
+        mode = f"M{next(_n)}"
+
+        @consumes(subject, "{mode}-consumer", stage="probe", mode="{mode}", ack_wait=5.0, give_up="tell")
+        async def handle(self, event: Failure, delivery: Delivery) -> None:
+            if event.detail == "early" and delivery.attempt == 1:
+                raise Retry(0.2, error="upstream_busy")
+            if event.detail == "broken":
+                raise Fail("cannot_do", "this one never works")
+
+        async def tell(self, event: Failure, exc: BaseException) -> None:
+            told.append(f"{event.detail}:{getattr(exc, 'reason', '?')}")
+
+    service = Service()
+    consumer, labels = f"{Service.mode}-consumer", {"stage": "probe", "mode": Service.mode}
+    await private_bus.start(service)
+    for detail in ("fine", "early", "broken"):
+        await publish(private_bus, subject, detail)
+    await eventually(lambda: sample("voice_insight_processed_total", **labels) == 3)
+
+    assert told == ["broken:cannot_do"], "a Fail reaches give_up, so the user hears back"
+    assert sample("voice_insight_handled_total", consumer=consumer, outcome="done") == 2
+    assert sample("voice_insight_handled_total", consumer=consumer, outcome="retry") == 1
+    assert sample("voice_insight_handled_total", consumer=consumer, outcome="failed") == 1
+    assert sample("voice_insight_errors_total", **labels, reason="upstream_busy") == 1
+    assert sample("voice_insight_errors_total", **labels, reason="cannot_do") == 1
+    assert sample("voice_insight_stage_seconds_count", **labels) == 3, "done and failed work is timed, retries not"
+    info = await private_bus.js.consumer_info(STREAM, consumer)
+    assert info.num_ack_pending == 0 and info.num_pending == 0, "a Fail is settled, not redelivered"
+
+
+async def test_deliver_settles_like_the_bus_without_a_server() -> None:
+    """The outcome table in memory: what a unit test of a handler sees is what the bus would do."""
+    given: list[BaseException] = []
+
+    async def give_up(event: str, exc: BaseException) -> None:
+        given.append(exc)
+
+    async def handler(event: str, delivery: Delivery) -> None:
+        match event:
+            case "retry":
+                raise Retry(3.0)
+            case "fail":
+                raise Fail("no_speech")
+            case "reject":
+                raise Reject("poison")
+            case "crash":
+                raise RuntimeError("boom")
+
+    def on(attempt: int) -> Delivery:
+        return Delivery(subject="voice.test", attempt=attempt, max_attempts=3)
+
+    assert (await deliver(handler, "ok", on(1), give_up)).outcome == "done"
+    retry = await deliver(handler, "retry", on(1), give_up)
+    assert (retry.outcome, retry.delay, retry.reason) == ("retry", 3.0, None)
+    failed = await deliver(handler, "fail", on(1), give_up)
+    assert (failed.outcome, failed.reason, failed.told) == ("failed", "no_speech", True)
+    assert (await deliver(handler, "reject", on(1), give_up)).terminates
+    error = await deliver(handler, "crash", on(2), give_up)
+    assert (error.outcome, error.reason, error.delay) == ("error", "RuntimeError", 1.0)
+    gave_up = await deliver(handler, "crash", on(3), give_up)
+    assert (gave_up.outcome, gave_up.told, gave_up.terminates) == ("gave_up", True, False)
+    dead = await deliver(handler, "ok", on(4), give_up)
+    assert dead.outcome == "gave_up" and isinstance(dead.cause, EarlierAttemptsDied)
+    assert [type(e).__name__ for e in given] == ["Fail", "RuntimeError", "EarlierAttemptsDied"]
+    assert (await deliver(handler, "crash", on(3))).terminates, "nobody to tell: terminated, not acked"

@@ -98,7 +98,22 @@ def test_prometheus_scrapes_every_app_service(compose: dict[str, Any]) -> None:
         name: sd["port"] for job in config["scrape_configs"] for sd in job["dns_sd_configs"] for name in sd["names"]
     }
     for name in APP_SERVICES:
-        assert targets.get(name) == int(compose["services"][name]["environment"]["METRICS_PORT"]), name
+        service = compose["services"][name]
+        aliases = service.get("networks", {}).get("default", {}).get("aliases", [])
+        found = [targets[n] for n in (name, *aliases) if n in targets]
+        assert found == [int(service["environment"]["METRICS_PORT"])], name
+
+
+def test_a_new_analyzer_in_compose_is_its_command_and_nothing_else(compose: dict[str, Any]) -> None:
+    """README: a new mode needs one more block that differs from the others only in its command; Prometheus
+    finds it by the alias every analyzer block shares, not by a list of names."""
+    analyzers = {name: dict(s) for name, s in compose["services"].items() if name.startswith("analyzer-")}
+    assert set(analyzers) == {f"analyzer-{mode.lower()}" for mode in MODES}
+    shapes = [{k: v for k, v in block.items() if k != "command"} for block in analyzers.values()]
+    assert all(shape == shapes[0] for shape in shapes)
+    prometheus = (REPO / "infra" / "config" / "prometheus" / "prometheus.yml").read_text()
+    for name in analyzers:
+        assert name not in prometheus
 
 
 def test_the_dashboard_asks_only_for_metrics_that_exist() -> None:

@@ -28,6 +28,7 @@ from infra.bus import (
     ConsumerSpec,
     Delivery,
     declaration,
+    deliver,
 )
 from infra.contracts import AudioReceived, TelegramUpdate, decoder
 from infra.limits import DailyCounter, Limits, note_finished
@@ -191,7 +192,7 @@ async def test_past_the_daily_token_budget_analyses_stop_and_say_why(
     )
     before = len(openai_double.requests)
     transcript = a_transcript("budget-test", "Hello.")
-    await analyzer.handle(transcript, Delivery(subject="voice.transcript", attempt=1))
+    await deliver(analyzer.handle, transcript, Delivery(subject="voice.transcript", attempt=1))
     assert len(openai_double.requests) == before
     stored = await private_bus.js.get_last_msg(STREAM, "voice.analysis.TONE")
     assert b'"error":"budget_exhausted"' in stored.data

@@ -20,10 +20,11 @@ from infra.bus import (
     Bus,
     ConsumerSpec,
     Delivery,
+    Fail,
     consumes,
 )
 from infra.contracts import AudioReceived, Failure, Transcript
-from infra.metrics import AUDIO_SECONDS, ERRORS, PROCESSED, STAGE_SECONDS
+from infra.metrics import AUDIO_SECONDS
 from infra.telemetry import record_failure, tracer
 from transcriber.asr import AudioProblem, SpeechRecognizer
 
@@ -43,6 +44,7 @@ class TranscriberService:
     @consumes(
         SUBJECT_AUDIO,
         CONSUMER_TRANSCRIBER,
+        stage="transcribe",
         ack_wait=15.0,
         max_attempts=3,
         give_up="give_up",
@@ -62,8 +64,7 @@ class TranscriberService:
                     # Expired or already cleaned up after an answer: a late redelivery. Say so; the formatter
                     # ignores it if the note was answered.
                     record_failure(span, "audio_missing")
-                    await self._fail(cid, "internal", "audio object missing")
-                    return
+                    raise Fail("internal", "audio object missing") from None
                 span.set_attribute("voice_insight.audio.size_bytes", audio.tell())
                 audio.seek(0)
             attributes = {"voice_insight.asr.model": self.recognizer.model_name}
@@ -73,8 +74,7 @@ class TranscriberService:
                 except AudioProblem as problem:
                     log.info("%s: %s (%s)", cid, problem.reason, problem)
                     record_failure(span, problem.reason)
-                    await self._fail(cid, problem.reason, str(problem))
-                    return
+                    raise Fail(problem.reason, str(problem)) from None
                 span.set_attributes(
                     {
                         "voice_insight.audio.duration_seconds": round(result.duration, 3),
@@ -84,9 +84,7 @@ class TranscriberService:
                         "voice_insight.asr.segments": len(result.segments),
                     }
                 )
-        STAGE_SECONDS.labels("transcribe", "").observe(result.seconds)
         AUDIO_SECONDS.inc(result.duration)
-        PROCESSED.labels("transcriber", "").inc()
         transcript = Transcript(
             correlation_id=cid,
             text=result.text,
@@ -109,11 +107,9 @@ class TranscriberService:
         )
 
     async def give_up(self, event: AudioReceived, exc: BaseException) -> None:
-        """Every attempt failed, or its worker died (out of memory, killed): the user still hears back."""
-        await self._fail(event.correlation_id, "internal", type(exc).__name__)
-
-    async def _fail(self, cid: str, reason: str, detail: str) -> None:
-        PROCESSED.labels("transcriber", "").inc()
-        ERRORS.labels("transcriber", "", reason).inc()
+        """The note cannot be transcribed (`Fail`), every attempt failed, or its worker died (out of memory,
+        killed): the user still hears back."""
+        reason, detail = (exc.reason, exc.detail) if isinstance(exc, Fail) else ("internal", type(exc).__name__)
+        cid = event.correlation_id
         failure = Failure(correlation_id=cid, stage="transcriber", reason=reason, detail=detail)  # type: ignore[arg-type]
         await self.bus.publish(SUBJECT_FAILED, failure, msg_id=f"{cid}.failed")
