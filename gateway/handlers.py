@@ -1,35 +1,56 @@
-"""The bot's router: small handlers, filters declaring what each one takes."""
+"""The bot's router: small handlers with typed arguments, filters and middlewares that hand them their context.
+
+`HasMedia` passes the note's `media` to the handler that takes it; `UserLanguage` resolves the language the bot
+answers in once per message, as `lang`.
+"""
 
 from __future__ import annotations
 
 import html
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from aiogram import F, Router
-from aiogram.filters import Command, CommandStart
-from aiogram.types import Message
+from aiogram import BaseMiddleware, Router
+from aiogram.filters import Command, CommandStart, Filter
+from aiogram.types import Message, TelegramObject
 
-from gateway.intake import Intake, media_of
+from gateway.intake import Intake, Media, media_of
 from infra.bus import Bus
 from infra.modes import live_modes
 from infra.texts import duration_limit, text, ui_language
 
-_MEDIA = F.voice | F.audio | F.video_note | F.video | F.document
+
+class HasMedia(Filter):
+    """Something we can transcribe: a voice note, audio, a video note, a video or a file; passed on as `media`."""
+
+    async def __call__(self, message: Message) -> bool | dict[str, Any]:
+        media = media_of(message)
+        return {"media": media} if media is not None else False
 
 
-def _lang(message: Message) -> str:
-    return ui_language(message.from_user.language_code if message.from_user else None)
+class UserLanguage(BaseMiddleware):
+    """The bot's own words follow the sender's Telegram language (Russian or English): `lang` for every handler."""
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        user = data.get("event_from_user")
+        data["lang"] = ui_language(user.language_code if user else None)
+        return await handler(event, data)
 
 
-async def on_start(message: Message) -> None:
-    await message.answer(text("start", _lang(message)))
+async def on_start(message: Message, lang: str) -> None:
+    await message.answer(text("start", lang))
 
 
-async def on_help(message: Message, max_audio_seconds: float) -> None:
-    await message.answer(text("help", lang := _lang(message), limit=duration_limit(max_audio_seconds, lang)))
+async def on_help(message: Message, lang: str, max_audio_seconds: float) -> None:
+    await message.answer(text("help", lang, limit=duration_limit(max_audio_seconds, lang)))
 
 
-async def on_list_modes(message: Message, bus: Bus) -> None:
-    lang = _lang(message)
+async def on_list_modes(message: Message, lang: str, bus: Bus) -> None:
     modes = await live_modes(bus)
     if not modes:
         await message.answer(text("modes_none", lang))
@@ -41,22 +62,21 @@ async def on_list_modes(message: Message, bus: Bus) -> None:
     await message.answer("\n".join(lines))
 
 
-async def on_media(message: Message, intake: Intake) -> None:
-    media = media_of(message)
-    assert media is not None  # guaranteed by the filter
+async def on_media(message: Message, media: Media, intake: Intake) -> None:
     await intake.accept(message, media)
 
 
-async def on_anything_else(message: Message) -> None:
-    await message.answer(text("unsupported", _lang(message)))
+async def on_anything_else(message: Message, lang: str) -> None:
+    await message.answer(text("unsupported", lang))
 
 
 def build_router() -> Router:
     """The bot's router: each handler with the filter that says what it takes; the first match wins."""
     router = Router(name="voice-insight")
+    router.message.middleware(UserLanguage())
     router.message.register(on_start, CommandStart())
     router.message.register(on_help, Command("help"))
     router.message.register(on_list_modes, Command("list_modes"))
-    router.message.register(on_media, _MEDIA)
+    router.message.register(on_media, HasMedia())
     router.message.register(on_anything_else)
     return router

@@ -2,8 +2,15 @@
 
 Every event is a frozen msgspec Struct tagged with its schema name and version (`"schema":
 "voice.transcript/1"`), encoded as JSON. Consumers decode at the edge into these types, so a field
-renamed on one side fails loudly at the boundary instead of as a KeyError three calls deep. A breaking
-change gets a new tag (`/2`) and a transition period in which consumers accept both.
+renamed on one side fails loudly at the boundary instead of as a KeyError three calls deep.
+
+How a contract may change, since analyzers written elsewhere depend on these shapes:
+* A new field gets a default, so messages from older publishers still decode; consumers ignore fields they do
+  not know (`forbid_unknown_fields=False`), so older consumers read newer messages.
+* A field is never renamed, retyped or removed within a version, and a default never changes meaning.
+* `Segment` is encoded as an array (`array_like`): fields may only be appended, each with a default.
+* Anything else is a breaking change: a new tag (`/2`), and a transition period in which publishers keep the old
+  version and consumers accept both.
 """
 
 from __future__ import annotations
