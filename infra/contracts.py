@@ -126,6 +126,8 @@ class Analysis(Contract, frozen=True, tag="voice.analysis/1"):
     usage: Usage = Usage()
     latency: float = 0.0
     error: str | None = None
+    mode_version: int = 0
+    """The version of the mode's definition this analysis used (0: an analyzer without a registered mode)."""
 
 
 class Failure(Contract, frozen=True, tag="voice.failed/1"):
@@ -149,6 +151,8 @@ class ModeInfo(msgspec.Struct, frozen=True, kw_only=True):
     timeout: float
     structured_output: bool
     announced_at: float = msgspec.field(default_factory=time.time)
+    version: int = 0
+    """The version of the mode's definition in use (0: an analyzer without a registered mode)."""
 
 
 class TelegramUpdate(Contract, frozen=True, tag="telegram.update/1"):

@@ -5,6 +5,9 @@ unless NATS_URL names one, then every service as a child process with its output
 that crashes is restarted with backoff (its unacked work is redelivered to it); a child that exits on bad
 settings stops everything, since restarting cannot fix configuration. Ctrl-C or SIGTERM stops the services
 first, each draining its in-flight work, and NATS last.
+
+Analyzers follow the mode registry: one process per enabled mode, started when a mode is added or enabled and
+stopped when it is disabled, with no restart of anything else (unless `--modes` names a fixed set).
 """
 
 from __future__ import annotations
@@ -19,10 +22,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.bus import Bus
+from infra.definitions import shipped
+from infra.registry import ModeRegistry
 from infra.service import CONFIG_ERROR_EXIT, load_or_exit
 from infra.settings import Settings
 
 STOP_GRACE = 40.0
+FOLLOW_EVERY = 2.0
+"""Seconds between two looks at the mode registry."""
 _COLORS = ("36", "33", "35", "32", "34", "31", "96", "93")
 
 
@@ -77,7 +85,7 @@ def plan(transcribers: int, modes: list[str], base_port: int = 9100) -> list[Chi
     roles += [
         ("transcriber" if transcribers == 1 else f"transcriber-{i + 1}", ("transcriber",)) for i in range(transcribers)
     ]
-    roles += [(f"analyzer-{m.lower()}", ("analyzer", "--mode", m)) for m in modes]
+    roles += [(analyzer_child(m, 0).name, ("analyzer", "--mode", m)) for m in modes]
     children = [
         Child(name, (*me, *args), base_port + 1 + i if base_port else 0) for i, (name, args) in enumerate(roles)
     ]
@@ -97,6 +105,8 @@ class Supervisor:
         self.stopping = asyncio.Event()
         self.fatal: str | None = None
         self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.retired: set[str] = set()
+        """Children stopped for good while the rest runs on (an analyzer whose mode was disabled)."""
 
     async def spawn(
         self, name: str, argv: tuple[str, ...], color: str, env: dict[str, str] | None = None
@@ -113,14 +123,17 @@ class Supervisor:
         self.procs[name] = proc
         return proc
 
+    def done(self, name: str) -> bool:
+        return self.stopping.is_set() or name in self.retired
+
     async def keep(self, child: Child, color: str, env: dict[str, str] | None = None) -> None:
         backoff = 1.0
-        while not self.stopping.is_set():
+        while not self.done(child.name):
             proc = await self.spawn(child.name, child.argv, color, env)
-            if self.stopping.is_set():
+            if self.done(child.name):
                 proc.send_signal(signal.SIGTERM)  # respawned while the stop went by: it would never be told
             code = await proc.wait()
-            if self.stopping.is_set():
+            if self.done(child.name):
                 return
             if code == CONFIG_ERROR_EXIT and child.name != "nats":
                 self.fatal = f"{child.name} exited on a configuration error"
@@ -132,6 +145,10 @@ class Supervisor:
             except TimeoutError:
                 pass
             backoff = min(backoff * 2, 30.0)
+
+    async def retire(self, name: str) -> None:
+        self.retired.add(name)
+        await self.stop([name])
 
     async def stop(self, names: list[str]) -> None:
         procs = [self.procs[n] for n in names if n in self.procs and self.procs[n].returncode is None]
@@ -158,7 +175,65 @@ async def _wait_for_port(port: int, timeout: float = 20.0) -> None:
             await asyncio.sleep(0.1)
 
 
-async def _up(settings: Settings, transcribers: int, modes: list[str]) -> int:
+class ModeFollower:
+    """One analyzer child per enabled mode in the registry: started when a mode is added or enabled, stopped
+    when it is disabled. A mode keeps its metrics port across a disable and an enable."""
+
+    def __init__(self, supervisor: Supervisor, settings: Settings, servers: list[str], first_port: int) -> None:
+        self.supervisor = supervisor
+        self.settings = settings
+        self.servers = servers
+        self.next_port = first_port
+        self.ports: dict[str, int] = {}
+        self.keepers: dict[str, asyncio.Task[None]] = {}
+
+    async def start(self) -> None:
+        """Connect, seed the registry on a first start, and start the analyzers of the enabled modes."""
+        self.bus = await Bus.connect(self.servers, name="up", replicas=self.settings.jetstream_replicas)
+        await self.bus.ensure_topology()
+        self.registry = await ModeRegistry.open(self.bus)
+        await self.registry.seed(shipped())
+        await self.apply([d.name for d in await self.registry.all() if d.enabled])
+
+    async def follow(self) -> None:
+        try:
+            while not self.supervisor.stopping.is_set():
+                try:
+                    await asyncio.wait_for(self.supervisor.stopping.wait(), FOLLOW_EVERY)
+                except TimeoutError:
+                    pass
+                try:
+                    await self.apply([d.name for d in await self.registry.all() if d.enabled])
+                except Exception as exc:  # NATS restarting: look again shortly
+                    print(f"{'up':<14}| mode registry not readable ({type(exc).__name__})", flush=True)
+        finally:
+            await self.bus.close(grace=1)
+
+    async def apply(self, enabled: list[str]) -> None:
+        for mode in enabled:
+            if mode in self.keepers or self.supervisor.stopping.is_set():
+                continue
+            if mode not in self.ports:
+                self.ports[mode] = self.next_port if self.next_port else 0
+                self.next_port += 1 if self.next_port else 0
+            child = analyzer_child(mode, self.ports[mode])
+            self.supervisor.retired.discard(child.name)
+            print(f"{'up':<14}| mode {mode}: starting {child.name} (:{child.metrics_port})", flush=True)
+            env = {"METRICS_PORT": str(child.metrics_port)}
+            color = _COLORS[(len(self.ports) + 3) % len(_COLORS)]
+            self.keepers[mode] = asyncio.create_task(self.supervisor.keep(child, color, env))
+        for mode in [m for m in self.keepers if m not in enabled]:
+            name = analyzer_child(mode, 0).name
+            print(f"{'up':<14}| mode {mode} disabled: stopping {name}", flush=True)
+            await self.supervisor.retire(name)
+            await asyncio.gather(self.keepers.pop(mode), return_exceptions=True)
+
+
+def analyzer_child(mode: str, port: int) -> Child:
+    return Child(f"analyzer-{mode.lower()}", (sys.executable, "-m", "infra.cli", "analyzer", "--mode", mode), port)
+
+
+async def _up(settings: Settings, transcribers: int, modes: list[str] | None) -> int:
     env = dict(os.environ)
     supervisor = Supervisor(env)
     loop = asyncio.get_running_loop()
@@ -178,7 +253,12 @@ async def _up(settings: Settings, transcribers: int, modes: list[str]) -> int:
         print(f"{'nats':<14}| embedded nats-server on {env['NATS_URL']}, store {store}", flush=True)
 
     base = settings.metrics_port if settings.metrics_port is not None else 9100
-    children = plan(transcribers, modes, base)
+    children = plan(transcribers, modes or [], base)
+    follower = None
+    if modes is None:  # analyzers first, the gateway last: no voice note arrives before the rest is up
+        servers = [env["NATS_URL"]] if nats_keeper is not None else settings.nats_servers
+        follower = ModeFollower(supervisor, settings, servers, base + 1 + len(children) if base else 0)
+        await follower.start()
     ports = ", ".join(f"{c.name} :{c.metrics_port}" for c in children) if base else "off (METRICS_PORT=0)"
     print(f"{'up':<14}| /metrics and /health: {ports}", flush=True)
     keepers = [
@@ -187,11 +267,13 @@ async def _up(settings: Settings, transcribers: int, modes: list[str]) -> int:
         )
         for i, child in enumerate(children)
     ]
+    if follower is not None:
+        keepers.append(asyncio.create_task(follower.follow()))
     await supervisor.stopping.wait()
     # Intake first, so nothing new arrives while the rest drains; NATS last.
     for prefix in ("gateway", "transcriber", "analyzer", "formatter"):
-        await supervisor.stop([c.name for c in children if c.name.startswith(prefix)])
-    await asyncio.gather(*keepers, return_exceptions=True)
+        await supervisor.stop([name for name in supervisor.procs if name.startswith(prefix)])
+    await asyncio.gather(*keepers, *(follower.keepers.values() if follower else ()), return_exceptions=True)
     await supervisor.stop(["nats"])
     if nats_keeper is not None:
         await asyncio.gather(nats_keeper, return_exceptions=True)
@@ -201,8 +283,8 @@ async def _up(settings: Settings, transcribers: int, modes: list[str]) -> int:
     return 0
 
 
-def up(transcribers: int, modes: list[str]) -> int:
-    """Run the stack: one analyzer per mode in `modes`."""
+def up(transcribers: int, modes: list[str] | None) -> int:
+    """Run the stack: one analyzer per mode in `modes`, or per enabled mode in the registry if None."""
     # Validate everything the children will need before starting any of them: one clear line, not five.
     settings = load_or_exit("up", ("TELEGRAM_TOKEN", "OPENAI_API_KEY"))
     return asyncio.run(_up(settings, max(1, transcribers), modes))

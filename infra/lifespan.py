@@ -1,4 +1,5 @@
-"""A service's life as one async context manager: connect, side door, topology; then drain and close in order.
+"""A service's life as one async context manager: connect, side door, topology (and the mode registry seeded
+from the shipped definitions on first start); then drain and close in order.
 
     async with lifespan("formatter", settings, port, log) as life:
         bot = make_bot(settings)
@@ -20,7 +21,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from infra.bus import Bus
+from infra.definitions import shipped
 from infra.health import HealthServer
+from infra.registry import ModeRegistry
 from infra.settings import Settings
 
 log = logging.getLogger("voice_insight.service")
@@ -54,6 +57,8 @@ async def lifespan(
     try:
         if topology:
             await bus.ensure_topology()
+            if seeded := await (await ModeRegistry.open(bus)).seed(shipped()):
+                log.info("mode registry seeded with %s", ", ".join(seeded))
         yield life
     finally:
         await bus.close()

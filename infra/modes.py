@@ -10,26 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 import nats.js.errors
 
 from infra.bus import BUCKET_MODES, MODES_TTL, Bus
 from infra.contracts import ModeInfo, encode
+from infra.definitions import MODE_NAME
 from infra.metrics import BAD_MODE_ANNOUNCEMENTS
+from infra.registry import ModeRegistry
 
 log = logging.getLogger("voice_insight.modes")
 
 _decode = msgspec.json.Decoder(ModeInfo).decode
 
-MODE_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
-"""A mode's name: it becomes a subject token and a KV key, and users see it."""
-
 
 async def live_modes(bus: Bus) -> list[ModeInfo]:
-    """Modes announced within the TTL, sorted by name (DEFAULT first by convention)."""
+    """Modes announced within the TTL and not disabled in the registry, sorted by name (DEFAULT first).
+
+    A mode disabled a moment ago may still be announced (its heartbeat has not seen it yet): the registry
+    decides at once. An analyzer written elsewhere, with no registered definition, counts by its announcement."""
     try:
         kv = await bus.kv(BUCKET_MODES)
         keys = await kv.keys()
@@ -53,16 +54,31 @@ async def live_modes(bus: Bus) -> list[ModeInfo]:
             log.warning("skipping an unreadable announcement in %s", BUCKET_MODES)
             continue
         modes.append(info)
-    return sorted(modes, key=lambda m: (m.mode != "DEFAULT", m.mode))
+    disabled = await _disabled(bus)
+    return sorted((m for m in modes if m.mode not in disabled), key=lambda m: (m.mode != "DEFAULT", m.mode))
 
 
-async def announce_forever(bus: Bus, info_factory: Callable[[], ModeInfo], every: float = MODES_TTL / 3) -> None:
-    """Heartbeat: re-put this mode's announcement well inside the bucket's TTL until cancelled."""
+async def _disabled(bus: Bus) -> set[str]:
+    try:
+        return {d.name for d in await (await ModeRegistry.open(bus)).all() if not d.enabled}
+    except Exception as exc:  # registry unreadable: trust the announcements
+        log.warning("mode registry not readable (%s)", type(exc).__name__)
+        return set()
+
+
+async def announce_forever(
+    bus: Bus, mode: str, info_factory: Callable[[], Awaitable[ModeInfo | None]], every: float = MODES_TTL / 3
+) -> None:
+    """Heartbeat: re-put this mode's announcement well inside the bucket's TTL until cancelled; withdraw it
+    while the factory says None (the mode is disabled)."""
     while True:
-        info = info_factory()
         try:
+            info = await info_factory()
             kv = await bus.kv(BUCKET_MODES)
-            await kv.put(info.mode, encode(info))
+            if info is not None:
+                await kv.put(mode, encode(info))
+            else:
+                await kv.delete(mode)
         except Exception as exc:  # NATS restarting: the next beat will land; the TTL gives us slack
-            log.warning("mode heartbeat for %s failed: %s", info.mode, type(exc).__name__)
+            log.warning("mode heartbeat for %s failed: %s", mode, type(exc).__name__)
         await asyncio.sleep(every)

@@ -18,7 +18,9 @@ import pytest
 import pytest_asyncio
 
 from infra.bus import Bus
+from infra.definitions import shipped
 from infra.packaged_model import install_packaged_model
+from infra.registry import ModeRegistry
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.otlp import OTLPReceiver
 from tests.doubles.telegram_api import TelegramDouble
@@ -71,6 +73,7 @@ async def private_bus(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
     server.start()
     connected = await Bus.connect([server.url], name="tests-private")
     await connected.ensure_topology()
+    await (await ModeRegistry.open(connected)).seed(shipped())  # as every service's lifespan does
     yield connected
     await connected.close(grace=1)
     server.stop()

@@ -18,10 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from analyzers.llm import ChatLLM, make_client
+from analyzers.service import AnalyzerService
 from bench.speech import voice_note
 from infra.bus import CONSUMER_FORMATTER, STREAM, Bus, Delivery, deliver
 from infra.contracts import Transcript
+from infra.definitions import shipped
 from infra.launcher import nats_config, nats_server_binary
+from infra.registry import ModeRegistry
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import SentMessage, TelegramDouble
 
@@ -208,6 +212,14 @@ class Stack:
         return self.metrics_base + 1 + order.index(service)
 
 
+async def eventually(condition: Callable[[], object], timeout: float = 20.0, every: float = 0.01) -> None:
+    """Wait until `condition()` holds; fail the test if it never does."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "never happened"
+        await asyncio.sleep(every)
+
+
 async def wait_for_modes(bus: Bus, modes: set[str], timeout: float = 120.0) -> None:
     from infra.modes import live_modes
 
@@ -238,6 +250,17 @@ NOTES = [
 ]
 """Short notes that the packaged `base` model gets right; `KEYWORDS` finds each in its answer."""
 KEYWORDS = ["budget", "sales", "office", "supplier", "friday", "licen"]
+
+
+SHIPPED = {d.name: d for d in shipped()}
+"""The shipped mode definitions (DEFAULT, TONE), as the registry is seeded with them."""
+
+
+async def an_analyzer(bus: Bus, openai_base_url: str, mode: str = "TONE", **options: Any) -> AnalyzerService:
+    """An analyzer of a registered mode, its LLM client pointed at the OpenAI double."""
+    registry = await ModeRegistry.open(bus)
+    definition = (await registry.get(mode)).definition
+    return AnalyzerService(bus, ChatLLM(make_client(OPENAI_KEY, openai_base_url)), registry, definition, **options)
 
 
 class Redelivered:

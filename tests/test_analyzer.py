@@ -8,14 +8,12 @@ import time
 import msgspec
 import pytest
 
-from analyzers.llm import ChatLLM, make_client
-from analyzers.modes import MODES
 from analyzers.service import AnalyzerService
 from infra.answers import Sent, encode_mark
 from infra.bus import BUCKET_ANSWERED, STREAM, Bus, Delivery, analysis_subject
 from infra.contracts import Analysis, Transcript
 from tests.doubles.openai_api import OpenAIDouble
-from tests.support import OPENAI_KEY, a_transcript
+from tests.support import a_transcript, an_analyzer
 
 _cids = itertools.count(1)
 FIRST = Delivery(subject="voice.transcript", attempt=1)
@@ -35,9 +33,8 @@ def a_note_transcript(text: str, published_at: float | None = None) -> Transcrip
     )
 
 
-def service(bus: Bus, double: OpenAIDouble, mode: str = "TONE") -> AnalyzerService:
-    spec = MODES[mode]
-    return AnalyzerService(bus, ChatLLM(make_client(OPENAI_KEY, double.base_url)), spec, spec.model, join_timeout=30)
+async def service(bus: Bus, double: OpenAIDouble, mode: str = "TONE") -> AnalyzerService:
+    return await an_analyzer(bus, double.base_url, mode, join_timeout=30)
 
 
 async def published(bus: Bus, mode: str, cid: str) -> Analysis:
@@ -52,7 +49,7 @@ async def test_a_transcript_that_tries_to_steer_the_analysis_stays_data(
     private_bus: Bus, openai_double: OpenAIDouble, mode: str
 ) -> None:
     transcript = a_note_transcript(HOSTILE)
-    await service(private_bus, openai_double, mode).handle(transcript, FIRST)
+    await (await service(private_bus, openai_double, mode)).handle(transcript, FIRST)
 
     request = openai_double.requests[-1]
     system, instructions, data = request["messages"]
@@ -72,7 +69,7 @@ async def test_a_transcript_that_tries_to_steer_the_analysis_stays_data(
 async def test_backlog_past_its_deadline_or_answered_is_not_sent_to_the_llm(
     private_bus: Bus, openai_double: OpenAIDouble
 ) -> None:
-    analyzer = service(private_bus, openai_double)
+    analyzer = await service(private_bus, openai_double)
     before = len(openai_double.requests)
 
     await analyzer.handle(a_note_transcript("An old note from yesterday.", published_at=time.time() - 3600), FIRST)

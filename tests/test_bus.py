@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 from infra.bus import STREAM, Bus, ConsumerSpec, Delivery, EarlierAttemptsDied, Fail, Reject, Retry, consumes, deliver
 from infra.contracts import Failure, decoder
 from infra.metrics import REJECTED
+from tests.support import eventually
 
 _n = itertools.count(1)
 
@@ -24,13 +25,6 @@ def a_subject() -> str:
 async def publish(bus: Bus, subject: str, detail: str = "x") -> None:
     event = Failure(correlation_id=f"cid-{subject}", stage="gateway", reason="internal", detail=detail)
     await bus.publish(subject, event, msg_id=f"{subject}-{detail}")
-
-
-async def eventually(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "never happened"
-        await asyncio.sleep(0.05)
 
 
 def server_url(bus: Bus) -> str:

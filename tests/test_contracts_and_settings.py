@@ -11,6 +11,7 @@ import pytest
 
 from infra.contracts import Analysis, AudioReceived, AudioRef, Event, Origin, Transcript, decoder, encode
 from infra.settings import SettingsError, load_settings
+from tests.support import NatsServer, free_port
 
 ORIGIN = Origin(chat_id=1, message_id=2, status_message_id=3, ui_language="ru")
 
@@ -89,12 +90,18 @@ def test_a_service_with_a_missing_setting_stops_with_one_line(role: list[str], t
 
 
 def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "analyzer", "--mode", "NOPE"],
-        cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "x"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    """Modes live in the registry: an analyzer for a mode nobody registered exits on a configuration error."""
+    server = NatsServer(free_port(), tmp_path)
+    server.start()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "infra.cli", "analyzer", "--mode", "NOPE"],
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "x", "NATS_URL": server.url, "METRICS_PORT": "0"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        server.stop()
     assert result.returncode == 2 and "unknown mode 'NOPE'; known: DEFAULT, TONE" in result.stderr

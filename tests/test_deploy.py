@@ -18,9 +18,9 @@ import yaml
 from prometheus_client import REGISTRY
 
 import infra.metrics  # noqa: F401  (registers the metrics)
-from analyzers.modes import MODES
 from infra.cli import build_parser
 from infra.settings import KNOWN_VARIABLES
+from tests.support import SHIPPED as MODES
 
 REPO = Path(__file__).resolve().parents[1]
 APP_SERVICES = ("gateway", "transcriber", "analyzer-default", "analyzer-tone", "formatter")

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from infra.bus import Bus
+from infra.modes import live_modes
+from infra.registry import ModeRegistry
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import NatsServer, Speech, stack_env, wait_for_modes
+from tests.support import NatsServer, Speech, eventually, stack_env, wait_for_modes
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -49,6 +51,17 @@ async def test_up_embeds_nats_answers_and_stops_cleanly_on_sigterm(
             lambda: bool(telegram.messages(1)) and "Transcript" in telegram.messages(1)[0].text, 120
         )
         assert "budget" in telegram.messages(1)[0].text.lower()
+
+        # Analyzers follow the registry: a disabled mode's process stops, an enabled one starts, nothing else.
+        registry = await ModeRegistry.open(bus)
+        read = await registry.get("TONE")
+        await registry.write(read.definition.successor("cli", "off for a while", enabled=False), read)
+        await eventually(lambda: "mode TONE disabled: stopping analyzer-tone" in log.read_text(), 60, 0.1)
+        assert "TONE" not in [m.mode for m in await live_modes(bus)]
+        read = await registry.get("TONE")
+        await registry.write(read.definition.successor("cli", "back on", enabled=True), read)
+        await eventually(lambda: log.read_text().count("mode TONE: starting analyzer-tone") == 2, 60, 0.1)
+        await wait_for_modes(bus, {"DEFAULT", "TONE"})
     finally:
         if bus:
             await bus.close(grace=1)

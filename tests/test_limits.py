@@ -12,9 +12,6 @@ from collections.abc import AsyncIterator
 import pytest
 from aiogram import Dispatcher
 
-from analyzers.llm import ChatLLM, make_client
-from analyzers.modes import MODES
-from analyzers.service import AnalyzerService
 from gateway.access import AccessGate
 from gateway.handlers import build_router
 from gateway.intake import Intake, correlation_key
@@ -36,7 +33,7 @@ from infra.settings import Settings
 from infra.telegram import make_bot
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import OPENAI_KEY, a_transcript
+from tests.support import a_transcript, an_analyzer
 
 TOKEN = "424242424:DDHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw5"
 _users = itertools.count(80_000_001)
@@ -186,10 +183,7 @@ async def test_past_the_daily_token_budget_analyses_stop_and_say_why(
     private_bus: Bus, openai_double: OpenAIDouble
 ) -> None:
     await DailyCounter(await private_bus.kv(BUCKET_BUDGET)).add("tokens", 1000)
-    spec = MODES["TONE"]
-    analyzer = AnalyzerService(
-        private_bus, ChatLLM(make_client(OPENAI_KEY, openai_double.base_url)), spec, spec.model, daily_tokens=1000
-    )
+    analyzer = await an_analyzer(private_bus, openai_double.base_url, "TONE", daily_tokens=1000)
     before = len(openai_double.requests)
     transcript = a_transcript("budget-test", "Hello.")
     await deliver(analyzer.handle, transcript, Delivery(subject="voice.transcript", attempt=1))

@@ -6,9 +6,12 @@ import openai
 import pytest
 
 from analyzers.llm import ChatLLM, LLMFailure, is_reasoning_model, json_schema_for, make_client
-from analyzers.modes import MODES, DefaultResult, ToneResult
+from infra.definitions import TRANSCRIPT_PLACE, result_type
 from tests.doubles.openai_api import OpenAIDouble
-from tests.support import OPENAI_KEY
+from tests.support import OPENAI_KEY, SHIPPED
+
+DefaultResult = result_type(SHIPPED["DEFAULT"])
+ToneResult = result_type(SHIPPED["TONE"])
 
 TEXT = "Hi, it is Anna. The contract must be signed by Friday, otherwise we lose the client."
 
@@ -18,15 +21,15 @@ def llm(double: OpenAIDouble, key: str = OPENAI_KEY) -> ChatLLM:
 
 
 async def call(client: ChatLLM, mode: str, model: str | None = None):  # type: ignore[no-untyped-def]
-    spec = MODES[mode]
+    spec = SHIPPED[mode]
     return await client.complete(
         model=model or spec.model,
         system="Answer in English.",
-        user=spec.prompt.format(text=TEXT),
+        user=spec.prompt.replace(TRANSCRIPT_PLACE, TEXT),
         max_tokens=spec.max_tokens,
         temperature=spec.temperature,
         timeout=spec.timeout,
-        result_type=spec.result_type,
+        result_type=result_type(spec),
     )
 
 

@@ -1,0 +1,192 @@
+"""Modes as data: definitions, the registry with its versions, and analyzers that follow it without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+import msgspec
+import pytest
+
+from infra.bus import STREAM, Bus, Delivery, analysis_subject, deliver
+from infra.contracts import Analysis, ModeInfo, encode
+from infra.definitions import AnswerField, ModeDefinition, dump, load, problems, result_type, sections, shipped
+from infra.modes import live_modes
+from infra.registry import ModeRegistry, RegistryConflict
+from tests.doubles.openai_api import OpenAIDouble
+from tests.support import SHIPPED, a_transcript, an_analyzer, eventually
+
+_n = itertools.count(1)
+FIRST = Delivery(subject="voice.transcript", attempt=1)
+
+
+def a_mode(name: str | None = None, **changes: object) -> ModeDefinition:
+    """A custom mode, built only from data."""
+    definition = ModeDefinition(
+        name=name or f"CUSTOM_{next(_n)}",
+        titles={"ru": "🧭 Решения", "en": "🧭 Decisions"},
+        model="gpt-4o-mini",
+        prompt="List the decisions made and who owns each one.\n\nText: {text}",
+        fields=(
+            AnswerField(name="decisions", headings={"ru": "Решения", "en": "Decisions"}, kind="list", max_items=2),
+            AnswerField(name="owner", headings={"ru": "Ответственный", "en": "Owner"}, description="who decides"),
+        ),
+        max_tokens=300,
+        temperature=0.2,
+        timeout=8.0,
+    )
+    return msgspec.structs.replace(definition, **changes)
+
+
+def test_the_shipped_modes_are_files_that_read_back_as_written() -> None:
+    assert [d.name for d in shipped()] == ["DEFAULT", "TONE"]
+    for definition in shipped():
+        assert problems(definition) == []
+        assert load(dump(definition)) == definition
+    assert SHIPPED["DEFAULT"].model == "o3" and SHIPPED["TONE"].model == "gpt-4o"
+    assert SHIPPED["TONE"].max_tokens == 500 and SHIPPED["TONE"].temperature == 0.7
+
+
+def test_the_schema_and_the_sections_follow_from_the_fields() -> None:
+    mode = a_mode()
+    schema = msgspec.json.schema(result_type(mode))
+    root = next(iter(schema["$defs"].values()))
+    assert root["required"] == ["decisions", "owner"] and root["additionalProperties"] is False
+    assert root["properties"]["decisions"]["type"] == "array"
+    assert root["properties"]["owner"] == {"type": "string", "description": "who decides"}
+
+    answer = msgspec.json.decode(
+        b'{"decisions": ["ship", " ", "hire", "move"], "owner": " Anna "}', type=result_type(mode)
+    )
+    shown = sections(mode, answer, "ru")
+    assert [(s.heading, s.body, s.items) for s in shown] == [
+        ("Решения", "", ("ship", "hire")),  # blanks dropped, at most max_items
+        ("Ответственный", "Anna", ()),
+    ]
+    empty = msgspec.json.decode(b'{"decisions": [], "owner": ""}', type=result_type(mode))
+    assert sections(mode, empty, "en") == (), "empty parts are left out"
+
+
+@pytest.mark.parametrize(
+    ("changes", "complaint"),
+    [
+        ({"name": "bad name"}, "the name"),
+        ({"prompt": "Summarise the note, please, in a few words."}, "exactly once"),
+        ({"prompt": "Compare {text} with {text} and answer briefly."}, "(found 2)"),
+        ({"prompt": "{text}"}, "characters long"),
+        ({"titles": {"en": "Only English"}}, "titles: missing ru"),
+        ({"fields": ()}, "at least one field"),
+        ({"fields": (AnswerField(name="a", headings={"ru": "А", "en": "A"}),) * 2}, "unique: a"),
+        ({"fields": (AnswerField(name="Bad-Name", headings={"ru": "А", "en": "A"}),)}, "lower_snake_case"),
+        ({"max_tokens": 10}, "max_tokens"),
+        ({"timeout": 60.0}, "timeout"),
+    ],
+)
+def test_a_candidate_with_a_static_flaw_is_told_exactly_why(changes: dict[str, object], complaint: str) -> None:
+    found = problems(a_mode(**changes))
+    assert any(complaint in line for line in found), found
+
+
+def test_a_file_that_is_not_a_definition_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError, match="TOML"):
+        load("name = ")
+    with pytest.raises(ValueError, match="model"):
+        load('name = "X"\nprompt = "p {text}"\nfields = []\n[titles]\nen = "x"\n')
+
+
+async def test_the_registry_is_seeded_once_and_versions_name_what_an_analysis_does(private_bus: Bus) -> None:
+    registry = await ModeRegistry.open(private_bus)
+    assert await registry.seed(shipped()) == [], "already seeded: a file never overwrites the registry"
+    mode = a_mode()
+    first = await registry.write(mode, None)
+    assert first.version == 1
+    with pytest.raises(RegistryConflict):
+        await registry.write(mode, None)
+
+    read = await registry.get(mode.name)
+    second = await registry.write(read.definition.successor("cli", "a cheaper model", model="gpt-4o"), read)
+    assert second.version == 2 and second.changed_by == "cli" and second.change == "a cheaper model"
+    stale = read
+    with pytest.raises(RegistryConflict):
+        await registry.write(stale.definition.successor("admin:x", "racing"), stale)
+
+    read = await registry.get(mode.name)
+    disabled = await registry.write(read.definition.successor("cli", "off", enabled=False), read)
+    assert disabled.version == 2 and not disabled.enabled, "switching a mode off is not a new analysis"
+
+    read = await registry.get(mode.name)
+    restored = await registry.write((await registry.version(mode.name, 1)).successor("cli", "back to v1"), read)
+    assert restored.version == 1 and restored.model == "gpt-4o-mini", "content seen before keeps its number"
+    assert [d.version for d in await registry.history(mode.name)] == [1, 2, 2, 1]
+    assert await registry.seed([a_mode(mode.name, model="o3")]) == []
+    assert (await registry.get(mode.name)).definition.model == "gpt-4o-mini"
+
+
+async def last_analysis(bus: Bus, mode: str, cid: str) -> Analysis:
+    stored = await bus.js.get_last_msg(STREAM, analysis_subject(mode))
+    analysis = msgspec.json.decode(stored.data, type=Analysis)
+    assert analysis.correlation_id == cid
+    return analysis
+
+
+async def test_a_new_version_applies_to_the_next_transcript_and_work_in_flight_keeps_its_own(
+    private_bus: Bus, openai_double: OpenAIDouble
+) -> None:
+    registry = await ModeRegistry.open(private_bus)
+    mode = await registry.write(a_mode(), None)
+    analyzer = await an_analyzer(private_bus, openai_double.base_url, mode.name)
+
+    # A transcript in the LLM's hands while an admin changes the model: it finishes on version 1.
+    before = len(openai_double.requests)
+    openai_double.latency = 0.5
+    try:
+        in_flight = asyncio.create_task(analyzer.handle(a_transcript("flight-1", "We decided to ship."), FIRST))
+        await eventually(lambda: len(openai_double.requests) > before)
+        read = await registry.get(mode.name)
+        await registry.write(read.definition.successor("cli", "a bigger model", model="gpt-4.1"), read)
+        await in_flight
+    finally:
+        openai_double.latency = 0.0
+    old = await last_analysis(private_bus, mode.name, "flight-1")
+    assert (old.mode_version, openai_double.requests[before]["model"]) == (1, "gpt-4o-mini")
+    assert [s.heading for s in old.sections] == ["Decisions", "Owner"], "rendered from the fields, no code"
+
+    # The next one, with no restart, on version 2.
+    await analyzer.handle(a_transcript("flight-2", "We decided to hire."), FIRST)
+    new = await last_analysis(private_bus, mode.name, "flight-2")
+    assert (new.mode_version, openai_double.requests[-1]["model"]) == (2, "gpt-4.1")
+    info = await analyzer.info()
+    assert info is not None and (info.version, info.model) == (2, "gpt-4.1")
+
+
+async def test_a_disabled_mode_stops_being_waited_for_at_once_and_answers_no_more(
+    private_bus: Bus, openai_double: OpenAIDouble
+) -> None:
+    registry = await ModeRegistry.open(private_bus)
+    mode = await registry.write(a_mode(), None)
+    analyzer = await an_analyzer(private_bus, openai_double.base_url, mode.name)
+    info = await analyzer.info()
+    assert info is not None
+    await (await private_bus.kv("voice-modes")).put(mode.name, encode(info))  # its heartbeat, once
+    assert mode.name in [m.mode for m in await live_modes(private_bus)]
+
+    read = await registry.get(mode.name)
+    await registry.write(read.definition.successor("cli", "off", enabled=False), read)
+    assert mode.name not in [m.mode for m in await live_modes(private_bus)], "the registry decides, not the beat"
+    assert await analyzer.info() is None, "its heartbeat withdraws the announcement"
+
+    before = len(openai_double.requests)
+    verdict = await deliver(analyzer.handle, a_transcript("off-1", "Anything."), FIRST)
+    assert (verdict.outcome, verdict.reason) == ("failed", "disabled")
+    assert len(openai_double.requests) == before, "no tokens for a disabled mode"
+    assert (await last_analysis(private_bus, mode.name, "off-1")).error == "disabled"
+
+
+async def test_an_analyzer_written_elsewhere_still_joins_by_its_announcement(private_bus: Bus) -> None:
+    outsider = ModeInfo(
+        mode="OUTSIDE", title="Outside", model="-", max_tokens=0, temperature=None, timeout=5, structured_output=False
+    )
+    await (await private_bus.kv("voice-modes")).put("OUTSIDE", encode(outsider))
+    assert "OUTSIDE" in [m.mode for m in await live_modes(private_bus)]
+    assert time.time() - outsider.announced_at < 60
