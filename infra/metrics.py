@@ -75,4 +75,8 @@ LIMITED = Counter(
     "Notes or messages refused by a limit: private, pending, per_minute, quota, budget",
     ["limit"],
 )
+MODE_CHANGES = Counter(
+    "voice_insight_mode_changes_total", "Changes to the mode registry, applied or refused", ["action", "result"]
+)
+MODE_ROLLBACKS = Counter("voice_insight_mode_rollbacks_total", "Mode versions rolled back on their own", ["mode"])
 DAILY_TOKENS = Gauge("voice_insight_daily_tokens", "LLM tokens used today by the whole bot, as an analyzer last saw it")

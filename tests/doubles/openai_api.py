@@ -1,4 +1,5 @@
-"""An OpenAI API double: a real HTTP server on 127.0.0.1 speaking `/v1/chat/completions` like OpenAI.
+"""An OpenAI API double: a real HTTP server on 127.0.0.1 speaking `/v1/chat/completions` and `/v1/models` like
+OpenAI.
 
 The openai SDK reaches it through `OPENAI_BASE_URL`. It enforces what the real API enforces for the calls we
 make: the API key (401), known models (404 `model_not_found`), reasoning models rejecting `max_tokens` and
@@ -77,6 +78,8 @@ class OpenAIDouble(LoopbackServer):
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/models/{model}", self._model)
 
     def url(self, port: int) -> str:
         return f"http://127.0.0.1:{port}/v1"
@@ -95,16 +98,44 @@ class OpenAIDouble(LoopbackServer):
         self._faults.clear()
         self._broken_models.clear()
 
-    # --- the endpoint -----------------------------------------------------------------------------
+    # --- the endpoints ----------------------------------------------------------------------------
+
+    def _unauthorized(self, request: web.Request) -> web.Response | None:
+        if request.headers.get("Authorization") == f"Bearer {self.api_key}":
+            return None
+        return _error(
+            401,
+            "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
+            "invalid_request_error",
+            code="invalid_api_key",
+        )
+
+    @staticmethod
+    def _model_object(model: str) -> dict[str, Any]:
+        return {"id": model, "object": "model", "created": 1715367049, "owned_by": "system"}
+
+    async def _models(self, request: web.Request) -> web.Response:
+        if refused := self._unauthorized(request):
+            return refused
+        return web.json_response({"object": "list", "data": [self._model_object(m) for m in sorted(KNOWN_MODELS)]})
+
+    async def _model(self, request: web.Request) -> web.Response:
+        if refused := self._unauthorized(request):
+            return refused
+        model = request.match_info["model"]
+        if model not in KNOWN_MODELS:
+            return _error(
+                404,
+                f"The model '{model}' does not exist",
+                "invalid_request_error",
+                "model",
+                "model_not_found",
+            )
+        return web.json_response(self._model_object(model))
 
     async def _chat(self, request: web.Request) -> web.Response:
-        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return _error(
-                401,
-                "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
-                "invalid_request_error",
-                code="invalid_api_key",
-            )
+        if refused := self._unauthorized(request):
+            return refused
         body = await request.json()
         self.requests.append(body)
         self.request_times.append(time.monotonic())

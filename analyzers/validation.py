@@ -1,0 +1,53 @@
+"""Validating a candidate mode before it is activated: nothing reaches users that was not seen to work.
+
+The checks, in order, each stopping the candidate with a reason a person can act on:
+1. the definition itself (`infra.definitions.problems`: name, prompt placeholder and length, fields, limits);
+2. the model exists on the configured OpenAI-compatible server (its `/models` list; a server without one is
+   asked by the canary instead);
+3. a canary call on a built-in sample transcript, through exactly the request the analyzer will make (reasoning
+   models get `max_completion_tokens` and no temperature), returns an answer in the mode's fields within the
+   mode's timeout.
+"""
+
+from __future__ import annotations
+
+import time
+
+import openai
+
+from analyzers.llm import ChatLLM, LLMFailure
+from analyzers.service import request_for
+from infra.definitions import ModeDefinition, problems
+
+SAMPLE_TRANSCRIPT = (
+    "Hi Anna, it is Mark. The client called again about the contract: they want the price down by ten percent "
+    "and the delivery moved to March. I said we would answer by Friday. Can you check with finance today and "
+    "send me your numbers? Honestly, I am a bit worried we will lose them."
+)
+"""What every canary analyses: short, concrete, with a request, a deadline and a feeling in it."""
+
+
+async def validate(candidate: ModeDefinition, llm: ChatLLM) -> list[str]:
+    """Why `candidate` must not be activated; empty when it may be."""
+    found = problems(candidate)
+    if found:
+        return found
+    try:
+        listed = {model.id async for model in llm.client.models.list()}
+    except openai.NotFoundError:
+        listed = None  # a compatible server without a models endpoint: the canary will tell
+    except openai.APIError as exc:
+        return [f"the models endpoint did not answer ({type(exc).__name__}); try again later"]
+    if listed is not None and candidate.model not in listed:
+        return [f"the model {candidate.model!r} does not exist on the configured server"]
+    started = time.perf_counter()
+    try:
+        done = await llm.complete(**request_for(candidate, SAMPLE_TRANSCRIPT, "en"))
+    except LLMFailure as failure:
+        return [f"the canary call to {candidate.model} failed: {failure.reason}"]
+    took = time.perf_counter() - started
+    if done.parsed is None:
+        return [f"{candidate.model} answered, but not in the mode's fields (no structured output)"]
+    if took > candidate.timeout:
+        return [f"the canary took {took:.1f}s, more than the mode's timeout of {candidate.timeout:g}s"]
+    return []
