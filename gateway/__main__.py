@@ -11,6 +11,7 @@ from aiogram import Dispatcher
 from aiogram.types import BotCommand
 
 from gateway.access import AccessGate
+from gateway.admin import AdminInbox, Admins, build_admin_router
 from gateway.handlers import build_router
 from gateway.intake import Intake, correlation_key
 from gateway.updates import UpdateHandler, UpdatePoller
@@ -51,14 +52,17 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         users = asyncio.create_task(count_active_users(bus))
         bot = make_bot(settings)
         life.closing(bot.session.close)
-        intake = Intake(bus, bot, correlation_key(settings.telegram_token), settings.max_audio_seconds, settings.limits)
+        key = correlation_key(settings.telegram_token)
+        intake = Intake(bus, bot, key, settings.max_audio_seconds, settings.limits)
+        admins = Admins(tuple(sorted(settings.admin_user_ids)), key)
         dispatcher = Dispatcher()
         dispatcher.message.outer_middleware(AccessGate(settings.limits))
-        dispatcher.include_router(build_router())
+        dispatcher.include_routers(build_admin_router(admins), build_router())
         await bot.delete_webhook(drop_pending_updates=False)  # long polling and a webhook exclude each other
         await bot.set_my_commands(COMMANDS)
-        context = {"bus": bus, "intake": intake, "max_audio_seconds": settings.max_audio_seconds}
+        context = {"bus": bus, "intake": intake, "admins": admins, "max_audio_seconds": settings.max_audio_seconds}
         await bus.start(UpdateHandler(bot, dispatcher, context))
+        await bus.start(AdminInbox(bot, admins))
         poller = UpdatePoller(bot, bus)
         polling = asyncio.create_task(poller.run())
         life.ready()

@@ -57,7 +57,9 @@ async def on_list_modes(message: Message, lang: str, bus: Bus) -> None:
         return
     lines = [text("modes_header", lang)]
     lines += [
-        f"• <b>{html.escape(m.mode)}</b>: {html.escape(m.title)} · <code>{html.escape(m.model)}</code>" for m in modes
+        f"• <b>{html.escape(m.mode)}</b>: {html.escape(m.title)} · <code>{html.escape(m.model)}</code>"
+        + (f" · v{m.version}" if m.version else "")
+        for m in modes
     ]
     await message.answer("\n".join(lines))
 

@@ -48,6 +48,8 @@ class Settings:
     """Replicas of the stream and buckets when a service creates them: 3 on a three-node cluster."""
     allowed_users: frozenset[int] | None = frozenset()
     """User and chat ids that may use the bot; None means open to anyone. Empty (unset): closed."""
+    admin_user_ids: frozenset[int] = frozenset()
+    """Users who may change analysis modes in the bot (and are let in, whatever ALLOWED_USERS says)."""
     user_max_pending: int = 30
     user_notes_per_minute: int = 40
     user_daily_minutes: float = 120.0
@@ -56,7 +58,7 @@ class Settings:
     @property
     def limits(self) -> Limits:
         return Limits(
-            allowed=self.allowed_users,
+            allowed=None if self.allowed_users is None else self.allowed_users | self.admin_user_ids,
             max_pending=self.user_max_pending,
             per_minute=self.user_notes_per_minute,
             daily_minutes=self.user_daily_minutes,
@@ -140,6 +142,13 @@ def _allowed(name: str, text: str) -> frozenset[int] | None:
         raise SettingsError(f"{name} must be 'open' or comma-separated Telegram user/chat ids, got {text!r}") from None
 
 
+def _ids(name: str, text: str) -> frozenset[int]:
+    try:
+        return frozenset(int(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise SettingsError(f"{name} must be comma-separated Telegram user ids, got {text!r}") from None
+
+
 def _token(name: str, text: str) -> str:
     if not re.fullmatch(r"\d+:[A-Za-z0-9_-]{20,}", text):
         raise SettingsError(f"{name} does not look like a bot token from @BotFather (digits:secret)")
@@ -163,6 +172,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "METRICS_HOST": ("metrics_host", lambda n, v: v),
     "JETSTREAM_REPLICAS": ("jetstream_replicas", lambda n, v: int(_choice(n, v, ("1", "3", "5")))),
     "ALLOWED_USERS": ("allowed_users", _allowed),
+    "ADMIN_USER_IDS": ("admin_user_ids", _ids),
     "USER_MAX_PENDING": ("user_max_pending", _count),
     "USER_NOTES_PER_MINUTE": ("user_notes_per_minute", _count),
     "USER_DAILY_MINUTES": ("user_daily_minutes", _positive_float),

@@ -107,6 +107,26 @@ _TEXTS: dict[str, dict[Lang, str]] = {
         "ru": "Я понимаю голосовые, аудиофайлы и видеокружки. Пришлите одно из них.",
         "en": "I understand voice messages, audio files and video notes. Please send one of those.",
     },
+    # --- for admins ---
+    "admin_only": {
+        "ru": "🔐 Режимы анализа меняют только администраторы бота.",
+        "en": "🔐 Only the bot's admins can change analysis modes.",
+    },
+    "admin_usage": {"ru": "Как: <code>{usage}</code>", "en": "Usage: <code>{usage}</code>"},
+    "mode_checking": {
+        "ru": "⏳ Проверяю {mode}: модель, пробный запрос…",
+        "en": "⏳ Checking {mode}: the model, a canary call…",
+    },
+    "mode_applied": {
+        "ru": "✅ {mode}: {action} — готово. Версия {version}, модель <code>{model}</code>.",
+        "en": "✅ {mode}: {action} done. Version {version}, model <code>{model}</code>.",
+    },
+    "mode_refused": {
+        "ru": "❌ {mode}: {action} не применено, ничего не изменилось:\n{problems}",
+        "en": "❌ {mode}: {action} not applied; nothing changed:\n{problems}",
+    },
+    "mode_unknown": {"ru": "Режима {mode} нет.", "en": "There is no mode {mode}."},
+    "mode_alert": {"ru": "🚨 {detail}", "en": "🚨 {detail}"},
 }
 
 

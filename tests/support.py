@@ -4,6 +4,7 @@ helpers to drive handlers or wait for the bot. Fixtures live in `conftest.py` an
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import random
@@ -18,14 +19,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiogram import Dispatcher
+
 from analyzers.llm import ChatLLM, make_client
 from analyzers.service import AnalyzerService
 from bench.speech import voice_note
-from infra.bus import CONSUMER_FORMATTER, STREAM, Bus, Delivery, deliver
-from infra.contracts import Transcript
+from gateway.access import AccessGate
+from gateway.admin import AdminInbox, Admins, build_admin_router
+from gateway.handlers import build_router
+from gateway.intake import Intake, correlation_key
+from gateway.updates import UpdateHandler, UpdatePoller
+from infra.bus import CONSUMER_FORMATTER, STREAM, Bus, Delivery, declaration, deliver
+from infra.contracts import TelegramUpdate, Transcript, decoder
 from infra.definitions import shipped
 from infra.launcher import nats_config, nats_server_binary
+from infra.limits import Limits
 from infra.registry import ModeRegistry
+from infra.settings import Settings
+from infra.telegram import make_bot
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import SentMessage, TelegramDouble
 
@@ -290,6 +301,47 @@ class Redelivered:
                     raise verdict.cause
                 case _:
                     return "acked"
+
+
+# --- the gateway in-process ---------------------------------------------------------------------
+
+
+class Gateway:
+    """The gateway's parts, as `gateway.__main__` wires them, with the limits under test."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        telegram: TelegramDouble,
+        limits: Limits,
+        max_attempts: int | None = None,
+        admins: tuple[int, ...] = (),
+    ) -> None:
+        self.server, self.telegram, self.limits = f"nats://{bus.nc.connected_url.netloc}", telegram, limits  # type: ignore[union-attr]
+        self.admins = Admins(admins, correlation_key(telegram.token))
+        if limits.allowed is not None:  # as `Settings.limits`: admins are always let in
+            self.limits = dataclasses.replace(limits, allowed=limits.allowed | frozenset(admins))
+        spec = declaration(UpdateHandler.handle).spec
+        self.spec = dataclasses.replace(spec, max_attempts=max_attempts or spec.max_attempts)
+
+    async def __aenter__(self) -> Gateway:
+        self.bus = bus = await Bus.connect([self.server], name="test-gateway")
+        self.bot = make_bot(Settings(telegram_token=self.telegram.token, telegram_api_base=self.telegram.base_url))
+        intake = Intake(bus, self.bot, correlation_key(self.telegram.token), 600, self.limits)
+        dispatcher = Dispatcher()
+        dispatcher.message.outer_middleware(AccessGate(self.limits))
+        dispatcher.include_routers(build_admin_router(self.admins), build_router())
+        context = {"bus": bus, "intake": intake, "admins": self.admins, "max_audio_seconds": 600}
+        updates = UpdateHandler(self.bot, dispatcher, context)
+        bus.consume(self.spec, decoder(TelegramUpdate), updates.handle, give_up=updates.give_up)
+        await bus.start(AdminInbox(self.bot, self.admins))
+        self.poller = asyncio.create_task(UpdatePoller(self.bot, bus, poll_timeout=1).run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.poller.cancel()
+        await self.bus.close(grace=5)
+        await self.bot.session.close()
 
 
 # --- waiting for the bot --------------------------------------------------------------------------

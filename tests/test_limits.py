@@ -4,18 +4,13 @@ Telegram double of its own, and the transcribers' fair order through the bus."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import time
 from collections.abc import AsyncIterator
 
 import pytest
-from aiogram import Dispatcher
 
-from gateway.access import AccessGate
-from gateway.handlers import build_router
-from gateway.intake import Intake, correlation_key
-from gateway.updates import UpdateHandler, UpdatePoller
+from gateway.intake import Intake
 from infra.bus import (
     BUCKET_BUDGET,
     STREAM,
@@ -24,46 +19,17 @@ from infra.bus import (
     Bus,
     ConsumerSpec,
     Delivery,
-    declaration,
     deliver,
 )
-from infra.contracts import AudioReceived, TelegramUpdate, decoder
+from infra.contracts import AudioReceived, decoder
 from infra.limits import DailyCounter, Limits, note_finished
-from infra.settings import Settings
-from infra.telegram import make_bot
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import a_transcript, an_analyzer
+from tests.support import Gateway, a_transcript, an_analyzer
 
 TOKEN = "424242424:DDHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw5"
 _users = itertools.count(80_000_001)
 OGG = b"OggS" + bytes(2000)  # the gateway does not decode: any bytes will do
-
-
-class Gateway:
-    """The gateway's parts, as `gateway.__main__` wires them, with the limits under test."""
-
-    def __init__(self, bus: Bus, telegram: TelegramDouble, limits: Limits, max_attempts: int | None = None) -> None:
-        self.server, self.telegram, self.limits = f"nats://{bus.nc.connected_url.netloc}", telegram, limits  # type: ignore[union-attr]
-        spec = declaration(UpdateHandler.handle).spec
-        self.spec = dataclasses.replace(spec, max_attempts=max_attempts or spec.max_attempts)
-
-    async def __aenter__(self) -> Gateway:
-        self.bus = bus = await Bus.connect([self.server], name="test-gateway")
-        self.bot = make_bot(Settings(telegram_token=TOKEN, telegram_api_base=self.telegram.base_url))
-        intake = Intake(bus, self.bot, correlation_key(TOKEN), 600, self.limits)
-        dispatcher = Dispatcher()
-        dispatcher.message.outer_middleware(AccessGate(self.limits))
-        dispatcher.include_router(build_router())
-        updates = UpdateHandler(self.bot, dispatcher, {"bus": bus, "intake": intake, "max_audio_seconds": 600})
-        bus.consume(self.spec, decoder(TelegramUpdate), updates.handle, give_up=updates.give_up)
-        self.poller = asyncio.create_task(UpdatePoller(self.bot, bus, poll_timeout=1).run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.poller.cancel()
-        await self.bus.close(grace=5)
-        await self.bot.session.close()
 
 
 @pytest.fixture

@@ -1,0 +1,212 @@
+"""Admin commands: the mode registry from the chat, for the users in `ADMIN_USER_IDS` and nobody else.
+
+A change (`/set_model`, `/add_mode`, `/edit_prompt`, `/enable_mode`, `/disable_mode`, `/rollback`) is a
+`ModeChange` request on `admin.mode.change`: an analyzer process, which owns the LLM, validates and applies it,
+and its `ModeChangeResult` comes back here (`AdminInbox`) to be answered in the admin's chat, with every reason
+when it was refused. The request's ID derives from the Telegram message, so a redelivered update asks once.
+`/mode` reads the registry directly. Admins are recorded as keyed hashes and shown as "admin #N" (their place
+in `ADMIN_USER_IDS`), never as raw ids.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import logging
+from dataclasses import dataclass
+
+from aiogram import Bot, Router
+from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
+from aiogram.filters import Command, CommandObject, Filter
+from aiogram.types import Message, ReplyParameters
+
+from gateway.handlers import UserLanguage
+from gateway.intake import correlation_id
+from infra.bus import (
+    CONSUMER_ADMIN_REPLIES,
+    STREAM_ADMIN,
+    SUBJECT_ALERT,
+    SUBJECT_MODE_CHANGE,
+    SUBJECT_MODE_CHANGED,
+    Bus,
+    Delivery,
+    consumes,
+)
+from infra.contracts import AdminAlert, ModeAction, ModeChange, ModeChangeResult, ReplyTo
+from infra.definitions import ModeDefinition, load
+from infra.limits import user_key
+from infra.registry import ModeRegistry, UnknownMode
+from infra.texts import text
+
+log = logging.getLogger("voice_insight.gateway.admin")
+
+CHANGES: dict[str, tuple[ModeAction, str]] = {
+    "set_model": ("set_model", "/set_model MODE MODEL"),
+    "add_mode": ("add", "/add_mode\n<definition, TOML>"),
+    "edit_prompt": ("edit_prompt", "/edit_prompt MODE\n<the new prompt, with {text} once>"),
+    "enable_mode": ("enable", "/enable_mode MODE"),
+    "disable_mode": ("disable", "/disable_mode MODE"),
+    "rollback": ("rollback", "/rollback MODE [VERSION]"),
+}
+ADMIN_COMMANDS = (*CHANGES, "mode")
+
+
+@dataclass(frozen=True)
+class Admins:
+    ids: tuple[int, ...]
+    key: bytes
+
+    def who(self, user_id: int) -> str:
+        """How the registry records an admin: a keyed hash."""
+        return f"admin:{user_key(self.key, user_id)}"
+
+    def shown(self, changed_by: str) -> str:
+        """How `/mode` names whoever made a change."""
+        for number, admin in enumerate(self.ids, 1):
+            if changed_by == self.who(admin):
+                return f"admin #{number}"
+        return changed_by.split(":")[0]
+
+
+class IsAdmin(Filter):
+    def __init__(self, admins: Admins) -> None:
+        self.admins = admins
+
+    async def __call__(self, message: Message) -> bool:
+        return message.from_user is not None and message.from_user.id in self.admins.ids
+
+
+async def on_change(message: Message, command: CommandObject, lang: str, bus: Bus, admins: Admins) -> None:
+    action, usage = CHANGES[command.command]
+    args = (command.args or "").strip()
+    mode, _, rest = args.partition(" ") if action != "edit_prompt" else _first_line_or_word(args)
+    fields: dict[str, object] = {}
+    match action:
+        case "add":
+            mode, rest = _name_of(args), ""
+            fields["definition"] = args
+        case "set_model":
+            fields["model"] = rest.strip()
+        case "edit_prompt":
+            fields["prompt"] = rest.strip()
+        case "rollback" if rest.strip():
+            if not rest.strip().isdigit():
+                return await _usage(message, usage, lang)
+            fields["version"] = int(rest.strip())
+    if not args or (action in ("set_model", "edit_prompt") and not rest.strip()):
+        return await _usage(message, usage, lang)
+    assert message.from_user is not None
+    change = ModeChange(
+        request_id=correlation_id(admins.key, message.chat.id, message.message_id),
+        action=action,
+        mode=mode.upper(),
+        requested_by=admins.who(message.from_user.id),
+        reply=ReplyTo(chat_id=message.chat.id, message_id=message.message_id, ui_language=lang),
+        **fields,  # type: ignore[arg-type]
+    )
+    await bus.publish(SUBJECT_MODE_CHANGE, change, msg_id=change.request_id, stream=STREAM_ADMIN)
+    if action in ("add", "set_model", "edit_prompt"):
+        await message.reply(text("mode_checking", lang, mode=html.escape(change.mode or "…")))
+
+
+async def on_mode(message: Message, command: CommandObject, lang: str, bus: Bus, admins: Admins) -> None:
+    name = (command.args or "").strip().upper()
+    if not name:
+        return await _usage(message, "/mode MODE", lang)
+    registry = await ModeRegistry.open(bus)
+    try:
+        current = (await registry.get(name)).definition
+    except UnknownMode:
+        await message.reply(text("mode_unknown", lang, mode=html.escape(name)))
+        return
+    lines = [
+        f"<b>{html.escape(current.name)}</b> · {html.escape(current.title(lang))} · v{current.version} · "
+        f"{'on' if current.enabled else 'off'}",
+        f"model <code>{html.escape(current.model)}</code> · max_tokens {current.max_tokens} · "
+        f"temperature {current.temperature:g} · timeout {current.timeout:g}s",
+        "fields: " + ", ".join(f"{f.name} ({f.kind})" for f in current.fields),
+        "",
+    ]
+    for old in (await registry.history(name))[-10:]:
+        lines.append(
+            f"v{old.version} · {_when(old)} · {html.escape(admins.shown(old.changed_by))}: {html.escape(old.change)}"
+        )
+    await message.reply("\n".join(lines))
+
+
+async def on_not_admin(message: Message, lang: str) -> None:
+    await message.reply(text("admin_only", lang))
+
+
+def build_admin_router(admins: Admins) -> Router:
+    """Admin commands for admins; a polite refusal of the same commands for everyone else."""
+    router = Router(name="admin")
+    router.message.middleware(UserLanguage())
+    is_admin = IsAdmin(admins)
+    router.message.register(on_change, Command(*CHANGES), is_admin)
+    router.message.register(on_mode, Command("mode"), is_admin)
+    router.message.register(on_not_admin, Command(*ADMIN_COMMANDS))
+    return router
+
+
+class AdminInbox:
+    """What the admins are told: the results of their changes, and alerts (a mode rolled back on its own)."""
+
+    def __init__(self, bot: Bot, admins: Admins) -> None:
+        self.bot = bot
+        self.admins = admins
+
+    @consumes(SUBJECT_MODE_CHANGED, CONSUMER_ADMIN_REPLIES, stage="admin", stream=STREAM_ADMIN, max_attempts=8)
+    async def on_result(self, result: ModeChangeResult, delivery: Delivery) -> None:
+        if result.reply is None:
+            return  # asked from the command line, which heard in-process
+        lang = result.reply.ui_language
+        action = next((command for command, (a, _) in CHANGES.items() if a == result.action), result.action)
+        mode = html.escape(result.mode or "…")
+        if result.accepted:
+            model = html.escape(result.model or "")
+            answer = text("mode_applied", lang, mode=mode, action=action, version=result.version, model=model)
+        else:
+            problems = "\n".join(f"• {html.escape(p)}" for p in result.problems)
+            answer = text("mode_refused", lang, mode=mode, action=action, problems=problems)
+        await self.bot.send_message(
+            chat_id=result.reply.chat_id,
+            text=answer,
+            reply_parameters=ReplyParameters(message_id=result.reply.message_id, allow_sending_without_reply=True),
+        )
+
+    @consumes(SUBJECT_ALERT, "gateway-alerts", stage="admin", stream=STREAM_ADMIN, max_attempts=8)
+    async def on_alert(self, alert: AdminAlert, delivery: Delivery) -> None:
+        log.warning("alert for the admins: %s (%s)", alert.kind, alert.mode)
+        for admin in self.admins.ids:
+            try:
+                await self.bot.send_message(
+                    chat_id=admin, text=text("mode_alert", "en", detail=html.escape(alert.detail))
+                )
+            except (TelegramForbiddenError, TelegramBadRequest) as exc:  # never started the bot, or blocked it
+                log.warning("an admin cannot be told (%s)", type(exc).__name__)
+
+
+async def _usage(message: Message, usage: str, lang: str) -> None:
+    await message.reply(text("admin_usage", lang, usage=html.escape(usage)))
+
+
+def _first_line_or_word(args: str) -> tuple[str, str, str]:
+    """`MODE` then the prompt: on the next lines, or after a space."""
+    head, newline, tail = args.partition("\n")
+    if newline:
+        return head.strip(), newline, tail
+    return args.partition(" ")
+
+
+def _name_of(definition: str) -> str:
+    try:
+        return load(definition).name
+    except ValueError:
+        return ""
+
+
+def _when(definition: ModeDefinition) -> str:
+    if not definition.changed_at:
+        return "shipped"
+    return datetime.datetime.fromtimestamp(definition.changed_at, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")

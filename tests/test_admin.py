@@ -1,0 +1,107 @@
+"""Admins change modes from the chat: through the real gateway, the bus, an analyzer-side desk with the real
+openai client, and the Telegram and OpenAI doubles. Everyone else is refused, politely, and changes nothing."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+
+import pytest
+
+from analyzers.desk import ModeDesk, Registrar
+from analyzers.llm import ChatLLM, make_client
+from infra.bus import STREAM_ADMIN, Bus
+from infra.limits import Limits
+from infra.registry import ModeRegistry
+from tests.doubles.openai_api import OpenAIDouble
+from tests.doubles.telegram_api import TelegramDouble
+from tests.support import OPENAI_KEY, Gateway
+
+TOKEN = "515151515:EEHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw6"
+_users = itertools.count(71_000_001)
+
+DEFINITION = """/add_mode
+name = "DECIDED"
+model = "gpt-4o-mini"
+max_tokens = 300
+timeout = 8.0
+prompt = '''
+What was decided in this note?
+
+Text: {text}'''
+
+[titles]
+ru = "🧭 Решено"
+en = "🧭 Decided"
+
+[[fields]]
+name = "decisions"
+kind = "list"
+[fields.headings]
+ru = "Решения"
+en = "Decisions"
+"""
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[TelegramDouble]:
+    double = TelegramDouble(TOKEN)
+    await double.start()
+    yield double
+    await double.stop()
+
+
+@pytest.fixture
+async def registrar(private_bus: Bus, openai_double: OpenAIDouble) -> AsyncIterator[None]:
+    """What every analyzer process runs beside its mode: the desk, on the shared `mode-registrar` durable."""
+    llm = ChatLLM(make_client(OPENAI_KEY, openai_double.base_url))
+    await private_bus.start(Registrar(private_bus, ModeDesk(await ModeRegistry.open(private_bus), llm)))
+    yield
+
+
+async def reply_to(telegram: TelegramDouble, chat: int, command: str, marker: str, count: int = 1) -> list[str]:
+    before = len(telegram.messages(chat))
+    await telegram.send_text(chat, command)
+    await telegram.wait_for(lambda: sum(marker in m.text for m in telegram.messages(chat)[before:]) >= count, 60)
+    return [m.text for m in telegram.messages(chat)[before:]]
+
+
+async def test_an_admin_sets_a_model_that_exists_and_is_told_why_one_that_does_not_is_refused(
+    private_bus: Bus, telegram: TelegramDouble, registrar: None
+) -> None:
+    admin = next(_users)
+    registry = await ModeRegistry.open(private_bus)
+    async with Gateway(private_bus, telegram, Limits(allowed=frozenset()), admins=(admin,)):
+        texts = await reply_to(telegram, admin, "/set_model TONE gpt-7-imaginary", "❌")
+        assert texts[0] == "⏳ Checking TONE: the model, a canary call…"
+        assert "does not exist on the configured server" in texts[-1] and "nothing changed" in texts[-1]
+        assert (await registry.get("TONE")).definition.model == "gpt-4o", "the old model keeps answering"
+
+        texts = await reply_to(telegram, admin, "/set_model TONE gpt-4o-mini", "✅")
+        assert "✅ TONE: set_model done. Version 2, model gpt-4o-mini." in texts
+        assert (await registry.get("TONE")).definition.model == "gpt-4o-mini"
+
+        texts = await reply_to(telegram, admin, "/rollback TONE", "✅")
+        assert "Version 1, model gpt-4o." in texts[-1]
+
+        texts = await reply_to(telegram, admin, DEFINITION, "✅")
+        assert "✅ DECIDED: add_mode done. Version 1" in texts[-1]
+        texts = await reply_to(telegram, admin, "/mode DECIDED", "DECIDED")
+        assert "admin #1: added" in texts[-1] and "decisions (list)" in texts[-1]
+        assert str(admin) not in texts[-1], "admins are shown by their place, never by id"
+
+        texts = await reply_to(telegram, admin, "/edit_prompt DECIDED\nNo placeholder in this prompt at all.", "❌")
+        assert "exactly once (found 0)" in texts[-1]
+
+
+async def test_anyone_else_is_refused_and_nothing_is_asked(
+    private_bus: Bus, telegram: TelegramDouble, registrar: None
+) -> None:
+    admin, user = next(_users), next(_users)
+    before = (await private_bus.js.stream_info(STREAM_ADMIN)).state.messages
+    async with Gateway(private_bus, telegram, Limits(allowed=frozenset({user})), admins=(admin,)):
+        for command in ("/set_model TONE gpt-4o-mini", "/disable_mode TONE", "/rollback DEFAULT", "/mode TONE"):
+            texts = await reply_to(telegram, user, command, "🔐")
+            assert texts == ["🔐 Only the bot's admins can change analysis modes."]
+    assert (await private_bus.js.stream_info(STREAM_ADMIN)).state.messages == before
+    assert (await (await ModeRegistry.open(private_bus)).get("TONE")).definition.enabled
