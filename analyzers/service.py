@@ -20,11 +20,14 @@ import re
 import time
 from typing import Any
 
+from analyzers.guard import VersionGuard
 from analyzers.llm import ChatLLM, LLMFailure
 from infra.answers import is_answered
 from infra.bus import (
     BUCKET_ANSWERED,
     BUCKET_BUDGET,
+    STREAM_ADMIN,
+    SUBJECT_ALERT,
     SUBJECT_TRANSCRIPT,
     Bus,
     Delivery,
@@ -32,11 +35,11 @@ from infra.bus import (
     analysis_subject,
     consumes,
 )
-from infra.contracts import Analysis, ModeInfo, Section, Transcript, Usage
+from infra.contracts import AdminAlert, Analysis, ModeInfo, Section, Transcript, Usage
 from infra.definitions import TRANSCRIPT_PLACE, ModeDefinition, result_type, sections
 from infra.limits import DailyCounter
-from infra.metrics import DAILY_TOKENS, LIMITED, SKIPPED, TOKENS
-from infra.registry import ModeRegistry, UnknownMode
+from infra.metrics import DAILY_TOKENS, LIMITED, MODE_ROLLBACKS, SKIPPED, TOKENS
+from infra.registry import ModeRegistry, RegistryConflict, UnknownMode
 
 log = logging.getLogger("voice_insight.analyzer")
 
@@ -114,6 +117,7 @@ class AnalyzerService:
         self.daily_tokens = daily_tokens
         """The whole bot's LLM tokens per day; 0: no budget."""
         self.mode = definition.name
+        self.guard = VersionGuard()
 
     async def refresh(self) -> ModeDefinition:
         """The mode's current definition; the last one known while the registry cannot be read."""
@@ -197,7 +201,9 @@ class AnalyzerService:
             done = await self.llm.complete(**request_for(d, transcript.text, lang))
         except LLMFailure as failure:
             log.warning("%s: %s v%d failed: %s", transcript.correlation_id, self.mode, d.version, failure.reason)
+            await self._judge(d, failure.reason)
             raise Fail(failure.reason) from None
+        await self._judge(d, None)
         await self._spend(done.usage)
         TOKENS.labels(self.mode, d.model, "input").inc(done.usage.input_tokens)
         TOKENS.labels(self.mode, d.model, "output").inc(done.usage.output_tokens)
@@ -212,6 +218,39 @@ class AnalyzerService:
         )
         log.info("%s: %s v%d done in %.2fs", transcript.correlation_id, self.mode, d.version, done.latency)
         await self._publish(analysis)
+
+    async def _judge(self, d: ModeDefinition, failure: str | None) -> None:
+        if why := self.guard.record((d.version, d.changed_at), failure):
+            try:
+                await self.roll_back(d, why)
+            except Exception as exc:  # the next call judges again
+                log.error("mode %s: rollback of v%d failed (%s)", self.mode, d.version, type(exc).__name__)
+
+    async def roll_back(self, failing: ModeDefinition, why: str) -> None:
+        """Replace `failing` with the version before it, unless someone (another replica, an admin) has already
+        changed the mode; tell the admins."""
+        read = await self.registry.get(self.mode)
+        if (read.definition.version, read.definition.changed_at) != (failing.version, failing.changed_at):
+            return
+        history = await self.registry.history(self.mode)
+        target = next((old for old in reversed(history) if old.version != failing.version), None)
+        if target is None:
+            log.error("mode %s: v%d is failing (%s) and there is no earlier version", self.mode, failing.version, why)
+            return
+        note = f"rolled back on its own from v{failing.version}: {why}"
+        try:
+            await self.registry.write(target.successor("auto", note, enabled=read.definition.enabled), read)
+        except RegistryConflict:
+            return
+        MODE_ROLLBACKS.labels(self.mode).inc()
+        detail = (
+            f"Mode {self.mode}: v{failing.version} ({failing.model}) was rolled back to v{target.version} "
+            f"({target.model}) because {why}."
+        )
+        log.error("%s", detail)
+        alert = AdminAlert(kind="mode_rolled_back", mode=self.mode, detail=detail)
+        msg_id = f"rollback.{self.mode}.{failing.version}.{read.revision}"
+        await self.bus.publish(SUBJECT_ALERT, alert, msg_id=msg_id, stream=STREAM_ADMIN)
 
     async def give_up(self, transcript: Transcript, exc: BaseException) -> None:
         """No analysis this time (`Fail`, or every attempt failed): say so at once, so the formatter answers

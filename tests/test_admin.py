@@ -10,7 +10,8 @@ import pytest
 
 from analyzers.desk import ModeDesk, Registrar
 from analyzers.llm import ChatLLM, make_client
-from infra.bus import STREAM_ADMIN, Bus
+from infra.bus import STREAM_ADMIN, SUBJECT_ALERT, Bus
+from infra.contracts import AdminAlert
 from infra.limits import Limits
 from infra.registry import ModeRegistry
 from tests.doubles.openai_api import OpenAIDouble
@@ -92,6 +93,17 @@ async def test_an_admin_sets_a_model_that_exists_and_is_told_why_one_that_does_n
 
         texts = await reply_to(telegram, admin, "/edit_prompt DECIDED\nNo placeholder in this prompt at all.", "❌")
         assert "exactly once (found 0)" in texts[-1]
+
+
+async def test_an_alert_reaches_every_admin(private_bus: Bus, telegram: TelegramDouble) -> None:
+    first, second = next(_users), next(_users)
+    async with Gateway(private_bus, telegram, Limits(allowed=frozenset()), admins=(first, second)):
+        await telegram.send_text(first, "/start")  # admins talk to the bot, so it may write to them
+        await telegram.send_text(second, "/start")
+        alert = AdminAlert(kind="mode_rolled_back", mode="TONE", detail="Mode TONE: v2 was rolled back to v1.")
+        await private_bus.publish(SUBJECT_ALERT, alert, msg_id=f"alert-{first}", stream=STREAM_ADMIN)
+        for admin in (first, second):
+            await telegram.wait_for(lambda a=admin: any("🚨 Mode TONE" in m.text for m in telegram.messages(a)), 30)
 
 
 async def test_anyone_else_is_refused_and_nothing_is_asked(
