@@ -20,8 +20,10 @@ import re
 import time
 from typing import Any
 
+from analyzers.cache import AnalysisCache, CachedAnalysis, cache_key
 from analyzers.guard import VersionGuard
 from analyzers.llm import ChatLLM, LLMFailure
+from infra import usage
 from infra.answers import is_answered
 from infra.bus import (
     BUCKET_ANSWERED,
@@ -38,7 +40,7 @@ from infra.bus import (
 from infra.contracts import AdminAlert, Analysis, ModeInfo, Section, Transcript, Usage
 from infra.definitions import TRANSCRIPT_PLACE, ModeDefinition, result_type, sections
 from infra.limits import DailyCounter
-from infra.metrics import DAILY_TOKENS, LIMITED, MODE_ROLLBACKS, SKIPPED, TOKENS
+from infra.metrics import DAILY_TOKENS, LIMITED, MODE_CALLS, MODE_LATENCY, MODE_ROLLBACKS, SKIPPED, TOKENS
 from infra.registry import ModeRegistry, RegistryConflict, UnknownMode
 
 log = logging.getLogger("voice_insight.analyzer")
@@ -118,6 +120,7 @@ class AnalyzerService:
         """The whole bot's LLM tokens per day; 0: no budget."""
         self.mode = definition.name
         self.guard = VersionGuard()
+        self.cache = AnalysisCache(bus)
 
     async def refresh(self) -> ModeDefinition:
         """The mode's current definition; the last one known while the registry cannot be read."""
@@ -193,6 +196,13 @@ class AnalyzerService:
         if not d.enabled:
             raise Fail("disabled")
         lang = transcript.ui_language
+        key = cache_key(d, lang, transcript.text)
+        if cached := await self.cache.get(key):
+            log.info("%s: %s v%d from the cache", transcript.correlation_id, self.mode, d.version)
+            await self._count(d, "cached", cache_hit=True)
+            about = self._about(transcript, d)
+            await self._publish(Analysis(**about, model=cached.model, sections=cached.sections, text=cached.text))
+            return
         if await self._over_budget():
             log.warning("%s: %s not run: today's token budget is used up", transcript.correlation_id, self.mode)
             LIMITED.labels("budget").inc()
@@ -201,23 +211,38 @@ class AnalyzerService:
             done = await self.llm.complete(**request_for(d, transcript.text, lang))
         except LLMFailure as failure:
             log.warning("%s: %s v%d failed: %s", transcript.correlation_id, self.mode, d.version, failure.reason)
+            await self._count(d, "error", error=failure.reason)
             await self._judge(d, failure.reason)
             raise Fail(failure.reason) from None
         await self._judge(d, None)
         await self._spend(done.usage)
         TOKENS.labels(self.mode, d.model, "input").inc(done.usage.input_tokens)
         TOKENS.labels(self.mode, d.model, "output").inc(done.usage.output_tokens)
+        MODE_LATENCY.labels(self.mode, str(d.version)).observe(done.latency)
+        await self._count(
+            d, "ok", input_tokens=done.usage.input_tokens, output_tokens=done.usage.output_tokens, latency=done.latency
+        )
         found = clean_sections(sections(d, done.parsed, lang)) if done.parsed is not None else ()
+        text = None if found else clean(done.content)
         analysis = Analysis(
             **self._about(transcript, d),
             model=done.model,
             sections=found,
-            text=None if found else clean(done.content),
+            text=text,
             usage=done.usage,
             latency=round(done.latency, 3),
         )
         log.info("%s: %s v%d done in %.2fs", transcript.correlation_id, self.mode, d.version, done.latency)
         await self._publish(analysis)
+        await self.cache.put(key, CachedAnalysis(model=done.model, sections=found, text=text))
+
+    async def _count(self, d: ModeDefinition, outcome: str, **figures: Any) -> None:
+        """This analysis in the per-mode statistics: the metric, and the admins' `/stats` (by the hour)."""
+        MODE_CALLS.labels(self.mode, str(d.version), outcome).inc()
+        try:
+            await usage.record(self.bus, self.mode, d.version, **figures)
+        except Exception as exc:
+            log.warning("usage not recorded (%s)", type(exc).__name__)
 
     async def _judge(self, d: ModeDefinition, failure: str | None) -> None:
         if why := self.guard.record((d.version, d.changed_at), failure):

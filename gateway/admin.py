@@ -4,8 +4,8 @@ A change (`/set_model`, `/add_mode`, `/edit_prompt`, `/enable_mode`, `/disable_m
 `ModeChange` request on `admin.mode.change`: an analyzer process, which owns the LLM, validates and applies it,
 and its `ModeChangeResult` comes back here (`AdminInbox`) to be answered in the admin's chat, with every reason
 when it was refused. The request's ID derives from the Telegram message, so a redelivered update asks once.
-`/mode` reads the registry directly. Admins are recorded as keyed hashes and shown as "admin #N" (their place
-in `ADMIN_USER_IDS`), never as raw ids.
+`/mode` reads the registry and `/stats` the usage by the hour (`infra.usage`) directly. Admins are recorded
+as keyed hashes and shown as "admin #N" (their place in `ADMIN_USER_IDS`), never as raw ids.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from aiogram.types import Message, ReplyParameters
 
 from gateway.handlers import UserLanguage
 from gateway.intake import correlation_id
+from infra import usage
 from infra.bus import (
     CONSUMER_ADMIN_REPLIES,
     STREAM_ADMIN,
@@ -48,7 +49,7 @@ CHANGES: dict[str, tuple[ModeAction, str]] = {
     "disable_mode": ("disable", "/disable_mode MODE"),
     "rollback": ("rollback", "/rollback MODE [VERSION]"),
 }
-ADMIN_COMMANDS = (*CHANGES, "mode")
+ADMIN_COMMANDS = (*CHANGES, "mode", "stats")
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,25 @@ async def on_mode(message: Message, command: CommandObject, lang: str, bus: Bus,
     await message.reply("\n".join(lines))
 
 
+async def on_stats(message: Message, lang: str, bus: Bus) -> None:
+    """Per mode and version, the last 24 hours: calls, errors by reason, tokens, latency, cache hits."""
+    lines = [text("stats_header", lang)]
+    for used in await usage.last_day(bus):
+        day = used.day
+        errors = sum(day.errors.values())
+        reasons = ", ".join(f"{html.escape(r)} ×{n}" for r, n in sorted(day.errors.items(), key=lambda i: -i[1]))
+        p50, p95 = day.percentile(0.5), day.percentile(0.95)
+        latency = f"p50 ≤{p50:g}s · p95 ≤{p95:g}s" if p50 is not None and p95 is not None else "no timed calls"
+        lines.append(
+            f"<b>{html.escape(used.mode)}</b> v{used.version}: {day.calls} calls · {errors} errors"
+            + (f" ({reasons})" if reasons else "")
+            + f" · tokens {day.input_tokens} in / {day.output_tokens} out · {latency} · cache hits {day.cache_hits}"
+        )
+    if len(lines) == 1:
+        lines.append(text("stats_none", lang))
+    await message.reply("\n".join(lines))
+
+
 async def on_not_admin(message: Message, lang: str) -> None:
     await message.reply(text("admin_only", lang))
 
@@ -145,6 +165,7 @@ def build_admin_router(admins: Admins) -> Router:
     is_admin = IsAdmin(admins)
     router.message.register(on_change, Command(*CHANGES), is_admin)
     router.message.register(on_mode, Command("mode"), is_admin)
+    router.message.register(on_stats, Command("stats"), is_admin)
     router.message.register(on_not_admin, Command(*ADMIN_COMMANDS))
     return router
 

@@ -78,29 +78,36 @@ class Media:
     size: int | None
     duration: float | None
     mime_type: str | None
+    unique_id: str = ""
+    """Telegram's `file_unique_id`: the same for the same file, whoever forwards it."""
 
 
 def media_of(message: Message) -> Media | None:
     if message.voice:
         v = message.voice
-        return Media("voice", v.file_id, v.file_size, v.duration, v.mime_type)
+        return Media("voice", v.file_id, v.file_size, v.duration, v.mime_type, v.file_unique_id)
     if message.audio:
         a = message.audio
-        return Media("audio", a.file_id, a.file_size, a.duration, a.mime_type)
+        return Media("audio", a.file_id, a.file_size, a.duration, a.mime_type, a.file_unique_id)
     if message.video_note:
         n = message.video_note
-        return Media("video_note", n.file_id, n.file_size, n.duration, "video/mp4")
+        return Media("video_note", n.file_id, n.file_size, n.duration, "video/mp4", n.file_unique_id)
     if message.video:
         video = message.video
-        return Media("document", video.file_id, video.file_size, video.duration, video.mime_type)
+        return Media("document", video.file_id, video.file_size, video.duration, video.mime_type, video.file_unique_id)
     if message.document:
         d = message.document
-        return Media("document", d.file_id, d.file_size, None, d.mime_type)
+        return Media("document", d.file_id, d.file_size, None, d.mime_type, d.file_unique_id)
     return None
 
 
 def correlation_key(token: str) -> bytes:
     return hashlib.sha256(b"voice-insight/correlation/" + token.encode()).digest()
+
+
+def file_fingerprint(key: bytes, unique_id: str) -> str:
+    """A file as the bus may know it: the same for every forward of it, and revealing nothing of Telegram's id."""
+    return hmac.new(key, f"file:{unique_id}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def correlation_id(key: bytes, chat_id: int, message_id: int) -> str:
@@ -253,6 +260,7 @@ class Intake:
                     mime_type=media.mime_type,
                     size=spool.size,
                     duration_hint=float(media.duration) if media.duration is not None else None,
+                    fingerprint=file_fingerprint(self.key, media.unique_id) if media.unique_id else None,
                 ),
                 modes=(),
                 received_at=arrived,

@@ -93,6 +93,11 @@ BUCKET_USERS = "voice-users"  # KV: keyed hashes of user ids seen in the last 24
 BUCKET_QUOTA = "voice-quota"  # KV: seconds of speech per user hash per day
 BUCKET_BUDGET = "voice-budget"  # KV: LLM tokens used by the whole bot per day
 BUCKET_INTAKE = "voice-intake"  # KV: per note, the status message already sent and whether it was handed over
+BUCKET_USAGE = "voice-usage"  # KV: calls, errors, tokens, latency per mode, version and hour (no user data)
+BUCKET_ANALYSIS_CACHE = "voice-analysis-cache"  # KV: analyses by a hash of mode version, model and transcript
+BUCKET_TRANSCRIPT_CACHE = "voice-transcript-cache"  # KV: transcripts by a keyed hash of Telegram's file id
+ANALYSIS_CACHE_TTL = 3600.0
+USAGE_TTL = 25 * 3600.0
 BUCKET_REGISTRY = "voice-mode-registry"  # KV: every mode's definition, with history; configuration, not user data
 REGISTRY_HISTORY = 20
 
@@ -515,6 +520,9 @@ class Bus:
         await self._ensure_kv(BUCKET_ANSWERED, USER_DATA_TTL)
         await self._ensure_kv(BUCKET_USERS, USER_DATA_TTL)
         await self._ensure_kv(BUCKET_REGISTRY, None, history=REGISTRY_HISTORY)  # kept until changed
+        await self._ensure_kv(BUCKET_USAGE, USAGE_TTL)
+        await self._ensure_kv(BUCKET_ANALYSIS_CACHE, ANALYSIS_CACHE_TTL)
+        await self._ensure_kv(BUCKET_TRANSCRIPT_CACHE, USER_DATA_TTL)
         try:
             await self.js.object_store(BUCKET_AUDIO)
         except nats.js.errors.BucketNotFoundError:

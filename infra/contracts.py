@@ -47,6 +47,8 @@ class AudioRef(msgspec.Struct, frozen=True, kw_only=True):
     size: int
     duration_hint: float | None = None
     """Duration as Telegram reported it, if it did; the transcriber measures the real one."""
+    fingerprint: str | None = None
+    """A keyed hash of Telegram's `file_unique_id`: the same file forwarded again is not transcribed again."""
 
 
 class Segment(msgspec.Struct, frozen=True, array_like=True):

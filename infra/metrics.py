@@ -78,5 +78,17 @@ LIMITED = Counter(
 MODE_CHANGES = Counter(
     "voice_insight_mode_changes_total", "Changes to the mode registry, applied or refused", ["action", "result"]
 )
+MODE_CALLS = Counter(
+    "voice_insight_mode_calls_total",
+    "Analyses per mode and version: ok, error or cached",
+    ["mode", "version", "outcome"],
+)
+MODE_LATENCY = Histogram(
+    "voice_insight_mode_latency_seconds",
+    "LLM time of one analysis per mode and version",
+    ["mode", "version"],
+    buckets=_SECONDS,
+)
+CACHE = Counter("voice_insight_cache_requests_total", "Cache look-ups: hit or miss", ["cache", "result"])
 MODE_ROLLBACKS = Counter("voice_insight_mode_rollbacks_total", "Mode versions rolled back on their own", ["mode"])
 DAILY_TOKENS = Gauge("voice_insight_daily_tokens", "LLM tokens used today by the whole bot, as an analyzer last saw it")

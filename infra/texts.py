@@ -125,6 +125,8 @@ _TEXTS: dict[str, dict[Lang, str]] = {
         "ru": "❌ {mode}: {action} не применено, ничего не изменилось:\n{problems}",
         "en": "❌ {mode}: {action} not applied; nothing changed:\n{problems}",
     },
+    "stats_header": {"ru": "<b>Режимы за 24 часа</b>", "en": "<b>Modes, last 24 hours</b>"},
+    "stats_none": {"ru": "Анализов не было.", "en": "No analyses yet."},
     "mode_unknown": {"ru": "Режима {mode} нет.", "en": "There is no mode {mode}."},
     "mode_alert": {"ru": "🚨 {detail}", "en": "🚨 {detail}"},
 }

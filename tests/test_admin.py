@@ -6,20 +6,22 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 
 from analyzers.desk import ModeDesk, Registrar
 from analyzers.llm import ChatLLM, make_client
-from infra.bus import STREAM_ADMIN, SUBJECT_ALERT, Bus
+from infra.bus import STREAM_ADMIN, SUBJECT_ALERT, Bus, Delivery, deliver
 from infra.contracts import AdminAlert
 from infra.limits import Limits
 from infra.registry import ModeRegistry
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import OPENAI_KEY, Gateway
+from tests.support import OPENAI_KEY, Gateway, a_transcript, an_analyzer
 
 TOKEN = "515151515:EEHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw6"
 _users = itertools.count(71_000_001)
+FIRST = Delivery(subject="voice.transcript", attempt=1)
 
 DEFINITION = """/add_mode
 name = "DECIDED"
@@ -93,6 +95,33 @@ async def test_an_admin_sets_a_model_that_exists_and_is_told_why_one_that_does_n
 
         texts = await reply_to(telegram, admin, "/edit_prompt DECIDED\nNo placeholder in this prompt at all.", "❌")
         assert "exactly once (found 0)" in texts[-1]
+
+
+async def test_stats_agree_with_what_the_llm_saw(
+    private_bus: Bus, telegram: TelegramDouble, openai_double: OpenAIDouble
+) -> None:
+    admin = next(_users)
+    name = f"COUNTED_{admin % 1000}"
+    registry = await ModeRegistry.open(private_bus)
+    tone = (await registry.get("TONE")).definition
+    await registry.write(msgspec.structs.replace(tone, name=name, model="gpt-4o-mini"), None)
+    analyzer = await an_analyzer(private_bus, openai_double.base_url, name)
+    seen = len(openai_double.usage_log)
+    for n in range(2):
+        await deliver(analyzer.handle, a_transcript(f"stats-{admin}-{n}", f"Note number {n} about the launch."), FIRST)
+    openai_double.break_model("gpt-4o-mini", status=404)
+    try:
+        await deliver(analyzer.handle, a_transcript(f"stats-{admin}-x", "One more note."), FIRST)
+    finally:
+        openai_double.heal()
+    used = openai_double.usage_log[seen:]
+    tokens_in, tokens_out = sum(u["prompt_tokens"] for u in used), sum(u["completion_tokens"] for u in used)
+
+    async with Gateway(private_bus, telegram, Limits(allowed=frozenset()), admins=(admin,)):
+        texts = await reply_to(telegram, admin, "/stats", "Modes, last 24 hours")
+    line = next(line for line in texts[-1].splitlines() if line.startswith(name))
+    assert line.startswith(f"{name} v1: 3 calls · 1 errors (http_404 ×1) · tokens {tokens_in} in / {tokens_out} out")
+    assert "p50 ≤" in line and "cache hits 0" in line
 
 
 async def test_an_alert_reaches_every_admin(private_bus: Bus, telegram: TelegramDouble) -> None:

@@ -190,3 +190,41 @@ async def test_an_analyzer_written_elsewhere_still_joins_by_its_announcement(pri
     await (await private_bus.kv("voice-modes")).put("OUTSIDE", encode(outsider))
     assert "OUTSIDE" in [m.mode for m in await live_modes(private_bus)]
     assert time.time() - outsider.announced_at < 60
+
+
+async def test_the_same_transcript_by_the_same_version_within_the_hour_costs_no_llm_call(
+    private_bus: Bus, openai_double: OpenAIDouble
+) -> None:
+    registry = await ModeRegistry.open(private_bus)
+    mode = await registry.write(a_mode(), None)
+    analyzer = await an_analyzer(private_bus, openai_double.base_url, mode.name)
+    text = "We decided to move the launch to Friday, and Anna owns it."
+
+    before = len(openai_double.requests)
+    await analyzer.handle(a_transcript("cache-1", text), FIRST)
+    await analyzer.handle(a_transcript("cache-2", text), FIRST)  # another note, the same words
+    assert len(openai_double.requests) == before + 1
+    first = await last_analysis_of(private_bus, mode.name, "cache-1")
+    second = await last_analysis_of(private_bus, mode.name, "cache-2")
+    assert second.sections == first.sections and second.mode_version == first.mode_version == 1
+
+    await analyzer.handle(a_transcript("cache-3", text, ui_language="ru"), FIRST)  # an answer in another language
+    read = await registry.get(mode.name)
+    await registry.write(read.definition.successor("cli", "new model", model="gpt-4.1"), read)
+    await analyzer.handle(a_transcript("cache-4", text), FIRST)  # a new version asks the model again
+    assert len(openai_double.requests) == before + 3
+
+
+async def last_analysis_of(bus: Bus, mode: str, cid: str) -> Analysis:
+    """The analysis of note `cid`, wherever it is in the stream."""
+    info = await bus.js.stream_info(STREAM)
+    for seq in range(info.state.last_seq, info.state.first_seq - 1, -1):
+        try:
+            stored = await bus.js.get_msg(STREAM, seq)
+        except Exception:
+            continue
+        if stored.subject == analysis_subject(mode):
+            analysis = msgspec.json.decode(stored.data, type=Analysis)
+            if analysis.correlation_id == cid:
+                return analysis
+    raise AssertionError(f"no analysis of {cid}")

@@ -54,9 +54,13 @@ def value(samples: dict, name: str, **labels: str) -> float:  # type: ignore[typ
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-async def send_note(telegram: TelegramDouble, speech: Speech, text: str = SPOKEN) -> tuple[int, str]:
+async def send_note(
+    telegram: TelegramDouble, speech: Speech, text: str | None = None, forwarded_from: str | None = None
+) -> tuple[int, str]:
+    """A note of its own (new words: no cache answers it), or a forward of an earlier file."""
     chat = next(_chats)
-    message_id = await telegram.send_media(chat, speech.say(text), duration=6)
+    spoken = text or f"{SPOKEN} This is note {chat % 1000}."
+    message_id = await telegram.send_media(chat, speech.say(spoken), duration=6, forwarded_from=forwarded_from)
     await telegram.wait_for(
         lambda: bool(telegram.messages(chat)) and "Transcript" in telegram.messages(chat)[0].text, 120
     )
@@ -176,6 +180,24 @@ async def test_metrics_move_with_the_work_done(
         + 1
     )
     assert value(formatter, "voice_insight_answers_total", kind="partial") >= 1
+
+    # The same file forwarded again (Telegram's file_unique_id) is not transcribed again, and its analyses come
+    # from the analysis cache: no audio decoded, no LLM call.
+    openai_double.heal()
+    first_chat, _ = await send_note(telegram, speech, "A note forwarded to the bot twice, about the Friday launch.")
+    await asyncio.sleep(0.5)  # the analyses are cached right after they are published
+    calls = len(openai_double.requests)
+    before = {service: scrape(stack, service) for service in ("transcriber", "analyzer-tone")}
+    chat, _ = await send_note(
+        telegram, speech, "A note forwarded to the bot twice, about the Friday launch.", telegram.last_unique_id
+    )
+    await asyncio.sleep(0.2)
+    after = {service: scrape(stack, service) for service in before}
+    assert telegram.messages(chat)[0].text == telegram.messages(first_chat)[0].text, "the same answer"
+    assert len(openai_double.requests) == calls, "no LLM call for a cached analysis"
+    assert delta("transcriber", "voice_insight_cache_requests_total", cache="transcript", result="hit") == 1
+    assert delta("transcriber", "voice_insight_audio_seconds_total") == 0
+    assert delta("analyzer-tone", "voice_insight_cache_requests_total", cache="analysis", result="hit") == 1
 
     # Backlog gauges exist per consumer; label values are bounded names, never ids or text.
     transcriber = scrape(stack, "transcriber")

@@ -1,4 +1,8 @@
-"""The transcriber's subscriber: `AudioReceived` in, `Transcript` or `Failure` out."""
+"""The transcriber's subscriber: `AudioReceived` in, `Transcript` or `Failure` out.
+
+A file Telegram has seen before (the same `file_unique_id`, forwarded by anyone) within a day is not
+transcribed again: its transcript waits in `voice-transcript-cache` under a keyed hash of that id, for 24 h.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,13 @@ import asyncio
 import logging
 import tempfile
 
+import msgspec
 import nats.js.errors
 from opentelemetry.trace import SpanKind
 
 from infra.bus import (
     BUCKET_AUDIO,
+    BUCKET_TRANSCRIPT_CACHE,
     CONSUMER_TRANSCRIBER,
     CONSUMER_TRANSCRIBER_QUEUED,
     SUBJECT_AUDIO,
@@ -23,8 +29,8 @@ from infra.bus import (
     Fail,
     consumes,
 )
-from infra.contracts import AudioReceived, Failure, Transcript
-from infra.metrics import AUDIO_SECONDS
+from infra.contracts import AudioReceived, Failure, Segment, Transcript
+from infra.metrics import AUDIO_SECONDS, CACHE
 from infra.telemetry import record_failure, tracer
 from transcriber.asr import AudioProblem, SpeechRecognizer
 
@@ -32,6 +38,18 @@ log = logging.getLogger("voice_insight.transcriber")
 
 SPOOL_IN_MEMORY = 4 * 1024 * 1024
 """A note's bytes are held in memory up to this size, on disk beyond."""
+
+
+class CachedTranscript(msgspec.Struct, frozen=True, kw_only=True):
+    text: str
+    language: str
+    language_probability: float
+    duration: float
+    segments: tuple[Segment, ...]
+    model: str
+
+
+_decode_cached = msgspec.json.Decoder(CachedTranscript).decode
 
 
 class TranscriberService:
@@ -52,6 +70,10 @@ class TranscriberService:
     )
     async def handle(self, event: AudioReceived, delivery: Delivery) -> None:
         cid = event.correlation_id
+        if known := await self._cached(event.audio.fingerprint):
+            await self._publish(event, known, seconds=0.0)
+            log.info("%s: transcript of a file seen before, from the cache", cid)
+            return
         store = await self.bus.audio_store()
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as audio:
             attributes = {"voice_insight.bucket": BUCKET_AUDIO}
@@ -85,18 +107,16 @@ class TranscriberService:
                     }
                 )
         AUDIO_SECONDS.inc(result.duration)
-        transcript = Transcript(
-            correlation_id=cid,
+        known = CachedTranscript(
             text=result.text,
             language=result.language,
             language_probability=round(result.language_probability, 3),
             duration=round(result.duration, 2),
             segments=result.segments,
-            ui_language=event.origin.ui_language,
             model=self.recognizer.model_name,
-            transcribe_seconds=round(result.seconds, 3),
         )
-        await self.bus.publish(SUBJECT_TRANSCRIPT, transcript, msg_id=f"{cid}.transcript")
+        await self._publish(event, known, seconds=result.seconds)
+        await self._remember(event.audio.fingerprint, known)
         log.info(
             "%s: transcribed %.1fs of %s in %.2fs (attempt %d)",
             cid,
@@ -105,6 +125,44 @@ class TranscriberService:
             result.seconds,
             delivery.attempt,
         )
+
+    async def _publish(self, event: AudioReceived, known: CachedTranscript, seconds: float) -> None:
+        cid = event.correlation_id
+        transcript = Transcript(
+            correlation_id=cid,
+            text=known.text,
+            language=known.language,
+            language_probability=known.language_probability,
+            duration=known.duration,
+            segments=known.segments,
+            ui_language=event.origin.ui_language,
+            model=known.model,
+            transcribe_seconds=round(seconds, 3),
+        )
+        await self.bus.publish(SUBJECT_TRANSCRIPT, transcript, msg_id=f"{cid}.transcript")
+
+    async def _cached(self, fingerprint: str | None) -> CachedTranscript | None:
+        """A transcript of this very file from the last day; a cache that cannot be read is a miss."""
+        if not fingerprint:
+            return None
+        try:
+            entry = await (await self.bus.kv(BUCKET_TRANSCRIPT_CACHE)).get(fingerprint)
+            found = _decode_cached(entry.value) if entry.value else None
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            found = None
+        except Exception as exc:
+            log.warning("transcript cache not readable (%s)", type(exc).__name__)
+            found = None
+        CACHE.labels("transcript", "hit" if found else "miss").inc()
+        return found
+
+    async def _remember(self, fingerprint: str | None, known: CachedTranscript) -> None:
+        if not fingerprint:
+            return
+        try:
+            await (await self.bus.kv(BUCKET_TRANSCRIPT_CACHE)).put(fingerprint, msgspec.json.encode(known))
+        except Exception as exc:
+            log.warning("transcript not cached (%s)", type(exc).__name__)
 
     async def give_up(self, event: AudioReceived, exc: BaseException) -> None:
         """The note cannot be transcribed (`Fail`), every attempt failed, or its worker died (out of memory,

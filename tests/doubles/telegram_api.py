@@ -143,6 +143,7 @@ class StoredFile:
     data: bytes
     path: str
     reported_size: int
+    unique_id: str = ""
 
 
 @dataclass
@@ -182,6 +183,8 @@ class TelegramDouble(LoopbackServer):
         self.token = token
         self.chats: dict[int, Chat] = {}
         self.files: dict[str, StoredFile] = {}
+        self.last_unique_id = ""
+        """The `file_unique_id` of the last file sent: what a forward of it carries."""
         self.updates: list[dict[str, Any]] = []
         self.sent_updates: dict[int, dict[str, Any]] = {}
         self.confirmed_offset = 0
@@ -362,7 +365,7 @@ class TelegramDouble(LoopbackServer):
             raise BadRequest("Bad Request: file is too big")
         return {
             "file_id": stored.file_id,
-            "file_unique_id": stored.file_id[::-1],
+            "file_unique_id": stored.unique_id or stored.file_id[::-1],
             "file_size": stored.reported_size,
             "file_path": stored.path,
         }
@@ -443,15 +446,21 @@ class TelegramDouble(LoopbackServer):
         mime_type: str = "audio/ogg",
         reported_size: int | None = None,
         file_name: str = "note.ogg",
+        forwarded_from: str | None = None,
     ) -> int:
-        """Inject an update as if user `chat_id` sent a voice note (or audio, video note, document)."""
+        """Inject an update as if user `chat_id` sent a voice note (or audio, video note, document).
+
+        Like Telegram, every send has a file id of its own; the `file_unique_id` is new for a new recording and
+        the same for a forward of an earlier file (`forwarded_from`: that file's unique id)."""
         file_id = f"AwACAgIAAx{next(self._ids)}"
+        unique_id = forwarded_from or f"AgAD{next(self._ids):08d}"
         self.files[file_id] = StoredFile(
-            file_id, data, f"{kind}s/file_{len(self.files)}.oga", reported_size or len(data)
+            file_id, data, f"{kind}s/file_{len(self.files)}.oga", reported_size or len(data), unique_id
         )
+        self.last_unique_id = unique_id
         attachment: dict[str, Any] = {
             "file_id": file_id,
-            "file_unique_id": file_id[::-1],
+            "file_unique_id": unique_id,
             "file_size": reported_size or len(data),
         }
         if kind in ("voice", "audio", "video_note"):  # the real API always reports these durations
