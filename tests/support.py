@@ -357,6 +357,15 @@ LONG_EN_TEXT = (
     "and the landing page must be ready by Friday afternoon. Maria will review the copy, and Tom will check the "
     "pricing table with finance. Please send me your comments before the end of the week."
 )
+_fresh = itertools.count(1)
+
+
+def fresh(text: str) -> str:
+    """`text` with words of its own at the end: a note no cache has seen (the analysis cache answers the same
+    transcript within the hour), for tests about what the LLM is asked or how it fails."""
+    return f"{text} This is reference {next(_fresh)}."
+
+
 RU_TEXT = "Привет! Позвони мне завтра утром, пожалуйста. Нужно обсудить новый проект и бюджет."
 
 

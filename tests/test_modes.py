@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -228,3 +229,11 @@ async def last_analysis_of(bus: Bus, mode: str, cid: str) -> Analysis:
             if analysis.correlation_id == cid:
                 return analysis
     raise AssertionError(f"no analysis of {cid}")
+
+
+def test_the_readme_example_is_a_valid_definition() -> None:
+    """ "Add a mode in one minute" must work as written."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    example = load(block)
+    assert example.name == "DECISIONS" and problems(example) == []

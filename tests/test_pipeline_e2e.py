@@ -31,6 +31,7 @@ from tests.support import (
     Stack,
     answer_of,
     final,
+    fresh,
     new_chat,
     settled,
     until_health,
@@ -44,7 +45,7 @@ async def test_english_voice_note_gets_transcript_summary_and_tone(
 ) -> None:
     chat = new_chat()
     before = len(openai_double.requests)
-    await telegram.send_media(chat, speech.say(EN_TEXT), duration=9, language_code="en")
+    await telegram.send_media(chat, speech.say(fresh(EN_TEXT)), duration=9, language_code="en")
 
     answer = await answer_of(telegram, chat)
     assert answer.history[0] == "🎧 Listening…"
@@ -196,7 +197,7 @@ async def test_one_failing_mode_still_gets_an_answer_with_a_note(
 ) -> None:
     openai_double.break_model("gpt-4o", status=500)
     chat = new_chat()
-    await telegram.send_media(chat, speech.say(EN_TEXT), duration=9)
+    await telegram.send_media(chat, speech.say(fresh(EN_TEXT)), duration=9)
     text = (await answer_of(telegram, chat)).text
     assert "budget" in text.lower() and "📌 The gist" in text
     assert "🎭 Tone" not in text
@@ -210,7 +211,7 @@ async def test_a_dead_llm_still_gets_the_transcript_out(
 ) -> None:
     openai_double.fail_next(1000, status=503)
     chat = new_chat()
-    await telegram.send_media(chat, speech.say(EN_TEXT), duration=9, language_code="ru")
+    await telegram.send_media(chat, speech.say(fresh(EN_TEXT)), duration=9, language_code="ru")
     text = (await answer_of(telegram, chat)).text
     assert "budget" in text.lower()
     assert "⚠️ Нет результата: DEFAULT, TONE" in text
@@ -221,7 +222,7 @@ async def test_transient_llm_errors_are_retried(
 ) -> None:
     openai_double.fail_next(2, status=429)
     chat = new_chat()
-    await telegram.send_media(chat, speech.say(EN_TEXT), duration=9)
+    await telegram.send_media(chat, speech.say(fresh(EN_TEXT)), duration=9)
     text = (await answer_of(telegram, chat)).text
     assert "📌 The gist" in text and "🎭 Tone" in text and "Missing" not in text
 
