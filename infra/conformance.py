@@ -1,0 +1,114 @@
+"""`voice-insight conformance MODE`: does an analyzer written elsewhere keep the contract?
+
+Run it against a development NATS with the analyzer running. It checks the announcement in `voice-modes`, then
+publishes one sample transcript (correlation ID `conformance-…`) and waits for the analyzer's answer on
+`voice.analysis.MODE`, decoded strictly into the published types. Every other analyzer on that NATS analyses
+the sample too, and the formatter drops it (it belongs to no chat): do not run it against production.
+Exit status: 0 when every check passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+
+from infra.bus import BUCKET_MODES, MODES_TTL, SUBJECT_TRANSCRIPT, Bus, analysis_subject
+from infra.contracts import Analysis, ModeInfo, Segment, Transcript
+from infra.definitions import MODE_NAME
+from infra.service import load_or_exit
+
+SAMPLE = "Привет! Это проверка: бюджет согласуем в четверг, а отчёт пришлите до среды."
+
+
+async def check(bus: Bus, mode: str, timeout: float) -> list[tuple[bool, str]]:
+    results: list[tuple[bool, str]] = []
+
+    def note(ok: bool, what: str) -> bool:
+        results.append((ok, what))
+        return ok
+
+    if not note(bool(MODE_NAME.fullmatch(mode)), f"the mode's name {mode!r} is [A-Z][A-Z0-9_]{{0,31}}"):
+        return results
+    try:
+        entry = await (await bus.kv(BUCKET_MODES)).get(mode)
+        info = msgspec.json.decode(entry.value or b"", type=ModeInfo)
+    except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        note(False, f"an announcement under key {mode} in {BUCKET_MODES}")
+        return results
+    except msgspec.MsgspecError as exc:
+        note(False, f"the announcement decodes as ModeInfo ({exc})")
+        return results
+    note(info.mode == mode, "the announcement's `mode` is its key")
+    note(bool(info.title.strip()), "the announcement has a title")
+    note(time.time() - info.announced_at < MODES_TTL, f"the announcement is fresh (within {MODES_TTL:g} s)")
+
+    cid = f"conformance-{uuid.uuid4().hex[:16]}"
+    subject = analysis_subject(mode)
+    answers: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_answer(msg: Msg) -> None:
+        await answers.put(msg)
+
+    subscription = await bus.nc.subscribe(subject, cb=on_answer)  # JetStream publishes reach core subscribers
+    sample = Transcript(
+        correlation_id=cid,
+        text=SAMPLE,
+        language="ru",
+        language_probability=0.99,
+        duration=6.0,
+        segments=(Segment(0.0, 6.0, SAMPLE),),
+        ui_language="ru",
+        model="conformance",
+        transcribe_seconds=0.0,
+    )
+    await bus.publish(SUBJECT_TRANSCRIPT, sample, msg_id=f"{cid}.transcript")
+    deadline = time.monotonic() + timeout
+    answer = None
+    try:
+        while answer is None:
+            msg = await asyncio.wait_for(answers.get(), max(0.1, deadline - time.monotonic()))
+            decoded = msgspec.json.decode(msg.data)
+            if isinstance(decoded, dict) and decoded.get("correlation_id") == cid:
+                answer = msg
+    except TimeoutError:
+        note(False, f"an Analysis on {subject} for the sample within {timeout:g} s")
+        return results
+    finally:
+        await subscription.unsubscribe()
+    note(True, f"an Analysis on {subject} for the sample")
+    try:
+        analysis = msgspec.json.decode(answer.data, type=Analysis)
+    except msgspec.MsgspecError as exc:
+        note(False, f"it decodes as Analysis (voice.analysis/1): {exc}")
+        return results
+    note(True, "it decodes as Analysis (voice.analysis/1)")
+    note(analysis.mode == mode, "its `mode` is the mode")
+    note(bool(analysis.title.strip()), "it has a title (in the transcript's ui_language)")
+    note(bool(analysis.sections or analysis.text or analysis.error), "it has sections, text or an error")
+    expected = f"{cid}.analysis.{mode}"
+    headers = answer.headers or {}
+    note(headers.get("Nats-Msg-Id") == expected, f"it was published with Nats-Msg-Id {expected}")
+    return results
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_or_exit("conformance", ())
+
+    async def main() -> int:
+        bus = await Bus.connect(settings.nats_servers, name="conformance", wait=10)
+        try:
+            results = await check(bus, args.mode.upper(), args.timeout)
+        finally:
+            await bus.close(grace=1)
+        for ok, what in results:
+            print(f"{'✓' if ok else '✗'} {what}")
+        return 0 if results and all(ok for ok, _ in results) else 1
+
+    return asyncio.run(main())
