@@ -8,6 +8,8 @@ import json
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import jsonschema
@@ -52,30 +54,43 @@ async def conformance(env: dict[str, str], mode: str, timeout: float = 20) -> tu
     return proc.returncode, out.decode()
 
 
-@pytest.mark.slow
-async def test_an_analyzer_written_elsewhere_joins_by_subscribing_and_passes_the_check(
-    stack: Stack, nats_server: NatsServer, telegram: TelegramDouble, speech: Speech, bus: Bus
-) -> None:
-    env = {"PATH": os.environ["PATH"], "NATS_URL": nats_server.url}
+@asynccontextmanager
+async def words_analyzer(nats_url: str, bus: Bus) -> AsyncIterator[None]:
+    """The example analyzer as its own process, announced on `bus`; stopped and forgotten afterwards."""
+    env = {"PATH": os.environ["PATH"], "NATS_URL": nats_url}
     outsider = await asyncio.create_subprocess_exec(
         sys.executable, str(EXAMPLE), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     try:
-        await wait_for_modes(bus, {"DEFAULT", "TONE", "WORDS"}, timeout=30)
-        code, report = await conformance(env, "WORDS")
-        assert code == 0, report
-        assert "✓ it was published with Nats-Msg-Id" in report
-
-        chat = new_chat()
-        await telegram.send_media(chat, speech.say(fresh("The launch moves to Friday.")), duration=6)
-        text = (await answer_of(telegram, chat)).text
-        assert "🔢 Words" in text and "Length:" in text and "words" in text
-        assert "📌 The gist" in text and "🎭 Tone" in text
+        await wait_for_modes(bus, {"WORDS"}, timeout=30)
+        yield
     finally:
         outsider.send_signal(signal.SIGTERM)
         await asyncio.wait_for(outsider.wait(), 20)
-        assert outsider.returncode == 0
-        await (await bus.kv(BUCKET_MODES)).delete("WORDS")  # later notes of the session must not wait for it
+        await (await bus.kv(BUCKET_MODES)).delete("WORDS")  # later notes must not wait for it
+    assert outsider.returncode == 0
 
+
+async def test_the_conformance_check_passes_a_good_analyzer_and_fails_a_missing_one(private_bus: Bus) -> None:
+    """Against a NATS of its own, as the check asks: its sample transcript reaches every analyzer there."""
+    url = f"nats://{private_bus.nc.connected_url.netloc}"  # type: ignore[union-attr]
+    env = {"PATH": os.environ["PATH"], "NATS_URL": url}
+    async with words_analyzer(url, private_bus):
+        code, report = await conformance(env, "WORDS")
+    assert code == 0, report
+    assert "✓ it was published with Nats-Msg-Id" in report and "✓ the announcement is fresh" in report
     code, report = await conformance(env, "NOBODY", timeout=2)
     assert code == 1 and "✗ an announcement under key NOBODY" in report
+
+
+@pytest.mark.slow
+async def test_an_analyzer_written_elsewhere_joins_by_subscribing(
+    stack: Stack, nats_server: NatsServer, telegram: TelegramDouble, speech: Speech, bus: Bus
+) -> None:
+    async with words_analyzer(nats_server.url, bus):
+        await wait_for_modes(bus, {"DEFAULT", "TONE", "WORDS"})
+        chat = new_chat()
+        await telegram.send_media(chat, speech.say(fresh("The launch moves to Friday.")), duration=6)
+        text = (await answer_of(telegram, chat)).text
+    assert "🔢 Words" in text and "Length:" in text and "words" in text
+    assert "📌 The gist" in text and "🎭 Tone" in text

@@ -13,14 +13,39 @@ from pathlib import Path
 
 import pytest
 
+from analyzers.desk import ModeDesk
+from analyzers.llm import ChatLLM, make_client
 from infra.bus import Bus
+from infra.contracts import ModeChange
 from infra.modes import live_modes
 from infra.registry import ModeRegistry
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import NatsServer, Speech, eventually, stack_env, wait_for_modes
+from tests.support import OPENAI_KEY, NatsServer, Speech, eventually, stack_env, wait_for_modes
 
 pytestmark = pytest.mark.timeout(300)
+
+DECIDED = """
+name = "DECIDED"
+model = "gpt-4o-mini"
+max_tokens = 300
+timeout = 8.0
+prompt = '''
+What was decided in this note?
+
+Text: {text}'''
+
+[titles]
+ru = "🧭 Решено"
+en = "🧭 Decided"
+
+[[fields]]
+name = "decisions"
+kind = "list"
+[fields.headings]
+ru = "Решения"
+en = "Decisions"
+"""
 
 
 async def test_up_embeds_nats_answers_and_stops_cleanly_on_sigterm(
@@ -62,6 +87,17 @@ async def test_up_embeds_nats_answers_and_stops_cleanly_on_sigterm(
         await registry.write(read.definition.successor("cli", "back on", enabled=True), read)
         await eventually(lambda: log.read_text().count("mode TONE: starting analyzer-tone") == 2, 60, 0.1)
         await wait_for_modes(bus, {"DEFAULT", "TONE"})
+
+        # A mode added as data (validated by the desk, as `/add_mode` or `modes add` do) is in the next note.
+        desk = ModeDesk(registry, ChatLLM(make_client(OPENAI_KEY, openai_double.base_url)))
+        change = ModeChange(request_id="launcher-add", action="add", mode="", definition=DECIDED, requested_by="cli")
+        assert (await desk.apply(change)).accepted
+        await wait_for_modes(bus, {"DEFAULT", "TONE", "DECIDED"})
+        await telegram.send_media(2, speech.say("We decided to ship on Monday."), duration=3)
+        await telegram.wait_for(
+            lambda: bool(telegram.messages(2)) and "Transcript" in telegram.messages(2)[0].text, 120
+        )
+        assert "🧭 Decided" in telegram.messages(2)[0].text
     finally:
         if bus:
             await bus.close(grace=1)
@@ -71,7 +107,7 @@ async def test_up_embeds_nats_answers_and_stops_cleanly_on_sigterm(
     output = log.read_text()
     assert code == 0, output[-3000:]
     # Every service said goodbye through its own drain, and nothing was left running.
-    for service in ("gateway", "transcriber", "analyzer-default", "analyzer-tone", "formatter"):
+    for service in ("gateway", "transcriber", "analyzer-default", "analyzer-tone", "analyzer-decided", "formatter"):
         assert f"{service:<14}| " in output
     assert "restarting" not in output
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "state")], capture_output=True, text=True).stdout
