@@ -196,4 +196,10 @@ async def test_the_command_line_lists_shows_changes_exports_and_imports(
     assert imported.returncode == 0, imported.stderr
     assert "FROM_FILE: replace done: v3" in imported.stdout and "TONE: replace done: v1" in imported.stdout
 
+    # `edit` opens the definition in $EDITOR and brings back what was saved, validated like anything else.
+    env["EDITOR"] = "sed -i s/max_tokens\\ =\\ 400/max_tokens\\ =\\ 450/"
+    edited = await cli(env, "edit", "FROM_FILE")
+    assert edited.returncode == 0 and "FROM_FILE: replace done: v4" in edited.stdout, edited.stderr
+    assert (await (await ModeRegistry.open(private_bus)).get("FROM_FILE")).definition.max_tokens == 450
+
     assert SHIPPED["TONE"].version == 1
