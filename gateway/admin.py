@@ -77,36 +77,52 @@ class IsAdmin(Filter):
         return message.from_user is not None and message.from_user.id in self.admins.ids
 
 
-async def on_change(message: Message, command: CommandObject, lang: str, bus: Bus, admins: Admins) -> None:
-    action, usage = CHANGES[command.command]
-    args = (command.args or "").strip()
-    mode, _, rest = args.partition(" ") if action != "edit_prompt" else _first_line_or_word(args)
-    fields: dict[str, object] = {}
+@dataclass(frozen=True)
+class Asked:
+    """What an admin's command asks for, before it becomes a `ModeChange`."""
+
+    action: ModeAction
+    mode: str
+    fields: dict[str, object]
+
+
+def parse_change(command: str, args: str | None) -> Asked | None:
+    """`/set_model TONE gpt-4o` and friends, read; None when the command is not used as its usage line says."""
+    action, _ = CHANGES[command]
+    args = (args or "").strip()
+    if not args:
+        return None
+    if action == "add":
+        return Asked("add", _name_of(args).upper(), {"definition": args})
+    mode, _, rest = _first_line_or_word(args) if action == "edit_prompt" else args.partition(" ")
+    rest = rest.strip()
     match action:
-        case "add":
-            mode, rest = _name_of(args), ""
-            fields["definition"] = args
-        case "set_model":
-            fields["model"] = rest.strip()
-        case "edit_prompt":
-            fields["prompt"] = rest.strip()
-        case "rollback" if rest.strip():
-            if not rest.strip().isdigit():
-                return await _usage(message, usage, lang)
-            fields["version"] = int(rest.strip())
-    if not args or (action in ("set_model", "edit_prompt") and not rest.strip()):
-        return await _usage(message, usage, lang)
+        case "set_model" if rest and " " not in rest:
+            return Asked(action, mode.upper(), {"model": rest})
+        case "edit_prompt" if rest:
+            return Asked(action, mode.upper(), {"prompt": rest})
+        case "rollback" if not rest or rest.isdigit():
+            return Asked(action, mode.upper(), {"version": int(rest)} if rest else {})
+        case "enable" | "disable" if not rest:
+            return Asked(action, mode.upper(), {})
+    return None
+
+
+async def on_change(message: Message, command: CommandObject, lang: str, bus: Bus, admins: Admins) -> None:
+    asked = parse_change(command.command, command.args)
+    if asked is None:
+        return await _usage(message, CHANGES[command.command][1], lang)
     assert message.from_user is not None
     change = ModeChange(
         request_id=correlation_id(admins.key, message.chat.id, message.message_id),
-        action=action,
-        mode=mode.upper(),
+        action=asked.action,
+        mode=asked.mode,
         requested_by=admins.who(message.from_user.id),
         reply=ReplyTo(chat_id=message.chat.id, message_id=message.message_id, ui_language=lang),
-        **fields,  # type: ignore[arg-type]
+        **asked.fields,  # type: ignore[arg-type]
     )
     await bus.publish(SUBJECT_MODE_CHANGE, change, msg_id=change.request_id, stream=STREAM_ADMIN)
-    if action in ("add", "set_model", "edit_prompt"):
+    if asked.action in ("add", "set_model", "edit_prompt"):
         await message.reply(text("mode_checking", lang, mode=html.escape(change.mode or "…")))
 
 

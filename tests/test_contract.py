@@ -71,6 +71,7 @@ async def words_analyzer(nats_url: str, bus: Bus) -> AsyncIterator[None]:
     assert outsider.returncode == 0
 
 
+@pytest.mark.slow  # processes of their own
 async def test_the_conformance_check_passes_a_good_analyzer_and_fails_a_missing_one(private_bus: Bus) -> None:
     """Against a NATS of its own, as the check asks: its sample transcript reaches every analyzer there."""
     url = f"nats://{private_bus.nc.connected_url.netloc}"  # type: ignore[union-attr]

@@ -89,6 +89,7 @@ def test_a_service_with_a_missing_setting_stops_with_one_line(role: list[str], t
     assert len(lines) == 1 and "is not set" in lines[0], result.stderr
 
 
+@pytest.mark.slow  # processes of their own
 def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
     """Modes live in the registry: an analyzer for a mode nobody registered exits on a configuration error."""
     server = NatsServer(free_port(), tmp_path)

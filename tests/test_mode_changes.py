@@ -160,6 +160,7 @@ async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
     return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
 
 
+@pytest.mark.slow  # processes of their own
 async def test_the_command_line_lists_shows_changes_exports_and_imports(
     private_bus: Bus, openai_double: OpenAIDouble, tmp_path: Path
 ) -> None:
