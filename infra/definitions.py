@@ -100,7 +100,10 @@ def load_file(path: Path) -> ModeDefinition:
 
 
 def shipped() -> list[ModeDefinition]:
-    return [load_file(path) for path in sorted(SHIPPED.glob("*.toml"))]
+    found = [load_file(path) for path in sorted(SHIPPED.glob("*.toml"))]
+    if not found:  # an installation without its data files: say so, rather than seed an empty registry
+        raise FileNotFoundError(f"no shipped mode definitions in {SHIPPED}")
+    return found
 
 
 def dump(definition: ModeDefinition) -> str:

@@ -199,3 +199,16 @@ def test_env_example_lists_every_setting_without_values_for_secrets() -> None:
         assert entries[secret] == "", f"{secret} must not have a value in the example"
     compose_vars = set(re.findall(r"\$\{([A-Z_]+)", (REPO / "compose.yaml").read_text()))
     assert compose_vars <= set(entries), compose_vars - set(entries)
+
+
+def test_the_shipped_modes_are_installed_with_the_package() -> None:
+    """The image installs the package (not the checkout): every file `infra` reads at run time must be data."""
+    import tomllib
+
+    def covered(path: str, pattern: str) -> bool:  # setuptools' globs: `*` stays within one folder
+        return re.fullmatch(re.escape(pattern).replace(r"\*", "[^/]*"), path) is not None
+
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["infra"]
+    files = [p.relative_to(REPO / "infra").as_posix() for p in (REPO / "infra" / "config" / "modes").glob("*.toml")]
+    assert files and all(any(covered(f, pattern) for pattern in patterns) for f in files), files
+    assert not covered("config/modes/DEFAULT.toml", "config/*")
