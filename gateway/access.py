@@ -1,7 +1,8 @@
 """Who may talk to the bot: an outer middleware in front of every handler.
 
 A stranger gets one clear line with their own Telegram id (so the owner can add it to `ALLOWED_USERS`), and
-nothing of theirs is downloaded, stored or sent to an LLM.
+nothing of theirs is downloaded, stored or sent to an LLM. In a group that is not let in, only what is meant for
+the bot (a voice note, a command) gets that line: the group's own conversation is none of its business.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiogram import BaseMiddleware
+from aiogram.enums import ChatType
 from aiogram.types import Message, TelegramObject
 
 from infra.limits import Limits
@@ -31,7 +33,15 @@ class AccessGate(BaseMiddleware):
         user = event.from_user
         if self.limits.admits(user.id if user else None, event.chat.id):
             return await handler(event, data)
+        if event.chat.type != ChatType.PRIVATE and not _for_the_bot(event):
+            return None
         LIMITED.labels("private").inc()
         lang = ui_language(user.language_code if user else None)
         await event.answer(text("private", lang, id=user.id if user else event.chat.id))
         return None
+
+
+def _for_the_bot(message: Message) -> bool:
+    """A voice note, an audio or video file, or a command."""
+    media = message.voice or message.audio or message.video_note or message.video or message.document
+    return bool(media) or (message.text or "").startswith("/")

@@ -10,7 +10,8 @@ import html
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiogram import BaseMiddleware, Router
+from aiogram import BaseMiddleware, F, Router
+from aiogram.enums import ChatType
 from aiogram.filters import Command, CommandStart, Filter
 from aiogram.types import Message, TelegramObject
 
@@ -81,5 +82,5 @@ def build_router() -> Router:
     router.message.register(on_help, Command("help"))
     router.message.register(on_list_modes, Command("list_modes"))
     router.message.register(on_media, HasMedia())
-    router.message.register(on_anything_else)
+    router.message.register(on_anything_else, F.chat.type == ChatType.PRIVATE)  # in a group, chatter is not ours
     return router

@@ -479,15 +479,24 @@ class TelegramDouble(LoopbackServer):
         )
         return await self._push(chat_id, language_code, {"text": text, **({"entities": entities} if entities else {})})
 
-    async def _push(self, chat_id: int, language_code: str, content: dict[str, Any]) -> int:
+    async def _push(
+        self, chat_id: int, language_code: str, content: dict[str, Any], from_user: int | None = None
+    ) -> int:
+        """A message from a user: in their private chat, or (a negative `chat_id`, like Telegram's) in a group."""
         message_id = next(self._ids)
+        chat = (
+            {"id": chat_id, "type": "private", "first_name": "User"}
+            if chat_id > 0
+            else {"id": chat_id, "type": "supergroup", "title": "Team"}
+        )
+        sender = from_user or (chat_id if chat_id > 0 else 1)
         update = {
             "update_id": next(self._update_ids),
             "message": {
                 "message_id": message_id,
                 "date": int(time.time()),
-                "chat": {"id": chat_id, "type": "private", "first_name": "User"},
-                "from": {"id": chat_id, "is_bot": False, "first_name": "User", "language_code": language_code},
+                "chat": chat,
+                "from": {"id": sender, "is_bot": False, "first_name": "User", "language_code": language_code},
                 **content,
             },
         }
