@@ -26,7 +26,7 @@ from infra.bus import (
 from infra.contracts import ModeChange, ModeChangeResult
 from infra.definitions import ModeDefinition, load
 from infra.metrics import MODE_CHANGES
-from infra.registry import ModeRegistry, RegistryConflict, Stored, UnknownMode, same_analysis
+from infra.registry import ModeRegistry, RegistryConflict, Stored, UnknownMode, analysis_of, same_analysis
 
 log = logging.getLogger("voice_insight.modes")
 
@@ -49,25 +49,10 @@ class ModeDesk:
         except Refused as refused:
             MODE_CHANGES.labels(change.action, "refused").inc()
             log.info("mode %s: %s refused: %s", change.mode, change.action, "; ".join(refused.problems))
-            return ModeChangeResult(
-                request_id=change.request_id,
-                action=change.action,
-                mode=change.mode,
-                accepted=False,
-                problems=refused.problems,
-                reply=change.reply,
-            )
+            return result_of(change, refused.problems)
         MODE_CHANGES.labels(change.action, "applied").inc()
         log.info("mode %s: %s applied by %s: v%d", stored.name, change.action, change.requested_by, stored.version)
-        return ModeChangeResult(
-            request_id=change.request_id,
-            action=change.action,
-            mode=stored.name,
-            accepted=True,
-            version=stored.version,
-            model=stored.model,
-            reply=change.reply,
-        )
+        return result_of(change, (), stored)
 
     async def _apply(self, change: ModeChange) -> ModeDefinition:
         by = change.requested_by
@@ -85,7 +70,7 @@ class ModeDesk:
                 candidate = _parse(change.definition)
                 if candidate.name != current.name:
                     raise Refused(f"the definition is for {candidate.name}, not {current.name}")
-                candidate = current.successor(by, "replaced", **_content(candidate))
+                candidate = current.successor(by, "replaced", **analysis_of(candidate))
             case "set_model":
                 if not change.model:
                     raise Refused("name the model")
@@ -147,10 +132,18 @@ def _parse(text: str | None) -> ModeDefinition:
         raise Refused(f"the definition cannot be read: {exc}") from None
 
 
-def _content(definition: ModeDefinition) -> dict[str, object]:
-    """What a definition analyses with; who changed it and when are the registry's to say."""
-    keep = ("name", "enabled", "version", "changed_at", "changed_by", "change")
-    return {f: getattr(definition, f) for f in definition.__struct_fields__ if f not in keep}
+def result_of(change: ModeChange, problems: tuple[str, ...], stored: ModeDefinition | None = None) -> ModeChangeResult:
+    """The answer to `change`: refused with `problems`, or applied as `stored`."""
+    return ModeChangeResult(
+        request_id=change.request_id,
+        action=change.action,
+        mode=stored.name if stored else change.mode,
+        accepted=stored is not None,
+        problems=problems,
+        version=stored.version if stored else None,
+        model=stored.model if stored else None,
+        reply=change.reply,
+    )
 
 
 class Registrar:
@@ -175,15 +168,7 @@ class Registrar:
 
     async def give_up(self, change: ModeChange, exc: BaseException) -> None:
         problem = f"the change could not be applied ({type(exc).__name__}); nothing was changed"
-        result = ModeChangeResult(
-            request_id=change.request_id,
-            action=change.action,
-            mode=change.mode,
-            accepted=False,
-            problems=(problem,),
-            reply=change.reply,
-        )
-        await self._answer(result)
+        await self._answer(result_of(change, (problem,)))
 
     async def _answer(self, result: ModeChangeResult) -> None:
         await self.bus.publish(SUBJECT_MODE_CHANGED, result, msg_id=f"{result.request_id}.result", stream=STREAM_ADMIN)

@@ -20,7 +20,7 @@ import re
 import time
 from typing import Any
 
-from analyzers.cache import AnalysisCache, CachedAnalysis, cache_key
+from analyzers.cache import CachedAnalysis, analysis_cache, cache_key
 from analyzers.guard import VersionGuard
 from analyzers.llm import ChatLLM, LLMFailure
 from infra import usage
@@ -120,7 +120,7 @@ class AnalyzerService:
         """The whole bot's LLM tokens per day; 0: no budget."""
         self.mode = definition.name
         self.guard = VersionGuard()
-        self.cache = AnalysisCache(bus)
+        self.cache = analysis_cache(bus)
 
     async def refresh(self) -> ModeDefinition:
         """The mode's current definition; the last one known while the registry cannot be read."""

@@ -19,7 +19,7 @@ from infra.bus import BUCKET_MODES, MODES_TTL, Bus
 from infra.contracts import ModeInfo, encode
 from infra.definitions import MODE_NAME
 from infra.metrics import BAD_MODE_ANNOUNCEMENTS
-from infra.registry import ModeRegistry
+from infra.registry import ModeRegistry, UnknownMode
 
 log = logging.getLogger("voice_insight.modes")
 
@@ -54,16 +54,19 @@ async def live_modes(bus: Bus) -> list[ModeInfo]:
             log.warning("skipping an unreadable announcement in %s", BUCKET_MODES)
             continue
         modes.append(info)
-    disabled = await _disabled(bus)
-    return sorted((m for m in modes if m.mode not in disabled), key=lambda m: (m.mode != "DEFAULT", m.mode))
+    live = [m for m in modes if not await _disabled(bus, m.mode)]
+    return sorted(live, key=lambda m: (m.mode != "DEFAULT", m.mode))
 
 
-async def _disabled(bus: Bus) -> set[str]:
+async def _disabled(bus: Bus, mode: str) -> bool:
+    """Whether the registry has switched an announced mode off (one read; no listing of the registry)."""
     try:
-        return {d.name for d in await (await ModeRegistry.open(bus)).all() if not d.enabled}
-    except Exception as exc:  # registry unreadable: trust the announcements
+        return not (await (await ModeRegistry.open(bus)).get(mode)).definition.enabled
+    except UnknownMode:  # an analyzer written elsewhere: its announcement is all there is
+        return False
+    except Exception as exc:  # registry unreadable: trust the announcement
         log.warning("mode registry not readable (%s)", type(exc).__name__)
-        return set()
+        return False
 
 
 async def announce_forever(

@@ -27,6 +27,11 @@ _AUDIT = ("enabled", "version", "changed_at", "changed_by", "change")
 """Fields that say who did what; everything else is the analysis itself."""
 
 
+def analysis_of(definition: ModeDefinition) -> dict[str, object]:
+    """What a definition analyses with (its name aside): everything but who changed it, when, and its switch."""
+    return {f: getattr(definition, f) for f in definition.__struct_fields__ if f not in (*_AUDIT, "name")}
+
+
 class RegistryConflict(Exception):
     """Someone else changed the mode since it was read: read again and decide again."""
 
@@ -43,7 +48,7 @@ class Stored:
 
 def same_analysis(a: ModeDefinition, b: ModeDefinition) -> bool:
     """Whether two definitions analyse alike (the same version number is right for both)."""
-    return msgspec.structs.replace(a, **{k: getattr(b, k) for k in _AUDIT}) == b
+    return a.name == b.name and analysis_of(a) == analysis_of(b)
 
 
 class ModeRegistry:

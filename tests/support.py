@@ -357,6 +357,29 @@ LONG_EN_TEXT = (
     "and the landing page must be ready by Friday afternoon. Maria will review the copy, and Tom will check the "
     "pricing table with finance. Please send me your comments before the end of the week."
 )
+DECIDED = """
+name = "DECIDED"
+model = "gpt-4o-mini"
+max_tokens = 300
+timeout = 8.0
+prompt = '''
+What was decided in this note?
+
+Text: {text}'''
+
+[titles]
+ru = "🧭 Решено"
+en = "🧭 Decided"
+
+[[fields]]
+name = "decisions"
+kind = "list"
+[fields.headings]
+ru = "Решения"
+en = "Decisions"
+"""
+"""A custom mode as an admin writes it: a definition, no code."""
+
 _fresh = itertools.count(1)
 
 

@@ -18,33 +18,13 @@ from infra.limits import Limits
 from infra.registry import ModeRegistry
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import OPENAI_KEY, Gateway, a_transcript, an_analyzer
+from tests.support import DECIDED, OPENAI_KEY, Gateway, a_transcript, an_analyzer
 
 TOKEN = "515151515:EEHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw6"
 _users = itertools.count(71_000_001)
 FIRST = Delivery(subject="voice.transcript", attempt=1)
 
-DEFINITION = """/add_mode
-name = "DECIDED"
-model = "gpt-4o-mini"
-max_tokens = 300
-timeout = 8.0
-prompt = '''
-What was decided in this note?
-
-Text: {text}'''
-
-[titles]
-ru = "🧭 Решено"
-en = "🧭 Decided"
-
-[[fields]]
-name = "decisions"
-kind = "list"
-[fields.headings]
-ru = "Решения"
-en = "Decisions"
-"""
+DEFINITION = "/add_mode" + DECIDED
 
 
 @pytest.fixture
@@ -143,9 +123,6 @@ async def test_anyone_else_is_refused_and_nothing_is_asked(
     assert (await (await ModeRegistry.open(private_bus)).get("TONE")).definition.enabled
 
 
-PASTED = DEFINITION.removeprefix("/add_mode\n")
-
-
 @pytest.mark.parametrize(
     ("command", "args", "asked"),
     [
@@ -166,8 +143,8 @@ PASTED = DEFINITION.removeprefix("/add_mode\n")
         ("enable_mode", "", None),
         (
             "add_mode",
-            DEFINITION.removeprefix("/add_mode\n"),
-            ("add", "DECIDED", {"definition": DEFINITION.removeprefix("/add_mode\n").strip()}),
+            DECIDED,
+            ("add", "DECIDED", {"definition": DECIDED.strip()}),
         ),
     ],
 )

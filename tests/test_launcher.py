@@ -21,31 +21,9 @@ from infra.modes import live_modes
 from infra.registry import ModeRegistry
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import OPENAI_KEY, NatsServer, Speech, eventually, stack_env, wait_for_modes
+from tests.support import DECIDED, OPENAI_KEY, NatsServer, Speech, eventually, stack_env, wait_for_modes
 
 pytestmark = pytest.mark.timeout(300)
-
-DECIDED = """
-name = "DECIDED"
-model = "gpt-4o-mini"
-max_tokens = 300
-timeout = 8.0
-prompt = '''
-What was decided in this note?
-
-Text: {text}'''
-
-[titles]
-ru = "🧭 Решено"
-en = "🧭 Decided"
-
-[[fields]]
-name = "decisions"
-kind = "list"
-[fields.headings]
-ru = "Решения"
-en = "Decisions"
-"""
 
 
 async def test_up_embeds_nats_answers_and_stops_cleanly_on_sigterm(

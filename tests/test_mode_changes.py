@@ -21,38 +21,13 @@ from infra.contracts import ModeAction, ModeChange
 from infra.definitions import dump
 from infra.registry import ModeRegistry
 from tests.doubles.openai_api import OpenAIDouble
-from tests.support import OPENAI_KEY, SHIPPED
+from tests.support import DECIDED, OPENAI_KEY, SHIPPED
 
 _n = itertools.count(1)
 
-DECISIONS = """
-name = "{name}"
-model = "gpt-4o-mini"
-max_tokens = 300
-temperature = 0.2
-timeout = 8.0
-prompt = '''
-List the decisions made in this voice note and who owns each.
-
-Text: {{text}}'''
-
-[titles]
-ru = "🧭 Решения"
-en = "🧭 Decisions"
-
-[[fields]]
-name = "decisions"
-kind = "list"
-max_items = 3
-description = "each decision, one line"
-[fields.headings]
-ru = "Решения"
-en = "Decisions"
-"""
-
 
 def decisions(name: str | None = None) -> str:
-    return DECISIONS.format(name=name or f"DECISIONS_{next(_n)}")
+    return DECIDED.replace('name = "DECIDED"', f'name = "{name or f"DECISIONS_{next(_n)}"}"')
 
 
 async def ask(bus: Bus, double: OpenAIDouble, action: ModeAction, mode: str = "", **fields: object):  # type: ignore[no-untyped-def]

@@ -10,10 +10,10 @@ from prometheus_client import REGISTRY
 from analyzers.guard import FIRST_CALLS, WINDOW, VersionGuard
 from infra.bus import STREAM_ADMIN, SUBJECT_ALERT, Bus, Delivery, deliver
 from infra.contracts import AdminAlert
-from infra.definitions import AnswerField, ModeDefinition
+from infra.definitions import load
 from infra.registry import ModeRegistry
 from tests.doubles.openai_api import OpenAIDouble
-from tests.support import a_transcript, an_analyzer
+from tests.support import DECIDED, a_transcript, an_analyzer
 
 _n = itertools.count(1)
 FIRST = Delivery(subject="voice.transcript", attempt=1)
@@ -47,24 +47,12 @@ def test_a_version_clearly_worse_than_its_predecessor_must_go() -> None:
     assert verdict is not None and "of its last 20 calls failed, against 10% for v1" in verdict
 
 
-def custom(name: str, model: str) -> ModeDefinition:
-    return ModeDefinition(
-        name=name,
-        titles={"ru": "Решения", "en": "Decisions"},
-        model=model,
-        prompt="List the decisions.\n\nText: {text}",
-        fields=(AnswerField(name="decisions", headings={"ru": "Решения", "en": "Decisions"}, kind="list"),),
-        max_tokens=300,
-        timeout=8.0,
-    )
-
-
 async def test_a_failing_new_version_is_replaced_by_the_last_good_one_and_the_admins_are_told(
     private_bus: Bus, openai_double: OpenAIDouble
 ) -> None:
     name = f"GUARDED_{next(_n)}"
     registry = await ModeRegistry.open(private_bus)
-    await registry.write(custom(name, "gpt-4o-mini"), None)
+    await registry.write(msgspec.structs.replace(load(DECIDED), name=name), None)  # gpt-4o-mini
     read = await registry.get(name)
     # A version that passed its canary, then its model went away.
     await registry.write(read.definition.successor("admin:x", "model → gpt-4.1", model="gpt-4.1"), read)

@@ -30,7 +30,8 @@ from infra.bus import (
     consumes,
 )
 from infra.contracts import AudioReceived, Failure, Segment, Transcript
-from infra.metrics import AUDIO_SECONDS, CACHE
+from infra.kvcache import KVCache
+from infra.metrics import AUDIO_SECONDS
 from infra.telemetry import record_failure, tracer
 from transcriber.asr import AudioProblem, SpeechRecognizer
 
@@ -49,13 +50,11 @@ class CachedTranscript(msgspec.Struct, frozen=True, kw_only=True):
     model: str
 
 
-_decode_cached = msgspec.json.Decoder(CachedTranscript).decode
-
-
 class TranscriberService:
     def __init__(self, bus: Bus, recognizer: SpeechRecognizer) -> None:
         self.bus = bus
         self.recognizer = recognizer
+        self.cache = KVCache(bus, BUCKET_TRANSCRIPT_CACHE, CachedTranscript, "transcript")
 
     # Fair order: `voice.audio` first; the overflow of users with several notes in flight only when it is empty.
     # Three attempts (a fourth delivery means its workers died each time), then the user hears back.
@@ -142,27 +141,12 @@ class TranscriberService:
         await self.bus.publish(SUBJECT_TRANSCRIPT, transcript, msg_id=f"{cid}.transcript")
 
     async def _cached(self, fingerprint: str | None) -> CachedTranscript | None:
-        """A transcript of this very file from the last day; a cache that cannot be read is a miss."""
-        if not fingerprint:
-            return None
-        try:
-            entry = await (await self.bus.kv(BUCKET_TRANSCRIPT_CACHE)).get(fingerprint)
-            found = _decode_cached(entry.value) if entry.value else None
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            found = None
-        except Exception as exc:
-            log.warning("transcript cache not readable (%s)", type(exc).__name__)
-            found = None
-        CACHE.labels("transcript", "hit" if found else "miss").inc()
-        return found
+        """A transcript of this very file from the last day."""
+        return await self.cache.get(fingerprint) if fingerprint else None
 
     async def _remember(self, fingerprint: str | None, known: CachedTranscript) -> None:
-        if not fingerprint:
-            return
-        try:
-            await (await self.bus.kv(BUCKET_TRANSCRIPT_CACHE)).put(fingerprint, msgspec.json.encode(known))
-        except Exception as exc:
-            log.warning("transcript not cached (%s)", type(exc).__name__)
+        if fingerprint:
+            await self.cache.put(fingerprint, known)
 
     async def give_up(self, event: AudioReceived, exc: BaseException) -> None:
         """The note cannot be transcribed (`Fail`), every attempt failed, or its worker died (out of memory,
