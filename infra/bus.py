@@ -571,6 +571,42 @@ class Bus:
     async def kv(self, bucket: str) -> KeyValue:
         return await self.js.key_value(bucket)
 
+    async def kv_keys(self, bucket: str) -> list[str]:
+        """The keys that hold a message in `bucket` (deleted ones included: `get` tells them apart).
+
+        Read from the stream's per-subject counts, not with `KeyValue.keys()`: that one starts a watcher whose
+        "no more" marker can come before entries already on their way (nats-io/nats.py#842), so a full bucket
+        now and then reads as empty. Pages through the server's subject list, which is capped per answer."""
+        prefix = f"$KV.{bucket}."
+        keys: list[str] = []
+        while True:
+            request = msgspec.json.encode({"subjects_filter": f"{prefix}>", "offset": len(keys)})
+            reply = await self.nc.request(f"$JS.API.STREAM.INFO.KV_{bucket}", request, timeout=5)
+            answer = msgspec.json.decode(reply.data)
+            if "error" in answer:
+                raise nats.js.errors.APIError.from_error(answer["error"])
+            page = answer.get("state", {}).get("subjects") or {}
+            keys += [subject.removeprefix(prefix) for subject in page]
+            if not page or len(keys) >= answer.get("total", 0):
+                return keys
+
+    async def kv_history(self, bucket: str, key: str) -> list[bytes]:
+        """The values `key` has held that the bucket still keeps, oldest first (delete markers left out).
+
+        Read message by message from the stream rather than with `KeyValue.history()`, which has the same
+        early-marker race as `keys()` and can answer with part of the history, or none."""
+        subject, seq = f"$KV.{bucket}.{key}", 1
+        values: list[bytes] = []
+        while True:
+            try:
+                msg = await self.js.get_msg(f"KV_{bucket}", seq=seq, subject=subject, next=True)
+            except nats.js.errors.NotFoundError:
+                return values
+            if msg.data and not (msg.headers or {}).get("KV-Operation"):
+                values.append(msg.data)
+            assert msg.seq is not None
+            seq = msg.seq + 1
+
     async def kv_size(self, bucket: str) -> int:
         """Live keys in a history-1 bucket: one message per key, expired ones gone."""
         info = await self.js.stream_info(f"KV_{bucket}")

@@ -33,9 +33,9 @@ async def live_modes(bus: Bus) -> list[ModeInfo]:
     decides at once. An analyzer written elsewhere, with no registered definition, counts by its announcement."""
     try:
         kv = await bus.kv(BUCKET_MODES)
-        keys = await kv.keys()
-    except (nats.js.errors.BucketNotFoundError, nats.js.errors.NoKeysError):
+    except nats.js.errors.BucketNotFoundError:
         return []  # no analyzer has announced itself (yet)
+    keys = await bus.kv_keys(BUCKET_MODES)
     modes: list[ModeInfo] = []
     for key in keys:
         try:

@@ -52,12 +52,13 @@ def same_analysis(a: ModeDefinition, b: ModeDefinition) -> bool:
 
 
 class ModeRegistry:
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, bus: Bus, kv: KeyValue) -> None:
+        self.bus = bus
         self.kv = kv
 
     @classmethod
     async def open(cls, bus: Bus) -> ModeRegistry:
-        return cls(await bus.kv(BUCKET_REGISTRY))
+        return cls(bus, await bus.kv(BUCKET_REGISTRY))
 
     async def seed(self, definitions: list[ModeDefinition]) -> list[str]:
         """Create the modes that were never registered; returns their names."""
@@ -80,12 +81,8 @@ class ModeRegistry:
 
     async def all(self) -> list[ModeDefinition]:
         """Every registered mode, enabled or not, DEFAULT first."""
-        try:
-            names = await self.kv.keys()
-        except nats.js.errors.NoKeysError:
-            return []
         found = []
-        for name in names:
+        for name in await self.bus.kv_keys(BUCKET_REGISTRY):
             try:
                 found.append((await self.get(name)).definition)
             except UnknownMode:
@@ -94,11 +91,10 @@ class ModeRegistry:
 
     async def history(self, name: str) -> list[ModeDefinition]:
         """The mode's revisions, oldest first (as many as the bucket keeps)."""
-        try:
-            entries = await self.kv.history(name)
-        except nats.js.errors.NoKeysError:
-            raise UnknownMode(name) from None
-        return [_decode(e.value) for e in entries if e.value]
+        values = await self.bus.kv_history(BUCKET_REGISTRY, name)
+        if not values:
+            raise UnknownMode(name)
+        return [_decode(value) for value in values]
 
     async def version(self, name: str, version: int) -> ModeDefinition:
         for definition in reversed(await self.history(name)):

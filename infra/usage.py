@@ -96,10 +96,7 @@ class Usage:
 async def last_day(bus: Bus, now: float | None = None) -> list[Usage]:
     """Every mode and version used in the last 24 hours, summed, by mode then version."""
     kv = await bus.kv(BUCKET_USAGE)
-    try:
-        keys = await kv.keys()
-    except nats.js.errors.NoKeysError:
-        return []
+    keys = await bus.kv_keys(BUCKET_USAGE)
     now = now or time.time()
     hours = {_hour(now - 3600 * h) for h in range(24)}
     totals: dict[tuple[str, int], HourOfUse] = {}

@@ -237,3 +237,22 @@ def test_the_readme_example_is_a_valid_definition() -> None:
     block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
     example = load(block)
     assert example.name == "DECISIONS" and problems(example) == []
+
+
+async def test_a_busy_registry_never_reads_as_empty_or_cut_short(private_bus: Bus) -> None:
+    """Many readers at once (the gateway per note, every analyzer per transcript), each on its own connection:
+    nats-py's watcher-based `keys()` and `history()` now and then answer "nothing" for a full bucket
+    (nats-io/nats.py#842)."""
+    url = f"nats://{private_bus.nc.connected_url.netloc}"  # type: ignore[union-attr]
+    readers = [await Bus.connect([url], name=f"reader-{n}") for n in range(40)]
+    try:
+
+        async def read(bus: Bus) -> list[tuple[set[str], int]]:
+            registry = await ModeRegistry.open(bus)
+            return [({d.name for d in await registry.all()}, len(await registry.history("TONE"))) for _ in range(25)]
+
+        seen = [reading for readings in await asyncio.gather(*map(read, readers)) for reading in readings]
+    finally:
+        await asyncio.gather(*(bus.close(grace=0) for bus in readers))
+    assert all(names >= {"DEFAULT", "TONE"} for names, _ in seen)
+    assert len({length for _, length in seen}) == 1
