@@ -1,8 +1,9 @@
 """The analysis cache: the same transcript, analysed by the same mode version and model within an hour, is
 answered from here with no LLM call (a note forwarded to several people, a note sent twice).
 
-Keyed by a hash of what decides the answer (mode, version, model, the answer's language, the transcript), so a
-key reveals nothing; entries expire after an hour (`ANALYSIS_CACHE_TTL`).
+Keyed by hashes of what decides the answer: `<transcript digest>.<mode, version, model, answer language>`, so a
+key reveals nothing, and a chat's `/forget` finds every analysis of its transcripts by the prefix; entries
+expire after an hour (`ANALYSIS_CACHE_TTL`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from infra.bus import BUCKET_ANALYSIS_CACHE, Bus
 from infra.contracts import Section
 from infra.definitions import ModeDefinition
 from infra.kvcache import KVCache
+from infra.notes import text_digest
 
 
 class CachedAnalysis(msgspec.Struct, frozen=True, kw_only=True):
@@ -24,8 +26,8 @@ class CachedAnalysis(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def cache_key(d: ModeDefinition, lang: str, text: str) -> str:
-    material = msgspec.json.encode([d.name, d.version, d.model, lang, text])
-    return hashlib.sha256(material).hexdigest()
+    material = msgspec.json.encode([d.name, d.version, d.model, lang])
+    return f"{text_digest(text)}.{hashlib.sha256(material).hexdigest()[:32]}"
 
 
 def analysis_cache(bus: Bus) -> KVCache[CachedAnalysis]:

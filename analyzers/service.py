@@ -79,7 +79,25 @@ def clean_sections(sections: tuple[Section, ...]) -> tuple[Section, ...]:
     )
 
 
-_LANGUAGE_NAMES = {"ru": "Russian", "en": "English"}
+_LANGUAGE_NAMES = {
+    "ru": "Russian",
+    "en": "English",
+    "uk": "Ukrainian",
+    "de": "German",
+    "fr": "French",
+    "es": "Spanish",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "pl": "Polish",
+    "tr": "Turkish",
+    "kk": "Kazakh",
+    "uz": "Uzbek",
+    "zh": "Chinese",
+    "ja": "Japanese",
+    "ar": "Arabic",
+}
+"""Languages named to the model; a chat answered in the speech's own language may get any other code, and then
+the model is asked for the transcript's language."""
 
 
 def request_for(d: ModeDefinition, text: str, lang: str) -> dict[str, Any]:
@@ -87,7 +105,7 @@ def request_for(d: ModeDefinition, text: str, lang: str) -> dict[str, Any]:
     a message of their own, the answer asked for in the definition's fields."""
     return dict(
         model=d.model,
-        system=SYSTEM_PROMPT.format(language=_LANGUAGE_NAMES.get(lang, "English")),
+        system=SYSTEM_PROMPT.format(language=_LANGUAGE_NAMES.get(lang, "the language of the transcript")),
         user=(d.prompt.replace(TRANSCRIPT_PLACE, INSTEAD_OF_TEXT), fenced(text)),
         max_tokens=d.max_tokens,
         temperature=d.temperature,
@@ -150,6 +168,8 @@ class AnalyzerService:
 
     async def nobody_waits(self, transcript: Transcript) -> str | None:
         """Why this transcript needs no analysis any more, if it does not."""
+        if transcript.modes is not None and self.mode not in transcript.modes:
+            return "not_asked"  # the chat switched this mode off, or it went live after the note came in
         if time.time() > transcript.published_at + self.join_timeout:
             return "past_deadline"
         try:

@@ -24,7 +24,7 @@ from nats.js.kv import KeyValue
 
 from infra.answers import Claimed, Mark, Released, Sent, encode_mark, is_answered, read_mark
 from infra.bus import change_key
-from infra.contracts import Analysis, AudioReceived, Event, Failure, Origin, Transcript
+from infra.contracts import AnalysesRequested, Analysis, AudioReceived, Event, Failure, Origin, Transcript
 
 log = logging.getLogger("voice_insight.formatter")
 
@@ -35,15 +35,26 @@ class JoinState(msgspec.Struct, kw_only=True):
     modes: tuple[str, ...] = ()
     received_at: float | None = None
     user_key: str | None = None
+    fingerprint: str | None = None
     transcript: Transcript | None = None
     analyses: dict[str, Analysis] = {}
     failure: Failure | None = None
+    seqs: tuple[int, ...] = ()
+    """Where the note's events lie in the stream: `/forget` deletes them."""
 
-    def apply(self, event: Event) -> JoinState:
+    def apply(self, event: Event, seq: int = 0) -> JoinState:
+        if seq and seq not in self.seqs:
+            self.seqs = (*self.seqs, seq)
         match event:
             case AudioReceived():
                 self.origin = event.origin
                 self.object_name = event.audio.object_name
+                self.modes = event.modes
+                self.received_at = event.received_at
+                self.user_key = event.user_key
+                self.fingerprint = event.audio.fingerprint
+            case AnalysesRequested():
+                self.origin = event.origin
                 self.modes = event.modes
                 self.received_at = event.received_at
                 self.user_key = event.user_key
@@ -89,9 +100,9 @@ class JoinStore:
             return None
         return _decode(entry.value) if entry.value else None
 
-    async def merge(self, cid: str, event: Event) -> JoinState:
+    async def merge(self, cid: str, event: Event, seq: int = 0) -> JoinState:
         def apply(value: bytes | None) -> bytes:
-            return _encode((_decode(value) if value else JoinState()).apply(event))
+            return _encode((_decode(value) if value else JoinState()).apply(event, seq))
 
         return _decode(await change_key(self.kv, cid, apply))
 
@@ -149,6 +160,10 @@ class Owned:
                 log.warning("%s: claim heartbeat failed (%s)", self.cid, type(exc).__name__)
 
 
+BRIEF_WAIT = 0.5
+"""How soon the answer looks again when a progress edit holds the note."""
+
+
 class ClaimLost(Exception):
     """Someone else owns the note's answer now (we were taken for dead): stop sending."""
 
@@ -194,28 +209,29 @@ class AnswerMarks:
     async def is_sent(self, cid: str) -> bool:
         return await is_answered(self.kv, cid)
 
-    async def claim(self, cid: str) -> Owned | AlreadySent | HeldElsewhere:
+    async def claim(self, cid: str, brief: bool = False) -> Owned | AlreadySent | HeldElsewhere:
+        """`brief`: only to edit the status message once (progress), which the answer waits for only briefly."""
         owner = uuid.uuid4().hex
         while True:
             mark, revision = await read_mark(self.kv, cid)
             try:
                 match mark:
                     case None:
-                        created = await self.kv.create(cid, encode_mark(Claimed(owner=owner)))
+                        created = await self.kv.create(cid, encode_mark(Claimed(owner=owner, brief=brief)))
                         return Owned(self.kv, cid, owner, created, 0)
                     case Sent():
                         self._seen.pop(cid, None)
                         return AlreadySent()
                     case Released(parts_sent=parts):
                         updated = await self.kv.update(
-                            cid, encode_mark(Claimed(owner=owner, parts_sent=parts)), last=revision
+                            cid, encode_mark(Claimed(owner=owner, parts_sent=parts, brief=brief)), last=revision
                         )
                         return Owned(self.kv, cid, owner, updated, parts)
-                    case Claimed(parts_sent=parts):
+                    case Claimed(parts_sent=parts, brief=held_briefly):
                         assert revision is not None
                         wait = self._stale_in(cid, revision)
                         if wait > 0:
-                            return HeldElsewhere(wait)
+                            return HeldElsewhere(min(wait, BRIEF_WAIT) if held_briefly else wait)
                         log.warning("%s: taking over a claim whose owner stopped answering", cid)
                         updated = await self.kv.update(
                             cid, encode_mark(Claimed(owner=owner, parts_sent=parts)), last=revision

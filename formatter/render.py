@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import dataclass
 
 from formatter.join import JoinState
 from infra.contracts import Analysis
 from infra.telegram import MESSAGE_LIMIT
 from infra.texts import duration_limit, text
+from infra.transcript_files import as_text
 
 _LANGUAGE_NAMES = {"ru": {"ru": "русский", "en": "английский"}, "en": {"ru": "Russian", "en": "English"}}
 _PIECE_BUDGET = 3500  # leaves room for a heading in the same message
@@ -87,28 +89,87 @@ def _analysis_pieces(analysis: Analysis) -> list[str]:
     return pieces
 
 
-def render_answer(state: JoinState) -> list[str]:
-    """The full answer: transcript, then each mode in the order the note expected them, then any note."""
+@dataclass(frozen=True)
+class Attachment:
+    """A file sent with the answer (a transcript too long for a message, or asked for as a file)."""
+
+    name: str
+    content: bytes
+    caption: str = ""
+
+
+Part = str | Attachment
+
+OPENING = 600
+"""Characters of a long transcript shown in the message, above its file."""
+
+
+def _opening(value: str) -> str:
+    """The first `OPENING` characters of `value`, cut at a word's end."""
+    if len(value) <= OPENING:
+        return value
+    cut = value[:OPENING]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" ,.;:") + " …"
+
+
+def _transcript(state: JoinState, lang: str) -> tuple[list[str], list[Attachment]]:
+    """The transcript's block and files, as the chat wants it: in the message while it fits one, else the
+    opening lines and a `.txt`; as a file; or not at all."""
     assert state.origin is not None and state.transcript is not None
-    lang = state.origin.ui_language
+    view = state.origin.transcript_view
+    if view == "off":
+        return [], []
     t = state.transcript
     language = _LANGUAGE_NAMES.get(lang, _LANGUAGE_NAMES["en"]).get(t.language, t.language)
-    blocks: list[list[str]] = [
-        [f"📝 <b>{text('transcript', lang)}</b> · {esc(language)} · {_clock(t.duration)}", *_prose(t.text)]
-    ]
+    header = f"📝 <b>{text('transcript', lang)}</b> · {esc(language)} · {_clock(t.duration)}"
+    pieces = _prose(t.text)
+    if view == "message" and len(pieces) <= 1:
+        return [header, *pieces], []
+    files = [Attachment("transcript.txt", as_text(t).encode(), text("transcript_file_caption", lang))]
+    opening = [esc(_opening(t.text))] if view == "message" else []
+    return [header, *opening, text("transcript_in_file", lang)], files
+
+
+def _analyses(state: JoinState) -> list[list[str]]:
     shown = [state.analyses[m] for m in state.modes if m in state.analyses]
-    # A mode that answered although the note did not wait for it (it joined late) is still worth showing.
-    shown += [a for m, a in sorted(state.analyses.items()) if m not in state.modes]
-    for analysis in shown:
-        if analysis.error is None and len(pieces := _analysis_pieces(analysis)) > 1:
-            blocks.append(pieces)
+    # A mode that answered although the note did not wait for it (it joined late) is still worth showing,
+    # unless the chat did not ask for it.
+    asked = state.transcript.modes if state.transcript is not None else None
+    shown += [a for m, a in sorted(state.analyses.items()) if m not in state.modes and (asked is None or m in asked)]
+    return [pieces for a in shown if a.error is None and len(pieces := _analysis_pieces(a)) > 1]
+
+
+def render_answer(state: JoinState) -> list[Part]:
+    """The full answer: transcript (or its opening and a file), then each mode in the order the note expected
+    them, then any note about what is missing. Messages first; a file follows the first message."""
+    assert state.origin is not None and state.transcript is not None
+    lang = state.transcript.ui_language if state.origin.follow_speech else state.origin.ui_language
+    transcript, files = _transcript(state, lang)
+    blocks = [transcript] if transcript else []
+    blocks += _analyses(state)
     missing = state.missing_modes()
     over_budget = [m for m in missing if m in state.analyses and state.analyses[m].error == "budget_exhausted"]
     if over_budget:
         blocks.append([text("budget_exhausted", lang)])
     if missing := [m for m in missing if m not in over_budget]:
         blocks.append([text("missing_modes", lang, modes=esc(", ".join(missing)))])
-    return pack(blocks)
+    messages: list[Part] = list(pack(blocks)) or [text("missing_modes", lang, modes=esc(", ".join(state.modes)))]
+    return [messages[0], *files, *messages[1:]]
+
+
+def render_progress(state: JoinState) -> str | None:
+    """The status message while analyses are still coming: what is there so far (the first message's worth),
+    and which modes are on their way. None when there is nothing new to show yet."""
+    if state.origin is None or state.transcript is None or state.failed:
+        return None
+    lang = state.transcript.ui_language if state.origin.follow_speech else state.origin.ui_language
+    transcript, _ = _transcript(state, lang)
+    blocks = ([transcript] if transcript else []) + _analyses(state)
+    waiting = [m for m in state.modes if m not in state.analyses]
+    if not blocks or not waiting:
+        return None
+    shown = pack(blocks, limit=MESSAGE_LIMIT - 300)[0]
+    return f"{shown}\n\n{text('on_its_way', lang, modes=esc(', '.join(waiting)))}"
 
 
 def render_failure(reason: str, lang: str, max_audio_seconds: float) -> str:

@@ -31,10 +31,11 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from aiogram.types import ReplyParameters
+from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, ReplyParameters
 
 from formatter.join import AlreadySent, AnswerMarks, ClaimLost, HeldElsewhere, JoinState, JoinStore, Owned
-from formatter.render import render_answer, render_failure
+from formatter.progress import PROGRESS_INTERVAL, Progress
+from formatter.render import Attachment, Part, render_answer, render_failure
 from infra.bus import (
     BUCKET_QUOTA,
     CONSUMER_FORMATTER,
@@ -49,15 +50,20 @@ from infra.bus import (
     backoff,
     consumes,
 )
-from infra.contracts import Event, Origin, Transcript
+from infra.buttons import answer_keyboard
+from infra.contracts import Analysis, Event, Origin, Transcript
 from infra.limits import DailyCounter, note_finished
 from infra.metrics import ANSWERS, RENDER_FAILURES, STAGE_SECONDS
+from infra.modes import live_modes
+from infra.notes import NoteStore, StoredNote
 from infra.telemetry import record_failure, tracer
 
 log = logging.getLogger("voice_insight.formatter")
 
 ANSWER_BACKOFF_CAP = 60.0
 """Longest pause between two tries of an answer while Telegram is unreachable."""
+MAX_MODE_BUTTONS = 8
+"""Buttons for modes the note did not get, at most (Telegram shows a keyboard of 100, people read far fewer)."""
 ORPHAN_AFTER = 600.0
 """A transcript whose note never got join state this long after its deadline has nobody to answer."""
 
@@ -95,6 +101,8 @@ class FormatterService:
         join_timeout: float,
         max_audio_seconds: float,
         answer_backoff_cap: float = ANSWER_BACKOFF_CAP,
+        progress_interval: float = PROGRESS_INTERVAL,
+        show_progress: bool = True,
     ) -> None:
         self.bus = bus
         self.bot = bot
@@ -103,6 +111,8 @@ class FormatterService:
         self.join_timeout = join_timeout
         self.max_audio_seconds = max_audio_seconds
         self.answer_backoff_cap = answer_backoff_cap
+        self.progress = Progress(marks, self._edit_status, progress_interval)
+        self.show_progress = show_progress
 
     # Every event of every note; retried for as long as Telegram is away (capped backoff): never dropped.
     @consumes(SUBJECT_ALL, CONSUMER_FORMATTER, stage="answer", ack_wait=30.0, concurrency=8)
@@ -111,7 +121,7 @@ class FormatterService:
         if await self.marks.is_sent(cid):
             return  # late or redelivered piece of a note that already has its answer
         with tracer().start_as_current_span("join") as span:
-            state = await self.joins.merge(cid, event)
+            state = await self.joins.merge(cid, event, delivery.seq)
             span.set_attributes(
                 {
                     "voice_insight.join.modes_expected": len(state.modes),
@@ -122,6 +132,8 @@ class FormatterService:
             )
         if state.complete:
             await self.finish(cid, state, delivery)
+        elif self.show_progress and isinstance(event, Transcript | Analysis):
+            self.progress.show(cid, state)
 
     # Every transcript again, held back by delayed naks until its join deadline.
     @consumes(SUBJECT_TRANSCRIPT, CONSUMER_FORMATTER_DEADLINE, stage="answer", ack_wait=30.0, concurrency=8)
@@ -152,11 +164,12 @@ class FormatterService:
         kind = "failure" if state.failed else ("partial" if state.missing_modes() else "complete")
         started = time.perf_counter()
         with tracer().start_as_current_span("reply", attributes={"voice_insight.answer.kind": kind}) as span:
-            messages = self.render(cid, state)
-            span.set_attribute("voice_insight.answer.messages", len(messages))
+            parts = self.render(cid, state)
+            keyboard = await self.keep_for_buttons(cid, state) if not state.failed else None
+            span.set_attribute("voice_insight.answer.messages", len(parts))
             heartbeat = asyncio.create_task(claim.keep_alive(self.marks.lease / 3))
             try:
-                await self.deliver(claim, state.origin, messages)
+                await self.deliver(claim, state.origin, parts, keyboard)
             except ClaimLost:
                 log.warning("%s: another formatter took the answer over; stepping back", cid)
                 raise Retry(self.marks.lease, "claim lost") from None
@@ -192,10 +205,38 @@ class FormatterService:
         if state.received_at is not None:
             STAGE_SECONDS.labels("end_to_end", "").observe(max(0.0, now - state.received_at))
         ANSWERS.labels(kind).inc()
+        self.progress.forget(cid)
         log.info("%s: answered (%s)", cid, kind)
         await self._forget(cid, state)
 
-    def render(self, cid: str, state: JoinState) -> list[str]:
+    async def keep_for_buttons(self, cid: str, state: JoinState) -> InlineKeyboardMarkup | None:
+        """Keep the answered note for a day (its buttons need its transcript) and build the buttons: the
+        transcript as files, and every live mode the note did not get. Without the note kept, no buttons: a
+        button must never promise what cannot be done."""
+        assert state.origin is not None and state.transcript is not None
+        lang = state.origin.ui_language
+        ran = tuple(m for m, a in state.analyses.items() if a.error is None)
+        try:
+            offered = [m for m in await live_modes(self.bus) if m.mode not in ran][:MAX_MODE_BUTTONS]
+            chat = state.origin.chat_key
+            if chat is None:
+                return None
+            note = StoredNote(
+                origin=state.origin,
+                transcript=state.transcript,
+                modes_run=ran,
+                offered=tuple(m.mode for m in offered),
+                fingerprint=state.fingerprint,
+                user_key=state.user_key,
+                seqs=state.seqs,
+            )
+            await NoteStore(self.bus).put(chat, cid, note)
+        except Exception as exc:  # the answer matters more than its buttons
+            log.warning("%s: note not kept for its buttons (%s)", cid, type(exc).__name__)
+            return None
+        return answer_keyboard(cid, [(m.mode, m.titles.get(lang) or m.title) for m in offered], lang)
+
+    def render(self, cid: str, state: JoinState) -> list[Part]:
         """The answer's messages. A rendering bug must not leave the user waiting: they get an apology instead."""
         assert state.origin is not None
         lang = state.origin.ui_language
@@ -209,34 +250,53 @@ class FormatterService:
             RENDER_FAILURES.inc()
             return [render_failure("internal", lang, self.max_audio_seconds)]
 
-    async def deliver(self, claim: Owned, origin: Origin, messages: list[str]) -> None:
-        """The first message replaces the status message; the rest follow as replies to the voice note.
+    async def deliver(
+        self, claim: Owned, origin: Origin, parts: list[Part], keyboard: InlineKeyboardMarkup | None = None
+    ) -> None:
+        """The first message replaces the status message (with the buttons under it); files and further
+        messages follow as replies to the voice note, in its topic.
 
         Each part is recorded in the claim before the next one goes, so a retry or a takeover resumes after the
         last part the user already has: exactly one copy of every part.
         """
-        for index in range(claim.parts_sent, len(messages)):
-            if index == 0:
-                await self._edit_status(origin, messages[0])
+        for index in range(claim.parts_sent, len(parts)):
+            part = parts[index]
+            if isinstance(part, Attachment):
+                await self._send_file(origin, part)
+            elif index == 0:
+                await self._edit_status(origin, part, keyboard)
             else:
-                await self._send(origin, messages[index])
+                await self._send(origin, part)
             await claim.advance(index + 1)
 
-    async def _edit_status(self, origin: Origin, message: str) -> None:
+    async def _edit_status(self, origin: Origin, message: str, keyboard: InlineKeyboardMarkup | None = None) -> None:
         try:
-            await self.bot.edit_message_text(text=message, chat_id=origin.chat_id, message_id=origin.status_message_id)
+            await self.bot.edit_message_text(
+                text=message, chat_id=origin.chat_id, message_id=origin.status_message_id, reply_markup=keyboard
+            )
         except TelegramBadRequest as exc:
             if "message is not modified" in exc.message:
                 return  # a retry after an edit that did land
             if "message to edit not found" in exc.message or "can't be edited" in exc.message:
-                await self._send(origin, message)  # the user deleted the status message
+                await self._send(origin, message, keyboard)  # the user deleted the status message
                 return
             raise
 
-    async def _send(self, origin: Origin, message: str) -> None:
+    async def _send(self, origin: Origin, message: str, keyboard: InlineKeyboardMarkup | None = None) -> None:
         await self.bot.send_message(
             chat_id=origin.chat_id,
             text=message,
+            message_thread_id=origin.thread_id,
+            reply_parameters=ReplyParameters(message_id=origin.message_id, allow_sending_without_reply=True),
+            reply_markup=keyboard,
+        )
+
+    async def _send_file(self, origin: Origin, file: Attachment) -> None:
+        await self.bot.send_document(
+            chat_id=origin.chat_id,
+            document=BufferedInputFile(file.content, filename=file.name),
+            caption=file.caption or None,
+            message_thread_id=origin.thread_id,
             reply_parameters=ReplyParameters(message_id=origin.message_id, allow_sending_without_reply=True),
         )
 

@@ -7,12 +7,10 @@ import asyncio
 import logging
 
 import msgspec
-from aiogram import Dispatcher
 from aiogram.types import BotCommand
 
-from gateway.access import AccessGate
-from gateway.admin import AdminInbox, Admins, build_admin_router
-from gateway.handlers import build_router
+from gateway.admin import AdminInbox, Admins
+from gateway.dispatch import build_dispatcher, handler_context
 from gateway.intake import Intake, correlation_key
 from gateway.updates import UpdateHandler, UpdatePoller
 from infra.bus import BUCKET_USERS, Bus
@@ -28,7 +26,12 @@ log = logging.getLogger("voice_insight.gateway")
 
 COMMANDS = [
     BotCommand(command="help", description="How it works / Как пользоваться"),
+    BotCommand(command="settings", description="Settings for this chat / Настройки чата"),
+    BotCommand(command="transcribe", description="Reply to a voice note / Ответьте на голосовое"),
+    BotCommand(command="vocabulary", description="Names and jargon / Имена и термины"),
     BotCommand(command="list_modes", description="Active analysis modes / Режимы анализа"),
+    BotCommand(command="privacy", description="What is kept / Что хранится"),
+    BotCommand(command="forget", description="Delete this chat's data / Удалить данные чата"),
 ]
 
 
@@ -55,12 +58,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         key = correlation_key(settings.telegram_token)
         intake = Intake(bus, bot, key, settings.max_audio_seconds, settings.limits)
         admins = Admins(tuple(sorted(settings.admin_user_ids)), key)
-        dispatcher = Dispatcher()
-        dispatcher.message.outer_middleware(AccessGate(settings.limits))
-        dispatcher.include_routers(build_admin_router(admins), build_router())
+        dispatcher = build_dispatcher(settings.limits, admins)
         await bot.delete_webhook(drop_pending_updates=False)  # long polling and a webhook exclude each other
         await bot.set_my_commands(COMMANDS)
-        context = {"bus": bus, "intake": intake, "admins": admins, "max_audio_seconds": settings.max_audio_seconds}
+        context = handler_context(bus, intake, admins, key, settings.openai_base_url, settings.max_audio_seconds)
         await bus.start(UpdateHandler(bot, dispatcher, context))
         await bus.start(AdminInbox(bot, admins))
         poller = UpdatePoller(bot, bus)

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiogram import BaseMiddleware
 from aiogram.enums import ChatType
-from aiogram.types import Message, TelegramObject
+from aiogram.types import CallbackQuery, Message, TelegramObject
 
 from infra.limits import Limits
 from infra.metrics import LIMITED
@@ -29,6 +29,14 @@ class AccessGate(BaseMiddleware):
         event: TelegramObject,
         data: dict[str, Any],
     ) -> Any:
+        if isinstance(event, CallbackQuery):  # a button: only under the bot's own messages, in chats it serves
+            chat = event.message.chat.id if event.message is not None else event.from_user.id
+            if self.limits.admits(event.from_user.id, chat):
+                return await handler(event, data)
+            LIMITED.labels("private").inc()
+            lang = ui_language(event.from_user.language_code)
+            await event.answer(text("private", lang, id=event.from_user.id), show_alert=True)
+            return None
         assert isinstance(event, Message)
         user = event.from_user
         if self.limits.admits(user.id if user else None, event.chat.id):

@@ -20,7 +20,6 @@ from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import Message, ReplyParameters
 
-from gateway.handlers import UserLanguage
 from gateway.intake import correlation_id
 from infra import usage
 from infra.bus import (
@@ -177,7 +176,6 @@ async def on_not_admin(message: Message, lang: str) -> None:
 def build_admin_router(admins: Admins) -> Router:
     """Admin commands for admins; a polite refusal of the same commands for everyone else."""
     router = Router(name="admin")
-    router.message.middleware(UserLanguage())
     is_admin = IsAdmin(admins)
     router.message.register(on_change, Command(*CHANGES), is_admin)
     router.message.register(on_mode, Command("mode"), is_admin)

@@ -1,24 +1,28 @@
 """The bot's router: small handlers with typed arguments, filters and middlewares that hand them their context.
 
-`HasMedia` passes the note's `media` to the handler that takes it; `UserLanguage` resolves the language the bot
-answers in once per message, as `lang`.
+`HasMedia` passes the note's `media` to the handler that takes it; `EveryNote` and `MentionsMe` say when a group
+is answered (every note, or on request); the middlewares of `gateway.context` give every handler `lang` and
+`chat_settings`.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiogram import BaseMiddleware, F, Router
+from aiogram import Bot, F, Router
 from aiogram.enums import ChatType
 from aiogram.filters import Command, CommandStart, Filter
-from aiogram.types import Message, TelegramObject
+from aiogram.types import Message
 
+from gateway.chat_settings import may_change
 from gateway.intake import Intake, Media, media_of
 from infra.bus import Bus
+from infra.chats import ChatSettings, ChatSettingsStore, chat_key
+from infra.limits import user_key
 from infra.modes import live_modes
-from infra.texts import duration_limit, text, ui_language
+from infra.notes import forget_chat
+from infra.texts import duration_limit, text
 
 
 class HasMedia(Filter):
@@ -29,18 +33,24 @@ class HasMedia(Filter):
         return {"media": media} if media is not None else False
 
 
-class UserLanguage(BaseMiddleware):
-    """The bot's own words follow the sender's Telegram language (Russian or English): `lang` for every handler."""
+class EveryNote(Filter):
+    """A chat that wants every voice note transcribed: any private chat, a group unless it asks for on-request."""
 
-    async def __call__(
-        self,
-        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
-        event: TelegramObject,
-        data: dict[str, Any],
-    ) -> Any:
-        user = data.get("event_from_user")
-        data["lang"] = ui_language(user.language_code if user else None)
-        return await handler(event, data)
+    async def __call__(self, message: Message, chat_settings: ChatSettings) -> bool:
+        return message.chat.type == ChatType.PRIVATE or chat_settings.trigger == "every"
+
+
+class MentionsMe(Filter):
+    """A message that mentions the bot by its @username (what privacy mode still lets a bot see in a group)."""
+
+    async def __call__(self, message: Message, bot: Bot) -> bool:
+        me = await bot.me()
+        body = message.text or message.caption or ""
+        entities = message.entities or message.caption_entities or []
+        return bool(me.username) and any(
+            e.type == "mention" and body[e.offset : e.offset + e.length].lower() == f"@{me.username}".lower()
+            for e in entities
+        )
 
 
 async def on_start(message: Message, lang: str) -> None:
@@ -66,8 +76,43 @@ async def on_list_modes(message: Message, lang: str, bus: Bus) -> None:
     await message.answer("\n".join(lines))
 
 
-async def on_media(message: Message, media: Media, intake: Intake) -> None:
-    await intake.accept(message, media)
+async def on_media(message: Message, media: Media, intake: Intake, chat_settings: ChatSettings) -> None:
+    await intake.accept(message, media, chat_settings)
+
+
+async def on_request(message: Message, lang: str, intake: Intake, chat_settings: ChatSettings) -> None:
+    """`/transcribe` (or a mention) in reply to a voice note: that note is taken in, and answered in its place."""
+    target = message.reply_to_message
+    media = media_of(target) if target is not None else None
+    if target is None or media is None:
+        await message.reply(text("transcribe_usage", lang))
+        return
+    await intake.accept(target, media, chat_settings)
+
+
+async def on_forget(message: Message, lang: str, bot: Bot, bus: Bus, chats: ChatSettingsStore, key: bytes) -> None:
+    """Everything kept about this chat, deleted now; in a group only its admins may ask."""
+    if not await may_change(bot, message.chat, message.from_user, message.sender_chat):
+        await message.answer(text("settings_admins_only", lang))
+        return
+    sender = message.from_user if message.chat.type == ChatType.PRIVATE else None  # in a group, not one user's
+    gone = await forget_chat(bus, chat_key(key, message.chat.id), user_key(key, sender.id) if sender else None)
+    had_settings = await chats.forget(message.chat.id)
+    await message.answer(
+        text(
+            "forgotten",
+            lang,
+            notes=gone.notes,
+            messages=gone.messages,
+            transcripts=gone.transcripts,
+            analyses=gone.analyses,
+            settings=text("yes" if had_settings else "no", lang),
+        )
+    )
+
+
+async def on_privacy(message: Message, lang: str, llm_provider: str) -> None:
+    await message.answer(text("privacy_text", lang, provider=html.escape(llm_provider)))
 
 
 async def on_anything_else(message: Message, lang: str) -> None:
@@ -77,10 +122,13 @@ async def on_anything_else(message: Message, lang: str) -> None:
 def build_router() -> Router:
     """The bot's router: each handler with the filter that says what it takes; the first match wins."""
     router = Router(name="voice-insight")
-    router.message.middleware(UserLanguage())
     router.message.register(on_start, CommandStart())
     router.message.register(on_help, Command("help"))
     router.message.register(on_list_modes, Command("list_modes"))
-    router.message.register(on_media, HasMedia())
+    router.message.register(on_request, Command("transcribe"))
+    router.message.register(on_forget, Command("forget"))
+    router.message.register(on_privacy, Command("privacy"))
+    router.message.register(on_media, HasMedia(), EveryNote())
+    router.message.register(on_request, MentionsMe())
     router.message.register(on_anything_else, F.chat.type == ChatType.PRIVATE)  # in a group, chatter is not ours
     return router

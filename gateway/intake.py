@@ -41,6 +41,7 @@ from infra.bus import (
     Bus,
     Fail,
 )
+from infra.chats import ChatSettings, chat_key
 from infra.contracts import AudioReceived, AudioRef, Origin
 from infra.limits import FAIR_SHARE, DailyCounter, Limits, UserLedger, note_finished, user_key
 from infra.metrics import LIMITED, STAGE_SECONDS
@@ -101,6 +102,12 @@ def media_of(message: Message) -> Media | None:
     return None
 
 
+def answer_language(settings: ChatSettings, language_code: str | None) -> str:
+    """The bot's words and the analyses: the chat's choice, else the sender's Telegram language. (A chat that
+    follows the speech gets the bot's words in the sender's language and the analyses in the speech's.)"""
+    return settings.language if settings.language in ("ru", "en") else ui_language(language_code)
+
+
 def correlation_key(token: str) -> bytes:
     return hashlib.sha256(b"voice-insight/correlation/" + token.encode()).digest()
 
@@ -123,6 +130,18 @@ class IntakeRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 _encode_record = msgspec.json.Encoder().encode
 _decode_record = msgspec.json.Decoder(IntakeRecord).decode
+
+
+async def read_record(intake: KeyValue, cid: str) -> IntakeRecord | None:
+    try:
+        entry = await intake.get(cid)
+    except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        return None
+    return _decode_record(entry.value) if entry.value else None
+
+
+async def write_record(intake: KeyValue, cid: str, record: IntakeRecord) -> None:
+    await intake.put(cid, _encode_record(record))
 
 
 class CappedSpool:
@@ -166,7 +185,7 @@ class Intake:
         self.limits = limits or Limits(allowed=None)
         self.ledger = UserLedger(bus)
 
-    async def accept(self, message: Message, media: Media) -> None:
+    async def accept(self, message: Message, media: Media, settings: ChatSettings | None = None) -> None:
         """Take one voice note in; the root span of its trace."""
         attributes: Attributes = {
             "voice_insight.media.kind": media.kind,
@@ -175,20 +194,20 @@ class Intake:
         }
         with tracer().start_as_current_span("voice_note receive", kind=SpanKind.SERVER, attributes=attributes) as span:
             try:
-                await self._accept(message, media, span)
+                await self._accept(message, media, settings or ChatSettings(), span)
             except Fail:
                 raise  # a refusal, already recorded with its reason
             except BaseException as exc:
                 record_failure(span, exc)
                 raise
 
-    async def _accept(self, message: Message, media: Media, span: Span) -> None:
+    async def _accept(self, message: Message, media: Media, settings: ChatSettings, span: Span) -> None:
         arrived = time.time()
-        lang = ui_language(message.from_user.language_code if message.from_user else None)
+        lang = answer_language(settings, message.from_user.language_code if message.from_user else None)
         cid = correlation_id(self.key, message.chat.id, message.message_id)
         span.set_attribute("voice_insight.correlation_id", cid)
         intake = await self.bus.kv(BUCKET_INTAKE)
-        record = await self._record(intake, cid)
+        record = await read_record(intake, cid)
         if (record is not None and record.handed_over) or await is_answered(await self.bus.kv(BUCKET_ANSWERED), cid):
             log.info("%s: repeated update for a note already taken in; ignored", cid)
             span.set_attribute("voice_insight.duplicate", True)
@@ -198,7 +217,7 @@ class Intake:
         if record is None:
             status = await message.reply(text("listening", lang))
             record = IntakeRecord(status_message_id=status.message_id)
-            await intake.put(cid, _encode_record(record))
+            await write_record(intake, cid, record)
             if user:
                 await self._count_user(user)
         status_id = record.status_message_id
@@ -253,6 +272,10 @@ class Intake:
                     status_message_id=status_id,
                     ui_language=lang,
                     language_hint=message.from_user.language_code if message.from_user else None,
+                    thread_id=message.message_thread_id if message.is_topic_message else None,
+                    transcript_view=settings.transcript,
+                    follow_speech=settings.language == "speech",
+                    chat_key=chat_key(self.key, message.chat.id),
                 ),
                 audio=AudioRef(
                     object_name=cid,
@@ -265,18 +288,19 @@ class Intake:
                 modes=(),
                 received_at=arrived,
                 user_key=user,
+                vocabulary=settings.vocabulary or None,
             )
-            await self._hand_over(event, spool)
+            await self._hand_over(event, spool, settings)
         finally:
             spool.close()
-        await intake.put(cid, _encode_record(IntakeRecord(status_message_id=status_id, handed_over=True)))
+        await write_record(intake, cid, IntakeRecord(status_message_id=status_id, handed_over=True))
         log.info("%s: accepted %s, %d bytes", cid, media.kind, spool.size)
 
     async def abandon(self, message: Message) -> bool:
         """Intake failed for good: turn the note's status message into an apology, unless it already holds the
         answer (a refusal). False if no status message was sent."""
         cid = correlation_id(self.key, message.chat.id, message.message_id)
-        record = await self._record(await self.bus.kv(BUCKET_INTAKE), cid)
+        record = await read_record(await self.bus.kv(BUCKET_INTAKE), cid)
         if record is None or record.handed_over:
             return record is not None
         if await is_answered(await self.bus.kv(BUCKET_ANSWERED), cid):
@@ -287,14 +311,6 @@ class Intake:
         )
         await self._mark_refused(cid)
         return True
-
-    @staticmethod
-    async def _record(intake: KeyValue, cid: str) -> IntakeRecord | None:
-        try:
-            entry = await intake.get(cid)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            return None
-        return _decode_record(entry.value) if entry.value else None
 
     async def _over_limit(self, user: str, media: Media) -> tuple[str, str, dict[str, object]] | None:
         """The first of this user's limits the note would pass, if any (see `infra.limits`): the message to
@@ -358,7 +374,7 @@ class Intake:
                 raise DownloadFailed(kind)
             await asyncio.sleep(delay)
 
-    async def _hand_over(self, event: AudioReceived, spool: CappedSpool) -> None:
+    async def _hand_over(self, event: AudioReceived, spool: CappedSpool, settings: ChatSettings) -> None:
         """Store the bytes, then publish; retried while NATS is briefly away (restart, leader change).
 
         If NATS stays away, the exception reaches the update consumer and the update is redelivered later:
@@ -377,7 +393,7 @@ class Intake:
                     spool.seek(0)
                     # Read in chunks, never whole (nats-py takes any reader; its annotation says less).
                     await store.put(event.audio.object_name, spool.file)  # type: ignore[arg-type]
-                modes = tuple(m.mode for m in await live_modes(self.bus))
+                modes = tuple(m.mode for m in await live_modes(self.bus) if settings.wants(m.mode))
                 ready = msgspec.structs.replace(event, modes=modes)
                 subject = SUBJECT_AUDIO
                 # Fair order: a user's notes beyond their share (this one included) wait behind everyone

@@ -38,7 +38,7 @@ from infra.texts import text, ui_language
 log = logging.getLogger("voice_insight.gateway")
 
 POLL_TIMEOUT = 25
-ALLOWED_UPDATES = ["message"]
+ALLOWED_UPDATES = ["message", "callback_query"]
 
 
 class UpdatePoller:

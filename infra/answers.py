@@ -2,7 +2,9 @@
 
 One key per note (its correlation ID), one typed value:
 
-* `Claimed(owner, parts_sent)`: a formatter is sending the answer; `parts_sent` of its messages are out. The
+* `Claimed(owner, parts_sent, brief)`: a formatter is sending the answer (or, `brief`, showing progress in the
+  status message: the same exclusive hold, so a progress edit can never land after the answer);
+  `parts_sent` of its messages are out. The
   owner rewrites the mark (compare-and-set) after every part and as a heartbeat while it waits, so a mark whose
   revision stops changing for a whole lease belongs to a dead formatter.
 * `Released(parts_sent)`: the owner hit a transient error and stepped back; whoever comes next resumes from
@@ -25,6 +27,8 @@ from nats.js.kv import KeyValue
 class Claimed(msgspec.Struct, frozen=True, kw_only=True, tag="claimed"):
     owner: str
     parts_sent: int = 0
+    brief: bool = False
+    """Held for one progress edit of the status message (a second at most): worth a short wait, not a lease."""
 
 
 class Released(msgspec.Struct, frozen=True, kw_only=True, tag="released"):

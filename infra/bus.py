@@ -29,6 +29,7 @@ telemetry middleware (`infra.observe`): spans and metrics are never written by h
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import inspect
 import logging
@@ -76,6 +77,8 @@ STREAM_INFLIGHT = "INFLIGHT"
 STREAM_RECENT = "RECENT"
 """One message per note taken in, on `recent.<user>.<cid>`, kept a minute: notes per minute per user."""
 SUBJECT_TRANSCRIPT = "voice.transcript"
+SUBJECT_RERUN = "voice.rerun"
+"""More modes asked for on a note already answered (a button): the formatter's join opens like for new audio."""
 SUBJECT_FAILED = "voice.failed"
 SUBJECT_ANALYSIS_PREFIX = "voice.analysis."
 SUBJECT_ALL = "voice.>"
@@ -98,6 +101,8 @@ BUCKET_ANALYSIS_CACHE = "voice-analysis-cache"  # KV: analyses by a hash of mode
 BUCKET_TRANSCRIPT_CACHE = "voice-transcript-cache"  # KV: transcripts by a keyed hash of Telegram's file id
 ANALYSIS_CACHE_TTL = 3600.0
 USAGE_TTL = 25 * 3600.0
+BUCKET_NOTES = "voice-notes"  # KV: answered notes by chat key and note, for the buttons under the answer (24 h)
+BUCKET_CHATS = "voice-chat-settings"  # KV: settings per chat under a keyed hash of the chat; until /forget
 BUCKET_REGISTRY = "voice-mode-registry"  # KV: every mode's definition, with history; configuration, not user data
 REGISTRY_HISTORY = 20
 
@@ -206,6 +211,8 @@ class Delivery:
     subject: str
     attempt: int
     max_attempts: int = -1
+    seq: int = 0
+    """The message's sequence in its stream (0: not from a stream): what erasing a chat's notes deletes."""
 
     @property
     def last_attempt(self) -> bool:
@@ -523,6 +530,8 @@ class Bus:
         await self._ensure_kv(BUCKET_USAGE, USAGE_TTL)
         await self._ensure_kv(BUCKET_ANALYSIS_CACHE, ANALYSIS_CACHE_TTL)
         await self._ensure_kv(BUCKET_TRANSCRIPT_CACHE, USER_DATA_TTL)
+        await self._ensure_kv(BUCKET_NOTES, USER_DATA_TTL)
+        await self._ensure_kv(BUCKET_CHATS, None)  # configuration a chat chose, not what it said
         try:
             await self.js.object_store(BUCKET_AUDIO)
         except nats.js.errors.BucketNotFoundError:
@@ -571,22 +580,22 @@ class Bus:
     async def kv(self, bucket: str) -> KeyValue:
         return await self.js.key_value(bucket)
 
-    async def kv_keys(self, bucket: str) -> list[str]:
+    async def kv_keys(self, bucket: str, prefix: str = "") -> list[str]:
         """The keys that hold a message in `bucket` (deleted ones included: `get` tells them apart).
 
         Read from the stream's per-subject counts, not with `KeyValue.keys()`: that one starts a watcher whose
         "no more" marker can come before entries already on their way (nats-io/nats.py#842), so a full bucket
         now and then reads as empty. Pages through the server's subject list, which is capped per answer."""
-        prefix = f"$KV.{bucket}."
+        head = f"$KV.{bucket}."
         keys: list[str] = []
         while True:
-            request = msgspec.json.encode({"subjects_filter": f"{prefix}>", "offset": len(keys)})
+            request = msgspec.json.encode({"subjects_filter": f"{head}{prefix}>", "offset": len(keys)})
             reply = await self.nc.request(f"$JS.API.STREAM.INFO.KV_{bucket}", request, timeout=5)
             answer = msgspec.json.decode(reply.data)
             if "error" in answer:
                 raise nats.js.errors.APIError.from_error(answer["error"])
             page = answer.get("state", {}).get("subjects") or {}
-            keys += [subject.removeprefix(prefix) for subject in page]
+            keys += [subject.removeprefix(head) for subject in page]
             if not page or len(keys) >= answer.get("total", 0):
                 return keys
 
@@ -606,6 +615,20 @@ class Bus:
                 values.append(msg.data)
             assert msg.seq is not None
             seq = msg.seq + 1
+
+    async def erase(self, bucket: str, key: str) -> None:
+        """Remove a key with every trace of it: its values, its history and the delete marker a KV purge leaves."""
+        await self.js.purge_stream(f"KV_{bucket}", subject=f"$KV.{bucket}.{key}")
+
+    async def erase_object(self, name: str) -> None:
+        """Remove a stored object with every trace of it: its chunks, and the meta record (which names it) that a
+        plain delete leaves behind."""
+        try:
+            await (await self.audio_store()).delete(name)
+        except nats.js.errors.NotFoundError:
+            pass  # deleted already (after its answer): its meta record is still there
+        meta = base64.urlsafe_b64encode(name.encode()).decode()
+        await self.js.purge_stream(f"OBJ_{BUCKET_AUDIO}", subject=f"$O.{BUCKET_AUDIO}.M.{meta}")
 
     async def kv_size(self, bucket: str) -> int:
         """Live keys in a history-1 bucket: one message per key, expired ones gone."""
@@ -732,7 +755,7 @@ class Bus:
     async def _process(self, consumer: _Consumer[Any], spec: ConsumerSpec, msg: Msg) -> None:
         telemetry = consumer.telemetry[spec.durable]
         started = time.perf_counter()
-        delivery = Delivery(msg.subject, msg.metadata.num_delivered, spec.max_attempts)
+        delivery = Delivery(msg.subject, msg.metadata.num_delivered, spec.max_attempts, msg.metadata.sequence.stream)
         with telemetry.delivery(msg.subject, msg.headers, delivery.attempt) as span:
             try:
                 event = consumer.decoder.decode(msg.data)

@@ -38,6 +38,14 @@ class Origin(msgspec.Struct, frozen=True, kw_only=True):
     """Language of the bot's own words: 'ru' or 'en'."""
     language_hint: str | None = None
     """The user's Telegram `language_code`, a hint for speech recognition."""
+    thread_id: int | None = None
+    """The forum topic the note was posted in: every reply goes to the same topic."""
+    transcript_view: Literal["message", "file", "off"] = "message"
+    """How the chat wants the transcript: in the answer, as a `.txt` file, or not at all (the button still has it)."""
+    follow_speech: bool = False
+    """Answer in the language spoken in the note instead of `ui_language` (the chat's setting)."""
+    chat_key: str | None = None
+    """The chat as the bus may know it (a keyed hash): the key its notes are kept and forgotten under."""
 
 
 class AudioRef(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,6 +106,21 @@ class AudioReceived(Contract, frozen=True, tag="voice.audio/1"):
     received_at: float = msgspec.field(default_factory=time.time)
     user_key: str | None = None
     """The sender as a keyed hash (never the id): whose daily minutes the note counts against."""
+    vocabulary: str | None = None
+    """Names and jargon the chat uses, given to Whisper as hotwords so they come out spelled right."""
+
+
+class AnalysesRequested(Contract, frozen=True, tag="voice.rerun/1"):
+    """Published by the gateway on `voice.rerun` when a button asks for modes a note did not get: the join opens
+    as for new audio, and the note's stored transcript follows on `voice.transcript` under the same ID."""
+
+    correlation_id: str
+    origin: Origin
+    modes: tuple[str, ...]
+    of_note: str
+    """The correlation ID of the note whose transcript is analysed again."""
+    received_at: float = msgspec.field(default_factory=time.time)
+    user_key: str | None = None
 
 
 class Transcript(Contract, frozen=True, tag="voice.transcript/1"):
@@ -113,6 +136,8 @@ class Transcript(Contract, frozen=True, tag="voice.transcript/1"):
     model: str
     transcribe_seconds: float
     published_at: float = msgspec.field(default_factory=time.time)
+    modes: tuple[str, ...] | None = None
+    """The modes this note asked for (the chat may have switched some off); None: every mode, as before."""
 
 
 class Analysis(Contract, frozen=True, tag="voice.analysis/1"):
@@ -171,7 +196,7 @@ class TelegramUpdate(Contract, frozen=True, tag="telegram.update/1"):
     payload: msgspec.Raw
 
 
-Event = AudioReceived | Transcript | Analysis | Failure
+Event = AudioReceived | AnalysesRequested | Transcript | Analysis | Failure
 
 encode = msgspec.json.Encoder().encode
 

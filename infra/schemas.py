@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from infra.contracts import (
+    AnalysesRequested,
     Analysis,
     AudioReceived,
     AudioRef,
@@ -57,6 +58,19 @@ CONTRACT: dict[str, tuple[str, Any, msgspec.Struct]] = {
             model="base",
             transcribe_seconds=1.4,
             published_at=AT,
+            modes=("DEFAULT", "TONE"),
+        ),
+    ),
+    "voice.rerun": (
+        "Published by the gateway when a button asks for more modes on an answered note; its stored transcript "
+        "follows on `voice.transcript` under the same correlation ID, with `modes` naming what was asked.",
+        AnalysesRequested,
+        AnalysesRequested(
+            correlation_id=CID,
+            origin=Origin(chat_id=0, message_id=0, status_message_id=0, ui_language="en", transcript_view="off"),
+            modes=("TONE",),
+            of_note="9b2e4f6a8c1d3e5f7a9b0c2d4e6f8a1b",
+            received_at=AT,
         ),
     ),
     "voice.analysis.MODE": (

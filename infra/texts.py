@@ -107,6 +107,131 @@ _TEXTS: dict[str, dict[Lang, str]] = {
         "ru": "Я понимаю голосовые, аудиофайлы и видеокружки. Пришлите одно из них.",
         "en": "I understand voice messages, audio files and video notes. Please send one of those.",
     },
+    # --- the answer and its buttons ---
+    "button_transcript": {"ru": "📄 Расшифровка", "en": "📄 Transcript"},
+    "transcript_in_file": {
+        "ru": "📎 Полная расшифровка — в файле ниже.",
+        "en": "📎 The full transcript is in the file below.",
+    },
+    "transcript_file_caption": {
+        "ru": "📝 Расшифровка с отметками времени",
+        "en": "📝 The transcript, with timestamps",
+    },
+    "subtitles_caption": {"ru": "🎬 Субтитры (.srt)", "en": "🎬 Subtitles (.srt)"},
+    "on_its_way": {"ru": "⏳ Ещё готовлю: {modes}", "en": "⏳ Still working on: {modes}"},
+    "queue_position": {
+        "ru": "⏳ Перед вашей записью в очереди: {ahead}{eta}.",
+        "en": "⏳ Notes ahead of yours in the queue: {ahead}{eta}.",
+    },
+    "queue_eta": {"ru": ", примерно {seconds} с", "en": ", about {seconds} s"},
+    "note_expired": {
+        "ru": "⌛ Эта запись уже не хранится (записи хранятся 24 часа). Перешлите её снова.",
+        "en": "⌛ This note is no longer kept (notes are kept for 24 hours). Please send it again.",
+    },
+    "already_there": {"ru": "Уже готово — смотрите выше ↑", "en": "Already done: see above ↑"},
+    "mode_not_live": {
+        "ru": "Режим {mode} сейчас не работает. /list_modes — какие работают.",
+        "en": "The {mode} mode is not running right now. /list_modes shows which are.",
+    },
+    "rerun_status": {"ru": "⏳ {mode}…", "en": "⏳ {mode}…"},
+    # --- groups ---
+    "transcribe_usage": {
+        "ru": "Ответьте командой /transcribe на голосовое сообщение — и я его расшифрую.",
+        "en": "Reply /transcribe to a voice message and I will transcribe it.",
+    },
+    # --- settings ---
+    "settings": {
+        "ru": (
+            "<b>⚙️ Настройки этого чата</b>\n"
+            "Язык ответа: {language}\n"
+            "Режимы: {modes}\n"
+            "Расшифровка: {transcript}\n"
+            "Словарь: {vocabulary}{group}"
+        ),
+        "en": (
+            "<b>⚙️ Settings for this chat</b>\n"
+            "Answer language: {language}\n"
+            "Modes: {modes}\n"
+            "Transcript: {transcript}\n"
+            "Vocabulary: {vocabulary}{group}"
+        ),
+    },
+    "settings_group": {
+        "ru": (
+            "\nВ группе: {trigger}\n\n<i>Чтобы я слышал все голосовые в группе, сделайте меня администратором "
+            "(или выключите privacy mode у @BotFather). Иначе отвечайте /transcribe на голосовое "
+            "или упомяните меня.</i>"
+        ),
+        "en": (
+            "\nIn the group: {trigger}\n\n<i>To hear every voice note in a group I must be its admin (or have "
+            "privacy mode off in @BotFather). Otherwise reply /transcribe to a voice note, or mention me.</i>"
+        ),
+    },
+    "language_user": {"ru": "язык Telegram", "en": "your Telegram language"},
+    "language_ru": {"ru": "русский", "en": "Russian"},
+    "language_en": {"ru": "английский", "en": "English"},
+    "language_speech": {"ru": "язык записи", "en": "the language spoken"},
+    "transcript_message": {"ru": "в сообщении", "en": "in the message"},
+    "transcript_file": {"ru": "файлом", "en": "as a file"},
+    "transcript_off": {"ru": "не присылать", "en": "off"},
+    "trigger_every": {"ru": "каждое голосовое", "en": "every voice note"},
+    "trigger_request": {"ru": "только по запросу", "en": "only on request"},
+    "button_language": {"ru": "🌐 Язык: {value}", "en": "🌐 Language: {value}"},
+    "button_transcript_view": {"ru": "📝 Расшифровка: {value}", "en": "📝 Transcript: {value}"},
+    "button_trigger": {"ru": "👥 {value}", "en": "👥 {value}"},
+    "button_vocabulary": {"ru": "📚 Словарь", "en": "📚 Vocabulary"},
+    "none": {"ru": "—", "en": "—"},
+    "settings_admins_only": {
+        "ru": "Настройки группы меняют только её администраторы.",
+        "en": "Only the group's admins can change its settings.",
+    },
+    "vocabulary_usage": {
+        "ru": (
+            "Имена и термины этого чата, через запятую — так я запишу их правильно:\n"
+            "<code>/vocabulary Анна Петрова, Kubernetes, Тбилиси</code>\n<code>/vocabulary -</code> очищает словарь."
+        ),
+        "en": (
+            "Names and jargon this chat uses, separated by commas, so that I spell them right:\n"
+            "<code>/vocabulary Anna Petrova, Kubernetes, Tbilisi</code>\n<code>/vocabulary -</code> clears it."
+        ),
+    },
+    "vocabulary_set": {"ru": "📚 Словарь: {words}", "en": "📚 Vocabulary: {words}"},
+    "vocabulary_cleared": {"ru": "📚 Словарь очищен.", "en": "📚 Vocabulary cleared."},
+    # --- the user's data ---
+    "forgotten": {
+        "ru": (
+            "🧹 Удалено всё, что хранилось об этом чате: записей с расшифровками и анализами — {notes}, "
+            "сообщений в очереди — {messages}, кэшированных расшифровок — {transcripts}, анализов — {analyses}, "
+            "настройки — {settings}. Записи, которые ещё в работе, получат ответ и тоже будут удалены."
+        ),
+        "en": (
+            "🧹 Deleted everything kept about this chat: {notes} notes with their transcripts and analyses, "
+            "{messages} queued messages, {transcripts} cached transcripts, {analyses} cached analyses, settings: "
+            "{settings}. Notes still in progress will be answered, and then deleted as well."
+        ),
+    },
+    "yes": {"ru": "да", "en": "yes"},
+    "no": {"ru": "нет", "en": "none"},
+    "privacy_text": {
+        "ru": (
+            "<b>🔐 Что я храню</b>\n"
+            "• Аудио — только пока делаю расшифровку, удаляется сразу после ответа (максимум 24 часа).\n"
+            "• Расшифровку и анализы — 24 часа, чтобы работали кнопки под ответом; кэш анализов — 1 час.\n"
+            "• Настройки чата — пока вы их не удалите; под ключом, по которому нельзя узнать чат.\n"
+            "• В журналах, метриках и трассировках нет ни текста, ни ваших идентификаторов.\n"
+            "<b>Кто видит</b>: расшифровку отправляю модели LLM ({provider}) для анализа; больше никто.\n"
+            "/forget — удалить всё об этом чате сейчас."
+        ),
+        "en": (
+            "<b>🔐 What I keep</b>\n"
+            "• Audio: only while transcribing; deleted as soon as you have the answer (24 hours at most).\n"
+            "• Transcripts and analyses: 24 hours, for the buttons under the answer; cached analyses: 1 hour.\n"
+            "• This chat's settings: until you delete them, under a key that does not reveal the chat.\n"
+            "• Logs, metrics and traces hold no words and none of your ids.\n"
+            "<b>Who sees it</b>: the transcript goes to the LLM provider ({provider}) to be analysed; nobody else.\n"
+            "/forget deletes everything about this chat now."
+        ),
+    },
     # --- for admins ---
     "admin_only": {
         "ru": "🔐 Режимы анализа меняют только администраторы бота.",

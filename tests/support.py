@@ -19,14 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiogram import Dispatcher
-
 from analyzers.llm import ChatLLM, make_client
 from analyzers.service import AnalyzerService
 from bench.speech import voice_note
-from gateway.access import AccessGate
-from gateway.admin import AdminInbox, Admins, build_admin_router
-from gateway.handlers import build_router
+from gateway.admin import AdminInbox, Admins
+from gateway.dispatch import build_dispatcher, handler_context
 from gateway.intake import Intake, correlation_key
 from gateway.updates import UpdateHandler, UpdatePoller
 from infra.bus import CONSUMER_FORMATTER, STREAM, Bus, Delivery, declaration, deliver
@@ -328,10 +325,9 @@ class Gateway:
         self.bus = bus = await Bus.connect([self.server], name="test-gateway")
         self.bot = make_bot(Settings(telegram_token=self.telegram.token, telegram_api_base=self.telegram.base_url))
         intake = Intake(bus, self.bot, correlation_key(self.telegram.token), 600, self.limits)
-        dispatcher = Dispatcher()
-        dispatcher.message.outer_middleware(AccessGate(self.limits))
-        dispatcher.include_routers(build_admin_router(self.admins), build_router())
-        context = {"bus": bus, "intake": intake, "admins": self.admins, "max_audio_seconds": 600}
+        key = correlation_key(self.telegram.token)
+        dispatcher = build_dispatcher(self.limits, self.admins)
+        context = handler_context(bus, intake, self.admins, key, None, 600)
         updates = UpdateHandler(self.bot, dispatcher, context)
         bus.consume(self.spec, decoder(TelegramUpdate), updates.handle, give_up=updates.give_up)
         await bus.start(AdminInbox(self.bot, self.admins))
@@ -347,6 +343,30 @@ class Gateway:
 # --- waiting for the bot --------------------------------------------------------------------------
 
 LISTENING = ("🎧 Listening…", "🎧 Слушаю…")
+PROGRESS = ("⏳ Still working on", "⏳ Ещё готовлю", "⏳ Notes ahead", "⏳ Перед вашей")
+"""How a status message shows progress (the transcript so far, modes on their way, a place in the queue)."""
+
+
+def in_progress(text: str) -> bool:
+    return text in LISTENING or any(mark in text for mark in PROGRESS)
+
+
+def answered(telegram: TelegramDouble, chat: int) -> bool:
+    """The chat's status message holds the answer now (neither "listening" nor progress)."""
+    messages = telegram.messages(chat)
+    return bool(messages) and not in_progress(messages[0].text)
+
+
+def answered_once(message: SentMessage) -> bool:
+    """The status message went from "listening" through progress (if any) to one answer, and stayed there."""
+    history = message.history
+    return (
+        len(history) >= 2
+        and history[0] in LISTENING
+        and all(in_progress(t) for t in history[1:-1])
+        and not in_progress(history[-1])
+    )
+
 
 EN_TEXT = (
     "Hello team. The quarterly budget review is moved to Thursday morning. "
@@ -405,13 +425,9 @@ def final(telegram: TelegramDouble, chat: int) -> list[SentMessage]:
 
 
 async def answer_of(telegram: TelegramDouble, chat: int, timeout: float = 120.0) -> SentMessage:
-    """Wait until the status message has turned into something else, and return it."""
+    """Wait until the status message holds the answer (not "listening", not progress), and return it."""
 
-    def answered() -> bool:
-        messages = telegram.messages(chat)
-        return bool(messages) and messages[0].text not in LISTENING
-
-    await telegram.wait_for(answered, timeout)
+    await telegram.wait_for(lambda: answered(telegram, chat), timeout)
     return telegram.messages(chat)[0]
 
 

@@ -21,7 +21,17 @@ from infra.modes import live_modes
 from infra.registry import ModeRegistry
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import DECIDED, OPENAI_KEY, NatsServer, Speech, eventually, stack_env, wait_for_modes
+from tests.support import (
+    DECIDED,
+    OPENAI_KEY,
+    NatsServer,
+    Speech,
+    answered,
+    answered_once,
+    eventually,
+    stack_env,
+    wait_for_modes,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -50,9 +60,7 @@ async def test_up_embeds_nats_answers_and_stops_cleanly_on_sigterm(
         await wait_for_modes(bus, {"DEFAULT", "TONE"})
 
         await telegram.send_media(1, speech.say("The budget meeting is on Thursday."), duration=3)
-        await telegram.wait_for(
-            lambda: bool(telegram.messages(1)) and "Transcript" in telegram.messages(1)[0].text, 120
-        )
+        await telegram.wait_for(lambda: answered(telegram, 1), 120)
         assert "budget" in telegram.messages(1)[0].text.lower()
 
         # Analyzers follow the registry: a disabled mode's process stops, an enabled one starts, nothing else.
@@ -72,9 +80,7 @@ async def test_up_embeds_nats_answers_and_stops_cleanly_on_sigterm(
         assert (await desk.apply(change)).accepted
         await wait_for_modes(bus, {"DEFAULT", "TONE", "DECIDED"})
         await telegram.send_media(2, speech.say("We decided to ship on Monday."), duration=3)
-        await telegram.wait_for(
-            lambda: bool(telegram.messages(2)) and "Transcript" in telegram.messages(2)[0].text, 120
-        )
+        await telegram.wait_for(lambda: answered(telegram, 2), 120)
         assert "🧭 Decided" in telegram.messages(2)[0].text
     finally:
         if bus:
@@ -131,10 +137,10 @@ async def test_a_stop_with_a_note_in_flight_finishes_it_after_the_restart(
 
         proc = start()  # and a restart neither loses it nor answers it twice
         await ready(proc, 2)
-        await telegram.wait_for(lambda: "Transcript" in telegram.messages(1)[0].text, 180)
+        await telegram.wait_for(lambda: answered(telegram, 1), 180)
         await asyncio.sleep(3)
         assert "budget" in telegram.messages(1)[0].text.lower()
-        assert len(telegram.messages(1)) == 1 and len(telegram.messages(1)[0].history) == 2
+        assert len(telegram.messages(1)) == 1 and answered_once(telegram.messages(1)[0])
 
         # The embedded nats-server dies: `up` starts it again on the same store, and notes flow again.
         pids = subprocess.run(
@@ -147,9 +153,7 @@ async def test_a_stop_with_a_note_in_flight_finishes_it_after_the_restart(
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             await asyncio.sleep(0.2)
         await telegram.send_media(2, speech.say("Call the supplier about the delayed shipment today."), duration=3)
-        await telegram.wait_for(
-            lambda: bool(telegram.messages(2)) and "Transcript" in telegram.messages(2)[0].text, 180
-        )
+        await telegram.wait_for(lambda: answered(telegram, 2), 180)
         assert "supplier" in telegram.messages(2)[0].text.lower()
     finally:
         proc.send_signal(signal.SIGTERM)

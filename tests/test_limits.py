@@ -176,6 +176,7 @@ async def test_an_intake_that_keeps_failing_ends_in_an_apology_in_the_status_mes
 async def test_in_a_group_the_bot_keeps_out_of_the_conversation(private_bus: Bus, telegram: TelegramDouble) -> None:
     """Issue 11: in a group the bot speaks only about voice notes or when addressed, never to the chatter."""
     group, closed_group = -100_000_000_001, -100_000_000_002
+    telegram.privacy_mode = False  # the bot sees the whole conversation (an admin, or privacy mode off)
     async with Gateway(private_bus, telegram, Limits(allowed=frozenset({group}))):
         await telegram.send_text(group, "Who is bringing the cake on Friday?")
         await telegram.send_text(closed_group, "Lunch at noon?")
@@ -183,6 +184,7 @@ async def test_in_a_group_the_bot_keeps_out_of_the_conversation(private_bus: Bus
         await telegram.send_text(closed_group, "/help")
         await telegram.wait_for(lambda: bool(telegram.messages(group)) and bool(telegram.messages(closed_group)), 30)
         await asyncio.sleep(1.0)  # time enough for any answer to the chatter to arrive
+    telegram.privacy_mode = True
     answered = [m.text for m in telegram.messages(group)]
     assert len(answered) == 1 and answered[0].startswith("How to use it"), answered
     refused = [m.text for m in telegram.messages(closed_group)]

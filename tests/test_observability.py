@@ -22,7 +22,7 @@ from infra.bus import BUCKET_USERS, Bus
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.otlp import OTLPReceiver, ReceivedSpan
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import TOKEN, Speech, Stack
+from tests.support import TOKEN, Speech, Stack, answered
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -60,9 +60,7 @@ async def send_note(
     chat = next(_chats)
     spoken = text or f"{SPOKEN} This is note {chat % 1000}."
     message_id = await telegram.send_media(chat, speech.say(spoken), duration=6, forwarded_from=forwarded_from)
-    await telegram.wait_for(
-        lambda: bool(telegram.messages(chat)) and "Transcript" in telegram.messages(chat)[0].text, 120
-    )
+    await telegram.wait_for(lambda: answered(telegram, chat), 120)
     return chat, correlation_id(correlation_key(TOKEN), chat, message_id)
 
 

@@ -22,7 +22,6 @@ from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
 from tests.support import (
     EN_TEXT,
-    LISTENING,
     LONG_EN_TEXT,
     MAX_AUDIO_SECONDS,
     RU_TEXT,
@@ -30,8 +29,10 @@ from tests.support import (
     Speech,
     Stack,
     answer_of,
+    answered_once,
     final,
     fresh,
+    in_progress,
     new_chat,
     settled,
     until_health,
@@ -73,7 +74,7 @@ async def test_english_voice_note_gets_transcript_summary_and_tone(
     await settled(bus)
     messages = final(telegram, chat)
     assert len(messages) == 1, "exactly one answer, in the status message"
-    assert len(messages[0].history) == 2, "the status message was edited exactly once"
+    assert answered_once(messages[0]), "the status message ends as the answer, once"
 
 
 async def test_russian_voice_note_is_answered_in_russian(
@@ -147,7 +148,7 @@ async def test_corrupt_audio_gets_a_clear_answer_and_the_next_note_still_works(
 
     await telegram.send_media(chat, good, duration=3, language_code="en")
     await telegram.wait_for(
-        lambda: len(telegram.messages(chat)) == 2 and telegram.messages(chat)[1].text not in LISTENING, 120
+        lambda: len(telegram.messages(chat)) == 2 and not in_progress(telegram.messages(chat)[1].text), 120
     )
     assert "budget" in telegram.messages(chat)[1].text.lower()
 
@@ -275,7 +276,7 @@ async def test_redelivered_and_repeated_events_do_not_answer_twice(
     await settled(bus, "formatter-deadline")
     await settled(bus, "transcriber")
     messages = final(telegram, chat)
-    assert len(messages) == 1 and len(messages[0].history) == 2, "still exactly one answer"
+    assert len(messages) == 1 and answered_once(messages[0]), "still exactly one answer"
 
 
 async def test_a_transcriber_killed_mid_work_loses_nothing(
@@ -295,7 +296,7 @@ async def test_a_transcriber_killed_mid_work_loses_nothing(
     assert "marketing campaign" in answer.text.lower() and "🎭 Tone" in answer.text
     assert "transcriber   | exited with -9; restarting" in stack.output()
     await settled(bus)
-    assert len(final(telegram, chat)) == 1 and len(final(telegram, chat)[0].history) == 2
+    assert len(final(telegram, chat)) == 1 and answered_once(final(telegram, chat)[0])
 
 
 async def test_a_restarted_nats_loses_nothing(

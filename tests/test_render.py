@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+import msgspec
+
 from formatter.join import JoinState
-from formatter.render import pack, render_answer, render_failure
-from infra.contracts import Analysis, AudioReceived, AudioRef, Failure, Origin, Section
+from formatter.render import Attachment, Part, pack, render_answer, render_failure
+from infra.contracts import Analysis, AudioReceived, AudioRef, Failure, Origin, Section, Segment
 from tests.doubles.telegram_api import MESSAGE_LIMIT, parse_html, utf16_len
 from tests.support import a_transcript
 
 ORIGIN = Origin(chat_id=1, message_id=2, status_message_id=3, ui_language="en", language_hint="en")
 
 
-def state_with(text: str, analyses: dict[str, Analysis], modes: tuple[str, ...] = ("DEFAULT", "TONE")) -> JoinState:
+def state_with(
+    text: str,
+    analyses: dict[str, Analysis],
+    modes: tuple[str, ...] = ("DEFAULT", "TONE"),
+    view: Literal["message", "file", "off"] = "message",
+    segments: tuple[Segment, ...] = (),
+) -> JoinState:
     state = JoinState()
+    origin = msgspec.structs.replace(ORIGIN, transcript_view=view)
     state.apply(
         AudioReceived(
-            correlation_id="c", origin=ORIGIN, audio=AudioRef(object_name="c", kind="voice", size=1), modes=modes
+            correlation_id="c", origin=origin, audio=AudioRef(object_name="c", kind="voice", size=1), modes=modes
         )
     )
-    state.apply(a_transcript("c", text, language_probability=0.9, duration=125.0, transcribe_seconds=1.0))
+    transcript = a_transcript("c", text, language_probability=0.9, duration=125.0, segments=segments)
+    state.apply(transcript)
     for analysis in analyses.values():
         state.apply(analysis)
     return state
@@ -41,38 +53,69 @@ def gist(**kw: object) -> Analysis:
 def test_text_is_escaped_and_valid_telegram_html() -> None:
     messages = render_answer(state_with("Is 3 < 5 & <b>bold</b>?", {"DEFAULT": gist()}, modes=("DEFAULT",)))
     assert len(messages) == 1
-    visible = parse_html(messages[0])
+    visible = parse_html(texts_of(messages)[0])
     assert "Is 3 < 5 & <b>bold</b>?" in visible
     assert "Summary: Budget <moved> & approved" in visible and "• a < b" in visible and "• R&D" in visible
     assert visible.startswith("📝 Transcript · English · 2:05")
 
 
-def test_long_answers_split_into_valid_messages_within_the_limit() -> None:
-    sentence = "Fish & chips <cost> more than 5 > 3 pounds, Дорогие коллеги. "
-    text = sentence * 600  # ~37 000 characters, each with characters that expand when escaped
-    messages = render_answer(state_with(text, {"DEFAULT": gist()}))
-    assert len(messages) > 8
-    seen = []
-    for message in messages:
+def texts_of(parts: list[Part]) -> list[str]:
+    """The messages of an answer (its files left out), each checked as Telegram checks it."""
+    texts = [p for p in parts if isinstance(p, str)]
+    for message in texts:
         assert len(message) <= MESSAGE_LIMIT
-        visible = parse_html(message)  # raises where Telegram would refuse
-        assert utf16_len(visible) <= MESSAGE_LIMIT
-        seen.append(visible)
-    joined = "\n".join(seen)
-    assert joined.count("chips") == 600 and joined.count("<cost>") == 600, "no word lost or cut in half"
-    assert "⚠️ Missing: TONE" in seen[-1]
+        assert utf16_len(parse_html(message)) <= MESSAGE_LIMIT  # parse_html raises where Telegram would refuse
+    return texts
+
+
+def test_a_transcript_longer_than_a_message_comes_as_a_file_with_its_opening_inline() -> None:
+    """Issue 11: a long transcript is one message (its opening, the analyses) and a `.txt`, not ten messages."""
+    sentence = "Fish & chips <cost> more than 5 > 3 pounds, Дорогие коллеги. "
+    segments = tuple(Segment(i * 4.0, i * 4.0 + 4.0, sentence.strip()) for i in range(600))
+    state = state_with(sentence * 600, {"DEFAULT": gist()}, segments=segments)
+    parts = render_answer(state)
+    assert len(parts) == 2 and isinstance(parts[1], Attachment), parts
+    (message,) = texts_of(parts)
+    visible = parse_html(message)
+    assert visible.startswith("📝 Transcript · English · 2:05\nFish & chips <cost> more than 5 > 3 pounds")
+    assert "The full transcript is in the file below." in visible and visible.count("chips") < 20
+    assert "Summary: Budget <moved> & approved" in visible and "⚠️ Missing: TONE" in visible
+    lines = parts[1].content.decode().splitlines()
+    assert parts[1].name == "transcript.txt" and len(lines) == 600
+    assert lines[0] == f"[00:00] {sentence.strip()}" and lines[-1].startswith("[39:56] Fish & chips <cost>")
+
+
+def test_long_analyses_split_into_valid_messages_within_the_limit() -> None:
+    sentence = "Fish & chips <cost> more than 5 > 3 pounds, Дорогие коллеги. "
+    sections = (Section(heading="Summary", body=sentence * 300), Section(heading="Items", items=("x",) * 400))
+    long = msgspec.structs.replace(gist(), sections=sections)
+    messages = texts_of(render_answer(state_with("Short.", {"DEFAULT": long})))
+    assert len(messages) > 4
+    joined = "\n".join(parse_html(m) for m in messages)
+    assert joined.count("chips") == 300 and joined.count("<cost>") == 300, "no word lost or cut in half"
+    assert joined.count("• x") == 400 and "⚠️ Missing: TONE" in joined
+
+
+def test_the_chat_decides_how_the_transcript_comes() -> None:
+    as_file = texts_of(parts := render_answer(state_with("Hello there.", {}, modes=(), view="file")))
+    assert "Hello there" not in as_file[0] and "in the file below" in as_file[0]
+    assert isinstance(parts[1], Attachment) and parts[1].content == b"Hello there.\n"
+    off = render_answer(state_with("Hello there.", {"DEFAULT": gist()}, modes=("DEFAULT",), view="off"))
+    assert len(off) == 1 and isinstance(off[0], str) and "Transcript" not in off[0] and "Budget" in off[0]
 
 
 def test_a_word_longer_than_a_message_is_still_delivered() -> None:
-    messages = render_answer(state_with("&" * 9000, {}, modes=()))
-    assert all(len(m) <= MESSAGE_LIMIT for m in messages)
-    assert sum(parse_html(m).count("&") for m in messages) == 9000
+    parts = render_answer(state_with("&" * 9000, {}, modes=()))
+    assert all(len(m) <= MESSAGE_LIMIT for m in texts_of(parts))
+    assert isinstance(parts[1], Attachment) and parts[1].content.count(b"&") == 9000
 
 
 def test_failed_and_late_modes() -> None:
     failed = Analysis(correlation_id="c", mode="TONE", title="🎭 Tone", model="gpt-4o", error="http_500")
     late = Analysis(correlation_id="c", mode="EXTRA", title="Extra", model="m", text="plain <text>")
-    visible = parse_html("\n".join(render_answer(state_with("hi", {"DEFAULT": gist(), "TONE": failed, "EXTRA": late}))))
+    visible = parse_html(
+        "\n".join(texts_of(render_answer(state_with("hi", {"DEFAULT": gist(), "TONE": failed, "EXTRA": late}))))
+    )
     assert "🎭 Tone" not in visible
     assert "⚠️ Missing: TONE" in visible
     assert "Extra\nplain <text>" in visible
@@ -114,14 +157,15 @@ def test_pack_never_exceeds_the_limit() -> None:
 
 
 def test_emoji_count_double_as_telegram_counts_them() -> None:
-    """Telegram counts UTF-16 code units: 3000 characters of emoji are 5000 units, two messages, not one."""
-    messages = render_answer(state_with("🙂🙂 " * 1000, {}, modes=()))
-    assert len(messages) >= 2
-    assert all(utf16_len(parse_html(m)) <= MESSAGE_LIMIT for m in messages)
-    assert sum(parse_html(m).count("🙂") for m in messages) == 2000
+    """Telegram counts UTF-16 code units: 3000 characters of emoji are 5000 units, more than a message."""
+    parts = render_answer(state_with("🙂🙂 " * 1000, {}, modes=()))
+    assert len(texts_of(parts)) == 1 and isinstance(parts[1], Attachment), "too long for a message: a file"
+    assert parts[1].content.decode().count("🙂") == 2000
+    fits = render_answer(state_with("🙂🙂 " * 500, {}, modes=()))  # 2500 units: fits
+    assert len(fits) == 1 and parse_html(texts_of(fits)[0]).count("🙂") == 1000
 
 
 def test_a_budget_note_says_why_the_analyses_are_missing() -> None:
     over = Analysis(correlation_id="c", mode="DEFAULT", title="📌 The gist", model="o3", error="budget_exhausted")
-    visible = parse_html(render_answer(state_with("Hello.", {"DEFAULT": over}, modes=("DEFAULT",)))[0])
+    visible = parse_html(texts_of(render_answer(state_with("Hello.", {"DEFAULT": over}, modes=("DEFAULT",))))[0])
     assert "Today's analysis budget is used up" in visible and "Missing" not in visible

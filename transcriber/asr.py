@@ -215,7 +215,11 @@ class SpeechRecognizer:
         noise = np.random.default_rng(0).normal(0, 0.05, SAMPLE_RATE * 2).astype(np.float32)
         self._decode([_Chunk(0.0, 2.0, noise)], "en", beam_size=1)
 
-    def transcribe(self, data: bytes | IO[bytes], language_hint: str | None = None) -> SpeechResult:
+    def transcribe(
+        self, data: bytes | IO[bytes], language_hint: str | None = None, vocabulary: str | None = None
+    ) -> SpeechResult:
+        """`vocabulary`: names and jargon to spell right, given to Whisper as hotwords (its previous-text
+        prompt), which biases the decoder towards them without forcing them in."""
         started = time.perf_counter()
         audio = decode(data, self.max_seconds)
         duration = audio.size / SAMPLE_RATE
@@ -233,11 +237,18 @@ class SpeechRecognizer:
             if not language:  # from the first chunk's encoder output: nothing is encoded twice
                 language, probability = self._language(self._first_row(encoded, len(batch)), batch[:1], language_hint)
             decoded += self._decode(
-                batch, language, beam_size=SHORT_NOTE_BEAM if short else 1, encoded=encoded, timestamps=short
+                batch,
+                language,
+                beam_size=SHORT_NOTE_BEAM if short else 1,
+                encoded=encoded,
+                timestamps=short,
+                hotwords=vocabulary,
             )
         suspicious = [i for i, d in enumerate(decoded) if d.looks_like_a_loop]
         if suspicious:
-            again = self._decode([chunks[i] for i in suspicious], language, beam_size=SHORT_NOTE_BEAM)
+            again = self._decode(
+                [chunks[i] for i in suspicious], language, beam_size=SHORT_NOTE_BEAM, hotwords=vocabulary
+            )
             for i, retry in zip(suspicious, again):
                 if retry.compression_ratio < decoded[i].compression_ratio:
                     decoded[i] = retry
@@ -295,11 +306,14 @@ class SpeechRecognizer:
         beam_size: int,
         encoded: ctranslate2.StorageView | None = None,
         timestamps: bool = True,
+        hotwords: str | None = None,
     ) -> list[_Decoded]:
         tokenizer = Tokenizer(self.model.hf_tokenizer, self.multilingual, task="transcribe", language=language)
         # Timestamp tokens cost decoding steps; on a short note they keep its first words from being skipped,
         # on long batched notes they bought nothing measurable (bench/asr.py), so those go without.
-        prompt = self.model.get_prompt(tokenizer, previous_tokens=[], without_timestamps=not timestamps)
+        prompt = self.model.get_prompt(
+            tokenizer, previous_tokens=[], without_timestamps=not timestamps, hotwords=hotwords or None
+        )
         # Speech is at most ~10 tokens a second in any language; a longer output is a loop, cut it short.
         budget = int(max(c.duration for c in chunks) * TOKENS_PER_SECOND) + 16
         results = self.model.model.generate(

@@ -1,7 +1,8 @@
 """The transcriber's subscriber: `AudioReceived` in, `Transcript` or `Failure` out.
 
 A file Telegram has seen before (the same `file_unique_id`, forwarded by anyone) within a day is not
-transcribed again: its transcript waits in `voice-transcript-cache` under a keyed hash of that id, for 24 h.
+transcribed again: its transcript waits in `voice-transcript-cache` under a keyed hash of that id (and of the
+chat's vocabulary), for 24 h. The chat's vocabulary goes to Whisper as hotwords.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from infra.bus import (
 from infra.contracts import AudioReceived, Failure, Segment, Transcript
 from infra.kvcache import KVCache
 from infra.metrics import AUDIO_SECONDS
+from infra.notes import vocabulary_digest
 from infra.telemetry import record_failure, tracer
 from transcriber.asr import AudioProblem, SpeechRecognizer
 
@@ -48,6 +50,14 @@ class CachedTranscript(msgspec.Struct, frozen=True, kw_only=True):
     duration: float
     segments: tuple[Segment, ...]
     model: str
+
+
+def transcript_cache_key(event: AudioReceived) -> str | None:
+    """`<file fingerprint>.<vocabulary digest>`: the vocabulary changes what Whisper writes, and a chat's
+    `/forget` finds the file's transcripts by the prefix."""
+    if not event.audio.fingerprint:
+        return None
+    return f"{event.audio.fingerprint}.{vocabulary_digest(event.vocabulary)}"
 
 
 class TranscriberService:
@@ -69,7 +79,8 @@ class TranscriberService:
     )
     async def handle(self, event: AudioReceived, delivery: Delivery) -> None:
         cid = event.correlation_id
-        if known := await self._cached(event.audio.fingerprint):
+        cache_key = transcript_cache_key(event)
+        if known := await self._cached(cache_key):
             await self._publish(event, known, seconds=0.0)
             log.info("%s: transcript of a file seen before, from the cache", cid)
             return
@@ -91,7 +102,9 @@ class TranscriberService:
             attributes = {"voice_insight.asr.model": self.recognizer.model_name}
             with tracer().start_as_current_span("transcribe", attributes=attributes) as span:
                 try:
-                    result = await asyncio.to_thread(self.recognizer.transcribe, audio, event.origin.language_hint)
+                    result = await asyncio.to_thread(
+                        self.recognizer.transcribe, audio, event.origin.language_hint, event.vocabulary
+                    )
                 except AudioProblem as problem:
                     log.info("%s: %s (%s)", cid, problem.reason, problem)
                     record_failure(span, problem.reason)
@@ -115,7 +128,7 @@ class TranscriberService:
             model=self.recognizer.model_name,
         )
         await self._publish(event, known, seconds=result.seconds)
-        await self._remember(event.audio.fingerprint, known)
+        await self._remember(cache_key, known)
         log.info(
             "%s: transcribed %.1fs of %s in %.2fs (attempt %d)",
             cid,
@@ -134,19 +147,20 @@ class TranscriberService:
             language_probability=known.language_probability,
             duration=known.duration,
             segments=known.segments,
-            ui_language=event.origin.ui_language,
+            ui_language=known.language if event.origin.follow_speech else event.origin.ui_language,
             model=known.model,
             transcribe_seconds=round(seconds, 3),
+            modes=event.modes,
         )
         await self.bus.publish(SUBJECT_TRANSCRIPT, transcript, msg_id=f"{cid}.transcript")
 
-    async def _cached(self, fingerprint: str | None) -> CachedTranscript | None:
-        """A transcript of this very file from the last day."""
-        return await self.cache.get(fingerprint) if fingerprint else None
+    async def _cached(self, key: str | None) -> CachedTranscript | None:
+        """A transcript of this very file, heard with the same vocabulary, from the last day."""
+        return await self.cache.get(key) if key else None
 
-    async def _remember(self, fingerprint: str | None, known: CachedTranscript) -> None:
-        if fingerprint:
-            await self.cache.put(fingerprint, known)
+    async def _remember(self, key: str | None, known: CachedTranscript) -> None:
+        if key:
+            await self.cache.put(key, known)
 
     async def give_up(self, event: AudioReceived, exc: BaseException) -> None:
         """The note cannot be transcribed (`Fail`), every attempt failed, or its worker died (out of memory,

@@ -135,6 +135,25 @@ class SentMessage:
     """Every visible text this message has shown, oldest first."""
     times: list[float] = field(default_factory=list)
     """When each of those texts appeared (time.time())."""
+    thread_id: int | None = None
+    keyboard: list[list[dict[str, Any]]] = field(default_factory=list)
+    """The inline keyboard under the message: rows of buttons (`text`, `callback_data`)."""
+    document: SentDocument | None = None
+
+    def button(self, starting: str) -> dict[str, Any]:
+        """The first button whose text starts with `starting`."""
+        found = [b for row in self.keyboard for b in row if b["text"].startswith(starting)]
+        assert found, (
+            f"no button {starting!r} under the message; there are {[b['text'] for r in self.keyboard for b in r]}"
+        )
+        return found[0]
+
+
+@dataclass
+class SentDocument:
+    file_name: str
+    content: bytes
+    caption: str
 
 
 @dataclass
@@ -205,6 +224,14 @@ class TelegramDouble(LoopbackServer):
         self.edit_hold = 0.0
         self.dropped_edits = 0
         self.gone_chats: set[int] = set()
+        self.privacy_mode = True
+        """Like a bot's default: in a group it sees commands, mentions and replies to itself, nothing else,
+        unless it is an admin of the group."""
+        self.members: dict[tuple[int, int], str] = {}
+        """(chat, user) → status in a group: `creator`, `administrator`, or `member` (the default)."""
+        self.forums: set[int] = set()
+        self.callback_answers: dict[str, dict[str, Any]] = {}
+        self._open_queries: dict[str, float] = {}
         self._new_update = asyncio.Condition()
         self._changed = asyncio.Condition()
         self._ids = itertools.count(1000)
@@ -223,7 +250,11 @@ class TelegramDouble(LoopbackServer):
             params.update(await request.json())
         elif request.can_read_body:
             form = await request.post()
-            params.update({k: v for k, v in form.items() if isinstance(v, str)})
+            for k, v in form.items():
+                if isinstance(v, str):
+                    params[k] = v
+                else:  # an uploaded file (multipart/form-data), as sendDocument gets it
+                    params[k] = {"filename": v.filename, "content": v.file.read()}
         return params
 
     # --- misbehaviour on demand ---------------------------------------------------------------------
@@ -379,17 +410,74 @@ class TelegramDouble(LoopbackServer):
             raise BadRequest("Bad Request: message is too long")
         return raw, visible
 
+    def _chat_json(self, chat_id: int) -> dict[str, Any]:
+        if chat_id > 0:
+            return {"id": chat_id, "type": "private", "first_name": "User"}
+        return {
+            "id": chat_id,
+            "type": "supergroup",
+            "title": "Team",
+            **({"is_forum": True} if chat_id in self.forums else {}),
+        }
+
     def _message_json(self, m: SentMessage, edited: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {
             "message_id": m.message_id,
             "date": int(time.time()),
-            "chat": {"id": m.chat_id, "type": "private", "first_name": "User"},
+            "chat": self._chat_json(m.chat_id),
             "from": self.BOT_USER,
-            "text": m.text,
         }
+        if m.document is not None:
+            data["document"] = {
+                "file_id": f"BQAC{m.message_id}",
+                "file_unique_id": f"AgAD{m.message_id}",
+                "file_name": m.document.file_name,
+                "file_size": len(m.document.content),
+            }
+            if m.document.caption:
+                data["caption"] = m.document.caption
+        else:
+            data["text"] = m.text
+        if m.thread_id is not None:
+            data["message_thread_id"] = m.thread_id
+            data["is_topic_message"] = True
+        if m.keyboard:
+            data["reply_markup"] = {"inline_keyboard": m.keyboard}
         if edited:
             data["edit_date"] = int(time.time())
         return data
+
+    @staticmethod
+    def _json_param(p: dict[str, Any], name: str) -> Any:
+        value = p.get(name)
+        return json.loads(value) if isinstance(value, str) else value
+
+    def _keyboard(self, p: dict[str, Any]) -> list[list[dict[str, Any]]]:
+        markup = self._json_param(p, "reply_markup") or {}
+        rows = markup.get("inline_keyboard") or []
+        for row in rows:
+            for button in row:
+                data = button.get("callback_data")
+                if data is not None and not 1 <= len(data.encode()) <= 64:
+                    raise BadRequest("Bad Request: BUTTON_DATA_INVALID")
+                if not button.get("text"):
+                    raise BadRequest("Bad Request: text buttons are unallowed in the inline keyboard")
+        return rows
+
+    def _thread(self, p: dict[str, Any], chat_id: int) -> int | None:
+        thread = p.get("message_thread_id")
+        if thread is None:
+            return None
+        if chat_id not in self.forums:
+            raise BadRequest("Bad Request: message thread not found")
+        return int(thread)
+
+    def _reply_to(self, p: dict[str, Any]) -> int | None:
+        reply = self._json_param(p, "reply_parameters") or {}
+        reply_to = reply.get("message_id")
+        if reply_to is None and p.get("reply_to_message_id"):
+            reply_to = int(p["reply_to_message_id"])
+        return reply_to
 
     def _known_chat(self, p: dict[str, Any]) -> int:
         chat_id = int(p.get("chat_id", 0))
@@ -400,14 +488,81 @@ class TelegramDouble(LoopbackServer):
     async def _m_sendmessage(self, p: dict[str, Any]) -> Any:
         chat_id = self._known_chat(p)
         html, visible = self._text(p)
-        reply = p.get("reply_parameters")
-        reply_to = json.loads(reply).get("message_id") if isinstance(reply, str) else (reply or {}).get("message_id")
-        if reply_to is None and p.get("reply_to_message_id"):
-            reply_to = int(p["reply_to_message_id"])
-        message = SentMessage(next(self._ids), chat_id, visible, html, reply_to, [visible], [time.time()])
+        message = SentMessage(
+            next(self._ids),
+            chat_id,
+            visible,
+            html,
+            self._reply_to(p),
+            [visible],
+            [time.time()],
+            thread_id=self._thread(p, chat_id),
+            keyboard=self._keyboard(p),
+        )
         self.chats.setdefault(chat_id, Chat()).messages.append(message)
         await self._notify()
         return self._message_json(message)
+
+    async def _m_senddocument(self, p: dict[str, Any]) -> Any:
+        chat_id = self._known_chat(p)
+        document = p.get("document")
+        if not isinstance(document, dict):
+            raise BadRequest("Bad Request: there is no document in the request")
+        if not document["content"]:
+            raise BadRequest("Bad Request: file must be non-empty")
+        if len(document["content"]) > 50 * 1024 * 1024:
+            raise BadRequest("Request Entity Too Large", code=413)
+        caption = p.get("caption") or ""
+        if utf16_len(caption) > 1024:
+            raise BadRequest("Bad Request: message caption is too long")
+        message = SentMessage(
+            next(self._ids),
+            chat_id,
+            caption,
+            caption,
+            self._reply_to(p),
+            [caption],
+            [time.time()],
+            thread_id=self._thread(p, chat_id),
+            document=SentDocument(document["filename"] or "document", document["content"], caption),
+        )
+        self.chats.setdefault(chat_id, Chat()).messages.append(message)
+        await self._notify()
+        return self._message_json(message)
+
+    async def _m_answercallbackquery(self, p: dict[str, Any]) -> Any:
+        query = str(p.get("callback_query_id", ""))
+        opened = self._open_queries.pop(query, None)
+        if opened is None or time.monotonic() - opened > 15:
+            raise BadRequest("Bad Request: query is too old and response timeout expired or query ID is invalid")
+        if utf16_len(p.get("text") or "") > 200:
+            raise BadRequest("Bad Request: MESSAGE_TOO_LONG")
+        show_alert = p.get("show_alert") in (True, "true", "True")
+        self.callback_answers[query] = {"text": p.get("text") or "", "show_alert": show_alert}
+        await self._notify()
+        return True
+
+    async def _m_getchatmember(self, p: dict[str, Any]) -> Any:
+        chat_id, user_id = int(p.get("chat_id", 0)), int(p.get("user_id", 0))
+        if chat_id > 0:
+            raise BadRequest("Bad Request: chat member status can't be read in a private chat")  # not how bots ask
+        status = self.members.get((chat_id, user_id), "member")
+        user = {"id": user_id, "is_bot": False, "first_name": "User"}
+        if status == "creator":
+            return {"status": "creator", "user": user, "is_anonymous": False}
+        if status == "administrator":
+            rights = (
+                "can_manage_chat can_delete_messages can_manage_video_chats can_restrict_members can_promote_members "
+                "can_change_info can_invite_users can_post_stories can_edit_stories can_delete_stories"
+            ).split()
+            return {
+                "status": "administrator",
+                "user": user,
+                "can_be_edited": False,
+                "is_anonymous": False,
+                **{right: right != "can_promote_members" for right in rights},
+            }
+        return {"status": "member", "user": user}
 
     async def _m_editmessagetext(self, p: dict[str, Any]) -> Any:
         chat = self.chats.get(self._known_chat(p))
@@ -415,12 +570,13 @@ class TelegramDouble(LoopbackServer):
         if message is None:
             raise BadRequest("Bad Request: message to edit not found")
         html, visible = self._text(p)
-        if html == message.html:
+        keyboard = self._keyboard(p)
+        if html == message.html and keyboard == message.keyboard:
             raise BadRequest(
                 "Bad Request: message is not modified: specified new message content and reply markup are exactly "
                 "the same as a current content and reply markup of the message"
             )
-        message.html, message.text = html, visible
+        message.html, message.text, message.keyboard = html, visible, keyboard
         message.history.append(visible)
         message.times.append(time.time())
         await self._notify()
@@ -447,8 +603,11 @@ class TelegramDouble(LoopbackServer):
         reported_size: int | None = None,
         file_name: str = "note.ogg",
         forwarded_from: str | None = None,
+        from_user: int | None = None,
+        thread: int | None = None,
     ) -> int:
-        """Inject an update as if user `chat_id` sent a voice note (or audio, video note, document).
+        """Inject an update as if user `chat_id` sent a voice note (or audio, video note, document); in a group
+        (a negative `chat_id`), sent by `from_user`, in forum topic `thread`.
 
         Like Telegram, every send has a file id of its own; the `file_unique_id` is new for a new recording and
         the same for a forward of an earlier file (`forwarded_from`: that file's unique id)."""
@@ -471,37 +630,100 @@ class TelegramDouble(LoopbackServer):
             attachment["mime_type"] = mime_type
         if kind in ("audio", "document"):
             attachment["file_name"] = file_name
-        return await self._push(chat_id, language_code, {kind: attachment})
+        return await self._push(chat_id, language_code, {kind: attachment}, from_user, thread)
 
-    async def send_text(self, chat_id: int, text: str, language_code: str = "en") -> int:
+    async def send_text(
+        self,
+        chat_id: int,
+        text: str,
+        language_code: str = "en",
+        *,
+        reply_to: int | None = None,
+        from_user: int | None = None,
+        thread: int | None = None,
+    ) -> int:
+        """A text message; a leading `/command` and any `@username` get their entities, as Telegram marks them."""
         entities = (
             [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}] if text.startswith("/") else []
         )
-        return await self._push(chat_id, language_code, {"text": text, **({"entities": entities} if entities else {})})
+        entities += [
+            {"type": "mention", "offset": m.start(), "length": m.end() - m.start()}
+            for m in re.finditer(r"@[A-Za-z0-9_]{5,32}", text)
+        ]
+        content: dict[str, Any] = {"text": text, **({"entities": entities} if entities else {})}
+        if reply_to is not None:
+            content["reply_to_message"] = self._original(chat_id, reply_to)
+        return await self._push(chat_id, language_code, content, from_user, thread)
 
-    async def _push(
-        self, chat_id: int, language_code: str, content: dict[str, Any], from_user: int | None = None
-    ) -> int:
-        """A message from a user: in their private chat, or (a negative `chat_id`, like Telegram's) in a group."""
-        message_id = next(self._ids)
-        chat = (
-            {"id": chat_id, "type": "private", "first_name": "User"}
-            if chat_id > 0
-            else {"id": chat_id, "type": "supergroup", "title": "Team"}
-        )
+    def _original(self, chat_id: int, message_id: int) -> dict[str, Any]:
+        """The message a reply quotes, as Telegram embeds it: a user's, or one of the bot's own."""
+        if message_id in self.sent_updates:
+            return {k: v for k, v in self.sent_updates[message_id]["message"].items() if k != "reply_to_message"}
+        mine = self.chats.get(chat_id, Chat()).by_id(message_id)
+        assert mine is not None, f"no message {message_id} in chat {chat_id}"
+        return self._message_json(mine)
+
+    async def press(self, chat_id: int, message_id: int, data: str, from_user: int | None = None) -> str:
+        """The user presses an inline button under the bot's message: a `callback_query` update; returns its id,
+        under which `callback_answers` holds what the bot answered (a toast, or an alert)."""
+        message = self.chats[chat_id].by_id(message_id)
+        assert message is not None
+        assert any(b.get("callback_data") == data for row in message.keyboard for b in row), "no such button"
+        query = f"{next(self._ids)}{random.randint(10**8, 10**9)}"
+        self._open_queries[query] = time.monotonic()
         sender = from_user or (chat_id if chat_id > 0 else 1)
         update = {
             "update_id": next(self._update_ids),
-            "message": {
-                "message_id": message_id,
-                "date": int(time.time()),
-                "chat": chat,
-                "from": {"id": sender, "is_bot": False, "first_name": "User", "language_code": language_code},
-                **content,
+            "callback_query": {
+                "id": query,
+                "from": {"id": sender, "is_bot": False, "first_name": "User", "language_code": "en"},
+                "message": self._message_json(message),
+                "chat_instance": str(abs(chat_id)),
+                "data": data,
             },
         }
-        self.sent_updates[message_id] = update
         await self._deliver(update)
+        return query
+
+    def _sees(self, chat_id: int, content: dict[str, Any]) -> bool:
+        """Whether the bot gets a group message at all: with privacy mode on, only commands, mentions of it and
+        replies to its own messages (all of them when it is the group's admin)."""
+        if chat_id > 0 or not self.privacy_mode or self.members.get((chat_id, self.BOT_USER["id"])) == "administrator":
+            return True
+        body = content.get("text") or content.get("caption") or ""
+        replied = content.get("reply_to_message") or {}
+        return (
+            body.startswith("/")
+            or f"@{self.BOT_USER['username']}".lower() in body.lower()
+            or replied.get("from", {}).get("id") == self.BOT_USER["id"]
+        )
+
+    async def _push(
+        self,
+        chat_id: int,
+        language_code: str,
+        content: dict[str, Any],
+        from_user: int | None = None,
+        thread: int | None = None,
+    ) -> int:
+        """A message from a user: in their private chat, or (a negative `chat_id`, like Telegram's) in a group,
+        where the bot may not even see it (privacy mode)."""
+        message_id = next(self._ids)
+        sender = from_user or (chat_id if chat_id > 0 else 1)
+        message: dict[str, Any] = {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "chat": self._chat_json(chat_id),
+            "from": {"id": sender, "is_bot": False, "first_name": "User", "language_code": language_code},
+            **content,
+        }
+        if thread is not None:
+            assert chat_id in self.forums, "topics exist only in forum groups"
+            message |= {"message_thread_id": thread, "is_topic_message": True}
+        update = {"update_id": next(self._update_ids), "message": message}
+        self.sent_updates[message_id] = update
+        if self._sees(chat_id, content):
+            await self._deliver(update)
         return message_id
 
     async def redeliver(self, message_id: int) -> None:

@@ -1,0 +1,115 @@
+"""The buttons under an answer: the transcript as files, and another mode run on the note's stored transcript.
+
+Both read the note the formatter kept for a day (`infra.notes`); a button of a note past its day, or of a chat
+that said `/forget`, says so instead of failing. Running a mode publishes `AnalysesRequested` and the stored
+transcript under a new correlation ID derived from the note and the mode: the analyzers and the formatter treat
+it like any note (nothing is transcribed again), a second press of the same button asks nothing twice, and its
+answer comes as a reply to the voice note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+
+import msgspec
+from aiogram import Bot, F, Router
+from aiogram.types import BufferedInputFile, CallbackQuery, Message, ReplyParameters
+
+from gateway.intake import IntakeRecord, read_record, write_record
+from infra.answers import is_answered
+from infra.bus import BUCKET_ANSWERED, BUCKET_INTAKE, SUBJECT_RERUN, SUBJECT_TRANSCRIPT, Bus
+from infra.buttons import ModePress, TranscriptPress, parse_press
+from infra.chats import chat_key
+from infra.contracts import AnalysesRequested
+from infra.modes import live_modes
+from infra.notes import NoteStore, StoredNote
+from infra.texts import text
+from infra.transcript_files import as_srt, as_text
+
+log = logging.getLogger("voice_insight.gateway")
+
+
+def rerun_id(note: str, mode: str) -> str:
+    """The correlation ID of `mode` run again on `note`: the same for every press of that button."""
+    return hashlib.sha256(f"rerun:{note}:{mode}".encode()).hexdigest()[:32]
+
+
+async def _note(query: CallbackQuery, bus: Bus, key: bytes, cid: str, lang: str) -> tuple[Message, StoredNote] | None:
+    message = query.message
+    note = await NoteStore(bus).get(chat_key(key, message.chat.id), cid) if isinstance(message, Message) else None
+    if note is None or not isinstance(message, Message):
+        await query.answer(text("note_expired", lang), show_alert=True)
+        return None
+    return message, note
+
+
+async def on_transcript_press(query: CallbackQuery, bot: Bot, bus: Bus, key: bytes, lang: str) -> None:
+    press = parse_press(query.data)
+    assert isinstance(press, TranscriptPress)
+    found = await _note(query, bus, key, press.note, lang)
+    if found is None:
+        return
+    message, note = found
+    reply = ReplyParameters(message_id=note.origin.message_id, allow_sending_without_reply=True)
+    files = (
+        ("transcript.txt", as_text(note.transcript), text("transcript_file_caption", lang)),
+        ("transcript.srt", as_srt(note.transcript), text("subtitles_caption", lang)),
+    )
+    for name, content, caption in files:
+        await bot.send_document(
+            chat_id=message.chat.id,
+            document=BufferedInputFile(content.encode(), filename=name),
+            caption=caption,
+            message_thread_id=note.origin.thread_id,
+            reply_parameters=reply,
+        )
+    await query.answer()
+
+
+async def on_mode_press(query: CallbackQuery, bot: Bot, bus: Bus, key: bytes, lang: str) -> None:
+    press = parse_press(query.data)
+    assert isinstance(press, ModePress)
+    found = await _note(query, bus, key, press.note, lang)
+    if found is None:
+        return
+    message, note = found
+    if press.index >= len(note.offered):
+        await query.answer(text("note_expired", lang), show_alert=True)
+        return
+    mode = note.offered[press.index]
+    live = {m.mode: m for m in await live_modes(bus)}
+    if mode not in live:
+        await query.answer(text("mode_not_live", lang, mode=mode), show_alert=True)
+        return
+    cid = rerun_id(press.note, mode)
+    if await is_answered(await bus.kv(BUCKET_ANSWERED), cid):
+        await query.answer(text("already_there", lang))
+        return
+    intake = await bus.kv(BUCKET_INTAKE)
+    record = await read_record(intake, cid)
+    if record is None:  # one status message, however often the press is delivered
+        title = live[mode].titles.get(lang) or live[mode].title
+        status = await bot.send_message(
+            chat_id=message.chat.id,
+            text=text("rerun_status", lang, mode=title),
+            message_thread_id=note.origin.thread_id,
+            reply_parameters=ReplyParameters(message_id=note.origin.message_id, allow_sending_without_reply=True),
+        )
+        record = IntakeRecord(status_message_id=status.message_id)
+        await write_record(intake, cid, record)
+    origin = msgspec.structs.replace(note.origin, status_message_id=record.status_message_id, transcript_view="off")
+    asked = AnalysesRequested(correlation_id=cid, origin=origin, modes=(mode,), of_note=press.note)
+    await bus.publish(SUBJECT_RERUN, asked, msg_id=f"{cid}.rerun")
+    again = msgspec.structs.replace(note.transcript, correlation_id=cid, modes=(mode,), published_at=time.time())
+    await bus.publish(SUBJECT_TRANSCRIPT, again, msg_id=f"{cid}.transcript")
+    await write_record(intake, cid, IntakeRecord(status_message_id=record.status_message_id, handed_over=True))
+    await query.answer()
+
+
+def build_buttons_router() -> Router:
+    router = Router(name="buttons")
+    router.callback_query.register(on_transcript_press, F.data.startswith("t:"))
+    router.callback_query.register(on_mode_press, F.data.startswith("m:"))
+    return router

@@ -1,0 +1,159 @@
+"""`/settings`: one message with an inline keyboard, edited in place as buttons are pressed; and `/vocabulary`.
+
+In a private chat the user decides; in a group, its admins (an anonymous admin posting as the group counts).
+Each button cycles one setting or switches one mode; the message always shows what is set now.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any, get_args
+
+import msgspec
+from aiogram import Bot, F, Router
+from aiogram.enums import ChatType
+from aiogram.filters import Command, CommandObject
+from aiogram.types import CallbackQuery, Chat, InlineKeyboardButton, InlineKeyboardMarkup, Message, User
+
+from infra.bus import Bus
+from infra.chats import AnswerLanguage, ChatSettings, ChatSettingsStore, TranscriptView, Trigger, clean_vocabulary
+from infra.modes import live_modes
+from infra.texts import text
+
+ANONYMOUS_ADMIN = 1087968824
+"""`GroupAnonymousBot`: the sender Telegram shows for an admin who posts as the group."""
+LANGUAGES: tuple[AnswerLanguage, ...] = get_args(AnswerLanguage)
+VIEWS: tuple[TranscriptView, ...] = get_args(TranscriptView)
+TRIGGERS: tuple[Trigger, ...] = get_args(Trigger)
+
+
+async def may_change(bot: Bot, chat: Chat, user: User | None, sender_chat: Chat | None = None) -> bool:
+    """Anyone in a private chat; in a group, its creator and administrators."""
+    if chat.type == ChatType.PRIVATE:
+        return True
+    if sender_chat is not None and sender_chat.id == chat.id:
+        return True  # an anonymous admin, posting as the group
+    if user is None or user.id == ANONYMOUS_ADMIN:
+        return False
+    member = await bot.get_chat_member(chat.id, user.id)
+    return member.status in ("creator", "administrator")
+
+
+async def render_settings(bus: Bus, settings: ChatSettings, chat: Chat, lang: str) -> tuple[str, InlineKeyboardMarkup]:
+    modes = await live_modes(bus)
+    group = chat.type != ChatType.PRIVATE
+    listed = " · ".join(
+        f"{'✅' if settings.wants(m.mode) else '⬜'} {html.escape(m.titles.get(lang) or m.title)}" for m in modes
+    )
+    body = text(
+        "settings",
+        lang,
+        language=text(f"language_{settings.language}", lang),
+        modes=listed or text("none", lang),
+        transcript=text(f"transcript_{settings.transcript}", lang),
+        vocabulary=html.escape(settings.vocabulary) or text("none", lang),
+        group=text("settings_group", lang, trigger=text(f"trigger_{settings.trigger}", lang)) if group else "",
+    )
+    rows = [
+        [
+            InlineKeyboardButton(
+                text=text("button_language", lang, value=text(f"language_{settings.language}", lang)),
+                callback_data="s:lang",
+            )
+        ],
+        *[
+            [
+                InlineKeyboardButton(
+                    text=f"{'✅' if settings.wants(m.mode) else '⬜'} {m.titles.get(lang) or m.title}",
+                    callback_data=f"s:m:{m.mode}",
+                )
+            ]
+            for m in modes
+        ],
+        [
+            InlineKeyboardButton(
+                text=text("button_transcript_view", lang, value=text(f"transcript_{settings.transcript}", lang)),
+                callback_data="s:tr",
+            )
+        ],
+    ]
+    if group:
+        rows.append(
+            [
+                InlineKeyboardButton(
+                    text=text("button_trigger", lang, value=text(f"trigger_{settings.trigger}", lang)),
+                    callback_data="s:trig",
+                )
+            ]
+        )
+    rows.append([InlineKeyboardButton(text=text("button_vocabulary", lang), callback_data="s:voc")])
+    return body, InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def _next(options: tuple[str, ...], current: str) -> Any:
+    return options[(options.index(current) + 1) % len(options)]
+
+
+def pressed(settings: ChatSettings, data: str) -> ChatSettings | None:
+    """The settings after a button press (None: the press changes nothing, e.g. the vocabulary help)."""
+    match data.split(":", 2):
+        case ["s", "lang"]:
+            return msgspec.structs.replace(settings, language=_next(LANGUAGES, settings.language))
+        case ["s", "tr"]:
+            return msgspec.structs.replace(settings, transcript=_next(VIEWS, settings.transcript))
+        case ["s", "trig"]:
+            return msgspec.structs.replace(settings, trigger=_next(TRIGGERS, settings.trigger))
+        case ["s", "m", mode] if mode:
+            return settings.toggled(mode)
+    return None
+
+
+async def on_settings(message: Message, lang: str, bus: Bus, chat_settings: ChatSettings) -> None:
+    body, keyboard = await render_settings(bus, chat_settings, message.chat, lang)
+    await message.answer(body, reply_markup=keyboard)
+
+
+async def on_settings_press(
+    query: CallbackQuery, bot: Bot, lang: str, bus: Bus, chats: ChatSettingsStore, chat_settings: ChatSettings
+) -> None:
+    message = query.message
+    assert isinstance(message, Message) and query.data is not None
+    if query.data == "s:voc":
+        await query.answer()
+        await message.answer(text("vocabulary_usage", lang))
+        return
+    if not await may_change(bot, message.chat, query.from_user):
+        await query.answer(text("settings_admins_only", lang), show_alert=True)
+        return
+    changed = pressed(chat_settings, query.data)
+    if changed is None:
+        await query.answer()
+        return
+    await chats.put(message.chat.id, changed)
+    body, keyboard = await render_settings(bus, changed, message.chat, lang)
+    await message.edit_text(body, reply_markup=keyboard)
+    await query.answer()
+
+
+async def on_vocabulary(
+    message: Message, command: CommandObject, bot: Bot, lang: str, chats: ChatSettingsStore, chat_settings: ChatSettings
+) -> None:
+    if not command.args:
+        current = html.escape(chat_settings.vocabulary) or text("none", lang)
+        await message.answer(f"{text('vocabulary_set', lang, words=current)}\n\n{text('vocabulary_usage', lang)}")
+        return
+    if not await may_change(bot, message.chat, message.from_user, message.sender_chat):
+        await message.answer(text("settings_admins_only", lang))
+        return
+    words = "" if command.args.strip() == "-" else clean_vocabulary(command.args)
+    await chats.put(message.chat.id, msgspec.structs.replace(chat_settings, vocabulary=words))
+    answer = text("vocabulary_set", lang, words=html.escape(words)) if words else text("vocabulary_cleared", lang)
+    await message.answer(answer)
+
+
+def build_settings_router() -> Router:
+    router = Router(name="settings")
+    router.message.register(on_settings, Command("settings"))
+    router.message.register(on_vocabulary, Command("vocabulary"))
+    router.callback_query.register(on_settings_press, F.data.startswith("s:"))
+    return router
