@@ -348,7 +348,8 @@ PROGRESS = ("⏳ Still working on", "⏳ Ещё готовлю", "⏳ Notes ahea
 
 
 def in_progress(text: str) -> bool:
-    return text in LISTENING or any(mark in text for mark in PROGRESS)
+    """Listening, progress, or a mode on its way after a button ("⏳ 🎭 Tone…")."""
+    return text in LISTENING or any(mark in text for mark in PROGRESS) or (text.startswith("⏳") and text.endswith("…"))
 
 
 def answered(telegram: TelegramDouble, chat: int) -> bool:
@@ -429,6 +430,19 @@ async def answer_of(telegram: TelegramDouble, chat: int, timeout: float = 120.0)
 
     await telegram.wait_for(lambda: answered(telegram, chat), timeout)
     return telegram.messages(chat)[0]
+
+
+async def answer_to(telegram: TelegramDouble, chat: int, note: int, timeout: float = 120.0) -> SentMessage:
+    """The answer to one note in a chat that has other messages too: the status message replying to it, once it
+    holds the answer."""
+
+    def status() -> SentMessage | None:
+        return next((m for m in telegram.messages(chat) if m.reply_to == note and m.document is None), None)
+
+    await telegram.wait_for(lambda: (m := status()) is not None and not in_progress(m.text), timeout)
+    found = status()
+    assert found is not None
+    return found
 
 
 async def settled(bus: Bus, consumer: str = CONSUMER_FORMATTER, timeout: float = 60.0) -> None:

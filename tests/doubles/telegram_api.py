@@ -506,6 +506,8 @@ class TelegramDouble(LoopbackServer):
     async def _m_senddocument(self, p: dict[str, Any]) -> Any:
         chat_id = self._known_chat(p)
         document = p.get("document")
+        if isinstance(document, str) and document.startswith("attach://"):  # how aiogram names an upload
+            document = p.get(document.removeprefix("attach://"))
         if not isinstance(document, dict):
             raise BadRequest("Bad Request: there is no document in the request")
         if not document["content"]:
@@ -553,7 +555,7 @@ class TelegramDouble(LoopbackServer):
         if status == "administrator":
             rights = (
                 "can_manage_chat can_delete_messages can_manage_video_chats can_restrict_members can_promote_members "
-                "can_change_info can_invite_users can_post_stories can_edit_stories can_delete_stories"
+                "can_change_info can_invite_users can_post_stories can_edit_stories can_delete_stories can_send_welcome_messages"
             ).split()
             return {
                 "status": "administrator",
