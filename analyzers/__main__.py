@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
+import uuid
 import zlib
 
 from analyzers.desk import ModeDesk, Registrar
 from analyzers.llm import ChatLLM, make_client
 from analyzers.service import AnalyzerService
-from infra.definitions import shipped
+from infra.contracts import ModeChange
+from infra.definitions import ModeDefinition, shipped
 from infra.health import DEFAULT_PORTS
 from infra.lifespan import lifespan
 from infra.modes import announce_forever
 from infra.registry import ModeRegistry, UnknownMode
-from infra.service import CONFIG_ERROR_EXIT, run_service
+from infra.service import CONFIG_ERROR_EXIT, load_or_exit, run_service
 from infra.settings import Settings
 
 log = logging.getLogger("voice_insight.analyzer")
@@ -27,6 +30,18 @@ def default_port(mode: str) -> int:
     names = [d.name for d in shipped()]
     offset = names.index(mode) if mode in names else 16 + zlib.crc32(mode.encode()) % 64
     return DEFAULT_PORTS["analyzer"] + offset
+
+
+async def use_model(desk: ModeDesk, registry: ModeRegistry, mode: str, model: str) -> ModeDefinition | None:
+    """`MODEL_<MODE>` asks for another model than the registry's: switched through the desk, validated like an
+    admin's change (the model must exist and answer a canary); refused, the mode keeps its model and says why."""
+    change = ModeChange(request_id=uuid.uuid4().hex, action="set_model", mode=mode, requested_by="env", model=model)
+    result = await desk.apply(change)
+    if not result.accepted:
+        log.error("MODEL_%s=%s not applied: %s", mode, model, "; ".join(result.problems))
+        return None
+    log.info("mode %s: model %s from MODEL_%s (version %s)", mode, model, mode, result.version)
+    return (await registry.get(mode)).definition
 
 
 def run(args: argparse.Namespace | None = None) -> None:
@@ -42,8 +57,11 @@ def run(args: argparse.Namespace | None = None) -> None:
                 known = ", ".join(d.name for d in await registry.all())
                 log.error("unknown mode %r; known: %s", mode, known)
                 raise SystemExit(CONFIG_ERROR_EXIT) from None
-            llm = ChatLLM(make_client(settings.openai_api_key, settings.openai_base_url))
+            llm = ChatLLM(make_client(settings.llm_api_key, settings.openai_base_url))
             life.closing(llm.client.close)
+            desk = ModeDesk(registry, llm)
+            if (wanted := settings.mode_models.get(mode)) and wanted != definition.model:
+                definition = await use_model(desk, registry, mode, wanted) or definition
             service = AnalyzerService(
                 life.bus,
                 llm,
@@ -53,13 +71,22 @@ def run(args: argparse.Namespace | None = None) -> None:
                 daily_tokens=settings.daily_token_budget,
             )
             await life.bus.start(service)  # before announcing: a note that waits for us must reach us
-            await life.bus.start(Registrar(life.bus, ModeDesk(registry, llm)))  # admins' changes, validated here
+            await life.bus.start(Registrar(life.bus, desk))  # admins' changes, validated here
+            await service.model_problem(definition)  # a model the server lacks is said now, not per note
             heartbeat = asyncio.create_task(announce_forever(life.bus, mode, service.info))
             life.ready("mode %s ready: version %d, model %s", mode, definition.version, definition.model)
             await stop.wait()
             heartbeat.cancel()
 
-    run_service(f"analyzer-{mode}", ("OPENAI_API_KEY",), serve)
+    settings_check = load_or_exit(f"analyzer-{mode}", ())
+    if not settings_check.analyses_possible:
+        print(
+            f"voice-insight analyzer-{mode}: OPENAI_API_KEY is not set "
+            "(a server of your own, OPENAI_BASE_URL, may need none)",
+            file=sys.stderr,
+        )
+        raise SystemExit(CONFIG_ERROR_EXIT)
+    run_service(f"analyzer-{mode}", (), serve)
 
 
 if __name__ == "__main__":

@@ -24,14 +24,17 @@ from infra.bus import Bus
 from infra.contracts import ModeAction, ModeChange
 from infra.definitions import ModeDefinition, dump, load, shipped
 from infra.registry import ModeRegistry, UnknownMode
-from infra.service import load_or_exit
+from infra.service import CONFIG_ERROR_EXIT, load_or_exit
 
 READING = {"list", "show", "export"}
 """Verbs that only read: they need NATS and nothing else. (The parser is `infra.cli`'s.)"""
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = load_or_exit("modes", () if args.verb in READING else ("OPENAI_API_KEY",))
+    settings = load_or_exit("modes", ())
+    if args.verb not in READING and not settings.analyses_possible:
+        print("voice-insight modes: OPENAI_API_KEY is not set (a server of your own may need none)", file=sys.stderr)
+        return CONFIG_ERROR_EXIT
 
     async def main() -> int:
         bus = await Bus.connect(settings.nats_servers, name="modes-cli", replicas=settings.jetstream_replicas, wait=10)
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
             await registry.seed(shipped())
             if args.verb in READING:
                 return await read(registry, args)
-            llm = ChatLLM(make_client(settings.openai_api_key, settings.openai_base_url))
+            llm = ChatLLM(make_client(settings.llm_api_key, settings.openai_base_url))
             try:
                 return await change(ModeDesk(registry, llm), registry, args)
             finally:

@@ -102,6 +102,13 @@ class ChatLLM:
     def supports_structured(self, model: str) -> bool:
         return model not in self._no_structured
 
+    async def models(self) -> set[str] | None:
+        """The models the server offers; None when it has no models endpoint (some compatible servers)."""
+        try:
+            return {model.id async for model in self.client.models.list()}
+        except openai.NotFoundError:
+            return None
+
     async def complete(
         self,
         *,

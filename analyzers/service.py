@@ -139,6 +139,7 @@ class AnalyzerService:
         self.mode = definition.name
         self.guard = VersionGuard()
         self.cache = analysis_cache(bus)
+        self._model_problems: dict[str, str] = {}
 
     async def refresh(self) -> ModeDefinition:
         """The mode's current definition; the last one known while the registry cannot be read."""
@@ -194,7 +195,30 @@ class AnalyzerService:
             timeout=d.timeout,
             structured_output=self.llm.supports_structured(d.model),
             version=d.version,
+            problem=await self.model_problem(d),
         )
+
+    async def model_problem(self, d: ModeDefinition) -> str:
+        """Whether the server has the mode's model, looked up once per model: a local server (Ollama, vLLM, LM
+        Studio) often has other models than the shipped modes name, and then every note would miss this mode.
+        Said at start in the log and in `/list_modes`, with the models the server does have."""
+        if d.model in self._model_problems:
+            return self._model_problems[d.model]
+        try:
+            listed = await self.llm.models()
+        except Exception as exc:  # the server is away: ask again at the next heartbeat
+            log.warning("mode %s: the server's models could not be listed (%s)", self.mode, type(exc).__name__)
+            return ""
+        problem = ""
+        if listed is not None and d.model not in listed:
+            offered = ", ".join(sorted(listed)[:8]) or "none"
+            problem = (
+                f"model {d.model} is not on the LLM server, which has: {offered}. "
+                f"Pick one with /set_model {self.mode} <model>, or MODEL_{self.mode}=<model> in the environment"
+            )
+            log.warning("mode %s: %s", self.mode, problem)
+        self._model_problems[d.model] = problem
+        return problem
 
     # Every transcript, from when this mode first started (a new mode does not replay yesterday).
     @consumes(

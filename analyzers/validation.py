@@ -33,9 +33,7 @@ async def validate(candidate: ModeDefinition, llm: ChatLLM) -> list[str]:
     if found:
         return found
     try:
-        listed = {model.id async for model in llm.client.models.list()}
-    except openai.NotFoundError:
-        listed = None  # a compatible server without a models endpoint: the canary will tell
+        listed = await llm.models()  # None: a compatible server without a models endpoint; the canary will tell
     except openai.APIError as exc:
         return [f"the models endpoint did not answer ({type(exc).__name__}); try again later"]
     if listed is not None and candidate.model not in listed:

@@ -61,7 +61,17 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         dispatcher = build_dispatcher(settings.limits, admins)
         await bot.delete_webhook(drop_pending_updates=False)  # long polling and a webhook exclude each other
         await bot.set_my_commands(COMMANDS)
-        context = handler_context(bus, intake, admins, key, settings.openai_base_url, settings.max_audio_seconds)
+        context = handler_context(
+            bus,
+            intake,
+            admins,
+            key,
+            settings.openai_base_url,
+            settings.max_audio_seconds,
+            analyses_on=settings.analyses_possible,
+        )
+        if not settings.analyses_possible:
+            log.warning("analyses are off (no OPENAI_API_KEY): /help says how to turn them on")
         await bus.start(UpdateHandler(bot, dispatcher, context))
         await bus.start(AdminInbox(bot, admins))
         poller = UpdatePoller(bot, bus)

@@ -34,10 +34,17 @@ def build_dispatcher(limits: Limits, admins: Admins) -> Dispatcher:
 
 
 def handler_context(
-    bus: Bus, intake: Intake, admins: Admins, key: bytes, openai_base_url: str | None, max_audio_seconds: float
+    bus: Bus,
+    intake: Intake,
+    admins: Admins,
+    key: bytes,
+    openai_base_url: str | None,
+    max_audio_seconds: float,
+    analyses_on: bool = True,
 ) -> dict[str, Any]:
     """The keyword arguments every handler may declare (besides aiogram's own and the middlewares')."""
     return {
+        "analyses_on": analyses_on,
         "bus": bus,
         "intake": intake,
         "admins": admins,

@@ -57,20 +57,22 @@ async def on_start(message: Message, lang: str) -> None:
     await message.answer(text("start", lang))
 
 
-async def on_help(message: Message, lang: str, max_audio_seconds: float) -> None:
-    await message.answer(text("help", lang, limit=duration_limit(max_audio_seconds, lang)))
+async def on_help(message: Message, lang: str, max_audio_seconds: float, analyses_on: bool) -> None:
+    said = text("help", lang, limit=duration_limit(max_audio_seconds, lang))
+    await message.answer(said if analyses_on else f"{said}\n\n{text('analyses_off', lang)}")
 
 
-async def on_list_modes(message: Message, lang: str, bus: Bus) -> None:
+async def on_list_modes(message: Message, lang: str, bus: Bus, analyses_on: bool) -> None:
     modes = await live_modes(bus)
     if not modes:
-        await message.answer(text("modes_none", lang))
+        await message.answer(text("modes_none", lang) if analyses_on else text("analyses_off", lang))
         return
     lines = [text("modes_header", lang)]
     lines += [
         f"• <b>{html.escape(m.mode)}</b>: {html.escape(m.titles.get(lang) or m.title)}"
         + (f" · <code>{html.escape(m.model)}</code>" if m.model else "")
         + (f" · v{m.version}" if m.version else "")
+        + (f"\n  ⚠️ {html.escape(m.problem)}" if m.problem else "")
         for m in modes
     ]
     await message.answer("\n".join(lines))

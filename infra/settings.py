@@ -54,6 +54,18 @@ class Settings:
     user_notes_per_minute: int = 40
     user_daily_minutes: float = 120.0
     daily_token_budget: int = 500_000
+    mode_models: dict[str, str] = field(default_factory=dict)
+    """`MODEL_<MODE>=model`: the model a mode should use on this deployment (a local server's, say)."""
+
+    @property
+    def analyses_possible(self) -> bool:
+        """OpenAI needs a key; a server of one's own (Ollama, vLLM, LM Studio) may need none."""
+        return bool(self.openai_api_key) or self.openai_base_url != PUBLIC_OPENAI_API
+
+    @property
+    def llm_api_key(self) -> str:
+        """The key to send: the one set, or a placeholder for a server that asks for none (the SDK wants one)."""
+        return self.openai_api_key or "not-needed"
 
     @property
     def limits(self) -> Limits:
@@ -200,4 +212,9 @@ def load_settings(
             kwargs[attr] = parse(name, text)
         elif name in required:
             raise SettingsError(f"{name} is not set (see .env.example)")
+    kwargs["mode_models"] = {
+        name.removeprefix("MODEL_"): value.strip()
+        for name, value in merged.items()
+        if re.fullmatch(r"MODEL_[A-Z][A-Z0-9_]{0,31}", name) and value.strip()
+    }
     return Settings(**kwargs)  # type: ignore[arg-type]

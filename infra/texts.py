@@ -35,16 +35,24 @@ _TEXTS: dict[str, dict[Lang, str]] = {
             "• Запишите или перешлите голосовое, аудиофайл (mp3, ogg, m4a, wav…) или видеокружок.\n"
             "• Через несколько секунд статус «Слушаю…» сменится ответом.\n"
             "• Ограничения: до {limit} звучания и до 20 МБ на файл.\n"
-            "• Данные хранятся не дольше 24 часов и только для ответа.\n\n"
-            "/list_modes — какие анализы сейчас работают."
+            "• Данные хранятся не дольше 24 часов и только для ответа.\n"
+            "• Под ответом — кнопки: расшифровка файлом (.txt и .srt) и другие режимы анализа.\n\n"
+            "/settings — язык ответа, режимы, расшифровка, словарь, поведение в группе\n"
+            "/transcribe — ответьте так на голосовое в группе\n"
+            "/list_modes — какие анализы сейчас работают\n"
+            "/privacy — что хранится, /forget — удалить всё об этом чате"
         ),
         "en": (
             "<b>How to use it</b>\n"
             "• Record or forward a voice message, an audio file (mp3, ogg, m4a, wav…) or a video note.\n"
             "• In a few seconds the “Listening…” status turns into the answer.\n"
             "• Limits: up to {limit} of sound and 20 MB per file.\n"
-            "• What you send is kept at most 24 hours, only to answer you.\n\n"
-            "/list_modes shows which analyses are running."
+            "• What you send is kept at most 24 hours, only to answer you.\n"
+            "• Under the answer: buttons for the transcript as files (.txt and .srt) and for other modes.\n\n"
+            "/settings: answer language, modes, transcript, vocabulary, behaviour in groups\n"
+            "/transcribe: reply with it to a voice note in a group\n"
+            "/list_modes: which analyses are running\n"
+            "/privacy: what is kept; /forget: delete everything about this chat"
         ),
     },
     "modes_header": {"ru": "<b>Активные режимы анализа</b>", "en": "<b>Active analysis modes</b>"},
@@ -106,6 +114,16 @@ _TEXTS: dict[str, dict[Lang, str]] = {
     "unsupported": {
         "ru": "Я понимаю голосовые, аудиофайлы и видеокружки. Пришлите одно из них.",
         "en": "I understand voice messages, audio files and video notes. Please send one of those.",
+    },
+    "analyses_off": {
+        "ru": (
+            "ℹ️ Анализ выключен: этот бот только расшифровывает. Владелец включит его, задав OPENAI_API_KEY "
+            "(или OPENAI_BASE_URL своего сервера, например Ollama) и перезапустив бота."
+        ),
+        "en": (
+            "ℹ️ Analyses are off: this bot only transcribes. Its owner turns them on by setting OPENAI_API_KEY "
+            "(or OPENAI_BASE_URL of a server of their own, such as Ollama) and restarting it."
+        ),
     },
     # --- the answer and its buttons ---
     "button_transcript": {"ru": "📄 Расшифровка", "en": "📄 Transcript"},

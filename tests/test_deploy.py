@@ -7,8 +7,11 @@ compose runs; the dashboard asking only for metrics that exist; the Dockerfile f
 
 from __future__ import annotations
 
+import configparser
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,8 @@ from prometheus_client import REGISTRY
 
 import infra.metrics  # noqa: F401  (registers the metrics)
 from infra.cli import build_parser
+from infra.launcher import STOP_GRACE
+from infra.service import CONFIG_ERROR_EXIT
 from infra.settings import KNOWN_VARIABLES
 from tests.support import SHIPPED as MODES
 
@@ -212,3 +217,33 @@ def test_the_shipped_modes_are_installed_with_the_package() -> None:
     files = [p.relative_to(REPO / "infra").as_posix() for p in (REPO / "infra" / "config" / "modes").glob("*.toml")]
     assert files and all(any(covered(f, pattern) for pattern in patterns) for f in files), files
     assert not covered("config/modes/DEFAULT.toml", "config/*")
+
+
+def test_bootstrap_says_clearly_when_python_is_too_old(tmp_path: Path) -> None:
+    """Issue 11: on a machine whose python3 is 3.10, one clear line, before anything is installed."""
+    old = tmp_path / "python3.10"
+    old.write_text(
+        '#!/bin/sh\ncase "$*" in *version_info*\\<*) exit 1;; *python_version*) echo 3.10.12;; *) exit 0;; esac\n'
+    )
+    old.chmod(0o755)
+    done = subprocess.run(
+        ["bash", str(REPO / "infra" / "bootstrap.sh"), "up"],
+        env={**os.environ, "PYTHON": str(old)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "needs Python 3.11 or newer; " in done.stderr and "is 3.10.12" in done.stderr
+
+
+def test_the_systemd_unit_runs_up_and_does_not_restart_on_bad_settings() -> None:
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(REPO / "infra" / "systemd" / "voice-insight.service")
+    service = unit["Service"]
+    assert service["ExecStart"].endswith("/.venv/bin/voice-insight up")
+    assert service["ExecStart"].startswith(service["WorkingDirectory"])
+    assert service["Restart"] == "on-failure" and service["RestartPreventExitStatus"] == str(CONFIG_ERROR_EXIT)
+    assert float(service["TimeoutStopSec"]) > STOP_GRACE, "systemd waits for the drain before it kills"
+    assert unit["Install"]["WantedBy"] == "multi-user.target"

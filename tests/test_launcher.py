@@ -171,3 +171,49 @@ async def exited(proc: subprocess.Popen[bytes], timeout: float) -> int:
             raise TimeoutError("the process did not exit")
         await asyncio.sleep(0.1)
     return proc.returncode
+
+
+@pytest.mark.slow  # the whole stack, and the packaged model assembled on first use
+async def test_with_only_a_bot_token_up_is_a_transcription_bot_on_the_packaged_model(
+    speech: Speech, tmp_path: Path
+) -> None:
+    """Issue 11: the first run needs a token and nothing else: Whisper is local, from PyPI packages (no model hub);
+    with no OPENAI_API_KEY the analyses are off, and the bot says how to turn them on."""
+    telegram = TelegramDouble("918273645:CCHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw3")
+    await telegram.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NATS_", "TELEGRAM_", "OPENAI_"))}
+    env.update(
+        TELEGRAM_TOKEN=telegram.token,
+        TELEGRAM_API_BASE=telegram.base_url,
+        WHISPER_DEVICE="cpu",
+        VOICE_INSIGHT_STATE_DIR=str(tmp_path / "state"),
+        METRICS_PORT="0",
+        ALLOWED_USERS="open",
+        PYTHONUNBUFFERED="1",
+        HF_HUB_OFFLINE="1",  # a download from the model hub would fail here
+    )
+    env.pop("WHISPER_MODEL", None)
+    log = tmp_path / "up.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "up"], env=env, cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        await eventually(lambda: "voice_insight.gateway: ready" in log.read_text() or proc.poll() is not None, 180, 0.2)
+        output = log.read_text()
+        assert proc.poll() is None, output[-3000:]
+        assert f"Whisper model: {(tmp_path / 'state' / 'models' / 'whisper-base').resolve()}" in output
+        assert "analyses are off: no OPENAI_API_KEY" in output and "starting analyzer" not in output
+
+        await telegram.send_media(1, speech.say("The budget meeting is on Thursday."), duration=3)
+        await telegram.wait_for(lambda: answered(telegram, 1), 120)
+        answer = telegram.messages(1)[0].text
+        assert "budget" in answer.lower() and "Missing" not in answer, "a transcript, and no promise broken"
+        await telegram.send_text(1, "/help")
+        await telegram.wait_for(lambda: len(telegram.messages(1)) == 2, 30)
+        assert "Analyses are off" in telegram.messages(1)[1].text and "OPENAI_API_KEY" in telegram.messages(1)[1].text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=90)
+        await telegram.stop()
+    assert code == 0, log.read_text()[-3000:]

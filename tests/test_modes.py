@@ -256,3 +256,15 @@ async def test_a_busy_registry_never_reads_as_empty_or_cut_short(private_bus: Bu
         await asyncio.gather(*(bus.close(grace=0) for bus in readers))
     assert all(names >= {"DEFAULT", "TONE"} for names, _ in seen)
     assert len({length for _, length in seen}) == 1
+
+
+async def test_a_model_the_llm_server_lacks_is_said_with_the_models_it_has(
+    private_bus: Bus, openai_double: OpenAIDouble
+) -> None:
+    """Issue 11: a local server (Ollama, vLLM) without the mode's model is named at once, never a silent miss."""
+    analyzer = await an_analyzer(private_bus, openai_double.base_url, "TONE")
+    analyzer.definition = msgspec.structs.replace(analyzer.definition, model="llama3.2")
+    problem = await analyzer.model_problem(analyzer.definition)
+    assert "model llama3.2 is not on the LLM server, which has: gpt-4.1, gpt-4o, gpt-4o-mini" in problem
+    assert "/set_model TONE <model>" in problem and "MODEL_TONE=<model>" in problem
+    assert await analyzer.model_problem(await analyzer.refresh()) == "", "the registry's gpt-4o is there"
