@@ -106,3 +106,13 @@ def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert result.returncode == 2 and "unknown mode 'NOPE'; known: DEFAULT, TONE" in result.stderr
+
+
+def test_a_mode_model_per_deployment_and_analyses_without_a_key_on_a_server_of_ones_own() -> None:
+    plain = load_settings(environ={"MODEL_TONE": "llama3.2", "MODEL_lower": "x", "MODEL_DEFAULT": " "}, dotenv=None)
+    assert plain.mode_models == {"TONE": "llama3.2"}
+    assert not plain.analyses_possible, "OpenAI's own server needs a key"
+    local = load_settings(environ={"OPENAI_BASE_URL": "http://127.0.0.1:11434/v1"}, dotenv=None)
+    assert local.analyses_possible and local.llm_api_key == "not-needed"
+    keyed = load_settings(environ={"OPENAI_API_KEY": "sk-1"}, dotenv=None)
+    assert keyed.analyses_possible and keyed.llm_api_key == "sk-1"
