@@ -43,9 +43,14 @@ class Progress:
     def show(self, cid: str, state: JoinState) -> None:
         """Show this state of the note when its turn comes (at once, if the last edit is long enough ago)."""
         body = render_progress(state)
-        if body is None or state.origin is None or self._shown.get(cid) == body:
+        if body is not None and state.origin is not None:
+            self.say(cid, state.origin, body)
+
+    def say(self, cid: str, origin: Origin, body: str) -> None:
+        """Put `body` in the note's status message when its turn comes; a newer body replaces one still waiting."""
+        if self._shown.get(cid) == body:
             return
-        self._newest[cid] = (state.origin, body)
+        self._newest[cid] = (origin, body)
         if cid not in self._tasks:
             self._tasks[cid] = asyncio.create_task(self._run(cid))
 

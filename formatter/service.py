@@ -35,6 +35,7 @@ from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, ReplyParamete
 
 from formatter.join import AlreadySent, AnswerMarks, ClaimLost, HeldElsewhere, JoinState, JoinStore, Owned
 from formatter.progress import PROGRESS_INTERVAL, Progress
+from formatter.queue import QUEUE_EVERY, QueueWatch
 from formatter.render import Attachment, Part, render_answer, render_failure
 from infra.bus import (
     BUCKET_QUOTA,
@@ -51,7 +52,7 @@ from infra.bus import (
     consumes,
 )
 from infra.buttons import answer_keyboard
-from infra.contracts import Analysis, Event, Origin, Transcript
+from infra.contracts import Analysis, AudioReceived, Event, Origin, Transcript
 from infra.limits import DailyCounter, note_finished
 from infra.metrics import ANSWERS, RENDER_FAILURES, STAGE_SECONDS
 from infra.modes import live_modes
@@ -103,6 +104,7 @@ class FormatterService:
         answer_backoff_cap: float = ANSWER_BACKOFF_CAP,
         progress_interval: float = PROGRESS_INTERVAL,
         show_progress: bool = True,
+        queue_every: float = QUEUE_EVERY,
     ) -> None:
         self.bus = bus
         self.bot = bot
@@ -113,6 +115,7 @@ class FormatterService:
         self.answer_backoff_cap = answer_backoff_cap
         self.progress = Progress(marks, self._edit_status, progress_interval)
         self.show_progress = show_progress
+        self.queue = QueueWatch(bus, self.progress, queue_every)
 
     # Every event of every note; retried for as long as Telegram is away (capped backoff): never dropped.
     @consumes(SUBJECT_ALL, CONSUMER_FORMATTER, stage="answer", ack_wait=30.0, concurrency=8)
@@ -130,10 +133,17 @@ class FormatterService:
                     "voice_insight.join.complete": state.complete,
                 }
             )
+        if isinstance(event, Transcript):
+            self.queue.observe(event.transcribe_seconds)
+            self.queue.taken(cid)
         if state.complete:
             await self.finish(cid, state, delivery)
-        elif self.show_progress and isinstance(event, Transcript | Analysis):
+        elif not self.show_progress:
+            return
+        elif isinstance(event, Transcript | Analysis):
             self.progress.show(cid, state)
+        elif isinstance(event, AudioReceived) and state.transcript is None and not state.failed:
+            self.queue.watch(cid, event.origin, delivery.subject, delivery.seq)
 
     # Every transcript again, held back by delayed naks until its join deadline.
     @consumes(SUBJECT_TRANSCRIPT, CONSUMER_FORMATTER_DEADLINE, stage="answer", ack_wait=30.0, concurrency=8)
@@ -206,6 +216,7 @@ class FormatterService:
             STAGE_SECONDS.labels("end_to_end", "").observe(max(0.0, now - state.received_at))
         ANSWERS.labels(kind).inc()
         self.progress.forget(cid)
+        self.queue.taken(cid)
         log.info("%s: answered (%s)", cid, kind)
         await self._forget(cid, state)
 

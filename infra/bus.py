@@ -224,6 +224,16 @@ class Delivery:
         return self.max_attempts > 0 and self.attempt > self.max_attempts
 
 
+@dataclass(frozen=True)
+class QueuePlace:
+    waiting: int
+    """Messages before this one, not delivered yet."""
+    working: int
+    """Messages delivered and not yet acked: being worked on."""
+    pending: int
+    """Every message not delivered yet, this one included."""
+
+
 Handler = Callable[[T, Delivery], Awaitable[None]]
 GiveUp = Callable[[T, BaseException], Awaitable[None]]
 
@@ -629,6 +639,24 @@ class Bus:
             pass  # deleted already (after its answer): its meta record is still there
         meta = base64.urlsafe_b64encode(name.encode()).decode()
         await self.js.purge_stream(f"OBJ_{BUCKET_AUDIO}", subject=f"$O.{BUCKET_AUDIO}.M.{meta}")
+
+    async def place_in_queue(self, durable: str, subject: str, seq: int, cap: int = 100) -> QueuePlace | None:
+        """Where message `seq` on `subject` stands for the consumer `durable`: how many messages before it wait to
+        be delivered (counted up to `cap`) and how many are being worked on; None once it has been delivered."""
+        info = await self.js.consumer_info(STREAM, durable)
+        delivered = info.delivered.stream_seq if info.delivered and info.delivered.stream_seq else 0
+        if seq <= delivered:
+            return None
+        waiting, at = 0, delivered + 1
+        while waiting < cap:
+            try:
+                msg = await self.js.get_msg(STREAM, seq=at, subject=subject, next=True)
+            except nats.js.errors.NotFoundError:
+                break
+            if msg.seq is None or msg.seq >= seq:
+                break
+            waiting, at = waiting + 1, msg.seq + 1
+        return QueuePlace(waiting=waiting, working=info.num_ack_pending or 0, pending=info.num_pending or 0)
 
     async def kv_size(self, bucket: str) -> int:
         """Live keys in a history-1 bucket: one message per key, expired ones gone."""

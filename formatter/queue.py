@@ -1,0 +1,101 @@
+"""While a note waits for a transcriber: its place in the queue in the status message, "2 notes ahead, about 10 s".
+
+The formatter sees every note arrive (`AudioReceived`), so it watches the note's place among the transcribers'
+work (`Bus.place_in_queue`) until a transcriber takes it, and says it through the same brief, exclusive status
+edits as progress (`Progress.say`). Nothing is said while nothing waits ahead. The time is an estimate: notes
+ahead × the recent transcription time per note ÷ the notes being transcribed at once. A note of someone with
+several in flight (`voice.audio.queued`) also waits for everything on `voice.audio`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from formatter.progress import Progress
+from infra.bus import CONSUMER_TRANSCRIBER, CONSUMER_TRANSCRIBER_QUEUED, SUBJECT_AUDIO, SUBJECT_AUDIO_QUEUED, Bus
+from infra.contracts import Origin
+from infra.texts import text
+
+log = logging.getLogger("voice_insight.formatter")
+
+QUEUE_EVERY = 3.0
+"""Seconds between two looks at a note's place (and at most one status edit each)."""
+WATCH_AT_MOST = 1800.0
+
+
+class QueueWatch:
+    def __init__(self, bus: Bus, progress: Progress, every: float = QUEUE_EVERY) -> None:
+        self.bus = bus
+        self.progress = progress
+        self.every = every
+        self.per_note: float | None = None
+        """Recent transcription seconds per note (a moving average), for the estimate."""
+        self._taken: set[str] = set()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def observe(self, transcribe_seconds: float) -> None:
+        """A transcript came: it teaches the estimate how long a note takes."""
+        if transcribe_seconds > 0:
+            last = self.per_note
+            self.per_note = transcribe_seconds if last is None else 0.8 * last + 0.2 * transcribe_seconds
+
+    def watch(self, cid: str, origin: Origin, subject: str, seq: int) -> None:
+        if (
+            seq
+            and subject in (SUBJECT_AUDIO, SUBJECT_AUDIO_QUEUED)
+            and cid not in self._tasks
+            and cid not in self._taken
+        ):
+            self._tasks[cid] = asyncio.create_task(self._run(cid, origin, subject, seq))
+
+    def taken(self, cid: str) -> None:
+        """The note has its transcript (or its answer): its place is of no interest any more."""
+        if len(self._taken) > 10_000:
+            self._taken.clear()
+        self._taken.add(cid)
+        task = self._tasks.pop(cid, None)
+        if task is not None:
+            task.cancel()
+
+    async def _run(self, cid: str, origin: Origin, subject: str, seq: int) -> None:
+        said = ""
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < WATCH_AT_MOST:
+                await asyncio.sleep(self.every)
+                try:
+                    line = await self.place(origin.ui_language, subject, seq)
+                except Exception as exc:  # NATS away a moment: look again next time
+                    log.debug("%s: queue place unknown (%s)", cid, type(exc).__name__)
+                    continue
+                if line is None or cid in self._taken:
+                    return  # a transcriber has it
+                if line and line != said:
+                    self.progress.say(cid, origin, line)  # at once: no transcript can overtake it now
+                    said = line
+        finally:
+            self._tasks.pop(cid, None)
+
+    async def place(self, lang: str, subject: str, seq: int) -> str | None:
+        """What the status should say now: "" when nothing waits ahead, None once the note is taken."""
+        if subject == SUBJECT_AUDIO:
+            place = await self.bus.place_in_queue(CONSUMER_TRANSCRIBER, SUBJECT_AUDIO, seq)
+            if place is None:
+                return None
+            ahead, working = place.waiting + place.working, place.working
+        else:
+            place = await self.bus.place_in_queue(CONSUMER_TRANSCRIBER_QUEUED, SUBJECT_AUDIO_QUEUED, seq)
+            if place is None:
+                return None
+            first = await self.bus.place_in_queue(CONSUMER_TRANSCRIBER, SUBJECT_AUDIO, 2**62, cap=0)
+            before = (first.pending + first.working) if first is not None else 0
+            ahead, working = before + place.waiting + place.working, max(place.working, first.working if first else 0)
+        if ahead == 0:
+            return ""
+        eta = ""
+        if self.per_note is not None:
+            seconds = max(1, round(ahead * self.per_note / max(1, working)))
+            eta = text("queue_eta", lang, seconds=seconds)
+        return text("queue_position", lang, ahead=ahead, eta=eta)
