@@ -10,7 +10,9 @@ Runs `voice-insight up` against a throwaway nats-server and the Telegram and Ope
    final answer in the chat. It prints p50/p95 of: update → status message; status → `voice.audio` (download,
    object store, publish); → `voice.transcript`; → last `voice.analysis.*`; → answer; end to end; and the bus's
    overhead, defined as end to end minus (the transcriber's own transcription time + the slowest analysis's
-   own LLM latency): everything the hops, KV and Object Store round trips and Bot API calls add.
+   own LLM latency): everything the hops, KV and Object Store round trips and Bot API calls add. And what the
+   person sees: the transcript on screen (the status message's first edit showing it, before the analyses) and
+   the full answer, both from the moment the note was sent.
 2. Throughput: for 1 and 2 transcribers, sends `--throughput-notes` notes at once and reports voice-minutes
    transcribed per wall-clock minute until the last answer.
 """
@@ -40,7 +42,18 @@ from tests.doubles.openai_api import OpenAIDouble  # noqa: E402
 from tests.doubles.telegram_api import TelegramDouble  # noqa: E402
 from tests.support import OPENAI_KEY, TOKEN, NatsServer, free_port, stack_env, wait_for_modes  # noqa: E402
 
-STAGES = ("status", "intake", "transcription", "analysis", "answer", "end_to_end", "bus_overhead")
+STAGES = (
+    "status",
+    "intake",
+    "transcription",
+    "analysis",
+    "answer",
+    "end_to_end",
+    "bus_overhead",
+    "transcript_shown",
+    "full_answer",
+)
+PROGRESS = ("⏳ Still working on", "⏳ Notes ahead")
 
 
 @dataclass
@@ -128,8 +141,9 @@ class Stack:
         return cid
 
     def answered(self, chat: int) -> bool:
+        """The status message holds the full answer (not "listening", not the progress before it)."""
         messages = self.telegram.messages(chat)
-        return bool(messages) and len(messages[0].history) > 1
+        return bool(messages) and len(messages[0].history) > 1 and not any(p in messages[0].text for p in PROGRESS)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -157,6 +171,10 @@ async def latency(stack: Stack, notes: int, seconds: float) -> dict[str, dict[st
         samples["answer"].append(answer_at - e["analysis"])
         samples["end_to_end"].append(answer_at - note.sent)
         samples["bus_overhead"].append(answer_at - note.sent - note.transcript.transcribe_seconds - slowest)
+        # What the person sees: the transcript on screen (progress, or the answer itself), then the whole answer.
+        shown_at = next(t for text, t in zip(message.history, message.times) if text.startswith("📝"))
+        samples["transcript_shown"].append(shown_at - note.sent)
+        samples["full_answer"].append(answer_at - note.sent)
     return {
         s: {"p50": percentile(v, 0.5), "p95": percentile(v, 0.95), "mean": statistics.fmean(v)}
         for s, v in samples.items()

@@ -164,6 +164,7 @@ class FormatterService:
 
     async def finish(self, cid: str, state: JoinState, delivery: Delivery) -> None:
         """Claim the answer, send what is still unsent of it, mark it sent; see `AnswerMarks` for the rules."""
+        self.progress.forget(cid)  # progress not shown yet is overtaken by the answer itself
         claim = await self.marks.claim(cid)
         match claim:
             case AlreadySent():
