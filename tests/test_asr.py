@@ -70,3 +70,13 @@ def test_a_long_note_goes_through_batched_chunks_without_losing_sentences(recogn
     assert all(a.start < b.start for a, b in zip(result.segments, result.segments[1:]))
     assert result.segments[-1].end <= seconds + 0.5
     assert word_error_rate(text, result.text) < 0.2
+
+
+def test_a_chats_vocabulary_gets_names_spelled_right(recognizer: SpeechRecognizer, speech: Speech) -> None:
+    """Issue 11: names and jargon from `/vocabulary` reach Whisper as hotwords."""
+    audio = speech.say("Our client Zhvania from Kvareli will call about the Rkatsiteli order.")
+    names = ("Zhvania", "Kvareli", "Rkatsiteli")
+    plain = recognizer.transcribe(audio, "en").text
+    assert not all(name in plain for name in names), plain
+    told = recognizer.transcribe(audio, "en", "Zhvania, Kvareli, Rkatsiteli").text
+    assert all(name in told for name in names), told

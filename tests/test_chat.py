@@ -20,6 +20,7 @@ from tests.doubles.telegram_api import SentMessage, TelegramDouble
 from tests.support import (
     EN_TEXT,
     LONG_EN_TEXT,
+    RU_TEXT,
     TOKEN,
     Speech,
     Stack,
@@ -136,6 +137,20 @@ async def test_settings_change_what_the_next_note_gets(
     assert file.document.file_name == "transcript.txt" and b"budget" in file.document.content.lower()
     assert {r["model"] for r in openai_double.requests[before:]} == {"o3"}, "no TONE call for this chat"
     assert "Write every value in Russian" in str(openai_double.requests[-1])
+
+
+async def test_a_chat_may_get_its_answers_in_the_language_spoken(
+    stack: Stack, telegram: TelegramDouble, speech: Speech
+) -> None:
+    chat = new_chat()
+    menu = await settings_message(telegram, chat)
+    for _ in range(3):  # your Telegram language → Russian → English → the language spoken
+        await press(telegram, menu, "🌐")
+    await telegram.wait_for(lambda: "Answer language: the language spoken" in menu.text, 30)
+    voice = await telegram.send_media(chat, speech.say(RU_TEXT, voice="ru", speed=130), duration=8, language_code="en")
+    answer = await answer_to(telegram, chat, voice)
+    assert answer.text.startswith("📝 Расшифровка · русский"), "the user's Telegram speaks English; the note Russian"
+    assert "📌 Суть" in answer.text and "🎭 Тон" in answer.text
 
 
 # --- the buttons ------------------------------------------------------------------------------------------
