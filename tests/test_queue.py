@@ -3,7 +3,6 @@ transcribers' real durable consumer (driven by hand here), the formatter and the
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator
 
 import pytest
@@ -17,9 +16,7 @@ from infra.contracts import AudioReceived, AudioRef, Origin
 from infra.settings import Settings
 from infra.telegram import make_bot
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import TOKEN, a_transcript, eventually
-
-_chats = itertools.count(80_000_001)
+from tests.support import TOKEN, a_transcript, eventually, new_chat
 
 
 @pytest.fixture
@@ -31,7 +28,7 @@ async def bot(telegram: TelegramDouble) -> AsyncIterator[Bot]:
 
 async def waiting_note(bus: Bus, bot: Bot, name: str) -> tuple[AudioReceived, int]:
     """A note handed over to the transcribers: its status message sent, its event on `voice.audio`."""
-    chat = next(_chats)
+    chat = new_chat()  # a chat of its own in the session's double
     status = await bot.send_message(chat, "🎧 Listening…")
     origin = Origin(chat_id=chat, message_id=1, status_message_id=status.message_id, ui_language="en")
     event = AudioReceived(
