@@ -9,8 +9,9 @@ What makes it a good citizen, in order:
 1. a durable pull consumer of its own (`analyzer-WORDS`) on `voice.transcript` in the `VOICE` stream, starting
    at new messages, with explicit acks: every mode sees every transcript, replicas of one mode share the work;
 2. it starts consuming *before* it announces itself, so a note that waits for it reaches it;
-3. one `Analysis` per transcript on `voice.analysis.WORDS`, with `Nats-Msg-Id: <correlation_id>.analysis.WORDS`
-   (a redelivered transcript publishes a duplicate the stream drops), acked after the publish is confirmed;
+3. one `Analysis` per transcript that asks for it (`modes` absent, or naming WORDS) on `voice.analysis.WORDS`,
+   with `Nats-Msg-Id: <correlation_id>.analysis.WORDS` (a redelivered transcript publishes a duplicate the
+   stream drops), acked after the publish is confirmed;
 4. its `ModeInfo` under key `WORDS` in the KV bucket `voice-modes`, every 10 s (the bucket forgets in 30 s).
 """
 
@@ -87,6 +88,9 @@ async def main() -> None:
             transcript = json.loads(message.data)
             if transcript.get("schema") != "voice.transcript/1":
                 await message.term()  # a version we do not know: never retry it
+                continue
+            if transcript.get("modes") is not None and MODE not in transcript["modes"]:
+                await message.ack()  # the chat switched this mode off (or asked another mode): nothing to say
                 continue
             analysis = analyse(transcript)
             msg_id = f"{transcript['correlation_id']}.analysis.{MODE}"

@@ -12,7 +12,7 @@ import pytest
 from analyzers.desk import ModeDesk, Registrar
 from analyzers.llm import ChatLLM, make_client
 from gateway.admin import parse_change
-from infra.bus import STREAM_ADMIN, SUBJECT_ALERT, Bus, Delivery, deliver
+from infra.bus import BUCKET_MODES, STREAM_ADMIN, SUBJECT_ALERT, Bus, Delivery, deliver
 from infra.contracts import AdminAlert
 from infra.limits import Limits
 from infra.registry import ModeRegistry
@@ -151,3 +151,28 @@ async def test_anyone_else_is_refused_and_nothing_is_asked(
 def test_admin_commands_are_read_as_their_usage_lines_say(command: str, args: str, asked: tuple | None) -> None:  # type: ignore[type-arg]
     found = parse_change(command, args)
     assert (None if found is None else (found.action, found.mode, found.fields)) == asked
+
+
+async def test_list_modes_names_a_model_the_llm_server_lacks_and_how_to_pick_another(
+    private_bus: Bus, telegram: TelegramDouble, openai_double: OpenAIDouble
+) -> None:
+    """Issue 11: with a local server that lacks a mode's model, `/list_modes` says so instead of notes failing."""
+    analyzer = await an_analyzer(private_bus, openai_double.base_url, "TONE")
+    registry = await ModeRegistry.open(private_bus)
+    read = await registry.get("TONE")
+    await registry.write(read.definition.successor("cli", "a model this server lacks", model="llama3.2"), read)
+    info = await analyzer.info()
+    assert info is not None and info.model == "llama3.2"
+    await (await private_bus.kv(BUCKET_MODES)).put("TONE", msgspec.json.encode(info))
+    user = next(_users)
+    try:
+        async with Gateway(private_bus, telegram, Limits(allowed=frozenset({user}))):
+            await telegram.send_text(user, "/list_modes")
+            await telegram.wait_for(lambda: bool(telegram.messages(user)), 30)
+    finally:
+        read = await registry.get("TONE")
+        await registry.write(read.definition.successor("cli", "back", model="gpt-4o"), read)
+    listed = telegram.messages(user)[0].text
+    assert "🎭 Tone · llama3.2" in listed
+    assert "⚠️ model llama3.2 is not on the LLM server, which has: gpt-4.1, gpt-4o" in listed
+    assert "/set_model TONE <model>" in listed
