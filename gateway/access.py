@@ -16,6 +16,7 @@ from aiogram.types import CallbackQuery, Message, TelegramObject
 
 from infra.limits import Limits
 from infra.metrics import LIMITED
+from infra.telegram import answer_press
 from infra.texts import text, ui_language
 
 
@@ -35,7 +36,7 @@ class AccessGate(BaseMiddleware):
                 return await handler(event, data)
             LIMITED.labels("private").inc()
             lang = ui_language(event.from_user.language_code)
-            await event.answer(text("private", lang, id=event.from_user.id), show_alert=True)
+            await answer_press(event, text("private", lang, id=event.from_user.id), alert=True)
             return None
         assert isinstance(event, Message)
         user = event.from_user

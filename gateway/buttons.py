@@ -25,6 +25,7 @@ from infra.chats import chat_key
 from infra.contracts import AnalysesRequested
 from infra.modes import live_modes
 from infra.notes import NoteStore, StoredNote
+from infra.telegram import answer_press
 from infra.texts import text
 from infra.transcript_files import as_srt, as_text
 
@@ -40,7 +41,7 @@ async def _note(query: CallbackQuery, bus: Bus, key: bytes, cid: str, lang: str)
     message = query.message
     note = await NoteStore(bus).get(chat_key(key, message.chat.id), cid) if isinstance(message, Message) else None
     if note is None or not isinstance(message, Message):
-        await query.answer(text("note_expired", lang), show_alert=True)
+        await answer_press(query, text("note_expired", lang), alert=True)
         return None
     return message, note
 
@@ -65,7 +66,7 @@ async def on_transcript_press(query: CallbackQuery, bot: Bot, bus: Bus, key: byt
             message_thread_id=note.origin.thread_id,
             reply_parameters=reply,
         )
-    await query.answer()
+    await answer_press(query)
 
 
 async def on_mode_press(query: CallbackQuery, bot: Bot, bus: Bus, key: bytes, lang: str) -> None:
@@ -76,16 +77,16 @@ async def on_mode_press(query: CallbackQuery, bot: Bot, bus: Bus, key: bytes, la
         return
     message, note = found
     if press.index >= len(note.offered):
-        await query.answer(text("note_expired", lang), show_alert=True)
+        await answer_press(query, text("note_expired", lang), alert=True)
         return
     mode = note.offered[press.index]
     live = {m.mode: m for m in await live_modes(bus)}
     if mode not in live:
-        await query.answer(text("mode_not_live", lang, mode=mode), show_alert=True)
+        await answer_press(query, text("mode_not_live", lang, mode=mode), alert=True)
         return
     cid = rerun_id(press.note, mode)
     if await is_answered(await bus.kv(BUCKET_ANSWERED), cid):
-        await query.answer(text("already_there", lang))
+        await answer_press(query, text("already_there", lang))
         return
     intake = await bus.kv(BUCKET_INTAKE)
     record = await read_record(intake, cid)
@@ -105,7 +106,7 @@ async def on_mode_press(query: CallbackQuery, bot: Bot, bus: Bus, key: bytes, la
     again = msgspec.structs.replace(note.transcript, correlation_id=cid, modes=(mode,), published_at=time.time())
     await bus.publish(SUBJECT_TRANSCRIPT, again, msg_id=f"{cid}.transcript")
     await write_record(intake, cid, IntakeRecord(status_message_id=record.status_message_id, handed_over=True))
-    await query.answer()
+    await answer_press(query)
 
 
 def build_buttons_router() -> Router:

@@ -18,6 +18,7 @@ from aiogram.types import CallbackQuery, Chat, InlineKeyboardButton, InlineKeybo
 from infra.bus import Bus
 from infra.chats import AnswerLanguage, ChatSettings, ChatSettingsStore, TranscriptView, Trigger, clean_vocabulary
 from infra.modes import live_modes
+from infra.telegram import answer_press
 from infra.texts import text, ui_language
 
 ANONYMOUS_ADMIN = 1087968824
@@ -119,15 +120,15 @@ async def on_settings_press(
     message = query.message
     assert isinstance(message, Message) and query.data is not None
     if query.data == "s:voc":
-        await query.answer()
+        await answer_press(query)
         await message.answer(text("vocabulary_usage", lang))
         return
     if not await may_change(bot, message.chat, query.from_user):
-        await query.answer(text("settings_admins_only", lang), show_alert=True)
+        await answer_press(query, text("settings_admins_only", lang), alert=True)
         return
     changed = pressed(chat_settings, query.data)
     if changed is None:
-        await query.answer()
+        await answer_press(query)
         return
     await chats.put(message.chat.id, changed)
     if changed.language in ("ru", "en"):
@@ -136,7 +137,7 @@ async def on_settings_press(
         lang = ui_language(query.from_user.language_code)  # back to the user's own
     body, keyboard = await render_settings(bus, changed, message.chat, lang)
     await message.edit_text(body, reply_markup=keyboard)
-    await query.answer()
+    await answer_press(query)
 
 
 async def on_vocabulary(

@@ -23,9 +23,10 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.exceptions import TelegramRetryAfter
+from aiogram.exceptions import TelegramBadRequest, TelegramRetryAfter
 from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
+from aiogram.types import CallbackQuery
 from aiolimiter import AsyncLimiter
 
 from infra.metrics import TELEGRAM_FLOOD_WAITS
@@ -110,6 +111,18 @@ class FloodControl(BaseRequestMiddleware):
                         if time.monotonic() + wait > give_up_at:
                             raise
                         log.warning("flood control on %s: waiting %.0fs as Telegram asks", type(method).__name__, wait)
+
+
+async def answer_press(query: CallbackQuery, said: str | None = None, alert: bool = False) -> None:
+    """Answer a button press: a toast (or an alert) that ends its spinner. Telegram takes the answer for about 15
+    seconds only; a press handled later (a backlog, a restart) has done its work all the same, and its answer,
+    a courtesy, is let go ("query is too old") rather than failing the press."""
+    try:
+        await query.answer(said, show_alert=alert)
+    except TelegramBadRequest as exc:
+        if "query is too old" not in exc.message and "query ID is invalid" not in exc.message:
+            raise
+        log.info("a button press was answered too late for Telegram to show it")
 
 
 def make_bot(

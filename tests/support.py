@@ -445,11 +445,11 @@ async def answer_to(telegram: TelegramDouble, chat: int, note: int, timeout: flo
     return found
 
 
-async def settled(bus: Bus, consumer: str = CONSUMER_FORMATTER, timeout: float = 60.0) -> None:
+async def settled(bus: Bus, consumer: str = CONSUMER_FORMATTER, timeout: float = 60.0, stream: str = STREAM) -> None:
     """Wait until a consumer has seen and acked everything in the stream (a positive signal, not a sleep)."""
     deadline = time.monotonic() + timeout
     while True:
-        info = await bus.js.consumer_info(STREAM, consumer)
+        info = await bus.js.consumer_info(stream, consumer)
         if info.num_pending == 0 and info.num_ack_pending == 0:
             return
         if time.monotonic() > deadline:

@@ -181,6 +181,27 @@ async def test_the_transcript_button_sends_a_txt_and_an_srt_timed_by_the_segment
     assert all(m.reply_to == voice for m in telegram.messages(chat)[1:])
 
 
+async def test_a_press_handled_too_late_to_answer_still_does_its_work_once(
+    stack: Stack, telegram: TelegramDouble, speech: Speech, bus: Bus
+) -> None:
+    """Telegram takes a press's answer for ~15 s; a press handled later (a backlog) still sends its files, once,
+    and its late answer is not an error that fails the press."""
+    chat = new_chat()
+    voice = await telegram.send_media(chat, speech.say(EN_TEXT), duration=9)
+    answer = await answer_to(telegram, chat, voice)
+    await stored_note(bus, chat, voice)
+    logged = len(stack.output())
+    telegram.callback_ttl = 0.0
+    try:
+        await telegram.press(chat, answer.message_id, answer.button("📄 Transcript")["callback_data"])
+        await telegram.wait_for(lambda: sum(m.document is not None for m in telegram.messages(chat)) == 2, 30)
+        await settled(bus, "gateway", stream="UPDATES")
+    finally:
+        telegram.callback_ttl = 15.0
+    assert sum(m.document is not None for m in telegram.messages(chat)) == 2
+    assert "rejected a message on telegram.update" not in stack.output()[logged:]
+
+
 def srt_time(seconds: float) -> str:
     millis = round(seconds * 1000)
     return f"{millis // 3_600_000:02d}:{millis // 60_000 % 60:02d}:{millis // 1000 % 60:02d},{millis % 1000:03d}"

@@ -1,9 +1,16 @@
 """A Telegram Bot API double: a real HTTP server on 127.0.0.1 that answers like api.telegram.org.
 
 aiogram reaches it through `TELEGRAM_API_BASE`. It implements what the bot uses (getMe, getUpdates with long
-polling and offset confirmation, getFile, file download, sendMessage, editMessageText, deleteWebhook,
-setMyCommands) with the real response shapes, status codes and error descriptions, and the real limits: 4096
-characters of text after entity parsing, strict HTML parse mode, 20 MB for getFile.
+polling and offset confirmation, getFile, file download, sendMessage, editMessageText, sendDocument with uploads
+as aiogram sends them, answerCallbackQuery, getChatMember, deleteWebhook, setMyCommands) with the real response
+shapes, status codes and error descriptions, and the real limits: 4096 characters of text after entity parsing,
+strict HTML parse mode, 20 MB for getFile, 64 bytes of callback data, 1024 characters of caption, 200 of a
+press's answer, which Telegram takes for about 15 s only ("query is too old").
+
+It plays the user and the group too: private chats, groups (negative ids) with members and admins, forum
+topics (`message_thread_id`), replies that quote the message they answer, mentions, inline keyboards and their
+presses (`press`), and the bot's privacy mode, on by default: in a group the bot sees commands, mentions and
+replies to itself, nothing else, unless it is the group's admin.
 
 It misbehaves the way Telegram does, always or on demand:
 
@@ -231,6 +238,8 @@ class TelegramDouble(LoopbackServer):
         """(chat, user) → status in a group: `creator`, `administrator`, or `member` (the default)."""
         self.forums: set[int] = set()
         self.callback_answers: dict[str, dict[str, Any]] = {}
+        self.callback_ttl = 15.0
+        """Seconds a button press may be answered in; later, "query is too old" (as Telegram says)."""
         self._open_queries: dict[str, float] = {}
         self._new_update = asyncio.Condition()
         self._changed = asyncio.Condition()
@@ -535,7 +544,7 @@ class TelegramDouble(LoopbackServer):
     async def _m_answercallbackquery(self, p: dict[str, Any]) -> Any:
         query = str(p.get("callback_query_id", ""))
         opened = self._open_queries.pop(query, None)
-        if opened is None or time.monotonic() - opened > 15:
+        if opened is None or time.monotonic() - opened > self.callback_ttl:
             raise BadRequest("Bad Request: query is too old and response timeout expired or query ID is invalid")
         if utf16_len(p.get("text") or "") > 200:
             raise BadRequest("Bad Request: MESSAGE_TOO_LONG")
