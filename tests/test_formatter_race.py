@@ -29,7 +29,7 @@ _chats = itertools.count(70_000_001)
 _cids = itertools.count(1)
 LEASE = 1.0
 FIRST = Delivery(subject="voice.test", attempt=1)
-LONG_TEXT = " ".join(f"Sentence number {n} of a long analysis of the quarterly plan." for n in range(160))
+LONG_TEXT = " ".join(f"Sentence number {n} of a long analysis of the quarterly plan." for n in range(70))
 
 
 async def formatter(bus: Bus, bot: Bot, lease: float = LEASE, backoff_cap: float = 60.0) -> FormatterService:
@@ -123,7 +123,7 @@ async def test_two_formatters_racing_on_every_event_send_every_part_once(
         assert len(texts) == parts_of(events), f"round {n}: each part once: {[t[:40] for t in texts]}"
         assert len(telegram.messages(chat)[0].history) == 2, "the status message was edited once"
         assert "DEFAULT body Sentence number 0 " in texts[0] and "TONE body" in "".join(texts)
-        assert "".join(texts).count("Sentence number 159 ") == 2
+        assert "".join(texts).count("Sentence number 69 ") == 2
 
 
 async def test_a_fresh_claim_means_later_and_a_dead_owners_claim_is_taken_over(
