@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import msgspec
+from aiogram import Bot
 from aiogram.types import BotCommand
 
 from gateway.admin import AdminInbox, Admins
 from gateway.dispatch import build_dispatcher, handler_context
 from gateway.intake import Intake, correlation_key
-from gateway.updates import UpdateHandler, UpdatePoller
+from gateway.updates import ALLOWED_UPDATES, UpdateHandler, UpdatePoller
+from gateway.webhook import WebhookReceiver
 from infra.bus import BUCKET_USERS, Bus
 from infra.health import port_for
 from infra.lifespan import lifespan
@@ -48,6 +52,41 @@ async def modes_document(bus: Bus) -> object:
     return [msgspec.to_builtins(mode) for mode in await live_modes(bus)]
 
 
+async def poll(bot: Bot, bus: Bus, ready: Callable[[], None], stop: asyncio.Event) -> None:
+    """Long polling: one gateway per bot (a second poller gets 409 Conflict from Telegram)."""
+    await bot.delete_webhook(drop_pending_updates=False)  # long polling and a webhook exclude each other
+    poller = UpdatePoller(bot, bus)
+    polling = asyncio.create_task(poller.run())
+    ready()
+    await stop.wait()
+    # Intake first: no new update is taken from Telegram; those in flight finish and are acked as the bus
+    # drains on the way out; the rest wait in the stream for the next start.
+    polling.cancel()
+    await asyncio.gather(polling, return_exceptions=True)
+    await poller.confirm()
+
+
+async def receive_by_webhook(
+    settings: Settings, bot: Bot, bus: Bus, ready: Callable[[], None], stop: asyncio.Event
+) -> None:
+    """Webhook mode: any number of gateways behind a load balancer; Telegram posts each update to one of them."""
+    assert settings.webhook_url is not None
+    receiver = WebhookReceiver(bus, bot.id, settings.webhook_secret, urlsplit(settings.webhook_url).path)
+    host, _, port = settings.webhook_listen.rpartition(":")
+    await receiver.start(host.strip("[]"), int(port))
+    await bot.set_webhook(
+        settings.webhook_url,
+        secret_token=settings.webhook_secret,
+        allowed_updates=ALLOWED_UPDATES,
+        drop_pending_updates=False,
+    )
+    ready()
+    await stop.wait()
+    await receiver.stop()  # what Telegram could not post now, it posts again (to another gateway, or later)
+    if settings.webhook_delete_on_stop:
+        await bot.delete_webhook(drop_pending_updates=False)
+
+
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     async with lifespan("gateway", settings, port_for("gateway", settings), log) as life:
         bus = life.bus
@@ -59,7 +98,6 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         intake = Intake(bus, bot, key, settings.max_audio_seconds, settings.limits)
         admins = Admins(tuple(sorted(settings.admin_user_ids)), key)
         dispatcher = build_dispatcher(settings.limits, admins)
-        await bot.delete_webhook(drop_pending_updates=False)  # long polling and a webhook exclude each other
         await bot.set_my_commands(COMMANDS)
         context = handler_context(
             bus,
@@ -74,15 +112,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             log.warning("analyses are off (no OPENAI_API_KEY): /help says how to turn them on")
         await bus.start(UpdateHandler(bot, dispatcher, context))
         await bus.start(AdminInbox(bot, admins))
-        poller = UpdatePoller(bot, bus)
-        polling = asyncio.create_task(poller.run())
-        life.ready()
-        await stop.wait()
-        # Intake first: no new update is taken from Telegram; those in flight finish and are acked as the bus
-        # drains on the way out; the rest wait in the stream for the next start.
-        polling.cancel()
-        await asyncio.gather(polling, return_exceptions=True)
-        await poller.confirm()
+        if settings.webhook_url:
+            await receive_by_webhook(settings, bot, bus, life.ready, stop)
+        else:
+            await poll(bot, bus, life.ready, stop)
         users.cancel()
 
 

@@ -41,6 +41,19 @@ POLL_TIMEOUT = 25
 ALLOWED_UPDATES = ["message", "callback_query"]
 
 
+async def take_in(bus: Bus, bot_id: int, update_id: int, payload: bytes) -> None:
+    """One update into the `UPDATES` stream, as Telegram sent it. The message ID is the bot's and the update's:
+    an update polled twice, or posted to a webhook twice (to two gateways, even), is kept once."""
+    item = TelegramUpdate(update_id=update_id, payload=msgspec.Raw(payload))
+    await bus.publish(
+        SUBJECT_UPDATES,
+        item,
+        msg_id=f"update-{bot_id}-{update_id}",
+        stream=STREAM_UPDATES,
+        traced=False,  # a voice note's trace starts when it is taken in, not when it is queued
+    )
+
+
 class UpdatePoller:
     def __init__(self, bot: Bot, bus: Bus, poll_timeout: int = POLL_TIMEOUT) -> None:
         self.bot = bot
@@ -71,14 +84,7 @@ class UpdatePoller:
 
     async def _take_in(self, update: Update) -> None:
         payload = update.model_dump_json(by_alias=True, exclude_none=True).encode()
-        item = TelegramUpdate(update_id=update.update_id, payload=msgspec.Raw(payload))
-        await self.bus.publish(
-            SUBJECT_UPDATES,
-            item,
-            msg_id=f"update-{self.bot.id}-{update.update_id}",
-            stream=STREAM_UPDATES,
-            traced=False,  # a voice note's trace starts when it is taken in, not when it is queued
-        )
+        await take_in(self.bus, self.bot.id, update.update_id, payload)
 
     async def confirm(self) -> None:
         """On a clean stop, tell Telegram what we have taken in, so a restart does not fetch it again."""

@@ -54,6 +54,13 @@ class Settings:
     user_notes_per_minute: int = 40
     user_daily_minutes: float = 120.0
     daily_token_budget: int = 500_000
+    webhook_url: str | None = None
+    """Where Telegram posts updates (webhook mode); None: long polling, for a single gateway."""
+    webhook_secret: str = field(default="", repr=False)
+    webhook_listen: str = "0.0.0.0:8080"
+    """Interface and port the webhook receiver listens on (the load balancer's upstream)."""
+    webhook_delete_on_stop: bool = False
+    """Remove the webhook when this gateway stops: for a single gateway. With several, keep it (the default)."""
     mode_models: dict[str, str] = field(default_factory=dict)
     """`MODEL_<MODE>=model`: the model a mode should use on this deployment (a local server's, say)."""
 
@@ -81,7 +88,8 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """What must never be written anywhere: redacted from every log line."""
         passwords = [m.group(1) for u in self.nats_servers if (m := re.search(r"//[^:/@]*:([^@/]+)@", u))]
-        return (self.telegram_token, self.telegram_token.partition(":")[2], self.openai_api_key, *passwords)
+        secrets = (self.telegram_token, self.telegram_token.partition(":")[2], self.openai_api_key, self.webhook_secret)
+        return (*secrets, *passwords)
 
     @property
     def nats_servers(self) -> list[str]:
@@ -161,6 +169,23 @@ def _ids(name: str, text: str) -> frozenset[int]:
         raise SettingsError(f"{name} must be comma-separated Telegram user ids, got {text!r}") from None
 
 
+def _secret_token(name: str, text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{16,256}", text):
+        raise SettingsError(f"{name} must be 16 to 256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)")
+    return text
+
+
+def _listen(name: str, text: str) -> str:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise SettingsError(f"{name} must be host:port, got {text!r}")
+    return text
+
+
+def _flag(name: str, text: str) -> bool:
+    return _choice(name, text.lower(), ("1", "0", "true", "false", "yes", "no")) in ("1", "true", "yes")
+
+
 def _token(name: str, text: str) -> str:
     if not re.fullmatch(r"\d+:[A-Za-z0-9_-]{20,}", text):
         raise SettingsError(f"{name} does not look like a bot token from @BotFather (digits:secret)")
@@ -189,6 +214,10 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "USER_NOTES_PER_MINUTE": ("user_notes_per_minute", _count),
     "USER_DAILY_MINUTES": ("user_daily_minutes", _positive_float),
     "DAILY_TOKEN_BUDGET": ("daily_token_budget", _count),
+    "WEBHOOK_URL": ("webhook_url", lambda n, v: _url(n, v, ("https", "http"))),
+    "WEBHOOK_SECRET": ("webhook_secret", _secret_token),
+    "WEBHOOK_LISTEN": ("webhook_listen", _listen),
+    "WEBHOOK_DELETE_ON_STOP": ("webhook_delete_on_stop", _flag),
 }
 
 KNOWN_VARIABLES = frozenset(_PARSERS)
@@ -212,6 +241,8 @@ def load_settings(
             kwargs[attr] = parse(name, text)
         elif name in required:
             raise SettingsError(f"{name} is not set (see .env.example)")
+    if kwargs.get("webhook_url") and not kwargs.get("webhook_secret"):
+        raise SettingsError("WEBHOOK_SECRET is not set: webhook mode needs it, to refuse posts not from Telegram")
     kwargs["mode_models"] = {
         name.removeprefix("MODEL_"): value.strip()
         for name, value in merged.items()

@@ -26,6 +26,7 @@ from gateway.admin import AdminInbox, Admins
 from gateway.dispatch import build_dispatcher, handler_context
 from gateway.intake import Intake, correlation_key
 from gateway.updates import UpdateHandler, UpdatePoller
+from gateway.webhook import WebhookReceiver
 from infra.bus import CONSUMER_FORMATTER, STREAM, Bus, Delivery, declaration, deliver
 from infra.contracts import TelegramUpdate, Transcript, decoder
 from infra.definitions import shipped
@@ -313,7 +314,12 @@ class Gateway:
         limits: Limits,
         max_attempts: int | None = None,
         admins: tuple[int, ...] = (),
+        webhook_secret: str | None = None,
     ) -> None:
+        """`webhook_secret`: take updates through a webhook receiver (registered with the double) instead of
+        polling; several such gateways may run side by side, as behind a load balancer."""
+        self.webhook_secret = webhook_secret
+        self.webhook_url = ""
         self.server, self.telegram, self.limits = f"nats://{bus.nc.connected_url.netloc}", telegram, limits  # type: ignore[union-attr]
         self.admins = Admins(admins, correlation_key(telegram.token))
         if limits.allowed is not None:  # as `Settings.limits`: admins are always let in
@@ -331,11 +337,25 @@ class Gateway:
         updates = UpdateHandler(self.bot, dispatcher, context)
         bus.consume(self.spec, decoder(TelegramUpdate), updates.handle, give_up=updates.give_up)
         await bus.start(AdminInbox(self.bot, self.admins))
-        self.poller = asyncio.create_task(UpdatePoller(self.bot, bus, poll_timeout=1).run())
+        if self.webhook_secret is None:
+            self.poller: asyncio.Task[None] | None = asyncio.create_task(
+                UpdatePoller(self.bot, bus, poll_timeout=1).run()
+            )
+            return self
+        self.poller = None
+        port = free_port()
+        self.webhook_url = f"http://127.0.0.1:{port}/telegram/{port}"
+        self.receiver = WebhookReceiver(bus, self.bot.id, self.webhook_secret, f"/telegram/{port}")
+        await self.receiver.start("127.0.0.1", port)
+        await self.bot.set_webhook(self.webhook_url, secret_token=self.webhook_secret)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.poller.cancel()
+        if self.poller is not None:
+            self.poller.cancel()
+        else:
+            await self.receiver.stop()
+            await self.bot.delete_webhook()  # the session's double goes back to being polled
         await self.bus.close(grace=5)
         await self.bot.session.close()
 

@@ -116,3 +116,15 @@ def test_a_mode_model_per_deployment_and_analyses_without_a_key_on_a_server_of_o
     assert local.analyses_possible and local.llm_api_key == "not-needed"
     keyed = load_settings(environ={"OPENAI_API_KEY": "sk-1"}, dotenv=None)
     assert keyed.analyses_possible and keyed.llm_api_key == "sk-1"
+
+
+def test_webhook_mode_needs_a_secret_telegram_accepts() -> None:
+    with pytest.raises(SettingsError, match="WEBHOOK_SECRET is not set"):
+        load_settings(environ={"WEBHOOK_URL": "https://bot.example.org/telegram"}, dotenv=None)
+    with pytest.raises(SettingsError, match="16 to 256 characters"):
+        load_settings(environ={"WEBHOOK_URL": "https://bot.example.org/t", "WEBHOOK_SECRET": "short!"}, dotenv=None)
+    hooked = load_settings(
+        environ={"WEBHOOK_URL": "https://bot.example.org/t", "WEBHOOK_SECRET": "a" * 32, "WEBHOOK_LISTEN": "[::]:8443"},
+        dotenv=None,
+    )
+    assert hooked.webhook_listen == "[::]:8443" and "a" * 32 in hooked.secrets and not hooked.webhook_delete_on_stop

@@ -37,7 +37,9 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import web
 
 from tests.doubles import LoopbackServer
@@ -238,6 +240,11 @@ class TelegramDouble(LoopbackServer):
         """(chat, user) → status in a group: `creator`, `administrator`, or `member` (the default)."""
         self.forums: set[int] = set()
         self.callback_answers: dict[str, dict[str, Any]] = {}
+        self.webhook: dict[str, str] | None = None
+        """The webhook the bot set (`url`, `secret_token`): updates are POSTed there instead of polled."""
+        self.webhook_posts: list[tuple[int, int]] = []
+        """Every webhook POST: (update id, the bot's HTTP status; 0 if the connection failed)."""
+        self._poster: asyncio.Task[None] | None = None
         self.callback_ttl = 15.0
         """Seconds a button press may be answered in; later, "query is too old" (as Telegram says)."""
         self._open_queries: dict[str, float] = {}
@@ -248,6 +255,11 @@ class TelegramDouble(LoopbackServer):
         self._update_ids = itertools.count(random.randint(1, 2**30))
 
     # --- server -----------------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        if self._poster is not None:
+            self._poster.cancel()
+        await super().stop()
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/bot{token}/{method}", self._api)
@@ -371,7 +383,59 @@ class TelegramDouble(LoopbackServer):
         }
 
     async def _m_deletewebhook(self, p: dict[str, Any]) -> Any:
+        self.webhook = None
         return True
+
+    async def _m_setwebhook(self, p: dict[str, Any]) -> Any:
+        url = p.get("url") or ""
+        parts = urlsplit(url)
+        # Telegram wants HTTPS on port 443, 80, 88 or 8443; the double also takes plain HTTP on loopback, since a
+        # test has no certificate Telegram would trust.
+        if parts.scheme != "https" and parts.hostname not in ("127.0.0.1", "localhost"):
+            raise BadRequest("Bad Request: bad webhook: An HTTPS URL must be provided for webhook")
+        secret = p.get("secret_token") or ""
+        if secret and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+            raise BadRequest("Bad Request: secret token contains unallowed characters")
+        self.webhook = {"url": url, "secret_token": secret}
+        if self._poster is None:
+            self._poster = asyncio.create_task(self._post_updates())
+        return True
+
+    async def _m_getwebhookinfo(self, p: dict[str, Any]) -> Any:
+        return {
+            "url": (self.webhook or {}).get("url", ""),
+            "has_custom_certificate": False,
+            "pending_update_count": len(self.updates),
+        }
+
+    async def _post_updates(self) -> None:
+        """Webhook delivery as Telegram does it: each update POSTed with the secret header, in order, again and
+        again (with a pause) until the bot answers 2xx."""
+        async with aiohttp.ClientSession() as session:
+            while True:
+                async with self._new_update:
+                    while not (self.webhook and self.updates):
+                        await self._new_update.wait()
+                hook = dict(self.webhook or {})
+                update = self.updates[0]
+                try:
+                    async with session.post(
+                        hook["url"],
+                        json=update,
+                        headers={"X-Telegram-Bot-Api-Secret-Token": hook["secret_token"]}
+                        if hook["secret_token"]
+                        else {},
+                        timeout=aiohttp.ClientTimeout(total=10),
+                    ) as response:
+                        self.webhook_posts.append((update["update_id"], response.status))
+                        delivered = 200 <= response.status < 300
+                except (aiohttp.ClientError, TimeoutError):
+                    self.webhook_posts.append((update["update_id"], 0))
+                    delivered = False
+                if delivered:
+                    self.updates.remove(update)
+                else:
+                    await asyncio.sleep(0.5)
 
     async def _m_setmycommands(self, p: dict[str, Any]) -> Any:
         commands = json.loads(p["commands"]) if isinstance(p.get("commands"), str) else p.get("commands")
@@ -380,6 +444,12 @@ class TelegramDouble(LoopbackServer):
         return True
 
     async def _m_getupdates(self, p: dict[str, Any]) -> Any:
+        if self.webhook:
+            raise BadRequest(
+                "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the "
+                "webhook first",
+                code=409,
+            )
         offset = int(p.get("offset") or 0)
         timeout = float(p.get("timeout") or 0)
         limit = int(p.get("limit") or 100)
