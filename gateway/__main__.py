@@ -95,7 +95,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         bot = make_bot(settings)
         life.closing(bot.session.close)
         key = correlation_key(settings.telegram_token)
-        intake = Intake(bus, bot, key, settings.max_audio_seconds, settings.limits)
+        intake = Intake(
+            bus, bot, key, settings.max_audio_seconds, settings.limits, local_files=settings.telegram_local_mode
+        )
         admins = Admins(tuple(sorted(settings.admin_user_ids)), key)
         dispatcher = build_dispatcher(settings.limits, admins)
         await bot.set_my_commands(COMMANDS)

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ from infra.contracts import AudioReceived, AudioRef, Origin
 from infra.limits import FAIR_SHARE, DailyCounter, Limits, UserLedger, note_finished, user_key
 from infra.metrics import LIMITED, STAGE_SECONDS
 from infra.modes import live_modes
-from infra.telegram import DOWNLOAD_LIMIT
+from infra.telegram import DOWNLOAD_LIMIT, LOCAL_DOWNLOAD_LIMIT
 from infra.telemetry import record_failure, tracer
 from infra.texts import duration_limit, text, ui_language
 
@@ -168,6 +169,27 @@ class CappedSpool:
         self.file.close()
 
 
+class LocalFile:
+    """A file a local Bot API server (`--local`) keeps on its disk, shared with us: read from there in chunks,
+    never downloaded or copied, however big."""
+
+    def __init__(self, path: str, limit: int) -> None:
+        self.file = open(path, "rb")  # noqa: SIM115 (closed by close(), like the spool)
+        self.size = os.fstat(self.file.fileno()).st_size
+        if self.size > limit:
+            self.file.close()
+            raise FileTooBig()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.file.seek(offset, whence)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+Source = CappedSpool | LocalFile
+
+
 class Intake:
     """Idempotent intake of one note: safe to run again for the same Telegram message after a crash.
 
@@ -177,7 +199,19 @@ class Intake:
     update is redelivered; what can never work (too big, too long, not downloadable) ends in a clear message.
     """
 
-    def __init__(self, bus: Bus, bot: Bot, key: bytes, max_audio_seconds: float, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        bot: Bot,
+        key: bytes,
+        max_audio_seconds: float,
+        limits: Limits | None = None,
+        local_files: bool = False,
+    ) -> None:
+        """`local_files`: the Bot API server runs with `--local` and shares its disk: files up to 2 GB, read from
+        the path `getFile` names instead of downloaded."""
+        self.local_files = local_files
+        self.download_limit = LOCAL_DOWNLOAD_LIMIT if local_files else DOWNLOAD_LIMIT
         self.bus = bus
         self.bot = bot
         self.key = key
@@ -227,7 +261,8 @@ class Intake:
             by a limit is counted as `limited`; any other is a failed intake (`Fail`)."""
             log.info("%s: refused at intake: %s", cid, reason)
             record_failure(span, reason)
-            answer = text(reason, lang, limit=duration_limit(self.max_audio_seconds, lang), **values)
+            key = "too_big_local" if reason == "too_big" and self.local_files else reason
+            answer = text(key, lang, limit=duration_limit(self.max_audio_seconds, lang), **values)
             try:
                 await self.bot.edit_message_text(text=answer, chat_id=message.chat.id, message_id=status_id)
             except TelegramBadRequest as exc:
@@ -246,17 +281,17 @@ class Intake:
             if limit := await self._over_limit(user, media):
                 reason, label, values = limit
                 return await refuse(reason, limited=label, **values)
-        if media.size is not None and media.size > DOWNLOAD_LIMIT:
+        if media.size is not None and media.size > self.download_limit:
             return await refuse("too_big")
         if media.duration is not None and media.duration > self.max_audio_seconds:
             return await refuse("too_long")
-        spool = CappedSpool(DOWNLOAD_LIMIT)
+        source: Source | None = None
         try:
             try:
                 started = time.perf_counter()
                 with tracer().start_as_current_span("telegram download", kind=SpanKind.CLIENT) as download:
-                    await self._download(media.file_id, spool)
-                    download.set_attribute("voice_insight.audio.size_bytes", spool.size)
+                    source = await self._download(media.file_id)
+                    download.set_attribute("voice_insight.audio.size_bytes", source.size)
                 STAGE_SECONDS.labels("download", "").observe(time.perf_counter() - started)
             except FileTooBig:
                 return await refuse("too_big")
@@ -281,7 +316,7 @@ class Intake:
                     object_name=cid,
                     kind=media.kind,
                     mime_type=media.mime_type,
-                    size=spool.size,
+                    size=source.size,
                     duration_hint=float(media.duration) if media.duration is not None else None,
                     fingerprint=file_fingerprint(self.key, media.unique_id) if media.unique_id else None,
                 ),
@@ -290,11 +325,12 @@ class Intake:
                 user_key=user,
                 vocabulary=settings.vocabulary or None,
             )
-            await self._hand_over(event, spool, settings)
+            await self._hand_over(event, source, settings)
         finally:
-            spool.close()
+            if source is not None:
+                source.close()
         await write_record(intake, cid, IntakeRecord(status_message_id=status_id, handed_over=True))
-        log.info("%s: accepted %s, %d bytes", cid, media.kind, spool.size)
+        log.info("%s: accepted %s, %d bytes", cid, media.kind, source.size)
 
     async def abandon(self, message: Message) -> bool:
         """Intake failed for good: turn the note's status message into an apology, unless it already holds the
@@ -339,23 +375,31 @@ class Intake:
         await answered.put(cid, encode_mark(Sent(outcome="refused")))
         await note_finished(self.bus, cid)
 
-    async def _download(self, file_id: str, spool: CappedSpool) -> None:
-        """Stream the file into `spool`; transient failures are retried a few times before giving up.
+    async def _download(self, file_id: str) -> Source:
+        """The file, spooled from the Bot API (memory, then disk) or, from a local Bot API server, opened where
+        it lies; transient failures are retried a few times before giving up.
 
         Errors are reduced to their kind: aiohttp's messages quote the file URL, and that URL holds the token.
         """
         for attempt in range(DOWNLOAD_ATTEMPTS):
             try:
                 file = await self.bot.get_file(file_id)
-                if file.file_size is not None and file.file_size > DOWNLOAD_LIMIT:
+                if file.file_size is not None and file.file_size > self.download_limit:
                     raise FileTooBig()
                 if file.file_path is None:
                     raise DownloadFailed("no_file_path")
-                spool.seek(0)
-                spool.file.truncate()
-                spool.size = 0
-                await self.bot.download_file(file.file_path, destination=spool, timeout=DOWNLOAD_TIMEOUT)  # type: ignore[arg-type]
-                return
+                if self.local_files and os.path.isabs(file.file_path):
+                    try:
+                        return await asyncio.to_thread(LocalFile, file.file_path, self.download_limit)
+                    except FileNotFoundError:
+                        raise DownloadFailed("local_file_not_shared") from None  # the volume is not mounted here
+                spool = CappedSpool(self.download_limit)
+                try:
+                    await self.bot.download_file(file.file_path, destination=spool, timeout=DOWNLOAD_TIMEOUT)  # type: ignore[arg-type]
+                except BaseException:
+                    spool.close()
+                    raise
+                return spool
             except (FileTooBig, DownloadFailed):
                 raise
             except TelegramBadRequest as exc:
@@ -373,8 +417,9 @@ class Intake:
             if attempt == DOWNLOAD_ATTEMPTS - 1:
                 raise DownloadFailed(kind)
             await asyncio.sleep(delay)
+        raise DownloadFailed("no_attempt")
 
-    async def _hand_over(self, event: AudioReceived, spool: CappedSpool, settings: ChatSettings) -> None:
+    async def _hand_over(self, event: AudioReceived, spool: Source, settings: ChatSettings) -> None:
         """Store the bytes, then publish; retried while NATS is briefly away (restart, leader change).
 
         If NATS stays away, the exception reaches the update consumer and the update is redelivered later:

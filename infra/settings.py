@@ -54,6 +54,8 @@ class Settings:
     user_notes_per_minute: int = 40
     user_daily_minutes: float = 120.0
     daily_token_budget: int = 500_000
+    telegram_local_mode: bool = False
+    """The Bot API server runs with `--local` and shares its disk with the gateway: files up to 2 GB."""
     webhook_url: str | None = None
     """Where Telegram posts updates (webhook mode); None: long polling, for a single gateway."""
     webhook_secret: str = field(default="", repr=False)
@@ -214,6 +216,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "USER_NOTES_PER_MINUTE": ("user_notes_per_minute", _count),
     "USER_DAILY_MINUTES": ("user_daily_minutes", _positive_float),
     "DAILY_TOKEN_BUDGET": ("daily_token_budget", _count),
+    "TELEGRAM_LOCAL_MODE": ("telegram_local_mode", _flag),
     "WEBHOOK_URL": ("webhook_url", lambda n, v: _url(n, v, ("https", "http"))),
     "WEBHOOK_SECRET": ("webhook_secret", _secret_token),
     "WEBHOOK_LISTEN": ("webhook_listen", _listen),

@@ -38,6 +38,8 @@ MESSAGE_LIMIT = 4096
 """Telegram's limit on one message's text, in UTF-16 code units after entity parsing."""
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
 """The public Bot API refuses `getFile` for anything bigger."""
+LOCAL_DOWNLOAD_LIMIT = 2000 * 1024 * 1024
+"""Telegram's own limit on a file (2 GB), which a local Bot API server (`--local`) hands a bot whole."""
 REQUEST_TIMEOUT = 30.0
 """A Bot API call that has not answered in this long is treated as failed (and retried by its caller)."""
 

@@ -81,6 +81,10 @@ _TEXTS: dict[str, dict[Lang, str]] = {
         "ru": "📦 Файл больше 20 МБ — Telegram не даёт ботам скачивать такие. Сожмите или разбейте его.",
         "en": "📦 The file is over 20 MB, and Telegram does not let bots download those. Compress or split it.",
     },
+    "too_big_local": {
+        "ru": "📦 Файл больше 2 ГБ — это предел самого Telegram. Сожмите или разбейте его.",
+        "en": "📦 The file is over 2 GB, Telegram's own limit. Compress or split it.",
+    },
     "download_failed": {
         "ru": "📡 Не удалось скачать файл из Telegram. Пришлите его ещё раз чуть позже.",
         "en": "📡 I could not download the file from Telegram. Please send it again in a moment.",

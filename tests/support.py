@@ -315,10 +315,12 @@ class Gateway:
         max_attempts: int | None = None,
         admins: tuple[int, ...] = (),
         webhook_secret: str | None = None,
+        local_files: bool = False,
     ) -> None:
         """`webhook_secret`: take updates through a webhook receiver (registered with the double) instead of
         polling; several such gateways may run side by side, as behind a load balancer."""
         self.webhook_secret = webhook_secret
+        self.local_files = local_files
         self.webhook_url = ""
         self.server, self.telegram, self.limits = f"nats://{bus.nc.connected_url.netloc}", telegram, limits  # type: ignore[union-attr]
         self.admins = Admins(admins, correlation_key(telegram.token))
@@ -330,7 +332,9 @@ class Gateway:
     async def __aenter__(self) -> Gateway:
         self.bus = bus = await Bus.connect([self.server], name="test-gateway")
         self.bot = make_bot(Settings(telegram_token=self.telegram.token, telegram_api_base=self.telegram.base_url))
-        intake = Intake(bus, self.bot, correlation_key(self.telegram.token), 600, self.limits)
+        intake = Intake(
+            bus, self.bot, correlation_key(self.telegram.token), 600, self.limits, local_files=self.local_files
+        )
         key = correlation_key(self.telegram.token)
         dispatcher = build_dispatcher(self.limits, self.admins)
         context = handler_context(bus, intake, self.admins, key, None, 600)

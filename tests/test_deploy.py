@@ -43,8 +43,12 @@ def test_compose_validates_against_the_compose_specification(compose: dict[str, 
 
 def test_compose_has_the_whole_stack_with_health_checks_and_limits(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"nats", "jaeger", "prometheus", "grafana", "webhook-proxy", *APP_SERVICES}
-    assert services["webhook-proxy"]["profiles"] == ["webhook"], "the webhook variant only on request"
+    optional = {"webhook-proxy": "webhook", "telegram-bot-api": "local-bot-api"}
+    assert set(services) == {"nats", "jaeger", "prometheus", "grafana", *optional, *APP_SERVICES}
+    for name, profile in optional.items():
+        assert services[name]["profiles"] == [profile], f"{name} only on request"
+    shared = "telegram-bot-api-data:/var/lib/telegram-bot-api"
+    assert shared in services["telegram-bot-api"]["volumes"] and f"{shared}:ro" in services["gateway"]["volumes"]
     for name, service in services.items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
         assert service.get("restart") == "unless-stopped", name
@@ -202,7 +206,14 @@ def test_env_example_lists_every_setting_without_values_for_secrets() -> None:
     )
     for variable in KNOWN_VARIABLES | {"NATS_USER", "NATS_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "WHISPER_BAKE"}:
         assert variable in entries, variable
-    for secret in ("TELEGRAM_TOKEN", "OPENAI_API_KEY", "NATS_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "WEBHOOK_SECRET"):
+    for secret in (
+        "TELEGRAM_TOKEN",
+        "OPENAI_API_KEY",
+        "NATS_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+        "WEBHOOK_SECRET",
+        "TELEGRAM_API_HASH",
+    ):
         assert entries[secret] == "", f"{secret} must not have a value in the example"
     compose_vars = set(re.findall(r"\$\{([A-Z_]+)", (REPO / "compose.yaml").read_text()))
     assert compose_vars <= set(entries), compose_vars - set(entries)

@@ -32,10 +32,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import random
 import re
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -45,6 +48,7 @@ from aiohttp import web
 from tests.doubles import LoopbackServer
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
+LOCAL_DOWNLOAD_LIMIT = 2000 * 1024 * 1024
 MESSAGE_LIMIT = 4096
 ALLOWED_TAGS = {
     "b",
@@ -172,6 +176,8 @@ class StoredFile:
     path: str
     reported_size: int
     unique_id: str = ""
+    local_path: str | None = None
+    """Where a local Bot API server (`--local`) keeps the file on its disk."""
 
 
 @dataclass
@@ -247,6 +253,9 @@ class TelegramDouble(LoopbackServer):
         self._poster: asyncio.Task[None] | None = None
         self.callback_ttl = 15.0
         """Seconds a button press may be answered in; later, "query is too old" (as Telegram says)."""
+        self.local_mode = False
+        """Play a local Bot API server (`--local`): files up to 2 GB, `getFile` answering with a path on disk."""
+        self.local_dir = Path(tempfile.mkdtemp(prefix="telegram-bot-api-"))
         self._open_queries: dict[str, float] = {}
         self._new_update = asyncio.Condition()
         self._changed = asyncio.Condition()
@@ -368,7 +377,7 @@ class TelegramDouble(LoopbackServer):
             )
         path = request.match_info["path"]
         stored = next((f for f in self.files.values() if f.path == path), None)
-        if stored is None:
+        if stored is None or self.local_mode:  # a local server serves no files over HTTP: they are on its disk
             return web.json_response({"ok": False, "error_code": 404, "description": "Not Found"}, status=404)
         return web.Response(body=stored.data, content_type="application/octet-stream")
 
@@ -471,13 +480,19 @@ class TelegramDouble(LoopbackServer):
             raise BadRequest("Bad Request: invalid file_id")
         if self.fail_get_file:
             raise BadRequest("Internal Server Error", code=self.fail_get_file)
-        if stored.reported_size > DOWNLOAD_LIMIT:
+        if stored.reported_size > (LOCAL_DOWNLOAD_LIMIT if self.local_mode else DOWNLOAD_LIMIT):
             raise BadRequest("Bad Request: file is too big")
+        path = stored.path
+        if self.local_mode:  # `--local`: the absolute path on the server's disk, which the bot shares
+            if stored.local_path is None:
+                stored.local_path = str(self.local_dir / f"{stored.file_id}.bin")
+                await asyncio.to_thread(Path(stored.local_path).write_bytes, stored.data)
+            path = stored.local_path
         return {
             "file_id": stored.file_id,
             "file_unique_id": stored.unique_id or stored.file_id[::-1],
             "file_size": stored.reported_size,
-            "file_path": stored.path,
+            "file_path": path,
         }
 
     def _text(self, p: dict[str, Any]) -> tuple[str, str]:
@@ -686,6 +701,7 @@ class TelegramDouble(LoopbackServer):
         forwarded_from: str | None = None,
         from_user: int | None = None,
         thread: int | None = None,
+        local_path: Path | None = None,
     ) -> int:
         """Inject an update as if user `chat_id` sent a voice note (or audio, video note, document); in a group
         (a negative `chat_id`), sent by `from_user`, in forum topic `thread`.
@@ -694,14 +710,20 @@ class TelegramDouble(LoopbackServer):
         the same for a forward of an earlier file (`forwarded_from`: that file's unique id)."""
         file_id = f"AwACAgIAAx{next(self._ids)}"
         unique_id = forwarded_from or f"AgAD{next(self._ids):08d}"
+        size = reported_size or (await asyncio.to_thread(os.path.getsize, local_path) if local_path else len(data))
         self.files[file_id] = StoredFile(
-            file_id, data, f"{kind}s/file_{len(self.files)}.oga", reported_size or len(data), unique_id
+            file_id,
+            data,
+            f"{kind}s/file_{len(self.files)}.oga",
+            size,
+            unique_id,
+            str(local_path) if local_path else None,
         )
         self.last_unique_id = unique_id
         attachment: dict[str, Any] = {
             "file_id": file_id,
             "file_unique_id": unique_id,
-            "file_size": reported_size or len(data),
+            "file_size": size,
         }
         if kind in ("voice", "audio", "video_note"):  # the real API always reports these durations
             attachment["duration"] = duration if duration is not None else 1

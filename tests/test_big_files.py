@@ -1,0 +1,81 @@
+"""Files up to 2 GB through a local Bot API server (issue 12): read from the server's disk in chunks, never held
+whole by any service; over 2 GB, a clear refusal. The gateway, transcriber (real Whisper) and formatter run
+in-process on a nats-server of the module's own, so the test can watch their memory."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import tracemalloc
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from formatter.join import AnswerMarks, JoinStore
+from formatter.service import FormatterService
+from infra.bus import BUCKET_ANSWERED, BUCKET_JOINS, Bus
+from infra.limits import Limits
+from infra.settings import Settings
+from infra.telegram import make_bot
+from tests.doubles.telegram_api import TelegramDouble
+from tests.support import TOKEN, Gateway, answer_of
+from transcriber.asr import SpeechRecognizer
+from transcriber.service import TranscriberService
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+USER = 74_000_001
+
+
+@pytest.fixture
+async def pipeline(private_bus: Bus, telegram: TelegramDouble, model_dir: Path) -> AsyncIterator[None]:
+    """The transcriber and formatter beside the test's gateway, and the double playing a `--local` server."""
+    recognizer = await asyncio.to_thread(SpeechRecognizer, str(model_dir), "cpu")
+    bot = make_bot(Settings(telegram_token=TOKEN, telegram_api_base=telegram.base_url))
+    await private_bus.start(TranscriberService(private_bus, recognizer))
+    joins, marks = JoinStore(await private_bus.kv(BUCKET_JOINS)), AnswerMarks(await private_bus.kv(BUCKET_ANSWERED))
+    await private_bus.start(FormatterService(private_bus, bot, joins, marks, join_timeout=30, max_audio_seconds=600))
+    telegram.local_mode = True
+    try:
+        async with Gateway(private_bus, telegram, Limits(allowed=frozenset({USER})), local_files=True):
+            yield
+    finally:
+        telegram.local_mode = False
+        await bot.session.close()
+
+
+def a_big_recording(folder: Path) -> Path:
+    """About 100 MB: a spoken sentence and a minute of quiet, as 192 kHz stereo 32-bit float WAV."""
+    speech, big = folder / "speech.wav", folder / "big.wav"
+    said = "The quarterly budget review is moved to Thursday morning."
+    subprocess.run(["espeak-ng", "-s", "150", "-w", str(speech), said], check=True)
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-y", "-i", str(speech), "-af", "apad=whole_dur=66", "-ar", "192000",
+         "-ac", "2", "-c:a", "pcm_f32le", str(big)],
+        check=True,
+    )  # fmt: skip
+    return big
+
+
+async def test_a_100_mb_file_is_answered_and_no_service_holds_it_in_memory(
+    pipeline: None, telegram: TelegramDouble, tmp_path: Path
+) -> None:
+    big = await asyncio.to_thread(a_big_recording, tmp_path)
+    size = big.stat().st_size
+    assert size > 95 * 1024 * 1024
+    tracemalloc.start()
+    try:
+        await telegram.send_media(
+            USER, b"", kind="audio", duration=66, mime_type="audio/wav", file_name="big.wav", local_path=big
+        )
+        answer = await answer_of(telegram, USER, timeout=240)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert answer.text.startswith("📝 Transcript") and "budget" in answer.text.lower(), answer.text
+    assert peak < 40 * 1024 * 1024, f"peak {peak / 2**20:.0f} MiB for a {size / 2**20:.0f} MiB file"
+
+
+async def test_a_file_over_two_gigabytes_is_refused_clearly(pipeline: None, telegram: TelegramDouble) -> None:
+    await telegram.send_media(USER + 0, b"", kind="document", mime_type="audio/mpeg", reported_size=2_100 * 1024 * 1024)
+    await telegram.wait_for(lambda: any("over 2 GB" in m.text for m in telegram.messages(USER)), 60)
