@@ -56,6 +56,12 @@ class Completion:
     latency: float
 
 
+def fenced(transcript: str) -> str:
+    """The transcript as data: the fence cannot be closed from inside it."""
+    body = re.sub(r"(?i)</?\s*transcript\s*>", " ", transcript)
+    return f"<transcript>\n{body}\n</transcript>"
+
+
 def is_reasoning_model(model: str) -> bool:
     return bool(REASONING_MODEL.match(model.split("/")[-1]))
 

@@ -22,7 +22,8 @@ from typing import Any
 
 from analyzers.cache import CachedAnalysis, analysis_cache, cache_key
 from analyzers.guard import VersionGuard
-from analyzers.llm import ChatLLM, LLMFailure
+from analyzers.llm import ChatLLM, Completion, LLMFailure, fenced
+from analyzers.longtext import condense, estimate, room_for_text
 from infra import usage
 from infra.answers import is_answered
 from infra.bus import (
@@ -59,12 +60,6 @@ _LINK = re.compile(
     r"(?i)\b(?:(?:https?|ftp|tg)://\S+|www\.\S+|t\.me/\S+|"
     r"(?:[a-z0-9-]+\.)+(?:com|net|org|ru|io|me|info|biz|xyz|app|dev|ly|gl|co|su|рф|online|site|link|click)\b(?:/\S*)?)"
 )
-
-
-def fenced(transcript: str) -> str:
-    """The transcript as data: the fence cannot be closed from inside it."""
-    body = re.sub(r"(?i)</?\s*transcript\s*>", " ", transcript)
-    return f"<transcript>\n{body}\n</transcript>"
 
 
 def clean(value: str) -> str:
@@ -253,19 +248,19 @@ class AnalyzerService:
             LIMITED.labels("budget").inc()
             raise Fail("budget_exhausted")
         try:
-            done = await self.llm.complete(**request_for(d, transcript.text, lang))
+            done, spent = await self.analyse(d, transcript.text, lang, transcript.correlation_id)
         except LLMFailure as failure:
             log.warning("%s: %s v%d failed: %s", transcript.correlation_id, self.mode, d.version, failure.reason)
             await self._count(d, "error", error=failure.reason)
             await self._judge(d, failure.reason)
             raise Fail(failure.reason) from None
         await self._judge(d, None)
-        await self._spend(done.usage)
-        TOKENS.labels(self.mode, d.model, "input").inc(done.usage.input_tokens)
-        TOKENS.labels(self.mode, d.model, "output").inc(done.usage.output_tokens)
+        await self._spend(spent)
+        TOKENS.labels(self.mode, d.model, "input").inc(spent.input_tokens)
+        TOKENS.labels(self.mode, d.model, "output").inc(spent.output_tokens)
         MODE_LATENCY.labels(self.mode, str(d.version)).observe(done.latency)
         await self._count(
-            d, "ok", input_tokens=done.usage.input_tokens, output_tokens=done.usage.output_tokens, latency=done.latency
+            d, "ok", input_tokens=spent.input_tokens, output_tokens=spent.output_tokens, latency=done.latency
         )
         found = clean_sections(sections(d, done.parsed, lang)) if done.parsed is not None else ()
         text = None if found else clean(done.content)
@@ -274,12 +269,44 @@ class AnalyzerService:
             model=done.model,
             sections=found,
             text=text,
-            usage=done.usage,
+            usage=spent,
             latency=round(done.latency, 3),
         )
         log.info("%s: %s v%d done in %.2fs", transcript.correlation_id, self.mode, d.version, done.latency)
         await self._publish(analysis)
         await self.cache.put(key, CachedAnalysis(model=done.model, sections=found, text=text))
+
+    async def analyse(self, d: ModeDefinition, text: str, lang: str, cid: str) -> tuple[Completion, Usage]:
+        """The mode's call on `text`, condensed first when it would not fit the model's context. A server that
+        says it still does not fit (its window is smaller than we thought) gets it condensed to half of what
+        was sent, up to twice. The answer, and every token spent on it."""
+        language = _LANGUAGE_NAMES.get(lang, "the language of the transcript")
+        room = room_for_text(d)
+        extra = Usage()
+        for _ in range(3):
+            sent = text
+            if estimate(text) > room:
+                condensed = await condense(self.llm, d, text, language, room)
+                log.info("%s: %s: a long transcript condensed in %d calls", cid, self.mode, condensed.calls)
+                extra = Usage(
+                    input_tokens=extra.input_tokens + condensed.usage.input_tokens,
+                    output_tokens=extra.output_tokens + condensed.usage.output_tokens,
+                )
+                sent = condensed.text
+            try:
+                done = await self.llm.complete(**request_for(d, sent, lang))
+            except LLMFailure as failure:
+                if failure.reason != "http_400_context_length_exceeded":
+                    raise
+                log.warning("%s: %s: the model's context is smaller than its budget says; condensing", cid, self.mode)
+                room = max(300, estimate(sent) // 2)
+                continue
+            spent = Usage(
+                input_tokens=done.usage.input_tokens + extra.input_tokens,
+                output_tokens=done.usage.output_tokens + extra.output_tokens,
+            )
+            return done, spent
+        raise LLMFailure("http_400_context_length_exceeded")
 
     async def _count(self, d: ModeDefinition, outcome: str, **figures: Any) -> None:
         """This analysis in the per-mode statistics: the metric, and the admins' `/stats` (by the hour)."""

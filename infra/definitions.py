@@ -67,6 +67,9 @@ class ModeDefinition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     temperature: float = 0.7
     """Sent to classic models only: reasoning models take none."""
     timeout: float = 10.0
+    context_tokens: int = 0
+    """The model's context window in tokens; 0: known for OpenAI's models, 8192 for any other. A longer
+    transcript is condensed part by part first (`analyzers.longtext`)."""
     enabled: bool = True
     version: int = 1
     changed_at: float = 0.0
@@ -208,6 +211,8 @@ def problems(definition: ModeDefinition) -> list[str]:
         found.append("the model must be named")
     if not MAX_TOKENS[0] <= d.max_tokens <= MAX_TOKENS[1]:
         found.append(f"max_tokens must be {MAX_TOKENS[0]}-{MAX_TOKENS[1]}")
+    if d.context_tokens and d.context_tokens < d.max_tokens + 2000:
+        found.append("context_tokens, when set, must leave room for the prompt and a transcript: max_tokens + 2000")
     if not 0.0 <= d.temperature <= 2.0:
         found.append("temperature must be 0-2")
     if not TIMEOUT_SECONDS[0] <= d.timeout <= TIMEOUT_SECONDS[1]:

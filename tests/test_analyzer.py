@@ -12,6 +12,7 @@ from analyzers.service import AnalyzerService
 from infra.answers import Sent, encode_mark
 from infra.bus import BUCKET_ANSWERED, STREAM, Bus, Delivery, analysis_subject
 from infra.contracts import Analysis, Transcript
+from infra.registry import ModeRegistry
 from tests.doubles.openai_api import OpenAIDouble
 from tests.support import a_transcript, an_analyzer
 
@@ -82,3 +83,50 @@ async def test_backlog_past_its_deadline_or_answered_is_not_sent_to_the_llm(
     await analyzer.handle(fresh, FIRST)
     assert len(openai_double.requests) == before + 1
     assert (await published(private_bus, "TONE", fresh.correlation_id)).error is None
+
+
+LONG_SPEECH = " ".join(
+    f"Point {n}: the supplier in Riga wants the invoice for batch {n} paid before the {n % 28 + 1}th, or they stop."
+    for n in range(400)
+)  # about 40 000 characters: an hour-long meeting's worth of one topic
+
+
+async def test_a_transcript_longer_than_the_models_window_is_condensed_then_answered_in_the_modes_fields(
+    private_bus: Bus, openai_double: OpenAIDouble
+) -> None:
+    """Issue 12: a local 8k-context model (the double enforces the window: 400 `context_length_exceeded`)."""
+    registry = await ModeRegistry.open(private_bus)
+    read = await registry.get("TONE")
+    await registry.write(read.definition.successor("cli", "8k", context_tokens=8192), read)
+    openai_double.context_limits["gpt-4o"] = 8192
+    before = len(openai_double.requests)
+    try:
+        transcript = a_note_transcript(LONG_SPEECH)
+        await (await service(private_bus, openai_double)).handle(transcript, FIRST)
+        analysis = await published(private_bus, "TONE", transcript.correlation_id)
+    finally:
+        openai_double.context_limits["gpt-4o"] = 128_000
+        read = await registry.get("TONE")
+        await registry.write(read.definition.successor("cli", "back", context_tokens=0), read)
+    calls = openai_double.requests[before:]
+    assert analysis.error is None and [s.heading for s in analysis.sections][:1] == ["Hidden intentions"]
+    notes, final = calls[:-1], calls[-1]
+    assert len(notes) >= 4 and all("condense one part" in c["messages"][0]["content"] for c in notes)
+    assert (
+        "notes on its parts" in final["messages"][-1]["content"] and "Point 399" not in final["messages"][-1]["content"]
+    )
+    assert sum(len(c["messages"][-1]["content"]) for c in notes) >= len(LONG_SPEECH), "every part was read"
+    assert analysis.usage.input_tokens > sum(len(m["content"]) for m in final["messages"]) // 4, "all calls counted"
+
+
+async def test_a_server_whose_window_is_smaller_than_the_mode_thinks_gets_the_transcript_condensed(
+    private_bus: Bus, openai_double: OpenAIDouble
+) -> None:
+    openai_double.context_limits["gpt-4o"] = 8192  # the mode assumes gpt-4o's 128k
+    try:
+        transcript = a_note_transcript(LONG_SPEECH)
+        await (await service(private_bus, openai_double)).handle(transcript, FIRST)
+        analysis = await published(private_bus, "TONE", transcript.correlation_id)
+    finally:
+        openai_double.context_limits["gpt-4o"] = 128_000
+    assert analysis.error is None and analysis.sections

@@ -5,7 +5,9 @@ The openai SDK reaches it through `OPENAI_BASE_URL`. It enforces what the real A
 make: the API key (401), known models (404 `model_not_found`), reasoning models rejecting `max_tokens` and
 non-default temperatures (400 `unsupported_parameter` / `unsupported_value`), reasoning tokens billed inside
 `max_completion_tokens` (an answer cut to nothing with `finish_reason: "length"`), and models that do not
-support `json_schema` output (400 on `response_format`). Answers are built from the transcript it was sent,
+support `json_schema` output (400 on `response_format`), and each model's context window (400
+`context_length_exceeded` when the messages and the completion asked for do not fit; `context_limits` shrinks
+one for a test, as a local 8k model would be). Answers are built from the transcript it was sent,
 so tests can see that the user's words went through the LLM, and follow the JSON schema when one is given.
 
 Faults are injected per test: a number of upcoming 5xx/429 answers (a 429 says `retry-after`, or is the
@@ -30,6 +32,14 @@ from tests.doubles import LoopbackServer
 
 REASONING = re.compile(r"^o\d")
 REASONING_TOKENS = 320
+CONTEXT_WINDOWS = {
+    "o3": 200_000,
+    "o4-mini": 200_000,
+    "gpt-4o": 128_000,
+    "gpt-4o-mini": 128_000,
+    "gpt-4.1": 1_047_576,
+    "legacy-chat": 4_096,
+}
 KNOWN_MODELS = {"o3", "o4-mini", "gpt-4o", "gpt-4o-mini", "gpt-4.1", "legacy-chat"}
 NO_JSON_SCHEMA = {"legacy-chat"}
 
@@ -75,6 +85,8 @@ class OpenAIDouble(LoopbackServer):
     _faults: list[Fault] = field(default_factory=list)
     _broken_models: dict[str, int] = field(default_factory=dict)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+    context_limits: dict[str, int] = field(default_factory=lambda: dict(CONTEXT_WINDOWS))
+    """Tokens a model takes, prompt and completion together; past it, 400 `context_length_exceeded`."""
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
@@ -189,6 +201,19 @@ class OpenAIDouble(LoopbackServer):
                 "response_format",
             )
 
+        in_messages = sum(len(m["content"]) for m in body["messages"]) // 4 + 7
+        requested = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+        window = self.context_limits.get(model, 10**9)
+        if in_messages + requested > window:
+            return _error(
+                400,
+                f"This model's maximum context length is {window} tokens. However, you requested "
+                f"{in_messages + requested} tokens ({in_messages} in the messages, {requested} in the completion). "
+                "Please reduce the length of the messages or completion.",
+                "invalid_request_error",
+                "messages",
+                "context_length_exceeded",
+            )
         user = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
         fenced = re.search(r"<transcript>\n(.*)\n</transcript>", user, re.S)
         transcript = fenced.group(1) if fenced else user.split("Текст:", 1)[-1].strip()
