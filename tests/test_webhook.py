@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import random
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -16,7 +21,7 @@ from gateway.webhook import SECRET_HEADER
 from infra.bus import STREAM_UPDATES, Bus
 from infra.limits import Limits
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import Gateway
+from tests.support import Gateway, NatsServer, eventually, free_port
 
 SECRET = "s3cret-from-the-operator-0123456789"
 _users = itertools.count(73_000_001)
@@ -88,3 +93,46 @@ async def test_polling_while_a_webhook_is_set_is_a_conflict_as_telegram_says(
     async with Gateway(private_bus, telegram, Limits(allowed=frozenset()), webhook_secret=SECRET) as gw:
         with pytest.raises(TelegramConflictError, match="webhook is active"):
             await gw.bot.get_updates(timeout=0)
+
+
+@pytest.mark.slow  # a process of its own
+async def test_the_gateway_process_in_webhook_mode_registers_answers_and_leaves_the_webhook_for_the_others(
+    tmp_path: Path,
+) -> None:
+    telegram = TelegramDouble("556677889:FFHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw7")
+    await telegram.start()
+    nats_server = NatsServer(free_port(), tmp_path / "nats")
+    nats_server.start()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NATS_", "TELEGRAM_", "OPENAI_"))}
+    env.update(
+        NATS_URL=nats_server.url,
+        TELEGRAM_TOKEN=telegram.token,
+        TELEGRAM_API_BASE=telegram.base_url,
+        WEBHOOK_URL=f"http://127.0.0.1:{port}/telegram/hook",
+        WEBHOOK_SECRET=SECRET,
+        WEBHOOK_LISTEN=f"127.0.0.1:{port}",
+        ALLOWED_USERS="open",
+        METRICS_PORT="0",
+        PYTHONUNBUFFERED="1",
+    )
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "gateway"], env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        await eventually(lambda: telegram.webhook is not None or proc.poll() is not None, 60, 0.1)
+        assert telegram.webhook == {"url": f"http://127.0.0.1:{port}/telegram/hook", "secret_token": SECRET}
+        await telegram.send_text(5, "/help")
+        await telegram.wait_for(lambda: bool(telegram.messages(5)), 30)
+        assert telegram.messages(5)[0].text.startswith("How to use it")
+        assert await post(f"http://127.0.0.1:{port}/telegram/hook", an_update(6, "/help"), None) == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        nats_server.stop()
+        await telegram.stop()
+    assert code == 0, log.read_text()[-3000:]
+    assert telegram.webhook is not None, "another gateway may still be serving: the webhook stays"
+    assert SECRET not in log.read_text(), "the secret is never logged"
