@@ -215,6 +215,14 @@ class Stack:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def child(self, command: str) -> int:
+        """The pid of this stack's one child running `voice-insight <command>` (not another stack's)."""
+        found = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid), "-f", f"infra.cli {command}"], capture_output=True, text=True
+        ).stdout.split()
+        assert len(found) == 1, f"{len(found)} children run {command}"
+        return int(found[0])
+
     def port(self, service: str) -> int:
         """The launcher's port plan for the default stack (see infra.launcher.plan)."""
         order = ["gateway", "formatter", "transcriber", "analyzer-default", "analyzer-tone"]

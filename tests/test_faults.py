@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import time
 
 import pytest
@@ -114,9 +113,7 @@ async def test_a_gateway_killed_in_the_middle_of_intake_loses_no_note(
         # Telegram has forgotten the update: from here on, only we have the note.
         await telegram.wait_for(lambda: telegram.confirmed_offset > update_id, 60)
         await asyncio.sleep(1.0)  # mid-download (it takes 4 s), well past the status message's own record
-        pids = subprocess.run(["pgrep", "-f", "infra.cli gateway"], capture_output=True, text=True).stdout.split()
-        assert len(pids) == 1
-        os.kill(int(pids[0]), signal.SIGKILL)
+        os.kill(stack.child("gateway"), signal.SIGKILL)
     finally:
         telegram.download_delay = 0.0
     answer = await answer_of(telegram, chat, timeout=180)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import time
 
 import nats.js.errors
@@ -288,9 +287,7 @@ async def test_a_transcriber_killed_mid_work_loses_nothing(
     while (await bus.js.consumer_info(STREAM, "transcriber")).num_ack_pending == 0:  # it is working on it now
         assert time.monotonic() < deadline, "the transcriber never took the note"
         await asyncio.sleep(0.05)
-    pids = subprocess.run(["pgrep", "-f", "infra.cli transcriber"], capture_output=True, text=True).stdout.split()
-    assert len(pids) == 1
-    os.kill(int(pids[0]), signal.SIGKILL)
+    os.kill(stack.child("transcriber"), signal.SIGKILL)
 
     answer = await answer_of(telegram, chat, timeout=180)  # after the ack wait, the restarted one redoes it
     assert "marketing campaign" in answer.text.lower() and "🎭 Tone" in answer.text
