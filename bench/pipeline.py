@@ -53,7 +53,7 @@ STAGES = (
     "transcript_shown",
     "full_answer",
 )
-PROGRESS = ("⏳ Still working on", "⏳ Notes ahead")
+PROGRESS = ("⏳ Still working on", "⏳ Notes ahead", "⏳ Transcribing")
 
 
 @dataclass

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from formatter.join import JoinState
-from infra.contracts import Analysis
+from infra.contracts import Analysis, TranscriptionProgress
 from infra.telegram import MESSAGE_LIMIT
 from infra.texts import duration_limit, text
 from infra.transcript_files import as_text
@@ -170,6 +170,15 @@ def render_progress(state: JoinState) -> str | None:
         return None
     shown = pack(blocks, limit=MESSAGE_LIMIT - 300)[0]
     return f"{shown}\n\n{text('on_its_way', lang, modes=esc(', '.join(waiting)))}"
+
+
+def transcribing(progress: TranscriptionProgress, lang: str) -> str:
+    """ "⏳ Transcribing: 23 of 61 min" (seconds below a minute)."""
+
+    def amount(seconds: float) -> str:
+        return f"{seconds / 60:.0f}" if progress.total_seconds >= 600 else f"{seconds / 60:.1f}"
+
+    return text("transcribing", lang, done=amount(progress.done_seconds), total=amount(progress.total_seconds))
 
 
 def render_failure(reason: str, lang: str, max_audio_seconds: float) -> str:

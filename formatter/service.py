@@ -36,7 +36,7 @@ from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, ReplyParamete
 from formatter.join import AlreadySent, AnswerMarks, ClaimLost, HeldElsewhere, JoinState, JoinStore, Owned
 from formatter.progress import PROGRESS_INTERVAL, Progress
 from formatter.queue import QUEUE_EVERY, QueueWatch
-from formatter.render import Attachment, Part, render_answer, render_failure
+from formatter.render import Attachment, Part, render_answer, render_failure, transcribing
 from infra.bus import (
     BUCKET_QUOTA,
     CONSUMER_FORMATTER,
@@ -52,7 +52,7 @@ from infra.bus import (
     consumes,
 )
 from infra.buttons import answer_keyboard
-from infra.contracts import Analysis, AudioReceived, Event, Origin, Transcript
+from infra.contracts import Analysis, AudioReceived, Event, Origin, Transcript, TranscriptionProgress
 from infra.limits import DailyCounter, note_finished
 from infra.metrics import ANSWERS, RENDER_FAILURES, STAGE_SECONDS
 from infra.modes import live_modes
@@ -123,6 +123,12 @@ class FormatterService:
         cid = event.correlation_id
         if await self.marks.is_sent(cid):
             return  # late or redelivered piece of a note that already has its answer
+        if isinstance(event, TranscriptionProgress):  # for the status message; joined only as a place to erase
+            self.queue.taken(cid)
+            known = await self.joins.merge(cid, event, delivery.seq)
+            if self.show_progress and known.origin is not None and known.transcript is None:
+                self.progress.say(cid, known.origin, transcribing(event, known.origin.ui_language))
+            return
         with tracer().start_as_current_span("join") as span:
             state = await self.joins.merge(cid, event, delivery.seq)
             span.set_attributes(

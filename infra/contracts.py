@@ -140,6 +140,15 @@ class Transcript(Contract, frozen=True, tag="voice.transcript/1"):
     """The modes this note asked for (the chat may have switched some off); None: every mode, as before."""
 
 
+class TranscriptionProgress(Contract, frozen=True, tag="voice.progress/1"):
+    """Published by the transcriber on `voice.progress` while it works through a long recording: how much of it
+    is transcribed. For the status message only; nothing waits for it."""
+
+    correlation_id: str
+    done_seconds: float
+    total_seconds: float
+
+
 class Analysis(Contract, frozen=True, tag="voice.analysis/1"):
     """Published by an analyzer on `voice.analysis.<MODE>`; `error` set means the mode failed."""
 
@@ -198,7 +207,7 @@ class TelegramUpdate(Contract, frozen=True, tag="telegram.update/1"):
     payload: msgspec.Raw
 
 
-Event = AudioReceived | AnalysesRequested | Transcript | Analysis | Failure
+Event = AudioReceived | AnalysesRequested | Transcript | TranscriptionProgress | Analysis | Failure
 
 encode = msgspec.json.Encoder().encode
 

@@ -26,6 +26,7 @@ from infra.contracts import (
     Section,
     Segment,
     Transcript,
+    TranscriptionProgress,
     Usage,
 )
 
@@ -72,6 +73,12 @@ CONTRACT: dict[str, tuple[str, Any, msgspec.Struct]] = {
             of_note="9b2e4f6a8c1d3e5f7a9b0c2d4e6f8a1b",
             received_at=AT,
         ),
+    ),
+    "voice.progress": (
+        "Published by the transcriber while it works through a long recording (2 min or more), every few seconds: "
+        "for the status message; nothing waits for it.",
+        TranscriptionProgress,
+        TranscriptionProgress(correlation_id=CID, done_seconds=1380.0, total_seconds=3660.0),
     ),
     "voice.analysis.MODE": (
         "What an analyzer publishes, on `voice.analysis.<its mode>`, "

@@ -145,6 +145,7 @@ _TEXTS: dict[str, dict[Lang, str]] = {
         "ru": "⏳ Перед вашей записью в очереди: {ahead}{eta}.",
         "en": "⏳ Notes ahead of yours in the queue: {ahead}{eta}.",
     },
+    "transcribing": {"ru": "⏳ Расшифровываю: {done} из {total} мин", "en": "⏳ Transcribing: {done} of {total} min"},
     "queue_eta": {"ru": ", примерно {seconds} с", "en": ", about {seconds} s"},
     "note_expired": {
         "ru": "⌛ Эта запись уже не хранится (записи хранятся 24 часа). Перешлите её снова.",

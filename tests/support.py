@@ -375,7 +375,14 @@ class Gateway:
 # --- waiting for the bot --------------------------------------------------------------------------
 
 LISTENING = ("🎧 Listening…", "🎧 Слушаю…")
-PROGRESS = ("⏳ Still working on", "⏳ Ещё готовлю", "⏳ Notes ahead", "⏳ Перед вашей")
+PROGRESS = (
+    "⏳ Still working on",
+    "⏳ Ещё готовлю",
+    "⏳ Notes ahead",
+    "⏳ Перед вашей",
+    "⏳ Transcribing",
+    "⏳ Расшифровываю",
+)
 """How a status message shows progress (the transcript so far, modes on their way, a place in the queue)."""
 
 

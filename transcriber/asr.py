@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -216,10 +216,15 @@ class SpeechRecognizer:
         self._decode([_Chunk(0.0, 2.0, noise)], "en", beam_size=1)
 
     def transcribe(
-        self, data: bytes | IO[bytes], language_hint: str | None = None, vocabulary: str | None = None
+        self,
+        data: bytes | IO[bytes],
+        language_hint: str | None = None,
+        vocabulary: str | None = None,
+        progress: Callable[[float, float], None] | None = None,
     ) -> SpeechResult:
         """`vocabulary`: names and jargon to spell right, given to Whisper as hotwords (its previous-text
-        prompt), which biases the decoder towards them without forcing them in."""
+        prompt), which biases the decoder towards them without forcing them in. `progress(done, total)` hears
+        after each batch how many seconds of the recording are transcribed (it runs on this thread)."""
         started = time.perf_counter()
         audio = decode(data, self.max_seconds)
         duration = audio.size / SAMPLE_RATE
@@ -244,6 +249,8 @@ class SpeechRecognizer:
                 timestamps=short,
                 hotwords=vocabulary,
             )
+            if progress is not None and not short:
+                progress(batch[-1].offset + batch[-1].duration, duration)
         suspicious = [i for i, d in enumerate(decoded) if d.looks_like_a_loop]
         if suspicious:
             again = self._decode(

@@ -8,8 +8,10 @@ chat's vocabulary), for 24 h. The chat's vocabulary goes to Whisper as hotwords.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import tempfile
+import time
 
 import msgspec
 import nats.js.errors
@@ -23,6 +25,7 @@ from infra.bus import (
     SUBJECT_AUDIO,
     SUBJECT_AUDIO_QUEUED,
     SUBJECT_FAILED,
+    SUBJECT_PROGRESS,
     SUBJECT_TRANSCRIPT,
     Bus,
     ConsumerSpec,
@@ -30,7 +33,7 @@ from infra.bus import (
     Fail,
     consumes,
 )
-from infra.contracts import AudioReceived, Failure, Segment, Transcript
+from infra.contracts import AudioReceived, Failure, Segment, Transcript, TranscriptionProgress
 from infra.kvcache import KVCache
 from infra.metrics import AUDIO_SECONDS
 from infra.notes import vocabulary_digest
@@ -60,10 +63,42 @@ def transcript_cache_key(event: AudioReceived) -> str | None:
     return f"{event.audio.fingerprint}.{vocabulary_digest(event.vocabulary)}"
 
 
+PROGRESS_FROM = 120.0
+"""Recordings at least this long say how far transcription has got (a shorter one is done in seconds)."""
+PROGRESS_EVERY = 5.0
+
+
+class ProgressReporter:
+    """Called by the recognizer on its thread after each batch; publishes `TranscriptionProgress` from the event
+    loop, at most every `every` seconds. A progress message that cannot be published is only logged."""
+
+    def __init__(self, bus: Bus, cid: str, loop: asyncio.AbstractEventLoop, every: float) -> None:
+        self.bus, self.cid, self.loop, self.every = bus, cid, loop, every
+        self.last = time.monotonic()
+
+    def __call__(self, done: float, total: float) -> None:
+        if total < PROGRESS_FROM or time.monotonic() - self.last < self.every:
+            return
+        self.last = time.monotonic()
+        event = TranscriptionProgress(
+            correlation_id=self.cid, done_seconds=round(done, 1), total_seconds=round(total, 1)
+        )
+        sent = asyncio.run_coroutine_threadsafe(
+            self.bus.publish(SUBJECT_PROGRESS, event, msg_id=f"{self.cid}.progress.{int(done)}", traced=False),
+            self.loop,
+        )
+        sent.add_done_callback(self._logged)
+
+    def _logged(self, sent: concurrent.futures.Future[None]) -> None:
+        if not sent.cancelled() and (exc := sent.exception()) is not None:
+            log.info("%s: progress not published (%s)", self.cid, type(exc).__name__)
+
+
 class TranscriberService:
-    def __init__(self, bus: Bus, recognizer: SpeechRecognizer) -> None:
+    def __init__(self, bus: Bus, recognizer: SpeechRecognizer, progress_every: float = PROGRESS_EVERY) -> None:
         self.bus = bus
         self.recognizer = recognizer
+        self.progress_every = progress_every
         self.cache = KVCache(bus, BUCKET_TRANSCRIPT_CACHE, CachedTranscript, "transcript")
 
     # Fair order: `voice.audio` first; the overflow of users with several notes in flight only when it is empty.
@@ -102,8 +137,9 @@ class TranscriberService:
             attributes = {"voice_insight.asr.model": self.recognizer.model_name}
             with tracer().start_as_current_span("transcribe", attributes=attributes) as span:
                 try:
+                    progress = ProgressReporter(self.bus, cid, asyncio.get_running_loop(), self.progress_every)
                     result = await asyncio.to_thread(
-                        self.recognizer.transcribe, audio, event.origin.language_hint, event.vocabulary
+                        self.recognizer.transcribe, audio, event.origin.language_hint, event.vocabulary, progress
                     )
                 except AudioProblem as problem:
                     log.info("%s: %s (%s)", cid, problem.reason, problem)
