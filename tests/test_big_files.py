@@ -24,7 +24,17 @@ from transcriber.asr import SpeechRecognizer
 from transcriber.service import TranscriberService
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-USER = 74_000_001
+USER, OTHER = 74_000_001, 74_000_002  # each test a chat of its own: a fresh double numbers messages afresh
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[TelegramDouble]:
+    """A Bot API double of this test's own: a webhook (or `--local` mode) set here must not reach the session's
+    stack, which polls the session's double meanwhile."""
+    double = TelegramDouble(TOKEN)
+    await double.start()
+    yield double
+    await double.stop()
 
 
 @pytest.fixture
@@ -37,7 +47,7 @@ async def pipeline(private_bus: Bus, telegram: TelegramDouble, model_dir: Path) 
     await private_bus.start(FormatterService(private_bus, bot, joins, marks, join_timeout=30, max_audio_seconds=600))
     telegram.local_mode = True
     try:
-        async with Gateway(private_bus, telegram, Limits(allowed=frozenset({USER})), local_files=True):
+        async with Gateway(private_bus, telegram, Limits(allowed=frozenset({USER, OTHER})), local_files=True):
             yield
     finally:
         telegram.local_mode = False
@@ -77,5 +87,5 @@ async def test_a_100_mb_file_is_answered_and_no_service_holds_it_in_memory(
 
 
 async def test_a_file_over_two_gigabytes_is_refused_clearly(pipeline: None, telegram: TelegramDouble) -> None:
-    await telegram.send_media(USER + 0, b"", kind="document", mime_type="audio/mpeg", reported_size=2_100 * 1024 * 1024)
-    await telegram.wait_for(lambda: any("over 2 GB" in m.text for m in telegram.messages(USER)), 60)
+    await telegram.send_media(OTHER, b"", kind="document", mime_type="audio/mpeg", reported_size=2_100 * 1024 * 1024)
+    await telegram.wait_for(lambda: any("over 2 GB" in m.text for m in telegram.messages(OTHER)), 60)
