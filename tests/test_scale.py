@@ -22,7 +22,17 @@ from infra.bus import CONSUMER_FORMATTER, STREAM, Bus
 from infra.launcher import nats_config, nats_server_binary
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import KEYWORDS, NOTES, NatsServer, Speech, answered_once, free_port, stack_env, wait_for_modes
+from tests.support import (
+    KEYWORDS,
+    NOTES,
+    NatsServer,
+    Speech,
+    answered,
+    answered_once,
+    free_port,
+    stack_env,
+    wait_for_modes,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -88,7 +98,8 @@ def stop_up(proc: subprocess.Popen[bytes]) -> None:
 
 async def answers(telegram: TelegramDouble, chats: list[int], timeout: float) -> None:
     def all_answered() -> bool:
-        return all(telegram.messages(c) and "Transcript" in telegram.messages(c)[0].text for c in chats)
+        """Every chat's status message holds its answer: the transcript alone is progress, not yet the answer."""
+        return all(answered(telegram, c) for c in chats)
 
     await telegram.wait_for(all_answered, timeout)
 
