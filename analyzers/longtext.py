@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from analyzers.llm import REASONING_ALLOWANCE, ChatLLM, fenced, is_reasoning_model
 from infra.contracts import Usage
@@ -84,7 +84,6 @@ class Condensed:
     usage: Usage = Usage()
     calls: int = 0
     rounds: int = 0
-    parts: list[int] = field(default_factory=list)
 
 
 async def condense(llm: ChatLLM, d: ModeDefinition, text: str, language: str, room: int) -> Condensed:
@@ -113,7 +112,6 @@ async def condense(llm: ChatLLM, d: ModeDefinition, text: str, language: str, ro
         )
         done.calls += len(chunks)
         done.rounds += 1
-        done.parts.append(len(chunks))
         done.text = "\n".join(f"[{i}/{len(notes)}] {n}" for i, (n, _) in enumerate(notes, 1) if n)
     done.text = CONDENSED_PREFACE + done.text
     return done

@@ -14,13 +14,13 @@ import logging
 import time
 
 import msgspec
-from aiogram import Bot, F, Router
+from aiogram import Bot, Router
 from aiogram.types import BufferedInputFile, CallbackQuery, Message, ReplyParameters
 
 from gateway.intake import IntakeRecord, read_record, write_record
 from infra.answers import is_answered
 from infra.bus import BUCKET_ANSWERED, BUCKET_INTAKE, SUBJECT_RERUN, SUBJECT_TRANSCRIPT, Bus
-from infra.buttons import ModePress, TranscriptPress, parse_press
+from infra.buttons import ModePress, Pressed, TranscriptPress
 from infra.chats import chat_key
 from infra.contracts import AnalysesRequested
 from infra.modes import live_modes
@@ -46,9 +46,9 @@ async def _note(query: CallbackQuery, bus: Bus, key: bytes, cid: str, lang: str)
     return message, note
 
 
-async def on_transcript_press(query: CallbackQuery, bot: Bot, bus: Bus, key: bytes, lang: str) -> None:
-    press = parse_press(query.data)
-    assert isinstance(press, TranscriptPress)
+async def on_transcript_press(
+    query: CallbackQuery, press: TranscriptPress, bot: Bot, bus: Bus, key: bytes, lang: str
+) -> None:
     found = await _note(query, bus, key, press.note, lang)
     if found is None:
         return
@@ -69,9 +69,7 @@ async def on_transcript_press(query: CallbackQuery, bot: Bot, bus: Bus, key: byt
     await answer_press(query)
 
 
-async def on_mode_press(query: CallbackQuery, bot: Bot, bus: Bus, key: bytes, lang: str) -> None:
-    press = parse_press(query.data)
-    assert isinstance(press, ModePress)
+async def on_mode_press(query: CallbackQuery, press: ModePress, bot: Bot, bus: Bus, key: bytes, lang: str) -> None:
     found = await _note(query, bus, key, press.note, lang)
     if found is None:
         return
@@ -111,6 +109,6 @@ async def on_mode_press(query: CallbackQuery, bot: Bot, bus: Bus, key: bytes, la
 
 def build_buttons_router() -> Router:
     router = Router(name="buttons")
-    router.callback_query.register(on_transcript_press, F.data.startswith("t:"))
-    router.callback_query.register(on_mode_press, F.data.startswith("m:"))
+    router.callback_query.register(on_transcript_press, Pressed(TranscriptPress))
+    router.callback_query.register(on_mode_press, Pressed(ModePress))
     return router

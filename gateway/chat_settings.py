@@ -19,7 +19,7 @@ from infra.bus import Bus
 from infra.chats import AnswerLanguage, ChatSettings, ChatSettingsStore, TranscriptView, Trigger, clean_vocabulary
 from infra.modes import live_modes
 from infra.telegram import answer_press
-from infra.texts import text, ui_language
+from infra.texts import text
 
 ANONYMOUS_ADMIN = 1087968824
 """`GroupAnonymousBot`: the sender Telegram shows for an admin who posts as the group."""
@@ -131,10 +131,7 @@ async def on_settings_press(
         await answer_press(query)
         return
     await chats.put(message.chat.id, changed)
-    if changed.language in ("ru", "en"):
-        lang = changed.language  # the menu speaks the language just chosen
-    elif chat_settings.language in ("ru", "en"):
-        lang = ui_language(query.from_user.language_code)  # back to the user's own
+    lang = changed.words_language(query.from_user.language_code)  # the menu speaks the language just chosen
     body, keyboard = await render_settings(bus, changed, message.chat, lang)
     await message.edit_text(body, reply_markup=keyboard)
     await answer_press(query)

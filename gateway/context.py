@@ -13,7 +13,6 @@ from aiogram import BaseMiddleware, Dispatcher
 from aiogram.types import TelegramObject
 
 from infra.chats import ChatSettings, ChatSettingsStore
-from infra.texts import ui_language
 
 
 class UserLanguage(BaseMiddleware):
@@ -27,11 +26,8 @@ class UserLanguage(BaseMiddleware):
         data: dict[str, Any],
     ) -> Any:
         user = data.get("event_from_user")
-        settings: ChatSettings | None = data.get("chat_settings")
-        if settings is not None and settings.language in ("ru", "en"):
-            data["lang"] = settings.language
-        else:
-            data["lang"] = ui_language(user.language_code if user else None)
+        settings: ChatSettings = data.get("chat_settings") or ChatSettings()
+        data["lang"] = settings.words_language(user.language_code if user else None)
         return await handler(event, data)
 
 

@@ -103,12 +103,6 @@ def media_of(message: Message) -> Media | None:
     return None
 
 
-def answer_language(settings: ChatSettings, language_code: str | None) -> str:
-    """The bot's words and the analyses: the chat's choice, else the sender's Telegram language. (A chat that
-    follows the speech gets the bot's words in the sender's language and the analyses in the speech's.)"""
-    return settings.language if settings.language in ("ru", "en") else ui_language(language_code)
-
-
 def correlation_key(token: str) -> bytes:
     return hashlib.sha256(b"voice-insight/correlation/" + token.encode()).digest()
 
@@ -237,7 +231,7 @@ class Intake:
 
     async def _accept(self, message: Message, media: Media, settings: ChatSettings, span: Span) -> None:
         arrived = time.time()
-        lang = answer_language(settings, message.from_user.language_code if message.from_user else None)
+        lang = settings.words_language(message.from_user.language_code if message.from_user else None)
         cid = correlation_id(self.key, message.chat.id, message.message_id)
         span.set_attribute("voice_insight.correlation_id", cid)
         intake = await self.bus.kv(BUCKET_INTAKE)

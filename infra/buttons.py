@@ -7,8 +7,10 @@ stored transcript. The note is its correlation ID (a keyed hash): the data revea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.filters import Filter
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup
 
 from infra.texts import text
 
@@ -44,3 +46,14 @@ def parse_press(data: str | None) -> TranscriptPress | ModePress | None:
     if len(parts) == 3 and parts[0] == "m" and parts[1] and parts[2].isdigit():
         return ModePress(parts[1], int(parts[2]))
     return None
+
+
+class Pressed(Filter):
+    """A press of one kind of button under an answer, passed on to the handler as `press`."""
+
+    def __init__(self, kind: type[TranscriptPress] | type[ModePress]) -> None:
+        self.kind = kind
+
+    async def __call__(self, query: CallbackQuery) -> bool | dict[str, Any]:
+        press = parse_press(query.data)
+        return {"press": press} if isinstance(press, self.kind) else False

@@ -15,6 +15,7 @@ import msgspec
 import nats.js.errors
 
 from infra.bus import BUCKET_CHATS, Bus
+from infra.texts import ui_language
 
 AnswerLanguage = Literal["user", "ru", "en", "speech"]
 TranscriptView = Literal["message", "file", "off"]
@@ -33,6 +34,11 @@ class ChatSettings(msgspec.Struct, frozen=True, kw_only=True):
     vocabulary: str = ""
     trigger: Trigger = "every"
     """In a group: every voice note, or only on request (`/transcribe` in reply, or a mention)."""
+
+    def words_language(self, language_code: str | None) -> str:
+        """The language of the bot's own words: the chat's Russian or English, else the user's Telegram language.
+        (A chat that follows the speech gets the bot's words in the user's language, the analyses in the speech's.)"""
+        return self.language if self.language in ("ru", "en") else ui_language(language_code)
 
     def wants(self, mode: str) -> bool:
         return mode not in self.modes_off

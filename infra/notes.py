@@ -123,10 +123,9 @@ async def forget_chat(bus: Bus, chat_key: str, user_key: str | None) -> Forgotte
         await bus.erase_object(cid)
         await bus.erase(BUCKET_NOTES, note_key(chat_key, cid))
     if user_key:
-        for bucket in (BUCKET_USERS, BUCKET_QUOTA):
-            for key in await bus.kv_keys(bucket):
-                if key.startswith(user_key):
-                    await bus.erase(bucket, key)
+        await bus.erase(BUCKET_USERS, user_key)
+        for key in await bus.kv_keys(BUCKET_QUOTA, prefix=f"{user_key}."):  # one key per day
+            await bus.erase(BUCKET_QUOTA, key)
         for stream, head in ((STREAM_INFLIGHT, "inflight"), (STREAM_RECENT, "recent")):
             await bus.js.purge_stream(stream, subject=f"{head}.{user_key}.>")
     log.info("a chat was forgotten: %d notes, %d stream messages", gone.notes, gone.messages)

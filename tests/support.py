@@ -14,10 +14,12 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from analyzers.llm import ChatLLM, make_client
 from analyzers.service import AnalyzerService
@@ -310,6 +312,16 @@ class Redelivered:
 
 
 # --- the gateway in-process ---------------------------------------------------------------------
+
+
+@pytest.fixture(name="telegram")
+async def telegram_of_its_own() -> AsyncIterator[TelegramDouble]:
+    """A Bot API double of the test's own, for modules that import this fixture: a webhook (or `--local` mode)
+    set there must not reach the session's stack, which polls the session's double meanwhile."""
+    double = TelegramDouble(TOKEN)
+    await double.start()
+    yield double
+    await double.stop()
 
 
 class Gateway:

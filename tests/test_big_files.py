@@ -19,22 +19,17 @@ from infra.limits import Limits
 from infra.settings import Settings
 from infra.telegram import make_bot
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import TOKEN, Gateway, answer_of
+from tests.support import (
+    TOKEN,
+    Gateway,
+    answer_of,
+    telegram_of_its_own,  # noqa: F401  (the `telegram` fixture here: a double of the test's own)
+)
 from transcriber.asr import SpeechRecognizer
 from transcriber.service import TranscriberService
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 USER, OTHER = 74_000_001, 74_000_002  # each test a chat of its own: a fresh double numbers messages afresh
-
-
-@pytest.fixture
-async def telegram() -> AsyncIterator[TelegramDouble]:
-    """A Bot API double of this test's own: a webhook (or `--local` mode) set here must not reach the session's
-    stack, which polls the session's double meanwhile."""
-    double = TelegramDouble(TOKEN)
-    await double.start()
-    yield double
-    await double.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ formatter and gateway in-process, on a nats-server of the module's own."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,22 +15,19 @@ from infra.limits import Limits
 from infra.settings import Settings
 from infra.telegram import make_bot
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import LONG_EN_TEXT, TOKEN, Gateway, Speech, answer_of
+from tests.support import (
+    LONG_EN_TEXT,
+    TOKEN,
+    Gateway,
+    Speech,
+    answer_of,
+    telegram_of_its_own,  # noqa: F401  (the `telegram` fixture here: a double of the test's own)
+)
 from transcriber.asr import SpeechRecognizer
 from transcriber.service import TranscriberService
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 USER = 74_100_001
-
-
-@pytest.fixture
-async def telegram() -> AsyncIterator[TelegramDouble]:
-    """A Bot API double of this test's own: a webhook (or `--local` mode) set here must not reach the session's
-    stack, which polls the session's double meanwhile."""
-    double = TelegramDouble(TOKEN)
-    await double.start()
-    yield double
-    await double.stop()
 
 
 async def test_a_long_recording_says_how_far_transcription_has_got(

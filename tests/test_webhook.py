@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -22,20 +21,16 @@ from gateway.webhook import SECRET_HEADER
 from infra.bus import STREAM_UPDATES, Bus
 from infra.limits import Limits
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import TOKEN, Gateway, NatsServer, eventually, free_port
+from tests.support import (
+    Gateway,
+    NatsServer,
+    eventually,
+    free_port,
+    telegram_of_its_own,  # noqa: F401  (the `telegram` fixture here: a double of the test's own)
+)
 
 SECRET = "s3cret-from-the-operator-0123456789"
 _users = itertools.count(73_000_001)
-
-
-@pytest.fixture
-async def telegram() -> AsyncIterator[TelegramDouble]:
-    """A Bot API double of this test's own: a webhook (or `--local` mode) set here must not reach the session's
-    stack, which polls the session's double meanwhile."""
-    double = TelegramDouble(TOKEN)
-    await double.start()
-    yield double
-    await double.stop()
 
 
 def an_update(user: int, text: str) -> dict:
