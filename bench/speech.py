@@ -164,6 +164,42 @@ def speak(text: str, language: str, folder: Path | None = None) -> tuple[bytes, 
     return voice_note(wav), duration
 
 
+def sentences(language: str, seconds: float, seed: int = 7) -> list[str]:
+    """`script`, as its sentences."""
+    return [s if s.endswith(".") else s + "." for s in script(language, seconds, seed).split(". ")]
+
+
+def spaced(
+    said: list[str], pauses: list[float | None], language: str, folder: Path, total: float = 0.0
+) -> tuple[bytes, list[float], float]:
+    """One recording of `said`, each sentence followed by its pause in seconds (a meeting with its silences);
+    the pauses given as None share what is left to make the recording `total` seconds long. Returns the
+    OGG/Opus bytes, when each sentence starts, and the whole duration."""
+    voice, speed = VOICES[language]
+    parts = []
+    for n, sentence in enumerate(said):
+        parts.append(folder / f"sentence-{n}.wav")
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(parts[-1]), sentence], check=True)
+    with wave.open(str(parts[0])) as w:
+        params, rate = w.getparams(), w.getframerate()
+    spoken = sum(wave.open(str(p)).getnframes() for p in parts) / rate
+    fixed = sum(p for p in pauses if p is not None)
+    open_pauses = sum(p is None for p in pauses)
+    share = max(0.0, total - spoken - fixed) / open_pauses if open_pauses else 0.0
+    out = folder / "spaced.wav"
+    starts: list[float] = []
+    with wave.open(str(out), "wb") as joined:
+        joined.setparams(params)
+        for part, pause in zip(parts, pauses, strict=True):
+            starts.append(joined.tell() / rate)
+            with wave.open(str(part)) as w:
+                joined.writeframes(w.readframes(w.getnframes()))
+            joined.writeframes(b"\x00\x00" * int((share if pause is None else pause) * rate))
+            part.unlink()
+        duration = joined.tell() / rate
+    return voice_note(out), starts, duration
+
+
 def voice_note(wav: Path) -> bytes:
     """Encode a WAV the way Telegram stores voice notes: OGG/Opus, 48 kHz mono, VoIP tuning."""
     ogg = wav.with_suffix(".ogg")

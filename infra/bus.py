@@ -80,6 +80,10 @@ SUBJECT_TRANSCRIPT = "voice.transcript"
 SUBJECT_PROGRESS = "voice.progress"
 """How far the transcriber is through a long recording: for the status message."""
 SUBJECT_RERUN = "voice.rerun"
+STREAM_PIECES = "PIECES"
+SUBJECT_PIECE = "piece.transcribe"
+"""A piece of a long recording, for any transcriber: work between transcribers, outside `voice.>` (the notes'
+own story, which the formatter reads whole)."""
 """More modes asked for on a note already answered (a button): the formatter's join opens like for new audio."""
 SUBJECT_FAILED = "voice.failed"
 SUBJECT_ANALYSIS_PREFIX = "voice.analysis."
@@ -104,6 +108,8 @@ BUCKET_TRANSCRIPT_CACHE = "voice-transcript-cache"  # KV: transcripts by a keyed
 ANALYSIS_CACHE_TTL = 3600.0
 USAGE_TTL = 25 * 3600.0
 BUCKET_NOTES = "voice-notes"  # KV: answered notes by chat key and note, for the buttons under the answer (24 h)
+BUCKET_PIECES = "voice-pieces"  # KV: the transcribed pieces of long notes, until they are stitched together
+PIECES_TTL = 3600.0
 BUCKET_CHATS = "voice-chat-settings"  # KV: settings per chat under a keyed hash of the chat; until /forget
 BUCKET_REGISTRY = "voice-mode-registry"  # KV: every mode's definition, with history; configuration, not user data
 REGISTRY_HISTORY = 20
@@ -115,6 +121,7 @@ DUPLICATE_WINDOW = 20 * 60.0
 # Consumers every deployment has; analyzers add `analyzer-<MODE>` consumers themselves.
 CONSUMER_TRANSCRIBER = "transcriber"
 CONSUMER_TRANSCRIBER_QUEUED = "transcriber-queued"
+CONSUMER_TRANSCRIBER_PIECES = "transcriber-pieces"
 CONSUMER_FORMATTER = "formatter"
 CONSUMER_FORMATTER_DEADLINE = "formatter-deadline"
 CONSUMER_GATEWAY = "gateway"
@@ -269,7 +276,9 @@ class Declared:
     """Where a handler listens and how its messages are settled, as declared on the handler itself."""
 
     spec: ConsumerSpec
-    then: tuple[ConsumerSpec, ...] = ()
+    then: tuple[ConsumerSpec | str, ...] = ()
+    """Lower-priority durables the same workers take from when `spec` has nothing waiting: a `ConsumerSpec` feeds
+    this handler, a name feeds that other `@consumes` method of the service (which then has no workers of its own)."""
     give_up: str | None = None
     """Name of the method, on the same service, that tells the user when the bus gives up."""
 
@@ -287,7 +296,7 @@ def consumes(
     max_backoff: float = 30.0,
     stream: str = STREAM,
     traced: bool = True,
-    then: tuple[ConsumerSpec, ...] = (),
+    then: tuple[ConsumerSpec | str, ...] = (),
     give_up: str | None = None,
 ) -> Callable[[F], F]:
     """Declare a service method a subscriber. The message type is the one its first parameter is annotated
@@ -340,20 +349,27 @@ class _Attributes(dict[str, Any]):
         return getattr(self.owner, key)
 
 
-@dataclass
-class _Consumer(Generic[T]):
-    specs: tuple[ConsumerSpec, ...]
-    """In priority order: a worker takes from the first that has a message."""
+@dataclass(frozen=True)
+class _Route(Generic[T]):
+    """One durable a worker takes from, with the handler its messages go to."""
+
+    spec: ConsumerSpec
     decoder: msgspec.json.Decoder
     handler: Handler[T]
     give_up: GiveUp[T] | None
-    telemetry: dict[str, ConsumerTelemetry]
-    """Per durable: a `then` consumer is counted apart, under its handler's stage and mode."""
+    telemetry: ConsumerTelemetry
+    """Counted apart per durable, under its handler's stage and mode."""
+
+
+@dataclass
+class _Consumer:
+    routes: tuple[_Route[Any], ...]
+    """In priority order: a worker takes from the first that has a message."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def spec(self) -> ConsumerSpec:
-        return self.specs[0]
+        return self.routes[0].spec
 
 
 @dataclass(frozen=True)
@@ -460,7 +476,7 @@ class Bus:
         self.js: JetStreamContext = nc.jetstream(timeout=5.0)
         self.replicas = replicas
         self._stopping = asyncio.Event()
-        self._consumers: list[_Consumer[Any]] = []
+        self._consumers: list[_Consumer] = []
         self._idle: dict[asyncio.Task[None], bool] = {}
         self._backlog_task: asyncio.Task[None] | None = None
 
@@ -525,6 +541,7 @@ class Bus:
             stream(STREAM_INFLIGHT, "inflight.>", 3600.0, max_msgs_per_subject=1),
             stream(STREAM_RECENT, "recent.>", 60.0, max_msgs_per_subject=1),
             stream(STREAM_ADMIN, "admin.>", USER_DATA_TTL, retention=api.RetentionPolicy.LIMITS),
+            stream(STREAM_PIECES, "piece.>", USER_DATA_TTL, retention=api.RetentionPolicy.WORK_QUEUE),
         )
         for config in streams:
             try:
@@ -543,6 +560,7 @@ class Bus:
         await self._ensure_kv(BUCKET_ANALYSIS_CACHE, ANALYSIS_CACHE_TTL)
         await self._ensure_kv(BUCKET_TRANSCRIPT_CACHE, USER_DATA_TTL)
         await self._ensure_kv(BUCKET_NOTES, USER_DATA_TTL)
+        await self._ensure_kv(BUCKET_PIECES, PIECES_TTL)
         await self._ensure_kv(BUCKET_CHATS, None)  # configuration a chat chose, not what it said
         try:
             await self.js.object_store(BUCKET_AUDIO)
@@ -701,25 +719,51 @@ class Bus:
     # consuming -----------------------------------------------------------------------------------
 
     async def start(self, service: object) -> list[ConsumerSpec]:
-        """Start every subscriber `service` declares with `@consumes`; their durables exist on return."""
+        """Start every subscriber `service` declares with `@consumes`; their durables exist on return.
+
+        A method another one names in its `then` gets no workers of its own: the other's workers take from its
+        durable when theirs is empty (the transcriber's one worker: new notes, then pieces of long ones, then
+        the overflow), so a process never works on two things that each want all its cores."""
+        declared = {
+            name: found
+            for name in sorted(dir(type(service)))
+            if isinstance(found := getattr(getattr(type(service), name), "__consumes__", None), Declared)
+        }
+        guests = {item for d in declared.values() for item in d.then if isinstance(item, str)}
         started = []
-        for name in sorted(dir(type(service))):
-            function = getattr(type(service), name)
-            declared = getattr(function, "__consumes__", None)
-            if not isinstance(declared, Declared):
+        for name, found in declared.items():
+            if name in guests:
                 continue
-            attributes = _Attributes(service)
-            spec = dataclasses.replace(
-                declared.spec,
-                durable=declared.spec.durable.format_map(attributes),
-                mode=declared.spec.mode.format_map(attributes),
-            )
-            for each in (spec, *declared.then):
-                await self.ensure_consumer(each)
-            give_up = getattr(service, declared.give_up) if declared.give_up else None
-            self.consume(spec, decoder(message_type(function)), getattr(service, name), give_up, then=declared.then)
-            started.append(spec)
+            routes = [self._route(service, name, found.spec)]
+            for item in found.then:
+                if isinstance(item, ConsumerSpec):
+                    routes.append(dataclasses.replace(routes[0], spec=item, telemetry=self._labels(routes[0], item)))
+                elif declared[item].then:
+                    raise TypeError(f"{item} is taken from by {name}'s workers; it cannot name lower ones itself")
+                else:
+                    routes.append(self._route(service, item, declared[item].spec))
+            for route in routes:
+                await self.ensure_consumer(route.spec)
+            self._run(_Consumer(tuple(routes)))
+            started.append(routes[0].spec)
         return started
+
+    @staticmethod
+    def _route(service: object, name: str, declared: ConsumerSpec) -> _Route[Any]:
+        attributes = _Attributes(service)
+        spec = dataclasses.replace(
+            declared,
+            durable=declared.durable.format_map(attributes),
+            mode=declared.mode.format_map(attributes),
+        )
+        function = getattr(type(service), name)
+        found = declaration(function)
+        give_up = getattr(service, found.give_up) if found.give_up else None
+        return _Route(spec, decoder(message_type(function)), getattr(service, name), give_up, spec.telemetry())
+
+    @staticmethod
+    def _labels(first: _Route[Any], spec: ConsumerSpec) -> ConsumerTelemetry:
+        return dataclasses.replace(first.telemetry, consumer=spec.durable)
 
     def consume(
         self,
@@ -734,27 +778,31 @@ class Bus:
         `then` names lower-priority consumers for the same handler: a worker takes from them only when `spec`
         has nothing waiting (the transcribers' fair order).
         """
-        labels = spec.telemetry()
-        telemetry = {s.durable: dataclasses.replace(labels, consumer=s.durable) for s in (spec, *then)}
-        consumer: _Consumer[T] = _Consumer((spec, *then), decoder, handler, give_up, telemetry)
+        first: _Route[T] = _Route(spec, decoder, handler, give_up, spec.telemetry())
+        self._run(
+            _Consumer((first, *(dataclasses.replace(first, spec=s, telemetry=self._labels(first, s)) for s in then)))
+        )
+
+    def _run(self, consumer: _Consumer) -> None:
         self._consumers.append(consumer)
         if self._backlog_task is None:
             self._backlog_task = asyncio.create_task(self._watch_backlog())
-        for n in range(spec.concurrency):
-            task = asyncio.create_task(self._worker(consumer), name=f"{spec.durable}-{n}")
+        for n in range(consumer.spec.concurrency):
+            task = asyncio.create_task(self._worker(consumer), name=f"{consumer.spec.durable}-{n}")
             consumer.tasks.append(task)
 
-    async def _worker(self, consumer: _Consumer[Any]) -> None:
+    async def _worker(self, consumer: _Consumer) -> None:
         me = asyncio.current_task()
         assert me is not None
         subs: dict[str, Any] = {}
         busy = False
         while not self._stopping.is_set():
             got = False
-            for index, spec in enumerate(consumer.specs):
+            for index, route in enumerate(consumer.routes):
+                spec = route.spec
                 # One consumer: long polls. Several: a long poll on the first only while all are idle, quick
                 # looks otherwise, so a message on the first is never kept waiting behind the others.
-                if len(consumer.specs) == 1:
+                if len(consumer.routes) == 1:
                     timeout = 2.0
                 else:
                     timeout = 0.05 if busy else (1.0 if index == 0 else 0.1)
@@ -777,18 +825,18 @@ class Bus:
                     await asyncio.sleep(0.5)
                     break
                 for msg in msgs:
-                    await self._process(consumer, spec, msg)
+                    await self._process(route, msg)
                 got = bool(msgs)
                 break
             busy = got
 
-    async def _process(self, consumer: _Consumer[Any], spec: ConsumerSpec, msg: Msg) -> None:
-        telemetry = consumer.telemetry[spec.durable]
+    async def _process(self, route: _Route[Any], msg: Msg) -> None:
+        spec, telemetry = route.spec, route.telemetry
         started = time.perf_counter()
         delivery = Delivery(msg.subject, msg.metadata.num_delivered, spec.max_attempts, msg.metadata.sequence.stream)
         with telemetry.delivery(msg.subject, msg.headers, delivery.attempt) as span:
             try:
-                event = consumer.decoder.decode(msg.data)
+                event = route.decoder.decode(msg.data)
             except msgspec.MsgspecError as exc:
                 verdict = Verdict("rejected", reason="undecodable")
                 log.error("%s: undecodable message on %s: %s", spec.durable, msg.subject, exc)
@@ -796,10 +844,10 @@ class Bus:
                 keepalive = asyncio.create_task(self._keep_in_progress(msg, spec.ack_wait))
                 try:
                     verdict = await deliver(
-                        consumer.handler,
+                        route.handler,
                         event,
                         delivery,
-                        consumer.give_up,
+                        route.give_up,
                         name=spec.durable,
                         max_backoff=spec.max_backoff,
                     )
@@ -814,7 +862,7 @@ class Bus:
     async def _watch_backlog(self, every: float = 5.0) -> None:
         """Export this process's consumers' backlog: what waits, what is in flight, what was redelivered."""
         while True:
-            for stream, durable in {(s.stream, s.durable) for c in self._consumers for s in c.specs}:
+            for stream, durable in {(r.spec.stream, r.spec.durable) for c in self._consumers for r in c.routes}:
                 try:
                     info = await self.js.consumer_info(stream, durable)
                 except Exception:

@@ -149,6 +149,36 @@ class TranscriptionProgress(Contract, frozen=True, tag="voice.progress/1"):
     total_seconds: float
 
 
+class PieceRequested(Contract, frozen=True, tag="piece.transcribe/1"):
+    """Published on `piece.transcribe` by the transcriber that split a long recording: one piece of it, for
+    whichever transcriber is free. The piece's samples (16 kHz mono 16-bit PCM) are in the Object Store under
+    `object_name`; the note itself travels along, so whoever transcribes the last piece can publish its
+    `Transcript`."""
+
+    correlation_id: str
+    note: AudioReceived
+    index: int
+    bounds: tuple[float, ...]
+    """Every cut, in seconds from the start, the recording's end included: piece i spans bounds[i] to bounds[i+1]."""
+    object_name: str
+    language: str | None = None
+    """The language heard at the start, for every piece alike; None: each piece tells its own."""
+    language_probability: float = 0.0
+    split_at: float = msgspec.field(default_factory=time.time)
+
+    @property
+    def count(self) -> int:
+        return len(self.bounds) - 1
+
+    @property
+    def start(self) -> float:
+        return self.bounds[self.index]
+
+    @property
+    def duration(self) -> float:
+        return self.bounds[self.index + 1] - self.bounds[self.index]
+
+
 class Analysis(Contract, frozen=True, tag="voice.analysis/1"):
     """Published by an analyzer on `voice.analysis.<MODE>`; `error` set means the mode failed."""
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.bus import Bus
+from infra.cpus import available_cpus
 from infra.definitions import shipped
 from infra.packaged_model import PackagedModelError, install_packaged_model
 from infra.registry import ModeRegistry
@@ -95,6 +96,15 @@ def plan(transcribers: int, modes: list[str], base_port: int = 9100) -> list[Chi
         Child(name, (*me, *args), base_port + 1 + i if base_port else 0) for i, (name, args) in enumerate(roles)
     ]
     return children[1:] + children[:1]  # the gateway starts last: no voice note arrives before the rest is up
+
+
+def transcriber_env(transcribers: int, env: dict[str, str]) -> dict[str, str]:
+    """Transcribers on one machine share its cores rather than each spin threads on all of them (two models
+    each running on every core are slower together than one): `WHISPER_THREADS` is cores / transcribers,
+    unless the operator set it."""
+    if transcribers < 2 or env.get("WHISPER_THREADS"):
+        return {}
+    return {"WHISPER_THREADS": str(max(1, available_cpus() // transcribers))}
 
 
 async def _pump(name: str, color: str, stream: asyncio.StreamReader) -> None:
@@ -274,9 +284,14 @@ async def _up(settings: Settings, transcribers: int, modes: list[str] | None) ->
         await follower.start()
     ports = ", ".join(f"{c.name} :{c.metrics_port}" for c in children) if base else "off (METRICS_PORT=0)"
     print(f"{'up':<14}| /metrics and /health: {ports}", flush=True)
+    shared = transcriber_env(transcribers, env)
     keepers = [
         asyncio.create_task(
-            supervisor.keep(child, _COLORS[i % len(_COLORS)], {"METRICS_PORT": str(child.metrics_port)})
+            supervisor.keep(
+                child,
+                _COLORS[i % len(_COLORS)],
+                {"METRICS_PORT": str(child.metrics_port), **(shared if child.argv[-1] == "transcriber" else {})},
+            )
         )
         for i, child in enumerate(children)
     ]

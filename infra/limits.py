@@ -44,7 +44,7 @@ class Limits:
     """Ids of users and chats that may use the bot; None: anyone (`ALLOWED_USERS=open`)."""
     max_pending: int = 30
     per_minute: int = 40
-    daily_minutes: float = 120.0
+    daily_minutes: float = 240.0
     daily_tokens: int = 500_000
     """0 turns the budget off."""
 

@@ -21,6 +21,7 @@ from infra.bus import (
     BUCKET_INTAKE,
     BUCKET_JOINS,
     BUCKET_NOTES,
+    BUCKET_PIECES,
     BUCKET_QUOTA,
     BUCKET_TRANSCRIPT_CACHE,
     BUCKET_USERS,
@@ -122,6 +123,8 @@ async def forget_chat(bus: Bus, chat_key: str, user_key: str | None) -> Forgotte
             await bus.erase(bucket, cid)
         await bus.erase_object(cid)
         await bus.erase(BUCKET_NOTES, note_key(chat_key, cid))
+    for key in await bus.kv_keys(BUCKET_PIECES, prefix=f"{chat_key}."):  # long notes still being stitched
+        await bus.erase(BUCKET_PIECES, key)
     if user_key:
         await bus.erase(BUCKET_USERS, user_key)
         for key in await bus.kv_keys(BUCKET_QUOTA, prefix=f"{user_key}."):  # one key per day

@@ -36,7 +36,9 @@ class Settings:
     whisper_model: str = "base"
     whisper_device: str = "auto"
     whisper_compute_type: str = "default"
-    max_audio_seconds: float = 600.0
+    whisper_threads: int = 0
+    """CPU threads of one transcriber's model; 0: every core it may use (`up --transcribers N` shares them out)."""
+    max_audio_seconds: float = 10800.0
     join_timeout: float = 90.0
     log_level: str = "INFO"
     state_dir: Path = Path(".voice-insight")
@@ -52,7 +54,7 @@ class Settings:
     """Users who may change analysis modes in the bot (and are let in, whatever ALLOWED_USERS says)."""
     user_max_pending: int = 30
     user_notes_per_minute: int = 40
-    user_daily_minutes: float = 120.0
+    user_daily_minutes: float = 240.0
     daily_token_budget: int = 500_000
     telegram_local_mode: bool = False
     """The Bot API server runs with `--local` and shares its disk with the gateway: files up to 2 GB."""
@@ -203,6 +205,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "WHISPER_MODEL": ("whisper_model", lambda n, v: v),
     "WHISPER_DEVICE": ("whisper_device", lambda n, v: _choice(n, v, ("auto", "cpu", "cuda"))),
     "WHISPER_COMPUTE_TYPE": ("whisper_compute_type", lambda n, v: v),
+    "WHISPER_THREADS": ("whisper_threads", _count),
     "MAX_AUDIO_SECONDS": ("max_audio_seconds", _positive_float),
     "JOIN_TIMEOUT": ("join_timeout", _positive_float),
     "LOG_LEVEL": ("log_level", lambda n, v: _choice(n, v.upper(), ("DEBUG", "INFO", "WARNING", "ERROR"))),

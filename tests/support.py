@@ -336,10 +336,12 @@ class Gateway:
         admins: tuple[int, ...] = (),
         webhook_secret: str | None = None,
         local_files: bool = False,
+        max_audio_seconds: float = 600.0,
     ) -> None:
         """`webhook_secret`: take updates through a webhook receiver (registered with the double) instead of
         polling; several such gateways may run side by side, as behind a load balancer."""
         self.webhook_secret = webhook_secret
+        self.max_audio_seconds = max_audio_seconds
         self.local_files = local_files
         self.webhook_url = ""
         self.server, self.telegram, self.limits = f"nats://{bus.nc.connected_url.netloc}", telegram, limits  # type: ignore[union-attr]
@@ -352,12 +354,10 @@ class Gateway:
     async def __aenter__(self) -> Gateway:
         self.bus = bus = await Bus.connect([self.server], name="test-gateway")
         self.bot = make_bot(Settings(telegram_token=self.telegram.token, telegram_api_base=self.telegram.base_url))
-        intake = Intake(
-            bus, self.bot, correlation_key(self.telegram.token), 600, self.limits, local_files=self.local_files
-        )
         key = correlation_key(self.telegram.token)
+        intake = Intake(bus, self.bot, key, self.max_audio_seconds, self.limits, local_files=self.local_files)
         dispatcher = build_dispatcher(self.limits, self.admins)
-        context = handler_context(bus, intake, self.admins, key, None, 600)
+        context = handler_context(bus, intake, self.admins, key, None, self.max_audio_seconds)
         updates = UpdateHandler(self.bot, dispatcher, context)
         bus.consume(self.spec, decoder(TelegramUpdate), updates.handle, give_up=updates.give_up)
         await bus.start(AdminInbox(self.bot, self.admins))

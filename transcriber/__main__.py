@@ -25,6 +25,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             settings.whisper_device,
             settings.whisper_compute_type,
             settings.max_audio_seconds,
+            settings.whisper_threads,
         )
         log.info("model %s loaded", recognizer.model_name)
         await life.bus.start(TranscriberService(life.bus, recognizer))

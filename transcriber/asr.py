@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -23,9 +22,10 @@ import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
-from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
+from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from infra.contracts import FailureReason, Segment
+from infra.cpus import available_cpus
 
 log = logging.getLogger("voice_insight.asr")
 
@@ -97,15 +97,27 @@ def choose_language(probs: list[tuple[str, float]], hint: str | None) -> tuple[s
 
 
 def decode(source: bytes | IO[bytes], max_seconds: float) -> np.ndarray:
-    """Decode any container/codec PyAV knows to 16 kHz mono float32, as a stream, stopping at the limit.
-
-    Nothing trusts the container's word: a live WebM or a crafted MP3 may declare no duration (or a false
-    one), and 20 MB of 6 kbps Opus is seven hours of sound. Frames are decoded and resampled one at a time
-    into a buffer that never grows past `max_seconds` (+1 s of slack); the first sample beyond it ends the
-    decoding with `too_long`. Memory stays bounded whatever the input.
-    """
+    """Decode any container/codec PyAV knows to 16 kHz mono float32, stopping at the limit (`pcm_blocks`)."""
     limit = int((max_seconds + 1) * SAMPLE_RATE)
     samples = np.empty(min(limit, SAMPLE_RATE * 60), dtype=np.int16)
+    filled = 0
+    for block in pcm_blocks(source, max_seconds):
+        if filled + block.size > samples.size:  # grow geometrically, never past the limit
+            samples = np.resize(samples, min(limit, max(samples.size * 2, filled + block.size)))
+        samples[filled : filled + block.size] = block
+        filled += block.size
+    return samples[:filled].astype(np.float32) / 32768.0
+
+
+def pcm_blocks(source: bytes | IO[bytes], max_seconds: float) -> Iterator[np.ndarray]:
+    """The recording as 16 kHz mono int16 blocks (a decoded frame each), as a stream, stopping at the limit.
+
+    Nothing trusts the container's word: a live WebM or a crafted MP3 may declare no duration (or a false
+    one), and 20 MB of 6 kbps Opus is seven hours of sound. Frames are decoded and resampled one at a time,
+    and the first sample beyond `max_seconds` (+1 s of slack) ends the decoding with `too_long`, so whoever
+    keeps the samples keeps a bounded amount, whatever the input.
+    """
+    limit = int((max_seconds + 1) * SAMPLE_RATE)
     filled = 0
     try:
         with av.open(
@@ -118,20 +130,17 @@ def decode(source: bytes | IO[bytes], max_seconds: float) -> np.ndarray:
             resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
             for frame in _frames(container):
                 for out in resampler.resample(frame):
-                    chunk = out.to_ndarray().reshape(-1)
-                    if filled + chunk.size > limit:
+                    block = out.to_ndarray().reshape(-1)
+                    if filled + block.size > limit:
                         raise AudioProblem("too_long", f"over {max_seconds:.0f}s while decoding")
-                    if filled + chunk.size > samples.size:  # grow geometrically, never past the limit
-                        samples = np.resize(samples, min(limit, max(samples.size * 2, filled + chunk.size)))
-                    samples[filled : filled + chunk.size] = chunk
-                    filled += chunk.size
+                    filled += block.size
+                    yield block
     except AudioProblem:
         raise
     except (av.FFmpegError, ValueError, IndexError, OSError, EOFError) as exc:
         raise AudioProblem("not_audio", type(exc).__name__) from exc
     if filled == 0:
         raise AudioProblem("not_audio", "no samples decoded")
-    return samples[:filled].astype(np.float32) / 32768.0
 
 
 def _frames(container: av.container.InputContainer) -> Iterator[av.AudioFrame | None]:
@@ -152,8 +161,12 @@ def _frames(container: av.container.InputContainer) -> Iterator[av.AudioFrame | 
 @dataclass(frozen=True)
 class _Chunk:
     offset: float
+    """Where its first speech starts in the recording, in seconds."""
     duration: float
+    """Seconds of speech in it (the pauses between its spans are left out of `samples`)."""
     samples: np.ndarray
+    end: float = 0.0
+    """Where its last speech ends in the recording."""
 
 
 @dataclass(frozen=True)
@@ -172,16 +185,27 @@ class _Decoded:
         return self.compression_ratio > MAX_COMPRESSION
 
 
-def available_cpus() -> int:
-    """Cores this process may really use: affinity, narrowed by a cgroup CPU quota (docker --cpus)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return cpus
+def _group(audio: np.ndarray, spans: list[dict[str, int]], max_seconds: float) -> list[_Chunk]:
+    """Consecutive speech spans joined into chunks of at most `max_seconds` of speech, with where each chunk
+    starts and ends in the recording. (faster-whisper's `collect_chunks` gives offsets in speech time, with the
+    pauses taken out, so a transcript's timestamps would drift earlier with every pause.)"""
+    chunks: list[_Chunk] = []
+    group: list[dict[str, int]] = []
+    limit = max_seconds * SAMPLE_RATE
+
+    def close() -> None:
+        if group:
+            samples = np.concatenate([audio[s["start"] : s["end"]] for s in group])
+            start, end = group[0]["start"] / SAMPLE_RATE, group[-1]["end"] / SAMPLE_RATE
+            chunks.append(_Chunk(start, samples.size / SAMPLE_RATE, samples, end))
+
+    for span in spans:
+        if group and sum(s["end"] - s["start"] for s in group) + span["end"] - span["start"] > limit:
+            close()
+            group = []
+        group.append(span)
+    close()
+    return chunks
 
 
 class SpeechRecognizer:
@@ -197,8 +221,14 @@ class SpeechRecognizer:
     """
 
     def __init__(
-        self, model: str, device: str = "auto", compute_type: str = "default", max_seconds: float = 600.0
+        self,
+        model: str,
+        device: str = "auto",
+        compute_type: str = "default",
+        max_seconds: float = 600.0,
+        threads: int = 0,
     ) -> None:
+        """`threads`: CPU threads for the model; 0: every core this process may use."""
         self.model_name = Path(model).name if os.path.isdir(model) else model
         self.max_seconds = max_seconds
         if device == "auto":
@@ -206,14 +236,15 @@ class SpeechRecognizer:
         if compute_type == "default":
             compute_type = "int8" if device == "cpu" else "float16"
         self.device, self.compute_type = device, compute_type
-        self.model = WhisperModel(model, device=device, compute_type=compute_type, cpu_threads=available_cpus())
+        threads = threads or available_cpus()
+        self.model = WhisperModel(model, device=device, compute_type=compute_type, cpu_threads=threads)
         self.multilingual = self.model.model.is_multilingual
         self._warm_up()
 
     def _warm_up(self) -> None:
         """Pay one-time kernel and allocator set-up at start, not on the first user's note."""
         noise = np.random.default_rng(0).normal(0, 0.05, SAMPLE_RATE * 2).astype(np.float32)
-        self._decode([_Chunk(0.0, 2.0, noise)], "en", beam_size=1)
+        self._decode([_Chunk(0.0, 2.0, noise, 2.0)], "en", beam_size=1)
 
     def transcribe(
         self,
@@ -227,15 +258,42 @@ class SpeechRecognizer:
         after each batch how many seconds of the recording are transcribed (it runs on this thread)."""
         started = time.perf_counter()
         audio = decode(data, self.max_seconds)
-        duration = audio.size / SAMPLE_RATE
         if float(np.sqrt(np.mean(np.square(audio)))) < SILENCE_RMS:
             raise AudioProblem("no_speech", "silent signal")
+        return self.recognize(
+            audio, language_hint=language_hint, vocabulary=vocabulary, progress=progress, started=started
+        )
+
+    def language_of(self, audio: np.ndarray, hint: str | None = None) -> tuple[str, float] | None:
+        """The language of the first speech in `audio` (float32 samples), as `transcribe` would choose it; None
+        if there is no speech to tell it by. For a recording transcribed in pieces: all of them in one language."""
+        chunks = self._speech_chunks(audio)[:1]
+        if not chunks:
+            return None
+        return self._language(self.model.encode(self._features(chunks)), chunks, hint)
+
+    def recognize(
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None = None,
+        language_hint: str | None = None,
+        vocabulary: str | None = None,
+        progress: Callable[[float, float], None] | None = None,
+        offset: float = 0.0,
+        started: float | None = None,
+    ) -> SpeechResult:
+        """Decoded samples (16 kHz mono float32) to text. `language`: already known (a piece of a long note),
+        else detected. `offset`: where these samples start in the recording, added to every timestamp."""
+        started = time.perf_counter() if started is None else started
+        duration = audio.size / SAMPLE_RATE
         chunks = self._speech_chunks(audio)
         if not chunks:
             raise AudioProblem("no_speech", "no voice activity")
         short = len(chunks) == 1
         decoded: list[_Decoded] = []
-        language, probability = "", 0.0
+        probability = 1.0 if language else 0.0
+        language = language or ""
         for first in range(0, len(chunks), BATCH_CHUNKS):
             batch = chunks[first : first + BATCH_CHUNKS]
             encoded = self.model.encode(self._features(batch))
@@ -250,7 +308,7 @@ class SpeechRecognizer:
                 hotwords=vocabulary,
             )
             if progress is not None and not short:
-                progress(batch[-1].offset + batch[-1].duration, duration)
+                progress(batch[-1].end, duration)
         suspicious = [i for i, d in enumerate(decoded) if d.looks_like_a_loop]
         if suspicious:
             again = self._decode(
@@ -260,7 +318,7 @@ class SpeechRecognizer:
                 if retry.compression_ratio < decoded[i].compression_ratio:
                     decoded[i] = retry
         segments = tuple(
-            Segment(round(c.offset, 2), round(c.offset + c.duration, 2), d.text)
+            Segment(round(offset + c.offset, 2), round(offset + c.end, 2), d.text)
             for c, d in zip(chunks, decoded)
             if d.text and not d.looks_like_silence and not d.looks_like_a_loop
         )
@@ -274,8 +332,7 @@ class SpeechRecognizer:
         spans = get_speech_timestamps(audio, options)
         if not spans:
             return []
-        pieces, metadata = collect_chunks(audio, spans, max_duration=CHUNK_SECONDS)
-        return [_Chunk(m["offset"], m["duration"], p) for p, m in zip(pieces, metadata) if p.size >= SAMPLE_RATE // 10]
+        return [chunk for chunk in _group(audio, spans, CHUNK_SECONDS) if chunk.samples.size >= SAMPLE_RATE // 10]
 
     def _features(self, chunks: list[_Chunk]) -> np.ndarray:
         """Log-mel features, one row per chunk, in a window just longer than the longest chunk."""

@@ -9,36 +9,46 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
 
 import msgspec
 import nats.js.errors
+import numpy as np
+from nats.js.kv import KeyValue
 from opentelemetry.trace import SpanKind
 
 from infra.bus import (
     BUCKET_AUDIO,
+    BUCKET_PIECES,
     BUCKET_TRANSCRIPT_CACHE,
     CONSUMER_TRANSCRIBER,
+    CONSUMER_TRANSCRIBER_PIECES,
     CONSUMER_TRANSCRIBER_QUEUED,
+    STREAM_PIECES,
     SUBJECT_AUDIO,
     SUBJECT_AUDIO_QUEUED,
     SUBJECT_FAILED,
+    SUBJECT_PIECE,
     SUBJECT_PROGRESS,
     SUBJECT_TRANSCRIPT,
     Bus,
     ConsumerSpec,
     Delivery,
     Fail,
+    Retry,
     consumes,
 )
-from infra.contracts import AudioReceived, Failure, Segment, Transcript, TranscriptionProgress
+from infra.contracts import AudioReceived, Failure, PieceRequested, Segment, Transcript, TranscriptionProgress
 from infra.kvcache import KVCache
 from infra.metrics import AUDIO_SECONDS
 from infra.notes import vocabulary_digest
 from infra.telemetry import record_failure, tracer
-from transcriber.asr import AudioProblem, SpeechRecognizer
+from transcriber.asr import SAMPLE_RATE, SILENCE_RMS, AudioProblem, SpeechRecognizer, SpeechResult
+from transcriber.split import PIECE_SECONDS, pieces
 
 log = logging.getLogger("voice_insight.transcriber")
 
@@ -94,15 +104,43 @@ class ProgressReporter:
             log.info("%s: progress not published (%s)", self.cid, type(exc).__name__)
 
 
+class PieceTranscribed(msgspec.Struct, frozen=True, kw_only=True):
+    """One piece of a long note, transcribed: kept in `voice-pieces` until the last piece is in."""
+
+    segments: tuple[Segment, ...]
+    seconds: float
+    model: str
+
+
+def piece_prefix(note: AudioReceived) -> str:
+    """`<chat key>.<cid>.`: a chat's `/forget` finds its pieces by the chat key."""
+    return f"{note.origin.chat_key or 'chat'}.{note.correlation_id}."
+
+
+def samples_of(pcm: np.ndarray) -> np.ndarray:
+    return pcm.astype(np.float32) / 32768.0
+
+
 class TranscriberService:
-    def __init__(self, bus: Bus, recognizer: SpeechRecognizer, progress_every: float = PROGRESS_EVERY) -> None:
+    """A short note is transcribed where it lands. A long one (`split.pieces`) is cut at pauses into pieces that
+    wait on `piece.transcribe` for any transcriber, this one included; whoever transcribes the last piece stitches
+    the note's transcript together from `voice-pieces` and publishes it. N transcribers thus share one long note."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        recognizer: SpeechRecognizer,
+        progress_every: float = PROGRESS_EVERY,
+        piece_seconds: float = PIECE_SECONDS,
+    ) -> None:
         self.bus = bus
         self.recognizer = recognizer
         self.progress_every = progress_every
+        self.piece_seconds = piece_seconds
         self.cache = KVCache(bus, BUCKET_TRANSCRIPT_CACHE, CachedTranscript, "transcript")
 
-    # Fair order: `voice.audio` first; the overflow of users with several notes in flight only when it is empty.
-    # Three attempts (a fourth delivery means its workers died each time), then the user hears back.
+    # One worker, in this order: new notes; pieces of long notes already begun; the overflow of users with several
+    # notes in flight. Three attempts (a fourth delivery means its workers died each time), then the user hears back.
     @consumes(
         SUBJECT_AUDIO,
         CONSUMER_TRANSCRIBER,
@@ -110,7 +148,10 @@ class TranscriberService:
         ack_wait=15.0,
         max_attempts=3,
         give_up="give_up",
-        then=(ConsumerSpec(CONSUMER_TRANSCRIBER_QUEUED, SUBJECT_AUDIO_QUEUED, ack_wait=15.0, max_attempts=3),),
+        then=(
+            "transcribe_piece",
+            ConsumerSpec(CONSUMER_TRANSCRIBER_QUEUED, SUBJECT_AUDIO_QUEUED, ack_wait=15.0, max_attempts=3),
+        ),
     )
     async def handle(self, event: AudioReceived, delivery: Delivery) -> None:
         cid = event.correlation_id
@@ -137,10 +178,16 @@ class TranscriberService:
             attributes = {"voice_insight.asr.model": self.recognizer.model_name}
             with tracer().start_as_current_span("transcribe", attributes=attributes) as span:
                 try:
+                    cut = pieces(audio, self.recognizer.max_seconds, self.piece_seconds)
+                    first = await asyncio.to_thread(next, cut, None)
+                    second = await asyncio.to_thread(next, cut, None)
+                    if first is not None and second is not None:
+                        count = await self._split(event, itertools.chain((first, second), cut))
+                        span.set_attribute("voice_insight.asr.pieces", count)
+                        return
+                    assert first is not None  # `pieces` raises rather than yield nothing
                     progress = ProgressReporter(self.bus, cid, asyncio.get_running_loop(), self.progress_every)
-                    result = await asyncio.to_thread(
-                        self.recognizer.transcribe, audio, event.origin.language_hint, event.vocabulary, progress
-                    )
+                    result = await asyncio.to_thread(self._recognize, samples_of(first), event, progress)
                 except AudioProblem as problem:
                     log.info("%s: %s (%s)", cid, problem.reason, problem)
                     record_failure(span, problem.reason)
@@ -174,6 +221,165 @@ class TranscriberService:
             delivery.attempt,
         )
 
+    def _recognize(self, audio: np.ndarray, event: AudioReceived, progress: ProgressReporter) -> SpeechResult:
+        if float(np.sqrt(np.mean(np.square(audio)))) < SILENCE_RMS:
+            raise AudioProblem("no_speech", "silent signal")
+        return self.recognizer.recognize(
+            audio, language_hint=event.origin.language_hint, vocabulary=event.vocabulary, progress=progress
+        )
+
+    async def _split(self, event: AudioReceived, cut: Iterator[np.ndarray]) -> int:
+        """Store every piece, then offer them all on `piece.transcribe`. Nothing is offered before the whole
+        recording is decoded: one found too long by decoding is refused without a piece of it transcribed."""
+        store = await self.bus.audio_store()
+        names: list[str] = []
+        bounds = [0.0]
+        language: tuple[str, float] | None = None
+        try:
+            while (piece := await asyncio.to_thread(next, cut, None)) is not None:
+                if not names:
+                    language = await asyncio.to_thread(
+                        self.recognizer.language_of, samples_of(piece), event.origin.language_hint
+                    )
+                names.append(f"{event.audio.object_name}.piece.{len(names)}")
+                await store.put(names[-1], piece.tobytes())
+                bounds.append(bounds[-1] + piece.size / SAMPLE_RATE)
+        except AudioProblem:
+            for name in names:
+                await self.bus.erase_object(name)
+            raise
+        cid = event.correlation_id
+        started = time.time()
+        for index, name in enumerate(names):
+            work = PieceRequested(
+                correlation_id=cid,
+                note=event,
+                index=index,
+                bounds=tuple(bounds),
+                object_name=name,
+                language=language[0] if language else None,
+                language_probability=round(language[1], 3) if language else 0.0,
+                split_at=started,
+            )
+            await self.bus.publish(SUBJECT_PIECE, work, msg_id=f"{cid}.piece.{index}", stream=STREAM_PIECES)
+        await self._progress(cid, 0.0, bounds[-1])
+        log.info("%s: %.0fs of audio split into %d pieces", cid, bounds[-1], len(names))
+        return len(names)
+
+    @consumes(
+        SUBJECT_PIECE,
+        CONSUMER_TRANSCRIBER_PIECES,
+        stage="transcribe",
+        stream=STREAM_PIECES,
+        ack_wait=15.0,
+        max_attempts=3,
+        give_up="give_up_piece",
+    )
+    async def transcribe_piece(self, piece: PieceRequested, delivery: Delivery) -> None:
+        """Transcribe one piece (unless a crashed attempt already did), then stitch the note if it was the last."""
+        kv = await self.bus.kv(BUCKET_PIECES)
+        key = f"{piece_prefix(piece.note)}{piece.index}"
+        if await self._stored_piece(kv, key) is None:
+            done = await self._transcribe_piece(piece)
+            await kv.put(key, msgspec.json.encode(done))
+            log.info(
+                "%s: piece %d of %d (%.0fs) transcribed in %.1fs",
+                piece.correlation_id,
+                piece.index + 1,
+                piece.count,
+                piece.duration,
+                done.seconds,
+            )
+        await self._stitch_when_complete(piece, kv)
+
+    async def _transcribe_piece(self, piece: PieceRequested) -> PieceTranscribed:
+        store = await self.bus.audio_store()
+        attributes: dict[str, str | int] = {
+            "voice_insight.asr.model": self.recognizer.model_name,
+            "voice_insight.asr.piece": piece.index,
+            "voice_insight.asr.pieces": piece.count,
+        }
+        with tracer().start_as_current_span("transcribe piece", attributes=attributes) as span:
+            try:
+                stored = await store.get(piece.object_name)
+            except nats.js.errors.NotFoundError:
+                record_failure(span, "audio_missing")
+                raise Fail("internal", "piece missing") from None
+            assert stored.data is not None
+            audio = samples_of(np.frombuffer(stored.data, dtype=np.int16))
+            del stored
+            started = time.perf_counter()
+            try:
+                result = await asyncio.to_thread(
+                    self.recognizer.recognize,
+                    audio,
+                    language=piece.language,
+                    language_hint=piece.note.origin.language_hint,
+                    vocabulary=piece.note.vocabulary,
+                    offset=piece.start,
+                )
+                segments = result.segments
+            except AudioProblem as problem:
+                if problem.reason != "no_speech":
+                    raise Fail(problem.reason, str(problem)) from None
+                segments = ()  # a pause between talks: nothing to add
+            seconds = time.perf_counter() - started
+            span.set_attributes(
+                {
+                    "voice_insight.audio.duration_seconds": round(piece.duration, 3),
+                    "voice_insight.asr.real_time_factor": round(seconds / max(piece.duration, 0.01), 4),
+                    "voice_insight.asr.segments": len(segments),
+                }
+            )
+        AUDIO_SECONDS.inc(piece.duration)
+        return PieceTranscribed(segments=segments, seconds=round(seconds, 3), model=self.recognizer.model_name)
+
+    async def _stitch_when_complete(self, piece: PieceRequested, kv: KeyValue) -> None:
+        """The pieces in, in order, make the transcript. Every piece's worker looks after storing its own: of two
+        finishing together at least one sees both, and a transcript stitched twice is published once
+        (`<cid>.transcript` is its message ID)."""
+        prefix, cid = piece_prefix(piece.note), piece.correlation_id
+        have = {int(key.removeprefix(prefix)) for key in await self.bus.kv_keys(BUCKET_PIECES, prefix)}
+        if len(have) < piece.count:
+            done = sum(piece.bounds[i + 1] - piece.bounds[i] for i in have)
+            await self._progress(cid, done, piece.bounds[-1])
+            return
+        parts = [await self._stored_piece(kv, f"{prefix}{i}") for i in range(piece.count)]
+        if any(part is None for part in parts):
+            raise Retry(1.0, "a piece is listed but not readable yet")
+        segments = tuple(s for part in parts if part is not None for s in part.segments)
+        text = " ".join(s.text for s in segments).strip()
+        if not text:
+            raise Fail("no_speech", "nothing but silence in every piece")
+        known = CachedTranscript(
+            text=text,
+            language=piece.language or "",
+            language_probability=piece.language_probability,
+            duration=round(piece.bounds[-1], 2),
+            segments=segments,
+            model=self.recognizer.model_name,
+        )
+        await self._publish(piece.note, known, seconds=time.time() - piece.split_at)
+        await self._remember(transcript_cache_key(piece.note), known)
+        for index in range(piece.count):
+            await self.bus.erase_object(f"{piece.note.audio.object_name}.piece.{index}")
+        log.info("%s: %d pieces stitched, %.0fs of audio", cid, piece.count, piece.bounds[-1])
+
+    @staticmethod
+    async def _stored_piece(kv: KeyValue, key: str) -> PieceTranscribed | None:
+        try:
+            entry = await kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        return msgspec.json.decode(entry.value, type=PieceTranscribed) if entry.value else None
+
+    async def _progress(self, cid: str, done: float, total: float) -> None:
+        event = TranscriptionProgress(correlation_id=cid, done_seconds=round(done, 1), total_seconds=round(total, 1))
+        try:
+            await self.bus.publish(SUBJECT_PROGRESS, event, msg_id=f"{cid}.progress.{int(done)}", traced=False)
+        except Exception as exc:  # a courtesy: the transcript does not wait for it
+            log.info("%s: progress not published (%s)", cid, type(exc).__name__)
+
     async def _publish(self, event: AudioReceived, known: CachedTranscript, seconds: float) -> None:
         cid = event.correlation_id
         transcript = Transcript(
@@ -205,3 +411,7 @@ class TranscriberService:
         cid = event.correlation_id
         failure = Failure(correlation_id=cid, stage="transcriber", reason=reason, detail=detail)  # type: ignore[arg-type]
         await self.bus.publish(SUBJECT_FAILED, failure, msg_id=f"{cid}.failed")
+
+    async def give_up_piece(self, piece: PieceRequested, exc: BaseException) -> None:
+        """A piece that cannot be transcribed fails its note: the user hears back rather than gets half of it."""
+        await self.give_up(piece.note, exc)
