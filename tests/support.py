@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import difflib
 import itertools
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -520,3 +522,26 @@ async def until_health(url: str, status: int, word: str, timeout: float = 30.0) 
             return
         assert time.monotonic() < deadline, f"/health stayed {got} {body}"
         await asyncio.sleep(0.1)
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z]+", text.lower())
+
+
+def aligned(said: list[str], heard: list[str]) -> tuple[dict[int, list[int]], int]:
+    """The script's sentences aligned with the words heard, in order (difflib): per sentence, the indices of its
+    words found in `heard`; and the longest run of words heard beyond those said (a doubled sentence's mark)."""
+    script = [(n, w) for n, sentence in enumerate(said) for w in words(sentence)]
+    matcher = difflib.SequenceMatcher(a=[w for _, w in script], b=heard, autojunk=False)
+    found: dict[int, list[int]] = {}
+    for block in matcher.get_matching_blocks():
+        for k in range(block.size):
+            found.setdefault(script[block.a + k][0], []).append(block.b + k)
+    excess = max((b2 - b1) - (a2 - a1) for _, a1, a2, b1, b2 in matcher.get_opcodes())
+    return found, excess
+
+
+def lost_sentences(said: list[str], heard: list[str]) -> list[str]:
+    """Sentences of which fewer than 60 % of the words were heard, in the script's order."""
+    found, _ = aligned(said, heard)
+    return [s for n, s in enumerate(said) if len(found.get(n, [])) < 0.6 * len(words(s))]

@@ -80,3 +80,18 @@ def test_a_chats_vocabulary_gets_names_spelled_right(recognizer: SpeechRecognize
     assert not all(name in plain for name in names), plain
     told = recognizer.transcribe(audio, "en", "Zhvania, Kvareli, Rkatsiteli").text
     assert all(name in told for name in names), told
+
+
+def test_timestamps_say_where_speech_is_in_the_recording_pauses_included(
+    recognizer: SpeechRecognizer, tmp_path: Path
+) -> None:
+    """Speech after a pause is timed where it is said, not as if the pause had been cut out: the `.srt` file
+    and the stitched pieces of a long note rely on it."""
+    from bench.speech import sentences, spaced
+
+    said = sentences("en", 12, seed=4)[:2]
+    data, starts, duration = spaced(said, [9.0, 0.5], "en", tmp_path)
+    result = recognizer.transcribe(data, "en")
+    assert result.segments[0].start == pytest.approx(starts[0], abs=0.6)
+    assert result.segments[-1].end == pytest.approx(duration - 0.5, abs=0.8)
+    assert result.segments[-1].end > starts[1]

@@ -261,3 +261,40 @@ async def test_deliver_settles_like_the_bus_without_a_server() -> None:
     assert dead.outcome == "gave_up" and isinstance(dead.cause, EarlierAttemptsDied)
     assert [type(e).__name__ for e in given] == ["Fail", "RuntimeError", "EarlierAttemptsDied"]
     assert (await deliver(handler, "crash", on(3))).terminates, "nobody to tell: terminated, not acked"
+
+
+async def test_one_worker_takes_from_another_handlers_durable_only_when_its_own_is_empty(private_bus: Bus) -> None:
+    """The transcriber's shape: new notes first, then pieces of long ones, on one worker: never two at once."""
+    first, second = a_subject(), a_subject()
+    order: list[str] = []
+    busy = 0
+    most = 0
+
+    class Service:
+        name = f"shared{next(_n)}"
+
+        @consumes(first, "{name}-first", ack_wait=5.0, then=("on_second",))
+        async def on_first(self, event: Failure, delivery: Delivery) -> None:
+            await self.work(f"first {event.detail}")
+
+        @consumes(second, "{name}-second", ack_wait=5.0)
+        async def on_second(self, event: Failure, delivery: Delivery) -> None:
+            await self.work(f"second {event.detail}")
+
+        async def work(self, what: str) -> None:
+            nonlocal busy, most
+            busy += 1
+            most = max(most, busy)
+            order.append(what)
+            await asyncio.sleep(0.3)
+            busy -= 1
+
+    for n in range(3):
+        await publish(private_bus, second, str(n))
+    started = await private_bus.start(Service())
+    assert [spec.filter_subject for spec in started] == [first]  # on_second has no workers of its own
+    await eventually(lambda: len(order) == 1)
+    await publish(private_bus, first, "a")  # arrives while the worker is on a second-priority message
+    await eventually(lambda: len(order) == 4)
+    assert most == 1
+    assert order[0] == "second 0" and order[1] == "first a", order

@@ -4,7 +4,6 @@ transcriber takes, and stitched back in order. Real Whisper, real nats-server, t
 from __future__ import annotations
 
 import asyncio
-import difflib
 import io
 import random
 import re
@@ -30,9 +29,12 @@ from tests.doubles.telegram_api import TelegramDouble
 from tests.support import (
     TOKEN,
     Gateway,
+    aligned,
     answer_of,
+    lost_sentences,
     settled,
     telegram_of_its_own,  # noqa: F401  (the `telegram` fixture here: a double of the test's own)
+    words,
 )
 from transcriber.asr import SAMPLE_RATE, SpeechRecognizer, decode
 from transcriber.service import TranscriberService
@@ -40,10 +42,6 @@ from transcriber.split import PAUSE_VAD, pieces, quiet_point
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 USER = 74_200_001
-
-
-def words(text: str) -> list[str]:
-    return re.findall(r"[a-z]+", text.lower())
 
 
 def counted(recognizer: SpeechRecognizer) -> list[float]:
@@ -130,22 +128,15 @@ async def test_a_half_hour_note_is_shared_by_two_transcribers_and_stitched_in_or
     spans = [(s.start, s.end) for s in transcript.segments]
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), "timestamps go back or overlap"
 
-    # Every sentence once, in order: align the script with the transcript, word by word.
-    script = [(n, w) for n, sentence in enumerate(said) for w in words(sentence)]
+    # Every sentence once, in order: the script aligned with the transcript, word by word.
     heard = [(segment, w) for segment in transcript.segments for w in words(segment.text)]
-    matcher = difflib.SequenceMatcher(a=[w for _, w in script], b=[w for _, w in heard], autojunk=False)
-    found: dict[int, list[int]] = {}
-    for block in matcher.get_matching_blocks():
-        for k in range(block.size):
-            found.setdefault(script[block.a + k][0], []).append(block.b + k)
-    for n, sentence in enumerate(said):
-        assert len(found.get(n, [])) >= 0.6 * len(words(sentence)), f"sentence {n} lost: {sentence!r}"
+    found, excess = aligned(said, [w for _, w in heard])
+    assert lost_sentences(said, [w for _, w in heard]) == []
+    for n in range(len(said)):
         segment = heard[found[n][0]][0]
         assert segment.start - 1.0 <= starts[n] <= segment.end, f"sentence {n} at {starts[n]:.1f}s, heard at {segment}"
     # A sentence heard twice (a cut that doubled words) would be a run of extra words as long as a sentence.
-    shortest = min(len(words(sentence)) for sentence in said)
-    excess = max((b2 - b1) - (a2 - a1) for tag, a1, a2, b1, b2 in matcher.get_opcodes())
-    assert excess < min(6, shortest // 2), "a run of words heard that nobody said: a sentence doubled at a cut?"
+    assert excess < min(6, min(len(words(s)) for s in said) // 2), "words heard that nobody said: doubled at a cut?"
 
     await settled(private_bus, "transcriber-pieces", stream=STREAM_PIECES)
     store = await private_bus.audio_store()

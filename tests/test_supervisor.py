@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import sys
 
+import pytest
+
+from infra import launcher
 from infra.health import HealthServer
-from infra.launcher import Child, Supervisor, plan
+from infra.launcher import Child, Supervisor, plan, transcriber_env
 from tests.support import free_port
 
 
@@ -52,3 +55,14 @@ async def test_the_side_door_listens_on_loopback_unless_told_otherwise() -> None
         assert [host for host, *_ in server._runner.addresses] == ["127.0.0.1"]
     finally:
         await server.stop()
+
+
+def test_transcribers_on_one_machine_share_its_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two models each on every core are slower together than each on half (bench/long.py): `up` shares them out,
+    unless the operator chose."""
+    monkeypatch.setattr(launcher, "available_cpus", lambda: 8)
+    assert transcriber_env(1, {}) == {}
+    assert transcriber_env(2, {}) == {"WHISPER_THREADS": "4"}
+    assert transcriber_env(3, {}) == {"WHISPER_THREADS": "2"}
+    assert transcriber_env(16, {}) == {"WHISPER_THREADS": "1"}
+    assert transcriber_env(2, {"WHISPER_THREADS": "6"}) == {}
