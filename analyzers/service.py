@@ -127,6 +127,7 @@ class AnalyzerService:
         self.llm = llm
         self.registry = registry
         self.definition = definition
+        MODE_ROLLBACKS.labels(definition.name)  # exported at 0 from the start
         """The last definition read from the registry."""
         self.join_timeout = join_timeout
         self.daily_tokens = daily_tokens

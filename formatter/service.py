@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 
 import nats.js.errors
@@ -32,6 +33,7 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, ReplyParameters
+from opentelemetry.trace import Span, Status, StatusCode
 
 from formatter.join import AlreadySent, AnswerMarks, ClaimLost, HeldElsewhere, JoinState, JoinStore, Owned
 from formatter.progress import PROGRESS_INTERVAL, Progress
@@ -90,6 +92,32 @@ def _permanent_reason(exc: BaseException) -> str:
     if "parse entities" in message:
         return "bad_markup"
     return "bad_request"
+
+
+_BOUNDED = re.compile(r"[a-z0-9_]{1,40}")
+
+
+def say_why(span: Span, kind: str, state: JoinState) -> None:
+    """Make a failed or partial answer findable in Jaeger by one tag (`voice_insight.answer.degraded=true`), its span
+    failed, and an event saying why: the stage and reason that failed the note, or the modes missing and their
+    errors. Names and reason codes only: nothing the user said, nothing an analyzer wrote."""
+    why: dict[str, str]
+    if state.failure is not None and kind == "failure":
+        why = {"voice_insight.failure.stage": state.failure.stage, "voice_insight.failure.reason": state.failure.reason}
+        status = f"failure: {state.failure.stage} {state.failure.reason}"
+    else:
+        missing = state.missing_modes()
+        errors = [
+            f"{m}:{e if _BOUNDED.fullmatch(e := (state.analyses[m].error or '')) else 'other'}"
+            if m in state.analyses
+            else f"{m}:no_answer"
+            for m in missing
+        ]
+        why = {"voice_insight.modes.missing": ",".join(missing), "voice_insight.modes.errors": ",".join(errors)}
+        status = f"partial: {','.join(errors)}"
+    span.set_attribute("voice_insight.answer.degraded", True)
+    span.add_event(f"answer {kind}", attributes=why)
+    span.set_status(Status(StatusCode.ERROR, status))
 
 
 class FormatterService:
@@ -181,6 +209,8 @@ class FormatterService:
         kind = "failure" if state.failed else ("partial" if state.missing_modes() else "complete")
         started = time.perf_counter()
         with tracer().start_as_current_span("reply", attributes={"voice_insight.answer.kind": kind}) as span:
+            if kind != "complete":
+                say_why(span, kind, state)
             parts = self.render(cid, state)
             keyboard = await self.keep_for_buttons(cid, state) if not state.failed else None
             span.set_attribute("voice_insight.answer.messages", len(parts))

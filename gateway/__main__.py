@@ -21,7 +21,7 @@ from infra.bus import BUCKET_USERS, Bus
 from infra.health import port_for
 from infra.lifespan import lifespan
 from infra.metrics import ACTIVE_USERS
-from infra.modes import live_modes
+from infra.modes import export_liveness, live_modes
 from infra.service import run_service
 from infra.settings import Settings
 from infra.telegram import make_bot
@@ -112,13 +112,15 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         )
         if not settings.analyses_possible:
             log.warning("analyses are off (no OPENAI_API_KEY): /help says how to turn them on")
+        watchers = [users, *([asyncio.create_task(export_liveness(bus))] if settings.analyses_possible else [])]
         await bus.start(UpdateHandler(bot, dispatcher, context))
         await bus.start(AdminInbox(bot, admins))
         if settings.webhook_url:
             await receive_by_webhook(settings, bot, bus, life.ready, stop)
         else:
             await poll(bot, bus, life.ready, stop)
-        users.cancel()
+        for watcher in watchers:
+            watcher.cancel()
 
 
 def run(args: argparse.Namespace | None = None) -> None:

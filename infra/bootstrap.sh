@@ -45,9 +45,10 @@ if [ "$what" != test ]; then
   exec .venv/bin/voice-insight up "$@"
 fi
 
-# Tests need espeak-ng (speech) and ffmpeg (Opus encoding) from the system's packages.
-if ! command -v espeak-ng >/dev/null || ! command -v ffmpeg >/dev/null; then
-  apt_install espeak-ng ffmpeg
+# Tests need espeak-ng (speech), ffmpeg (Opus encoding) and Prometheus with promtool (the monitoring config,
+# checked and run by the real tools) from the system's packages.
+if ! command -v espeak-ng >/dev/null || ! command -v ffmpeg >/dev/null || ! command -v promtool >/dev/null; then
+  apt_install espeak-ng ffmpeg prometheus
 fi
 .venv/bin/python -m pip install --quiet -e '.[test]'
 .venv/bin/voice-insight install-model .cache/models/whisper-base >/dev/null

@@ -54,7 +54,14 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import Attributes
 
 from infra.contracts import decoder, encode
-from infra.metrics import CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERED, REJECTED
+from infra.metrics import (
+    CONSUMER_ACK_PENDING,
+    CONSUMER_BACKLOG_AGE,
+    CONSUMER_PENDING,
+    CONSUMER_REDELIVERED,
+    REDELIVERIES,
+    REJECTED,
+)
 from infra.observe import ConsumerTelemetry, messaging_attributes
 from infra.telemetry import record_failure, tracer
 
@@ -785,6 +792,8 @@ class Bus:
 
     def _run(self, consumer: _Consumer) -> None:
         self._consumers.append(consumer)
+        for route in consumer.routes:  # exported from the start, at 0: a rate over nothing is no answer at all
+            REDELIVERIES.labels(route.spec.durable)
         if self._backlog_task is None:
             self._backlog_task = asyncio.create_task(self._watch_backlog())
         for n in range(consumer.spec.concurrency):
@@ -860,17 +869,31 @@ class Bus:
             await self._settle(verdict.settle(msg))
 
     async def _watch_backlog(self, every: float = 5.0) -> None:
-        """Export this process's consumers' backlog: what waits, what is in flight, what was redelivered."""
+        """Export this process's consumers' backlog: what waits and since when, what is in flight, what was
+        redelivered."""
         while True:
-            for stream, durable in {(r.spec.stream, r.spec.durable) for c in self._consumers for r in c.routes}:
+            for stream, durable, subject in {
+                (r.spec.stream, r.spec.durable, r.spec.filter_subject) for c in self._consumers for r in c.routes
+            }:
                 try:
                     info = await self.js.consumer_info(stream, durable)
+                    age = await self._backlog_age(stream, subject, info) if info.num_pending else 0.0
                 except Exception:
                     continue  # disconnected: the gauges keep their last value until NATS is back
                 CONSUMER_PENDING.labels(durable).set(info.num_pending or 0)
                 CONSUMER_ACK_PENDING.labels(durable).set(info.num_ack_pending or 0)
                 CONSUMER_REDELIVERED.labels(durable).set(info.num_redelivered or 0)
+                CONSUMER_BACKLOG_AGE.labels(durable).set(age)
             await asyncio.sleep(every)
+
+    async def _backlog_age(self, stream: str, subject: str, info: api.ConsumerInfo) -> float:
+        """How long the first message the consumer has not been handed yet has been in the stream."""
+        delivered = info.delivered.stream_seq if info.delivered and info.delivered.stream_seq else 0
+        try:
+            msg = await self.js.get_msg(stream, seq=delivered + 1, subject=subject, next=True)
+        except nats.js.errors.NotFoundError:
+            return 0.0
+        return max(0.0, time.time() - msg.time.timestamp()) if msg.time else 0.0
 
     @staticmethod
     async def _settle(action: Awaitable[Any]) -> None:

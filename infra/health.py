@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from infra.metrics import HEALTHY, NATS_CONNECTED
 from infra.settings import Settings
 
 log = logging.getLogger("voice_insight.health")
@@ -56,6 +57,8 @@ class HealthServer:
         return web.json_response(body, status=code)
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        HEALTHY.set(1 if self.status()[0] == 200 else 0)
+        NATS_CONNECTED.set(1 if self.connected() else 0)
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def _json(self, handler: JsonRoute) -> Callable[[web.Request], Awaitable[web.Response]]:

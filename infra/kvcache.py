@@ -27,6 +27,8 @@ class KVCache(Generic[V]):
         self.name = name
         """The `cache` label of its metric."""
         self._decode = msgspec.json.Decoder(kind).decode
+        for result in ("hit", "miss"):  # exported from the start: a hit ratio needs both, even at 0
+            CACHE.labels(name, result)
 
     async def get(self, key: str) -> V | None:
         try:

@@ -16,7 +16,12 @@ What operators watch:
 * `voice_insight_handled_total{consumer, outcome}`: every delivery by how it ended (done, failed, rejected,
   gave_up, retry, error).
 * Backlog: `voice_insight_consumer_pending_messages`, `..._ack_pending_messages`, `..._redelivered_messages`
-  per durable consumer, and `voice_insight_redeliveries_total` as handlers see them.
+  per durable consumer, `voice_insight_consumer_backlog_age_seconds` (how long the oldest message not yet handed
+  out has waited), and `voice_insight_redeliveries_total` as handlers see them.
+* Up and connected: `voice_insight_healthy` (what `/health` says, 1 or 0) and `voice_insight_nats_connected`, both
+  as of the scrape; `voice_insight_mode_live{mode}` (1 while an analyzer answers for an enabled mode).
+
+The alert rules over these are in `infra/config/prometheus/alerts.yml`, each explained in `docs/runbook.md`.
 """
 
 from __future__ import annotations
@@ -52,6 +57,16 @@ CONSUMER_ACK_PENDING = Gauge(
 )
 CONSUMER_REDELIVERED = Gauge(
     "voice_insight_consumer_redelivered_messages", "Messages delivered more than once and not yet acked", ["consumer"]
+)
+CONSUMER_BACKLOG_AGE = Gauge(
+    "voice_insight_consumer_backlog_age_seconds",
+    "Seconds the oldest message not yet delivered to a durable consumer has waited (0: none waits)",
+    ["consumer"],
+)
+HEALTHY = Gauge("voice_insight_healthy", "1 when the service's /health answers ok (connected and ready), else 0")
+NATS_CONNECTED = Gauge("voice_insight_nats_connected", "1 while the service is connected to NATS, else 0")
+MODE_LIVE = Gauge(
+    "voice_insight_mode_live", "1 while an analyzer announces an enabled mode, 0 when none does", ["mode"]
 )
 REJECTED = Counter(
     "voice_insight_rejected_messages_total",

@@ -18,7 +18,7 @@ import nats.js.errors
 from infra.bus import BUCKET_MODES, MODES_TTL, Bus
 from infra.contracts import ModeInfo, encode
 from infra.definitions import MODE_NAME
-from infra.metrics import BAD_MODE_ANNOUNCEMENTS
+from infra.metrics import BAD_MODE_ANNOUNCEMENTS, MODE_LIVE
 from infra.registry import ModeRegistry, UnknownMode
 
 log = logging.getLogger("voice_insight.modes")
@@ -84,4 +84,18 @@ async def announce_forever(
                 await kv.delete(mode)
         except Exception as exc:  # NATS restarting: the next beat will land; the TTL gives us slack
             log.warning("mode heartbeat for %s failed: %s", mode, type(exc).__name__)
+        await asyncio.sleep(every)
+
+
+async def export_liveness(bus: Bus, every: float = 15.0) -> None:
+    """Keep `voice_insight_mode_live{mode}` current: 1 for a live mode, 0 for an enabled mode that no analyzer
+    announces (its notes are answered without it: the `ModeWithoutAnalyzer` alert). Run where analyses are on."""
+    while True:
+        try:
+            live = {m.mode for m in await live_modes(bus)}
+            enabled = {d.name for d in await (await ModeRegistry.open(bus)).all() if d.enabled}
+            for mode in enabled | live:
+                MODE_LIVE.labels(mode).set(1 if mode in live else 0)
+        except Exception as exc:
+            log.debug("mode liveness not refreshed: %s", type(exc).__name__)
         await asyncio.sleep(every)

@@ -22,7 +22,7 @@ from infra.bus import BUCKET_USERS, Bus
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.otlp import OTLPReceiver, ReceivedSpan
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import TOKEN, Speech, Stack, answered
+from tests.support import TOKEN, Speech, Stack, answered, eventually
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -129,11 +129,58 @@ async def test_one_voice_note_is_one_trace_through_five_services(
 
     reply = one(spans, "formatter", "reply")
     assert reply.attributes["voice_insight.answer.kind"] == "complete"
+    assert "voice_insight.answer.degraded" not in reply.attributes and reply.status_code != 2
 
     # Nothing the user said, and no user or chat id, in any name, attribute or event of the trace.
     text = json.dumps([[s.name, s.attributes, s.events] for s in spans], ensure_ascii=False).lower()
     for secret in ("budget", "thursday", "margaret", "sales report", str(chat)):
         assert secret not in text
+
+
+async def test_a_failed_or_partial_note_is_found_by_one_tag_and_its_trace_says_why(
+    stack: Stack, telegram: TelegramDouble, openai_double: OpenAIDouble, speech: Speech, otlp: OTLPReceiver
+) -> None:
+    """Jaeger: Tags `voice_insight.answer.degraded=true` finds both; the reply span failed, and its event names the
+    stage and reason, or the modes missing and why; nothing the user said."""
+    openai_double.break_model("gpt-4o", status=500)
+    try:
+        partial_chat, partial = await send_note(telegram, speech)
+    finally:
+        openai_double.heal()
+    failed_chat = next(_chats)
+    message_id = await telegram.send_media(failed_chat, b"\x00this is no audio\xff" * 50, duration=4)
+    await telegram.wait_for(lambda: answered(telegram, failed_chat), 120)
+    failed = correlation_id(correlation_key(TOKEN), failed_chat, message_id)
+
+    def reply_of(cid: str) -> ReceivedSpan | None:
+        """The trace's reply span, found as in Jaeger: by the tag alone, then the note's ID among its trace."""
+        for span in [s for s in otlp.spans if s.attributes.get("voice_insight.answer.degraded") is True]:
+            if any(s.attributes.get("voice_insight.correlation_id") == cid for s in otlp.trace(span.trace_id)):
+                return span
+        return None
+
+    for cid in (partial, failed):
+        await eventually(lambda c=cid: reply_of(c) is not None, timeout=30)  # type: ignore[misc]
+    reply = reply_of(partial)
+    assert reply is not None
+    assert reply.attributes["voice_insight.answer.kind"] == "partial" and reply.status_code == 2  # ERROR
+    assert reply.events == ("answer partial",) and reply.status_message == "partial: TONE:http_500"
+    assert reply.event_attributes[0] == {
+        "voice_insight.modes.missing": "TONE",
+        "voice_insight.modes.errors": "TONE:http_500",
+    }
+
+    reply = reply_of(failed)
+    assert reply is not None
+    assert reply.attributes["voice_insight.answer.kind"] == "failure" and reply.status_code == 2
+    assert reply.event_attributes[0] == {
+        "voice_insight.failure.stage": "transcriber",
+        "voice_insight.failure.reason": "not_audio",
+    }
+
+    text = json.dumps([[s.name, s.attributes, s.events, s.event_attributes, s.status_message] for s in otlp.spans])
+    for secret in ("budget", "thursday", "margaret", str(partial_chat), str(failed_chat)):
+        assert secret not in text.lower()
 
 
 async def test_metrics_move_with_the_work_done(

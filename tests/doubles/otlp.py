@@ -36,6 +36,8 @@ class ReceivedSpan:
     attributes: dict[str, Any]
     status_code: int
     events: tuple[str, ...]
+    status_message: str = ""
+    event_attributes: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass
@@ -71,6 +73,8 @@ class OTLPReceiver(LoopbackServer):
                             attributes={a.key: _value(a.value) for a in span.attributes},
                             status_code=span.status.code,
                             events=tuple(e.name for e in span.events),
+                            status_message=span.status.message,
+                            event_attributes=tuple({a.key: _value(a.value) for a in e.attributes} for e in span.events),
                         )
                     )
         return web.Response(
