@@ -37,7 +37,13 @@ def run(args: argparse.Namespace) -> int:
         return CONFIG_ERROR_EXIT
 
     async def main() -> int:
-        bus = await Bus.connect(settings.nats_servers, name="modes-cli", replicas=settings.jetstream_replicas, wait=10)
+        bus = await Bus.connect(
+            settings.nats_servers,
+            name="modes-cli",
+            replicas=settings.jetstream_replicas,
+            wait=10,
+            **settings.nats_credentials,
+        )
         try:
             await bus.ensure_topology()
             registry = await ModeRegistry.open(bus)

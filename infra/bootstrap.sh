@@ -3,11 +3,25 @@
 #   bash infra/bootstrap.sh install  install the bot and its Whisper model (what a systemd unit then runs)
 #   bash infra/bootstrap.sh up       install, then run the whole stack (`voice-insight up`)
 #   bash infra/bootstrap.sh test     install with test extras and system tools, then run the test suite
+#   bash infra/bootstrap.sh secrets  write the compose stack's secrets (a random NATS password) if missing
 # Idempotent: a second run reuses the virtual environment and installed packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-}"; shift || true
-case "$what" in install|up|test) ;; *) echo "usage: bash infra/bootstrap.sh install|up|test [args]" >&2; exit 2;; esac
+case "$what" in install|up|test|secrets) ;; *) echo "usage: bash infra/bootstrap.sh install|up|test|secrets [args]" >&2; exit 2;; esac
+
+if [ "$what" = secrets ]; then
+  # The folder is the owner's alone; the file in it must be readable by the containers' own (non-root) users,
+  # since compose mounts a file secret as it is on disk.
+  mkdir -p secrets
+  chmod 700 secrets
+  if [ ! -s secrets/nats_password ]; then
+    head -c 24 /dev/urandom | base64 | tr -d '/+=\n' > secrets/nats_password
+    chmod 644 secrets/nats_password
+    echo "bootstrap: wrote secrets/nats_password"
+  fi
+  exit 0
+fi
 
 python="${PYTHON:-python3}"
 sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

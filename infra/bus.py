@@ -490,8 +490,18 @@ class Bus:
     # connection ----------------------------------------------------------------------------------
 
     @classmethod
-    async def connect(cls, servers: list[str], name: str, replicas: int = 1, wait: float = 60.0) -> Bus:
-        """Connect, retrying while the server is not up yet (compose starts everything at once)."""
+    async def connect(
+        cls,
+        servers: list[str],
+        name: str,
+        replicas: int = 1,
+        wait: float = 60.0,
+        user: str | None = None,
+        password: str | None = None,
+    ) -> Bus:
+        """Connect, retrying while the server is not up yet (compose starts everything at once). `user` and
+        `password` (from a secret file: `Settings.nats_credentials`) keep credentials out of the URL, which
+        `docker inspect` and process listings show."""
 
         async def on_disconnect() -> None:
             log.warning("disconnected from NATS")
@@ -499,29 +509,50 @@ class Bus:
         async def on_reconnect() -> None:
             log.info("reconnected to NATS")
 
+        refused = asyncio.Event()
+
         async def on_error(exc: Exception) -> None:
+            if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in str(exc).lower():
+                refused.set()
             log.warning("NATS error: %s", exc)
 
+        where = ", ".join(re.sub(r"//[^@/]*@", "//", s) for s in servers)  # no credentials in logs
         deadline = time.monotonic() + wait
         while True:
-            try:
-                nc = await nats.connect(
+            nc = NATS()
+            connecting = asyncio.ensure_future(
+                nc.connect(
                     servers=servers,
                     name=name,
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
+                    reconnect_time_wait=0.5,  # type: ignore[arg-type]  # seconds, a float in practice
                     connect_timeout=2,
+                    user=user,
+                    password=password,
                     disconnected_cb=on_disconnect,
                     reconnected_cb=on_reconnect,
                     error_cb=on_error,
                 )
+            )
+            # A refused login is retried by the client for ever: stop at once and say why instead.
+            told = asyncio.ensure_future(refused.wait())
+            await asyncio.wait(
+                {connecting, told}, timeout=max(0.1, deadline - time.monotonic()), return_when="FIRST_COMPLETED"
+            )
+            told.cancel()
+            if connecting.done() and connecting.exception() is None:
                 return cls(nc, replicas=replicas)
-            except (TimeoutError, OSError, nats.errors.NoServersError) as exc:
-                if time.monotonic() > deadline:
-                    where = ", ".join(re.sub(r"//[^@/]*@", "//", s) for s in servers)  # no credentials in logs
-                    raise ConnectionError(f"cannot reach NATS at {where}: {type(exc).__name__}") from exc
-                await asyncio.sleep(0.5)
+            if not connecting.done():
+                connecting.cancel()
+                await asyncio.gather(connecting, return_exceptions=True)
+                await nc.close()
+            if refused.is_set():
+                raise ConnectionError(f"NATS at {where} refused the login: check NATS_USER and NATS_PASSWORD_FILE")
+            exc = connecting.exception() if not connecting.cancelled() else TimeoutError()
+            if time.monotonic() > deadline:
+                raise ConnectionError(f"cannot reach NATS at {where}: {type(exc).__name__}") from exc
+            await asyncio.sleep(0.5)
 
     @property
     def connected(self) -> bool:

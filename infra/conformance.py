@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_or_exit("conformance", ())
 
     async def main() -> int:
-        bus = await Bus.connect(settings.nats_servers, name="conformance", wait=10)
+        bus = await Bus.connect(settings.nats_servers, name="conformance", wait=10, **settings.nats_credentials)
         try:
             results = await check(bus, args.mode.upper(), args.timeout)
         finally:

@@ -204,7 +204,9 @@ class ModeFollower:
 
     async def start(self) -> None:
         """Connect, seed the registry on a first start, and start the analyzers of the enabled modes."""
-        self.bus = await Bus.connect(self.servers, name="up", replicas=self.settings.jetstream_replicas)
+        self.bus = await Bus.connect(
+            self.servers, name="up", replicas=self.settings.jetstream_replicas, **self.settings.nats_credentials
+        )
         await self.bus.ensure_topology()
         self.registry = await ModeRegistry.open(self.bus)
         await self.registry.seed(shipped())

@@ -50,7 +50,9 @@ class Life:
 async def lifespan(
     name: str, settings: Settings, port: int, logger: logging.Logger, topology: bool = True
 ) -> AsyncIterator[Life]:
-    bus = await Bus.connect(settings.nats_servers, name=name, replicas=settings.jetstream_replicas)
+    bus = await Bus.connect(
+        settings.nats_servers, name=name, replicas=settings.jetstream_replicas, **settings.nats_credentials
+    )
     health = HealthServer(name, port, lambda: bus.connected, settings.metrics_host)
     await health.start()
     life = Life(bus, health, logger)

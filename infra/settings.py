@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 from infra.limits import Limits
 
@@ -22,6 +22,11 @@ PUBLIC_TELEGRAM_API = "https://api.telegram.org"
 PUBLIC_OPENAI_API = "https://api.openai.com/v1"
 
 
+class NatsCredentials(TypedDict, total=False):
+    user: str
+    password: str
+
+
 class SettingsError(Exception):
     """One bad or missing setting; `str()` is the single line shown to the operator."""
 
@@ -29,6 +34,9 @@ class SettingsError(Exception):
 @dataclass(frozen=True)
 class Settings:
     nats_url: str | None = None
+    nats_user: str | None = None
+    nats_password: str = field(default="", repr=False)
+    """Read from the file NATS_PASSWORD_FILE names (a container secret), never from a URL or the environment."""
     telegram_token: str = field(default="", repr=False)
     telegram_api_base: str = PUBLIC_TELEGRAM_API
     openai_api_key: str = field(default="", repr=False)
@@ -93,7 +101,14 @@ class Settings:
         """What must never be written anywhere: redacted from every log line."""
         passwords = [m.group(1) for u in self.nats_servers if (m := re.search(r"//[^:/@]*:([^@/]+)@", u))]
         secrets = (self.telegram_token, self.telegram_token.partition(":")[2], self.openai_api_key, self.webhook_secret)
-        return (*secrets, *passwords)
+        return (*secrets, *passwords, self.nats_password)
+
+    @property
+    def nats_credentials(self) -> NatsCredentials:
+        """What `Bus.connect` logs in with: NATS_USER and the password from NATS_PASSWORD_FILE, if set."""
+        if not self.nats_user:
+            return NatsCredentials()
+        return NatsCredentials(user=self.nats_user, password=self.nats_password)
 
     @property
     def nats_servers(self) -> list[str]:
@@ -190,6 +205,16 @@ def _flag(name: str, text: str) -> bool:
     return _choice(name, text.lower(), ("1", "0", "true", "false", "yes", "no")) in ("1", "true", "yes")
 
 
+def _password_file(name: str, text: str) -> str:
+    try:
+        password = Path(text).read_text().strip()
+    except OSError as exc:
+        raise SettingsError(f"{name}: cannot read {text} ({type(exc).__name__})") from None
+    if not password:
+        raise SettingsError(f"{name}: {text} is empty")
+    return password
+
+
 def _token(name: str, text: str) -> str:
     if not re.fullmatch(r"\d+:[A-Za-z0-9_-]{20,}", text):
         raise SettingsError(f"{name} does not look like a bot token from @BotFather (digits:secret)")
@@ -198,6 +223,8 @@ def _token(name: str, text: str) -> str:
 
 _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "NATS_URL": ("nats_url", lambda n, v: _url(n, v, ("nats", "tls", "ws", "wss"))),
+    "NATS_USER": ("nats_user", lambda n, v: v),
+    "NATS_PASSWORD_FILE": ("nats_password", _password_file),
     "TELEGRAM_TOKEN": ("telegram_token", _token),
     "TELEGRAM_API_BASE": ("telegram_api_base", lambda n, v: _url(n, v, ("http", "https"))),
     "OPENAI_API_KEY": ("openai_api_key", lambda n, v: v),
@@ -247,6 +274,8 @@ def load_settings(
             kwargs[attr] = parse(name, text)
         elif name in required:
             raise SettingsError(f"{name} is not set (see .env.example)")
+    if kwargs.get("nats_user") and not kwargs.get("nats_password"):
+        raise SettingsError("NATS_PASSWORD_FILE is not set: NATS_USER needs the password, read from that file")
     if kwargs.get("webhook_url") and not kwargs.get("webhook_secret"):
         raise SettingsError("WEBHOOK_SECRET is not set: webhook mode needs it, to refuse posts not from Telegram")
     kwargs["mode_models"] = {

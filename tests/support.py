@@ -74,6 +74,8 @@ class NatsServer:
     port: int
     store: Path
     proc: subprocess.Popen[bytes] | None = None
+    login: tuple[str, str] | None = None
+    """A user and password every client must log in with."""
 
     @property
     def url(self) -> str:
@@ -91,6 +93,7 @@ class NatsServer:
                 "127.0.0.1",
                 "-p",
                 str(self.port),
+                *(("--user", self.login[0], "--pass", self.login[1]) if self.login else ()),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -13,7 +14,8 @@ from prometheus_client import REGISTRY
 from infra.bus import STREAM, Bus, ConsumerSpec, Delivery, EarlierAttemptsDied, Fail, Reject, Retry, consumes, deliver
 from infra.contracts import Failure, decoder
 from infra.metrics import REJECTED
-from tests.support import eventually
+from infra.settings import load_settings
+from tests.support import NatsServer, eventually, free_port
 
 _n = itertools.count(1)
 
@@ -298,3 +300,30 @@ async def test_one_worker_takes_from_another_handlers_durable_only_when_its_own_
     await eventually(lambda: len(order) == 4)
     assert most == 1
     assert order[0] == "second 0" and order[1] == "first a", order
+
+
+async def test_a_service_logs_in_with_the_password_from_its_secret_file(tmp_path: Path) -> None:
+    """Compose's way: NATS_URL without credentials, NATS_USER, and the password in a mounted secret file."""
+    server = NatsServer(free_port(), tmp_path / "nats", login=("voice", "pw-from-a-file-42"))
+    server.start()
+    try:
+        (tmp_path / "nats_password").write_text("pw-from-a-file-42\n")
+        settings = load_settings(
+            environ={
+                "NATS_URL": server.url,
+                "NATS_USER": "voice",
+                "NATS_PASSWORD_FILE": str(tmp_path / "nats_password"),
+            },
+            dotenv=None,
+        )
+        assert "pw-from-a-file" not in ",".join(settings.nats_servers)
+        bus = await Bus.connect(settings.nats_servers, name="secret-file", wait=5, **settings.nats_credentials)
+        await bus.ensure_topology()
+        await bus.close(grace=1)
+        # Without the password: refused at once and said so, not retried for ever behind a wall of warnings.
+        started = time.monotonic()
+        with pytest.raises(ConnectionError, match="refused the login: check NATS_USER and NATS_PASSWORD_FILE"):
+            await Bus.connect(settings.nats_servers, name="no-password", wait=30)
+        assert time.monotonic() - started < 10
+    finally:
+        server.stop()

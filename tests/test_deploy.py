@@ -24,7 +24,7 @@ import infra.metrics  # noqa: F401  (registers the metrics)
 from infra.cli import build_parser
 from infra.launcher import STOP_GRACE
 from infra.service import CONFIG_ERROR_EXIT
-from infra.settings import KNOWN_VARIABLES
+from infra.settings import KNOWN_VARIABLES, SettingsError, load_settings
 from tests.support import SHIPPED as MODES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,11 +96,35 @@ def test_health_checks_probe_the_port_each_service_serves(compose: dict[str, Any
     assert services["gateway"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
 
 
-def test_nats_requires_a_password_from_the_environment(compose: dict[str, Any]) -> None:
+def test_nats_requires_a_password_that_no_url_or_container_environment_shows(compose: dict[str, Any]) -> None:
+    """`docker inspect` shows every container's environment and command: the password is in neither, only in a
+    secret file that the server's entrypoint and the services read."""
     nats_conf = (REPO / "infra" / "config" / "nats" / "nats.conf").read_text()
     assert "user: $NATS_USER" in nats_conf and "password: $NATS_PASSWORD" in nats_conf
-    assert compose["services"]["nats"]["environment"]["NATS_PASSWORD"].startswith("${NATS_PASSWORD:?")
-    assert "${NATS_PASSWORD:?" in compose["services"]["gateway"]["environment"]["NATS_URL"]
+    assert compose["secrets"]["nats_password"] == {"file": "./secrets/nats_password"}
+    nats = compose["services"]["nats"]
+    assert "NATS_PASSWORD" not in nats["environment"] and nats["secrets"] == ["nats_password"]
+    assert 'NATS_PASSWORD="$$(cat /run/secrets/nats_password)" exec nats-server' in nats["entrypoint"][-1]
+    for name in APP_SERVICES:
+        service = compose["services"][name]
+        env = service["environment"]
+        assert env["NATS_URL"] == "nats://nats:4222", "no credentials in the URL"
+        assert env["NATS_PASSWORD_FILE"] == "/run/secrets/nats_password" and service["secrets"] == ["nats_password"]
+        assert not any("PASSWORD" in key and not key.endswith("_FILE") for key in env), name
+    assert "secrets/" in (REPO / ".gitignore").read_text().split()
+
+
+def test_the_password_file_is_read_once_and_kept_out_of_logs(tmp_path: Path) -> None:
+    secret = tmp_path / "nats_password"
+    secret.write_text("s3cret-Pass-word\n")
+    settings = load_settings(environ={"NATS_USER": "voice", "NATS_PASSWORD_FILE": str(secret)}, dotenv=None)
+    assert settings.nats_credentials == {"user": "voice", "password": "s3cret-Pass-word"}
+    assert "s3cret-Pass-word" in settings.secrets and "s3cret" not in repr(settings)
+    with pytest.raises(SettingsError, match="NATS_PASSWORD_FILE"):
+        load_settings(environ={"NATS_USER": "voice"}, dotenv=None)
+    with pytest.raises(SettingsError, match="cannot read"):
+        load_settings(environ={"NATS_USER": "voice", "NATS_PASSWORD_FILE": str(tmp_path / "none")}, dotenv=None)
+    assert load_settings(environ={}, dotenv=None).nats_credentials == {}
 
 
 def test_prometheus_scrapes_every_app_service(compose: dict[str, Any]) -> None:
@@ -204,12 +228,12 @@ def test_env_example_lists_every_setting_without_values_for_secrets() -> None:
         for line in (REPO / ".env.example").read_text().splitlines()
         if line and not line.startswith("#")
     )
-    for variable in KNOWN_VARIABLES | {"NATS_USER", "NATS_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "WHISPER_BAKE"}:
+    for variable in KNOWN_VARIABLES | {"GRAFANA_ADMIN_PASSWORD", "WHISPER_BAKE"}:
         assert variable in entries, variable
     for secret in (
         "TELEGRAM_TOKEN",
         "OPENAI_API_KEY",
-        "NATS_PASSWORD",
+        "NATS_PASSWORD_FILE",
         "GRAFANA_ADMIN_PASSWORD",
         "WEBHOOK_SECRET",
         "TELEGRAM_API_HASH",
