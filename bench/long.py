@@ -1,6 +1,6 @@
 """An hour-long recording, split across transcribers: wall time, real-time factor, word error rate, memory.
 
-    .venv/bin/python bench/long.py [--minutes 30] [--setups 1,2,2s]
+    .venv/bin/python bench/long.py [--minutes 30] [--setups 1c,1,2,2s]
 
 Speaks `--minutes` of varied English with espeak-ng (as the tests do), encodes it as a Telegram voice note, and
 sends it through `voice-insight up` on a throwaway nats-server with the Telegram and OpenAI doubles, once per
@@ -95,7 +95,7 @@ async def run(setup: str, audio: bytes, duration: float, text: str) -> dict[str,
 async def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--minutes", type=float, default=30)
-    parser.add_argument("--setups", default="1,2,2s")
+    parser.add_argument("--setups", default="1c,1,2,2s")
     args = parser.parse_args()
     text = script("en", args.minutes * 60, seed=42)
     audio, duration = speak(text, "en")

@@ -5,13 +5,14 @@ nats-server of the module's own, no services running on it."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from pathlib import Path
 
 import msgspec
 import nats.js.errors
 import pytest
 
-from bench.speech import sentences, spaced
+from bench.speech import sentences, spaced, voice_note
 from infra.bus import (
     BUCKET_PIECES,
     STREAM,
@@ -157,3 +158,26 @@ async def test_a_piece_that_cannot_be_read_fails_its_note_with_a_message(
     assert verdict.outcome == "failed" and verdict.told
     failure = await last(private_bus, SUBJECT_FAILED, Failure)
     assert isinstance(failure, Failure) and failure.correlation_id == "cafe03" and failure.stage == "transcriber"
+
+
+async def test_a_recording_that_starts_silent_still_gets_its_language(
+    private_bus: Bus, recognizer: SpeechRecognizer, tmp_path: Path
+) -> None:
+    """Nothing is said in the first piece, so no language is told for all: each piece finds its own, and the
+    transcript takes the one of the piece with the most speech."""
+    said = sentences("en", 12, seed=9)
+    talk, _, _ = await asyncio.to_thread(spaced, said, [0.4] * len(said), "en", tmp_path)
+    (tmp_path / "talk.ogg").write_bytes(talk)
+    late = tmp_path / "late.wav"  # 45 s of nothing, then the talk
+    delay = ["ffmpeg", "-loglevel", "error", "-y", "-i", str(tmp_path / "talk.ogg"), "-af", "adelay=45000"]
+    subprocess.run([*delay, "-ac", "1", str(late)], check=True)
+    service = TranscriberService(private_bus, recognizer, piece_seconds=20)
+    note = await a_note(private_bus, "cafe04", voice_note(late))
+    assert (await deliver(service.handle, note, delivery("voice.audio"))).outcome == "done"
+    pieces = await offered(private_bus, "cafe04")
+    assert len(pieces) >= 2 and {p.language for p in pieces} == {None}
+    for piece in pieces:
+        assert (await deliver(service.transcribe_piece, piece, delivery(SUBJECT_PIECE))).outcome == "done"
+    transcript = await last(private_bus, SUBJECT_TRANSCRIPT, Transcript)
+    assert isinstance(transcript, Transcript) and transcript.correlation_id == "cafe04"
+    assert transcript.language == "en"

@@ -110,6 +110,8 @@ class PieceTranscribed(msgspec.Struct, frozen=True, kw_only=True):
     segments: tuple[Segment, ...]
     seconds: float
     model: str
+    language: str = ""
+    """The language it was transcribed in: the note's, or (no speech at the note's start) its own."""
 
 
 def piece_prefix(note: AudioReceived) -> str:
@@ -309,6 +311,7 @@ class TranscriberService:
             audio = samples_of(np.frombuffer(stored.data, dtype=np.int16))
             del stored
             started = time.perf_counter()
+            language = piece.language or ""
             try:
                 result = await asyncio.to_thread(
                     self.recognizer.recognize,
@@ -318,7 +321,7 @@ class TranscriberService:
                     vocabulary=piece.note.vocabulary,
                     offset=piece.start,
                 )
-                segments = result.segments
+                segments, language = result.segments, result.language
             except AudioProblem as problem:
                 if problem.reason != "no_speech":
                     raise Fail(problem.reason, str(problem)) from None
@@ -332,7 +335,9 @@ class TranscriberService:
                 }
             )
         AUDIO_SECONDS.inc(piece.duration)
-        return PieceTranscribed(segments=segments, seconds=round(seconds, 3), model=self.recognizer.model_name)
+        return PieceTranscribed(
+            segments=segments, seconds=round(seconds, 3), model=self.recognizer.model_name, language=language
+        )
 
     async def _stitch_when_complete(self, piece: PieceRequested, kv: KeyValue) -> None:
         """The pieces in, in order, make the transcript. Every piece's worker looks after storing its own: of two
@@ -351,9 +356,11 @@ class TranscriberService:
         text = " ".join(s.text for s in segments).strip()
         if not text:
             raise Fail("no_speech", "nothing but silence in every piece")
+        # The language told at the start; if the start was silent, that of the piece with the most speech.
+        spoken = max((p for p in parts if p is not None), key=lambda p: sum(s.end - s.start for s in p.segments))
         known = CachedTranscript(
             text=text,
-            language=piece.language or "",
+            language=piece.language or spoken.language,
             language_probability=piece.language_probability,
             duration=round(piece.bounds[-1], 2),
             segments=segments,
