@@ -59,11 +59,14 @@ if [ "$what" != test ]; then
   exec .venv/bin/voice-insight up "$@"
 fi
 
-# Tests need espeak-ng (speech), ffmpeg (Opus encoding) and Prometheus with promtool (the monitoring config,
-# checked and run by the real tools) from the system's packages.
-if ! command -v espeak-ng >/dev/null || ! command -v ffmpeg >/dev/null || ! command -v promtool >/dev/null; then
-  apt_install espeak-ng ffmpeg prometheus
-fi
+# Tests need espeak-ng (speech), ffmpeg (Opus encoding), Prometheus with promtool (the monitoring config,
+# checked and run by the real tools) and openssl (a TLS cluster's certificates) from the system's packages.
+for tool in espeak-ng ffmpeg promtool prometheus openssl; do
+  if ! command -v "$tool" >/dev/null; then
+    apt_install espeak-ng ffmpeg prometheus openssl
+    break
+  fi
+done
 .venv/bin/python -m pip install --quiet -e '.[test]'
 .venv/bin/voice-insight install-model .cache/models/whisper-base >/dev/null
 # Lint, format and types first: a minute's worth of checks before the suite's ten.

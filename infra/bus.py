@@ -34,6 +34,7 @@ import dataclasses
 import inspect
 import logging
 import re
+import ssl
 import time
 import typing
 from collections.abc import Awaitable, Callable
@@ -498,10 +499,12 @@ class Bus:
         wait: float = 60.0,
         user: str | None = None,
         password: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> Bus:
         """Connect, retrying while the server is not up yet (compose starts everything at once). `user` and
         `password` (from a secret file: `Settings.nats_credentials`) keep credentials out of the URL, which
-        `docker inspect` and process listings show."""
+        `docker inspect` and process listings show. `tls`: verify the servers against a CA of the cluster's own
+        (`tls://` URLs)."""
 
         async def on_disconnect() -> None:
             log.warning("disconnected from NATS")
@@ -530,6 +533,7 @@ class Bus:
                     connect_timeout=2,
                     user=user,
                     password=password,
+                    tls=tls,
                     disconnected_cb=on_disconnect,
                     reconnected_cb=on_reconnect,
                     error_cb=on_error,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,11 @@ PUBLIC_OPENAI_API = "https://api.openai.com/v1"
 
 
 class NatsCredentials(TypedDict, total=False):
+    """How a service logs in to NATS, beside the URL: `Bus.connect(servers, name, **credentials)`."""
+
     user: str
     password: str
+    tls: ssl.SSLContext
 
 
 class SettingsError(Exception):
@@ -37,6 +41,8 @@ class Settings:
     nats_user: str | None = None
     nats_password: str = field(default="", repr=False)
     """Read from the file NATS_PASSWORD_FILE names (a container secret), never from a URL or the environment."""
+    nats_tls_ca_file: Path | None = None
+    """The CA that signed the NATS servers' certificates (`tls://` URLs, infra/config/nats/cluster.conf)."""
     telegram_token: str = field(default="", repr=False)
     telegram_api_base: str = PUBLIC_TELEGRAM_API
     openai_api_key: str = field(default="", repr=False)
@@ -106,9 +112,12 @@ class Settings:
     @property
     def nats_credentials(self) -> NatsCredentials:
         """What `Bus.connect` logs in with: NATS_USER and the password from NATS_PASSWORD_FILE, if set."""
-        if not self.nats_user:
-            return NatsCredentials()
-        return NatsCredentials(user=self.nats_user, password=self.nats_password)
+        credentials = NatsCredentials()
+        if self.nats_user:
+            credentials["user"], credentials["password"] = self.nats_user, self.nats_password
+        if self.nats_tls_ca_file:
+            credentials["tls"] = ssl.create_default_context(cafile=str(self.nats_tls_ca_file))
+        return credentials
 
     @property
     def nats_servers(self) -> list[str]:
@@ -205,6 +214,12 @@ def _flag(name: str, text: str) -> bool:
     return _choice(name, text.lower(), ("1", "0", "true", "false", "yes", "no")) in ("1", "true", "yes")
 
 
+def _readable_file(name: str, text: str) -> Path:
+    if not os.access(text, os.R_OK) or not Path(text).is_file():
+        raise SettingsError(f"{name}: cannot read {text}")
+    return Path(text)
+
+
 def _password_file(name: str, text: str) -> str:
     try:
         password = Path(text).read_text().strip()
@@ -225,6 +240,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "NATS_URL": ("nats_url", lambda n, v: _url(n, v, ("nats", "tls", "ws", "wss"))),
     "NATS_USER": ("nats_user", lambda n, v: v),
     "NATS_PASSWORD_FILE": ("nats_password", _password_file),
+    "NATS_TLS_CA_FILE": ("nats_tls_ca_file", _readable_file),
     "TELEGRAM_TOKEN": ("telegram_token", _token),
     "TELEGRAM_API_BASE": ("telegram_api_base", lambda n, v: _url(n, v, ("http", "https"))),
     "OPENAI_API_KEY": ("openai_api_key", lambda n, v: v),
