@@ -368,6 +368,11 @@ class _Route(Generic[T]):
     telemetry: ConsumerTelemetry
     """Counted apart per durable, under its handler's stage and mode."""
 
+    def feeding(self, spec: ConsumerSpec) -> _Route[T]:
+        """Another durable for the same handler (a `then` consumer), counted under its own name."""
+        telemetry = dataclasses.replace(self.telemetry, consumer=spec.durable)
+        return dataclasses.replace(self, spec=spec, telemetry=telemetry)
+
 
 @dataclass
 class _Consumer:
@@ -476,6 +481,11 @@ async def _tell(name: str, give_up: GiveUp[T] | None, event: T, verdict: Verdict
         log.error("%s: give-up handler failed too: %s", name, type(exc).__name__)
         return Verdict("error", delay=5.0, reason=type(exc).__name__, cause=exc)
     return dataclasses.replace(verdict, told=True)
+
+
+def _delivered(info: api.ConsumerInfo) -> int:
+    """The last stream sequence handed to the consumer: what follows it has not been delivered yet."""
+    return info.delivered.stream_seq if info.delivered and info.delivered.stream_seq else 0
 
 
 class Bus:
@@ -706,7 +716,7 @@ class Bus:
         """Where message `seq` on `subject` stands for the consumer `durable`: how many messages before it wait to
         be delivered (counted up to `cap`) and how many are being worked on; None once it has been delivered."""
         info = await self.js.consumer_info(STREAM, durable)
-        delivered = info.delivered.stream_seq if info.delivered and info.delivered.stream_seq else 0
+        delivered = _delivered(info)
         if seq <= delivered:
             return None
         waiting, at = 0, delivered + 1
@@ -779,7 +789,7 @@ class Bus:
             routes = [self._route(service, name, found.spec)]
             for item in found.then:
                 if isinstance(item, ConsumerSpec):
-                    routes.append(dataclasses.replace(routes[0], spec=item, telemetry=self._labels(routes[0], item)))
+                    routes.append(routes[0].feeding(item))
                 elif declared[item].then:
                     raise TypeError(f"{item} is taken from by {name}'s workers; it cannot name lower ones itself")
                 else:
@@ -803,10 +813,6 @@ class Bus:
         give_up = getattr(service, found.give_up) if found.give_up else None
         return _Route(spec, decoder(message_type(function)), getattr(service, name), give_up, spec.telemetry())
 
-    @staticmethod
-    def _labels(first: _Route[Any], spec: ConsumerSpec) -> ConsumerTelemetry:
-        return dataclasses.replace(first.telemetry, consumer=spec.durable)
-
     def consume(
         self,
         spec: ConsumerSpec,
@@ -821,9 +827,7 @@ class Bus:
         has nothing waiting (the transcribers' fair order).
         """
         first: _Route[T] = _Route(spec, decoder, handler, give_up, spec.telemetry())
-        self._run(
-            _Consumer((first, *(dataclasses.replace(first, spec=s, telemetry=self._labels(first, s)) for s in then)))
-        )
+        self._run(_Consumer((first, *(first.feeding(s) for s in then))))
 
     def _run(self, consumer: _Consumer) -> None:
         self._consumers.append(consumer)
@@ -923,9 +927,8 @@ class Bus:
 
     async def _backlog_age(self, stream: str, subject: str, info: api.ConsumerInfo) -> float:
         """How long the first message the consumer has not been handed yet has been in the stream."""
-        delivered = info.delivered.stream_seq if info.delivered and info.delivered.stream_seq else 0
         try:
-            msg = await self.js.get_msg(stream, seq=delivered + 1, subject=subject, next=True)
+            msg = await self.js.get_msg(stream, seq=_delivered(info) + 1, subject=subject, next=True)
         except nats.js.errors.NotFoundError:
             return 0.0
         return max(0.0, time.time() - msg.time.timestamp()) if msg.time else 0.0

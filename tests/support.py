@@ -548,3 +548,17 @@ def lost_sentences(said: list[str], heard: list[str]) -> list[str]:
     """Sentences of which fewer than 60 % of the words were heard, in the script's order."""
     found, _ = aligned(said, heard)
     return [s for n, s in enumerate(said) if len(found.get(n, [])) < 0.6 * len(words(s))]
+
+
+def counted(recognizer: Any) -> list[float]:
+    """Where each piece a `SpeechRecognizer` transcribes from now on starts (the `offset` it is called with): which
+    transcriber took which pieces, and how often."""
+    offsets: list[float] = []
+    recognize: Callable[..., Any] = recognizer.recognize
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        offsets.append(kwargs.get("offset", 0.0))
+        return recognize(*args, **kwargs)
+
+    recognizer.recognize = counting
+    return offsets

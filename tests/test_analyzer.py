@@ -91,6 +91,18 @@ LONG_SPEECH = " ".join(
 )  # about 40 000 characters: an hour-long meeting's worth of one topic
 
 
+async def analysed_in_a_small_window(bus: Bus, openai_double: OpenAIDouble) -> Analysis:
+    """TONE's analysis of a long transcript while the double serves gpt-4o with an 8k window, as a local model
+    would (400 `context_length_exceeded` past it)."""
+    openai_double.context_limits["gpt-4o"] = 8192
+    try:
+        transcript = a_note_transcript(LONG_SPEECH)
+        await (await service(bus, openai_double)).handle(transcript, FIRST)
+        return await published(bus, "TONE", transcript.correlation_id)
+    finally:
+        openai_double.context_limits["gpt-4o"] = 128_000
+
+
 async def test_a_transcript_longer_than_the_models_window_is_condensed_then_answered_in_the_modes_fields(
     private_bus: Bus, openai_double: OpenAIDouble
 ) -> None:
@@ -98,14 +110,10 @@ async def test_a_transcript_longer_than_the_models_window_is_condensed_then_answ
     registry = await ModeRegistry.open(private_bus)
     read = await registry.get("TONE")
     await registry.write(read.definition.successor("cli", "8k", context_tokens=8192), read)
-    openai_double.context_limits["gpt-4o"] = 8192
     before = len(openai_double.requests)
     try:
-        transcript = a_note_transcript(LONG_SPEECH)
-        await (await service(private_bus, openai_double)).handle(transcript, FIRST)
-        analysis = await published(private_bus, "TONE", transcript.correlation_id)
+        analysis = await analysed_in_a_small_window(private_bus, openai_double)
     finally:
-        openai_double.context_limits["gpt-4o"] = 128_000
         read = await registry.get("TONE")
         await registry.write(read.definition.successor("cli", "back", context_tokens=0), read)
     calls = openai_double.requests[before:]
@@ -122,11 +130,5 @@ async def test_a_transcript_longer_than_the_models_window_is_condensed_then_answ
 async def test_a_server_whose_window_is_smaller_than_the_mode_thinks_gets_the_transcript_condensed(
     private_bus: Bus, openai_double: OpenAIDouble
 ) -> None:
-    openai_double.context_limits["gpt-4o"] = 8192  # the mode assumes gpt-4o's 128k
-    try:
-        transcript = a_note_transcript(LONG_SPEECH)
-        await (await service(private_bus, openai_double)).handle(transcript, FIRST)
-        analysis = await published(private_bus, "TONE", transcript.correlation_id)
-    finally:
-        openai_double.context_limits["gpt-4o"] = 128_000
+    analysis = await analysed_in_a_small_window(private_bus, openai_double)  # the mode assumes gpt-4o's 128k
     assert analysis.error is None and analysis.sections

@@ -25,7 +25,7 @@ from infra.bus import (
     deliver,
 )
 from infra.contracts import AudioReceived, AudioRef, Failure, Origin, PieceRequested, Transcript, decoder
-from tests.support import aligned, live_stream, lost_sentences, words
+from tests.support import aligned, counted, live_stream, lost_sentences, words
 from transcriber.asr import SpeechRecognizer
 from transcriber.service import TranscriberService
 
@@ -35,18 +35,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def recognizer(model_dir: Path) -> SpeechRecognizer:
     return SpeechRecognizer(str(model_dir), device="cpu", max_seconds=120)
-
-
-def counted(recognizer: SpeechRecognizer) -> list[float]:
-    calls: list[float] = []
-    recognize = recognizer.recognize
-
-    def counting(*args: object, **kwargs: object) -> object:
-        calls.append(kwargs.get("offset", 0.0))  # type: ignore[arg-type]
-        return recognize(*args, **kwargs)  # type: ignore[arg-type]
-
-    recognizer.recognize = counting  # type: ignore[method-assign,assignment]
-    return calls
 
 
 async def a_note(bus: Bus, cid: str, audio: bytes) -> AudioReceived:

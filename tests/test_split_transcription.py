@@ -7,9 +7,7 @@ import asyncio
 import io
 import random
 import re
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import nats.js.errors
 import numpy as np
@@ -31,6 +29,7 @@ from tests.support import (
     Gateway,
     aligned,
     answer_of,
+    counted,
     lost_sentences,
     settled,
     telegram_of_its_own,  # noqa: F401  (the `telegram` fixture here: a double of the test's own)
@@ -42,19 +41,6 @@ from transcriber.split import PAUSE_VAD, pieces, quiet_point
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 USER = 74_200_001
-
-
-def counted(recognizer: SpeechRecognizer) -> list[float]:
-    """Where each piece this recognizer transcribed starts (the `offset` it was called with)."""
-    offsets: list[float] = []
-    recognize: Callable[..., Any] = recognizer.recognize
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        offsets.append(kwargs.get("offset", 0.0))
-        return recognize(*args, **kwargs)
-
-    recognizer.recognize = counting  # type: ignore[method-assign]
-    return offsets
 
 
 def a_meeting(folder: Path, minutes: float) -> tuple[bytes, list[str], list[float], float]:

@@ -106,7 +106,12 @@ def decode(source: bytes | IO[bytes], max_seconds: float) -> np.ndarray:
             samples = np.resize(samples, min(limit, max(samples.size * 2, filled + block.size)))
         samples[filled : filled + block.size] = block
         filled += block.size
-    return samples[:filled].astype(np.float32) / 32768.0
+    return to_float(samples[:filled])
+
+
+def to_float(pcm: np.ndarray) -> np.ndarray:
+    """16-bit PCM samples as Whisper and Silero take them: float32 in [-1, 1)."""
+    return pcm.astype(np.float32) / 32768.0
 
 
 def pcm_blocks(source: bytes | IO[bytes], max_seconds: float) -> Iterator[np.ndarray]:
@@ -258,8 +263,6 @@ class SpeechRecognizer:
         after each batch how many seconds of the recording are transcribed (it runs on this thread)."""
         started = time.perf_counter()
         audio = decode(data, self.max_seconds)
-        if float(np.sqrt(np.mean(np.square(audio)))) < SILENCE_RMS:
-            raise AudioProblem("no_speech", "silent signal")
         return self.recognize(
             audio, language_hint=language_hint, vocabulary=vocabulary, progress=progress, started=started
         )
@@ -287,6 +290,8 @@ class SpeechRecognizer:
         else detected. `offset`: where these samples start in the recording, added to every timestamp."""
         started = time.perf_counter() if started is None else started
         duration = audio.size / SAMPLE_RATE
+        if float(np.sqrt(np.mean(np.square(audio)))) < SILENCE_RMS:
+            raise AudioProblem("no_speech", "silent signal")
         chunks = self._speech_chunks(audio)
         if not chunks:
             raise AudioProblem("no_speech", "no voice activity")

@@ -8,7 +8,6 @@ chat's vocabulary), for 24 h. The chat's vocabulary goes to Whisper as hotwords.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import itertools
 import logging
 import tempfile
@@ -47,7 +46,7 @@ from infra.kvcache import KVCache
 from infra.metrics import AUDIO_SECONDS
 from infra.notes import vocabulary_digest
 from infra.telemetry import record_failure, tracer
-from transcriber.asr import SAMPLE_RATE, SILENCE_RMS, AudioProblem, SpeechRecognizer, SpeechResult
+from transcriber.asr import SAMPLE_RATE, AudioProblem, SpeechRecognizer, to_float
 from transcriber.split import PIECE_SECONDS, pieces
 
 log = logging.getLogger("voice_insight.transcriber")
@@ -78,9 +77,18 @@ PROGRESS_FROM = 120.0
 PROGRESS_EVERY = 5.0
 
 
+async def publish_progress(bus: Bus, cid: str, done: float, total: float) -> None:
+    """`TranscriptionProgress` for the status message: a courtesy, so one that cannot be published is only logged."""
+    event = TranscriptionProgress(correlation_id=cid, done_seconds=round(done, 1), total_seconds=round(total, 1))
+    try:
+        await bus.publish(SUBJECT_PROGRESS, event, msg_id=f"{cid}.progress.{int(done)}", traced=False)
+    except Exception as exc:
+        log.info("%s: progress not published (%s)", cid, type(exc).__name__)
+
+
 class ProgressReporter:
-    """Called by the recognizer on its thread after each batch; publishes `TranscriptionProgress` from the event
-    loop, at most every `every` seconds. A progress message that cannot be published is only logged."""
+    """Called by the recognizer on its thread after each batch; publishes progress from the event loop, at most
+    every `every` seconds."""
 
     def __init__(self, bus: Bus, cid: str, loop: asyncio.AbstractEventLoop, every: float) -> None:
         self.bus, self.cid, self.loop, self.every = bus, cid, loop, every
@@ -90,18 +98,7 @@ class ProgressReporter:
         if total < PROGRESS_FROM or time.monotonic() - self.last < self.every:
             return
         self.last = time.monotonic()
-        event = TranscriptionProgress(
-            correlation_id=self.cid, done_seconds=round(done, 1), total_seconds=round(total, 1)
-        )
-        sent = asyncio.run_coroutine_threadsafe(
-            self.bus.publish(SUBJECT_PROGRESS, event, msg_id=f"{self.cid}.progress.{int(done)}", traced=False),
-            self.loop,
-        )
-        sent.add_done_callback(self._logged)
-
-    def _logged(self, sent: concurrent.futures.Future[None]) -> None:
-        if not sent.cancelled() and (exc := sent.exception()) is not None:
-            log.info("%s: progress not published (%s)", self.cid, type(exc).__name__)
+        asyncio.run_coroutine_threadsafe(publish_progress(self.bus, self.cid, done, total), self.loop)
 
 
 class PieceTranscribed(msgspec.Struct, frozen=True, kw_only=True):
@@ -119,8 +116,9 @@ def piece_prefix(note: AudioReceived) -> str:
     return f"{note.origin.chat_key or 'chat'}.{note.correlation_id}."
 
 
-def samples_of(pcm: np.ndarray) -> np.ndarray:
-    return pcm.astype(np.float32) / 32768.0
+def piece_name(note: AudioReceived, index: int) -> str:
+    """Where piece `index` of a note's samples lies in the Object Store."""
+    return f"{note.audio.object_name}.piece.{index}"
 
 
 class TranscriberService:
@@ -189,7 +187,13 @@ class TranscriberService:
                         return
                     assert first is not None  # `pieces` raises rather than yield nothing
                     progress = ProgressReporter(self.bus, cid, asyncio.get_running_loop(), self.progress_every)
-                    result = await asyncio.to_thread(self._recognize, samples_of(first), event, progress)
+                    result = await asyncio.to_thread(
+                        self.recognizer.recognize,
+                        to_float(first),
+                        language_hint=event.origin.language_hint,
+                        vocabulary=event.vocabulary,
+                        progress=progress,
+                    )
                 except AudioProblem as problem:
                     log.info("%s: %s (%s)", cid, problem.reason, problem)
                     record_failure(span, problem.reason)
@@ -223,13 +227,6 @@ class TranscriberService:
             delivery.attempt,
         )
 
-    def _recognize(self, audio: np.ndarray, event: AudioReceived, progress: ProgressReporter) -> SpeechResult:
-        if float(np.sqrt(np.mean(np.square(audio)))) < SILENCE_RMS:
-            raise AudioProblem("no_speech", "silent signal")
-        return self.recognizer.recognize(
-            audio, language_hint=event.origin.language_hint, vocabulary=event.vocabulary, progress=progress
-        )
-
     async def _split(self, event: AudioReceived, cut: Iterator[np.ndarray]) -> int:
         """Store every piece, then offer them all on `piece.transcribe`. Nothing is offered before the whole
         recording is decoded: one found too long by decoding is refused without a piece of it transcribed."""
@@ -241,9 +238,9 @@ class TranscriberService:
             while (piece := await asyncio.to_thread(next, cut, None)) is not None:
                 if not names:
                     language = await asyncio.to_thread(
-                        self.recognizer.language_of, samples_of(piece), event.origin.language_hint
+                        self.recognizer.language_of, to_float(piece), event.origin.language_hint
                     )
-                names.append(f"{event.audio.object_name}.piece.{len(names)}")
+                names.append(piece_name(event, len(names)))
                 await store.put(names[-1], piece.tobytes())
                 bounds.append(bounds[-1] + piece.size / SAMPLE_RATE)
         except AudioProblem:
@@ -264,7 +261,7 @@ class TranscriberService:
                 split_at=started,
             )
             await self.bus.publish(SUBJECT_PIECE, work, msg_id=f"{cid}.piece.{index}", stream=STREAM_PIECES)
-        await self._progress(cid, 0.0, bounds[-1])
+        await publish_progress(self.bus, cid, 0.0, bounds[-1])
         log.info("%s: %.0fs of audio split into %d pieces", cid, bounds[-1], len(names))
         return len(names)
 
@@ -308,7 +305,7 @@ class TranscriberService:
                 record_failure(span, "audio_missing")
                 raise Fail("internal", "piece missing") from None
             assert stored.data is not None
-            audio = samples_of(np.frombuffer(stored.data, dtype=np.int16))
+            audio = to_float(np.frombuffer(stored.data, dtype=np.int16))
             del stored
             started = time.perf_counter()
             language = piece.language or ""
@@ -347,7 +344,7 @@ class TranscriberService:
         have = {int(key.removeprefix(prefix)) for key in await self.bus.kv_keys(BUCKET_PIECES, prefix)}
         if len(have) < piece.count:
             done = sum(piece.bounds[i + 1] - piece.bounds[i] for i in have)
-            await self._progress(cid, done, piece.bounds[-1])
+            await publish_progress(self.bus, cid, done, piece.bounds[-1])
             return
         parts = [await self._stored_piece(kv, f"{prefix}{i}") for i in range(piece.count)]
         if any(part is None for part in parts):
@@ -369,7 +366,7 @@ class TranscriberService:
         await self._publish(piece.note, known, seconds=time.time() - piece.split_at)
         await self._remember(transcript_cache_key(piece.note), known)
         for index in range(piece.count):
-            await self.bus.erase_object(f"{piece.note.audio.object_name}.piece.{index}")
+            await self.bus.erase_object(piece_name(piece.note, index))
         log.info("%s: %d pieces stitched, %.0fs of audio", cid, piece.count, piece.bounds[-1])
 
     @staticmethod
@@ -379,13 +376,6 @@ class TranscriberService:
         except nats.js.errors.KeyNotFoundError:
             return None
         return msgspec.json.decode(entry.value, type=PieceTranscribed) if entry.value else None
-
-    async def _progress(self, cid: str, done: float, total: float) -> None:
-        event = TranscriptionProgress(correlation_id=cid, done_seconds=round(done, 1), total_seconds=round(total, 1))
-        try:
-            await self.bus.publish(SUBJECT_PROGRESS, event, msg_id=f"{cid}.progress.{int(done)}", traced=False)
-        except Exception as exc:  # a courtesy: the transcript does not wait for it
-            log.info("%s: progress not published (%s)", cid, type(exc).__name__)
 
     async def _publish(self, event: AudioReceived, known: CachedTranscript, seconds: float) -> None:
         cid = event.correlation_id

@@ -18,7 +18,7 @@ from typing import IO
 import numpy as np
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-from transcriber.asr import SAMPLE_RATE, pcm_blocks
+from transcriber.asr import SAMPLE_RATE, pcm_blocks, to_float
 
 PIECE_SECONDS = 240.0
 """Target length of a piece: long enough that a piece keeps the batching the recognizer is fast with (16
@@ -58,7 +58,7 @@ def pieces(source: bytes | IO[bytes], max_seconds: float, piece_seconds: float =
 
 def quiet_point(window: np.ndarray) -> int:
     """Where in `window` (int16 samples) to cut: the middle of its longest pause between words."""
-    audio = window.astype(np.float32) / 32768.0
+    audio = to_float(window)
     spans = get_speech_timestamps(audio, PAUSE_VAD)
     edges = [0, *(x for span in spans for x in (span["start"], span["end"])), audio.size]
     gaps = [(edges[i + 1] - edges[i], edges[i]) for i in range(0, len(edges), 2) if edges[i + 1] > edges[i]]
