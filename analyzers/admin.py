@@ -22,7 +22,8 @@ from analyzers.desk import ModeDesk
 from analyzers.llm import ChatLLM, make_client
 from infra.bus import Bus
 from infra.contracts import ModeAction, ModeChange
-from infra.definitions import ModeDefinition, dump, load, shipped
+from infra.definitions import ModeDefinition, dump, load
+from infra.provision import provision
 from infra.registry import ModeRegistry, UnknownMode
 from infra.service import CONFIG_ERROR_EXIT, load_or_exit
 
@@ -45,9 +46,8 @@ def run(args: argparse.Namespace) -> int:
             **settings.nats_credentials,
         )
         try:
-            await bus.ensure_topology()
+            await provision(bus)  # as the admin: a first `modes` command on a fresh NATS finds the shipped modes
             registry = await ModeRegistry.open(bus)
-            await registry.seed(shipped())
             if args.verb in READING:
                 return await read(registry, args)
             llm = ChatLLM(make_client(settings.llm_api_key, settings.openai_base_url))

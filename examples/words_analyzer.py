@@ -5,6 +5,10 @@ Run it next to any voice-insight stack and the next voice note carries a "Words"
 
     NATS_URL=nats://127.0.0.1:4222 python examples/words_analyzer.py
 
+On a deployment with an account per service, it logs in as its own (`analyzer-WORDS`: `NATS_USER`, and the
+password in the file `NATS_PASSWORD_FILE` names), which grants exactly what is listed below, and takes its
+replies on an inbox of its own (`_INBOX.analyzer-WORDS.`): the server lets no account read another's.
+
 What makes it a good citizen, in order:
 1. a durable pull consumer of its own (`analyzer-WORDS`) on `voice.transcript` in the `VOICE` stream, starting
    at new messages, with explicit acks: every mode sees every transcript, replicas of one mode share the work;
@@ -61,7 +65,16 @@ async def announce(kv) -> None:  # type: ignore[no-untyped-def]
 
 
 async def main() -> None:
-    nc = await nats.connect(os.environ.get("NATS_URL", "nats://127.0.0.1:4222"), max_reconnect_attempts=-1)
+    user = os.environ.get("NATS_USER")
+    with open(os.environ["NATS_PASSWORD_FILE"]) if user else open(os.devnull) as secret:
+        password = secret.read().strip() or None
+    nc = await nats.connect(
+        os.environ.get("NATS_URL", "nats://127.0.0.1:4222"),
+        user=user,
+        password=password,
+        inbox_prefix=f"_INBOX.{user}" if user else "_INBOX",
+        max_reconnect_attempts=-1,
+    )
     js = nc.jetstream()
     config = ConsumerConfig(
         durable_name=f"analyzer-{MODE}",

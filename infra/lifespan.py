@@ -1,5 +1,5 @@
-"""A service's life as one async context manager: connect, side door, topology (and the mode registry seeded
-from the shipped definitions on first start); then drain and close in order.
+"""A service's life as one async context manager: connect, side door, wait for the topology that provisioning
+(`voice-insight provision`) creates; then drain and close in order.
 
     async with lifespan("formatter", settings, port, log) as life:
         bot = make_bot(settings)
@@ -21,9 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from infra.bus import Bus
-from infra.definitions import shipped
 from infra.health import HealthServer
-from infra.registry import ModeRegistry
 from infra.settings import Settings
 
 log = logging.getLogger("voice_insight.service")
@@ -58,9 +56,7 @@ async def lifespan(
     life = Life(bus, health, logger)
     try:
         if topology:
-            await bus.ensure_topology()
-            if seeded := await (await ModeRegistry.open(bus)).seed(shipped()):
-                log.info("mode registry seeded with %s", ", ".join(seeded))
+            await bus.await_topology()  # a service creates no stream or bucket: its account may not
         yield life
     finally:
         await bus.close()

@@ -65,6 +65,10 @@ CONSUMER_BACKLOG_AGE = Gauge(
 )
 HEALTHY = Gauge("voice_insight_healthy", "1 when the service's /health answers ok (connected and ready), else 0")
 NATS_CONNECTED = Gauge("voice_insight_nats_connected", "1 while the service is connected to NATS, else 0")
+NATS_REFUSED = Counter(
+    "voice_insight_nats_refused_total",
+    "Operations the NATS server refused this service's account (a permissions violation: infra/access.py)",
+)
 MODE_LIVE = Gauge(
     "voice_insight_mode_live", "1 while an analyzer announces an enabled mode, 0 when none does", ["mode"]
 )

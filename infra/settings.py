@@ -41,6 +41,8 @@ class Settings:
     nats_user: str | None = None
     nats_password: str = field(default="", repr=False)
     """Read from the file NATS_PASSWORD_FILE names (a container secret), never from a URL or the environment."""
+    nats_credentials_dir: Path | None = None
+    """`voice-insight up` against a NATS of your own: a password file per account (`infra.access`), named by user."""
     nats_tls_ca_file: Path | None = None
     """The CA that signed the NATS servers' certificates (`tls://` URLs, infra/config/nats/cluster.conf)."""
     telegram_token: str = field(default="", repr=False)
@@ -241,6 +243,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "NATS_USER": ("nats_user", lambda n, v: v),
     "NATS_PASSWORD_FILE": ("nats_password", _password_file),
     "NATS_TLS_CA_FILE": ("nats_tls_ca_file", _readable_file),
+    "NATS_CREDENTIALS_DIR": ("nats_credentials_dir", lambda n, v: Path(v)),
     "TELEGRAM_TOKEN": ("telegram_token", _token),
     "TELEGRAM_API_BASE": ("telegram_api_base", lambda n, v: _url(n, v, ("http", "https"))),
     "OPENAI_API_KEY": ("openai_api_key", lambda n, v: v),

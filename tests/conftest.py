@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from infra.access import Accounts
 from infra.bus import Bus
-from infra.definitions import shipped
 from infra.packaged_model import install_packaged_model
-from infra.registry import ModeRegistry
+from infra.provision import provision
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.otlp import OTLPReceiver
 from tests.doubles.telegram_api import TelegramDouble
@@ -52,16 +52,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = NatsServer(free_port(), tmp_path_factory.mktemp("nats"))
+    """The session's NATS, with an account per service as production has (`infra.access`): the stack runs as
+    gateway, transcriber, formatter and an analyzer per mode, and the example analyzer as one written elsewhere."""
+    server = NatsServer(free_port(), tmp_path_factory.mktemp("nats"), accounts=Accounts(external=("WORDS",)))
     server.start()
     yield server
     server.stop()
+    # Whatever ran in the session, no service was refused anything: every grant it needs is in infra/access.py.
+    assert not server.violations(), "\n".join(server.violations()[:20])
 
 
 @pytest_asyncio.fixture(scope="session")
 async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
-    connected = await Bus.connect([nats_server.url], name="tests")
-    await connected.ensure_topology()
+    """The tests' own look at the state, as the admin user, which provisions first as a deployment does."""
+    connected = await Bus.connect([nats_server.url], name="tests", **nats_server.admin())
+    await provision(connected)
     yield connected
     await connected.close(grace=1)
 
@@ -72,8 +77,7 @@ async def private_bus(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
     server = NatsServer(free_port(), tmp_path_factory.mktemp("private-nats"))
     server.start()
     connected = await Bus.connect([server.url], name="tests-private")
-    await connected.ensure_topology()
-    await (await ModeRegistry.open(connected)).seed(shipped())  # as every service's lifespan does
+    await provision(connected)  # as a deployment does before any service starts
     yield connected
     await connected.close(grace=1)
     server.stop()

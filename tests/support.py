@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +32,7 @@ from gateway.dispatch import build_dispatcher, handler_context
 from gateway.intake import Intake, correlation_key
 from gateway.updates import UpdateHandler, UpdatePoller
 from gateway.webhook import WebhookReceiver
+from infra.access import ADMIN, Accounts, Logins, render
 from infra.bus import CONSUMER_FORMATTER, STREAM, Bus, Delivery, declaration, deliver
 from infra.contracts import TelegramUpdate, Transcript, decoder
 from infra.definitions import shipped
@@ -76,23 +78,56 @@ class NatsServer:
     proc: subprocess.Popen[bytes] | None = None
     login: tuple[str, str] | None = None
     """A user and password every client must log in with."""
+    accounts: Accounts | None = None
+    """An account per service (`infra.access`), passwords in `logins`: as production runs."""
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    @property
+    def logins(self) -> Logins:
+        return Logins(self.store / "logins")
+
+    @property
+    def log(self) -> Path:
+        return self.store / "nats-server.log"
+
+    def admin(self) -> dict[str, str]:
+        """`Bus.connect` keywords of the admin user (provisioning, the tests' own look at the state)."""
+        return {"user": ADMIN, "password": self.logins.passwords([ADMIN])[ADMIN]} if self.accounts else {}
+
+    def provision(self) -> None:
+        """What a deployment does once before any service starts: `voice-insight provision`, as the admin."""
+        env = {"PATH": os.environ["PATH"], "NATS_URL": self.url}
+        if self.accounts:
+            env.update(self.logins.env(ADMIN))
+        subprocess.run(
+            [sys.executable, "-m", "infra.cli", "provision"], env=env, check=True, capture_output=True, timeout=60
+        )
+
+    def violations(self) -> list[str]:
+        """What the server refused an account, from its log."""
+        return [line for line in self.log.read_text(errors="replace").splitlines() if "Violation" in line]
+
     def start(self) -> None:
         # The same durability as `voice-insight up` and compose: every write synced before it is acknowledged.
         (self.store / "nats").mkdir(parents=True, exist_ok=True)
+        accounts = ""
+        if self.accounts is not None:
+            self.logins.ensure(self.accounts.users)
+            accounts = render(self.accounts, self.logins.passwords(self.accounts.users))
         self.proc = subprocess.Popen(
             [
                 nats_server_binary(),
                 "-c",
-                str(nats_config(self.store / "nats")),
+                str(nats_config(self.store / "nats", accounts)),
                 "-a",
                 "127.0.0.1",
                 "-p",
                 str(self.port),
+                "-l",
+                str(self.log),
                 *(("--user", self.login[0], "--pass", self.login[1]) if self.login else ()),
             ],
             stdout=subprocess.DEVNULL,
@@ -197,6 +232,7 @@ def stack_env(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NATS_", "TELEGRAM_", "OPENAI_"))}
     env.update(
         NATS_URL=nats.url,
+        **({"NATS_CREDENTIALS_DIR": str(nats.logins.folder)} if nats.accounts else {}),
         TELEGRAM_TOKEN=TOKEN,
         TELEGRAM_API_BASE=telegram.base_url,
         OPENAI_API_KEY=OPENAI_KEY,

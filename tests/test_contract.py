@@ -55,9 +55,10 @@ async def conformance(env: dict[str, str], mode: str, timeout: float = 20) -> tu
 
 
 @asynccontextmanager
-async def words_analyzer(nats_url: str, bus: Bus) -> AsyncIterator[None]:
-    """The example analyzer as its own process, announced on `bus`; stopped and forgotten afterwards."""
-    env = {"PATH": os.environ["PATH"], "NATS_URL": nats_url}
+async def words_analyzer(nats_url: str, bus: Bus, login: dict[str, str] | None = None) -> AsyncIterator[None]:
+    """The example analyzer as its own process (logging in with `login`'s NATS_USER and NATS_PASSWORD_FILE),
+    announced on `bus`; stopped and forgotten afterwards."""
+    env = {"PATH": os.environ["PATH"], "NATS_URL": nats_url, **(login or {})}
     outsider = await asyncio.create_subprocess_exec(
         sys.executable, str(EXAMPLE), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
@@ -88,7 +89,7 @@ async def test_the_conformance_check_passes_a_good_analyzer_and_fails_a_missing_
 async def test_an_analyzer_written_elsewhere_joins_by_subscribing(
     stack: Stack, nats_server: NatsServer, telegram: TelegramDouble, speech: Speech, bus: Bus
 ) -> None:
-    async with words_analyzer(nats_server.url, bus):
+    async with words_analyzer(nats_server.url, bus, nats_server.logins.env("analyzer-WORDS")):
         await wait_for_modes(bus, {"DEFAULT", "TONE", "WORDS"})
         chat = new_chat()
         await telegram.send_media(chat, speech.say(fresh("The launch moves to Friday.")), duration=6)

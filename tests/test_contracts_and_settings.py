@@ -95,6 +95,7 @@ def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
     server = NatsServer(free_port(), tmp_path)
     server.start()
     try:
+        server.provision()
         result = subprocess.run(
             [sys.executable, "-m", "infra.cli", "analyzer", "--mode", "NOPE"],
             cwd=tmp_path,

@@ -21,6 +21,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 import infra.metrics  # noqa: F401  (registers the metrics)
+from infra.access import Accounts, password_variable
 from infra.cli import build_parser
 from infra.launcher import STOP_GRACE
 from infra.service import CONFIG_ERROR_EXIT
@@ -29,6 +30,16 @@ from tests.support import SHIPPED as MODES
 
 REPO = Path(__file__).resolve().parents[1]
 APP_SERVICES = ("gateway", "transcriber", "analyzer-default", "analyzer-tone", "formatter")
+ONE_SHOTS = ("provision",)
+"""Run once and exit; the others wait for them to complete (`service_completed_successfully`)."""
+ACCOUNTS = {
+    "provision": "admin",
+    "gateway": "gateway",
+    "transcriber": "transcriber",
+    "formatter": "formatter",
+    "analyzer-default": "analyzer-DEFAULT",
+    "analyzer-tone": "analyzer-TONE",
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +55,22 @@ def test_compose_validates_against_the_compose_specification(compose: dict[str, 
 def test_compose_has_the_whole_stack_with_health_checks_and_limits(compose: dict[str, Any]) -> None:
     services = compose["services"]
     optional = {"webhook-proxy": "webhook", "telegram-bot-api": "local-bot-api"}
-    assert set(services) == {"nats", "jaeger", "prometheus", "grafana", *optional, *APP_SERVICES}
+    assert set(services) == {"nats", "jaeger", "prometheus", "grafana", *optional, *APP_SERVICES, *ONE_SHOTS}
     for name, profile in optional.items():
         assert services[name]["profiles"] == [profile], f"{name} only on request"
     shared = "telegram-bot-api-data:/var/lib/telegram-bot-api"
     assert shared in services["telegram-bot-api"]["volumes"] and f"{shared}:ro" in services["gateway"]["volumes"]
     for name, service in services.items():
-        assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
-        assert service.get("restart") == "unless-stopped", name
         limits = service["deploy"]["resources"]["limits"]
         assert limits["memory"] and limits["cpus"], name
-    for name in APP_SERVICES:
-        assert services[name]["depends_on"]["nats"]["condition"] == "service_healthy"
+        if name in ONE_SHOTS:
+            assert service["restart"] == "no" and service["healthcheck"] == {"disable": True}, name
+            continue
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
+        assert service.get("restart") == "unless-stopped", name
+    for name in APP_SERVICES:  # provisioning first: the services' accounts may not create streams or buckets
+        assert services[name]["depends_on"]["provision"]["condition"] == "service_completed_successfully"
+    assert services["provision"]["depends_on"]["nats"]["condition"] == "service_healthy"
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
     assert "nats-data:/data" in services["nats"]["volumes"], "JetStream on a named volume"
     assert "whisper-models:/var/cache/voice-insight" in services["transcriber"]["volumes"], (
@@ -66,15 +81,15 @@ def test_compose_has_the_whole_stack_with_health_checks_and_limits(compose: dict
 
 def test_every_command_is_a_real_subcommand(compose: dict[str, Any]) -> None:
     parser = build_parser()
-    for name in APP_SERVICES:
+    for name in (*APP_SERVICES, *ONE_SHOTS):
         args = parser.parse_args(compose["services"][name]["command"])
-        assert args.command in ("gateway", "transcriber", "analyzer", "formatter")
+        assert args.command in ("gateway", "transcriber", "analyzer", "formatter", "provision")
         if args.command == "analyzer":
             assert args.mode in MODES and name == f"analyzer-{args.mode.lower()}"
 
 
 def test_every_variable_compose_sets_is_one_the_settings_know(compose: dict[str, Any]) -> None:
-    for name in APP_SERVICES:
+    for name in (*APP_SERVICES, *ONE_SHOTS):
         for variable in compose["services"][name]["environment"]:
             known = variable in KNOWN_VARIABLES or variable.startswith(("OTEL_", "MODEL_"))
             assert known, f"{name}: {variable}"
@@ -96,22 +111,52 @@ def test_health_checks_probe_the_port_each_service_serves(compose: dict[str, Any
     assert services["gateway"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
 
 
-def test_nats_requires_a_password_that_no_url_or_container_environment_shows(compose: dict[str, Any]) -> None:
-    """`docker inspect` shows every container's environment and command: the password is in neither, only in a
-    secret file that the server's entrypoint and the services read."""
+def test_each_service_logs_in_as_its_own_account_with_a_password_no_url_or_environment_shows(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """`docker inspect` shows every container's environment and command: no password is in either, only in
+    secret files, one per account (infra/access.py), that the server's entrypoint and each service read."""
+    users = Accounts(modes=tuple(MODES)).users
+    assert set(ACCOUNTS.values()) == set(users), "every account of users.conf has a service, and no more"
     nats_conf = (REPO / "infra" / "config" / "nats" / "nats.conf").read_text()
-    assert "user: $NATS_USER" in nats_conf and "password: $NATS_PASSWORD" in nats_conf
-    assert compose["secrets"]["nats_password"] == {"file": "./secrets/nats_password"}
+    assert 'include "users.conf"' in nats_conf and "password:" not in nats_conf
+    assert compose["secrets"] == {f"nats_{user}": {"file": f"./secrets/nats/{user}"} for user in users}
     nats = compose["services"]["nats"]
-    assert "NATS_PASSWORD" not in nats["environment"] and nats["secrets"] == ["nats_password"]
-    assert 'NATS_PASSWORD="$$(cat /run/secrets/nats_password)" exec nats-server' in nats["entrypoint"][-1]
-    for name in APP_SERVICES:
+    assert "environment" not in nats and set(nats["secrets"]) == set(compose["secrets"])
+    for name, user in ACCOUNTS.items():
         service = compose["services"][name]
         env = service["environment"]
         assert env["NATS_URL"] == "nats://nats:4222", "no credentials in the URL"
-        assert env["NATS_PASSWORD_FILE"] == "/run/secrets/nats_password" and service["secrets"] == ["nats_password"]
+        assert env["NATS_USER"] == user and env["NATS_PASSWORD_FILE"] == "/run/secrets/nats_password", name
+        assert service["secrets"] == [{"source": f"nats_{user}", "target": "nats_password"}], name
         assert not any("PASSWORD" in key and not key.endswith("_FILE") for key in env), name
     assert "secrets/" in (REPO / ".gitignore").read_text().split()
+
+    # The entrypoint, run as the container would (with its paths here): every account's password reaches the
+    # server's environment under the name users.conf reads.
+    secrets = tmp_path / "run-secrets"
+    secrets.mkdir()
+    for user in users:
+        (secrets / f"nats_{user}").write_text(f"pw-of-{user}\n")
+    script = nats["entrypoint"][-1].replace("$$", "$").replace("/run/secrets", str(secrets))
+    assert script.endswith("exec nats-server -c /etc/nats/nats.conf")
+    script = script.removesuffix("nats-server -c /etc/nats/nats.conf") + "env"
+    shown = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert {f"{password_variable(user)}=pw-of-{user}" for user in users} <= set(shown)
+
+
+def test_bootstrap_writes_a_password_for_every_account_once(tmp_path: Path) -> None:
+    (tmp_path / "infra").mkdir()
+    (tmp_path / "infra" / "bootstrap.sh").write_text((REPO / "infra" / "bootstrap.sh").read_text())
+    run = ["bash", str(tmp_path / "infra" / "bootstrap.sh"), "secrets", "analyzer-WORDS"]
+    subprocess.run(run, check=True, capture_output=True)
+    folder = tmp_path / "secrets" / "nats"
+    written = {path.name: path.read_text() for path in folder.iterdir()}
+    assert set(written) == {*Accounts(modes=tuple(MODES)).users, "analyzer-WORDS"}
+    assert all(len(password) >= 24 for password in written.values()) and len(set(written.values())) == len(written)
+    assert oct((tmp_path / "secrets").stat().st_mode)[-3:] == "700"
+    subprocess.run(run, check=True, capture_output=True)  # a second run keeps them
+    assert {path.name: path.read_text() for path in folder.iterdir()} == written
 
 
 def test_the_password_file_is_read_once_and_kept_out_of_logs(tmp_path: Path) -> None:
@@ -144,8 +189,14 @@ def test_a_new_analyzer_in_compose_is_its_command_and_nothing_else(compose: dict
     finds it by the alias every analyzer block shares, not by a list of names."""
     analyzers = {name: dict(s) for name, s in compose["services"].items() if name.startswith("analyzer-")}
     assert set(analyzers) == {f"analyzer-{mode.lower()}" for mode in MODES}
-    shapes = [{k: v for k, v in block.items() if k != "command"} for block in analyzers.values()]
-    assert all(shape == shapes[0] for shape in shapes)
+
+    # What differs: the command, and the account it logs in as (its user and its secret).
+    def shape(block: dict[str, Any]) -> dict[str, Any]:
+        env = {k: v for k, v in block["environment"].items() if k != "NATS_USER"}
+        return {k: v for k, v in block.items() if k not in ("command", "secrets", "environment")} | {"env": env}
+
+    shapes = [shape(block) for block in analyzers.values()]
+    assert all(s == shapes[0] for s in shapes)
     prometheus = (REPO / "infra" / "config" / "prometheus" / "prometheus.yml").read_text()
     for name in analyzers:
         assert name not in prometheus

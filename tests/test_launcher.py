@@ -15,6 +15,7 @@ import pytest
 
 from analyzers.desk import ModeDesk
 from analyzers.llm import ChatLLM, make_client
+from infra.access import ADMIN, Logins
 from infra.bus import Bus
 from infra.contracts import ModeChange
 from infra.modes import live_modes
@@ -57,7 +58,12 @@ async def test_up_embeds_nats_answers_and_stops_cleanly_on_sigterm(
             assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
             await asyncio.sleep(0.1)
         assert Path(found.group(2)) == (tmp_path / "state" / "nats").resolve()
-        bus = await Bus.connect([found.group(1)], name="test-up")
+        # Its server has an account per service, passwords in the state folder: the test looks on as admin.
+        logins = Logins((tmp_path / "state" / "nats-credentials").resolve())
+        admin = logins.passwords([ADMIN])[ADMIN]
+        with pytest.raises(ConnectionError, match="refused the login"):
+            await Bus.connect([found.group(1)], name="nobody", wait=5)
+        bus = await Bus.connect([found.group(1)], name="test-up", user=ADMIN, password=admin)
         await wait_for_modes(bus, {"DEFAULT", "TONE"})
 
         await telegram.send_media(1, speech.say("The budget meeting is on Thursday."), duration=3)
@@ -95,6 +101,8 @@ async def test_up_embeds_nats_answers_and_stops_cleanly_on_sigterm(
     for service in ("gateway", "transcriber", "analyzer-default", "analyzer-tone", "analyzer-decided", "formatter"):
         assert f"{service:<14}| " in output
     assert "restarting" not in output
+    # Each ran as its own account, the added mode's too (the server reloaded its accounts), and none was refused.
+    assert "Violation" not in output and "refused the login" not in output
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "state")], capture_output=True, text=True).stdout
     assert not leftovers.strip(), "the embedded nats-server outlived `up`"
 

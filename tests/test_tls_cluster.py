@@ -1,7 +1,8 @@
 """The cluster config for hosts (infra/config/nats/cluster.conf), run for real: three nats-servers with TLS on
-the client port and on the routes between them, certificates from a CA made here with openssl. A service
-connects over TLS with the CA, its user and its password file, and writes with three replicas; a plain
-connection, a certificate from another CA and a node without a certificate are all refused."""
+the client port and on the routes between them, certificates from a CA made here with openssl, and the accounts
+of users.conf. The admin provisions with three replicas and a service writes, each over TLS with the CA, its user
+and its password file; a plain connection, a certificate from another CA and a node without a certificate are
+all refused."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from infra.access import ADMIN, Accounts, password_variable
 from infra.bus import STREAM, Bus
 from infra.contracts import Failure
 from infra.launcher import nats_server_binary
-from infra.settings import load_settings
+from infra.provision import provision
+from infra.settings import Settings, load_settings
 from tests.support import free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -68,8 +71,7 @@ class Node:
             "TLS_CERT": str(self.tls / "server.pem"),
             "TLS_KEY": str(self.tls / "server-key.pem"),
             "TLS_CA": str(self.tls / "ca.pem"),
-            "NATS_USER": "voice",
-            "NATS_PASSWORD": PASSWORD,
+            **{password_variable(user): PASSWORD + user for user in Accounts().users},
         }
         log = (self.store.parent / f"{self.name}.log").open("wb")
         self.proc = subprocess.Popen(
@@ -118,27 +120,36 @@ async def test_three_nodes_with_tls_everywhere_take_a_service_and_refuse_the_res
     nodes, tls = cluster
     names = {node.name for node in nodes}
     await until(lambda: all(node.peers() == names - {node.name} for node in nodes))
-    (tmp_path / "password").write_text(PASSWORD)
-    settings = load_settings(
-        environ={
+
+    def settings_of(user: str) -> Settings:
+        (tmp_path / user).write_text(PASSWORD + user)
+        environ = {
             "NATS_URL": ",".join(f"tls://127.0.0.1:{node.client}" for node in nodes),
             "NATS_TLS_CA_FILE": str(tls / "ca.pem"),
-            "NATS_USER": "voice",
-            "NATS_PASSWORD_FILE": str(tmp_path / "password"),
+            "NATS_USER": user,
+            "NATS_PASSWORD_FILE": str(tmp_path / user),
             "JETSTREAM_REPLICAS": "3",
-        },
-        dotenv=None,
+        }
+        return load_settings(environ=environ, dotenv=None)
+
+    admin = await Bus.connect(
+        settings_of(ADMIN).nats_servers, "tls-admin", 3, 30, **settings_of(ADMIN).nats_credentials
     )
-    bus = await Bus.connect(settings.nats_servers, "tls-service", 3, 30, **settings.nats_credentials)
     try:
         deadline = time.monotonic() + 30
         while True:  # the cluster elects its JetStream meta leader first
             try:
-                await bus.ensure_topology()
+                await provision(admin)
                 break
             except Exception:
                 assert time.monotonic() < deadline, "JetStream never came up across the cluster"
                 await asyncio.sleep(0.5)
+    finally:
+        await admin.close(grace=1)
+    settings = settings_of("transcriber")
+    bus = await Bus.connect(settings.nats_servers, "tls-service", 3, 30, **settings.nats_credentials)
+    try:
+        await bus.await_topology(wait=10)
         event = Failure(correlation_id="c1", stage="gateway", reason="internal")
         await bus.publish("voice.failed", event, msg_id="tls-1")
         info = await bus.js.stream_info(STREAM)
@@ -149,7 +160,7 @@ async def test_three_nodes_with_tls_everywhere_take_a_service_and_refuse_the_res
 
     plain = [f"nats://127.0.0.1:{node.client}" for node in nodes]  # TLS is required: no plain connection
     with pytest.raises(ConnectionError):
-        await Bus.connect(plain, "plain", wait=2, user="voice", password=PASSWORD)
+        await Bus.connect(plain, "plain", wait=2, user="transcriber", password=PASSWORD + "transcriber")
     stranger = certificates(tmp_path / "other-ca", "somebody else")  # a server it cannot verify
     strange = load_settings(environ={"NATS_TLS_CA_FILE": str(stranger / "ca.pem")}, dotenv=None)
     with pytest.raises(ConnectionError):

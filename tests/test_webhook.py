@@ -109,6 +109,7 @@ async def test_the_gateway_process_in_webhook_mode_registers_answers_and_leaves_
     await telegram.start()
     nats_server = NatsServer(free_port(), tmp_path / "nats")
     nats_server.start()
+    nats_server.provision()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NATS_", "TELEGRAM_", "OPENAI_"))}
     env.update(

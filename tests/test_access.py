@@ -1,0 +1,176 @@
+"""An account per service with the least it needs (infra/access.py), enforced by a real nats-server.
+
+The session's stack runs as these accounts throughout the suite, and the session's server is checked for
+refusals at its end (conftest): what the services need is granted. Here, on a server of this module's own, what
+they do not need is refused: the server's log names the account and the subject, so a refusal is told apart from
+a slow answer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
+
+import msgspec
+import nats.errors
+import nats.js.errors
+import pytest
+import pytest_asyncio
+
+from infra.access import ADMIN, Accounts, analyzer_user, password_variable, render, table
+from infra.bus import (
+    BUCKET_AUDIO,
+    BUCKET_CHATS,
+    BUCKET_JOINS,
+    BUCKET_MODES,
+    BUCKET_NOTES,
+    BUCKET_REGISTRY,
+    CONSUMER_FORMATTER,
+    STREAM,
+    SUBJECT_TRANSCRIPT,
+    Bus,
+    analysis_subject,
+)
+from infra.contracts import ModeInfo, encode
+from infra.launcher import nats_server_binary
+from infra.provision import provision
+from tests.support import REPO, NatsServer, a_transcript, eventually, free_port
+
+SHIPPED = REPO / "infra" / "config" / "nats" / "users.conf"
+
+
+@pytest_asyncio.fixture(scope="module")
+async def guarded(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NatsServer]:
+    server = NatsServer(free_port(), tmp_path_factory.mktemp("guarded"), accounts=Accounts(external=("WORDS",)))
+    server.start()
+    admin = await Bus.connect([server.url], name="admin", **server.admin())
+    await provision(admin)
+    await admin.close(grace=1)
+    yield server
+    server.stop()
+
+
+async def login(server: NatsServer, user: str) -> Bus:
+    password = server.logins.passwords([user])[user]
+    return await Bus.connect([server.url], name=user, wait=5, user=user, password=password)
+
+
+async def refused(server: NatsServer, user: str, subject: str, attempt: Awaitable[object]) -> None:
+    """`attempt` gets nothing (no answer comes to a refused request), and the server says it refused `user`
+    exactly that subject."""
+    seen = len(server.violations())
+    with pytest.raises((nats.errors.TimeoutError, nats.js.errors.APIError, TimeoutError)):
+        await attempt
+    wanted = (f'user:{user}"', f'Subject "{subject}"')
+    await eventually(lambda: any(all(w in line for w in wanted) for line in server.violations()[seen:]), 5)
+
+
+def test_the_shipped_accounts_are_the_code_s_and_a_real_server_accepts_them(tmp_path: Path) -> None:
+    """infra/config/nats/users.conf is `voice-insight nats-users` verbatim, so the table and the deployed file
+    cannot drift; nats-server checks compose's config with it (`-t`), passwords in its environment as there."""
+    assert SHIPPED.read_text() == render(Accounts()), "run: voice-insight nats-users > infra/config/nats/users.conf"
+    printed = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "nats-users"], capture_output=True, text=True, check=True
+    ).stdout
+    assert printed == SHIPPED.read_text()
+    # The compose server's own config, its store moved here.
+    config = tmp_path / "nats.conf"
+    config.write_text(SHIPPED.with_name("nats.conf").read_text().replace("/data/jetstream", str(tmp_path / "js")))
+    (tmp_path / "users.conf").write_text(SHIPPED.read_text())
+    env = {**os.environ, **{password_variable(u): f"pw-{u}" for u in Accounts().users}}
+    checked = subprocess.run([nats_server_binary(), "-t", "-c", str(config)], env=env, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    del env[password_variable("transcriber")]  # a password the operator forgot: the server does not start
+    checked = subprocess.run([nats_server_binary(), "-t", "-c", str(config)], env=env, capture_output=True, text=True)
+    assert checked.returncode != 0 and "NATS_PASSWORD_TRANSCRIBER" in checked.stderr
+
+
+async def test_the_transcriber_reads_audio_and_writes_text_and_nothing_the_formatter_keeps(
+    guarded: NatsServer,
+) -> None:
+    me = await login(guarded, "transcriber")
+    try:
+        # What it is for: it publishes transcripts and reads the audio store.
+        await me.publish(SUBJECT_TRANSCRIPT, a_transcript("acl-1"), msg_id="acl-1.transcript")
+        assert (await me.audio_store()) is not None
+        # What it is not: the joins, the answered notes and the chats' settings are refused, not merely empty.
+        for bucket in (BUCKET_JOINS, BUCKET_NOTES, BUCKET_CHATS):
+            subject = f"$JS.API.DIRECT.GET.KV_{bucket}.$KV.{bucket}.some-key"
+            await refused(guarded, "transcriber", subject, me.nc.request(subject, b"", timeout=1))
+        subject = f"$JS.API.STREAM.INFO.KV_{BUCKET_JOINS}"
+        await refused(guarded, "transcriber", subject, me.kv(BUCKET_JOINS))
+        # Nor does it speak for an analyzer, or take the formatter's messages from its durable.
+        analysis = analysis_subject("DEFAULT")
+        await refused(guarded, "transcriber", analysis, me.js.publish(analysis, b"{}", timeout=1))
+        steal = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{CONSUMER_FORMATTER}"
+        await refused(guarded, "transcriber", steal, me.nc.request(steal, b'{"batch":1}', timeout=1))
+        change = f"$JS.API.CONSUMER.CREATE.{STREAM}.{CONSUMER_FORMATTER}.voice.>"
+        await refused(guarded, "transcriber", change, me.nc.request(change, b"{}", timeout=1))
+        # Nor listens in: not to the events as they pass, not to another account's replies.
+        for eavesdrop in ("voice.>", "_INBOX.formatter.>"):
+            await me.nc.subscribe(eavesdrop)
+            await me.nc.flush()
+            wanted = ('user:transcriber"', f'Subject "{eavesdrop}"')
+            await eventually(lambda w=wanted: any(all(x in v for x in w) for v in guarded.violations()), 5)
+    finally:
+        await me.close(grace=1)
+
+
+async def test_an_analyzer_written_elsewhere_gets_exactly_its_subjects(guarded: NatsServer) -> None:
+    user = analyzer_user("WORDS")
+    me = await login(guarded, user)
+    try:
+        await me.js.publish(analysis_subject("WORDS"), b"{}", headers={"Nats-Msg-Id": "acl-2.analysis.WORDS"})
+        heartbeat = encode(ModeInfo(mode="WORDS", title="Words"))
+        await (await me.kv(BUCKET_MODES)).put("WORDS", heartbeat)
+        # Another mode's analyses and heartbeat are not its to write: it cannot answer for DEFAULT or hide it.
+        other = analysis_subject("DEFAULT")
+        await refused(guarded, user, other, me.js.publish(other, b"{}", timeout=1))
+        hide = f"$KV.{BUCKET_MODES}.DEFAULT"
+        await refused(guarded, user, hide, me.js.publish(hide, b"", timeout=1))
+        # It reads no bucket but the live modes: not the registry, not the joins, not the audio.
+        for stream in (f"KV_{BUCKET_REGISTRY}", f"KV_{BUCKET_JOINS}", f"OBJ_{BUCKET_AUDIO}"):
+            subject = f"$JS.API.STREAM.INFO.{stream}"
+            await refused(guarded, user, subject, me.nc.request(subject, b"", timeout=1))
+        # And changes nothing about the topology.
+        create = f"$JS.API.STREAM.CREATE.{STREAM}"
+        await refused(guarded, user, create, me.nc.request(create, msgspec.json.encode({"name": STREAM}), timeout=1))
+    finally:
+        await me.close(grace=1)
+
+
+async def test_no_service_creates_the_topology_and_one_that_finds_none_says_what_to_run(tmp_path: Path) -> None:
+    server = NatsServer(free_port(), tmp_path, accounts=Accounts())
+    server.start()
+    try:
+        gateway = await login(server, "gateway")
+        try:
+            with pytest.raises(ConnectionError, match=r"run `voice-insight provision` first"):
+                await gateway.await_topology(wait=1)
+            await refused(server, "gateway", "$JS.API.STREAM.CREATE.VOICE", gateway.ensure_topology())
+        finally:
+            await gateway.close(grace=1)
+        # The admin provisions, from the command line as compose's one-shot service does; then the check passes.
+        admin = server.logins.env(ADMIN)
+        done = subprocess.run(
+            [sys.executable, "-m", "infra.cli", "provision"],
+            env={"PATH": os.environ["PATH"], "NATS_URL": server.url, **admin},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "streams and buckets ready; modes seeded: DEFAULT, TONE" in done.stdout
+        gateway = await login(server, "gateway")
+        try:
+            await gateway.await_topology(wait=5)
+        finally:
+            await gateway.close(grace=1)
+    finally:
+        server.stop()
+
+
+def test_the_readme_shows_the_accounts_as_the_code_grants_them() -> None:
+    assert table(Accounts()) in (REPO / "README.md").read_text(), "README, Accounts: voice-insight nats-users --table"
