@@ -18,6 +18,7 @@ import nats.errors
 import nats.js.errors
 import pytest
 import pytest_asyncio
+from prometheus_client import REGISTRY
 
 from infra.access import ADMIN, Accounts, analyzer_user, password_variable, render, table
 from infra.bus import (
@@ -58,13 +59,18 @@ async def login(server: NatsServer, user: str) -> Bus:
 
 
 async def refused(server: NatsServer, user: str, subject: str, attempt: Awaitable[object]) -> None:
-    """`attempt` gets nothing (no answer comes to a refused request), and the server says it refused `user`
-    exactly that subject."""
-    seen = len(server.violations())
+    """`attempt` gets nothing (no answer comes to a refused request), the server says it refused `user`
+    exactly that subject, and the service counts the refusal (what the NATSRefused alert watches)."""
+    seen, counted = len(server.violations()), refusals()
     with pytest.raises((nats.errors.TimeoutError, nats.js.errors.APIError, TimeoutError)):
         await attempt
     wanted = (f'user:{user}"', f'Subject "{subject}"')
     await eventually(lambda: any(all(w in line for w in wanted) for line in server.violations()[seen:]), 5)
+    await eventually(lambda: refusals() > counted, 5)
+
+
+def refusals() -> float:
+    return REGISTRY.get_sample_value("voice_insight_nats_refused_total") or 0.0
 
 
 def test_the_shipped_accounts_are_the_code_s_and_a_real_server_accepts_them(tmp_path: Path) -> None:
