@@ -7,7 +7,8 @@ Run it next to any voice-insight stack and the next voice note carries a "Words"
 
 On a deployment with an account per service, it logs in as its own (`analyzer-WORDS`: `NATS_USER`, and the
 password in the file `NATS_PASSWORD_FILE` names), which grants exactly what is listed below, and takes its
-replies on an inbox of its own (`_INBOX.analyzer-WORDS.`): the server lets no account read another's.
+replies on an inbox of its own (`_INBOX.analyzer-WORDS.`): the server lets no account read another's. Next to
+`voice-insight up --external WORDS`, the password is in `.voice-insight/nats-credentials/analyzer-WORDS`.
 
 What makes it a good citizen, in order:
 1. a durable pull consumer of its own (`analyzer-WORDS`) on `voice.transcript` in the `VOICE` stream, starting

@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the whole stack on this machine")
     up.add_argument("--transcribers", type=int, default=1, help="transcriber replicas (default 1)")
     up.add_argument("--modes", help="a fixed set of analyzer modes, comma-separated (default: follow the registry)")
+    up.add_argument(
+        "--external", default="", help="modes analyzed elsewhere, comma-separated: an account each (analyzer-NAME)"
+    )
     _modes_parser(sub)
     conformance = sub.add_parser("conformance", help="check an analyzer written elsewhere against the contract")
     conformance.add_argument("mode", help="its mode, e.g. WORDS")
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         from infra.launcher import up
 
         modes = [m for m in args.modes.split(",") if m] if args.modes else None
-        raise SystemExit(up(transcribers=args.transcribers, modes=modes))
+        raise SystemExit(up(transcribers=args.transcribers, modes=modes, external=_names(args.external)))
     if args.command == "conformance":
         from infra.conformance import run as conformance
 

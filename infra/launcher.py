@@ -82,15 +82,16 @@ class LocalAccounts:
     """The accounts of the launcher's own nats-server: a user per service and per mode, passwords in the state
     folder. A mode added while it runs gets its account before its analyzer starts (the server reloads)."""
 
-    def __init__(self, store: Path, modes: list[str]) -> None:
+    def __init__(self, store: Path, modes: list[str], external: tuple[str, ...] = ()) -> None:
         self.store = store
         self.logins = Logins(store.parent / "nats-credentials")
         self.modes = list(dict.fromkeys(modes))
+        self.external = external
         self.config = self._write()
         self.reload: Callable[[], None] = lambda: None
 
     def _write(self) -> Path:
-        accounts = Accounts(modes=tuple(self.modes))
+        accounts = Accounts(modes=tuple(self.modes), external=self.external)
         self.logins.ensure(accounts.users)
         return nats_config(self.store, render(accounts, self.logins.passwords(accounts.users)))
 
@@ -305,7 +306,7 @@ async def _provision(servers: list[str], settings: Settings, logins: Logins | No
     return bus
 
 
-async def _up(settings: Settings, transcribers: int, modes: list[str] | None) -> int:
+async def _up(settings: Settings, transcribers: int, modes: list[str] | None, external: tuple[str, ...]) -> int:
     env = dict(os.environ)
     supervisor = Supervisor(env)
     loop = asyncio.get_running_loop()
@@ -320,7 +321,7 @@ async def _up(settings: Settings, transcribers: int, modes: list[str] | None) ->
         store = settings.state_dir.resolve() / "nats"
         store.mkdir(parents=True, exist_ok=True)
         # An account per service, as in production: a child that oversteps is refused here first.
-        local = LocalAccounts(store, [d.name for d in shipped()] + (modes or []))
+        local = LocalAccounts(store, [d.name for d in shipped()] + (modes or []), external)
         logins = local.logins
         argv = (nats_server_binary(), "-c", str(local.config), "-a", "127.0.0.1", "-p", str(port))
         # Supervised like the services: a nats-server that dies is started again on the same store and port.
@@ -391,8 +392,9 @@ def packaged_model(state_dir: Path) -> Path | None:
         return None
 
 
-def up(transcribers: int, modes: list[str] | None) -> int:
-    """Run the stack: one analyzer per mode in `modes`, or per enabled mode in the registry if None."""
+def up(transcribers: int, modes: list[str] | None, external: tuple[str, ...] = ()) -> int:
+    """Run the stack: one analyzer per mode in `modes`, or per enabled mode in the registry if None; `external`:
+    modes whose analyzers run elsewhere, each given an account on the embedded server."""
     # Validate everything the children will need before starting any of them: one clear line, not five.
     settings = load_or_exit("up", ("TELEGRAM_TOKEN",))
-    return asyncio.run(_up(settings, max(1, transcribers), modes))
+    return asyncio.run(_up(settings, max(1, transcribers), modes, external))

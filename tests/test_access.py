@@ -8,6 +8,7 @@ a slow answer."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable
@@ -35,7 +36,7 @@ from infra.bus import (
     analysis_subject,
 )
 from infra.contracts import ModeInfo, encode
-from infra.launcher import nats_server_binary
+from infra.launcher import LocalAccounts, nats_server_binary
 from infra.provision import provision
 from tests.support import REPO, NatsServer, a_transcript, eventually, free_port
 
@@ -180,3 +181,35 @@ async def test_no_service_creates_the_topology_and_one_that_finds_none_says_what
 
 def test_the_readme_shows_the_accounts_as_the_code_grants_them() -> None:
     assert table(Accounts()) in (REPO / "README.md").read_text(), "README, Accounts: voice-insight nats-users --table"
+
+
+async def test_the_launcher_s_own_server_has_the_accounts_and_takes_a_new_mode_s_on_reload(tmp_path: Path) -> None:
+    """`voice-insight up`: an account per service, one per external mode (`--external`), and a new mode's account
+    once the running server reloads; passwords in files only the owner reads."""
+    store = tmp_path / "nats"
+    store.mkdir()
+    local = LocalAccounts(store, ["DEFAULT", "TONE"], external=("WORDS",))
+    port = free_port()
+    server = subprocess.Popen([nats_server_binary(), "-c", str(local.config), "-a", "127.0.0.1", "-p", str(port)])
+    local.reload = lambda: server.send_signal(signal.SIGHUP)
+    try:
+        assert oct(local.config.stat().st_mode)[-3:] == "600"
+        assert all(oct(local.logins.file(u).stat().st_mode)[-3:] == "600" for u in Accounts().users)
+
+        async def logs_in(user: str) -> bool:
+            password = local.logins.passwords([user])[user]
+            try:
+                bus = await Bus.connect([f"nats://127.0.0.1:{port}"], name=user, wait=3, user=user, password=password)
+            except ConnectionError:
+                return False
+            await bus.close(grace=1)
+            return True
+
+        assert await logs_in("analyzer-WORDS") and await logs_in("gateway")
+        local.logins.ensure(["analyzer-NEW"])
+        assert not await logs_in("analyzer-NEW")  # no account yet
+        await local.allow("NEW")
+        assert await logs_in("analyzer-NEW")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
