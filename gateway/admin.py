@@ -24,6 +24,7 @@ from gateway.intake import correlation_id
 from infra import usage
 from infra.bus import (
     CONSUMER_ADMIN_REPLIES,
+    CONSUMER_GATEWAY_ALERTS,
     STREAM_ADMIN,
     SUBJECT_ALERT,
     SUBJECT_MODE_CHANGE,
@@ -210,7 +211,7 @@ class AdminInbox:
             reply_parameters=ReplyParameters(message_id=result.reply.message_id, allow_sending_without_reply=True),
         )
 
-    @consumes(SUBJECT_ALERT, "gateway-alerts", stage="admin", stream=STREAM_ADMIN, max_attempts=8)
+    @consumes(SUBJECT_ALERT, CONSUMER_GATEWAY_ALERTS, stage="admin", stream=STREAM_ADMIN, max_attempts=8)
     async def on_alert(self, alert: AdminAlert, delivery: Delivery) -> None:
         log.warning("alert for the admins: %s (%s)", alert.kind, alert.mode)
         for admin in self.admins.ids:

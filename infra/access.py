@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from infra.bus import (
@@ -45,6 +45,7 @@ from infra.bus import (
     CONSUMER_FORMATTER,
     CONSUMER_FORMATTER_DEADLINE,
     CONSUMER_GATEWAY,
+    CONSUMER_GATEWAY_ALERTS,
     CONSUMER_REGISTRAR,
     CONSUMER_TRANSCRIBER,
     CONSUMER_TRANSCRIBER_PIECES,
@@ -68,21 +69,12 @@ from infra.bus import (
     SUBJECT_UPDATES,
     analysis_subject,
     inbox_prefix,
+    kv_stream,
+    object_stream,
 )
 
 ADMIN = "admin"
-GATEWAY_ALERTS = "gateway-alerts"
 API = "$JS.API"
-
-
-def kv(bucket: str) -> str:
-    """The stream behind a KV bucket."""
-    return f"KV_{bucket}"
-
-
-def objects(bucket: str) -> str:
-    """The stream behind an Object Store bucket."""
-    return f"OBJ_{bucket}"
 
 
 def password_variable(user: str) -> str:
@@ -111,7 +103,7 @@ class Role:
     counts: tuple[str, ...] = ()
     """Streams it counts subjects in, without reading a message."""
     reads: tuple[str, ...] = ()
-    """Buckets (their streams: `kv(...)`, `objects(...)`) it reads."""
+    """Buckets (their streams: `kv_stream(...)`, `object_stream(...)`) it reads."""
     writes: tuple[str, ...] = ()
     """Subjects of bucket entries it writes (`$KV.<bucket>.<keys>`, `$O.<bucket>.>`)."""
     erases: tuple[str, ...] = ()
@@ -157,25 +149,28 @@ def gateway() -> Role:
         consumes=(
             (STREAM_UPDATES, CONSUMER_GATEWAY),
             (STREAM_ADMIN, CONSUMER_ADMIN_REPLIES),
-            (STREAM_ADMIN, GATEWAY_ALERTS),
+            (STREAM_ADMIN, CONSUMER_GATEWAY_ALERTS),
         ),
         looks_up=(STREAM_UPDATES, STREAM_ADMIN),
         counts=(STREAM_INFLIGHT, STREAM_RECENT),
         reads=tuple(
-            kv(b)
+            kv_stream(b)
             for b in (BUCKET_INTAKE, BUCKET_ANSWERED, BUCKET_QUOTA, BUCKET_USERS, BUCKET_NOTES, BUCKET_CHATS)
             + (BUCKET_MODES, BUCKET_REGISTRY)
         )
-        + (objects(BUCKET_AUDIO),),  # storing an object reads its meta first
+        + (object_stream(BUCKET_AUDIO),),  # storing an object reads its meta first
         writes=tuple(f"$KV.{b}.>" for b in (BUCKET_INTAKE, BUCKET_ANSWERED, BUCKET_QUOTA, BUCKET_USERS, BUCKET_CHATS))
         + (f"$O.{BUCKET_AUDIO}.>",),
         erases=(
             STREAM,
             STREAM_INFLIGHT,
             STREAM_RECENT,
-            objects(BUCKET_AUDIO),
-            *(kv(b) for b in (BUCKET_TRANSCRIPT_CACHE, BUCKET_ANALYSIS_CACHE, BUCKET_ANSWERED, BUCKET_INTAKE)),
-            *(kv(b) for b in (BUCKET_JOINS, BUCKET_NOTES, BUCKET_PIECES, BUCKET_USERS, BUCKET_QUOTA, BUCKET_CHATS)),
+            object_stream(BUCKET_AUDIO),
+            *(kv_stream(b) for b in (BUCKET_TRANSCRIPT_CACHE, BUCKET_ANALYSIS_CACHE, BUCKET_ANSWERED, BUCKET_INTAKE)),
+            *(
+                kv_stream(b)
+                for b in (BUCKET_JOINS, BUCKET_NOTES, BUCKET_PIECES, BUCKET_USERS, BUCKET_QUOTA, BUCKET_CHATS)
+            ),
         ),
     )
 
@@ -191,9 +186,9 @@ def transcriber() -> Role:
             (STREAM_PIECES, CONSUMER_TRANSCRIBER_PIECES),
         ),
         looks_up=(STREAM, STREAM_PIECES),
-        reads=(objects(BUCKET_AUDIO), kv(BUCKET_TRANSCRIPT_CACHE), kv(BUCKET_PIECES)),
+        reads=(object_stream(BUCKET_AUDIO), kv_stream(BUCKET_TRANSCRIPT_CACHE), kv_stream(BUCKET_PIECES)),
         writes=(f"$O.{BUCKET_AUDIO}.>", f"$KV.{BUCKET_TRANSCRIPT_CACHE}.>", f"$KV.{BUCKET_PIECES}.>"),
-        erases=(objects(BUCKET_AUDIO), kv(BUCKET_PIECES)),
+        erases=(object_stream(BUCKET_AUDIO), kv_stream(BUCKET_PIECES)),
     )
 
 
@@ -204,11 +199,14 @@ def formatter() -> Role:
         consumes=((STREAM, CONSUMER_FORMATTER), (STREAM, CONSUMER_FORMATTER_DEADLINE)),
         looks_up=(STREAM,),
         inspects=((STREAM, CONSUMER_TRANSCRIBER), (STREAM, CONSUMER_TRANSCRIBER_QUEUED)),
-        reads=tuple(kv(b) for b in (BUCKET_JOINS, BUCKET_ANSWERED, BUCKET_NOTES, BUCKET_QUOTA, BUCKET_MODES))
-        + (kv(BUCKET_REGISTRY), objects(BUCKET_AUDIO)),  # enabled modes; an object's meta, before deleting it
+        reads=tuple(kv_stream(b) for b in (BUCKET_JOINS, BUCKET_ANSWERED, BUCKET_NOTES, BUCKET_QUOTA, BUCKET_MODES))
+        + (
+            kv_stream(BUCKET_REGISTRY),
+            object_stream(BUCKET_AUDIO),
+        ),  # enabled modes; an object's meta, before deleting it
         writes=tuple(f"$KV.{b}.>" for b in (BUCKET_JOINS, BUCKET_ANSWERED, BUCKET_NOTES, BUCKET_QUOTA))
         + (f"$O.{BUCKET_AUDIO}.M.>",),  # an answered note's audio is deleted: a marker in its meta
-        erases=(STREAM_INFLIGHT, objects(BUCKET_AUDIO)),
+        erases=(STREAM_INFLIGHT, object_stream(BUCKET_AUDIO)),
     )
 
 
@@ -219,7 +217,7 @@ def external_analyzer(mode: str) -> Role:
         user=analyzer_user(mode),
         publishes=(analysis_subject(mode),),
         consumes=((STREAM, analyzer_user(mode)),),
-        reads=(kv(BUCKET_MODES),),
+        reads=(kv_stream(BUCKET_MODES),),
         writes=(f"$KV.{BUCKET_MODES}.{mode}",),
     )
 
@@ -237,7 +235,7 @@ def analyzer(mode: str) -> Role:
         publishes=(*base.publishes, SUBJECT_MODE_CHANGED, SUBJECT_ALERT),
         consumes=(*base.consumes, (STREAM_ADMIN, CONSUMER_REGISTRAR)),
         looks_up=(STREAM, STREAM_ADMIN),
-        reads=(*base.reads, *(kv(b) for b in (*OWN_ANALYZER_BUCKETS, BUCKET_ANSWERED))),
+        reads=(*base.reads, *(kv_stream(b) for b in (*OWN_ANALYZER_BUCKETS, BUCKET_ANSWERED))),
         writes=(*base.writes, *(f"$KV.{b}.>" for b in OWN_ANALYZER_BUCKETS)),
     )
 
@@ -248,19 +246,15 @@ class Accounts:
 
     modes: tuple[str, ...] = ("DEFAULT", "TONE")
     external: tuple[str, ...] = ()
-    roles: tuple[Role, ...] = field(init=False)
 
-    def __post_init__(self) -> None:
+    @property
+    def roles(self) -> list[Role]:
         roles = [gateway(), transcriber(), formatter(), *(analyzer(m) for m in self.modes)]
-        roles += [external_analyzer(m) for m in self.external if m not in self.modes]
-        object.__setattr__(self, "roles", tuple(roles))
+        return roles + [external_analyzer(m) for m in self.external if m not in self.modes]
 
     @property
     def users(self) -> list[str]:
         return [ADMIN, *(role.user for role in self.roles)]
-
-    def role(self, user: str) -> Role:
-        return next(role for role in self.roles if role.user == user)
 
 
 def render(accounts: Accounts, passwords: Mapping[str, str] | None = None) -> str:
@@ -339,8 +333,11 @@ class Logins:
                 self.file(user).touch(mode=0o600)
                 self.file(user).write_text(secrets.token_urlsafe(24) + "\n")
 
+    def password(self, user: str) -> str:
+        return self.file(user).read_text().strip()
+
     def passwords(self, users: Iterable[str]) -> dict[str, str]:
-        return {user: self.file(user).read_text().strip() for user in users}
+        return {user: self.password(user) for user in users}
 
     def env(self, user: str) -> dict[str, str]:
         """How a child logs in as `user`."""

@@ -153,6 +153,17 @@ CONSUMER_FORMATTER_DEADLINE = "formatter-deadline"
 CONSUMER_GATEWAY = "gateway"
 CONSUMER_REGISTRAR = "mode-registrar"
 CONSUMER_ADMIN_REPLIES = "gateway-admin"
+CONSUMER_GATEWAY_ALERTS = "gateway-alerts"
+
+
+def kv_stream(bucket: str) -> str:
+    """The stream behind a KV bucket."""
+    return f"KV_{bucket}"
+
+
+def object_stream(bucket: str) -> str:
+    """The stream behind an Object Store bucket."""
+    return f"OBJ_{bucket}"
 
 
 def inbox_prefix(user: str) -> str:
@@ -641,7 +652,7 @@ class Bus:
     def topology(self) -> set[str]:
         """The names of every stream the deployment has, buckets' streams included."""
         names = {config.name for config in self._streams() if config.name}
-        return names | {f"KV_{bucket}" for bucket, _, _ in KV_BUCKETS} | {f"OBJ_{BUCKET_AUDIO}"}
+        return names | {kv_stream(bucket) for bucket, _, _ in KV_BUCKETS} | {object_stream(BUCKET_AUDIO)}
 
     async def await_topology(self, wait: float = 60.0) -> None:
         """Wait until provisioning has created every stream and bucket: a service only checks, it creates none
@@ -660,15 +671,19 @@ class Bus:
                 )
             await asyncio.sleep(0.5)
 
+    async def _api(self, subject: str, request: dict[str, Any]) -> dict[str, Any]:
+        """One JetStream API request with the fields nats.py does not pass (paging, subject filters)."""
+        reply = await self.nc.request(subject, msgspec.json.encode(request), timeout=5)
+        answer: dict[str, Any] = msgspec.json.decode(reply.data)
+        if "error" in answer:
+            raise nats.js.errors.APIError.from_error(answer["error"])
+        return answer
+
     async def _stream_names(self) -> set[str]:
         """Every stream's name, page by page (the one listing every account may ask for)."""
         names: set[str] = set()
         while True:
-            request = msgspec.json.encode({"offset": len(names)})
-            reply = await self.nc.request("$JS.API.STREAM.NAMES", request, timeout=5)
-            answer = msgspec.json.decode(reply.data)
-            if "error" in answer:
-                raise nats.js.errors.APIError.from_error(answer["error"])
+            answer = await self._api("$JS.API.STREAM.NAMES", {"offset": len(names)})
             page = answer.get("streams") or []
             names.update(page)
             if not page or len(names) >= answer.get("total", 0):
@@ -724,11 +739,8 @@ class Bus:
         head = f"$KV.{bucket}."
         keys: list[str] = []
         while True:
-            request = msgspec.json.encode({"subjects_filter": f"{head}{prefix}>", "offset": len(keys)})
-            reply = await self.nc.request(f"$JS.API.STREAM.INFO.KV_{bucket}", request, timeout=5)
-            answer = msgspec.json.decode(reply.data)
-            if "error" in answer:
-                raise nats.js.errors.APIError.from_error(answer["error"])
+            request = {"subjects_filter": f"{head}{prefix}>", "offset": len(keys)}
+            answer = await self._api(f"$JS.API.STREAM.INFO.{kv_stream(bucket)}", request)
             page = answer.get("state", {}).get("subjects") or {}
             keys += [subject.removeprefix(head) for subject in page]
             if not page or len(keys) >= answer.get("total", 0):
@@ -743,7 +755,7 @@ class Bus:
         values: list[bytes] = []
         while True:
             try:
-                msg = await self.js.get_msg(f"KV_{bucket}", seq=seq, subject=subject, next=True)
+                msg = await self.js.get_msg(kv_stream(bucket), seq=seq, subject=subject, next=True)
             except nats.js.errors.NotFoundError:
                 return values
             if msg.data and not (msg.headers or {}).get("KV-Operation"):
@@ -753,7 +765,7 @@ class Bus:
 
     async def erase(self, bucket: str, key: str) -> None:
         """Remove a key with every trace of it: its values, its history and the delete marker a KV purge leaves."""
-        await self.js.purge_stream(f"KV_{bucket}", subject=f"$KV.{bucket}.{key}")
+        await self.js.purge_stream(kv_stream(bucket), subject=f"$KV.{bucket}.{key}")
 
     async def erase_object(self, name: str) -> None:
         """Remove a stored object with every trace of it: its chunks, and the meta record (which names it) that a
@@ -763,7 +775,7 @@ class Bus:
         except nats.js.errors.NotFoundError:
             pass  # deleted already (after its answer): its meta record is still there
         meta = base64.urlsafe_b64encode(name.encode()).decode()
-        await self.js.purge_stream(f"OBJ_{BUCKET_AUDIO}", subject=f"$O.{BUCKET_AUDIO}.M.{meta}")
+        await self.js.purge_stream(object_stream(BUCKET_AUDIO), subject=f"$O.{BUCKET_AUDIO}.M.{meta}")
 
     async def place_in_queue(self, durable: str, subject: str, seq: int, cap: int = 100) -> QueuePlace | None:
         """Where message `seq` on `subject` stands for the consumer `durable`: how many messages before it wait to
@@ -785,7 +797,7 @@ class Bus:
 
     async def kv_size(self, bucket: str) -> int:
         """Live keys in a history-1 bucket: one message per key, expired ones gone."""
-        info = await self.js.stream_info(f"KV_{bucket}")
+        info = await self.js.stream_info(kv_stream(bucket))
         return info.state.messages
 
     async def audio_store(self) -> ObjectStore:

@@ -299,7 +299,7 @@ async def _provision(servers: list[str], settings: Settings, logins: Logins | No
     mode follower (admin reads the registry)."""
     credentials = settings.nats_credentials
     if logins is not None:
-        credentials["user"], credentials["password"] = ADMIN, logins.passwords([ADMIN])[ADMIN]
+        credentials["user"], credentials["password"] = ADMIN, logins.password(ADMIN)
     bus = await Bus.connect(servers, name="up", replicas=settings.jetstream_replicas, **credentials)
     seeded = await provision(bus)
     print(f"{'up':<14}| provisioned" + (f"; modes seeded: {', '.join(seeded)}" if seeded else ""), flush=True)

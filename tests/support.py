@@ -95,7 +95,7 @@ class NatsServer:
 
     def admin(self) -> dict[str, str]:
         """`Bus.connect` keywords of the admin user (provisioning, the tests' own look at the state)."""
-        return {"user": ADMIN, "password": self.logins.passwords([ADMIN])[ADMIN]} if self.accounts else {}
+        return {"user": ADMIN, "password": self.logins.password(ADMIN)} if self.accounts else {}
 
     def provision(self) -> None:
         """What a deployment does once before any service starts: `voice-insight provision`, as the admin."""

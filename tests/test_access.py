@@ -55,7 +55,7 @@ async def guarded(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Nat
 
 
 async def login(server: NatsServer, user: str) -> Bus:
-    password = server.logins.passwords([user])[user]
+    password = server.logins.password(user)
     return await Bus.connect([server.url], name=user, wait=5, user=user, password=password)
 
 
@@ -197,7 +197,7 @@ async def test_the_launcher_s_own_server_has_the_accounts_and_takes_a_new_mode_s
         assert all(oct(local.logins.file(u).stat().st_mode)[-3:] == "600" for u in Accounts().users)
 
         async def logs_in(user: str) -> bool:
-            password = local.logins.passwords([user])[user]
+            password = local.logins.password(user)
             try:
                 bus = await Bus.connect([f"nats://127.0.0.1:{port}"], name=user, wait=3, user=user, password=password)
             except ConnectionError:

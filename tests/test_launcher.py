@@ -60,7 +60,7 @@ async def test_up_embeds_nats_answers_and_stops_cleanly_on_sigterm(
         assert Path(found.group(2)) == (tmp_path / "state" / "nats").resolve()
         # Its server has an account per service, passwords in the state folder: the test looks on as admin.
         logins = Logins((tmp_path / "state" / "nats-credentials").resolve())
-        admin = logins.passwords([ADMIN])[ADMIN]
+        admin = logins.password(ADMIN)
         with pytest.raises(ConnectionError, match="refused the login"):
             await Bus.connect([found.group(1)], name="nobody", wait=5)
         bus = await Bus.connect([found.group(1)], name="test-up", user=ADMIN, password=admin)
