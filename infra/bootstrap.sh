@@ -78,4 +78,7 @@ done
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+# Every supported Python: the fast layer on each other interpreter found here (noxfile.py), then the whole suite
+# on this one. ONE_PYTHON=1 skips the others (a quick local run).
+[ "${ONE_PYTHON:-}" = 1 ] || .venv/bin/nox -s fast
 exec .venv/bin/python -m pytest "$@"

@@ -8,6 +8,7 @@ compares with what is committed in `docs/contracts/`. Regenerate after changing 
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -108,11 +109,24 @@ CONTRACT: dict[str, tuple[str, Any, msgspec.Struct]] = {
 _ = Usage  # part of Analysis' schema
 
 
+def _clean_descriptions(node: Any) -> Any:
+    """Descriptions come from docstrings, which Python 3.13 dedents at compile time and 3.11 and 3.12 keep as
+    written: `inspect.cleandoc` gives every interpreter the same text, so the published files do not depend on
+    which one generated them."""
+    if isinstance(node, dict):
+        return {key: _clean_descriptions(value) for key, value in node.items()} | (
+            {"description": inspect.cleandoc(node["description"])} if isinstance(node.get("description"), str) else {}
+        )
+    if isinstance(node, list):
+        return [_clean_descriptions(item) for item in node]
+    return node
+
+
 def documents() -> dict[str, str]:
     """File name → content, for every schema and example."""
     files = {}
     for subject, (about, kind, example) in CONTRACT.items():
-        schema = msgspec.json.schema(kind)
+        schema = _clean_descriptions(msgspec.json.schema(kind))
         schema["$comment"] = about
         files[f"{subject}.schema.json"] = json.dumps(schema, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
         files[f"{subject}.example.json"] = (

@@ -40,11 +40,15 @@ def certificates(folder: Path, name: str) -> Path:
     """A CA, and a server certificate it signed for 127.0.0.1 and localhost (client and server use)."""
     folder.mkdir(parents=True)
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name} CA",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
             "-keyout", "ca-key.pem", "-out", "ca.pem", cwd=folder)  # fmt: skip
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=nats", "-keyout", "server-key.pem",
             "-out", "server.csr", cwd=folder)  # fmt: skip
+    # Python 3.13 verifies strictly (VERIFY_X509_STRICT): the CA must say what its key may do (keyUsage above),
+    # and a certificate it signed must name its key (authorityKeyIdentifier), or the services refuse the server.
     (folder / "san.ext").write_text(
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n"
+        "basicConstraints=CA:FALSE\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
     )
     openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
             "-days", "2", "-extfile", "san.ext", "-out", "server.pem", cwd=folder)  # fmt: skip
