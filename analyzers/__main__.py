@@ -49,7 +49,7 @@ def run(args: argparse.Namespace | None = None) -> None:
 
     async def serve(settings: Settings, stop: asyncio.Event) -> None:
         port = settings.metrics_port if settings.metrics_port is not None else default_port(mode)
-        async with lifespan(f"analyzer-{mode}", settings, port, log) as life:
+        async with lifespan(f"analyzer-{mode}", settings, port, log, stop) as life:
             registry = await ModeRegistry.open(life.bus)
             try:
                 definition = (await registry.get(mode)).definition

@@ -19,7 +19,7 @@ log = logging.getLogger("voice_insight.formatter")
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    async with lifespan("formatter", settings, port_for("formatter", settings), log) as life:
+    async with lifespan("formatter", settings, port_for("formatter", settings), log, stop) as life:
         bot = make_bot(settings)
         life.closing(bot.session.close)
         service = FormatterService(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import msgspec
 from aiogram import Bot
+from aiogram.exceptions import TelegramUnauthorizedError
 from aiogram.types import BotCommand
 
 from gateway.admin import AdminInbox, Admins
@@ -19,7 +19,7 @@ from gateway.updates import ALLOWED_UPDATES, UpdateHandler, UpdatePoller
 from gateway.webhook import WebhookReceiver
 from infra.bus import BUCKET_USERS, Bus
 from infra.health import port_for
-from infra.lifespan import lifespan
+from infra.lifespan import Life, lifespan
 from infra.metrics import ACTIVE_USERS
 from infra.modes import export_liveness, live_modes
 from infra.service import run_service
@@ -27,6 +27,9 @@ from infra.settings import Settings
 from infra.telegram import make_bot
 
 log = logging.getLogger("voice_insight.gateway")
+
+REFUSED = (TelegramUnauthorizedError,)
+"""What Telegram answers that no waiting fixes: a token it does not know."""
 
 COMMANDS = [
     BotCommand(command="help", description="How it works / Как пользоваться"),
@@ -52,9 +55,11 @@ async def modes_document(bus: Bus) -> object:
     return [msgspec.to_builtins(mode) for mode in await live_modes(bus)]
 
 
-async def poll(bot: Bot, bus: Bus, ready: Callable[[], None], stop: asyncio.Event) -> None:
+async def poll(life: Life, bot: Bot, stop: asyncio.Event) -> None:
     """Long polling: one gateway per bot (a second poller gets 409 Conflict from Telegram)."""
-    await bot.delete_webhook(drop_pending_updates=False)  # long polling and a webhook exclude each other
+    # Long polling and a webhook exclude each other.
+    await life.until("Telegram", lambda: bot.delete_webhook(drop_pending_updates=False), fatal=REFUSED)
+    bus, ready = life.bus, life.ready
     poller = UpdatePoller(bot, bus)
     polling = asyncio.create_task(poller.run())
     ready()
@@ -66,21 +71,24 @@ async def poll(bot: Bot, bus: Bus, ready: Callable[[], None], stop: asyncio.Even
     await poller.confirm()
 
 
-async def receive_by_webhook(
-    settings: Settings, bot: Bot, bus: Bus, ready: Callable[[], None], stop: asyncio.Event
-) -> None:
+async def receive_by_webhook(settings: Settings, life: Life, bot: Bot, stop: asyncio.Event) -> None:
     """Webhook mode: any number of gateways behind a load balancer; Telegram posts each update to one of them."""
     assert settings.webhook_url is not None
-    receiver = WebhookReceiver(bus, bot.id, settings.webhook_secret, urlsplit(settings.webhook_url).path)
+    webhook_url = settings.webhook_url
+    receiver = WebhookReceiver(life.bus, bot.id, settings.webhook_secret, urlsplit(webhook_url).path)
     host, _, port = settings.webhook_listen.rpartition(":")
     await receiver.start(host.strip("[]"), int(port))
-    await bot.set_webhook(
-        settings.webhook_url,
-        secret_token=settings.webhook_secret,
-        allowed_updates=ALLOWED_UPDATES,
-        drop_pending_updates=False,
+    await life.until(
+        "Telegram",
+        lambda: bot.set_webhook(
+            webhook_url,
+            secret_token=settings.webhook_secret,
+            allowed_updates=ALLOWED_UPDATES,
+            drop_pending_updates=False,
+        ),
+        fatal=REFUSED,
     )
-    ready()
+    life.ready()
     await stop.wait()
     await receiver.stop()  # what Telegram could not post now, it posts again (to another gateway, or later)
     if settings.webhook_delete_on_stop:
@@ -88,7 +96,7 @@ async def receive_by_webhook(
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    async with lifespan("gateway", settings, port_for("gateway", settings), log) as life:
+    async with lifespan("gateway", settings, port_for("gateway", settings), log, stop) as life:
         bus = life.bus
         life.health.add_json_route("/modes", lambda: modes_document(bus))
         users = asyncio.create_task(count_active_users(bus))
@@ -100,7 +108,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         )
         admins = Admins(tuple(sorted(settings.admin_user_ids)), key)
         dispatcher = build_dispatcher(settings.limits, admins)
-        await bot.set_my_commands(COMMANDS)
+        # Telegram unreachable at start (an outage, a local Bot API server still starting): wait, say so on
+        # /health, carry on when it answers. A token Telegram refuses is a setting to fix: that ends the service.
+        await life.until("Telegram", lambda: bot.set_my_commands(COMMANDS), fatal=REFUSED)
         context = handler_context(
             bus,
             intake,
@@ -116,9 +126,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await bus.start(UpdateHandler(bot, dispatcher, context))
         await bus.start(AdminInbox(bot, admins))
         if settings.webhook_url:
-            await receive_by_webhook(settings, bot, bus, life.ready, stop)
+            await receive_by_webhook(settings, life, bot, stop)
         else:
-            await poll(bot, bus, life.ready, stop)
+            await poll(life, bot, stop)
         for watcher in watchers:
             watcher.cancel()
 

@@ -65,10 +65,11 @@ if [ "$what" != test ]; then
 fi
 
 # Tests need espeak-ng (speech), ffmpeg (Opus encoding), Prometheus with promtool (the monitoring config,
-# checked and run by the real tools) and openssl (a TLS cluster's certificates) from the system's packages.
-for tool in espeak-ng ffmpeg promtool prometheus openssl; do
+# checked and run by the real tools), openssl (a TLS cluster's certificates), and podman with runc and
+# mmdebstrap (the real compose.yaml, on images built here without a registry) from the system's packages.
+for tool in espeak-ng ffmpeg promtool prometheus openssl podman runc mmdebstrap; do
   if ! command -v "$tool" >/dev/null; then
-    apt_install espeak-ng ffmpeg prometheus openssl
+    apt_install espeak-ng ffmpeg prometheus openssl podman runc mmdebstrap uidmap
     break
   fi
 done

@@ -522,6 +522,10 @@ def _delivered(info: api.ConsumerInfo) -> int:
     return info.delivered.stream_seq if info.delivered and info.delivered.stream_seq else 0
 
 
+class LoginRefused(ConnectionError):
+    """NATS refused the credentials: a setting to fix, not a server to wait for."""
+
+
 class Bus:
     def __init__(self, nc: NATS, replicas: int = 1) -> None:
         self.nc = nc
@@ -600,7 +604,7 @@ class Bus:
                 await asyncio.gather(connecting, return_exceptions=True)
                 await nc.close()
             if refused.is_set():
-                raise ConnectionError(f"NATS at {where} refused the login: check NATS_USER and NATS_PASSWORD_FILE")
+                raise LoginRefused(f"NATS at {where} refused the login: check NATS_USER and NATS_PASSWORD_FILE")
             exc = connecting.exception() if not connecting.cancelled() else TimeoutError()
             if time.monotonic() > deadline:
                 raise ConnectionError(f"cannot reach NATS at {where}: {type(exc).__name__}") from exc

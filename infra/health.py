@@ -39,6 +39,9 @@ class HealthServer:
         self.host = host
         self.connected = connected
         self.ready = False
+        self.waiting_for: str | None = None
+        """A dependency the service cannot reach yet (NATS, provisioning, Telegram, its model): it waits, and
+        says so here, rather than exiting into a restart loop."""
         self.routes: dict[str, JsonRoute] = {}
         self._runner: web.AppRunner | None = None
 
@@ -46,6 +49,8 @@ class HealthServer:
         self.routes[path] = handler
 
     def status(self) -> tuple[int, dict[str, str]]:
+        if self.waiting_for:
+            return 503, {"status": "waiting", "reason": f"waiting for {self.waiting_for}"}
         if not self.connected():
             return 503, {"status": "unavailable", "reason": "not connected to NATS"}
         if not self.ready:

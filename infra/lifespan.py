@@ -1,12 +1,19 @@
-"""A service's life as one async context manager: connect, side door, wait for the topology that provisioning
+"""A service's life as one async context manager: side door, connect, wait for the topology that provisioning
 (`voice-insight provision`) creates; then drain and close in order.
 
-    async with lifespan("formatter", settings, port, log) as life:
+    async with lifespan("formatter", settings, port, log, stop) as life:
         bot = make_bot(settings)
         life.closing(bot.session.close)  # closed after the bus has drained
+        await life.until("Telegram", lambda: bot.set_my_commands(COMMANDS))
         await life.bus.start(FormatterService(life.bus, ...))
         life.ready()
         await stop.wait()
+
+A dependency that is not there yet (NATS, provisioning, Telegram, a model that does not load) is waited for, with
+a growing pause between tries, and `/health` answers 503 "waiting for …" meanwhile: a service that exited instead
+would be restarted at once by its supervisor, in a tight loop (podman restarts with no backoff), and say nothing
+useful. What no wait can fix (a refused login, a refused token) still ends the service with a clear line. A stop
+asked for while waiting ends the wait.
 
 On the way out the order is always the same: the bus stops fetching and lets handlers in flight finish (their
 acks go out), then whatever was registered with `closing` is closed, newest first (the Bot API session, the LLM
@@ -15,16 +22,64 @@ client), and the health endpoint goes last, answering 503 "not connected" meanwh
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from infra.bus import Bus
+from infra.bus import Bus, LoginRefused
 from infra.health import HealthServer
 from infra.settings import Settings
 
 log = logging.getLogger("voice_insight.service")
+
+T = TypeVar("T")
+
+FIRST_PAUSE = 1.0
+LONGEST_PAUSE = 30.0
+
+
+class Stopped(Exception):
+    """A stop was asked for while the service waited for a dependency."""
+
+
+async def until(
+    what: str,
+    attempt: Callable[[], Awaitable[T]],
+    health: HealthServer,
+    stop: asyncio.Event | None,
+    fatal: tuple[type[BaseException], ...] = (),
+    first: float = FIRST_PAUSE,
+    longest: float = LONGEST_PAUSE,
+) -> T:
+    """`attempt()` until it succeeds, pausing `first`, then twice as long each time up to `longest`; `/health`
+    says what is waited for meanwhile. An exception in `fatal` is not waited out: it ends the service."""
+    pause = first
+    while True:
+        try:
+            result = await attempt()
+        except fatal:
+            raise
+        except Exception as exc:
+            health.waiting_for = what
+            log.warning("waiting for %s (%s); trying again in %.0f s", what, type(exc).__name__, pause)
+            if stop is None:
+                await asyncio.sleep(pause)
+            else:
+                try:
+                    await asyncio.wait_for(stop.wait(), pause)
+                except TimeoutError:
+                    pass
+                else:
+                    raise Stopped(what) from exc
+            pause = min(pause * 2, longest)
+        else:
+            if health.waiting_for == what:
+                health.waiting_for = None
+                log.info("%s reached", what)
+            return result
 
 
 @dataclass
@@ -32,7 +87,14 @@ class Life:
     bus: Bus
     health: HealthServer
     log: logging.Logger
+    stop: asyncio.Event | None = None
     _closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+
+    async def until(
+        self, what: str, attempt: Callable[[], Awaitable[T]], fatal: tuple[type[BaseException], ...] = ()
+    ) -> T:
+        """Wait for a dependency this service cannot work without (see `until`)."""
+        return await until(what, attempt, self.health, self.stop, fatal)
 
     def closing(self, close: Callable[[], Awaitable[object]]) -> None:
         """Close this when the service stops, after the bus has drained (handlers may still need it until then)."""
@@ -46,17 +108,38 @@ class Life:
 
 @asynccontextmanager
 async def lifespan(
-    name: str, settings: Settings, port: int, logger: logging.Logger, topology: bool = True
+    name: str,
+    settings: Settings,
+    port: int,
+    logger: logging.Logger,
+    stop: asyncio.Event | None = None,
+    topology: bool = True,
 ) -> AsyncIterator[Life]:
-    bus = await Bus.connect(
-        settings.nats_servers, name=name, replicas=settings.jetstream_replicas, **settings.nats_credentials
-    )
-    health = HealthServer(name, port, lambda: bus.connected, settings.metrics_host)
-    await health.start()
-    life = Life(bus, health, logger)
+    connection: list[Bus] = []
+    health = HealthServer(name, port, lambda: bool(connection) and connection[0].connected, settings.metrics_host)
+    await health.start()  # first: an orchestrator sees "waiting for NATS" rather than nothing
     try:
-        if topology:
-            await bus.await_topology()  # a service creates no stream or bucket: its account may not
+        bus = await until(
+            "NATS",
+            lambda: Bus.connect(
+                settings.nats_servers,
+                name=name,
+                replicas=settings.jetstream_replicas,
+                wait=10,
+                **settings.nats_credentials,
+            ),
+            health,
+            stop,
+            fatal=(LoginRefused,),
+        )
+    except BaseException:
+        await health.stop()
+        raise
+    connection.append(bus)
+    life = Life(bus, health, logger, stop)
+    try:
+        if topology:  # a service creates no stream or bucket: its account may not
+            await life.until("provisioning (`voice-insight provision`)", lambda: bus.await_topology(wait=10))
         yield life
     finally:
         await bus.close()

@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
+from infra.lifespan import Stopped
 from infra.logs import setup_logging
 from infra.settings import Settings, SettingsError, load_settings
 from infra.telemetry import setup_tracing, shutdown_tracing
@@ -42,5 +43,7 @@ def run_service(service: str, required: tuple[str, ...], serve: Serve) -> None:
 
     try:
         asyncio.run(main())
+    except Stopped:
+        pass  # stopped while it waited for a dependency: nothing was started, nothing to finish
     finally:
         shutdown_tracing()

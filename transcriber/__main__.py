@@ -17,15 +17,20 @@ log = logging.getLogger("voice_insight.transcriber")
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    async with lifespan("transcriber", settings, port_for("transcriber", settings), log) as life:
+    async with lifespan("transcriber", settings, port_for("transcriber", settings), log, stop) as life:
         # /health answers 503 "starting" while the model loads and warms up.
-        recognizer = await asyncio.to_thread(
-            SpeechRecognizer,
-            settings.whisper_model,
-            settings.whisper_device,
-            settings.whisper_compute_type,
-            settings.max_audio_seconds,
-            settings.whisper_threads,
+        # A model that does not load (no model hub reachable, a full disk, a GPU not there yet) is tried again with
+        # a growing pause, not exited on: a supervisor would restart the process in a tight loop.
+        recognizer = await life.until(
+            f"the Whisper model {settings.whisper_model}",
+            lambda: asyncio.to_thread(
+                SpeechRecognizer,
+                settings.whisper_model,
+                settings.whisper_device,
+                settings.whisper_compute_type,
+                settings.max_audio_seconds,
+                settings.whisper_threads,
+            ),
         )
         log.info("model %s loaded", recognizer.model_name)
         await life.bus.start(TranscriberService(life.bus, recognizer))

@@ -18,12 +18,14 @@ class LoopbackServer:
     def url(self, port: int) -> str:
         return f"http://127.0.0.1:{port}"
 
-    async def start(self) -> str:
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on a free loopback port; a double in a container of the compose test listens on its own network
+        (`tests/doubles/serve.py`)."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         self.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, host, port)
         await site.start()
         self.base_url = self.url(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
         return self.base_url
