@@ -255,7 +255,7 @@ def test_dockerfile_rules() -> None:
     base = re.search(r"^ARG BASE_IMAGE=(\S+)$", (REPO / "Dockerfile").read_text(), re.M)
     assert base and re.match(r"python:3\.1\d-slim$", base.group(1)), "slim Python base by default"
     assert final[0][1].startswith("${BASE_IMAGE}"), "a base of one's own where there is no registry"
-    assert 'ARG WHISPER_BAKE=packaged-base' in (REPO / "Dockerfile").read_text(), "the image carries a model"
+    assert "ARG WHISPER_BAKE=packaged-base" in (REPO / "Dockerfile").read_text(), "the image carries a model"
     user = [rest for ins, rest in final if ins == "USER"]
     assert user and user[-1] not in ("root", "0"), "runs as a non-root user"
     assert instructions.get("STOPSIGNAL") == "SIGTERM"
