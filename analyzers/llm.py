@@ -100,6 +100,13 @@ def _error_code(exc: openai.APIStatusError) -> str | None:
     return getattr(exc, "code", None) or inner.get("code") or inner.get("type")
 
 
+def offered(model: str, listed: set[str]) -> bool:
+    """Whether the server has `model`, as the server resolves names: Ollama lists tagged ids (`llama3.2:latest`)
+    and takes an untagged name to mean its `:latest`, so `MODEL_DEFAULT=llama3.2` is the model it lists as
+    `llama3.2:latest`."""
+    return model in listed or (":" not in model.rpartition("/")[2] and f"{model}:latest" in listed)
+
+
 class ChatLLM:
     def __init__(self, client: AsyncOpenAI) -> None:
         self.client = client

@@ -22,7 +22,7 @@ from typing import Any
 
 from analyzers.cache import CachedAnalysis, analysis_cache, cache_key
 from analyzers.guard import VersionGuard
-from analyzers.llm import ChatLLM, Completion, LLMFailure, fenced
+from analyzers.llm import ChatLLM, Completion, LLMFailure, fenced, offered
 from analyzers.longtext import condense, estimate, room_for_text
 from infra import usage
 from infra.answers import is_answered
@@ -206,10 +206,10 @@ class AnalyzerService:
             log.warning("mode %s: the server's models could not be listed (%s)", self.mode, type(exc).__name__)
             return ""
         problem = ""
-        if listed is not None and d.model not in listed:
-            offered = ", ".join(sorted(listed)[:8]) or "none"
+        if listed is not None and not offered(d.model, listed):
+            others = ", ".join(sorted(listed)[:8]) or "none"
             problem = (
-                f"model {d.model} is not on the LLM server, which has: {offered}. "
+                f"model {d.model} is not on the LLM server, which has: {others}. "
                 f"Pick one with /set_model {self.mode} <model>, or MODEL_{self.mode}=<model> in the environment"
             )
             log.warning("mode %s: %s", self.mode, problem)

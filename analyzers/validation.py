@@ -15,7 +15,7 @@ import time
 
 import openai
 
-from analyzers.llm import ChatLLM, LLMFailure
+from analyzers.llm import ChatLLM, LLMFailure, offered
 from analyzers.service import request_for
 from infra.definitions import ModeDefinition, problems
 
@@ -36,7 +36,7 @@ async def validate(candidate: ModeDefinition, llm: ChatLLM) -> list[str]:
         listed = await llm.models()  # None: a compatible server without a models endpoint; the canary will tell
     except openai.APIError as exc:
         return [f"the models endpoint did not answer ({type(exc).__name__}); try again later"]
-    if listed is not None and candidate.model not in listed:
+    if listed is not None and not offered(candidate.model, listed):
         return [f"the model {candidate.model!r} does not exist on the configured server"]
     started = time.perf_counter()
     try:

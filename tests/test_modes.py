@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from analyzers.validation import validate
 from infra.bus import STREAM, Bus, Delivery, analysis_subject, deliver
 from infra.contracts import Analysis, ModeInfo, encode
 from infra.definitions import AnswerField, ModeDefinition, dump, load, problems, result_type, sections, shipped
@@ -268,3 +269,21 @@ async def test_a_model_the_llm_server_lacks_is_said_with_the_models_it_has(
     assert "model llama3.2 is not on the LLM server, which has: gpt-4.1, gpt-4o, gpt-4o-mini" in problem
     assert "/set_model TONE <model>" in problem and "MODEL_TONE=<model>" in problem
     assert await analyzer.model_problem(await analyzer.refresh()) == "", "the registry's gpt-4o is there"
+
+
+async def test_a_model_named_as_ollama_resolves_it_is_on_the_server(private_bus: Bus) -> None:
+    """Issue 19: Ollama lists tagged ids (`llama3.2:latest`) and takes `llama3.2` to mean `llama3.2:latest`, so the
+    README's `MODEL_DEFAULT=llama3.2` names a model the server has; validation compared ids exactly and refused it."""
+    ollama = OpenAIDouble.ollama("llama3.2:latest", "qwen2.5:3b-instruct")
+    await ollama.start()
+    try:
+        analyzer = await an_analyzer(private_bus, ollama.base_url, "TONE")
+        assert await analyzer.model_problem(msgspec.structs.replace(analyzer.definition, model="llama3.2")) == ""
+        assert await analyzer.model_problem(msgspec.structs.replace(analyzer.definition, model="qwen2.5:3b")), (
+            "another tag is another model"
+        )
+        candidate = msgspec.structs.replace(analyzer.definition, model="llama3.2", timeout=20.0)
+        assert await validate(candidate, analyzer.llm) == [], "the canary runs, and passes, on the resolved model"
+        assert ollama.requests[-1]["model"] == "llama3.2"
+    finally:
+        await ollama.stop()

@@ -85,6 +85,9 @@ class OpenAIDouble(LoopbackServer):
     _faults: list[Fault] = field(default_factory=list)
     _broken_models: dict[str, int] = field(default_factory=dict)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+    models: set[str] = field(default_factory=lambda: set(KNOWN_MODELS))
+    """The ids `/v1/models` lists. Ollama's are tagged (`llama3.2:latest`), and it takes an untagged name to mean
+    the `:latest` tag (`ollama()` plays such a server)."""
     context_limits: dict[str, int] = field(default_factory=lambda: dict(CONTEXT_WINDOWS))
     """Tokens a model takes, prompt and completion together; past it, 400 `context_length_exceeded`."""
 
@@ -95,6 +98,19 @@ class OpenAIDouble(LoopbackServer):
 
     def url(self, port: int) -> str:
         return f"http://127.0.0.1:{port}/v1"
+
+    @classmethod
+    def ollama(cls, *models: str, latency: float = 0.0) -> OpenAIDouble:
+        """Ollama's OpenAI-compatible API: no key asked for, tagged model ids, untagged names resolved."""
+        return cls("", latency=latency, models=set(models))
+
+    def resolve(self, model: str) -> str | None:
+        """The listed id a request's model name means, as the server resolves it."""
+        if model in self.models:
+            return model
+        if ":" not in model and f"{model}:latest" in self.models:
+            return f"{model}:latest"
+        return None
 
     # --- fault injection --------------------------------------------------------------------------
 
@@ -113,7 +129,7 @@ class OpenAIDouble(LoopbackServer):
     # --- the endpoints ----------------------------------------------------------------------------
 
     def _unauthorized(self, request: web.Request) -> web.Response | None:
-        if request.headers.get("Authorization") == f"Bearer {self.api_key}":
+        if not self.api_key or request.headers.get("Authorization") == f"Bearer {self.api_key}":
             return None
         return _error(
             401,
@@ -129,13 +145,13 @@ class OpenAIDouble(LoopbackServer):
     async def _models(self, request: web.Request) -> web.Response:
         if refused := self._unauthorized(request):
             return refused
-        return web.json_response({"object": "list", "data": [self._model_object(m) for m in sorted(KNOWN_MODELS)]})
+        return web.json_response({"object": "list", "data": [self._model_object(m) for m in sorted(self.models)]})
 
     async def _model(self, request: web.Request) -> web.Response:
         if refused := self._unauthorized(request):
             return refused
         model = request.match_info["model"]
-        if model not in KNOWN_MODELS:
+        if self.resolve(model) is None:
             return _error(
                 404,
                 f"The model '{model}' does not exist",
@@ -160,7 +176,7 @@ class OpenAIDouble(LoopbackServer):
         model = body.get("model", "")
         if model in self._broken_models:
             return self._fault(self._broken_models[model])
-        if model not in KNOWN_MODELS:
+        if self.resolve(model) is None:
             return _error(
                 404,
                 f"The model `{model}` does not exist or you do not have access to it.",
