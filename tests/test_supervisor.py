@@ -10,6 +10,7 @@ import pytest
 from infra import launcher
 from infra.health import HealthServer
 from infra.launcher import Child, Supervisor, plan, transcriber_env
+from infra.lifespan import Stopped, until
 from tests.support import free_port
 
 
@@ -66,3 +67,39 @@ def test_transcribers_on_one_machine_share_its_cores(monkeypatch: pytest.MonkeyP
     assert transcriber_env(3, {}) == {"WHISPER_THREADS": "2"}
     assert transcriber_env(16, {}) == {"WHISPER_THREADS": "1"}
     assert transcriber_env(2, {"WHISPER_THREADS": "6"}) == {}
+
+
+async def test_a_dependency_not_there_yet_is_waited_for_and_said_on_health() -> None:
+    """Issue 19: a service that cannot reach NATS, provisioning, Telegram or its model waits with a growing pause,
+    and /health says what for, instead of exiting into its supervisor's tight restart loop."""
+    health = HealthServer("test", 0, lambda: True)
+    health.ready = True
+    seen: list[tuple[int, dict[str, str]]] = []
+    tries = 0
+
+    async def telegram() -> str:
+        nonlocal tries
+        tries += 1
+        seen.append(health.status())
+        if tries < 3:
+            raise ConnectionError("unreachable")
+        return "answered"
+
+    assert await until("Telegram", telegram, health, None, first=0.01) == "answered"
+    assert seen[1] == (503, {"status": "waiting", "reason": "waiting for Telegram"})
+    assert health.status()[0] == 200 and health.waiting_for is None
+
+    async def refused() -> None:
+        raise PermissionError("a setting to fix")
+
+    with pytest.raises(PermissionError):  # what no wait fixes ends the service at once
+        await until("NATS", refused, health, None, fatal=(PermissionError,))
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.05, stop.set)
+
+    async def never() -> None:
+        raise ConnectionError("still down")
+
+    with pytest.raises(Stopped):  # a stop asked for while waiting ends the wait
+        await asyncio.wait_for(until("NATS", never, health, stop, first=10), 5)
