@@ -272,7 +272,27 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "WEBHOOK_DELETE_ON_STOP": ("webhook_delete_on_stop", _flag),
 }
 
-KNOWN_VARIABLES = frozenset(_PARSERS)
+SECRET_VARIABLES = ("TELEGRAM_TOKEN", "OPENAI_API_KEY", "WEBHOOK_SECRET")
+"""Each may come from a file instead, `NAME_FILE` (a container secret): `docker inspect` shows a container's
+environment, not the files mounted in it."""
+
+KNOWN_VARIABLES = frozenset(_PARSERS) | {f"{name}_FILE" for name in SECRET_VARIABLES}
+
+
+def _secrets_from_files(merged: dict[str, str]) -> None:
+    """`NAME_FILE` → `NAME`, read once; setting both is a mistake worth a clear line, not a silent choice."""
+    for name in SECRET_VARIABLES:
+        path = merged.get(f"{name}_FILE", "").strip()
+        if not path:
+            continue
+        if merged.get(name, "").strip():
+            raise SettingsError(f"{name} and {name}_FILE are both set: keep one (the file, for a secret)")
+        try:
+            merged[name] = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(f"{name}_FILE={path} cannot be read ({type(exc).__name__})") from None
+        if not merged[name]:
+            raise SettingsError(f"{name}_FILE={path} is empty")
 
 
 def load_settings(
@@ -286,6 +306,7 @@ def load_settings(
     """
     merged: dict[str, str] = read_dotenv(dotenv) if dotenv else {}
     merged.update(os.environ if environ is None else environ)
+    _secrets_from_files(merged)
     kwargs: dict[str, object] = {}
     for name, (attr, parse) in _PARSERS.items():
         text = merged.get(name, "").strip()

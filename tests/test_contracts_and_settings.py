@@ -129,3 +129,26 @@ def test_webhook_mode_needs_a_secret_telegram_accepts() -> None:
         dotenv=None,
     )
     assert hooked.webhook_listen == "[::]:8443" and "a" * 32 in hooked.secrets and not hooked.webhook_delete_on_stop
+
+
+def test_every_secret_may_come_from_a_file(tmp_path: Path) -> None:
+    """Issue 19: a container's environment is what `docker inspect` shows; a secret mounted as a file is not."""
+    token, key, hook = "123456:" + "A" * 30, "sk-from-a-file", "w" * 32
+    for name, value in (("token", token), ("key", key), ("hook", hook)):
+        (tmp_path / name).write_text(value + "\n")  # as `echo` writes it: the newline is not part of the secret
+    settings = load_settings(
+        ("TELEGRAM_TOKEN",),
+        environ={
+            "TELEGRAM_TOKEN_FILE": str(tmp_path / "token"),
+            "OPENAI_API_KEY_FILE": str(tmp_path / "key"),
+            "WEBHOOK_SECRET_FILE": str(tmp_path / "hook"),
+        },
+        dotenv=None,
+    )
+    assert (settings.telegram_token, settings.openai_api_key, settings.webhook_secret) == (token, key, hook)
+    assert {token, key, hook} <= set(settings.secrets), "redacted from logs like any secret"
+    with pytest.raises(SettingsError, match="both set"):
+        load_settings(environ={"OPENAI_API_KEY": "sk-x", "OPENAI_API_KEY_FILE": str(tmp_path / "key")}, dotenv=None)
+    with pytest.raises(SettingsError, match="cannot be read") as refused:
+        load_settings(environ={"TELEGRAM_TOKEN_FILE": str(tmp_path / "missing")}, dotenv=None)
+    assert token not in str(refused.value)
