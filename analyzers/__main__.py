@@ -57,7 +57,7 @@ def run(args: argparse.Namespace | None = None) -> None:
                 known = ", ".join(d.name for d in await registry.all())
                 log.error("unknown mode %r; known: %s", mode, known)
                 raise SystemExit(CONFIG_ERROR_EXIT) from None
-            llm = ChatLLM(make_client(settings.llm_api_key, settings.openai_base_url))
+            llm = ChatLLM(make_client(settings.llm_api_key, settings.openai_base_url), settings.llm_timeout)
             life.closing(llm.client.close)
             desk = ModeDesk(registry, llm)
             if (wanted := settings.mode_models.get(mode)) and wanted != definition.model:

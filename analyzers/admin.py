@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             registry = await ModeRegistry.open(bus)
             if args.verb in READING:
                 return await read(registry, args)
-            llm = ChatLLM(make_client(settings.llm_api_key, settings.openai_base_url))
+            llm = ChatLLM(make_client(settings.llm_api_key, settings.openai_base_url), settings.llm_timeout)
             try:
                 return await change(ModeDesk(registry, llm), registry, args)
             finally:

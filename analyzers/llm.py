@@ -35,7 +35,8 @@ REASONING_MODEL = re.compile(r"^(o\d+|gpt-5)(\b|[-.])", re.IGNORECASE)
 REASONING_ALLOWANCE = 2000
 LLM_RETRIES = 2
 CALL_BUDGET = 25.0
-"""Seconds one analysis may spend on the LLM, retries included."""
+"""Seconds one analysis may spend on the LLM, retries included, unless the deployment says more (`LLM_TIMEOUT`:
+a local model on a small machine takes 20-60 s a call)."""
 MAX_RETRY_AFTER = 10.0
 
 
@@ -108,9 +109,18 @@ def offered(model: str, listed: set[str]) -> bool:
 
 
 class ChatLLM:
-    def __init__(self, client: AsyncOpenAI) -> None:
+    """`least_timeout`: what this deployment's server needs at least per call (`LLM_TIMEOUT`), whatever a mode's
+    definition says, which was written for a fast hosted model; the budget for the whole call grows with it."""
+
+    def __init__(self, client: AsyncOpenAI, least_timeout: float = 0.0) -> None:
         self.client = client
+        self.least_timeout = least_timeout
+        self.budget = max(CALL_BUDGET, least_timeout)
         self._no_structured: set[str] = set()
+
+    def timeout_for(self, timeout: float) -> float:
+        """A mode's timeout on this deployment."""
+        return max(timeout, self.least_timeout)
 
     def supports_structured(self, model: str) -> bool:
         return model not in self._no_structured
@@ -183,7 +193,8 @@ class ChatLLM:
 
     async def _create(self, params: dict[str, Any], timeout: float, structured: bool, span: Span) -> Any:
         """One completion, retried on what may pass (429 but for quota, 408, 409, 5xx, network, timeout)."""
-        deadline = time.monotonic() + CALL_BUDGET
+        deadline = time.monotonic() + self.budget
+        timeout = self.timeout_for(timeout)
         for attempt in range(LLM_RETRIES + 1):
             remaining = deadline - time.monotonic()
             try:

@@ -46,6 +46,6 @@ async def validate(candidate: ModeDefinition, llm: ChatLLM) -> list[str]:
     took = time.perf_counter() - started
     if done.parsed is None:
         return [f"{candidate.model} answered, but not in the mode's fields (no structured output)"]
-    if took > candidate.timeout:
-        return [f"the canary took {took:.1f}s, more than the mode's timeout of {candidate.timeout:g}s"]
+    if took > (allowed := llm.timeout_for(candidate.timeout)):
+        return [f"the canary took {took:.1f}s, more than the mode's timeout of {allowed:g}s"]
     return []

@@ -56,6 +56,11 @@ class Settings:
     """CPU threads of one transcriber's model; 0: every core it may use (`up --transcribers N` shares them out)."""
     max_audio_seconds: float = 10800.0
     join_timeout: float = 90.0
+    """How long the formatter waits for every analysis after the transcript; with `LLM_TIMEOUT` set and this not,
+    long enough for a slow model (`join_timeout_for`)."""
+    llm_timeout: float = 0.0
+    """How long one analysis may take on this deployment, retries included; every mode gets at least this long
+    (0: each mode's own timeout). A local model on a small machine: 120."""
     log_level: str = "INFO"
     state_dir: Path = Path(".voice-insight")
     metrics_port: int | None = None
@@ -254,6 +259,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "WHISPER_THREADS": ("whisper_threads", _count),
     "MAX_AUDIO_SECONDS": ("max_audio_seconds", _positive_float),
     "JOIN_TIMEOUT": ("join_timeout", _positive_float),
+    "LLM_TIMEOUT": ("llm_timeout", _positive_float),
     "LOG_LEVEL": ("log_level", lambda n, v: _choice(n, v.upper(), ("DEBUG", "INFO", "WARNING", "ERROR"))),
     "VOICE_INSIGHT_STATE_DIR": ("state_dir", lambda n, v: Path(v)),
     "METRICS_PORT": ("metrics_port", _port),
@@ -295,6 +301,23 @@ def _secrets_from_files(merged: dict[str, str]) -> None:
             raise SettingsError(f"{name}_FILE={path} is empty")
 
 
+def join_timeout_for(llm_timeout: float) -> float:
+    """The formatter's deadline when analyses may take `llm_timeout`: a note's analyses wait their turn behind
+    another note's (one call at a time per analyzer) and the transcript's own trip, so twice that and a margin."""
+    return max(90.0, 2 * llm_timeout + 30.0)
+
+
+def _join_timeout_for(join_timeout: float | None, llm_timeout: float) -> float:
+    if join_timeout is None:
+        return join_timeout_for(llm_timeout)
+    if join_timeout <= llm_timeout:
+        raise SettingsError(
+            f"JOIN_TIMEOUT ({join_timeout:g} s) is not longer than LLM_TIMEOUT ({llm_timeout:g} s): every analysis "
+            f"would miss its answer. Leave JOIN_TIMEOUT unset (then {join_timeout_for(llm_timeout):g} s) or raise it"
+        )
+    return join_timeout
+
+
 def load_settings(
     required: tuple[str, ...] = (),
     environ: Mapping[str, str] | None = None,
@@ -318,6 +341,8 @@ def load_settings(
         raise SettingsError("NATS_PASSWORD_FILE is not set: NATS_USER needs the password, read from that file")
     if kwargs.get("webhook_url") and not kwargs.get("webhook_secret"):
         raise SettingsError("WEBHOOK_SECRET is not set: webhook mode needs it, to refuse posts not from Telegram")
+    if "llm_timeout" in kwargs:
+        kwargs["join_timeout"] = _join_timeout_for(kwargs.get("join_timeout"), kwargs["llm_timeout"])  # type: ignore[arg-type]
     kwargs["mode_models"] = {
         name.removeprefix("MODEL_"): value.strip()
         for name, value in merged.items()

@@ -152,3 +152,14 @@ def test_every_secret_may_come_from_a_file(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="cannot be read") as refused:
         load_settings(environ={"TELEGRAM_TOKEN_FILE": str(tmp_path / "missing")}, dotenv=None)
     assert token not in str(refused.value)
+
+
+def test_a_slow_llm_gets_a_deadline_that_fits_it() -> None:
+    """Issue 19: a local model takes 20-60 s a call; the formatter's deadline follows LLM_TIMEOUT unless set."""
+    assert load_settings(environ={}, dotenv=None).join_timeout == 90.0
+    assert load_settings(environ={"LLM_TIMEOUT": "120"}, dotenv=None).join_timeout == 270.0
+    assert load_settings(environ={"LLM_TIMEOUT": "20"}, dotenv=None).join_timeout == 90.0
+    chosen = load_settings(environ={"LLM_TIMEOUT": "120", "JOIN_TIMEOUT": "400"}, dotenv=None)
+    assert (chosen.llm_timeout, chosen.join_timeout) == (120.0, 400.0)
+    with pytest.raises(SettingsError, match="not longer than LLM_TIMEOUT"):
+        load_settings(environ={"LLM_TIMEOUT": "120", "JOIN_TIMEOUT": "90"}, dotenv=None)

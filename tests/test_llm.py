@@ -136,3 +136,30 @@ async def test_a_rate_limit_waits_as_long_as_retry_after_says(openai_double: Ope
     assert done.parsed is not None
     first, second = openai_double.request_times[before : before + 2]
     assert second - first >= 1.2
+
+
+async def test_a_deployment_with_a_slow_local_model_waits_for_its_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19: a mode's timeout is written for hosted models; `LLM_TIMEOUT` gives every call on this deployment
+    at least that long, and the whole call's budget grows with it. Scaled down: a 2 s call, a 1 s mode timeout."""
+    monkeypatch.setattr("analyzers.llm.CALL_BUDGET", 1.5)
+    monkeypatch.setattr("analyzers.llm.backoff", lambda attempt: 0.1)
+    slow = OpenAIDouble.ollama("llama3.2:latest", latency=2.0)
+    await slow.start()
+    try:
+        spec = SHIPPED["DEFAULT"]
+        request = dict(
+            model="llama3.2",
+            system="Answer in English.",
+            user=spec.prompt.replace(TRANSCRIPT_PLACE, TEXT),
+            max_tokens=spec.max_tokens,
+            temperature=spec.temperature,
+            timeout=1.0,
+            result_type=result_type(spec),
+        )
+        with pytest.raises(LLMFailure, match="timeout"):  # the mode's own timeout cuts the slow model off
+            await ChatLLM(make_client("not-needed", slow.base_url)).complete(**request)  # type: ignore[arg-type]
+        patient = ChatLLM(make_client("not-needed", slow.base_url), least_timeout=5.0)
+        done = await patient.complete(**request)  # type: ignore[arg-type]
+        assert done.parsed is not None and patient.budget == 5.0
+    finally:
+        await slow.stop()

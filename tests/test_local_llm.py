@@ -1,0 +1,85 @@
+"""A local LLM, set up exactly as the README tells a self-hoster: its `.env` lines, against a server that answers
+like Ollama's OpenAI-compatible API (tagged model ids, no key, 25 s a call on a small machine).
+
+Before issue 19 the README's `MODEL_DEFAULT=llama3.2` was refused (Ollama lists `llama3.2:latest`), a mode's
+timeout could not exceed 20 s while a 3B model on two cores takes 20-60 s, and every note was answered
+"analysis missing"."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra.access import ADMIN, Logins
+from infra.bus import Bus
+from tests.doubles.openai_api import OpenAIDouble
+from tests.doubles.telegram_api import TelegramDouble
+from tests.support import EN_TEXT, REPO, NatsServer, Speech, answered, eventually, stack_env, wait_for_modes
+
+pytestmark = pytest.mark.timeout(420)
+
+CALL_SECONDS = 25.0
+
+
+def readme_ollama_lines() -> dict[str, str]:
+    """The `echo 'NAME=value' >> .env` lines of README's "Using Ollama", as a person would append them."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Using Ollama", 1)[1].split("\n### ", 1)[0]
+    lines = dict(re.findall(r"^echo '([A-Z_]+)=([^']*)' >> \.env", section, re.M))
+    assert {"OPENAI_BASE_URL", "MODEL_DEFAULT", "MODEL_TONE"} <= set(lines), lines
+    return lines
+
+
+async def test_the_readme_recipe_for_ollama_gets_both_analyses_from_a_slow_local_model(
+    model_dir: Path, speech: Speech, tmp_path: Path
+) -> None:
+    ollama = OpenAIDouble.ollama("llama3.2:latest", "nomic-embed-text:latest", latency=CALL_SECONDS)
+    await ollama.start()
+    telegram = TelegramDouble("987654399:BBHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw9")
+    await telegram.start()
+    env = stack_env(NatsServer(0, tmp_path), telegram, ollama, model_dir, tmp_path / "state")
+    del env["NATS_URL"], env["OPENAI_API_KEY"], env["JOIN_TIMEOUT"]  # the README's setup, nothing more
+    env["TELEGRAM_TOKEN"] = telegram.token
+    for name, value in readme_ollama_lines().items():
+        env[name] = value.replace("http://localhost:11434/v1", ollama.base_url)
+    log = tmp_path / "up.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "up"], env=env, cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT
+        )
+    bus = None
+    try:
+        await eventually(lambda: re.search(r"embedded nats-server on (nats://[^\s,]+)", log.read_text()), 60, 0.1)
+        found = re.search(r"embedded nats-server on (nats://[^\s,]+)", log.read_text())
+        assert found
+        logins = Logins((tmp_path / "state" / "nats-credentials").resolve())
+        bus = await Bus.connect([found.group(1)], name="test-local-llm", user=ADMIN, password=logins.password(ADMIN))
+        # Each analyzer validates MODEL_<MODE> with a canary first (one slow call), then goes live.
+        await wait_for_modes(bus, {"DEFAULT", "TONE"}, timeout=180)
+        await eventually(lambda: "gateway voice_insight.gateway: ready" in log.read_text(), 120, 0.2)
+        chat = 77
+        await telegram.send_media(chat, speech.say(EN_TEXT), duration=9)
+        await telegram.wait_for(lambda: answered(telegram, chat), 300)
+        text = telegram.messages(chat)[0].text
+        assert "Summary:" in text and "Key points:" in text, text
+        assert "Hidden intentions:" in text and "How best to reply:" in text, text
+        assert "Missing" not in text and "missing" not in text, text
+        asked = {request["model"] for request in ollama.requests}
+        assert asked == {"llama3.2"}, asked  # the modes' own models were replaced by the README's
+        output = log.read_text()
+        assert "MODEL_DEFAULT=llama3.2 not applied" not in output and "MODEL_TONE=llama3.2 not applied" not in output
+    finally:
+        if bus:
+            await bus.close(grace=1)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        await telegram.stop()
+        await ollama.stop()
