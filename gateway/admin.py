@@ -108,7 +108,12 @@ def parse_change(command: str, args: str | None) -> Asked | None:
     return None
 
 
-async def on_change(message: Message, command: CommandObject, lang: str, bus: Bus, admins: Admins) -> None:
+async def on_change(
+    message: Message, command: CommandObject, lang: str, bus: Bus, admins: Admins, analyses_on: bool
+) -> None:
+    if not analyses_on:  # only analyzers apply changes, and a deployment without an LLM runs none: say so now
+        await message.reply(text("modes_need_an_llm", lang))
+        return
     asked = parse_change(command.command, command.args)
     if asked is None:
         return await _usage(message, CHANGES[command.command][1], lang)

@@ -53,8 +53,9 @@ class MentionsMe(Filter):
         )
 
 
-async def on_start(message: Message, lang: str) -> None:
-    await message.answer(text("start", lang))
+async def on_start(message: Message, lang: str, analyses_on: bool) -> None:
+    """What this deployment offers, not what the bot could: without an LLM it is a transcription bot."""
+    await message.answer(text("start" if analyses_on else "start_transcripts_only", lang))
 
 
 async def on_help(message: Message, lang: str, max_audio_seconds: float, analyses_on: bool) -> None:
@@ -113,8 +114,13 @@ async def on_forget(message: Message, lang: str, bot: Bot, bus: Bus, chats: Chat
     )
 
 
-async def on_privacy(message: Message, lang: str, llm_provider: str) -> None:
-    await message.answer(text("privacy_text", lang, provider=html.escape(llm_provider)))
+async def on_privacy(message: Message, lang: str, llm_provider: str, analyses_on: bool) -> None:
+    who = (
+        text("privacy_who_llm", lang, provider=html.escape(llm_provider))
+        if analyses_on
+        else text("privacy_who_nobody", lang)
+    )
+    await message.answer(text("privacy_text", lang, who=who))
 
 
 async def on_anything_else(message: Message, lang: str) -> None:

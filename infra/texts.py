@@ -29,6 +29,16 @@ _TEXTS: dict[str, dict[Lang, str]] = {
             "emotion and how best to reply.\n\n/help for details, /list_modes for the analysis modes."
         ),
     },
+    "start_transcripts_only": {
+        "ru": (
+            "Привет! Перешлите мне голосовое сообщение, аудиофайл или кружок — я пришлю расшифровку. "
+            "Анализ (краткое содержание, разбор тона) на этом боте выключен.\n\n/help — подробнее."
+        ),
+        "en": (
+            "Hi! Forward me a voice message, an audio file or a video note and I will send back the transcript. "
+            "Analyses (a summary, a reading of the tone) are off on this bot.\n\n/help for details."
+        ),
+    },
     "help": {
         "ru": (
             "<b>Как пользоваться</b>\n"
@@ -242,7 +252,7 @@ _TEXTS: dict[str, dict[Lang, str]] = {
             "• Расшифровку и анализы — 24 часа, чтобы работали кнопки под ответом; кэш анализов — 1 час.\n"
             "• Настройки чата — пока вы их не удалите; под ключом, по которому нельзя узнать чат.\n"
             "• В журналах, метриках и трассировках нет ни текста, ни ваших идентификаторов.\n"
-            "<b>Кто видит</b>: расшифровку отправляю модели LLM ({provider}) для анализа; больше никто.\n"
+            "<b>Кто видит</b>: {who}\n"
             "/forget — удалить всё об этом чате сейчас."
         ),
         "en": (
@@ -251,11 +261,29 @@ _TEXTS: dict[str, dict[Lang, str]] = {
             "• Transcripts and analyses: 24 hours, for the buttons under the answer; cached analyses: 1 hour.\n"
             "• This chat's settings: until you delete them, under a key that does not reveal the chat.\n"
             "• Logs, metrics and traces hold no words and none of your ids.\n"
-            "<b>Who sees it</b>: the transcript goes to the LLM provider ({provider}) to be analysed; nobody else.\n"
+            "<b>Who sees it</b>: {who}\n"
             "/forget deletes everything about this chat now."
         ),
     },
+    "privacy_who_llm": {
+        "ru": "расшифровку отправляю модели LLM ({provider}) для анализа; больше никто.",
+        "en": "the transcript goes to the LLM provider ({provider}) to be analysed; nobody else.",
+    },
+    "privacy_who_nobody": {
+        "ru": "никто: этот бот только расшифровывает, у себя, и никуда текст не отправляет.",
+        "en": "nobody: this bot only transcribes, on its own server, and sends the text nowhere.",
+    },
     # --- for admins ---
+    "modes_need_an_llm": {
+        "ru": (
+            "ℹ️ Анализ на этом боте выключен, менять режимы нечем: сначала задайте OPENAI_API_KEY "
+            "(или OPENAI_BASE_URL своего сервера) и перезапустите бота."
+        ),
+        "en": (
+            "ℹ️ Analyses are off on this bot, so there is nothing to check a mode with: set OPENAI_API_KEY "
+            "(or OPENAI_BASE_URL of a server of your own) and restart it first."
+        ),
+    },
     "admin_only": {
         "ru": "🔐 Режимы анализа меняют только администраторы бота.",
         "en": "🔐 Only the bot's admins can change analysis modes.",

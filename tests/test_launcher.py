@@ -188,7 +188,9 @@ async def test_with_only_a_bot_token_up_is_a_transcription_bot_on_the_packaged_m
     speech: Speech, tmp_path: Path
 ) -> None:
     """Issue 11: the first run needs a token and nothing else: Whisper is local, from PyPI packages (no model hub);
-    with no OPENAI_API_KEY the analyses are off, and the bot says how to turn them on."""
+    with no OPENAI_API_KEY the analyses are off, and the bot says how to turn them on. Issue 19: every word it says
+    matches that (/start promises no analyses, /privacy sends the text nowhere, an admin's mode change is answered
+    at once instead of waiting on "Checking…" for analyzers that do not run)."""
     telegram = TelegramDouble("918273645:CCHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw3")
     await telegram.start()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NATS_", "TELEGRAM_", "OPENAI_"))}
@@ -199,6 +201,7 @@ async def test_with_only_a_bot_token_up_is_a_transcription_bot_on_the_packaged_m
         VOICE_INSIGHT_STATE_DIR=str(tmp_path / "state"),
         METRICS_PORT="0",
         ALLOWED_USERS="open",
+        ADMIN_USER_IDS="1",
         PYTHONUNBUFFERED="1",
         HF_HUB_OFFLINE="1",  # a download from the model hub would fail here
     )
@@ -222,6 +225,19 @@ async def test_with_only_a_bot_token_up_is_a_transcription_bot_on_the_packaged_m
         await telegram.send_text(1, "/help")
         await telegram.wait_for(lambda: len(telegram.messages(1)) == 2, 30)
         assert "Analyses are off" in telegram.messages(1)[1].text and "OPENAI_API_KEY" in telegram.messages(1)[1].text
+
+        async def said_to(command: str) -> str:
+            count = len(telegram.messages(1))
+            await telegram.send_text(1, command)
+            await telegram.wait_for(lambda: len(telegram.messages(1)) > count, 30)
+            return telegram.messages(1)[count].text
+
+        start = await said_to("/start")
+        assert "transcript" in start and "are off on this bot" in start and "hidden intentions" not in start
+        privacy = await said_to("/privacy")
+        assert "sends the text nowhere" in privacy and "LLM provider" not in privacy
+        change = await said_to("/set_model DEFAULT gpt-4o")
+        assert "Analyses are off on this bot" in change and "Checking" not in change
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=90)
