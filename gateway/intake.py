@@ -57,6 +57,10 @@ PUBLISH_PATIENCE = 30.0
 """How long one attempt waits for NATS (restarting, failing over) before the update is retried later."""
 DOWNLOAD_ATTEMPTS = 3
 DOWNLOAD_TIMEOUT = 120
+LOCAL_GET_FILE_TIMEOUT = 3600
+"""A local Bot API server (`--local`) answers getFile only once it has the file on its disk, downloaded from
+Telegram meanwhile: up to 2 GB, many minutes on an ordinary link. The usual request timeout would give up on any
+file over a few hundred MB, and each try would start that download again."""
 SPOOL_IN_MEMORY = 1024 * 1024
 """A download is held in memory up to this size, on disk beyond: a flood of big files cannot exhaust memory."""
 
@@ -377,7 +381,9 @@ class Intake:
         """
         for attempt in range(DOWNLOAD_ATTEMPTS):
             try:
-                file = await self.bot.get_file(file_id)
+                file = await self.bot.get_file(
+                    file_id, request_timeout=LOCAL_GET_FILE_TIMEOUT if self.local_files else None
+                )
                 if file.file_size is not None and file.file_size > self.download_limit:
                     raise FileTooBig()
                 if file.file_path is None:
@@ -387,6 +393,14 @@ class Intake:
                         return await asyncio.to_thread(LocalFile, file.file_path, self.download_limit)
                     except FileNotFoundError:
                         raise DownloadFailed("local_file_not_shared") from None  # the volume is not mounted here
+                    except PermissionError:
+                        # TDLib keeps the server's files 0600 in 0700 folders: only its user may read them.
+                        log.error(
+                            "the local Bot API server's file is not readable by uid %d: run the gateway as the "
+                            "server's user (compose: 101:101, as the aiogram/telegram-bot-api image runs it)",
+                            os.getuid(),
+                        )
+                        raise DownloadFailed("local_file_unreadable") from None
                 spool = CappedSpool(self.download_limit)
                 try:
                     await self.bot.download_file(file.file_path, destination=spool, timeout=DOWNLOAD_TIMEOUT)  # type: ignore[arg-type]

@@ -378,12 +378,14 @@ class Gateway:
         webhook_secret: str | None = None,
         local_files: bool = False,
         max_audio_seconds: float = 600.0,
+        request_timeout: float | None = None,
     ) -> None:
         """`webhook_secret`: take updates through a webhook receiver (registered with the double) instead of
         polling; several such gateways may run side by side, as behind a load balancer."""
         self.webhook_secret = webhook_secret
         self.max_audio_seconds = max_audio_seconds
         self.local_files = local_files
+        self.request_timeout = request_timeout
         self.webhook_url = ""
         self.server, self.telegram, self.limits = f"nats://{bus.nc.connected_url.netloc}", telegram, limits  # type: ignore[union-attr]
         self.admins = Admins(admins, correlation_key(telegram.token))
@@ -394,7 +396,10 @@ class Gateway:
 
     async def __aenter__(self) -> Gateway:
         self.bus = bus = await Bus.connect([self.server], name="test-gateway")
-        self.bot = make_bot(Settings(telegram_token=self.telegram.token, telegram_api_base=self.telegram.base_url))
+        self.bot = make_bot(
+            Settings(telegram_token=self.telegram.token, telegram_api_base=self.telegram.base_url),
+            **({"request_timeout": self.request_timeout} if self.request_timeout else {}),
+        )
         key = correlation_key(self.telegram.token)
         intake = Intake(bus, self.bot, key, self.max_audio_seconds, self.limits, local_files=self.local_files)
         dispatcher = build_dispatcher(self.limits, self.admins)

@@ -256,6 +256,13 @@ class TelegramDouble(LoopbackServer):
         self.local_mode = False
         """Play a local Bot API server (`--local`): files up to 2 GB, `getFile` answering with a path on disk."""
         self.local_dir = Path(tempfile.mkdtemp(prefix="telegram-bot-api-"))
+        self.local_owner: tuple[int, int] | None = None
+        """Whose files a local server writes (uid, gid): the aiogram/telegram-bot-api image runs it as 101:101,
+        and TDLib creates them 0600 in 0700 folders, readable by that user alone. None: the test's own user."""
+        self.local_download_seconds = 0.0
+        self._local_downloads: dict[str, asyncio.Task[None]] = {}
+        """How long a local server's `getFile` blocks while it downloads the file from Telegram (it answers only
+        once the file is on its disk: minutes for a big file on an ordinary link)."""
         self._open_queries: dict[str, float] = {}
         self._new_update = asyncio.Condition()
         self._changed = asyncio.Condition()
@@ -485,8 +492,11 @@ class TelegramDouble(LoopbackServer):
         path = stored.path
         if self.local_mode:  # `--local`: the absolute path on the server's disk, which the bot shares
             if stored.local_path is None:
-                stored.local_path = str(self.local_dir / f"{stored.file_id}.bin")
-                await asyncio.to_thread(Path(stored.local_path).write_bytes, stored.data)
+                # One download per file, whoever asks meanwhile: a repeated getFile waits for the same one.
+                if stored.file_id not in self._local_downloads:
+                    self._local_downloads[stored.file_id] = asyncio.create_task(self._download_local(stored))
+                await asyncio.shield(self._local_downloads[stored.file_id])
+            assert stored.local_path is not None
             path = stored.local_path
         return {
             "file_id": stored.file_id,
@@ -494,6 +504,25 @@ class TelegramDouble(LoopbackServer):
             "file_size": stored.reported_size,
             "file_path": path,
         }
+
+    async def _download_local(self, stored: StoredFile) -> None:
+        await asyncio.sleep(self.local_download_seconds)
+        stored.local_path = str(await asyncio.to_thread(self._write_local, stored))
+
+    def _write_local(self, stored: StoredFile) -> Path:
+        """Where and how telegram-bot-api `--local` keeps a downloaded file: `<dir>/<token>/<kind>s/file_N.oga`,
+        folders 0700 and the file 0600, owned by the server's user."""
+        folder = self.local_dir / self.token / Path(stored.path).parent
+        target = folder / Path(stored.path).name
+        folder.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(stored.data)
+        target.chmod(0o600)
+        for part in (folder, folder.parent, self.local_dir / self.token):
+            part.chmod(0o700)
+        if self.local_owner is not None:
+            for owned in (target, folder, folder.parent):
+                os.chown(owned, *self.local_owner)
+        return target
 
     def _text(self, p: dict[str, Any]) -> tuple[str, str]:
         raw = p.get("text", "")
