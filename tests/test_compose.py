@@ -38,26 +38,34 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 TOKEN = "7000000001:AAH-compose-test-token_0123456789abcdef"
 OPENAI_KEY = "sk-compose-test-0123456789"
 CONTROL_PORT = 18081
+LOCAL_CONTROL_PORT = 18082
 APP_SERVICES = ("gateway", "transcriber", "analyzer-default", "analyzer-tone", "formatter")
 SERVICES = ("nats", "jaeger", "prometheus", "grafana", "openai", "telegram", *APP_SERVICES)
 SCRAPED_JOBS = {"gateway": 1, "transcriber": 1, "analyzer": 2, "formatter": 1}
 """Prometheus' jobs (infra/config/prometheus/prometheus.yml) and how many targets each finds by DNS."""
 
 
-def compose_settings(folder: Path) -> Path:
-    """What a person puts in `.env` (README), pointed at the doubles on the stack's network."""
-    env_file = folder / "compose.env"
+def compose_settings(folder: Path, local_bot_api: bool = False) -> Path:
+    """What a person puts in `.env` (README), pointed at the doubles on the stack's network; `local_bot_api`: as
+    README "Files up to 2 GB" says, at the local Bot API server of the `local-bot-api` profile."""
+    env_file = folder / ("compose-local.env" if local_bot_api else "compose.env")
+    telegram = (
+        ["TELEGRAM_API_BASE=http://telegram-bot-api:8081", "TELEGRAM_LOCAL_MODE=true"]
+        if local_bot_api
+        else ["TELEGRAM_API_BASE=http://telegram:8081"]
+    )
     env_file.write_text(
         "\n".join(
             [
                 f"TELEGRAM_TOKEN={TOKEN}",
-                "TELEGRAM_API_BASE=http://telegram:8081",
+                *telegram,
                 f"OPENAI_API_KEY={OPENAI_KEY}",
                 "OPENAI_BASE_URL=http://openai:8000/v1",
                 "ALLOWED_USERS=open",
                 "GRAFANA_ADMIN_PASSWORD=compose-test",
                 "BASE_IMAGE=localhost/voice-insight-base:bookworm",
                 f"TELEGRAM_CONTROL_PORT={CONTROL_PORT}",
+                f"LOCAL_BOT_API_CONTROL_PORT={LOCAL_CONTROL_PORT}",
             ]
         )
         + "\n"
@@ -193,3 +201,33 @@ def test_the_readme_names_the_engine_this_test_runs() -> None:
     assert f"podman {version.rsplit('.', 1)[0]}" in readme, f"README does not name podman {version}"
     assert "podman-compose" in readme and "tests/test_compose.py" in readme
     assert os.path.exists(REPO / "tests" / "compose" / "podman.yaml")
+
+
+def test_a_note_through_a_local_bot_api_server_is_read_from_its_disk(
+    compose: Compose, speech: Speech, tmp_path: Path
+) -> None:
+    """Files up to 2 GB: the `local-bot-api` profile. The server writes what it downloads as its own user (101 in
+    the aiogram/telegram-bot-api image), 0600 in 0700 folders, on the volume the gateway mounts read-only: the
+    gateway must run as that user to read them (as uid 10001 it could read none, "download failed" for every
+    file)."""
+    local = Compose(compose_settings(tmp_path, local_bot_api=True))
+    compose.run("up", "-d", "provision", *(s for s in SERVICES if s != "telegram"), timeout=600)  # if alone
+    try:
+        local.run("--profile", "local-bot-api", "up", "-d", "telegram-bot-api")
+        telegram = RemoteTelegram(f"http://127.0.0.1:{LOCAL_CONTROL_PORT}")
+        wait_until(telegram.up, 60, "the local Bot API double")
+        local.run("--profile", "local-bot-api", "up", "-d", "--force-recreate", "--no-deps", "gateway", "formatter")
+        wait_until(lambda: health_body(local, "gateway").get("status") == "ok", 120, "the gateway on the local server")
+        chat = 5100020
+        telegram.send_voice(chat, speech.say(EN_TEXT), duration=9)
+        assert_full_answer(wait_until(lambda: answer_in(telegram, chat), 300, "the answer", every=2))
+        listing = podman(
+            "exec", local.container("telegram-bot-api"), "ls", "-ln", f"/var/lib/telegram-bot-api/{TOKEN}/voices"
+        )
+        assert " 101 101 " in listing.stdout and listing.stdout.count("-rw-------") == 1, listing.stdout
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}\n{failure_report(local)}\n--- telegram-bot-api\n{local.logs('telegram-bot-api')}"
+        ) from None
+    finally:
+        local.run("--profile", "local-bot-api", "down", "-v", "-t", "5", check=False, timeout=300)

@@ -79,6 +79,8 @@ def test_compose_has_the_whole_stack_with_health_checks_and_limits(compose: dict
         # The gateway says what the deployment offers (analyses on or off) as the analyzers see it.
         assert {"OPENAI_API_KEY", "OPENAI_BASE_URL"} <= set(services[name]["environment"]), name
     assert services["transcriber"]["environment"]["WHISPER_MODEL"].endswith("/opt/models/packaged-base}")
+    # The local Bot API server's files are 0600 as uid 101 (aiogram/telegram-bot-api): the gateway is that user.
+    assert services["gateway"]["user"] == "101:101"
     assert "WHISPER_BAKE:-packaged-base" in services["gateway"]["build"]["args"]["WHISPER_BAKE"]
     assert services["provision"]["depends_on"]["nats"]["condition"] == "service_healthy"
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"

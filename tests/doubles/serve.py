@@ -1,6 +1,9 @@
 """The doubles as processes of their own: how the compose test runs them as containers on the stack's network.
 
     python -m tests.doubles.serve telegram --token T          # the Bot API on :8081
+    python -m tests.doubles.serve telegram --token T --local /var/lib/telegram-bot-api --owner 101:101
+                                                              # a local Bot API server (`--local`): files on the
+                                                              # shared volume, as its user, 0600 in 0700 folders
     python -m tests.doubles.serve openai --key K              # the OpenAI API on :8000 (/v1)
     python -m tests.doubles.serve otlp                        # Jaeger's place: OTLP/HTTP on :4318, a query API
                                                               # on :16686 (/api/services), health on :14269
@@ -17,6 +20,7 @@ import argparse
 import asyncio
 import base64
 import signal
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -92,6 +96,10 @@ async def main(args: argparse.Namespace) -> None:
     runners: list[web.AppRunner] = []
     if args.double == "telegram":
         telegram = ControlledTelegram(args.token)
+        if args.local:
+            telegram.local_mode, telegram.local_dir = True, Path(args.local)
+            uid, _, gid = args.owner.partition(":")
+            telegram.local_owner = (int(uid), int(gid or uid)) if uid else None
         await telegram.start("0.0.0.0", args.port or 8081)
         runners.append(telegram._runner)  # type: ignore[arg-type]
     elif args.double == "openai":
@@ -125,4 +133,6 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--token", default="")
     parser.add_argument("--key", default="")
+    parser.add_argument("--local", default="", help="play a --local Bot API server keeping its files here")
+    parser.add_argument("--owner", default="", help="uid:gid the local server's files belong to")
     asyncio.run(main(parser.parse_args()))
