@@ -4,8 +4,10 @@
 #   bash infra/bootstrap.sh up       install, then run the whole stack (`voice-insight up`)
 #   bash infra/bootstrap.sh test     install with test extras and system tools, then run the test suite
 #   bash infra/bootstrap.sh secrets [USER ...]
-#                                    write the compose stack's secrets if missing: a random password per NATS
-#                                    account (secrets/nats/<user>), for the shipped accounts and any USER named
+#                                    write the compose stack's secrets if missing (in SECRETS_DIR, ./secrets by
+#                                    default): a random password per NATS account (nats/<user>), for the shipped
+#                                    accounts and any USER named; the bot token, LLM key, webhook secret and Bot
+#                                    API hash from the environment or .env; a random Grafana password
 # Idempotent: a second run reuses the virtual environment and installed packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,16 +15,35 @@ what="${1:-}"; shift || true
 case "$what" in install|up|test|secrets) ;; *) echo "usage: bash infra/bootstrap.sh install|up|test|secrets [args]" >&2; exit 2;; esac
 
 if [ "$what" = secrets ]; then
-  # The folder is the owner's alone; the file in it must be readable by the containers' own (non-root) users,
-  # since compose mounts a file secret as it is on disk.
-  mkdir -p secrets/nats
-  chmod 700 secrets
+  # The folder is the owner's alone; the files in it must be readable by the containers' own (non-root) users,
+  # since compose mounts a file secret as it is on disk. SECRETS_DIR: elsewhere than ./secrets (compose reads it).
+  dir="${SECRETS_DIR:-secrets}"
+  mkdir -p "$dir/nats"
+  chmod 700 "$dir"
+  random_secret() { head -c 24 /dev/urandom | base64 | tr -d '/+=\n'; }
   # The accounts of infra/config/nats/users.conf (`voice-insight nats-users`), and an external analyzer's if named.
   for user in admin gateway transcriber formatter analyzer-DEFAULT analyzer-TONE "$@"; do
-    if [ ! -s "secrets/nats/$user" ]; then
-      head -c 24 /dev/urandom | base64 | tr -d '/+=\n' > "secrets/nats/$user"
-      chmod 644 "secrets/nats/$user"
-      echo "bootstrap: wrote secrets/nats/$user"
+    if [ ! -s "$dir/nats/$user" ]; then
+      random_secret > "$dir/nats/$user"
+      chmod 644 "$dir/nats/$user"
+      echo "bootstrap: wrote $dir/nats/$user"
+    fi
+  done
+  # The app's secrets, once: from the environment, else from .env (then the line may go from .env); an empty
+  # file means unset. Grafana's admin password is random unless given.
+  from_env() {  # the value of $1 in the environment, else in .env
+    if [ -n "${!1:-}" ]; then printf '%s' "${!1}"; return; fi
+    [ -f .env ] && sed -n "s/^$1=//p" .env | tail -n 1 | tr -d '\r\n' || true
+  }
+  for pair in telegram_token:TELEGRAM_TOKEN openai_api_key:OPENAI_API_KEY webhook_secret:WEBHOOK_SECRET \
+              telegram_api_hash:TELEGRAM_API_HASH grafana_admin_password:GRAFANA_ADMIN_PASSWORD; do
+    file="$dir/${pair%%:*}"; variable="${pair#*:}"
+    if [ ! -e "$file" ]; then
+      value="$(from_env "$variable")"; said="${value:+ (from $variable)}"
+      if [ -z "$value" ] && [ "$variable" = GRAFANA_ADMIN_PASSWORD ]; then value="$(random_secret)"; said=" (random)"; fi
+      printf '%s' "$value" > "$file"
+      chmod 644 "$file"
+      echo "bootstrap: wrote $file${said:- (empty: unset)}"
     fi
   done
   exit 0

@@ -297,8 +297,7 @@ def _secrets_from_files(merged: dict[str, str]) -> None:
             merged[name] = Path(path).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise SettingsError(f"{name}_FILE={path} cannot be read ({type(exc).__name__})") from None
-        if not merged[name]:
-            raise SettingsError(f"{name}_FILE={path} is empty")
+        # An empty file counts as unset, like an empty value: compose mounts every secret file, used or not.
 
 
 def join_timeout_for(llm_timeout: float) -> float:

@@ -121,6 +121,11 @@ class Compose:
 
     env_file: Path
     log: list[str] = field(default_factory=list)
+    secrets: Path | None = None
+    """SECRETS_DIR: the files `bootstrap.sh secrets` wrote for this stack."""
+
+    def nats_passwords(self) -> list[str]:
+        return [path.read_text() for path in (self.secrets / "nats").iterdir()] if self.secrets else []
 
     def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         command = [

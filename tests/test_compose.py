@@ -45,7 +45,7 @@ SCRAPED_JOBS = {"gateway": 1, "transcriber": 1, "analyzer": 2, "formatter": 1}
 """Prometheus' jobs (infra/config/prometheus/prometheus.yml) and how many targets each finds by DNS."""
 
 
-def compose_settings(folder: Path, local_bot_api: bool = False) -> Path:
+def compose_settings(folder: Path, secrets: Path, local_bot_api: bool = False) -> Path:
     """What a person puts in `.env` (README), pointed at the doubles on the stack's network; `local_bot_api`: as
     README "Files up to 2 GB" says, at the local Bot API server of the `local-bot-api` profile."""
     env_file = folder / ("compose-local.env" if local_bot_api else "compose.env")
@@ -57,7 +57,7 @@ def compose_settings(folder: Path, local_bot_api: bool = False) -> Path:
     env_file.write_text(
         "\n".join(
             [
-                f"TELEGRAM_TOKEN={TOKEN}",
+                f"TELEGRAM_TOKEN={TOKEN}",  # for the doubles' commands only: the services read files
                 *telegram,
                 f"OPENAI_API_KEY={OPENAI_KEY}",
                 "OPENAI_BASE_URL=http://openai:8000/v1",
@@ -66,6 +66,7 @@ def compose_settings(folder: Path, local_bot_api: bool = False) -> Path:
                 "BASE_IMAGE=localhost/voice-insight-base:bookworm",
                 f"TELEGRAM_CONTROL_PORT={CONTROL_PORT}",
                 f"LOCAL_BOT_API_CONTROL_PORT={LOCAL_CONTROL_PORT}",
+                f"SECRETS_DIR={secrets}",
             ]
         )
         + "\n"
@@ -77,8 +78,12 @@ def compose_settings(folder: Path, local_bot_api: bool = False) -> Path:
 def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compose]:
     missing = missing_tools()
     assert not missing, f"{', '.join(missing)} missing: run the README's test set-up command"
-    subprocess.run(["bash", str(REPO / "infra" / "bootstrap.sh"), "secrets"], check=True, capture_output=True)
-    stack = Compose(compose_settings(tmp_path_factory.mktemp("compose")))
+    folder = tmp_path_factory.mktemp("compose")
+    secrets = folder / "secrets"  # as README: `bootstrap.sh secrets` files the token and key from the environment
+    env = {**os.environ, "SECRETS_DIR": str(secrets), "TELEGRAM_TOKEN": TOKEN, "OPENAI_API_KEY": OPENAI_KEY}
+    subprocess.run(["bash", str(REPO / "infra" / "bootstrap.sh"), "secrets"], check=True, capture_output=True, env=env)
+    stack = Compose(compose_settings(folder, secrets))
+    stack.secrets = secrets
     stack.down()  # what a run before this one may have left
     build_base_image()
     build_service_images()
@@ -165,6 +170,14 @@ def test_every_service_is_healthy_provisioned_scraped_and_traced(compose: Compos
         assert {"gateway", "transcriber", "formatter"} <= services, services
         assert any(s.startswith("analyzer") for s in services), services
 
+        # No secret in any container's environment or command, which `docker inspect` shows: only in files.
+        for service in SERVICES:
+            shown = podman(
+                "inspect", "--format", "{{json .Config.Env}} {{json .Config.Cmd}}", compose.container(service)
+            )
+            for secret in (TOKEN, TOKEN.partition(":")[2], OPENAI_KEY, *compose.nats_passwords()):
+                assert secret not in shown.stdout or service in ("telegram", "openai"), f"{service} shows a secret"
+
         # The gateway is told an LLM is configured: /help does not say analyses are off.
         telegram = RemoteTelegram(f"http://127.0.0.1:{CONTROL_PORT}")
         chat = 5100002
@@ -210,7 +223,7 @@ def test_a_note_through_a_local_bot_api_server_is_read_from_its_disk(
     the aiogram/telegram-bot-api image), 0600 in 0700 folders, on the volume the gateway mounts read-only: the
     gateway must run as that user to read them (as uid 10001 it could read none, "download failed" for every
     file)."""
-    local = Compose(compose_settings(tmp_path, local_bot_api=True))
+    local = Compose(compose_settings(tmp_path, compose.secrets, local_bot_api=True))
     compose.run("up", "-d", "provision", *(s for s in SERVICES if s != "telegram"), timeout=600)  # if alone
     try:
         local.run("--profile", "local-bot-api", "up", "-d", "telegram-bot-api")

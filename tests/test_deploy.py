@@ -77,7 +77,7 @@ def test_compose_has_the_whole_stack_with_health_checks_and_limits(compose: dict
         assert "extra_hosts" not in services[name], name
     for name in ("gateway", *(n for n in APP_SERVICES if n.startswith("analyzer"))):
         # The gateway says what the deployment offers (analyses on or off) as the analyzers see it.
-        assert {"OPENAI_API_KEY", "OPENAI_BASE_URL"} <= set(services[name]["environment"]), name
+        assert {"OPENAI_API_KEY_FILE", "OPENAI_BASE_URL"} <= set(services[name]["environment"]), name
     assert services["transcriber"]["environment"]["WHISPER_MODEL"].endswith("/opt/models/packaged-base}")
     # The local Bot API server's files are 0600 as uid 101 (aiogram/telegram-bot-api): the gateway is that user.
     assert services["gateway"]["user"] == "101:101"
@@ -132,15 +132,16 @@ def test_each_service_logs_in_as_its_own_account_with_a_password_no_url_or_envir
     assert set(ACCOUNTS.values()) == set(users), "every account of users.conf has a service, and no more"
     nats_conf = (REPO / "infra" / "config" / "nats" / "nats.conf").read_text()
     assert 'include "users.conf"' in nats_conf and "password:" not in nats_conf
-    assert compose["secrets"] == {f"nats_{user}": {"file": f"./secrets/nats/{user}"} for user in users}
+    nats_secrets = {f"nats_{user}": {"file": f"${{SECRETS_DIR:-./secrets}}/nats/{user}"} for user in users}
+    assert {k: v for k, v in compose["secrets"].items() if k.startswith("nats_")} == nats_secrets
     nats = compose["services"]["nats"]
-    assert "environment" not in nats and set(nats["secrets"]) == set(compose["secrets"])
+    assert "environment" not in nats and set(nats["secrets"]) == set(nats_secrets)
     for name, user in ACCOUNTS.items():
         service = compose["services"][name]
         env = service["environment"]
         assert env["NATS_URL"] == "nats://nats:4222", "no credentials in the URL"
         assert env["NATS_USER"] == user and env["NATS_PASSWORD_FILE"] == "/run/secrets/nats_password", name
-        assert service["secrets"] == [{"source": f"nats_{user}", "target": "nats_password"}], name
+        assert service["secrets"][0] == {"source": f"nats_{user}", "target": "nats_password"}, name
         assert not any("PASSWORD" in key and not key.endswith("_FILE") for key in env), name
     assert "secrets/" in (REPO / ".gitignore").read_text().split()
 
@@ -350,3 +351,53 @@ def test_the_systemd_unit_runs_up_and_does_not_restart_on_bad_settings() -> None
     assert service["Restart"] == "on-failure" and service["RestartPreventExitStatus"] == str(CONFIG_ERROR_EXIT)
     assert float(service["TimeoutStopSec"]) > STOP_GRACE, "systemd waits for the drain before it kills"
     assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+APP_SECRETS = {
+    "telegram_token": "TELEGRAM_TOKEN",
+    "openai_api_key": "OPENAI_API_KEY",
+    "webhook_secret": "WEBHOOK_SECRET",
+    "telegram_api_hash": "TELEGRAM_API_HASH",
+    "grafana_admin_password": "GRAFANA_ADMIN_PASSWORD",
+}
+
+
+def test_every_secret_is_a_file_no_container_environment_shows(compose: dict[str, Any]) -> None:
+    """Issue 19: `docker inspect` shows a container's environment; every secret is a mounted file instead."""
+    for secret in APP_SECRETS:
+        assert compose["secrets"][secret] == {"file": f"${{SECRETS_DIR:-./secrets}}/{secret}"}
+    wanted = {
+        "gateway": {"telegram_token": "TELEGRAM_TOKEN_FILE", "openai_api_key": "OPENAI_API_KEY_FILE",
+                    "webhook_secret": "WEBHOOK_SECRET_FILE"},
+        "formatter": {"telegram_token": "TELEGRAM_TOKEN_FILE"},
+        "analyzer-default": {"openai_api_key": "OPENAI_API_KEY_FILE"},
+        "analyzer-tone": {"openai_api_key": "OPENAI_API_KEY_FILE"},
+        "telegram-bot-api": {"telegram_api_hash": "TELEGRAM_API_HASH_FILE"},
+        "grafana": {"grafana_admin_password": "GF_SECURITY_ADMIN_PASSWORD__FILE"},
+    }  # fmt: skip
+    for name, service in compose["services"].items():
+        env = service.get("environment", {})
+        for variable in (*APP_SECRETS.values(), "GF_SECURITY_ADMIN_PASSWORD"):
+            assert variable not in env, f"{name}: {variable} in its environment"
+        for secret, variable in wanted.get(name, {}).items():
+            assert secret in service["secrets"] and env[variable] == f"/run/secrets/{secret}", name
+        mounted = {s for s in service.get("secrets", []) if isinstance(s, str) and not s.startswith("nats_")}
+        assert mounted == set(wanted.get(name, {})), f"{name} mounts only what it reads"
+
+
+def test_bootstrap_writes_the_app_secrets_from_the_environment_or_env_once(tmp_path: Path) -> None:
+    (tmp_path / "infra").mkdir()
+    (tmp_path / "infra" / "bootstrap.sh").write_text((REPO / "infra" / "bootstrap.sh").read_text())
+    (tmp_path / ".env").write_text("TELEGRAM_TOKEN=123:from-dotenv\nOPENAI_API_KEY=\nWEBHOOK_SECRET=old\n")
+    env = {**os.environ, "WEBHOOK_SECRET": "w" * 32, "SECRETS_DIR": str(tmp_path / "kept")}
+    run = ["bash", str(tmp_path / "infra" / "bootstrap.sh"), "secrets"]
+    subprocess.run(run, check=True, capture_output=True, cwd=tmp_path, env=env)
+    folder = tmp_path / "kept"
+    written = {secret: (folder / secret).read_text() for secret in APP_SECRETS}
+    assert written["telegram_token"] == "123:from-dotenv" and written["webhook_secret"] == "w" * 32
+    assert written["openai_api_key"] == "" and written["telegram_api_hash"] == "", "empty: unset"
+    assert len(written["grafana_admin_password"]) >= 24
+    assert oct(folder.stat().st_mode)[-3:] == "700" and not (tmp_path / "secrets").exists()
+    (tmp_path / ".env").write_text("TELEGRAM_TOKEN=123:changed\n")
+    subprocess.run(run, check=True, capture_output=True, cwd=tmp_path, env=env)  # a second run keeps them
+    assert {secret: (folder / secret).read_text() for secret in APP_SECRETS} == written
