@@ -43,3 +43,10 @@ def fast(session: nox.Session) -> None:
     """The fast layer: contracts, settings, the bus against a real nats-server, rendering, doubles."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "pytest", "-m", "not slow", "-q", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(python=list(SUPPORTED), default=False)
+def full(session: nox.Session) -> None:
+    """The whole suite on one interpreter (`nox -s full-3.13`): what a release checks beyond CI's fast layer."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
