@@ -603,3 +603,33 @@ def counted(recognizer: Any) -> list[float]:
 
     recognizer.recognize = counting
     return offsets
+
+
+def start_up(env: dict[str, str], folder: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """`voice-insight up` as a person runs it, in `folder`, its output in `folder/up.log`."""
+    log = folder / "up.log"
+    with log.open("ab") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "up"], env=env, cwd=folder, stdout=sink, stderr=subprocess.STDOUT
+        )
+    return proc, log
+
+
+async def embedded_nats(proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> re.Match[str]:
+    """The embedded server `up` said it started: group 1 its URL, group 2 its store."""
+    deadline = time.monotonic() + timeout
+    said = re.compile(r"embedded nats-server on (nats://[^\s,]+), store (\S+)")
+    while not (found := said.search(output := _text(log))):
+        assert time.monotonic() < deadline and proc.poll() is None, output
+        await asyncio.sleep(0.1)
+    return found
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace")
+
+
+async def admin_bus(url: str, state: Path, name: str) -> Bus:
+    """The test's look at `up`'s embedded server, as its admin account (passwords in the state folder)."""
+    logins = Logins((state / "nats-credentials").resolve())
+    return await Bus.connect([url], name=name, user=ADMIN, password=logins.password(ADMIN))

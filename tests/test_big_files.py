@@ -8,6 +8,7 @@ import asyncio
 import subprocess
 import tracemalloc
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -30,24 +31,34 @@ from transcriber.asr import SpeechRecognizer
 from transcriber.service import TranscriberService
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-USER, OTHER = 74_000_001, 74_000_002  # each test a chat of its own: a fresh double numbers messages afresh
+USER, OTHER, SLOW = 74_000_001, 74_000_002, 74_000_003  # each test a chat of its own (a fresh double each)
+
+
+@asynccontextmanager
+async def local_pipeline(
+    bus: Bus, telegram: TelegramDouble, model_dir: Path, request_timeout: float | None = None
+) -> AsyncIterator[None]:
+    """The transcriber and formatter beside the test's gateway, and the double playing a `--local` server."""
+    recognizer = await asyncio.to_thread(SpeechRecognizer, str(model_dir), "cpu")
+    bot = make_bot(Settings(telegram_token=TOKEN, telegram_api_base=telegram.base_url))
+    await bus.start(TranscriberService(bus, recognizer))
+    joins, marks = JoinStore(await bus.kv(BUCKET_JOINS)), AnswerMarks(await bus.kv(BUCKET_ANSWERED))
+    await bus.start(FormatterService(bus, bot, joins, marks, join_timeout=30, max_audio_seconds=600))
+    telegram.local_mode = True
+    try:
+        limits = Limits(allowed=frozenset({USER, OTHER, SLOW}))
+        async with Gateway(bus, telegram, limits, local_files=True, request_timeout=request_timeout):
+            yield
+    finally:
+        telegram.local_mode = False
+        telegram.local_download_seconds = 0.0
+        await bot.session.close()
 
 
 @pytest.fixture
 async def pipeline(private_bus: Bus, telegram: TelegramDouble, model_dir: Path) -> AsyncIterator[None]:
-    """The transcriber and formatter beside the test's gateway, and the double playing a `--local` server."""
-    recognizer = await asyncio.to_thread(SpeechRecognizer, str(model_dir), "cpu")
-    bot = make_bot(Settings(telegram_token=TOKEN, telegram_api_base=telegram.base_url))
-    await private_bus.start(TranscriberService(private_bus, recognizer))
-    joins, marks = JoinStore(await private_bus.kv(BUCKET_JOINS)), AnswerMarks(await private_bus.kv(BUCKET_ANSWERED))
-    await private_bus.start(FormatterService(private_bus, bot, joins, marks, join_timeout=30, max_audio_seconds=600))
-    telegram.local_mode = True
-    try:
-        async with Gateway(private_bus, telegram, Limits(allowed=frozenset({USER, OTHER})), local_files=True):
-            yield
-    finally:
-        telegram.local_mode = False
-        await bot.session.close()
+    async with local_pipeline(private_bus, telegram, model_dir):
+        yield
 
 
 def a_big_recording(folder: Path) -> Path:
@@ -90,23 +101,8 @@ async def test_a_file_over_two_gigabytes_is_refused_clearly(pipeline: None, tele
 @pytest.fixture
 async def patient_pipeline(private_bus: Bus, telegram: TelegramDouble, model_dir: Path) -> AsyncIterator[None]:
     """As `pipeline`, with the Bot API client's request timeout scaled down to 1 s (30 s in production)."""
-    recognizer = await asyncio.to_thread(SpeechRecognizer, str(model_dir), "cpu")
-    bot = make_bot(Settings(telegram_token=TOKEN, telegram_api_base=telegram.base_url))
-    await private_bus.start(TranscriberService(private_bus, recognizer))
-    joins, marks = JoinStore(await private_bus.kv(BUCKET_JOINS)), AnswerMarks(await private_bus.kv(BUCKET_ANSWERED))
-    await private_bus.start(FormatterService(private_bus, bot, joins, marks, join_timeout=30, max_audio_seconds=600))
-    telegram.local_mode = True
-    try:
-        limits = Limits(allowed=frozenset({USER, OTHER, SLOW}))
-        async with Gateway(private_bus, telegram, limits, local_files=True, request_timeout=1):
-            yield
-    finally:
-        telegram.local_mode = False
-        telegram.local_download_seconds = 0.0
-        await bot.session.close()
-
-
-SLOW = 74_000_003
+    async with local_pipeline(private_bus, telegram, model_dir, request_timeout=1):
+        yield
 
 
 async def test_a_local_server_still_downloading_the_file_is_waited_for(

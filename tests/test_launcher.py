@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -15,7 +14,6 @@ import pytest
 
 from analyzers.desk import ModeDesk
 from analyzers.llm import ChatLLM, make_client
-from infra.access import ADMIN, Logins
 from infra.bus import Bus
 from infra.contracts import ModeChange
 from infra.modes import live_modes
@@ -27,11 +25,14 @@ from tests.support import (
     OPENAI_KEY,
     NatsServer,
     Speech,
+    admin_bus,
     answered,
     answered_once,
+    embedded_nats,
     eventually,
     in_progress,
     stack_env,
+    start_up,
     wait_for_modes,
 )
 
@@ -46,24 +47,15 @@ async def test_up_embeds_nats_answers_and_stops_cleanly_on_sigterm(
     env = stack_env(NatsServer(0, tmp_path), telegram, openai_double, model_dir, tmp_path / "state")
     del env["NATS_URL"]
     env["TELEGRAM_TOKEN"] = telegram.token
-    log = tmp_path / "up.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "up"], env=env, cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT
-        )
+    proc, log = start_up(env, tmp_path)
     bus = None
     try:
-        deadline = time.monotonic() + 60
-        while not (found := re.search(r"embedded nats-server on (nats://\S+), store (\S+)", log.read_text())):
-            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
-            await asyncio.sleep(0.1)
+        found = await embedded_nats(proc, log)
         assert Path(found.group(2)) == (tmp_path / "state" / "nats").resolve()
         # Its server has an account per service, passwords in the state folder: the test looks on as admin.
-        logins = Logins((tmp_path / "state" / "nats-credentials").resolve())
-        admin = logins.password(ADMIN)
         with pytest.raises(ConnectionError, match="refused the login"):
             await Bus.connect([found.group(1)], name="nobody", wait=5)
-        bus = await Bus.connect([found.group(1)], name="test-up", user=ADMIN, password=admin)
+        bus = await admin_bus(found.group(1), tmp_path / "state", "test-up")
         await wait_for_modes(bus, {"DEFAULT", "TONE"})
 
         await telegram.send_media(1, speech.say("The budget meeting is on Thursday."), duration=3)
@@ -206,11 +198,7 @@ async def test_with_only_a_bot_token_up_is_a_transcription_bot_on_the_packaged_m
         HF_HUB_OFFLINE="1",  # a download from the model hub would fail here
     )
     env.pop("WHISPER_MODEL", None)
-    log = tmp_path / "up.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "up"], env=env, cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT
-        )
+    proc, log = start_up(env, tmp_path)
     try:
         await eventually(lambda: "voice_insight.gateway: ready" in log.read_text() or proc.poll() is not None, 180, 0.2)
         output = log.read_text()

@@ -10,16 +10,25 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from infra.access import ADMIN, Logins
-from infra.bus import Bus
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import EN_TEXT, REPO, NatsServer, Speech, answered, eventually, stack_env, wait_for_modes
+from tests.support import (
+    EN_TEXT,
+    REPO,
+    NatsServer,
+    Speech,
+    admin_bus,
+    answered,
+    embedded_nats,
+    eventually,
+    stack_env,
+    start_up,
+    wait_for_modes,
+)
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -47,18 +56,10 @@ async def test_the_readme_recipe_for_ollama_gets_both_analyses_from_a_slow_local
     env["TELEGRAM_TOKEN"] = telegram.token
     for name, value in readme_ollama_lines().items():
         env[name] = value.replace("http://localhost:11434/v1", ollama.base_url)
-    log = tmp_path / "up.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "up"], env=env, cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT
-        )
+    proc, log = start_up(env, tmp_path)
     bus = None
     try:
-        await eventually(lambda: re.search(r"embedded nats-server on (nats://[^\s,]+)", log.read_text()), 60, 0.1)
-        found = re.search(r"embedded nats-server on (nats://[^\s,]+)", log.read_text())
-        assert found
-        logins = Logins((tmp_path / "state" / "nats-credentials").resolve())
-        bus = await Bus.connect([found.group(1)], name="test-local-llm", user=ADMIN, password=logins.password(ADMIN))
+        bus = await admin_bus((await embedded_nats(proc, log)).group(1), tmp_path / "state", "test-local-llm")
         # Each analyzer validates MODEL_<MODE> with a canary first (one slow call), then goes live.
         await wait_for_modes(bus, {"DEFAULT", "TONE"}, timeout=180)
         await eventually(lambda: "gateway voice_insight.gateway: ready" in log.read_text(), 120, 0.2)
