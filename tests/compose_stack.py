@@ -52,9 +52,14 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
     )
 
 
+def tool(name: str) -> str | None:
+    """On the PATH, or beside this interpreter (podman-compose is a Python package of the test extra: the suite
+    runs as `.venv/bin/python -m pytest`, with no virtual environment activated)."""
+    return shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+
+
 def missing_tools() -> list[str]:
-    found = {tool: shutil.which(tool) or shutil.which(tool, path=str(Path(sys.executable).parent)) for tool in TOOLS}
-    return [tool for tool, path in found.items() if not path]
+    return [name for name in TOOLS if not tool(name)]
 
 
 def _image_exists(name: str) -> bool:
@@ -129,7 +134,7 @@ class Compose:
 
     def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         command = [
-            "podman-compose", "-p", PROJECT, "--env-file", str(self.env_file),
+            tool("podman-compose") or "podman-compose", "-p", PROJECT, "--env-file", str(self.env_file),
             "-f", str(REPO / "compose.yaml"), "-f", str(OVERRIDE), *args,
         ]  # fmt: skip
         done = subprocess.run(command, cwd=REPO, env=engine_env(), capture_output=True, text=True, timeout=timeout)
