@@ -17,7 +17,11 @@ case "$what" in install|up|test|secrets) ;; *) echo "usage: bash infra/bootstrap
 if [ "$what" = secrets ]; then
   # The folder is the owner's alone; the files in it must be readable by the containers' own (non-root) users,
   # since compose mounts a file secret as it is on disk. SECRETS_DIR: elsewhere than ./secrets (compose reads it).
-  dir="${SECRETS_DIR:-secrets}"
+  from_env() {  # the value of $1 in the environment, else in .env
+    if [ -n "${!1:-}" ]; then printf '%s' "${!1}"; return; fi
+    [ -f .env ] && sed -n "s/^$1=//p" .env | tail -n 1 | tr -d '\r\n' || true
+  }
+  dir="$(from_env SECRETS_DIR)"; dir="${dir:-secrets}"
   mkdir -p "$dir/nats"
   chmod 700 "$dir"
   random_secret() { head -c 24 /dev/urandom | base64 | tr -d '/+=\n'; }
@@ -31,10 +35,6 @@ if [ "$what" = secrets ]; then
   done
   # The app's secrets, once: from the environment, else from .env (then the line may go from .env); an empty
   # file means unset. Grafana's admin password is random unless given.
-  from_env() {  # the value of $1 in the environment, else in .env
-    if [ -n "${!1:-}" ]; then printf '%s' "${!1}"; return; fi
-    [ -f .env ] && sed -n "s/^$1=//p" .env | tail -n 1 | tr -d '\r\n' || true
-  }
   for pair in telegram_token:TELEGRAM_TOKEN openai_api_key:OPENAI_API_KEY webhook_secret:WEBHOOK_SECRET \
               telegram_api_hash:TELEGRAM_API_HASH grafana_admin_password:GRAFANA_ADMIN_PASSWORD; do
     file="$dir/${pair%%:*}"; variable="${pair#*:}"
