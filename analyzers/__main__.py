@@ -9,6 +9,8 @@ import sys
 import uuid
 import zlib
 
+import openai
+
 from analyzers.desk import ModeDesk, Registrar
 from analyzers.llm import ChatLLM, make_client
 from analyzers.service import AnalyzerService
@@ -44,6 +46,14 @@ async def use_model(desk: ModeDesk, registry: ModeRegistry, mode: str, model: st
     return (await registry.get(mode)).definition
 
 
+async def server_answers(llm: ChatLLM) -> None:
+    """The LLM server is there: it answers its models endpoint, whatever it says (a refusal is validation's)."""
+    try:
+        await llm.models()
+    except openai.APIStatusError:
+        pass
+
+
 def run(args: argparse.Namespace | None = None) -> None:
     mode = (getattr(args, "mode", None) or "").upper()
 
@@ -61,6 +71,9 @@ def run(args: argparse.Namespace | None = None) -> None:
             life.closing(llm.client.close)
             desk = ModeDesk(registry, llm)
             if (wanted := settings.mode_models.get(mode)) and wanted != definition.model:
+                # A server of one's own may start after the stack (Ollama on the host): validating the model
+                # against a server that is not there yet would refuse it for the life of this process.
+                await life.until("the LLM server", lambda: server_answers(llm))
                 definition = await use_model(desk, registry, mode, wanted) or definition
             service = AnalyzerService(
                 life.bus,

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 from aiogram import Bot
-from aiogram.exceptions import TelegramUnauthorizedError
+from aiogram.exceptions import TelegramBadRequest, TelegramUnauthorizedError
 from aiogram.types import BotCommand
 
 from gateway.admin import AdminInbox, Admins
@@ -28,8 +28,9 @@ from infra.telegram import make_bot
 
 log = logging.getLogger("voice_insight.gateway")
 
-REFUSED = (TelegramUnauthorizedError,)
-"""What Telegram answers that no waiting fixes: a token it does not know."""
+REFUSED = (TelegramUnauthorizedError, TelegramBadRequest)
+"""What Telegram answers that no waiting fixes: a token it does not know, a request it rejects (a webhook URL it
+will not take)."""
 
 COMMANDS = [
     BotCommand(command="help", description="How it works / Как пользоваться"),

@@ -380,6 +380,7 @@ class Intake:
         Errors are reduced to their kind: aiohttp's messages quote the file URL, and that URL holds the token.
         """
         for attempt in range(DOWNLOAD_ATTEMPTS):
+            asked = time.monotonic()
             try:
                 file = await self.bot.get_file(
                     file_id, request_timeout=LOCAL_GET_FILE_TIMEOUT if self.local_files else None
@@ -421,6 +422,8 @@ class Intake:
                     raise DownloadFailed(f"http_{exc.status}") from None
                 kind, delay = f"http_{exc.status}", 1.0 * 2**attempt
             except (TimeoutError, TelegramAPIError, aiohttp.ClientError, OSError) as exc:
+                if self.local_files and time.monotonic() - asked >= LOCAL_GET_FILE_TIMEOUT - 1:
+                    raise DownloadFailed("local_download_timeout") from None  # an hour: another would be hours
                 kind, delay = type(exc).__name__, 1.0 * 2**attempt
             if attempt == DOWNLOAD_ATTEMPTS - 1:
                 raise DownloadFailed(kind)

@@ -17,9 +17,16 @@ case "$what" in install|up|test|secrets) ;; *) echo "usage: bash infra/bootstrap
 if [ "$what" = secrets ]; then
   # The folder is the owner's alone; the files in it must be readable by the containers' own (non-root) users,
   # since compose mounts a file secret as it is on disk. SECRETS_DIR: elsewhere than ./secrets (compose reads it).
-  from_env() {  # the value of $1 in the environment, else in .env
+  from_env() {  # the value of $1 in the environment, else in .env (read as the services read it: an `export `
+    # prefix, white space around and matching quotes are not part of the value)
     if [ -n "${!1:-}" ]; then printf '%s' "${!1}"; return; fi
-    [ -f .env ] && sed -n "s/^$1=//p" .env | tail -n 1 | tr -d '\r\n' || true
+    [ -f .env ] || return 0
+    local line value
+    line="$(grep -E "^[[:space:]]*(export[[:space:]]+)?$1[[:space:]]*=" .env | tail -n 1 | tr -d '\r')" || true
+    [ -n "$line" ] || return 0
+    value="$(printf '%s' "${line#*=}" | sed -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//')"
+    case "$value" in \"*\"|\'*\') [ "${#value}" -ge 2 ] && value="${value:1:${#value}-2}" ;; esac
+    printf '%s' "$value"
   }
   dir="$(from_env SECRETS_DIR)"; dir="${dir:-secrets}"
   mkdir -p "$dir/nats"
@@ -33,17 +40,20 @@ if [ "$what" = secrets ]; then
       echo "bootstrap: wrote $dir/nats/$user"
     fi
   done
-  # The app's secrets, once: from the environment, else from .env (then the line may go from .env); an empty
-  # file means unset. Grafana's admin password is random unless given.
+  # The app's secrets: from the environment, else from .env (then the line may go from .env); an empty file
+  # means unset. Grafana's admin password is random unless given.
   for pair in telegram_token:TELEGRAM_TOKEN openai_api_key:OPENAI_API_KEY webhook_secret:WEBHOOK_SECRET \
               telegram_api_hash:TELEGRAM_API_HASH grafana_admin_password:GRAFANA_ADMIN_PASSWORD; do
     file="$dir/${pair%%:*}"; variable="${pair#*:}"
-    if [ ! -e "$file" ]; then
+    # Written once; an empty one (unset) is filled in when a value is given later.
+    if [ ! -s "$file" ]; then
       value="$(from_env "$variable")"; said="${value:+ (from $variable)}"
       if [ -z "$value" ] && [ "$variable" = GRAFANA_ADMIN_PASSWORD ]; then value="$(random_secret)"; said=" (random)"; fi
-      printf '%s' "$value" > "$file"
-      chmod 644 "$file"
-      echo "bootstrap: wrote $file${said:- (empty: unset)}"
+      if [ -n "$value" ] || [ ! -e "$file" ]; then
+        printf '%s' "$value" > "$file"
+        chmod 644 "$file"
+        echo "bootstrap: wrote $file${said:- (empty: unset)}"
+      fi
     fi
   done
   exit 0

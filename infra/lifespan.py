@@ -45,6 +45,11 @@ class Stopped(Exception):
     """A stop was asked for while the service waited for a dependency."""
 
 
+class Refused(Exception):
+    """A dependency answered with what no wait fixes (a refused login or token): the service ends, with this line
+    and the settings error's exit code, so a supervisor that knows that code does not restart it in a loop."""
+
+
 async def until(
     what: str,
     attempt: Callable[[], Awaitable[T]],
@@ -55,16 +60,18 @@ async def until(
     longest: float = LONGEST_PAUSE,
 ) -> T:
     """`attempt()` until it succeeds, pausing `first`, then twice as long each time up to `longest`; `/health`
-    says what is waited for meanwhile. An exception in `fatal` is not waited out: it ends the service."""
+    says what is waited for meanwhile. An exception in `fatal` is not waited out: it ends the service (`Refused`)."""
     pause = first
     while True:
         try:
             result = await attempt()
-        except fatal:
-            raise
+        except fatal as exc:
+            raise Refused(f"{what} refused: {exc}") from exc
         except Exception as exc:
             health.waiting_for = what
-            log.warning("waiting for %s (%s); trying again in %.0f s", what, type(exc).__name__, pause)
+            said = str(exc)[:300]  # logs are redacted of secrets; the reason is what an operator needs
+            log.warning("waiting for %s (%s%s); trying again in %.0f s", what, type(exc).__name__,
+                        f": {said}" if said else "", pause)  # fmt: skip
             if stop is None:
                 await asyncio.sleep(pause)
             else:

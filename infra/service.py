@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
-from infra.lifespan import Stopped
+from infra.lifespan import Refused, Stopped
 from infra.logs import setup_logging
 from infra.settings import Settings, SettingsError, load_settings
 from infra.telemetry import setup_tracing, shutdown_tracing
@@ -45,5 +45,8 @@ def run_service(service: str, required: tuple[str, ...], serve: Serve) -> None:
         asyncio.run(main())
     except Stopped:
         pass  # stopped while it waited for a dependency: nothing was started, nothing to finish
+    except Refused as exc:
+        print(f"voice-insight {service}: {exc}", file=sys.stderr)
+        raise SystemExit(CONFIG_ERROR_EXIT) from None
     finally:
         shutdown_tracing()

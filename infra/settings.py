@@ -302,7 +302,7 @@ def _secrets_from_files(merged: dict[str, str]) -> None:
 
 def join_timeout_for(llm_timeout: float) -> float:
     """The formatter's deadline when analyses may take `llm_timeout`: a note's analyses wait their turn behind
-    another note's (one call at a time per analyzer) and the transcript's own trip, so twice that and a margin."""
+    another note's in the LLM server's queue and the transcript's own trip, so twice that and a margin."""
     return max(90.0, 2 * llm_timeout + 30.0)
 
 

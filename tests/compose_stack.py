@@ -43,7 +43,11 @@ TOOLS = ("podman", "podman-compose", "mmdebstrap", "runc")
 
 
 def engine_env() -> dict[str, str]:
-    return {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
+    """podman with this machine's settings; its network helpers call iptables and nft from the sbin folders,
+    which a non-login PATH may lack."""
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    path += [folder for folder in ("/usr/sbin", "/sbin") if folder not in path]
+    return {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF), "PATH": os.pathsep.join(path)}
 
 
 def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:

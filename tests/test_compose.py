@@ -37,6 +37,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 TOKEN = "7000000001:AAH-compose-test-token_0123456789abcdef"
 OPENAI_KEY = "sk-compose-test-0123456789"
+SECRETS = {
+    "TELEGRAM_TOKEN": TOKEN,
+    "OPENAI_API_KEY": OPENAI_KEY,
+    "WEBHOOK_SECRET": "compose-test-webhook-secret-0123456789",
+    "TELEGRAM_API_HASH": "0123456789abcdef0123456789abcdef",
+    "GRAFANA_ADMIN_PASSWORD": "compose-test-grafana-0123456789",
+}
+"""Every secret the stack has (NATS passwords aside), filed by `bootstrap.sh secrets` as README says."""
 CONTROL_PORT = 18081
 LOCAL_CONTROL_PORT = 18082
 APP_SERVICES = ("gateway", "transcriber", "analyzer-default", "analyzer-tone", "formatter")
@@ -62,7 +70,6 @@ def compose_settings(folder: Path, secrets: Path, local_bot_api: bool = False) -
                 f"OPENAI_API_KEY={OPENAI_KEY}",
                 "OPENAI_BASE_URL=http://openai:8000/v1",
                 "ALLOWED_USERS=open",
-                "GRAFANA_ADMIN_PASSWORD=compose-test",
                 "BASE_IMAGE=localhost/voice-insight-base:bookworm",
                 f"TELEGRAM_CONTROL_PORT={CONTROL_PORT}",
                 f"LOCAL_BOT_API_CONTROL_PORT={LOCAL_CONTROL_PORT}",
@@ -80,7 +87,7 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compose]:
     assert not missing, f"{', '.join(missing)} missing: run the README's test set-up command"
     folder = tmp_path_factory.mktemp("compose")
     secrets = folder / "secrets"  # as README: `bootstrap.sh secrets` files the token and key from the environment
-    env = {**os.environ, "SECRETS_DIR": str(secrets), "TELEGRAM_TOKEN": TOKEN, "OPENAI_API_KEY": OPENAI_KEY}
+    env = {**os.environ, "SECRETS_DIR": str(secrets), **SECRETS}  # not the developer's .env: these, each one
     subprocess.run(["bash", str(REPO / "infra" / "bootstrap.sh"), "secrets"], check=True, capture_output=True, env=env)
     stack = Compose(compose_settings(folder, secrets))
     stack.secrets = secrets
@@ -175,7 +182,7 @@ def test_every_service_is_healthy_provisioned_scraped_and_traced(compose: Compos
             shown = podman(
                 "inspect", "--format", "{{json .Config.Env}} {{json .Config.Cmd}}", compose.container(service)
             )
-            for secret in (TOKEN, TOKEN.partition(":")[2], OPENAI_KEY, *compose.nats_passwords()):
+            for secret in (*SECRETS.values(), TOKEN.partition(":")[2], *compose.nats_passwords()):
                 assert secret not in shown.stdout or service in ("telegram", "openai"), f"{service} shows a secret"
 
         # The gateway is told an LLM is configured: /help does not say analyses are off.

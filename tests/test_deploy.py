@@ -388,7 +388,7 @@ def test_every_secret_is_a_file_no_container_environment_shows(compose: dict[str
 def test_bootstrap_writes_the_app_secrets_from_the_environment_or_env_once(tmp_path: Path) -> None:
     (tmp_path / "infra").mkdir()
     (tmp_path / "infra" / "bootstrap.sh").write_text((REPO / "infra" / "bootstrap.sh").read_text())
-    (tmp_path / ".env").write_text("TELEGRAM_TOKEN=123:from-dotenv\nOPENAI_API_KEY=\nWEBHOOK_SECRET=old\n")
+    (tmp_path / ".env").write_text('export TELEGRAM_TOKEN="123:from-dotenv"\nOPENAI_API_KEY=\nWEBHOOK_SECRET=old\n')
     env = {**os.environ, "WEBHOOK_SECRET": "w" * 32, "SECRETS_DIR": str(tmp_path / "kept")}
     run = ["bash", str(tmp_path / "infra" / "bootstrap.sh"), "secrets"]
     subprocess.run(run, check=True, capture_output=True, cwd=tmp_path, env=env)
@@ -401,3 +401,6 @@ def test_bootstrap_writes_the_app_secrets_from_the_environment_or_env_once(tmp_p
     (tmp_path / ".env").write_text("TELEGRAM_TOKEN=123:changed\n")
     subprocess.run(run, check=True, capture_output=True, cwd=tmp_path, env=env)  # a second run keeps them
     assert {secret: (folder / secret).read_text() for secret in APP_SECRETS} == written
+    (tmp_path / ".env").write_text("OPENAI_API_KEY = 'sk-given-later'\n")
+    subprocess.run(run, check=True, capture_output=True, cwd=tmp_path, env=env)  # an unset one is filled in
+    assert (folder / "openai_api_key").read_text() == "sk-given-later"

@@ -25,6 +25,7 @@ from tests.support import (
     answered,
     embedded_nats,
     eventually,
+    free_port,
     stack_env,
     start_up,
     wait_for_modes,
@@ -48,7 +49,8 @@ async def test_the_readme_recipe_for_ollama_gets_both_analyses_from_a_slow_local
     model_dir: Path, speech: Speech, tmp_path: Path
 ) -> None:
     ollama = OpenAIDouble.ollama("llama3.2:latest", "nomic-embed-text:latest", latency=CALL_SECONDS)
-    await ollama.start()
+    ollama_port = free_port()
+    ollama.base_url = ollama.url(ollama_port)  # where it will listen: it starts after the stack, as Ollama may
     telegram = TelegramDouble("987654399:BBHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw9")
     await telegram.start()
     env = stack_env(NatsServer(0, tmp_path), telegram, ollama, model_dir, tmp_path / "state")
@@ -60,6 +62,9 @@ async def test_the_readme_recipe_for_ollama_gets_both_analyses_from_a_slow_local
     bus = None
     try:
         bus = await admin_bus((await embedded_nats(proc, log)).group(1), tmp_path / "state", "test-local-llm")
+        # The analyzers wait for the server rather than refuse MODEL_<MODE> for good (they did).
+        await eventually(lambda: log.read_text().count("waiting for the LLM server") >= 2, 120, 0.2)
+        await ollama.start("127.0.0.1", ollama_port)
         # Each analyzer validates MODEL_<MODE> with a canary first (one slow call), then goes live.
         await wait_for_modes(bus, {"DEFAULT", "TONE"}, timeout=180)
         await eventually(lambda: "gateway voice_insight.gateway: ready" in log.read_text(), 120, 0.2)

@@ -10,7 +10,7 @@ import pytest
 from infra import launcher
 from infra.health import HealthServer
 from infra.launcher import Child, Supervisor, plan, transcriber_env
-from infra.lifespan import Stopped, until
+from infra.lifespan import Refused, Stopped, until
 from tests.support import free_port
 
 
@@ -92,7 +92,7 @@ async def test_a_dependency_not_there_yet_is_waited_for_and_said_on_health() -> 
     async def refused() -> None:
         raise PermissionError("a setting to fix")
 
-    with pytest.raises(PermissionError):  # what no wait fixes ends the service at once
+    with pytest.raises(Refused, match="NATS refused: a setting to fix"):  # what no wait fixes ends the service
         await until("NATS", refused, health, None, fatal=(PermissionError,))
 
     stop = asyncio.Event()

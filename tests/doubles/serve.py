@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,12 @@ class QueryableOTLP(OTLPReceiver):
         return web.json_response([{"service": s.service, "trace_id": s.trace_id, "name": s.name} for s in self.spans])
 
 
+def _api_hash_given() -> bool:
+    """The app's hash, from the environment or the file `TELEGRAM_API_HASH_FILE` names (a compose secret)."""
+    hash_file = os.environ.get("TELEGRAM_API_HASH_FILE", "")
+    return bool(os.environ.get("TELEGRAM_API_HASH") or (hash_file and Path(hash_file).read_text().strip()))
+
+
 async def _answer_ok(request: web.Request) -> web.Response:
     return web.json_response({"database": "ok", "version": "stub"})
 
@@ -97,6 +104,8 @@ async def main(args: argparse.Namespace) -> None:
     if args.double == "telegram":
         telegram = ControlledTelegram(args.token)
         if args.local:
+            if not _api_hash_given():  # as the aiogram/telegram-bot-api entrypoint refuses to start
+                raise SystemExit("error: expected TELEGRAM_API_HASH or TELEGRAM_API_HASH_FILE env vars to be set")
             telegram.local_mode, telegram.local_dir = True, Path(args.local)
             uid, _, gid = args.owner.partition(":")
             telegram.local_owner = (int(uid), int(gid or uid)) if uid else None
