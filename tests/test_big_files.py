@@ -23,7 +23,6 @@ from tests.doubles.telegram_api import TelegramDouble
 from tests.support import (
     TOKEN,
     Gateway,
-    Speech,
     answer_of,
     telegram_of_its_own,  # noqa: F401  (the `telegram` fixture here: a double of the test's own)
 )
@@ -96,25 +95,3 @@ async def test_a_100_mb_file_is_answered_and_no_service_holds_it_in_memory(
 async def test_a_file_over_two_gigabytes_is_refused_clearly(pipeline: None, telegram: TelegramDouble) -> None:
     await telegram.send_media(OTHER, b"", kind="document", mime_type="audio/mpeg", reported_size=2_100 * 1024 * 1024)
     await telegram.wait_for(lambda: any("over 2 GB" in m.text for m in telegram.messages(OTHER)), 60)
-
-
-@pytest.fixture
-async def patient_pipeline(private_bus: Bus, telegram: TelegramDouble, model_dir: Path) -> AsyncIterator[None]:
-    """As `pipeline`, with the Bot API client's request timeout scaled down to 1 s (30 s in production)."""
-    async with local_pipeline(private_bus, telegram, model_dir, request_timeout=1):
-        yield
-
-
-async def test_a_local_server_still_downloading_the_file_is_waited_for(
-    patient_pipeline: None, telegram: TelegramDouble, speech: Speech
-) -> None:
-    """Issue 19: a `--local` server answers getFile only once it has downloaded the file from Telegram (minutes,
-    for a big one); the usual request timeout gave up after 30 s, three times, and said "download failed".
-    Scaled down: a 1 s request timeout (three tries and their pauses: 6 s) and an 8 s download. The file lands
-    as telegram-bot-api writes it."""
-    telegram.local_download_seconds = 8.0
-    await telegram.send_media(SLOW, speech.say("The quarterly budget review is moved to Thursday morning."), duration=4)
-    answer = await answer_of(telegram, SLOW, timeout=120)
-    assert answer.text.startswith("📝 Transcript") and "budget" in answer.text.lower(), answer.text
-    written = next(telegram.local_dir.glob(f"{TOKEN}/voices/*"))
-    assert oct(written.stat().st_mode & 0o777) == "0o600" and oct(written.parent.stat().st_mode & 0o777) == "0o700"
