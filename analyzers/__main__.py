@@ -14,14 +14,14 @@ import openai
 from analyzers.desk import ModeDesk, Registrar
 from analyzers.llm import ChatLLM, make_client
 from analyzers.service import AnalyzerService
-from infra.contracts import ModeChange
-from infra.definitions import ModeDefinition, shipped
-from infra.health import DEFAULT_PORTS
-from infra.lifespan import lifespan
-from infra.modes import announce_forever
-from infra.registry import ModeRegistry, UnknownMode
-from infra.service import CONFIG_ERROR_EXIT, load_or_exit, run_service
-from infra.settings import Settings
+from infra.domain.contracts import ModeChange
+from infra.domain.definitions import ModeDefinition, shipped
+from infra.domain.modes import announce_forever
+from infra.domain.registry import ModeRegistry, UnknownMode
+from infra.runtime.health import DEFAULT_PORTS
+from infra.runtime.settings import Settings
+from infra.service.lifespan import lifespan
+from infra.service.run import CONFIG_ERROR_EXIT, load_or_exit, run_service
 
 log = logging.getLogger("voice_insight.analyzer")
 

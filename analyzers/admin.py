@@ -21,14 +21,14 @@ from pathlib import Path
 from analyzers.desk import ModeDesk
 from analyzers.llm import ChatLLM, make_client
 from infra.bus import Bus
-from infra.contracts import ModeAction, ModeChange
-from infra.definitions import ModeDefinition, dump, load
-from infra.provision import provision
-from infra.registry import ModeRegistry, UnknownMode
-from infra.service import CONFIG_ERROR_EXIT, load_or_exit
+from infra.domain.contracts import ModeAction, ModeChange
+from infra.domain.definitions import ModeDefinition, dump, load
+from infra.domain.registry import ModeRegistry, UnknownMode
+from infra.ops.provision import provision
+from infra.service.run import CONFIG_ERROR_EXIT, load_or_exit
 
 READING = {"list", "show", "export"}
-"""Verbs that only read: they need NATS and nothing else. (The parser is `infra.cli`'s.)"""
+"""Verbs that only read: they need NATS and nothing else. (The parser is `voice_insight.cli`'s.)"""
 
 
 def run(args: argparse.Namespace) -> int:

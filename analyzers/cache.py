@@ -12,11 +12,12 @@ import hashlib
 
 import msgspec
 
-from infra.bus import BUCKET_ANALYSIS_CACHE, Bus
-from infra.contracts import Section
-from infra.definitions import ModeDefinition
-from infra.kvcache import KVCache
-from infra.notes import text_digest
+from infra.bus import Bus
+from infra.bus.kvcache import KVCache
+from infra.bus.names import BUCKET_ANALYSIS_CACHE
+from infra.domain.contracts import Section
+from infra.domain.definitions import ModeDefinition
+from infra.domain.notes import text_digest
 
 
 class CachedAnalysis(msgspec.Struct, frozen=True, kw_only=True):

@@ -14,19 +14,12 @@ import logging
 
 from analyzers.llm import ChatLLM
 from analyzers.validation import validate
-from infra.bus import (
-    CONSUMER_REGISTRAR,
-    STREAM_ADMIN,
-    SUBJECT_MODE_CHANGE,
-    SUBJECT_MODE_CHANGED,
-    Bus,
-    Delivery,
-    consumes,
-)
-from infra.contracts import ModeChange, ModeChangeResult
-from infra.definitions import ModeDefinition, load
-from infra.metrics import MODE_CHANGES
-from infra.registry import ModeRegistry, RegistryConflict, Stored, UnknownMode, analysis_of, same_analysis
+from infra.bus import Bus, Delivery, consumes
+from infra.bus.names import CONSUMER_REGISTRAR, STREAM_ADMIN, SUBJECT_MODE_CHANGE, SUBJECT_MODE_CHANGED
+from infra.domain.contracts import ModeChange, ModeChangeResult
+from infra.domain.definitions import ModeDefinition, load
+from infra.domain.registry import ModeRegistry, RegistryConflict, Stored, UnknownMode, analysis_of, same_analysis
+from infra.runtime.metrics import MODE_CHANGES
 
 log = logging.getLogger("voice_insight.modes")
 

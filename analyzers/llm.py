@@ -28,8 +28,8 @@ from openai import AsyncOpenAI
 from opentelemetry.trace import Span, SpanKind
 
 from infra.bus import backoff
-from infra.contracts import Usage
-from infra.telemetry import record_failure, tracer
+from infra.domain.contracts import Usage
+from infra.runtime.telemetry import record_failure, tracer
 
 REASONING_MODEL = re.compile(r"^(o\d+|gpt-5)(\b|[-.])", re.IGNORECASE)
 REASONING_ALLOWANCE = 2000

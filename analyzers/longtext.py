@@ -16,8 +16,8 @@ import re
 from dataclasses import dataclass
 
 from analyzers.llm import REASONING_ALLOWANCE, ChatLLM, fenced, is_reasoning_model
-from infra.contracts import Usage
-from infra.definitions import ModeDefinition
+from infra.domain.contracts import Usage
+from infra.domain.definitions import ModeDefinition
 
 CHARS_PER_TOKEN = 3
 KNOWN_CONTEXTS = {"gpt-4o": 128_000, "gpt-4o-mini": 128_000, "gpt-4.1": 1_000_000, "o3": 200_000, "o4-mini": 200_000}

@@ -24,25 +24,22 @@ from analyzers.cache import CachedAnalysis, analysis_cache, cache_key
 from analyzers.guard import VersionGuard
 from analyzers.llm import ChatLLM, Completion, LLMFailure, fenced, offered
 from analyzers.longtext import condense, estimate, room_for_text
-from infra import usage
-from infra.answers import is_answered
-from infra.bus import (
+from infra.bus import Bus, Delivery, Fail, consumes
+from infra.bus.names import (
     BUCKET_ANSWERED,
     BUCKET_BUDGET,
     STREAM_ADMIN,
     SUBJECT_ALERT,
     SUBJECT_TRANSCRIPT,
-    Bus,
-    Delivery,
-    Fail,
     analysis_subject,
-    consumes,
 )
-from infra.contracts import AdminAlert, Analysis, ModeInfo, Section, Transcript, Usage
-from infra.definitions import TRANSCRIPT_PLACE, ModeDefinition, result_type, sections
-from infra.limits import DailyCounter
-from infra.metrics import DAILY_TOKENS, LIMITED, MODE_CALLS, MODE_LATENCY, MODE_ROLLBACKS, SKIPPED, TOKENS
-from infra.registry import ModeRegistry, RegistryConflict, UnknownMode
+from infra.domain import usage
+from infra.domain.answers import is_answered
+from infra.domain.contracts import AdminAlert, Analysis, ModeInfo, Section, Transcript, Usage
+from infra.domain.definitions import TRANSCRIPT_PLACE, ModeDefinition, result_type, sections
+from infra.domain.limits import DailyCounter
+from infra.domain.registry import ModeRegistry, RegistryConflict, UnknownMode
+from infra.runtime.metrics import DAILY_TOKENS, LIMITED, MODE_CALLS, MODE_LATENCY, MODE_ROLLBACKS, SKIPPED, TOKENS
 
 log = logging.getLogger("voice_insight.analyzer")
 

@@ -1,7 +1,7 @@
 """Validating a candidate mode before it is activated: nothing reaches users that was not seen to work.
 
 The checks, in order, each stopping the candidate with a reason a person can act on:
-1. the definition itself (`infra.definitions.problems`: name, prompt placeholder and length, fields, limits);
+1. the definition itself (`infra.domain.definitions.problems`: name, prompt placeholder and length, fields, limits);
 2. the model exists on the configured OpenAI-compatible server (its `/models` list; a server without one is
    asked by the canary instead);
 3. a canary call on a built-in sample transcript, through exactly the request the analyzer will make (reasoning
@@ -17,7 +17,7 @@ import openai
 
 from analyzers.llm import ChatLLM, LLMFailure, offered
 from analyzers.service import request_for
-from infra.definitions import ModeDefinition, problems
+from infra.domain.definitions import ModeDefinition, problems
 
 SAMPLE_TRANSCRIPT = (
     "Hi Anna, it is Mark. The client called again about the contract: they want the price down by ten percent "

@@ -19,7 +19,6 @@ import argparse
 import gc
 import importlib.util
 import io
-import json
 import platform
 import re
 import sys
@@ -30,9 +29,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import record  # noqa: E402
 from bench.speech import script, speak  # noqa: E402
-from infra.cpus import available_cpus  # noqa: E402
-from infra.packaged_model import install_packaged_model  # noqa: E402
+from infra.ops.packaged_model import install_packaged_model  # noqa: E402
+from infra.runtime.cpus import available_cpus  # noqa: E402
 from transcriber.asr import SpeechRecognizer  # noqa: E402
 
 
@@ -142,11 +142,7 @@ def main() -> None:
                         flush=True,
                     )
         del recognizer
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps({"cpus": available_cpus(), "rows": [asdict(r) for r in rows]}, indent=2, ensure_ascii=False)
-    )
+    out = record.write(args.out, {"cpus": available_cpus(), "rows": [asdict(r) for r in rows]})
     print(f"written to {out}")
 
 

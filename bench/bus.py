@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,8 @@ sys.path.insert(0, str(REPO))
 import nats  # noqa: E402
 from nats.js import api  # noqa: E402
 
-from infra.launcher import nats_config, nats_server_binary  # noqa: E402
+from bench import record  # noqa: E402
+from infra.ops.launcher import nats_config, nats_server_binary  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
 
@@ -85,7 +85,8 @@ async def main() -> None:
             f"  {r['per_second']:.0f} msg/s"
         )
     out = REPO / "bench" / "results" / "bus.json"
-    out.write_text(json.dumps({"messages": args.messages, "size": args.size, "results": results}, indent=2) + "\n")
+    record.write(out, {"messages": args.messages, "size": args.size, "results": results})
+    print(f"written to {out}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import record  # noqa: E402
 from bench.pipeline import Stack, percentile  # noqa: E402
 from bench.speech import script, speak  # noqa: E402
 
@@ -44,10 +44,10 @@ TOTAL = 100
 def peak_memory_mb() -> dict[str, float]:
     """VmHWM of every service process of the stack, by role."""
     peaks: dict[str, float] = {}
-    listing = subprocess.run(["pgrep", "-af", "infra.cli"], capture_output=True, text=True).stdout.splitlines()
+    listing = subprocess.run(["pgrep", "-af", "voice_insight"], capture_output=True, text=True).stdout.splitlines()
     for line in listing:
         pid, *argv = line.split()
-        role = " ".join(argv[argv.index("infra.cli") + 1 :]) if "infra.cli" in argv else "?"
+        role = " ".join(argv[argv.index("voice_insight") + 1 :]) if "voice_insight" in argv else "?"
         if role.startswith("up"):
             continue
         try:
@@ -140,7 +140,7 @@ async def main() -> None:
     for group, f in figures.items():
         print(f"end to end, {group:<8} ({f['notes']:>3} notes): p50 {f['p50_s']:6.2f} s   p95 {f['p95_s']:6.2f} s")
     print("peak memory (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(memory.items())))
-    (REPO / "bench" / "results" / "load.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {record.write(REPO / 'bench' / 'results' / 'load.json', result)}")
 
 
 if __name__ == "__main__":

@@ -31,12 +31,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import record  # noqa: E402
 from bench.asr import word_error_rate  # noqa: E402
 from bench.load import peak_memory_mb  # noqa: E402
 from bench.pipeline import Stack  # noqa: E402
 from bench.speech import script, speak  # noqa: E402
-from infra.cpus import available_cpus  # noqa: E402
-from infra.packaged_model import install_packaged_model  # noqa: E402
+from infra.ops.packaged_model import install_packaged_model  # noqa: E402
+from infra.runtime.cpus import available_cpus  # noqa: E402
 from tests.support import stack_env  # noqa: E402
 
 CHAT = 8_000_001
@@ -55,7 +56,7 @@ async def run(setup: str, audio: bytes, duration: float, text: str) -> dict[str,
                 env.update({"MAX_AUDIO_SECONDS": hours, "METRICS_PORT": "0"})
                 log = Path(work) / "second.log"
                 extra = subprocess.Popen(
-                    [sys.executable, "-m", "infra.cli", "transcriber"],
+                    [sys.executable, "-m", "voice_insight", "transcriber"],
                     env=env,
                     stdout=log.open("wb"),
                     stderr=subprocess.STDOUT,
@@ -103,6 +104,7 @@ async def main() -> None:
     rows: list[dict[str, object]] = []
     for setup in args.setups.split(","):
         row = await run(setup, audio, duration, text)
+        row["command"], row["recorded"] = record.command(), record.recorded()  # rows of earlier runs keep theirs
         rows.append(row)
         print(
             f"{setup:>3}: transcription {row['transcription_s']:7.1f} s (RTF {row['real_time_factor']:.3f}), "
@@ -116,7 +118,8 @@ async def main() -> None:
     ran = {row["setup"] for row in rows}
     kept = [r for r in earlier if r["setup"] not in ran and r["audio_minutes"] == rows[0]["audio_minutes"]]
     result = {"cpus": available_cpus(), "machine": os.uname().machine, "rows": kept + rows}
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    record.write(out, result)
+    print(f"written to {out}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import subprocess
 import sys
@@ -34,10 +33,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import record  # noqa: E402
 from bench.speech import script, speak  # noqa: E402
-from infra.bus import Bus  # noqa: E402
-from infra.contracts import Analysis, Event, Transcript, decoder  # noqa: E402
-from infra.packaged_model import install_packaged_model  # noqa: E402
+from infra.bus import Bus, decoder  # noqa: E402
+from infra.domain.contracts import Analysis, Event, Transcript  # noqa: E402
+from infra.ops.packaged_model import install_packaged_model  # noqa: E402
 from tests.doubles.openai_api import OpenAIDouble  # noqa: E402
 from tests.doubles.telegram_api import TelegramDouble  # noqa: E402
 from tests.support import OPENAI_KEY, TOKEN, NatsServer, free_port, stack_env, wait_for_modes  # noqa: E402
@@ -102,7 +102,7 @@ class Stack:
         env.update({"JOIN_TIMEOUT": "300", "MAX_AUDIO_SECONDS": "600", **settings})
         log = (self.work / f"up-{transcribers}.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "up", "--transcribers", str(transcribers)],
+            [sys.executable, "-m", "voice_insight", "up", "--transcribers", str(transcribers)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -223,10 +223,7 @@ async def main() -> None:
                 f"  throughput with {transcribers} transcriber(s): {rate:.1f} voice-minutes per minute "
                 f"({args.throughput_notes} notes of ~{args.throughput_seconds:.0f} s sent at once)"
             )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"written to {out}")
+    print(f"written to {record.write(args.out, results)}")
 
 
 if __name__ == "__main__":

@@ -8,12 +8,12 @@ import logging
 
 from formatter.join import AnswerMarks, JoinStore
 from formatter.service import FormatterService
-from infra.bus import BUCKET_ANSWERED, BUCKET_JOINS
-from infra.health import port_for
-from infra.lifespan import lifespan
-from infra.service import run_service
-from infra.settings import Settings
-from infra.telegram import make_bot
+from infra.bus.names import BUCKET_ANSWERED, BUCKET_JOINS
+from infra.runtime.health import port_for
+from infra.runtime.settings import Settings
+from infra.service.lifespan import lifespan
+from infra.service.run import run_service
+from infra.voice.telegram import make_bot
 
 log = logging.getLogger("voice_insight.formatter")
 

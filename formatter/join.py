@@ -4,7 +4,7 @@ Events arrive in any order, more than once, and possibly at two formatters at th
 the entry, applies the event, and writes back only if nobody wrote in between (`update(last=revision)`), so
 concurrent merges never lose one another's pieces. Merging the same event twice changes nothing.
 
-The answered mark is a separate key (see `infra.answers`) created atomically: whoever creates it owns the
+The answered mark is a separate key (see `infra.domain.answers`) created atomically: whoever creates it owns the
 reply, and records each message of the answer as it goes out. A claim whose owner died is taken over once it has
 stopped changing for a whole lease; the new owner resumes after the last part that was sent.
 """
@@ -22,9 +22,9 @@ import msgspec
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from infra.answers import Claimed, Mark, Released, Sent, encode_mark, is_answered, read_mark
 from infra.bus import change_key
-from infra.contracts import AnalysesRequested, Analysis, AudioReceived, Event, Failure, Origin, Transcript
+from infra.domain.answers import Claimed, Mark, Released, Sent, encode_mark, is_answered, read_mark
+from infra.domain.contracts import AnalysesRequested, Analysis, AudioReceived, Event, Failure, Origin, Transcript
 
 log = logging.getLogger("voice_insight.formatter")
 

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from formatter.join import AnswerMarks, JoinState, Owned
 from formatter.render import render_progress
-from infra.contracts import Origin
+from infra.domain.contracts import Origin
 
 log = logging.getLogger("voice_insight.formatter")
 

@@ -14,9 +14,10 @@ import logging
 import time
 
 from formatter.progress import Progress
-from infra.bus import CONSUMER_TRANSCRIBER, CONSUMER_TRANSCRIBER_QUEUED, SUBJECT_AUDIO, SUBJECT_AUDIO_QUEUED, Bus
-from infra.contracts import Origin
-from infra.texts import text
+from infra.bus import Bus
+from infra.bus.names import CONSUMER_TRANSCRIBER, CONSUMER_TRANSCRIBER_QUEUED, SUBJECT_AUDIO, SUBJECT_AUDIO_QUEUED
+from infra.domain.contracts import Origin
+from infra.voice.texts import text
 
 log = logging.getLogger("voice_insight.formatter")
 

@@ -17,10 +17,10 @@ import re
 from dataclasses import dataclass
 
 from formatter.join import JoinState
-from infra.contracts import Analysis, TranscriptionProgress
-from infra.telegram import MESSAGE_LIMIT
-from infra.texts import duration_limit, text
-from infra.transcript_files import as_text
+from infra.domain.contracts import Analysis, TranscriptionProgress
+from infra.voice.telegram import MESSAGE_LIMIT
+from infra.voice.texts import duration_limit, text
+from infra.voice.transcript_files import as_text
 
 _LANGUAGE_NAMES = {"ru": {"ru": "русский", "en": "английский"}, "en": {"ru": "Russian", "en": "English"}}
 _PIECE_BUDGET = 3500  # leaves room for a heading in the same message

@@ -39,27 +39,21 @@ from formatter.join import AlreadySent, AnswerMarks, ClaimLost, HeldElsewhere, J
 from formatter.progress import PROGRESS_INTERVAL, Progress
 from formatter.queue import QUEUE_EVERY, QueueWatch
 from formatter.render import Attachment, Part, render_answer, render_failure, transcribing
-from infra.bus import (
+from infra.bus import Bus, Delivery, Fail, Reject, Retry, backoff, consumes
+from infra.bus.names import (
     BUCKET_QUOTA,
     CONSUMER_FORMATTER,
     CONSUMER_FORMATTER_DEADLINE,
     SUBJECT_ALL,
     SUBJECT_TRANSCRIPT,
-    Bus,
-    Delivery,
-    Fail,
-    Reject,
-    Retry,
-    backoff,
-    consumes,
 )
-from infra.buttons import answer_keyboard
-from infra.contracts import Analysis, AudioReceived, Event, Origin, Transcript, TranscriptionProgress
-from infra.limits import DailyCounter, note_finished
-from infra.metrics import ANSWERS, RENDER_FAILURES, STAGE_SECONDS
-from infra.modes import live_modes
-from infra.notes import NoteStore, StoredNote
-from infra.telemetry import record_failure, tracer
+from infra.domain.contracts import Analysis, AudioReceived, Event, Origin, Transcript, TranscriptionProgress
+from infra.domain.limits import DailyCounter, note_finished
+from infra.domain.modes import live_modes
+from infra.domain.notes import NoteStore, StoredNote
+from infra.runtime.metrics import ANSWERS, RENDER_FAILURES, STAGE_SECONDS
+from infra.runtime.telemetry import record_failure, tracer
+from infra.voice.buttons import answer_keyboard
 
 log = logging.getLogger("voice_insight.formatter")
 

@@ -17,14 +17,15 @@ from gateway.dispatch import build_dispatcher, handler_context
 from gateway.intake import Intake, correlation_key
 from gateway.updates import ALLOWED_UPDATES, UpdateHandler, UpdatePoller
 from gateway.webhook import WebhookReceiver
-from infra.bus import BUCKET_USERS, Bus
-from infra.health import port_for
-from infra.lifespan import Life, lifespan
-from infra.metrics import ACTIVE_USERS
-from infra.modes import export_liveness, live_modes
-from infra.service import run_service
-from infra.settings import Settings
-from infra.telegram import make_bot
+from infra.bus import Bus
+from infra.bus.names import BUCKET_USERS
+from infra.domain.modes import export_liveness, live_modes
+from infra.runtime.health import port_for
+from infra.runtime.metrics import ACTIVE_USERS
+from infra.runtime.settings import Settings
+from infra.service.lifespan import Life, lifespan
+from infra.service.run import run_service
+from infra.voice.telegram import make_bot
 
 log = logging.getLogger("voice_insight.gateway")
 

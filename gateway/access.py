@@ -14,10 +14,10 @@ from aiogram import BaseMiddleware
 from aiogram.enums import ChatType
 from aiogram.types import CallbackQuery, Message, TelegramObject
 
-from infra.limits import Limits
-from infra.metrics import LIMITED
-from infra.telegram import answer_press
-from infra.texts import text, ui_language
+from infra.runtime.metrics import LIMITED
+from infra.runtime.settings import Limits
+from infra.voice.telegram import answer_press
+from infra.voice.texts import text, ui_language
 
 
 class AccessGate(BaseMiddleware):

@@ -4,7 +4,7 @@ A change (`/set_model`, `/add_mode`, `/edit_prompt`, `/enable_mode`, `/disable_m
 `ModeChange` request on `admin.mode.change`: an analyzer process, which owns the LLM, validates and applies it,
 and its `ModeChangeResult` comes back here (`AdminInbox`) to be answered in the admin's chat, with every reason
 when it was refused. The request's ID derives from the Telegram message, so a redelivered update asks once.
-`/mode` reads the registry and `/stats` the usage by the hour (`infra.usage`) directly. Admins are recorded
+`/mode` reads the registry and `/stats` the usage by the hour (`infra.domain.usage`) directly. Admins are recorded
 as keyed hashes and shown as "admin #N" (their place in `ADMIN_USER_IDS`), never as raw ids.
 """
 
@@ -21,23 +21,21 @@ from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import Message, ReplyParameters
 
 from gateway.intake import correlation_id
-from infra import usage
-from infra.bus import (
+from infra.bus import Bus, Delivery, consumes
+from infra.bus.names import (
     CONSUMER_ADMIN_REPLIES,
     CONSUMER_GATEWAY_ALERTS,
     STREAM_ADMIN,
     SUBJECT_ALERT,
     SUBJECT_MODE_CHANGE,
     SUBJECT_MODE_CHANGED,
-    Bus,
-    Delivery,
-    consumes,
 )
-from infra.contracts import AdminAlert, ModeAction, ModeChange, ModeChangeResult, ReplyTo
-from infra.definitions import ModeDefinition, load
-from infra.limits import user_key
-from infra.registry import ModeRegistry, UnknownMode
-from infra.texts import text
+from infra.domain import usage
+from infra.domain.contracts import AdminAlert, ModeAction, ModeChange, ModeChangeResult, ReplyTo
+from infra.domain.definitions import ModeDefinition, load
+from infra.domain.limits import user_key
+from infra.domain.registry import ModeRegistry, UnknownMode
+from infra.voice.texts import text
 
 log = logging.getLogger("voice_insight.gateway.admin")
 

@@ -1,6 +1,6 @@
 """The buttons under an answer: the transcript as files, and another mode run on the note's stored transcript.
 
-Both read the note the formatter kept for a day (`infra.notes`); a button of a note past its day, or of a chat
+Both read the note the formatter kept for a day (`infra.domain.notes`); a button of a note past its day, or of a chat
 that said `/forget`, says so instead of failing. Running a mode publishes `AnalysesRequested` and the stored
 transcript under a new correlation ID derived from the note and the mode: the analyzers and the formatter treat
 it like any note (nothing is transcribed again), a second press of the same button asks nothing twice, and its
@@ -17,17 +17,18 @@ import msgspec
 from aiogram import Bot, Router
 from aiogram.types import BufferedInputFile, CallbackQuery, Message, ReplyParameters
 
+from gateway.chats import chat_key
 from gateway.intake import IntakeRecord, read_record, write_record
-from infra.answers import is_answered
-from infra.bus import BUCKET_ANSWERED, BUCKET_INTAKE, SUBJECT_RERUN, SUBJECT_TRANSCRIPT, Bus
-from infra.buttons import ModePress, Pressed, TranscriptPress
-from infra.chats import chat_key
-from infra.contracts import AnalysesRequested
-from infra.modes import live_modes
-from infra.notes import NoteStore, StoredNote
-from infra.telegram import answer_press
-from infra.texts import text
-from infra.transcript_files import as_srt, as_text
+from infra.bus import Bus
+from infra.bus.names import BUCKET_ANSWERED, BUCKET_INTAKE, SUBJECT_RERUN, SUBJECT_TRANSCRIPT
+from infra.domain.answers import is_answered
+from infra.domain.contracts import AnalysesRequested
+from infra.domain.modes import live_modes
+from infra.domain.notes import NoteStore, StoredNote
+from infra.voice.buttons import ModePress, Pressed, TranscriptPress
+from infra.voice.telegram import answer_press
+from infra.voice.texts import text
+from infra.voice.transcript_files import as_srt, as_text
 
 log = logging.getLogger("voice_insight.gateway")
 

@@ -15,11 +15,11 @@ from aiogram.enums import ChatType
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Chat, InlineKeyboardButton, InlineKeyboardMarkup, Message, User
 
+from gateway.chats import AnswerLanguage, ChatSettings, ChatSettingsStore, TranscriptView, Trigger, clean_vocabulary
 from infra.bus import Bus
-from infra.chats import AnswerLanguage, ChatSettings, ChatSettingsStore, TranscriptView, Trigger, clean_vocabulary
-from infra.modes import live_modes
-from infra.telegram import answer_press
-from infra.texts import text
+from infra.domain.modes import live_modes
+from infra.voice.telegram import answer_press
+from infra.voice.texts import text
 
 ANONYMOUS_ADMIN = 1087968824
 """`GroupAnonymousBot`: the sender Telegram shows for an admin who posts as the group."""

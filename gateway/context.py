@@ -12,7 +12,7 @@ from typing import Any
 from aiogram import BaseMiddleware, Dispatcher
 from aiogram.types import TelegramObject
 
-from infra.chats import ChatSettings, ChatSettingsStore
+from gateway.chats import ChatSettings, ChatSettingsStore
 
 
 class UserLanguage(BaseMiddleware):

@@ -11,12 +11,12 @@ from gateway.access import AccessGate
 from gateway.admin import Admins, build_admin_router
 from gateway.buttons import build_buttons_router
 from gateway.chat_settings import build_settings_router
+from gateway.chats import ChatSettingsStore
 from gateway.context import with_context
 from gateway.handlers import build_router
 from gateway.intake import Intake
 from infra.bus import Bus
-from infra.chats import ChatSettingsStore
-from infra.limits import Limits
+from infra.runtime.settings import Limits
 
 
 def build_dispatcher(limits: Limits, admins: Admins) -> Dispatcher:

@@ -16,13 +16,13 @@ from aiogram.filters import Command, CommandStart, Filter
 from aiogram.types import Message
 
 from gateway.chat_settings import may_change
+from gateway.chats import ChatSettings, ChatSettingsStore, chat_key
 from gateway.intake import Intake, Media, media_of
 from infra.bus import Bus
-from infra.chats import ChatSettings, ChatSettingsStore, chat_key
-from infra.limits import user_key
-from infra.modes import live_modes
-from infra.notes import forget_chat
-from infra.texts import duration_limit, text
+from infra.domain.limits import user_key
+from infra.domain.modes import live_modes
+from infra.domain.notes import forget_chat
+from infra.voice.texts import duration_limit, text
 
 
 class HasMedia(Filter):

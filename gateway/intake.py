@@ -30,8 +30,9 @@ from nats.js.kv import KeyValue
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.util.types import Attributes
 
-from infra.answers import Sent, encode_mark, is_answered
-from infra.bus import (
+from gateway.chats import ChatSettings, chat_key
+from infra.bus import Bus, Fail
+from infra.bus.names import (
     BUCKET_ANSWERED,
     BUCKET_AUDIO,
     BUCKET_INTAKE,
@@ -39,17 +40,16 @@ from infra.bus import (
     BUCKET_USERS,
     SUBJECT_AUDIO,
     SUBJECT_AUDIO_QUEUED,
-    Bus,
-    Fail,
 )
-from infra.chats import ChatSettings, chat_key
-from infra.contracts import AudioReceived, AudioRef, Origin
-from infra.limits import FAIR_SHARE, DailyCounter, Limits, UserLedger, note_finished, user_key
-from infra.metrics import LIMITED, STAGE_SECONDS
-from infra.modes import live_modes
-from infra.telegram import DOWNLOAD_LIMIT, LOCAL_DOWNLOAD_LIMIT
-from infra.telemetry import record_failure, tracer
-from infra.texts import duration_limit, text, ui_language
+from infra.domain.answers import Sent, encode_mark, is_answered
+from infra.domain.contracts import AudioReceived, AudioRef, Origin
+from infra.domain.limits import FAIR_SHARE, DailyCounter, UserLedger, note_finished, user_key
+from infra.domain.modes import live_modes
+from infra.runtime.metrics import LIMITED, STAGE_SECONDS
+from infra.runtime.settings import Limits
+from infra.runtime.telemetry import record_failure, tracer
+from infra.voice.telegram import DOWNLOAD_LIMIT, LOCAL_DOWNLOAD_LIMIT
+from infra.voice.texts import duration_limit, text, ui_language
 
 log = logging.getLogger("voice_insight.gateway")
 
@@ -347,7 +347,7 @@ class Intake:
         return True
 
     async def _over_limit(self, user: str, media: Media) -> tuple[str, str, dict[str, object]] | None:
-        """The first of this user's limits the note would pass, if any (see `infra.limits`): the message to
+        """The first of this user's limits the note would pass, if any (see `infra.domain.limits`): the message to
         show, the metric's label, and the numbers the message names."""
         limits = self.limits
         if limits.max_pending and (pending := await self.ledger.pending(user)) > limits.max_pending:

@@ -31,9 +31,10 @@ from aiogram.exceptions import (
 from aiogram.methods import GetUpdates
 from aiogram.types import Update
 
-from infra.bus import CONSUMER_GATEWAY, STREAM_UPDATES, SUBJECT_UPDATES, Bus, Delivery, Fail, Reject, Retry, consumes
-from infra.contracts import TelegramUpdate
-from infra.texts import text, ui_language
+from infra.bus import Bus, Delivery, Fail, Reject, Retry, consumes
+from infra.bus.names import CONSUMER_GATEWAY, STREAM_UPDATES, SUBJECT_UPDATES
+from infra.domain.contracts import TelegramUpdate
+from infra.voice.texts import text, ui_language
 
 log = logging.getLogger("voice_insight.gateway")
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.launcher import nats_server_binary
+from infra.ops.launcher import nats_server_binary
 from tests.support import REPO
 
 BASE_IMAGE = "localhost/voice-insight-base:bookworm"

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from infra.access import Accounts
 from infra.bus import Bus
-from infra.packaged_model import install_packaged_model
-from infra.provision import provision
+from infra.ops.access import Accounts
+from infra.ops.packaged_model import install_packaged_model
+from infra.ops.provision import provision
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.otlp import OTLPReceiver
 from tests.doubles.telegram_api import TelegramDouble
@@ -52,13 +52,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    """The session's NATS, with an account per service as production has (`infra.access`): the stack runs as
+    """The session's NATS, with an account per service as production has (`infra.ops.access`): the stack runs as
     gateway, transcriber, formatter and an analyzer per mode, and the example analyzer as one written elsewhere."""
     server = NatsServer(free_port(), tmp_path_factory.mktemp("nats"), accounts=Accounts(external=("WORDS",)))
     server.start()
     yield server
     server.stop()
-    # Whatever ran in the session, no service was refused anything: every grant it needs is in infra/access.py.
+    # Whatever ran in the session, no service was refused anything: every grant it needs is in infra/ops/access.py.
     assert not server.violations(), "\n".join(server.violations()[:20])
 
 
@@ -152,7 +152,7 @@ async def stack(
     env.update(OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="100")
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "up"],
+            [sys.executable, "-m", "voice_insight", "up"],
             env=env,
             cwd=tempfile.gettempdir(),
             stdout=sink,

@@ -32,15 +32,15 @@ from gateway.dispatch import build_dispatcher, handler_context
 from gateway.intake import Intake, correlation_key
 from gateway.updates import UpdateHandler, UpdatePoller
 from gateway.webhook import WebhookReceiver
-from infra.access import ADMIN, Accounts, Logins, render
-from infra.bus import CONSUMER_FORMATTER, STREAM, Bus, Delivery, declaration, deliver
-from infra.contracts import TelegramUpdate, Transcript, decoder
-from infra.definitions import shipped
-from infra.launcher import nats_config, nats_server_binary
-from infra.limits import Limits
-from infra.registry import ModeRegistry
-from infra.settings import Settings
-from infra.telegram import make_bot
+from infra.bus import Bus, Delivery, declaration, decoder, deliver
+from infra.bus.names import CONSUMER_FORMATTER, STREAM
+from infra.domain.contracts import TelegramUpdate, Transcript
+from infra.domain.definitions import shipped
+from infra.domain.registry import ModeRegistry
+from infra.ops.access import ADMIN, Accounts, Logins, render
+from infra.ops.launcher import nats_config, nats_server_binary
+from infra.runtime.settings import Limits, Settings
+from infra.voice.telegram import make_bot
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import SentMessage, TelegramDouble
 
@@ -79,7 +79,7 @@ class NatsServer:
     login: tuple[str, str] | None = None
     """A user and password every client must log in with."""
     accounts: Accounts | None = None
-    """An account per service (`infra.access`), passwords in `logins`: as production runs."""
+    """An account per service (`infra.ops.access`), passwords in `logins`: as production runs."""
 
     @property
     def url(self) -> str:
@@ -103,7 +103,11 @@ class NatsServer:
         if self.accounts:
             env.update(self.logins.env(ADMIN))
         subprocess.run(
-            [sys.executable, "-m", "infra.cli", "provision"], env=env, check=True, capture_output=True, timeout=60
+            [sys.executable, "-m", "voice_insight", "provision"],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
 
     def violations(self) -> list[str]:
@@ -261,13 +265,13 @@ class Stack:
     def child(self, command: str) -> int:
         """The pid of this stack's one child running `voice-insight <command>` (not another stack's)."""
         found = subprocess.run(
-            ["pgrep", "-P", str(self.proc.pid), "-f", f"infra.cli {command}"], capture_output=True, text=True
+            ["pgrep", "-P", str(self.proc.pid), "-f", f"voice_insight {command}"], capture_output=True, text=True
         ).stdout.split()
         assert len(found) == 1, f"{len(found)} children run {command}"
         return int(found[0])
 
     def port(self, service: str) -> int:
-        """The launcher's port plan for the default stack (see infra.launcher.plan)."""
+        """The launcher's port plan for the default stack (see infra.ops.launcher.plan)."""
         order = ["gateway", "formatter", "transcriber", "analyzer-default", "analyzer-tone"]
         return self.metrics_base + 1 + order.index(service)
 
@@ -281,7 +285,7 @@ async def eventually(condition: Callable[[], object], timeout: float = 20.0, eve
 
 
 async def wait_for_modes(bus: Bus, modes: set[str], timeout: float = 120.0) -> None:
-    from infra.modes import live_modes
+    from infra.domain.modes import live_modes
 
     deadline = time.monotonic() + timeout
     while {m.mode for m in await live_modes(bus)} < modes:
@@ -610,7 +614,11 @@ def start_up(env: dict[str, str], folder: Path) -> tuple[subprocess.Popen[bytes]
     log = folder / "up.log"
     with log.open("ab") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "up"], env=env, cwd=folder, stdout=sink, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "voice_insight", "up"],
+            env=env,
+            cwd=folder,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
         )
     return proc, log
 

@@ -1,4 +1,4 @@
-"""An account per service with the least it needs (infra/access.py), enforced by a real nats-server.
+"""An account per service with the least it needs (infra/ops/access.py), enforced by a real nats-server.
 
 The session's stack runs as these accounts throughout the suite, and the session's server is checked for
 refusals at its end (conftest): what the services need is granted. Here, on a server of this module's own, what
@@ -21,8 +21,8 @@ import pytest
 import pytest_asyncio
 from prometheus_client import REGISTRY
 
-from infra.access import ADMIN, Accounts, analyzer_user, password_variable, render, table
-from infra.bus import (
+from infra.bus import Bus, encode
+from infra.bus.names import (
     BUCKET_AUDIO,
     BUCKET_CHATS,
     BUCKET_JOINS,
@@ -32,12 +32,12 @@ from infra.bus import (
     CONSUMER_FORMATTER,
     STREAM,
     SUBJECT_TRANSCRIPT,
-    Bus,
     analysis_subject,
 )
-from infra.contracts import ModeInfo, encode
-from infra.launcher import LocalAccounts, nats_server_binary
-from infra.provision import provision
+from infra.domain.contracts import ModeInfo
+from infra.ops.access import ADMIN, Accounts, analyzer_user, password_variable, render, table
+from infra.ops.launcher import LocalAccounts, nats_server_binary
+from infra.ops.provision import provision
 from tests.support import REPO, NatsServer, a_transcript, eventually, free_port
 
 SHIPPED = REPO / "infra" / "config" / "nats" / "users.conf"
@@ -79,7 +79,7 @@ def test_the_shipped_accounts_are_the_code_s_and_a_real_server_accepts_them(tmp_
     cannot drift; nats-server checks compose's config with it (`-t`), passwords in its environment as there."""
     assert SHIPPED.read_text() == render(Accounts()), "run: voice-insight nats-users > infra/config/nats/users.conf"
     printed = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "nats-users"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "voice_insight", "nats-users"], capture_output=True, text=True, check=True
     ).stdout
     assert printed == SHIPPED.read_text()
     # The compose server's own config, its store moved here.
@@ -162,7 +162,7 @@ async def test_no_service_creates_the_topology_and_one_that_finds_none_says_what
         # The admin provisions, from the command line as compose's one-shot service does; then the check passes.
         admin = server.logins.env(ADMIN)
         done = subprocess.run(
-            [sys.executable, "-m", "infra.cli", "provision"],
+            [sys.executable, "-m", "voice_insight", "provision"],
             env={"PATH": os.environ["PATH"], "NATS_URL": server.url, **admin},
             capture_output=True,
             text=True,

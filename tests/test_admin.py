@@ -12,10 +12,11 @@ import pytest
 from analyzers.desk import ModeDesk, Registrar
 from analyzers.llm import ChatLLM, make_client
 from gateway.admin import parse_change
-from infra.bus import BUCKET_MODES, STREAM_ADMIN, SUBJECT_ALERT, Bus, Delivery, deliver
-from infra.contracts import AdminAlert
-from infra.limits import Limits
-from infra.registry import ModeRegistry
+from infra.bus import Bus, Delivery, deliver
+from infra.bus.names import BUCKET_MODES, STREAM_ADMIN, SUBJECT_ALERT
+from infra.domain.contracts import AdminAlert
+from infra.domain.registry import ModeRegistry
+from infra.runtime.settings import Limits
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
 from tests.support import DECIDED, OPENAI_KEY, Gateway, a_transcript, an_analyzer

@@ -9,10 +9,11 @@ import msgspec
 import pytest
 
 from analyzers.service import AnalyzerService
-from infra.answers import Sent, encode_mark
-from infra.bus import BUCKET_ANSWERED, STREAM, Bus, Delivery, analysis_subject
-from infra.contracts import Analysis, Transcript
-from infra.registry import ModeRegistry
+from infra.bus import Bus, Delivery
+from infra.bus.names import BUCKET_ANSWERED, STREAM, analysis_subject
+from infra.domain.answers import Sent, encode_mark
+from infra.domain.contracts import Analysis, Transcript
+from infra.domain.registry import ModeRegistry
 from tests.doubles.openai_api import OpenAIDouble
 from tests.support import a_transcript, an_analyzer
 

@@ -11,10 +11,11 @@ import msgspec
 import pytest
 from prometheus_client import REGISTRY
 
-from infra.bus import STREAM, Bus, ConsumerSpec, Delivery, EarlierAttemptsDied, Fail, Reject, Retry, consumes, deliver
-from infra.contracts import Failure, decoder
-from infra.metrics import REJECTED
-from infra.settings import load_settings
+from infra.bus import Bus, ConsumerSpec, Delivery, EarlierAttemptsDied, Fail, Reject, Retry, consumes, decoder, deliver
+from infra.bus.names import STREAM
+from infra.domain.contracts import Failure
+from infra.runtime.metrics import REJECTED
+from infra.runtime.settings import load_settings
 from tests.support import NatsServer, eventually, free_port
 
 _n = itertools.count(1)

@@ -10,11 +10,12 @@ import time
 
 import pytest
 
+from gateway.chats import chat_key
 from gateway.intake import correlation_id, correlation_key
-from infra.bus import CONSUMER_TRANSCRIBER, STREAM, Bus
-from infra.chats import chat_key
-from infra.limits import user_key
-from infra.notes import NoteStore, StoredNote
+from infra.bus import Bus
+from infra.bus.names import CONSUMER_TRANSCRIBER, STREAM
+from infra.domain.limits import user_key
+from infra.domain.notes import NoteStore, StoredNote
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import SentMessage, TelegramDouble
 from tests.support import (

@@ -16,8 +16,9 @@ import jsonschema
 import msgspec
 import pytest
 
-from infra.bus import BUCKET_MODES, Bus
-from infra.schemas import CONTRACT, documents
+from infra.bus import Bus
+from infra.bus.names import BUCKET_MODES
+from infra.domain.schemas import CONTRACT, documents
 from tests.doubles.telegram_api import TelegramDouble
 from tests.support import NatsServer, Speech, Stack, answer_of, fresh, new_chat, wait_for_modes
 
@@ -29,7 +30,7 @@ def test_the_published_schemas_and_examples_are_what_the_code_says() -> None:
     published = REPO / "docs" / "contracts"
     for name, content in documents().items():
         assert (published / name).read_text(encoding="utf-8") == content, (
-            f"{name} is stale: run `.venv/bin/python -m infra.schemas docs/contracts`"
+            f"{name} is stale: run `.venv/bin/python -m infra.domain.schemas docs/contracts`"
         )
     for subject, (_, kind, example) in CONTRACT.items():
         schema = json.loads((published / f"{subject}.schema.json").read_text())
@@ -46,7 +47,7 @@ def test_the_example_analyzer_uses_nothing_of_this_project() -> None:
 
 async def conformance(env: dict[str, str], mode: str, timeout: float = 20) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "infra.cli", "conformance", mode, "--timeout", str(timeout),
+        sys.executable, "-m", "voice_insight", "conformance", mode, "--timeout", str(timeout),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), timeout + 30)

@@ -9,8 +9,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from infra.contracts import Analysis, AudioReceived, AudioRef, Event, Origin, Transcript, decoder, encode
-from infra.settings import SettingsError, load_settings
+from infra.bus import decoder, encode
+from infra.domain.contracts import Analysis, AudioReceived, AudioRef, Event, Origin, Transcript
+from infra.runtime.settings import SettingsError, load_settings
 from tests.support import NatsServer, free_port
 
 ORIGIN = Origin(chat_id=1, message_id=2, status_message_id=3, ui_language="ru")
@@ -77,7 +78,7 @@ def test_secrets_stay_out_of_repr() -> None:
 @pytest.mark.parametrize("role", [["gateway"], ["formatter"], ["analyzer", "--mode", "TONE"], ["up"]])
 def test_a_service_with_a_missing_setting_stops_with_one_line(role: list[str], tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "infra.cli", *role],
+        [sys.executable, "-m", "voice_insight", *role],
         cwd=tmp_path,
         env={"PATH": "/usr/bin:/bin"},
         capture_output=True,
@@ -97,7 +98,7 @@ def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
     try:
         server.provision()
         result = subprocess.run(
-            [sys.executable, "-m", "infra.cli", "analyzer", "--mode", "NOPE"],
+            [sys.executable, "-m", "voice_insight", "analyzer", "--mode", "NOPE"],
             cwd=tmp_path,
             env={"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "x", "NATS_URL": server.url, "METRICS_PORT": "0"},
             capture_output=True,

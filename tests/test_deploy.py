@@ -20,13 +20,13 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-import infra.metrics  # noqa: F401  (registers the metrics)
-from infra.access import Accounts, password_variable
-from infra.cli import build_parser
-from infra.launcher import STOP_GRACE
-from infra.service import CONFIG_ERROR_EXIT
-from infra.settings import KNOWN_VARIABLES, SettingsError, load_settings
+import infra.runtime.metrics  # noqa: F401  (registers the metrics)
+from infra.ops.access import Accounts, password_variable
+from infra.ops.launcher import STOP_GRACE
+from infra.runtime.settings import KNOWN_VARIABLES, SettingsError, load_settings
+from infra.service.run import CONFIG_ERROR_EXIT
 from tests.support import SHIPPED as MODES
+from voice_insight.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 APP_SERVICES = ("gateway", "transcriber", "analyzer-default", "analyzer-tone", "formatter")
@@ -127,7 +127,7 @@ def test_each_service_logs_in_as_its_own_account_with_a_password_no_url_or_envir
     compose: dict[str, Any], tmp_path: Path
 ) -> None:
     """`docker inspect` shows every container's environment and command: no password is in either, only in
-    secret files, one per account (infra/access.py), that the server's entrypoint and each service read."""
+    secret files, one per account (infra/ops/access.py), that the server's entrypoint and each service read."""
     users = Accounts(modes=tuple(MODES)).users
     assert set(ACCOUNTS.values()) == set(users), "every account of users.conf has a service, and no more"
     nats_conf = (REPO / "infra" / "config" / "nats" / "nats.conf").read_text()

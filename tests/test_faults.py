@@ -14,8 +14,9 @@ import time
 
 import pytest
 
-from infra.bus import BUCKET_MODES, Bus
-from infra.contracts import ModeInfo, encode
+from infra.bus import Bus, encode
+from infra.bus.names import BUCKET_MODES
+from infra.domain.contracts import ModeInfo
 from tests.doubles.telegram_api import TelegramDouble
 from tests.support import (
     EN_TEXT,

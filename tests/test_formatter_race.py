@@ -17,11 +17,12 @@ from aiogram import Bot
 from formatter.join import AnswerMarks, JoinState, JoinStore, Owned
 from formatter.render import render_answer
 from formatter.service import FormatterService
-from infra.answers import Claimed, Sent, encode_mark, read_mark
-from infra.bus import BUCKET_ANSWERED, BUCKET_JOINS, Bus, Delivery, Retry
-from infra.contracts import Analysis, AudioReceived, AudioRef, Event, Origin, Section
-from infra.settings import Settings
-from infra.telegram import FloodControl, make_bot
+from infra.bus import Bus, Delivery, Retry
+from infra.bus.names import BUCKET_ANSWERED, BUCKET_JOINS
+from infra.domain.answers import Claimed, Sent, encode_mark, read_mark
+from infra.domain.contracts import Analysis, AudioReceived, AudioRef, Event, Origin, Section
+from infra.runtime.settings import Settings
+from infra.voice.telegram import FloodControl, make_bot
 from tests.doubles.telegram_api import TelegramDouble
 from tests.support import TOKEN, Redelivered, a_transcript
 

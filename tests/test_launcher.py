@@ -15,9 +15,9 @@ import pytest
 from analyzers.desk import ModeDesk
 from analyzers.llm import ChatLLM, make_client
 from infra.bus import Bus
-from infra.contracts import ModeChange
-from infra.modes import live_modes
-from infra.registry import ModeRegistry
+from infra.domain.contracts import ModeChange
+from infra.domain.modes import live_modes
+from infra.domain.registry import ModeRegistry
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
 from tests.support import (
@@ -114,7 +114,11 @@ async def test_a_stop_with_a_note_in_flight_finishes_it_after_the_restart(
     def start() -> subprocess.Popen[bytes]:
         with log.open("ab") as sink:
             return subprocess.Popen(
-                [sys.executable, "-m", "infra.cli", "up"], env=env, cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "voice_insight", "up"],
+                env=env,
+                cwd=tmp_path,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
             )
 
     async def ready(proc: subprocess.Popen[bytes], times: int) -> None:

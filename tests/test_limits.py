@@ -11,18 +11,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.intake import Intake
-from infra.bus import (
-    BUCKET_BUDGET,
-    STREAM,
-    SUBJECT_AUDIO,
-    SUBJECT_AUDIO_QUEUED,
-    Bus,
-    ConsumerSpec,
-    Delivery,
-    deliver,
-)
-from infra.contracts import AudioReceived, decoder
-from infra.limits import DailyCounter, Limits, note_finished
+from infra.bus import Bus, ConsumerSpec, Delivery, decoder, deliver
+from infra.bus.names import BUCKET_BUDGET, STREAM, SUBJECT_AUDIO, SUBJECT_AUDIO_QUEUED
+from infra.domain.contracts import AudioReceived
+from infra.domain.limits import DailyCounter, note_finished
+from infra.runtime.settings import Limits
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
 from tests.support import Gateway, a_transcript, an_analyzer

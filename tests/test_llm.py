@@ -6,7 +6,7 @@ import openai
 import pytest
 
 from analyzers.llm import ChatLLM, LLMFailure, is_reasoning_model, json_schema_for, make_client
-from infra.definitions import TRANSCRIPT_PLACE, result_type
+from infra.domain.definitions import TRANSCRIPT_PLACE, result_type
 from tests.doubles.openai_api import OpenAIDouble
 from tests.support import OPENAI_KEY, SHIPPED
 

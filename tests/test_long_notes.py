@@ -10,10 +10,10 @@ import pytest
 
 from formatter.join import AnswerMarks, JoinStore
 from formatter.service import FormatterService
-from infra.bus import BUCKET_ANSWERED, BUCKET_JOINS, Bus
-from infra.limits import Limits
-from infra.settings import Settings
-from infra.telegram import make_bot
+from infra.bus import Bus
+from infra.bus.names import BUCKET_ANSWERED, BUCKET_JOINS
+from infra.runtime.settings import Limits, Settings
+from infra.voice.telegram import make_bot
 from tests.doubles.telegram_api import TelegramDouble
 from tests.support import (
     LONG_EN_TEXT,

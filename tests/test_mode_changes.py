@@ -17,9 +17,9 @@ import pytest
 from analyzers.desk import ModeDesk
 from analyzers.llm import ChatLLM, make_client
 from infra.bus import Bus
-from infra.contracts import ModeAction, ModeChange
-from infra.definitions import dump
-from infra.registry import ModeRegistry
+from infra.domain.contracts import ModeAction, ModeChange
+from infra.domain.definitions import dump
+from infra.domain.registry import ModeRegistry
 from tests.doubles.openai_api import OpenAIDouble
 from tests.support import DECIDED, OPENAI_KEY, SHIPPED
 
@@ -128,7 +128,7 @@ async def test_rollback_by_hand_and_to_a_named_version_and_switching_off_and_on(
 async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """`voice-insight modes ...` as a process; asynchronously, since the OpenAI double answers on this loop."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "infra.cli", "modes", *args, env=env, stdout=PIPE, stderr=PIPE
+        sys.executable, "-m", "voice_insight", "modes", *args, env=env, stdout=PIPE, stderr=PIPE
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None

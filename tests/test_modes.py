@@ -11,11 +11,12 @@ import msgspec
 import pytest
 
 from analyzers.validation import validate
-from infra.bus import STREAM, Bus, Delivery, analysis_subject, deliver
-from infra.contracts import Analysis, ModeInfo, encode
-from infra.definitions import AnswerField, ModeDefinition, dump, load, problems, result_type, sections, shipped
-from infra.modes import live_modes
-from infra.registry import ModeRegistry, RegistryConflict
+from infra.bus import Bus, Delivery, deliver, encode
+from infra.bus.names import STREAM, analysis_subject
+from infra.domain.contracts import Analysis, ModeInfo
+from infra.domain.definitions import AnswerField, ModeDefinition, dump, load, problems, result_type, sections, shipped
+from infra.domain.modes import live_modes
+from infra.domain.registry import ModeRegistry, RegistryConflict
 from tests.doubles.openai_api import OpenAIDouble
 from tests.support import SHIPPED, a_transcript, an_analyzer, eventually
 

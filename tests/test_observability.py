@@ -18,7 +18,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.intake import correlation_id, correlation_key
-from infra.bus import BUCKET_USERS, Bus
+from infra.bus import Bus
+from infra.bus.names import BUCKET_USERS
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.otlp import OTLPReceiver, ReceivedSpan
 from tests.doubles.telegram_api import TelegramDouble
@@ -281,7 +282,7 @@ async def test_health_and_modes_endpoints(stack: Stack) -> None:
 def test_without_an_endpoint_tracing_stays_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
     from opentelemetry import trace
 
-    from infra import telemetry
+    from infra.runtime import telemetry
 
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)

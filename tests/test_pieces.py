@@ -13,18 +13,9 @@ import nats.js.errors
 import pytest
 
 from bench.speech import sentences, spaced, voice_note
-from infra.bus import (
-    BUCKET_PIECES,
-    STREAM,
-    STREAM_PIECES,
-    SUBJECT_FAILED,
-    SUBJECT_PIECE,
-    SUBJECT_TRANSCRIPT,
-    Bus,
-    Delivery,
-    deliver,
-)
-from infra.contracts import AudioReceived, AudioRef, Failure, Origin, PieceRequested, Transcript, decoder
+from infra.bus import Bus, Delivery, decoder, deliver
+from infra.bus.names import BUCKET_PIECES, STREAM, STREAM_PIECES, SUBJECT_FAILED, SUBJECT_PIECE, SUBJECT_TRANSCRIPT
+from infra.domain.contracts import AudioReceived, AudioRef, Failure, Origin, PieceRequested, Transcript
 from tests.support import aligned, counted, live_stream, lost_sentences, words
 from transcriber.asr import SpeechRecognizer
 from transcriber.service import TranscriberService

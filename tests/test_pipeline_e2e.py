@@ -15,8 +15,9 @@ import nats.js.errors
 import pytest
 
 from gateway.intake import correlation_id, correlation_key
-from infra.bus import BUCKET_MODES, STREAM, Bus
-from infra.contracts import ModeInfo, encode
+from infra.bus import Bus, encode
+from infra.bus.names import BUCKET_MODES, STREAM
+from infra.domain.contracts import ModeInfo
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
 from tests.support import (

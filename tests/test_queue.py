@@ -10,11 +10,12 @@ from aiogram import Bot
 
 from formatter.join import AnswerMarks, JoinStore
 from formatter.service import FormatterService
-from infra.bus import BUCKET_ANSWERED, BUCKET_JOINS, CONSUMER_TRANSCRIBER, STREAM, SUBJECT_AUDIO, Bus, ConsumerSpec
+from infra.bus import Bus, ConsumerSpec
 from infra.bus import Delivery as BusDelivery
-from infra.contracts import AudioReceived, AudioRef, Origin
-from infra.settings import Settings
-from infra.telegram import make_bot
+from infra.bus.names import BUCKET_ANSWERED, BUCKET_JOINS, CONSUMER_TRANSCRIBER, STREAM, SUBJECT_AUDIO
+from infra.domain.contracts import AudioReceived, AudioRef, Origin
+from infra.runtime.settings import Settings
+from infra.voice.telegram import make_bot
 from tests.doubles.telegram_api import TelegramDouble
 from tests.support import TOKEN, a_transcript, eventually, new_chat
 

@@ -8,7 +8,7 @@ import msgspec
 
 from formatter.join import JoinState
 from formatter.render import Attachment, Part, pack, render_answer, render_failure
-from infra.contracts import Analysis, AudioReceived, AudioRef, Failure, Origin, Section, Segment
+from infra.domain.contracts import Analysis, AudioReceived, AudioRef, Failure, Origin, Section, Segment
 from tests.doubles.telegram_api import MESSAGE_LIMIT, parse_html, utf16_len
 from tests.support import a_transcript
 

@@ -8,10 +8,11 @@ import msgspec
 from prometheus_client import REGISTRY
 
 from analyzers.guard import FIRST_CALLS, WINDOW, VersionGuard
-from infra.bus import STREAM_ADMIN, SUBJECT_ALERT, Bus, Delivery, deliver
-from infra.contracts import AdminAlert
-from infra.definitions import load
-from infra.registry import ModeRegistry
+from infra.bus import Bus, Delivery, deliver
+from infra.bus.names import STREAM_ADMIN, SUBJECT_ALERT
+from infra.domain.contracts import AdminAlert
+from infra.domain.definitions import load
+from infra.domain.registry import ModeRegistry
 from tests.doubles.openai_api import OpenAIDouble
 from tests.support import DECIDED, a_transcript, an_analyzer
 

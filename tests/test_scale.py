@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from infra.bus import CONSUMER_FORMATTER, STREAM, Bus
-from infra.launcher import nats_config, nats_server_binary
+from infra.bus import Bus
+from infra.bus.names import CONSUMER_FORMATTER, STREAM
+from infra.ops.launcher import nats_config, nats_server_binary
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
 from tests.support import (
@@ -84,7 +85,7 @@ class Cluster:
 async def run_up(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
     with log.open("wb") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "up", *args], env=env, stdout=sink, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "voice_insight", "up", *args], env=env, stdout=sink, stderr=subprocess.STDOUT
         )
 
 

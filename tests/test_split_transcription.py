@@ -17,12 +17,12 @@ from faster_whisper.vad import get_speech_timestamps
 from bench.speech import sentences, spaced
 from formatter.join import AnswerMarks, JoinStore
 from formatter.service import FormatterService
-from infra.bus import BUCKET_ANSWERED, BUCKET_JOINS, BUCKET_PIECES, STREAM, STREAM_PIECES, SUBJECT_TRANSCRIPT, Bus
-from infra.contracts import Transcript, decoder
-from infra.limits import Limits
-from infra.notes import forget_chat
-from infra.settings import Settings
-from infra.telegram import make_bot
+from infra.bus import Bus, decoder
+from infra.bus.names import BUCKET_ANSWERED, BUCKET_JOINS, BUCKET_PIECES, STREAM, STREAM_PIECES, SUBJECT_TRANSCRIPT
+from infra.domain.contracts import Transcript
+from infra.domain.notes import forget_chat
+from infra.runtime.settings import Limits, Settings
+from infra.voice.telegram import make_bot
 from tests.doubles.telegram_api import TelegramDouble
 from tests.support import (
     TOKEN,

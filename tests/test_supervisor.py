@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from infra import launcher
-from infra.health import HealthServer
-from infra.launcher import Child, Supervisor, plan, transcriber_env
-from infra.lifespan import Refused, Stopped, until
+from infra.ops import launcher
+from infra.ops.launcher import Child, Supervisor, plan, transcriber_env
+from infra.runtime.health import HealthServer
+from infra.service.lifespan import Refused, Stopped, until
 from tests.support import free_port
 
 

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from infra.access import ADMIN, Accounts, password_variable
-from infra.bus import STREAM, Bus
-from infra.contracts import Failure
-from infra.launcher import nats_server_binary
-from infra.provision import provision
-from infra.settings import Settings, load_settings
+from infra.bus import Bus
+from infra.bus.names import STREAM
+from infra.domain.contracts import Failure
+from infra.ops.access import ADMIN, Accounts, password_variable
+from infra.ops.launcher import nats_server_binary
+from infra.ops.provision import provision
+from infra.runtime.settings import Settings, load_settings
 from tests.support import free_port
 
 pytestmark = pytest.mark.timeout(120)

@@ -18,8 +18,9 @@ import pytest
 from aiogram.exceptions import TelegramConflictError
 
 from gateway.webhook import SECRET_HEADER
-from infra.bus import STREAM_UPDATES, Bus
-from infra.limits import Limits
+from infra.bus import Bus
+from infra.bus.names import STREAM_UPDATES
+from infra.runtime.settings import Limits
 from tests.doubles.telegram_api import TelegramDouble
 from tests.support import (
     Gateway,
@@ -126,7 +127,7 @@ async def test_the_gateway_process_in_webhook_mode_registers_answers_and_leaves_
     log = tmp_path / "gateway.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "gateway"], env=env, stdout=sink, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "voice_insight", "gateway"], env=env, stdout=sink, stderr=subprocess.STDOUT
         )
     try:
         await eventually(lambda: telegram.webhook is not None or proc.poll() is not None, 60, 0.1)

@@ -6,10 +6,10 @@ import argparse
 import asyncio
 import logging
 
-from infra.health import port_for
-from infra.lifespan import lifespan
-from infra.service import run_service
-from infra.settings import Settings
+from infra.runtime.health import port_for
+from infra.runtime.settings import Settings
+from infra.service.lifespan import lifespan
+from infra.service.run import run_service
 from transcriber.asr import SpeechRecognizer
 from transcriber.service import TranscriberService
 

@@ -24,8 +24,8 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-from infra.contracts import FailureReason, Segment
-from infra.cpus import available_cpus
+from infra.domain.contracts import FailureReason, Segment
+from infra.runtime.cpus import available_cpus
 
 log = logging.getLogger("voice_insight.asr")
 

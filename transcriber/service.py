@@ -20,7 +20,9 @@ import numpy as np
 from nats.js.kv import KeyValue
 from opentelemetry.trace import SpanKind
 
-from infra.bus import (
+from infra.bus import Bus, ConsumerSpec, Delivery, Fail, Retry, consumes
+from infra.bus.kvcache import KVCache
+from infra.bus.names import (
     BUCKET_AUDIO,
     BUCKET_PIECES,
     BUCKET_TRANSCRIPT_CACHE,
@@ -34,18 +36,11 @@ from infra.bus import (
     SUBJECT_PIECE,
     SUBJECT_PROGRESS,
     SUBJECT_TRANSCRIPT,
-    Bus,
-    ConsumerSpec,
-    Delivery,
-    Fail,
-    Retry,
-    consumes,
 )
-from infra.contracts import AudioReceived, Failure, PieceRequested, Segment, Transcript, TranscriptionProgress
-from infra.kvcache import KVCache
-from infra.metrics import AUDIO_SECONDS
-from infra.notes import vocabulary_digest
-from infra.telemetry import record_failure, tracer
+from infra.domain.contracts import AudioReceived, Failure, PieceRequested, Segment, Transcript, TranscriptionProgress
+from infra.domain.notes import vocabulary_digest
+from infra.runtime.metrics import AUDIO_SECONDS
+from infra.runtime.telemetry import record_failure, tracer
 from transcriber.asr import SAMPLE_RATE, AudioProblem, SpeechRecognizer, to_float
 from transcriber.split import PIECE_SECONDS, pieces
 

@@ -1,0 +1,135 @@
+"""Names and topology: every subject, stream, bucket and durable the deployment has, and how long each keeps
+what it holds. Published (docs/architecture.md) and granted per account (`infra.ops.access`); nothing else in
+the code spells a subject or a bucket.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nats.js import api
+
+STREAM = "VOICE"
+STREAM_UPDATES = "UPDATES"
+"""Telegram updates taken in durably before their offset is confirmed to Telegram (work queue: gone once handled)."""
+SUBJECT_UPDATES = "telegram.update"
+SUBJECT_AUDIO = "voice.audio"
+SUBJECT_AUDIO_QUEUED = "voice.audio.queued"
+"""Notes of users who already have several in flight: transcribed when `voice.audio` is empty (fair order)."""
+STREAM_INFLIGHT = "INFLIGHT"
+"""One message per note in flight, on `inflight.<user>.<cid>`: counted per user, purged when answered."""
+STREAM_RECENT = "RECENT"
+"""One message per note taken in, on `recent.<user>.<cid>`, kept a minute: notes per minute per user."""
+SUBJECT_TRANSCRIPT = "voice.transcript"
+SUBJECT_PROGRESS = "voice.progress"
+"""How far the transcriber is through a long recording: for the status message."""
+SUBJECT_RERUN = "voice.rerun"
+STREAM_PIECES = "PIECES"
+SUBJECT_PIECE = "piece.transcribe"
+"""A piece of a long recording, for any transcriber: work between transcribers, outside `voice.>` (the notes'
+own story, which the formatter reads whole)."""
+"""More modes asked for on a note already answered (a button): the formatter's join opens like for new audio."""
+SUBJECT_FAILED = "voice.failed"
+SUBJECT_ANALYSIS_PREFIX = "voice.analysis."
+SUBJECT_ALL = "voice.>"
+STREAM_ADMIN = "ADMIN"
+"""Administration: mode changes asked for and their results, alerts for the admins (kept a day)."""
+SUBJECT_MODE_CHANGE = "admin.mode.change"
+SUBJECT_MODE_CHANGED = "admin.mode.changed"
+SUBJECT_ALERT = "admin.alert"
+
+BUCKET_AUDIO = "voice-audio"  # Object Store: the voice note's bytes
+BUCKET_MODES = "voice-modes"  # KV: live analyzer modes, kept by heartbeats
+BUCKET_JOINS = "voice-joins"  # KV: the formatter's per-note join state
+BUCKET_ANSWERED = "voice-answered"  # KV: the "answered" marks, created atomically
+BUCKET_USERS = "voice-users"  # KV: keyed hashes of user ids seen in the last 24 h (active users)
+BUCKET_QUOTA = "voice-quota"  # KV: seconds of speech per user hash per day
+BUCKET_BUDGET = "voice-budget"  # KV: LLM tokens used by the whole bot per day
+BUCKET_INTAKE = "voice-intake"  # KV: per note, the status message already sent and whether it was handed over
+BUCKET_USAGE = "voice-usage"  # KV: calls, errors, tokens, latency per mode, version and hour (no user data)
+BUCKET_ANALYSIS_CACHE = "voice-analysis-cache"  # KV: analyses by a hash of mode version, model and transcript
+BUCKET_TRANSCRIPT_CACHE = "voice-transcript-cache"  # KV: transcripts by a keyed hash of Telegram's file id
+ANALYSIS_CACHE_TTL = 3600.0
+USAGE_TTL = 25 * 3600.0
+BUCKET_NOTES = "voice-notes"  # KV: answered notes by chat key and note, for the buttons under the answer (24 h)
+BUCKET_PIECES = "voice-pieces"  # KV: the transcribed pieces of long notes, until they are stitched together
+PIECES_TTL = 3600.0
+BUCKET_CHATS = "voice-chat-settings"  # KV: settings per chat under a keyed hash of the chat; until /forget
+BUCKET_REGISTRY = "voice-mode-registry"  # KV: every mode's definition, with history; configuration, not user data
+REGISTRY_HISTORY = 20
+
+USER_DATA_TTL = 24 * 3600.0  # nothing a user said or sent outlives a day
+MODES_TTL = 30.0
+KV_BUCKETS: tuple[tuple[str, float | None, int], ...] = (
+    (BUCKET_MODES, MODES_TTL, 1),
+    (BUCKET_INTAKE, USER_DATA_TTL, 1),
+    (BUCKET_QUOTA, USER_DATA_TTL, 1),
+    (BUCKET_BUDGET, USER_DATA_TTL, 1),
+    (BUCKET_JOINS, USER_DATA_TTL, 1),
+    (BUCKET_ANSWERED, USER_DATA_TTL, 1),
+    (BUCKET_USERS, USER_DATA_TTL, 1),
+    (BUCKET_REGISTRY, None, REGISTRY_HISTORY),  # kept until changed
+    (BUCKET_USAGE, USAGE_TTL, 1),
+    (BUCKET_ANALYSIS_CACHE, ANALYSIS_CACHE_TTL, 1),
+    (BUCKET_TRANSCRIPT_CACHE, USER_DATA_TTL, 1),
+    (BUCKET_NOTES, USER_DATA_TTL, 1),
+    (BUCKET_PIECES, PIECES_TTL, 1),
+    (BUCKET_CHATS, None, 1),  # configuration a chat chose, not what it said
+)
+"""Every KV bucket: (name, TTL in seconds or None for kept, history)."""
+DUPLICATE_WINDOW = 20 * 60.0
+
+# Consumers every deployment has; analyzers add `analyzer-<MODE>` consumers themselves.
+CONSUMER_TRANSCRIBER = "transcriber"
+CONSUMER_TRANSCRIBER_QUEUED = "transcriber-queued"
+CONSUMER_TRANSCRIBER_PIECES = "transcriber-pieces"
+CONSUMER_FORMATTER = "formatter"
+CONSUMER_FORMATTER_DEADLINE = "formatter-deadline"
+CONSUMER_GATEWAY = "gateway"
+CONSUMER_REGISTRAR = "mode-registrar"
+CONSUMER_ADMIN_REPLIES = "gateway-admin"
+CONSUMER_GATEWAY_ALERTS = "gateway-alerts"
+
+
+def kv_stream(bucket: str) -> str:
+    """The stream behind a KV bucket."""
+    return f"KV_{bucket}"
+
+
+def object_stream(bucket: str) -> str:
+    """The stream behind an Object Store bucket."""
+    return f"OBJ_{bucket}"
+
+
+def inbox_prefix(user: str) -> str:
+    """Where a user's replies come: its own, so no other account may subscribe to them (`infra.ops.access`)."""
+    return f"_INBOX.{user}"
+
+
+def analysis_subject(mode: str) -> str:
+    return f"{SUBJECT_ANALYSIS_PREFIX}{mode}"
+
+
+def streams(replicas: int = 1) -> tuple[api.StreamConfig, ...]:
+    """Every stream's settings (buckets' streams apart): what provisioning creates and services check for."""
+
+    def stream(name: str, subject: str, age: float, **more: Any) -> api.StreamConfig:
+        return api.StreamConfig(
+            name=name,
+            subjects=[subject],
+            storage=api.StorageType.FILE,
+            max_age=age,
+            duplicate_window=min(age, DUPLICATE_WINDOW),
+            num_replicas=replicas,
+            **more,
+        )
+
+    return (
+        stream(STREAM, SUBJECT_ALL, USER_DATA_TTL, retention=api.RetentionPolicy.LIMITS),
+        stream(STREAM_UPDATES, SUBJECT_UPDATES, USER_DATA_TTL, retention=api.RetentionPolicy.WORK_QUEUE),
+        # Counted, not read: one message per subject, the server counts subjects per user.
+        stream(STREAM_INFLIGHT, "inflight.>", 3600.0, max_msgs_per_subject=1),
+        stream(STREAM_RECENT, "recent.>", 60.0, max_msgs_per_subject=1),
+        stream(STREAM_ADMIN, "admin.>", USER_DATA_TTL, retention=api.RetentionPolicy.LIMITS),
+        stream(STREAM_PIECES, "piece.>", USER_DATA_TTL, retention=api.RetentionPolicy.WORK_QUEUE),
+    )

@@ -1,0 +1,292 @@
+"""Message contracts: the only shapes that travel between services.
+
+Every event is a frozen msgspec Struct tagged with its schema name and version (`"schema":
+"voice.transcript/1"`), encoded as JSON. Consumers decode at the edge into these types, so a field
+renamed on one side fails loudly at the boundary instead of as a KeyError three calls deep.
+
+How a contract may change, since analyzers written elsewhere depend on these shapes:
+* A new field gets a default, so messages from older publishers still decode; consumers ignore fields they do
+  not know (`forbid_unknown_fields=False`), so older consumers read newer messages.
+* A field is never renamed, retyped or removed within a version, and a default never changes meaning.
+* `Segment` is encoded as an array (`array_like`): fields may only be appended, each with a default.
+* Anything else is a breaking change: a new tag (`/2`), and a transition period in which publishers keep the old
+  version and consumers accept both.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import msgspec
+
+
+class Contract(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False, tag_field="schema"):
+    """Base for bus events: frozen, keyword-only, tagged."""
+
+
+# --- pieces -------------------------------------------------------------------------------------
+
+
+class Origin(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the voice note came from and where the answer goes. Stays on the bus, never in logs."""
+
+    chat_id: int
+    message_id: int
+    status_message_id: int
+    ui_language: str
+    """Language of the bot's own words: 'ru' or 'en'."""
+    language_hint: str | None = None
+    """The user's Telegram `language_code`, a hint for speech recognition."""
+    thread_id: int | None = None
+    """The forum topic the note was posted in: every reply goes to the same topic."""
+    transcript_view: Literal["message", "file", "off"] = "message"
+    """How the chat wants the transcript: in the answer, as a `.txt` file, or not at all (the button still has it)."""
+    follow_speech: bool = False
+    """Answer in the language spoken in the note instead of `ui_language` (the chat's setting)."""
+    chat_key: str | None = None
+    """The chat as the bus may know it (a keyed hash): the key its notes are kept and forgotten under."""
+
+
+class AudioRef(msgspec.Struct, frozen=True, kw_only=True):
+    object_name: str
+    kind: Literal["voice", "audio", "video_note", "document"]
+    mime_type: str | None = None
+    size: int
+    duration_hint: float | None = None
+    """Duration as Telegram reported it, if it did; the transcriber measures the real one."""
+    fingerprint: str | None = None
+    """A keyed hash of Telegram's `file_unique_id`: the same file forwarded again is not transcribed again."""
+
+
+class Segment(msgspec.Struct, frozen=True, array_like=True):
+    start: float
+    end: float
+    text: str
+
+
+class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class Section(msgspec.Struct, frozen=True, kw_only=True):
+    """A rendering-neutral piece of an analysis: a heading with prose and/or bullet items.
+
+    Analyzers speak in sections so the formatter can render any mode, including ones that did not exist
+    when it was written.
+    """
+
+    heading: str
+    body: str = ""
+    items: tuple[str, ...] = ()
+
+
+FailureReason = Literal[
+    "not_audio",  # undecodable, corrupt, or not sound at all
+    "no_speech",  # decoded fine, nothing was said
+    "too_long",  # over MAX_AUDIO_SECONDS
+    "too_big",  # over the Bot API's 20 MB download limit
+    "download_failed",  # the Bot API did not give us the file
+    "internal",  # our fault; retries are exhausted
+]
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+class AudioReceived(Contract, frozen=True, tag="voice.audio/1"):
+    """Published by the gateway on `voice.audio` once the bytes are in the object store."""
+
+    correlation_id: str
+    origin: Origin
+    audio: AudioRef
+    modes: tuple[str, ...]
+    """The analysis modes that were live when the note arrived: what the formatter waits for."""
+    received_at: float = msgspec.field(default_factory=time.time)
+    user_key: str | None = None
+    """The sender as a keyed hash (never the id): whose daily minutes the note counts against."""
+    vocabulary: str | None = None
+    """Names and jargon the chat uses, given to Whisper as hotwords so they come out spelled right."""
+
+
+class AnalysesRequested(Contract, frozen=True, tag="voice.rerun/1"):
+    """Published by the gateway on `voice.rerun` when a button asks for modes a note did not get: the join opens
+    as for new audio, and the note's stored transcript follows on `voice.transcript` under the same ID."""
+
+    correlation_id: str
+    origin: Origin
+    modes: tuple[str, ...]
+    of_note: str
+    """The correlation ID of the note whose transcript is analysed again."""
+    received_at: float = msgspec.field(default_factory=time.time)
+    user_key: str | None = None
+
+
+class Transcript(Contract, frozen=True, tag="voice.transcript/1"):
+    """Published by the transcriber on `voice.transcript`."""
+
+    correlation_id: str
+    text: str
+    language: str
+    language_probability: float
+    duration: float
+    segments: tuple[Segment, ...]
+    ui_language: str
+    model: str
+    transcribe_seconds: float
+    published_at: float = msgspec.field(default_factory=time.time)
+    modes: tuple[str, ...] | None = None
+    """The modes this note asked for (the chat may have switched some off); None: every mode, as before."""
+
+
+class TranscriptionProgress(Contract, frozen=True, tag="voice.progress/1"):
+    """Published by the transcriber on `voice.progress` while it works through a long recording: how much of it
+    is transcribed. For the status message only; nothing waits for it."""
+
+    correlation_id: str
+    done_seconds: float
+    total_seconds: float
+
+
+class PieceRequested(Contract, frozen=True, tag="piece.transcribe/1"):
+    """Published on `piece.transcribe` by the transcriber that split a long recording: one piece of it, for
+    whichever transcriber is free. The piece's samples (16 kHz mono 16-bit PCM) are in the Object Store under
+    `object_name`; the note itself travels along, so whoever transcribes the last piece can publish its
+    `Transcript`."""
+
+    correlation_id: str
+    note: AudioReceived
+    index: int
+    bounds: tuple[float, ...]
+    """Every cut, in seconds from the start, the recording's end included: piece i spans bounds[i] to bounds[i+1]."""
+    object_name: str
+    language: str | None = None
+    """The language heard at the start, for every piece alike; None: each piece tells its own."""
+    language_probability: float = 0.0
+    split_at: float = msgspec.field(default_factory=time.time)
+
+    @property
+    def count(self) -> int:
+        return len(self.bounds) - 1
+
+    @property
+    def start(self) -> float:
+        return self.bounds[self.index]
+
+    @property
+    def duration(self) -> float:
+        return self.bounds[self.index + 1] - self.bounds[self.index]
+
+
+class Analysis(Contract, frozen=True, tag="voice.analysis/1"):
+    """Published by an analyzer on `voice.analysis.<MODE>`; `error` set means the mode failed."""
+
+    correlation_id: str
+    mode: str
+    title: str
+    model: str
+    sections: tuple[Section, ...] = ()
+    text: str | None = None
+    """Plain-text answer, used when the model could not give structured output."""
+    usage: Usage = Usage()
+    latency: float = 0.0
+    error: str | None = None
+    mode_version: int = 0
+    """The version of the mode's definition this analysis used (0: an analyzer without a registered mode)."""
+
+
+class Failure(Contract, frozen=True, tag="voice.failed/1"):
+    """Published on `voice.failed` by whichever stage gave up on a voice note."""
+
+    correlation_id: str
+    stage: Literal["gateway", "transcriber", "analyzer", "formatter"]
+    reason: FailureReason
+    detail: str | None = None
+    """Operator-facing detail; never user content."""
+
+
+class ModeInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A live analyzer's announcement, kept under key `mode` in the `voice-modes` bucket (30 s TTL) by its
+    heartbeat (every 10 s). Only `mode` and `title` are required: an analyzer without an LLM leaves the rest."""
+
+    mode: str
+    """The key it is stored under, and the token in `voice.analysis.<mode>`: `[A-Z][A-Z0-9_]{0,31}`."""
+    title: str
+    titles: dict[str, str] = {}
+    """The title per language (`ru`, `en`), if it has them; `title` otherwise."""
+    model: str = ""
+    max_tokens: int = 0
+    temperature: float | None = None
+    timeout: float = 0.0
+    structured_output: bool = False
+    announced_at: float = msgspec.field(default_factory=time.time)
+    version: int = 0
+    """The version of the mode's definition in use (0: an analyzer without a registered mode)."""
+    problem: str = ""
+    """Why the mode cannot answer now, for people (its model is not on the server, and how to pick another)."""
+
+
+class TelegramUpdate(Contract, frozen=True, tag="telegram.update/1"):
+    """An update as Telegram sent it, taken in on `telegram.update` before its offset is confirmed.
+
+    The payload stays Telegram's JSON; the gateway validates it into aiogram's `Update` when it handles it.
+    """
+
+    update_id: int
+    payload: msgspec.Raw
+
+
+Event = AudioReceived | AnalysesRequested | Transcript | TranscriptionProgress | Analysis | Failure
+
+# --- administration: the mode registry -----------------------------------------------------------
+
+ModeAction = Literal["add", "replace", "set_model", "edit_prompt", "enable", "disable", "rollback"]
+
+
+class ReplyTo(msgspec.Struct, frozen=True, kw_only=True):
+    """The admin's chat and message a result answers, and the language to answer in."""
+
+    chat_id: int
+    message_id: int
+    ui_language: str
+
+
+class ModeChange(Contract, frozen=True, tag="admin.mode.change/1"):
+    """A request to change the mode registry, from an admin in the bot (`admin.mode.change`). Validated and
+    applied by an analyzer process, which owns the LLM; the answer comes back as a `ModeChangeResult`."""
+
+    request_id: str
+    action: ModeAction
+    mode: str
+    requested_by: str
+    """`cli`, `auto`, or `admin:<keyed hash>`: never a raw user id."""
+    model: str | None = None
+    prompt: str | None = None
+    definition: str | None = None
+    """A whole definition as TOML (`add`, `replace`)."""
+    version: int | None = None
+    """`rollback`: the version to go back to; None: the one before the current."""
+    reply: ReplyTo | None = None
+
+
+class ModeChangeResult(Contract, frozen=True, tag="admin.mode.changed/1"):
+    """What became of a `ModeChange` (`admin.mode.changed`): applied, or refused with every reason."""
+
+    request_id: str
+    action: ModeAction
+    mode: str
+    accepted: bool
+    problems: tuple[str, ...] = ()
+    version: int | None = None
+    model: str | None = None
+    reply: ReplyTo | None = None
+
+
+class AdminAlert(Contract, frozen=True, tag="admin.alert/1"):
+    """Something the admins should hear about at once (`admin.alert`), e.g. a mode rolled back on its own."""
+
+    kind: Literal["mode_rolled_back"]
+    mode: str
+    detail: str
+    """For people: what happened and why; never user content."""

@@ -1,0 +1,59 @@
+"""The buttons under an answer, and their callback data (at most 64 bytes, as Telegram allows).
+
+`t:<note>` sends the transcript as files; `m:<note>:<n>` runs the n-th mode offered under that note on its
+stored transcript. The note is its correlation ID (a keyed hash): the data reveals nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiogram.filters import Filter
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup
+
+from infra.voice.texts import text
+
+CALLBACK_LIMIT = 64
+
+
+@dataclass(frozen=True)
+class TranscriptPress:
+    note: str
+
+
+@dataclass(frozen=True)
+class ModePress:
+    note: str
+    index: int
+
+
+def answer_keyboard(note: str, offered: list[tuple[str, str]], lang: str) -> InlineKeyboardMarkup:
+    """ "📄 Transcript", then one "▶ <title>" per mode offered (`(mode, title)`, two to a row)."""
+    rows = [[InlineKeyboardButton(text=text("button_transcript", lang), callback_data=f"t:{note}")]]
+    buttons = [
+        InlineKeyboardButton(text=f"▶ {title}", callback_data=f"m:{note}:{index}")
+        for index, (_, title) in enumerate(offered)
+    ]
+    rows += [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def parse_press(data: str | None) -> TranscriptPress | ModePress | None:
+    parts = (data or "").split(":")
+    if len(parts) == 2 and parts[0] == "t" and parts[1]:
+        return TranscriptPress(parts[1])
+    if len(parts) == 3 and parts[0] == "m" and parts[1] and parts[2].isdigit():
+        return ModePress(parts[1], int(parts[2]))
+    return None
+
+
+class Pressed(Filter):
+    """A press of one kind of button under an answer, passed on to the handler as `press`."""
+
+    def __init__(self, kind: type[TranscriptPress] | type[ModePress]) -> None:
+        self.kind = kind
+
+    async def __call__(self, query: CallbackQuery) -> bool | dict[str, Any]:
+        press = parse_press(query.data)
+        return {"press": press} if isinstance(press, self.kind) else False

@@ -1,0 +1,139 @@
+"""The Bot API client, built one way for every service that talks to Telegram.
+
+`TELEGRAM_API_BASE` points aiogram at the public Bot API, a self-hosted Bot API server, or the test double;
+the rest of the code never knows which.
+
+Every call that writes to a chat goes through `FloodControl`, a request middleware: Telegram allows about one
+message a second in a chat (short bursts pass), twenty a minute in a group and about thirty a second for the
+whole bot, and answers `429 retry_after` beyond that. We pace ourselves inside those limits, and when a 429
+comes anyway (another process of ours wrote to the same chat) we wait what Telegram asks and try again, so no
+status, answer or command reply is lost to flood control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+
+from aiogram import Bot
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.exceptions import TelegramBadRequest, TelegramRetryAfter
+from aiogram.methods import Response, TelegramMethod
+from aiogram.methods.base import TelegramType
+from aiogram.types import CallbackQuery
+from aiolimiter import AsyncLimiter
+
+from infra.runtime.metrics import TELEGRAM_FLOOD_WAITS
+from infra.runtime.settings import Settings
+
+log = logging.getLogger("voice_insight.telegram")
+
+MESSAGE_LIMIT = 4096
+"""Telegram's limit on one message's text, in UTF-16 code units after entity parsing."""
+DOWNLOAD_LIMIT = 20 * 1024 * 1024
+"""The public Bot API refuses `getFile` for anything bigger."""
+LOCAL_DOWNLOAD_LIMIT = 2000 * 1024 * 1024
+"""Telegram's own limit on a file (2 GB), which a local Bot API server (`--local`) hands a bot whole."""
+REQUEST_TIMEOUT = 30.0
+"""A Bot API call that has not answered in this long is treated as failed (and retried by its caller)."""
+
+
+class FloodControl(BaseRequestMiddleware):
+    """Paces chat-writing Bot API calls per chat and per bot, and waits out `429 retry_after`.
+
+    Rates are leaky buckets (aiolimiter): a private chat takes a burst of `private_burst` messages, then one a
+    second; a group one message every three seconds (twenty a minute); the bot as a whole `global_rate` a
+    second. A 429 blocks its chat for `retry_after` seconds for every caller in this process. A caller waits at
+    most `patience` seconds in all; past that the `TelegramRetryAfter` reaches it, so a durable retry (a
+    delayed nak) takes over instead of a coroutine sleeping for minutes.
+    """
+
+    def __init__(
+        self,
+        *,
+        private_burst: int = 3,
+        group_interval: float = 3.0,
+        global_rate: int = 25,
+        patience: float = 60.0,
+        max_chats: int = 10_000,
+    ) -> None:
+        self.private_burst = private_burst
+        self.group_interval = group_interval
+        self.patience = patience
+        self.max_chats = max_chats
+        self._global = AsyncLimiter(global_rate, 1.0)
+        self._chats: OrderedDict[int | str, AsyncLimiter] = OrderedDict()
+        self._blocked_until: dict[int | str, float] = {}
+
+    def _limiter(self, chat: int | str) -> AsyncLimiter:
+        limiter = self._chats.get(chat)
+        if limiter is None:
+            is_group = isinstance(chat, str) or chat < 0  # groups, supergroups and channels have negative ids
+            limiter = (
+                AsyncLimiter(1, self.group_interval)
+                if is_group
+                else AsyncLimiter(self.private_burst, self.private_burst)
+            )
+            self._chats[chat] = limiter
+            while len(self._chats) > self.max_chats:  # forget the chats least recently written to
+                old, _ = self._chats.popitem(last=False)
+                self._blocked_until.pop(old, None)
+        else:
+            self._chats.move_to_end(chat)
+        return limiter
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        chat = getattr(method, "chat_id", None)
+        if chat is None or type(method).__name__.startswith("Get"):
+            return await make_request(bot, method)  # reads are not flood-limited per chat
+        give_up_at = time.monotonic() + self.patience
+        while True:
+            blocked = self._blocked_until.get(chat, 0.0) - time.monotonic()
+            if blocked > 0:
+                await asyncio.sleep(blocked)
+            async with self._limiter(chat):
+                async with self._global:
+                    try:
+                        return await make_request(bot, method)
+                    except TelegramRetryAfter as exc:
+                        wait = float(exc.retry_after)
+                        TELEGRAM_FLOOD_WAITS.labels(type(method).__name__).inc()
+                        self._blocked_until[chat] = time.monotonic() + wait
+                        if time.monotonic() + wait > give_up_at:
+                            raise
+                        log.warning("flood control on %s: waiting %.0fs as Telegram asks", type(method).__name__, wait)
+
+
+async def answer_press(query: CallbackQuery, said: str | None = None, alert: bool = False) -> None:
+    """Answer a button press: a toast (or an alert) that ends its spinner. Telegram takes the answer for about 15
+    seconds only; a press handled later (a backlog, a restart) has done its work all the same, and its answer,
+    a courtesy, is let go ("query is too old") rather than failing the press."""
+    try:
+        await query.answer(said, show_alert=alert)
+    except TelegramBadRequest as exc:
+        if "query is too old" not in exc.message and "query ID is invalid" not in exc.message:
+            raise
+        log.info("a button press was answered too late for Telegram to show it")
+
+
+def make_bot(
+    settings: Settings, flood_control: FloodControl | None = None, request_timeout: float = REQUEST_TIMEOUT
+) -> Bot:
+    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base), timeout=request_timeout)
+    session.middleware(flood_control or FloodControl())
+    return Bot(
+        token=settings.telegram_token,
+        session=session,
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
+    )

@@ -1,0 +1,1 @@
+"""The `voice-insight` command line, above the services: `voice_insight.cli`."""
