@@ -1,8 +1,9 @@
 """Where a benchmark's figures came from: every bench script writes its JSON through `write()`.
 
 Each results file carries, beside the figures, the command that produced them and a `recorded` block: the date
-(UTC), the commit (`git rev-parse HEAD`, and whether the working tree had changes), the CPU model and how many
-cores the process could use, the Python version and the versions of the libraries the figures depend on. A
+(UTC), the commit (`git rev-parse HEAD`, and whether the working tree had changes), the CPU model, how many
+cores the process could use and the load average when it finished (other work on the machine slows every
+figure), the Python version and the versions of the libraries the figures depend on. A
 figure quoted in the docs names its command and its JSON, so anyone can see what it was measured on and run it
 again.
 """
@@ -71,6 +72,7 @@ def recorded() -> dict[str, Any]:
         "cpu_model": cpu_model(),
         "cores": cores(),
         "machine": platform.machine(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],  # at the end of the run: was the machine shared?
         "python": platform.python_version(),
         "libraries": versions(),
     }
