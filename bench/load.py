@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import record  # noqa: E402
-from bench.pipeline import Stack, percentile  # noqa: E402
+from bench.pipeline import PROGRESS, Stack, percentile  # noqa: E402
 from bench.speech import script, speak  # noqa: E402
 
 FLOOD = 30
@@ -94,9 +94,14 @@ async def main() -> None:
             def answer_for(chat: int, message_id: int) -> list:  # type: ignore[type-arg]
                 return [m for m in stack.telegram.messages(chat) if m.reply_to == message_id]
 
+            def answers(message) -> list[int]:  # type: ignore[no-untyped-def]
+                """The edits of a status message that are an answer: after "Listening", not progress (the queue
+                place, "Transcribing", the transcript with "Still working on")"""
+                return [i for i, text in enumerate(message.history[1:], 1) if not any(p in text for p in PROGRESS)]
+
             deadline = time.time() + 600
             while time.time() < deadline:
-                if all(any(len(m.history) > 1 for m in answer_for(c, mid)) for c, mid, _, _ in sent):
+                if all(any(answers(m) for m in answer_for(c, mid)) for c, mid, _, _ in sent):
                     break
                 await asyncio.sleep(1)
             await asyncio.sleep(3)  # anything duplicated would show up now
@@ -105,13 +110,13 @@ async def main() -> None:
             latencies: dict[str, list[float]] = {"single": [], "flooder": [], "other": []}
             for chat, message_id, group, at in sent:
                 replies = answer_for(chat, message_id)
-                answered = [m for m in replies if len(m.history) > 1]
+                answered = [m for m in replies if answers(m)]
                 if not answered:
                     lost += 1
                     continue
-                if len(replies) > 1 or any(len(m.history) > 2 for m in replies):
+                if len(replies) > 1 or any(len(answers(m)) > 1 for m in replies):  # two statuses, or two answers
                     duplicated += 1
-                latencies[group].append(answered[0].times[1] - at)
+                latencies[group].append(answered[0].times[answers(answered[0])[0]] - at)
             expected = {c for c, _, _, _ in sent}
             extra = sum(
                 1
