@@ -32,9 +32,9 @@ from gateway.dispatch import build_dispatcher, handler_context
 from gateway.intake import Intake, correlation_key
 from gateway.updates import UpdateHandler, UpdatePoller
 from gateway.webhook import WebhookReceiver
-from infra.bus import Bus, Delivery, declaration, decoder, deliver
+from infra.bus import Bus, ConsumerSpec, Declared, Delivery, declaration, deliver
 from infra.bus.names import CONSUMER_FORMATTER, STREAM
-from infra.domain.contracts import TelegramUpdate, Transcript
+from infra.domain.contracts import Transcript
 from infra.domain.definitions import shipped
 from infra.domain.registry import ModeRegistry
 from infra.ops.access import ADMIN, Accounts, Logins, render
@@ -49,6 +49,46 @@ TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1"
 OPENAI_KEY = "sk-test-voice-insight-0123456789"
 MAX_AUDIO_SECONDS = 30
 JOIN_TIMEOUT = 12
+
+
+def subscriber(
+    spec: ConsumerSpec,
+    kind: type,
+    handler: Callable[[Any, Delivery], Awaitable[None]],
+    give_up: Callable[[Any, BaseException], Awaitable[None]] | None = None,
+    then: tuple[ConsumerSpec, ...] = (),
+) -> object:
+    """A service of one consumer around plain functions, declared as a service declares its handlers: a test
+    subscribes through `Bus.start`, the one way there is."""
+
+    async def on_message(self: object, event: Any, delivery: Delivery) -> None:
+        await handler(event, delivery)
+
+    on_message.__annotations__ = {"event": kind, "delivery": Delivery, "return": None}
+    on_message.__consumes__ = Declared(spec, then, "give_up" if give_up else None)  # type: ignore[attr-defined]
+    namespace: dict[str, Any] = {"on_message": on_message}
+    if give_up is not None:
+
+        async def tell(self: object, event: Any, exc: BaseException) -> None:
+            await give_up(event, exc)
+
+        namespace["give_up"] = tell
+    return type(f"Subscriber_{spec.durable}", (), namespace)()
+
+
+def redeclared(service: Any, method: str, spec: ConsumerSpec) -> Any:
+    """`service` with `method` consuming as `spec` says (a test's quicker give-up), declared otherwise as it is."""
+    original = getattr(type(service), method)
+    found = declaration(original)
+
+    async def handler(self: object, event: Any, delivery: Delivery) -> None:
+        await original(self, event, delivery)
+
+    handler.__annotations__ = dict(original.__annotations__)
+    handler.__wrapped__ = original  # type: ignore[attr-defined]  # its annotations resolve in its own module
+    handler.__consumes__ = dataclasses.replace(found, spec=spec)  # type: ignore[attr-defined]
+    service.__class__ = type(type(service).__name__, (type(service),), {method: handler})
+    return service
 
 
 def free_port() -> int:
@@ -409,7 +449,7 @@ class Gateway:
         dispatcher = build_dispatcher(self.limits, self.admins)
         context = handler_context(bus, intake, self.admins, key, None, self.max_audio_seconds)
         updates = UpdateHandler(self.bot, dispatcher, context)
-        bus.consume(self.spec, decoder(TelegramUpdate), updates.handle, give_up=updates.give_up)
+        await bus.start(redeclared(updates, "handle", self.spec))
         await bus.start(AdminInbox(self.bot, self.admins))
         if self.webhook_secret is None:
             self.poller: asyncio.Task[None] | None = asyncio.create_task(

@@ -11,12 +11,12 @@ import msgspec
 import pytest
 from prometheus_client import REGISTRY
 
-from infra.bus import Bus, ConsumerSpec, Delivery, EarlierAttemptsDied, Fail, Reject, Retry, consumes, decoder, deliver
+from infra.bus import Bus, ConsumerSpec, Delivery, EarlierAttemptsDied, Fail, Reject, Retry, consumes, deliver
 from infra.bus.names import STREAM
 from infra.domain.contracts import Failure
 from infra.runtime.metrics import REJECTED
 from infra.runtime.settings import load_settings
-from tests.support import NatsServer, eventually, free_port
+from tests.support import NatsServer, eventually, free_port, subscriber
 
 _n = itertools.count(1)
 
@@ -44,7 +44,7 @@ async def test_retry_redelivers_after_the_delay_and_then_acks(private_bus: Bus) 
             raise Retry(0.4, "not yet")
 
     spec = ConsumerSpec(f"retry{next(_n)}", subject, ack_wait=5.0)
-    private_bus.consume(spec, decoder(Failure), handler)
+    await private_bus.start(subscriber(spec, Failure, handler))
     await publish(private_bus, subject)
     await eventually(lambda: len(seen) == 3)
     assert [a for a, _ in seen] == [1, 2, 3]
@@ -61,7 +61,7 @@ async def test_reject_terminates_the_message_and_counts_it(private_bus: Bus) -> 
         raise Reject("poison_for_test")
 
     spec = ConsumerSpec(f"reject{next(_n)}", subject, ack_wait=1.0)
-    private_bus.consume(spec, decoder(Failure), handler)
+    await private_bus.start(subscriber(spec, Failure, handler))
     await publish(private_bus, subject)
     await eventually(lambda: REJECTED.labels(spec.durable, "poison_for_test")._value.get() == 1)
     await asyncio.sleep(2.5)  # two ack waits: a terminated message is never delivered again
@@ -83,7 +83,7 @@ async def test_failures_back_off_and_the_last_attempt_gives_up_with_a_message(pr
         given_up.append(exc)
 
     spec = ConsumerSpec(f"giveup{next(_n)}", subject, ack_wait=5.0, max_attempts=3)
-    private_bus.consume(spec, decoder(Failure), handler, give_up=give_up)
+    await private_bus.start(subscriber(spec, Failure, handler, give_up=give_up))
     await publish(private_bus, subject)
     await eventually(lambda: bool(given_up))
     assert attempts == [1, 2, 3] and isinstance(given_up[0], RuntimeError)
@@ -110,13 +110,13 @@ async def test_a_message_whose_worker_dies_every_time_still_reaches_give_up(priv
     for _ in range(spec.max_attempts):
         worker = await Bus.connect([server_url(private_bus)], name="doomed")
         started.clear()
-        worker.consume(spec, decoder(Failure), dies, give_up=give_up)
+        await worker.start(subscriber(spec, Failure, dies, give_up=give_up))
         await asyncio.wait_for(started.wait(), 20)
         await worker.nc.close()  # kill -9: no ack, no nak, no give-up
         for task in [t for c in worker._consumers for t in c.tasks]:
             task.cancel()
     survivor = await Bus.connect([server_url(private_bus)], name="survivor")
-    survivor.consume(spec, decoder(Failure), dies, give_up=give_up)
+    await survivor.start(subscriber(spec, Failure, dies, give_up=give_up))
     try:
         await eventually(lambda: bool(given_up))
     finally:
@@ -142,7 +142,7 @@ async def test_a_failing_term_does_not_kill_the_worker(private_bus: Bus, monkeyp
 
     monkeypatch.setattr(Msg, "term", broken_term)
     spec = ConsumerSpec(f"term{next(_n)}", subject, ack_wait=5.0)
-    private_bus.consume(spec, decoder(Failure), handler)
+    await private_bus.start(subscriber(spec, Failure, handler))
     await publish(private_bus, subject, "poison")
     await eventually(lambda: "poison" in handled)
     monkeypatch.setattr(Msg, "term", real_term)
@@ -153,7 +153,7 @@ async def test_a_failing_term_does_not_kill_the_worker(private_bus: Bus, monkeyp
 async def test_undecodable_messages_are_rejected(private_bus: Bus) -> None:
     subject = a_subject()
     spec = ConsumerSpec(f"undecodable{next(_n)}", subject, ack_wait=1.0)
-    private_bus.consume(spec, decoder(Failure), lambda e, d: asyncio.sleep(0))
+    await private_bus.start(subscriber(spec, Failure, lambda e, d: asyncio.sleep(0)))
     await private_bus.js.publish(subject, msgspec.json.encode({"schema": "nonsense/9"}))
     await eventually(lambda: REJECTED.labels(spec.durable, "undecodable")._value.get() == 1)
 

@@ -18,7 +18,7 @@ from infra.domain.limits import DailyCounter, note_finished
 from infra.runtime.settings import Limits
 from tests.doubles.openai_api import OpenAIDouble
 from tests.doubles.telegram_api import TelegramDouble
-from tests.support import Gateway, a_transcript, an_analyzer
+from tests.support import Gateway, a_transcript, an_analyzer, subscriber
 
 TOKEN = "424242424:DDHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw5"
 _users = itertools.count(80_000_001)
@@ -128,11 +128,13 @@ async def test_a_flooding_user_does_not_delay_someone_with_one_note(private_bus:
         if len(order) == 6:
             done.set()
 
-    private_bus.consume(
-        ConsumerSpec("fair-test", SUBJECT_AUDIO, ack_wait=5.0),
-        decoder(AudioReceived),
-        transcribe,
-        then=(ConsumerSpec("fair-test-queued", SUBJECT_AUDIO_QUEUED, ack_wait=5.0),),
+    await private_bus.start(
+        subscriber(
+            ConsumerSpec("fair-test", SUBJECT_AUDIO, ack_wait=5.0),
+            AudioReceived,
+            transcribe,
+            then=(ConsumerSpec("fair-test-queued", SUBJECT_AUDIO_QUEUED, ack_wait=5.0),),
+        )
     )
     await asyncio.wait_for(done.wait(), 60)
     assert order.index(other) <= 2, f"the single note waited behind the flood: {order}"

@@ -487,22 +487,6 @@ class Bus:
         give_up = getattr(service, found.give_up) if found.give_up else None
         return _Route(spec, decoder(message_type(function)), getattr(service, name), give_up, spec.telemetry())
 
-    def consume(
-        self,
-        spec: ConsumerSpec,
-        decoder: msgspec.json.Decoder,
-        handler: Handler[T],
-        give_up: GiveUp[T] | None = None,
-        then: tuple[ConsumerSpec, ...] = (),
-    ) -> None:
-        """Start `spec.concurrency` workers on a durable pull consumer (created if missing).
-
-        `then` names lower-priority consumers for the same handler: a worker takes from them only when `spec`
-        has nothing waiting (the transcribers' fair order).
-        """
-        first: _Route[T] = _Route(spec, decoder, handler, give_up, spec.telemetry())
-        self._run(_Consumer((first, *(first.feeding(s) for s in then))))
-
     def _run(self, consumer: _Consumer) -> None:
         self._consumers.append(consumer)
         for route in consumer.routes:  # exported from the start, at 0: a rate over nothing is no answer at all
