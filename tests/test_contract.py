@@ -19,8 +19,8 @@ import pytest
 from infra.bus import Bus
 from infra.bus.names import BUCKET_MODES
 from infra.domain.schemas import CONTRACT, documents
-from tests.doubles.telegram_api import TelegramDouble
 from tests.support import NatsServer, Speech, Stack, answer_of, fresh, new_chat, wait_for_modes
+from voice_insight.doubles.telegram_api import TelegramDouble
 
 REPO = Path(__file__).parent.parent
 EXAMPLE = REPO / "examples" / "words_analyzer.py"

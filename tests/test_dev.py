@@ -57,7 +57,9 @@ def test_dev_answers_a_local_file_with_both_shipped_modes_and_the_buttons(model_
     env = dev_env(tmp_path, WHISPER_MODEL=str(model_dir), WHISPER_DEVICE="cpu")
     # A WAV, not a voice note: `dev send` encodes it as Telegram stores voice notes (OGG/Opus).
     wav = tmp_path / "note.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), "The budget review moves to Thursday morning."], check=True)
+    subprocess.run(
+        ["espeak-ng", "-v", "en-us", "-w", str(wav), "The budget review moves to Thursday morning."], check=True
+    )
     log = tmp_path / "dev.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(

@@ -17,7 +17,6 @@ import pytest
 from infra.bus import Bus, encode
 from infra.bus.names import BUCKET_MODES
 from infra.domain.contracts import ModeInfo
-from tests.doubles.telegram_api import TelegramDouble
 from tests.support import (
     EN_TEXT,
     KEYWORDS,
@@ -32,6 +31,7 @@ from tests.support import (
     new_chat,
     settled,
 )
+from voice_insight.doubles.telegram_api import TelegramDouble
 
 pytestmark = pytest.mark.timeout(600)
 

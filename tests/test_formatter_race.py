@@ -23,8 +23,8 @@ from infra.domain.answers import Claimed, Sent, encode_mark, read_mark
 from infra.domain.contracts import Analysis, AudioReceived, AudioRef, Event, Origin, Section
 from infra.runtime.settings import Settings
 from infra.voice.telegram import FloodControl, make_bot
-from tests.doubles.telegram_api import TelegramDouble
 from tests.support import TOKEN, Redelivered, a_transcript
+from voice_insight.doubles.telegram_api import TelegramDouble
 
 _chats = itertools.count(70_000_001)
 _cids = itertools.count(1)

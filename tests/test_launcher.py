@@ -18,8 +18,6 @@ from infra.bus import Bus
 from infra.domain.contracts import ModeChange
 from infra.domain.modes import live_modes
 from infra.domain.registry import ModeRegistry
-from tests.doubles.openai_api import OpenAIDouble
-from tests.doubles.telegram_api import TelegramDouble
 from tests.support import (
     DECIDED,
     OPENAI_KEY,
@@ -35,6 +33,8 @@ from tests.support import (
     start_up,
     wait_for_modes,
 )
+from voice_insight.doubles.openai_api import OpenAIDouble
+from voice_insight.doubles.telegram_api import TelegramDouble
 
 pytestmark = pytest.mark.timeout(300)
 

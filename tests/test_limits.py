@@ -16,9 +16,9 @@ from infra.bus.names import BUCKET_BUDGET, STREAM, SUBJECT_AUDIO, SUBJECT_AUDIO_
 from infra.domain.contracts import AudioReceived
 from infra.domain.limits import DailyCounter, note_finished
 from infra.runtime.settings import Limits
-from tests.doubles.openai_api import OpenAIDouble
-from tests.doubles.telegram_api import TelegramDouble
 from tests.support import Gateway, a_transcript, an_analyzer, subscriber
+from voice_insight.doubles.openai_api import OpenAIDouble
+from voice_insight.doubles.telegram_api import TelegramDouble
 
 TOKEN = "424242424:DDHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw5"
 _users = itertools.count(80_000_001)

@@ -7,8 +7,8 @@ import pytest
 
 from analyzers.llm import ChatLLM, LLMFailure, is_reasoning_model, json_schema_for, make_client
 from infra.domain.definitions import TRANSCRIPT_PLACE, result_type
-from tests.doubles.openai_api import OpenAIDouble
 from tests.support import OPENAI_KEY, SHIPPED
+from voice_insight.doubles.openai_api import OpenAIDouble
 
 DefaultResult = result_type(SHIPPED["DEFAULT"])
 ToneResult = result_type(SHIPPED["TONE"])

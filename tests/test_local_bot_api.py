@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from infra.bus import Bus
-from tests.doubles.telegram_api import TelegramDouble
 from tests.support import (
     TOKEN,
     Speech,
@@ -18,6 +17,7 @@ from tests.support import (
     telegram_of_its_own,  # noqa: F401  (the `telegram` fixture here: a double of the test's own)
 )
 from tests.test_big_files import SLOW, local_pipeline
+from voice_insight.doubles.telegram_api import TelegramDouble
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

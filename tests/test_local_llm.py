@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.doubles.openai_api import OpenAIDouble
-from tests.doubles.telegram_api import TelegramDouble
 from tests.support import (
     EN_TEXT,
     REPO,
@@ -30,6 +28,8 @@ from tests.support import (
     start_up,
     wait_for_modes,
 )
+from voice_insight.doubles.openai_api import OpenAIDouble
+from voice_insight.doubles.telegram_api import TelegramDouble
 
 pytestmark = pytest.mark.timeout(420)
 

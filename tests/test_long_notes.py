@@ -14,7 +14,6 @@ from infra.bus import Bus
 from infra.bus.names import BUCKET_ANSWERED, BUCKET_JOINS
 from infra.runtime.settings import Limits, Settings
 from infra.voice.telegram import make_bot
-from tests.doubles.telegram_api import TelegramDouble
 from tests.support import (
     LONG_EN_TEXT,
     TOKEN,
@@ -25,6 +24,7 @@ from tests.support import (
 )
 from transcriber.asr import SpeechRecognizer
 from transcriber.service import TranscriberService
+from voice_insight.doubles.telegram_api import TelegramDouble
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 USER = 74_100_001

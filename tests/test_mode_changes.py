@@ -20,8 +20,8 @@ from infra.bus import Bus
 from infra.domain.contracts import ModeAction, ModeChange
 from infra.domain.definitions import dump
 from infra.domain.registry import ModeRegistry
-from tests.doubles.openai_api import OpenAIDouble
 from tests.support import DECIDED, OPENAI_KEY, SHIPPED
+from voice_insight.doubles.openai_api import OpenAIDouble
 
 _n = itertools.count(1)
 

@@ -17,8 +17,8 @@ from infra.domain.contracts import Analysis, ModeInfo
 from infra.domain.definitions import AnswerField, ModeDefinition, dump, load, problems, result_type, sections, shipped
 from infra.domain.modes import live_modes
 from infra.domain.registry import ModeRegistry, RegistryConflict
-from tests.doubles.openai_api import OpenAIDouble
 from tests.support import SHIPPED, a_transcript, an_analyzer, eventually
+from voice_insight.doubles.openai_api import OpenAIDouble
 
 _n = itertools.count(1)
 FIRST = Delivery(subject="voice.transcript", attempt=1)

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.doubles.telegram_api import TelegramDouble
 from tests.support import Speech, Stack, answered, free_port
+from voice_insight.doubles.telegram_api import TelegramDouble
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "infra" / "config" / "prometheus"

@@ -20,10 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.intake import correlation_id, correlation_key
 from infra.bus import Bus
 from infra.bus.names import BUCKET_USERS
-from tests.doubles.openai_api import OpenAIDouble
-from tests.doubles.otlp import OTLPReceiver, ReceivedSpan
-from tests.doubles.telegram_api import TelegramDouble
 from tests.support import TOKEN, Speech, Stack, answered, eventually
+from voice_insight.doubles.openai_api import OpenAIDouble
+from voice_insight.doubles.otlp import OTLPReceiver, ReceivedSpan
+from voice_insight.doubles.telegram_api import TelegramDouble
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -18,8 +18,6 @@ from gateway.intake import correlation_id, correlation_key
 from infra.bus import Bus, encode
 from infra.bus.names import BUCKET_MODES, STREAM
 from infra.domain.contracts import ModeInfo
-from tests.doubles.openai_api import OpenAIDouble
-from tests.doubles.telegram_api import TelegramDouble
 from tests.support import (
     EN_TEXT,
     LONG_EN_TEXT,
@@ -37,6 +35,8 @@ from tests.support import (
     settled,
     until_health,
 )
+from voice_insight.doubles.openai_api import OpenAIDouble
+from voice_insight.doubles.telegram_api import TelegramDouble
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -16,8 +16,8 @@ from infra.bus.names import BUCKET_ANSWERED, BUCKET_JOINS, CONSUMER_TRANSCRIBER,
 from infra.domain.contracts import AudioReceived, AudioRef, Origin
 from infra.runtime.settings import Settings
 from infra.voice.telegram import make_bot
-from tests.doubles.telegram_api import TelegramDouble
 from tests.support import TOKEN, a_transcript, eventually, new_chat
+from voice_insight.doubles.telegram_api import TelegramDouble
 
 
 @pytest.fixture

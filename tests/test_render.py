@@ -9,8 +9,8 @@ import msgspec
 from formatter.join import JoinState
 from formatter.render import Attachment, Part, pack, render_answer, render_failure
 from infra.domain.contracts import Analysis, AudioReceived, AudioRef, Failure, Origin, Section, Segment
-from tests.doubles.telegram_api import MESSAGE_LIMIT, parse_html, utf16_len
 from tests.support import a_transcript
+from voice_insight.doubles.telegram_api import MESSAGE_LIMIT, parse_html, utf16_len
 
 ORIGIN = Origin(chat_id=1, message_id=2, status_message_id=3, ui_language="en", language_hint="en")
 

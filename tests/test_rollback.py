@@ -13,8 +13,8 @@ from infra.bus.names import STREAM_ADMIN, SUBJECT_ALERT
 from infra.domain.contracts import AdminAlert
 from infra.domain.definitions import load
 from infra.domain.registry import ModeRegistry
-from tests.doubles.openai_api import OpenAIDouble
 from tests.support import DECIDED, a_transcript, an_analyzer
+from voice_insight.doubles.openai_api import OpenAIDouble
 
 _n = itertools.count(1)
 FIRST = Delivery(subject="voice.transcript", attempt=1)

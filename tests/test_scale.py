@@ -21,8 +21,6 @@ import pytest
 from infra.bus import Bus
 from infra.bus.names import CONSUMER_FORMATTER, STREAM
 from infra.ops.launcher import nats_config, nats_server_binary
-from tests.doubles.openai_api import OpenAIDouble
-from tests.doubles.telegram_api import TelegramDouble
 from tests.support import (
     KEYWORDS,
     NOTES,
@@ -34,6 +32,8 @@ from tests.support import (
     stack_env,
     wait_for_modes,
 )
+from voice_insight.doubles.openai_api import OpenAIDouble
+from voice_insight.doubles.telegram_api import TelegramDouble
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -23,7 +23,6 @@ from infra.domain.contracts import Transcript
 from infra.domain.notes import forget_chat
 from infra.runtime.settings import Limits, Settings
 from infra.voice.telegram import make_bot
-from tests.doubles.telegram_api import TelegramDouble
 from tests.support import (
     TOKEN,
     Gateway,
@@ -38,6 +37,7 @@ from tests.support import (
 from transcriber.asr import SAMPLE_RATE, SpeechRecognizer, decode
 from transcriber.service import TranscriberService
 from transcriber.split import PAUSE_VAD, pieces, quiet_point
+from voice_insight.doubles.telegram_api import TelegramDouble
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 USER = 74_200_001

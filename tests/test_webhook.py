@@ -21,7 +21,6 @@ from gateway.webhook import SECRET_HEADER
 from infra.bus import Bus
 from infra.bus.names import STREAM_UPDATES
 from infra.runtime.settings import Limits
-from tests.doubles.telegram_api import TelegramDouble
 from tests.support import (
     Gateway,
     NatsServer,
@@ -29,6 +28,7 @@ from tests.support import (
     free_port,
     telegram_of_its_own,  # noqa: F401  (the `telegram` fixture here: a double of the test's own)
 )
+from voice_insight.doubles.telegram_api import TelegramDouble
 
 SECRET = "s3cret-from-the-operator-0123456789"
 _users = itertools.count(73_000_001)

@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.doubles import LoopbackServer
+from voice_insight.doubles import LoopbackServer
 
 REASONING = re.compile(r"^o\d")
 REASONING_TOKENS = 320

@@ -1,13 +1,13 @@
 """The doubles as processes of their own: how the compose test runs them as containers on the stack's network.
 
-    python -m tests.doubles.serve telegram --token T          # the Bot API on :8081
-    python -m tests.doubles.serve telegram --token T --local /var/lib/telegram-bot-api --owner 101:101
-                                                              # a local Bot API server (`--local`): files on the
-                                                              # shared volume, as its user, 0600 in 0700 folders
-    python -m tests.doubles.serve openai --key K              # the OpenAI API on :8000 (/v1)
-    python -m tests.doubles.serve otlp                        # Jaeger's place: OTLP/HTTP on :4318, a query API
-                                                              # on :16686 (/api/services), health on :14269
-    python -m tests.doubles.serve stub --port 3000            # 200 to anything (Grafana's place: no image here)
+    python -m voice_insight.doubles.serve telegram --token T   # the Bot API on :8081
+    python -m voice_insight.doubles.serve telegram --token T --local /var/lib/telegram-bot-api --owner 101:101
+                                                       # a local Bot API server (`--local`): files on the
+                                                       # shared volume, as its user, 0600 in 0700 folders
+    python -m voice_insight.doubles.serve openai --key K       # the OpenAI API on :8000 (/v1)
+    python -m voice_insight.doubles.serve otlp                 # Jaeger's place: OTLP/HTTP on :4318, a query API
+                                                       # on :16686 (/api/services), health on :14269
+    python -m voice_insight.doubles.serve stub --port 3000     # 200 to anything (Grafana's place: no image here)
 
 In a container the test cannot call a double's methods, so each double gets a few `/_control/...` routes beside
 the API it plays, and `tests/compose_stack.py` drives them over HTTP: a user sending a voice note, the chat as the
@@ -26,9 +26,9 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.doubles.openai_api import OpenAIDouble
-from tests.doubles.otlp import OTLPReceiver
-from tests.doubles.telegram_api import SentMessage, TelegramDouble
+from voice_insight.doubles.openai_api import OpenAIDouble
+from voice_insight.doubles.otlp import OTLPReceiver
+from voice_insight.doubles.telegram_api import SentMessage, TelegramDouble
 
 
 def message_json(message: SentMessage) -> dict[str, Any]:
@@ -137,7 +137,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m tests.doubles.serve")
+    parser = argparse.ArgumentParser(prog="python -m voice_insight.doubles.serve")
     parser.add_argument("double", choices=("telegram", "openai", "otlp", "stub"))
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--token", default="")

@@ -20,7 +20,7 @@ class LoopbackServer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on a free loopback port; a double in a container of the compose test listens on its own network
-        (`tests/doubles/serve.py`)."""
+        (`voice_insight/doubles/serve.py`)."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         self.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None)

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from tests.doubles import LoopbackServer
+from voice_insight.doubles import LoopbackServer
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
 LOCAL_DOWNLOAD_LIMIT = 2000 * 1024 * 1024
@@ -211,7 +211,12 @@ class Chat:
 
 
 class TelegramDouble(LoopbackServer):
-    BOT_USER = {"id": 7000000001, "is_bot": True, "first_name": "Voice Insight", "username": "voice_insight_bot"}
+    BOT_USER: dict[str, Any] = {
+        "id": 7000000001,
+        "is_bot": True,
+        "first_name": "Voice Insight",
+        "username": "voice_insight_bot",
+    }
 
     def __init__(self, token: str) -> None:
         self.token = token
@@ -288,10 +293,10 @@ class TelegramDouble(LoopbackServer):
         elif request.can_read_body:
             form = await request.post()
             for k, v in form.items():
-                if isinstance(v, str):
-                    params[k] = v
-                else:  # an uploaded file (multipart/form-data), as sendDocument gets it
+                if isinstance(v, web.FileField):  # an uploaded file (multipart/form-data), as sendDocument gets it
                     params[k] = {"filename": v.filename, "content": v.file.read()}
+                else:
+                    params[k] = v
         return params
 
     # --- misbehaviour on demand ---------------------------------------------------------------------
