@@ -180,7 +180,9 @@ async def test_no_service_creates_the_topology_and_one_that_finds_none_says_what
 
 
 def test_the_readme_shows_the_accounts_as_the_code_grants_them() -> None:
-    assert table(Accounts()) in (REPO / "README.md").read_text(), "README, Accounts: voice-insight nats-users --table"
+    assert table(Accounts()) in (REPO / "docs" / "architecture.md").read_text(), (
+        "docs/architecture.md, Accounts: voice-insight nats-users --table"
+    )
 
 
 async def test_the_launcher_s_own_server_has_the_accounts_and_takes_a_new_mode_s_on_reload(tmp_path: Path) -> None:

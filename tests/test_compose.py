@@ -216,7 +216,7 @@ def test_a_crashed_container_comes_back_and_the_next_note_is_answered(
 
 
 def test_the_readme_names_the_engine_this_test_runs() -> None:
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "compose.md").read_text()
     version = podman("--version").stdout.split()[-1]
     assert f"podman {version.rsplit('.', 1)[0]}" in readme, f"README does not name podman {version}"
     assert "podman-compose" in readme and "tests/test_compose.py" in readme

@@ -198,7 +198,7 @@ def test_prometheus_scrapes_every_app_service(compose: dict[str, Any]) -> None:
 
 
 def test_a_new_analyzer_in_compose_is_its_command_and_nothing_else(compose: dict[str, Any]) -> None:
-    """README: a new mode needs one more block that differs from the others only in its command; Prometheus
+    """docs/compose.md: a new mode needs one more block that differs from the others only in its command; Prometheus
     finds it by the alias every analyzer block shares, not by a list of names."""
     analyzers = {name: dict(s) for name, s in compose["services"].items() if name.startswith("analyzer-")}
     assert set(analyzers) == {f"analyzer-{mode.lower()}" for mode in MODES}

@@ -37,8 +37,8 @@ CALL_SECONDS = 25.0
 
 
 def readme_ollama_lines() -> dict[str, str]:
-    """The `echo 'NAME=value' >> .env` lines of README's "Using Ollama", as a person would append them."""
-    readme = (REPO / "README.md").read_text()
+    """The `echo 'NAME=value' >> .env` lines of docs/local-llm.md's "Using Ollama", as a person would append them."""
+    readme = (REPO / "docs" / "local-llm.md").read_text()
     section = readme.split("### Using Ollama", 1)[1].split("\n### ", 1)[0]
     lines = dict(re.findall(r"^echo '([A-Z_]+)=([^']*)' >> \.env", section, re.M))
     assert {"OPENAI_BASE_URL", "MODEL_DEFAULT", "MODEL_TONE"} <= set(lines), lines

@@ -235,7 +235,7 @@ async def last_analysis_of(bus: Bus, mode: str, cid: str) -> Analysis:
 
 def test_the_readme_example_is_a_valid_definition() -> None:
     """ "Add a mode in one minute" must work as written."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).parent.parent / "docs" / "modes.md").read_text(encoding="utf-8")
     block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
     example = load(block)
     assert example.name == "DECISIONS" and problems(example) == []
