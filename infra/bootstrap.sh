@@ -106,7 +106,7 @@ for tool in espeak-ng ffmpeg promtool prometheus openssl podman runc mmdebstrap;
 done
 .venv/bin/python -m pip install --quiet -e '.[test]'
 .venv/bin/voice-insight install-model .cache/models/whisper-base >/dev/null
-# Lint, format and types first: a minute's worth of checks before the suite's ten.
+# Lint, format and types first: a minute's worth of checks before the suite (docs/development.md: how long).
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
