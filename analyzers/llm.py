@@ -29,7 +29,7 @@ from opentelemetry.trace import Span, SpanKind
 
 from infra.bus import backoff
 from infra.domain.contracts import Usage
-from infra.runtime.telemetry import record_failure, tracer
+from infra.runtime.telemetry import record_failure, step
 
 REASONING_MODEL = re.compile(r"^(o\d+|gpt-5)(\b|[-.])", re.IGNORECASE)
 REASONING_ALLOWANCE = 2000
@@ -173,7 +173,7 @@ class ChatLLM:
         }
         if "temperature" in params:
             attributes["gen_ai.request.temperature"] = params["temperature"]
-        with tracer().start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes) as span:
+        with step(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes) as span:
             try:
                 return await self._call(params, timeout, structured, result_type, span)
             except LLMFailure as failure:

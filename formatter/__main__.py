@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import logging
 
-from formatter.join import AnswerMarks, JoinStore
+from formatter.join import JoinStore
+from formatter.marks import AnswerMarks
 from formatter.service import FormatterService
 from infra.bus.names import BUCKET_ANSWERED, BUCKET_JOINS
 from infra.runtime.health import port_for

@@ -16,7 +16,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from formatter.join import AnswerMarks, JoinState, Owned
+from formatter.join import JoinState
+from formatter.marks import AnswerMarks, Owned
 from formatter.render import render_progress
 from infra.domain.contracts import Origin
 

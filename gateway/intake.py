@@ -45,9 +45,9 @@ from infra.domain.answers import Sent, encode_mark, is_answered
 from infra.domain.contracts import AudioReceived, AudioRef, Origin
 from infra.domain.limits import FAIR_SHARE, DailyCounter, UserLedger, note_finished, user_key
 from infra.domain.modes import live_modes
-from infra.runtime.metrics import LIMITED, STAGE_SECONDS
+from infra.runtime.metrics import LIMITED
 from infra.runtime.settings import Limits
-from infra.runtime.telemetry import record_failure, tracer
+from infra.runtime.telemetry import record_failure, step
 from infra.voice.telegram import DOWNLOAD_LIMIT, LOCAL_DOWNLOAD_LIMIT
 from infra.voice.texts import duration_limit, text, ui_language
 
@@ -224,14 +224,8 @@ class Intake:
             "voice_insight.audio.size_bytes": media.size or 0,
             "voice_insight.audio.duration_hint_seconds": float(media.duration or 0),
         }
-        with tracer().start_as_current_span("voice_note receive", kind=SpanKind.SERVER, attributes=attributes) as span:
-            try:
-                await self._accept(message, media, settings or ChatSettings(), span)
-            except Fail:
-                raise  # a refusal, already recorded with its reason
-            except BaseException as exc:
-                record_failure(span, exc)
-                raise
+        with step("voice_note receive", kind=SpanKind.SERVER, attributes=attributes) as span:
+            await self._accept(message, media, settings or ChatSettings(), span)
 
     async def _accept(self, message: Message, media: Media, settings: ChatSettings, span: Span) -> None:
         arrived = time.time()
@@ -286,11 +280,9 @@ class Intake:
         source: Source | None = None
         try:
             try:
-                started = time.perf_counter()
-                with tracer().start_as_current_span("telegram download", kind=SpanKind.CLIENT) as download:
+                with step("telegram download", stage="download", kind=SpanKind.CLIENT) as download:
                     source = await self._download(media.file_id)
                     download.set_attribute("voice_insight.audio.size_bytes", source.size)
-                STAGE_SECONDS.labels("download", "").observe(time.perf_counter() - started)
             except FileTooBig:
                 return await refuse("too_big")
             except DownloadFailed as failed:
@@ -445,7 +437,7 @@ class Intake:
                     "voice_insight.bucket": BUCKET_AUDIO,
                     "voice_insight.audio.size_bytes": spool.size,
                 }
-                with tracer().start_as_current_span("object_store put", kind=SpanKind.CLIENT, attributes=attributes):
+                with step("object_store put", kind=SpanKind.CLIENT, attributes=attributes):
                     spool.seek(0)
                     # Read in chunks, never whole (nats-py takes any reader; its annotation says less).
                     await store.put(event.audio.object_name, spool.file)  # type: ignore[arg-type]

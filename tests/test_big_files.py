@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from formatter.join import AnswerMarks, JoinStore
+from formatter.join import JoinStore
+from formatter.marks import AnswerMarks
 from formatter.service import FormatterService
 from infra.bus import Bus
 from infra.bus.names import BUCKET_ANSWERED, BUCKET_JOINS

@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 import pytest
 from aiogram import Bot
 
-from formatter.join import AnswerMarks, JoinState, JoinStore, Owned
+from formatter.join import JoinState, JoinStore
+from formatter.marks import AnswerMarks, Owned
 from formatter.render import render_answer
 from formatter.service import FormatterService
 from infra.bus import Bus, Delivery, Retry

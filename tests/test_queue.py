@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 from aiogram import Bot
 
-from formatter.join import AnswerMarks, JoinStore
+from formatter.join import JoinStore
+from formatter.marks import AnswerMarks
 from formatter.service import FormatterService
 from infra.bus import Bus, ConsumerSpec
 from infra.bus import Delivery as BusDelivery

@@ -15,7 +15,8 @@ import pytest
 from faster_whisper.vad import get_speech_timestamps
 
 from bench.speech import sentences, spaced
-from formatter.join import AnswerMarks, JoinStore
+from formatter.join import JoinStore
+from formatter.marks import AnswerMarks
 from formatter.service import FormatterService
 from infra.bus import Bus, decoder
 from infra.bus.names import BUCKET_ANSWERED, BUCKET_JOINS, BUCKET_PIECES, STREAM, STREAM_PIECES, SUBJECT_TRANSCRIPT

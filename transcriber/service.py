@@ -40,7 +40,7 @@ from infra.bus.names import (
 from infra.domain.contracts import AudioReceived, Failure, PieceRequested, Segment, Transcript, TranscriptionProgress
 from infra.domain.notes import vocabulary_digest
 from infra.runtime.metrics import AUDIO_SECONDS
-from infra.runtime.telemetry import record_failure, tracer
+from infra.runtime.telemetry import record_failure, step
 from transcriber.asr import SAMPLE_RATE, AudioProblem, SpeechRecognizer, to_float
 from transcriber.split import PIECE_SECONDS, pieces
 
@@ -158,9 +158,7 @@ class TranscriberService:
         store = await self.bus.audio_store()
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as audio:
             attributes = {"voice_insight.bucket": BUCKET_AUDIO}
-            with tracer().start_as_current_span(
-                "object_store get", kind=SpanKind.CLIENT, attributes=attributes
-            ) as span:
+            with step("object_store get", kind=SpanKind.CLIENT, attributes=attributes) as span:
                 try:
                     await store.get(event.audio.object_name, writeinto=audio)  # type: ignore[arg-type]
                 except nats.js.errors.NotFoundError:  # never stored, expired, or deleted after an answer
@@ -171,7 +169,7 @@ class TranscriberService:
                 span.set_attribute("voice_insight.audio.size_bytes", audio.tell())
                 audio.seek(0)
             attributes = {"voice_insight.asr.model": self.recognizer.model_name}
-            with tracer().start_as_current_span("transcribe", attributes=attributes) as span:
+            with step("transcribe", attributes=attributes) as span:
                 try:
                     cut = pieces(audio, self.recognizer.max_seconds, self.piece_seconds)
                     first = await asyncio.to_thread(next, cut, None)
@@ -293,7 +291,7 @@ class TranscriberService:
             "voice_insight.asr.piece": piece.index,
             "voice_insight.asr.pieces": piece.count,
         }
-        with tracer().start_as_current_span("transcribe piece", attributes=attributes) as span:
+        with step("transcribe piece", attributes=attributes) as span:
             try:
                 stored = await store.get(piece.object_name)
             except nats.js.errors.NotFoundError:

@@ -40,6 +40,7 @@ from nats.aio.msg import Msg
 
 from infra.bus.names import STREAM
 from infra.bus.observe import ConsumerTelemetry
+from infra.runtime.metrics import known_stage
 
 log = logging.getLogger("voice_insight.bus")
 
@@ -184,6 +185,8 @@ def consumes(
     may name attributes of the service in braces (`"analyzer-{mode}"`). `Bus.start(service)` starts every
     subscriber a service declares."""
 
+    if stage:
+        known_stage(stage)
     spec = ConsumerSpec(
         durable,
         subject,

@@ -6,8 +6,9 @@ What operators watch:
 * `processing_time` → `voice_insight_stage_seconds{stage, mode}` histograms. One vocabulary of stages, each the
   work of one subscriber, recorded by the bus's middleware (`infra.bus.observe`): receive (a Telegram update),
   transcribe, analyze (per mode), answer (the formatter's merge of an event or its deadline, and the reply when
-  the note is complete). Handlers add their own sub-steps and latencies: download (from Telegram), reply (the
-  Bot API calls of one answer), join (transcript published to answer sent), end_to_end (update to answer).
+  the note is complete). Steps inside them and spans across them have names of the same vocabulary (`STAGES`):
+  download (from Telegram), reply (the Bot API calls of one answer), join (transcript published to answer sent),
+  end_to_end (update to answer).
 * `tokens_used_per_mode` → `voice_insight_llm_tokens_total{mode, model, direction}` (input/output).
 * `error_rate` → `voice_insight_errors_total{stage, mode, reason}` over `voice_insight_processed_total{stage, mode}`:
   `sum(rate(voice_insight_errors_total[5m])) by (stage) / sum(rate(voice_insight_processed_total[5m])) by (stage)`.
@@ -33,6 +34,33 @@ _SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 21, 34, 55, 90
 STAGE_SECONDS = Histogram(
     "voice_insight_stage_seconds", "Time spent per pipeline stage", ["stage", "mode"], buckets=_SECONDS
 )
+STAGES: dict[str, str] = {
+    # a subscriber's stage: the bus's middleware times every delivery (`@consumes(stage=...)`)
+    "receive": "the gateway takes a Telegram update in",
+    "transcribe": "a transcriber turns a note, or a piece of one, into text",
+    "analyze": "an analyzer runs its mode over a transcript",
+    "answer": "the formatter merges an event or meets a deadline, and replies when the note is complete",
+    "admin": "the gateway tells the admins a result or an alert",
+    "register": "the registrar validates and stores a change of a mode",
+    # a step inside one (`infra.runtime.telemetry.step`)
+    "download": "inside receive: the file from Telegram",
+    "reply": "inside answer: the Bot API calls of one answer",
+    # across services (`observe_stage`)
+    "join": "a transcript published to its answer sent",
+    "end_to_end": "an update received to its answer sent",
+}
+"""The one vocabulary of the `stage` label: anything else is refused where it is declared or observed."""
+
+
+def known_stage(stage: str) -> str:
+    if stage not in STAGES:
+        raise ValueError(f"stage {stage!r} is not in infra.runtime.metrics.STAGES")
+    return stage
+
+
+def observe_stage(stage: str, seconds: float, mode: str = "") -> None:
+    """One duration of a stage of the vocabulary (`STAGES`)."""
+    STAGE_SECONDS.labels(known_stage(stage), mode).observe(max(0.0, seconds))
 PROCESSED = Counter("voice_insight_processed_total", "Work items finished per stage (any outcome)", ["stage", "mode"])
 ERRORS = Counter(
     "voice_insight_errors_total", "Work items that failed, per stage and reason", ["stage", "mode", "reason"]

@@ -12,9 +12,15 @@ answer, chat or user identifier ever becomes a span attribute or event.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.util.types import Attributes
+
+from infra.runtime.metrics import known_stage, observe_stage
 
 _provider = None
 
@@ -54,3 +60,27 @@ def record_failure(span: Span, error: BaseException | str) -> None:
     kind = error if isinstance(error, str) else type(error).__name__
     span.set_status(Status(StatusCode.ERROR, kind))
     span.set_attribute("error.type", kind)
+
+
+@contextmanager
+def step(
+    name: str, *, stage: str = "", kind: SpanKind = SpanKind.INTERNAL, attributes: Attributes = None
+) -> Iterator[Span]:
+    """One step inside a handler, the only way a handler opens a span: if the step raises, the span is failed
+    with the exception's type (never its message, which may quote the user) unless a reason was recorded on it
+    already; a step that finishes counts its time under `stage`, a name of `infra.runtime.metrics.STAGES`."""
+    if stage:
+        known_stage(stage)
+    started = time.perf_counter()
+    with tracer().start_as_current_span(
+        name, kind=kind, attributes=attributes, record_exception=False, set_status_on_exception=False
+    ) as span:
+        try:
+            yield span
+        except BaseException as exc:
+            status = getattr(span, "status", None)
+            if status is None or status.status_code is not StatusCode.ERROR:  # a reason told already stays
+                record_failure(span, exc)
+            raise
+    if stage:
+        observe_stage(stage, time.perf_counter() - started)

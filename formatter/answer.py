@@ -1,0 +1,171 @@
+"""One note's answer, in the order it happens:
+
+1. claim the answered mark (`formatter.marks`): answered already, nothing to do; held by another formatter,
+   try again later;
+2. render the answer (an apology if rendering fails) and keep the note for its buttons (`formatter.buttons`);
+3. send what the user does not have yet, part by part (`formatter.sending`), the claim kept alive meanwhile;
+4. mark it sent, count it, and drop the user's data (`formatter.cleanup`).
+
+A failure on the way out is sorted once, here: Telegram away or flood control means "later" (the claim released,
+a `Retry` with capped backoff, for as long as the stream keeps the note); a chat that is gone or a bot that is
+blocked means "never" (the note closed as undeliverable, a `Fail`); a claim lost to another formatter means that
+one answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+
+from aiogram.exceptions import TelegramRetryAfter
+from opentelemetry.trace import Span, Status, StatusCode
+
+from formatter.buttons import keep_for_buttons
+from formatter.cleanup import forget
+from formatter.join import JoinState, JoinStore
+from formatter.marks import AlreadySent, AnswerMarks, ClaimLost, HeldElsewhere, Owned
+from formatter.render import Part, render_answer, render_failure
+from formatter.sending import AWAY, PERMANENT, Sender, permanent_reason
+from formatter.status import StatusMessage
+from infra.bus import Bus, Delivery, Fail, Retry, backoff
+from infra.runtime.metrics import ANSWERS, RENDER_FAILURES, observe_stage
+from infra.runtime.telemetry import record_failure, step
+
+log = logging.getLogger("voice_insight.formatter")
+
+ANSWER_BACKOFF_CAP = 60.0
+"""Longest pause between two tries of an answer while Telegram is unreachable."""
+
+_BOUNDED = re.compile(r"[a-z0-9_]{1,40}")
+
+
+def answer_kind(state: JoinState) -> str:
+    """`failure` (the note failed), `partial` (modes missing at the deadline) or `complete`."""
+    return "failure" if state.failed else ("partial" if state.missing_modes() else "complete")
+
+
+def say_why(span: Span, kind: str, state: JoinState) -> None:
+    """Make a failed or partial answer findable in Jaeger by one tag (`voice_insight.answer.degraded=true`), its span
+    failed, and an event saying why: the stage and reason that failed the note, or the modes missing and their
+    errors. Names and reason codes only: nothing the user said, nothing an analyzer wrote."""
+    why: dict[str, str]
+    if state.failure is not None and kind == "failure":
+        why = {"voice_insight.failure.stage": state.failure.stage, "voice_insight.failure.reason": state.failure.reason}
+        status = f"failure: {state.failure.stage} {state.failure.reason}"
+    else:
+        missing = state.missing_modes()
+        errors = [
+            f"{m}:{e if _BOUNDED.fullmatch(e := (state.analyses[m].error or '')) else 'other'}"
+            if m in state.analyses
+            else f"{m}:no_answer"
+            for m in missing
+        ]
+        why = {"voice_insight.modes.missing": ",".join(missing), "voice_insight.modes.errors": ",".join(errors)}
+        status = f"partial: {','.join(errors)}"
+    span.set_attribute("voice_insight.answer.degraded", True)
+    span.add_event(f"answer {kind}", attributes=why)
+    span.set_status(Status(StatusCode.ERROR, status))
+
+
+class Answerer:
+    def __init__(
+        self,
+        bus: Bus,
+        sender: Sender,
+        joins: JoinStore,
+        marks: AnswerMarks,
+        status: StatusMessage,
+        max_audio_seconds: float,
+        backoff_cap: float = ANSWER_BACKOFF_CAP,
+    ) -> None:
+        self.bus = bus
+        self.sender = sender
+        self.joins = joins
+        self.marks = marks
+        self.status = status
+        self.max_audio_seconds = max_audio_seconds
+        self.backoff_cap = backoff_cap
+
+    async def answer(self, cid: str, state: JoinState, delivery: Delivery) -> None:
+        self.status.answering(cid)
+        claim = await self.claim(cid)
+        if claim is None:
+            return
+        assert state.origin is not None
+        kind = answer_kind(state)
+        with step("reply", stage="reply", attributes={"voice_insight.answer.kind": kind}) as span:
+            if kind != "complete":
+                say_why(span, kind, state)
+            parts = self.render(cid, state)
+            keyboard = await keep_for_buttons(self.bus, cid, state) if not state.failed else None
+            span.set_attribute("voice_insight.answer.messages", len(parts))
+            heartbeat = asyncio.create_task(claim.keep_alive(self.marks.lease / 3))
+            try:
+                await self.sender.deliver(claim, state.origin, parts, keyboard)
+            except BaseException as exc:
+                await self.settle_failure(claim, cid, state, delivery, span, exc)
+                raise
+            finally:
+                heartbeat.cancel()
+        await claim.done()
+        self.measure(state, kind)
+        self.status.answered(cid)
+        log.info("%s: answered (%s)", cid, kind)
+        await forget(self.bus, self.joins, cid, state)
+
+    async def claim(self, cid: str) -> Owned | None:
+        """Ours to answer; None: answered already. Held by another formatter: later."""
+        match await self.marks.claim(cid):
+            case AlreadySent():
+                return None
+            case HeldElsewhere(retry_in=wait):
+                raise Retry(wait, "another formatter holds the answer")
+            case Owned() as owned:
+                return owned
+        raise AssertionError("unreachable")
+
+    def render(self, cid: str, state: JoinState) -> list[Part]:
+        """The answer's messages. A rendering bug must not leave the user waiting: they get an apology instead."""
+        assert state.origin is not None
+        lang = state.origin.ui_language
+        try:
+            if state.failed:
+                assert state.failure is not None
+                return [render_failure(state.failure.reason, lang, self.max_audio_seconds)]
+            return render_answer(state)
+        except Exception as exc:
+            log.error("%s: rendering failed (%s); answering with an apology", cid, type(exc).__name__)
+            RENDER_FAILURES.inc()
+            return [render_failure("internal", lang, self.max_audio_seconds)]
+
+    async def settle_failure(
+        self, claim: Owned, cid: str, state: JoinState, delivery: Delivery, span: Span, exc: BaseException
+    ) -> None:
+        """Sort a failure to deliver into "later" or "never" (this module's docstring): raises the outcome."""
+        if isinstance(exc, ClaimLost):
+            log.warning("%s: another formatter took the answer over; stepping back", cid)
+            raise Retry(self.marks.lease, "claim lost") from None
+        record_failure(span, exc)
+        if isinstance(exc, PERMANENT):
+            reason = permanent_reason(exc)
+            log.warning("%s: the answer cannot be delivered (%s); giving up", cid, reason)
+            await claim.done("undeliverable")
+            await forget(self.bus, self.joins, cid, state)
+            raise Fail(reason) from None
+        await claim.release()
+        if isinstance(exc, TelegramRetryAfter):
+            raise Retry(float(exc.retry_after), "Telegram flood control", error="flood_control") from None
+        if isinstance(exc, AWAY):
+            delay = backoff(delivery.attempt, cap=self.backoff_cap)
+            raise Retry(delay, "Telegram unavailable", error="telegram_unavailable") from None
+
+    @staticmethod
+    def measure(state: JoinState, kind: str) -> None:
+        now = time.time()
+        if state.transcript is not None:
+            observe_stage("join", now - state.transcript.published_at)
+        if state.received_at is not None:
+            observe_stage("end_to_end", now - state.received_at)
+        ANSWERS.labels(kind).inc()

@@ -1,0 +1,49 @@
+"""The buttons under an answer, and the note kept for them.
+
+A button must never promise what cannot be done: the transcript as files and every live mode the note did not
+get are offered only once the answered note is kept (a day, `infra.domain.notes`), since they need its
+transcript. Without the note kept, no buttons; the answer matters more than its buttons.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiogram.types import InlineKeyboardMarkup
+
+from formatter.join import JoinState
+from infra.bus import Bus
+from infra.domain.modes import live_modes
+from infra.domain.notes import NoteStore, StoredNote
+from infra.voice.buttons import answer_keyboard
+
+log = logging.getLogger("voice_insight.formatter")
+
+MAX_MODE_BUTTONS = 8
+"""Buttons for modes the note did not get, at most (Telegram shows a keyboard of 100, people read far fewer)."""
+
+
+async def keep_for_buttons(bus: Bus, cid: str, state: JoinState) -> InlineKeyboardMarkup | None:
+    """Keep the answered note for a day and build the buttons that need it."""
+    assert state.origin is not None and state.transcript is not None
+    lang = state.origin.ui_language
+    ran = tuple(m for m, a in state.analyses.items() if a.error is None)
+    try:
+        offered = [m for m in await live_modes(bus) if m.mode not in ran][:MAX_MODE_BUTTONS]
+        chat = state.origin.chat_key
+        if chat is None:
+            return None
+        note = StoredNote(
+            origin=state.origin,
+            transcript=state.transcript,
+            modes_run=ran,
+            offered=tuple(m.mode for m in offered),
+            fingerprint=state.fingerprint,
+            user_key=state.user_key,
+            seqs=state.seqs,
+        )
+        await NoteStore(bus).put(chat, cid, note)
+    except Exception as exc:
+        log.warning("%s: note not kept for its buttons (%s)", cid, type(exc).__name__)
+        return None
+    return answer_keyboard(cid, [(m.mode, m.titles.get(lang) or m.title) for m in offered], lang)
