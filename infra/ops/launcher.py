@@ -19,7 +19,7 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -306,7 +306,13 @@ async def _provision(servers: list[str], settings: Settings, logins: Logins | No
     return bus
 
 
-async def _up(settings: Settings, transcribers: int, modes: list[str] | None, external: tuple[str, ...]) -> int:
+async def _up(
+    settings: Settings,
+    transcribers: int,
+    modes: list[str] | None,
+    external: tuple[str, ...],
+    on_started: Callable[[list[str]], Awaitable[None]] | None = None,
+) -> int:
     env = dict(os.environ)
     supervisor = Supervisor(env)
     loop = asyncio.get_running_loop()
@@ -368,7 +374,11 @@ async def _up(settings: Settings, transcribers: int, modes: list[str] | None, ex
         keepers.append(asyncio.create_task(follower.follow()))
     else:
         await admin.close(grace=1)
+    watcher = asyncio.ensure_future(on_started(servers)) if on_started is not None else None
     await supervisor.stopping.wait()
+    if watcher is not None:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
     # Intake first, so nothing new arrives while the rest drains; NATS last.
     for prefix in ("gateway", "transcriber", "analyzer", "formatter"):
         await supervisor.stop([name for name in supervisor.procs if name.startswith(prefix)])
@@ -390,6 +400,18 @@ def packaged_model(state_dir: Path) -> Path | None:
     except PackagedModelError as exc:
         print(f"{'up':<14}| no packaged Whisper model ({exc}); WHISPER_MODEL decides", flush=True)
         return None
+
+
+async def run_stack(
+    settings: Settings,
+    transcribers: int,
+    modes: list[str] | None,
+    external: tuple[str, ...] = (),
+    on_started: Callable[[list[str]], Awaitable[None]] | None = None,
+) -> int:
+    """`up` on the caller's event loop, with settings it loaded: `voice-insight dev` serves its doubles on that
+    loop. `on_started(servers)` runs once every child has been started, and is cancelled when the stop begins."""
+    return await _up(settings, max(1, transcribers), modes, external, on_started)
 
 
 def up(transcribers: int, modes: list[str] | None, external: tuple[str, ...] = ()) -> int:

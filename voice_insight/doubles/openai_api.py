@@ -90,6 +90,9 @@ class OpenAIDouble(LoopbackServer):
     the `:latest` tag (`ollama()` plays such a server)."""
     context_limits: dict[str, int] = field(default_factory=lambda: dict(CONTEXT_WINDOWS))
     """Tokens a model takes, prompt and completion together; past it, 400 `context_length_exceeded`."""
+    any_model: bool = False
+    """Answer for whatever model a mode names, and list none (404 on `/v1/models`, as some compatible servers
+    answer): `voice-insight dev`, where a mode being written may name any model."""
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
@@ -106,7 +109,7 @@ class OpenAIDouble(LoopbackServer):
 
     def resolve(self, model: str) -> str | None:
         """The listed id a request's model name means, as the server resolves it."""
-        if model in self.models:
+        if model in self.models or (self.any_model and model):
             return model
         if ":" not in model and f"{model}:latest" in self.models:
             return f"{model}:latest"
@@ -145,6 +148,8 @@ class OpenAIDouble(LoopbackServer):
     async def _models(self, request: web.Request) -> web.Response:
         if refused := self._unauthorized(request):
             return refused
+        if self.any_model:
+            return _error(404, "Not Found", "invalid_request_error")
         return web.json_response({"object": "list", "data": [self._model_object(m) for m in sorted(self.models)]})
 
     async def _model(self, request: web.Request) -> web.Response:

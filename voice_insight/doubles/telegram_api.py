@@ -744,7 +744,9 @@ class TelegramDouble(LoopbackServer):
         the same for a forward of an earlier file (`forwarded_from`: that file's unique id)."""
         file_id = f"AwACAgIAAx{next(self._ids)}"
         unique_id = forwarded_from or f"AgAD{next(self._ids):08d}"
-        size = reported_size or (await asyncio.to_thread(os.path.getsize, local_path) if local_path else len(data))
+        size = reported_size if reported_size else len(data)
+        if local_path and not reported_size:
+            size = await asyncio.to_thread(os.path.getsize, local_path)
         self.files[file_id] = StoredFile(
             file_id,
             data,
