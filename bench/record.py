@@ -68,7 +68,8 @@ def recorded() -> dict[str, Any]:
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "commit": _git("rev-parse", "HEAD"),
-        "tree_changed": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        # Results written by an earlier bench run are not a change to what is measured.
+        "tree_changed": bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")),
         "cpu_model": cpu_model(),
         "cores": cores(),
         "machine": platform.machine(),
