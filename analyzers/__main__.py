@@ -86,10 +86,9 @@ def run(args: argparse.Namespace | None = None) -> None:
             await life.bus.start(service)  # before announcing: a note that waits for us must reach us
             await life.bus.start(Registrar(life.bus, desk))  # admins' changes, validated here
             await service.model_problem(definition)  # a model the server lacks is said now, not per note
-            heartbeat = asyncio.create_task(announce_forever(life.bus, mode, service.info))
+            life.background("heartbeat", lambda: announce_forever(life.bus, mode, service.info))
             life.ready("mode %s ready: version %d, model %s", mode, definition.version, definition.model)
             await stop.wait()
-            heartbeat.cancel()
 
     settings_check = load_or_exit(f"analyzer-{mode}", ())
     if not settings_check.analyses_possible:

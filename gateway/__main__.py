@@ -101,7 +101,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     async with lifespan("gateway", settings, port_for("gateway", settings), log, stop) as life:
         bus = life.bus
         life.health.add_json_route("/modes", lambda: modes_document(bus))
-        users = asyncio.create_task(count_active_users(bus))
+        life.background("active users", lambda: count_active_users(bus))
         bot = make_bot(settings)
         life.closing(bot.session.close)
         key = correlation_key(settings.telegram_token)
@@ -124,15 +124,14 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         )
         if not settings.analyses_possible:
             log.warning("analyses are off (no OPENAI_API_KEY): /help says how to turn them on")
-        watchers = [users, *([asyncio.create_task(export_liveness(bus))] if settings.analyses_possible else [])]
+        if settings.analyses_possible:
+            life.background("mode liveness", lambda: export_liveness(bus))
         await bus.start(UpdateHandler(bot, dispatcher, context))
         await bus.start(AdminInbox(bot, admins))
         if settings.webhook_url:
             await receive_by_webhook(settings, life, bot, stop)
         else:
             await poll(life, bot, stop)
-        for watcher in watchers:
-            watcher.cancel()
 
 
 def run(args: argparse.Namespace | None = None) -> None:

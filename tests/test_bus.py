@@ -201,7 +201,7 @@ async def test_telemetry_wraps_every_handler_under_its_consumer_stage_and_mode(p
     class Service:
         mode = f"M{next(_n)}"
 
-        @consumes(subject, "{mode}-consumer", stage="probe", mode="{mode}", ack_wait=5.0, give_up="tell")
+        @consumes(subject, "{mode}-consumer", stage="analyze", mode="{mode}", ack_wait=5.0, give_up="tell")
         async def handle(self, event: Failure, delivery: Delivery) -> None:
             if event.detail == "early" and delivery.attempt == 1:
                 raise Retry(0.2, error="upstream_busy")
@@ -212,7 +212,7 @@ async def test_telemetry_wraps_every_handler_under_its_consumer_stage_and_mode(p
             told.append(f"{event.detail}:{getattr(exc, 'reason', '?')}")
 
     service = Service()
-    consumer, labels = f"{Service.mode}-consumer", {"stage": "probe", "mode": Service.mode}
+    consumer, labels = f"{Service.mode}-consumer", {"stage": "analyze", "mode": Service.mode}
     await private_bus.start(service)
     for detail in ("fine", "early", "broken"):
         await publish(private_bus, subject, detail)

@@ -372,6 +372,28 @@ class Bus:
             assert msg.seq is not None
             seq = msg.seq + 1
 
+    async def mark(self, subject: str, msg_id: str) -> None:
+        """An empty message whose subject is the fact (`inflight.<user>.<cid>`): a stream keeping one per subject
+        lets the server count them (`count_subjects`); nobody reads them. `msg_id` makes a repeat a no-op."""
+        await self.js.publish(subject, b"", headers={"Nats-Msg-Id": msg_id})
+
+    async def count_subjects(self, stream: str, subjects: str) -> int:
+        """How many distinct subjects matching `subjects` hold a message in `stream`."""
+        info = await self.js.stream_info(stream, subjects_filter=subjects)
+        return len(info.state.subjects or {})
+
+    async def purge(self, stream: str, subject: str) -> None:
+        """Remove every message of `stream` on `subject` (wildcards allowed)."""
+        await self.js.purge_stream(stream, subject=subject)
+
+    async def delete_message(self, stream: str, seq: int) -> bool:
+        """Delete one message by its sequence; False if it is gone already."""
+        try:
+            await self.js.delete_msg(stream, seq)
+        except nats.js.errors.NotFoundError:
+            return False
+        return True
+
     async def erase(self, bucket: str, key: str) -> None:
         """Remove a key with every trace of it: its values, its history and the delete marker a KV purge leaves."""
         await self.js.purge_stream(kv_stream(bucket), subject=f"$KV.{bucket}.{key}")

@@ -47,11 +47,6 @@ def today() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y%m%d")
 
 
-async def _subjects(bus: Bus, stream: str, subjects: str) -> int:
-    info = await bus.js.stream_info(stream, subjects_filter=subjects)
-    return len(info.state.subjects or {})
-
-
 class UserLedger:
     """The gateway's view of one user's recent and pending notes."""
 
@@ -59,21 +54,21 @@ class UserLedger:
         self.bus = bus
 
     async def pending(self, user: str) -> int:
-        return await _subjects(self.bus, STREAM_INFLIGHT, f"inflight.{user}.*")
+        return await self.bus.count_subjects(STREAM_INFLIGHT, f"inflight.{user}.*")
 
     async def recent(self, user: str) -> int:
-        return await _subjects(self.bus, STREAM_RECENT, f"recent.{user}.*")
+        return await self.bus.count_subjects(STREAM_RECENT, f"recent.{user}.*")
 
     async def taken_in(self, user: str, cid: str) -> None:
-        await self.bus.js.publish(f"recent.{user}.{cid}", b"", headers={"Nats-Msg-Id": f"recent.{cid}"})
+        await self.bus.mark(f"recent.{user}.{cid}", msg_id=f"recent.{cid}")
 
     async def in_flight(self, user: str, cid: str) -> None:
-        await self.bus.js.publish(f"inflight.{user}.{cid}", b"", headers={"Nats-Msg-Id": f"inflight.{cid}"})
+        await self.bus.mark(f"inflight.{user}.{cid}", msg_id=f"inflight.{cid}")
 
 
 async def note_finished(bus: Bus, cid: str) -> None:
     """The note is answered: it no longer counts against its user's notes in flight."""
-    await bus.js.purge_stream(STREAM_INFLIGHT, subject=f"inflight.*.{cid}")
+    await bus.purge(STREAM_INFLIGHT, f"inflight.*.{cid}")
 
 
 class DailyCounter:

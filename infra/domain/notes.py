@@ -107,11 +107,8 @@ async def forget_chat(bus: Bus, chat_key: str, user_key: str | None) -> Forgotte
     for cid, note in await NoteStore(bus).of_chat(chat_key):
         gone.notes += 1
         for seq in note.seqs:
-            try:
-                await bus.js.delete_msg(STREAM, seq)
+            if await bus.delete_message(STREAM, seq):
                 gone.messages += 1
-            except nats.js.errors.NotFoundError:
-                pass
         if note.fingerprint:
             for key in await bus.kv_keys(BUCKET_TRANSCRIPT_CACHE, prefix=f"{note.fingerprint}."):
                 await bus.erase(BUCKET_TRANSCRIPT_CACHE, key)
@@ -130,6 +127,6 @@ async def forget_chat(bus: Bus, chat_key: str, user_key: str | None) -> Forgotte
         for key in await bus.kv_keys(BUCKET_QUOTA, prefix=f"{user_key}."):  # one key per day
             await bus.erase(BUCKET_QUOTA, key)
         for stream, head in ((STREAM_INFLIGHT, "inflight"), (STREAM_RECENT, "recent")):
-            await bus.js.purge_stream(stream, subject=f"{head}.{user_key}.>")
+            await bus.purge(stream, f"{head}.{user_key}.>")
     log.info("a chat was forgotten: %d notes, %d stream messages", gone.notes, gone.messages)
     return gone

@@ -61,6 +61,8 @@ def known_stage(stage: str) -> str:
 def observe_stage(stage: str, seconds: float, mode: str = "") -> None:
     """One duration of a stage of the vocabulary (`STAGES`)."""
     STAGE_SECONDS.labels(known_stage(stage), mode).observe(max(0.0, seconds))
+
+
 PROCESSED = Counter("voice_insight_processed_total", "Work items finished per stage (any outcome)", ["stage", "mode"])
 ERRORS = Counter(
     "voice_insight_errors_total", "Work items that failed, per stage and reason", ["stage", "mode", "reason"]

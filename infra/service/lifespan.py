@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from infra.bus import Bus, LoginRefused
 from infra.runtime.health import HealthServer
@@ -96,12 +96,28 @@ class Life:
     log: logging.Logger
     stop: asyncio.Event | None = None
     _closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    _background: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def until(
         self, what: str, attempt: Callable[[], Awaitable[T]], fatal: tuple[type[BaseException], ...] = ()
     ) -> T:
         """Wait for a dependency this service cannot work without (see `until`)."""
         return await until(what, attempt, self.health, self.stop, fatal)
+
+    def background(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `work` for as long as the service lives (a heartbeat, a gauge refreshed now and then). It is
+        stopped first on the way out, before the bus drains, and if it ends on its own by an error, the error is
+        logged rather than lost with the task."""
+
+        async def guarded() -> None:
+            try:
+                await work()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.log.error("%s stopped: %s", name, type(exc).__name__)
+
+        self._background.append(asyncio.create_task(guarded(), name=name))
 
     def closing(self, close: Callable[[], Awaitable[object]]) -> None:
         """Close this when the service stops, after the bus has drained (handlers may still need it until then)."""
@@ -149,6 +165,9 @@ async def lifespan(
             await life.until("provisioning (`voice-insight provision`)", lambda: bus.await_topology(wait=10))
         yield life
     finally:
+        for task in life._background:
+            task.cancel()
+        await asyncio.gather(*life._background, return_exceptions=True)
         await bus.close()
         for close in reversed(life._closers):
             try:
