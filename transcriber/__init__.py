@@ -1,1 +1,2 @@
-"""Transcriber: turns stored voice notes into transcripts with faster-whisper."""
+"""The transcriber: speech to text with faster-whisper. What it consumes, publishes and does on failure:
+`transcriber.service`."""
