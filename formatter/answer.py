@@ -18,6 +18,7 @@ import asyncio
 import logging
 import re
 import time
+from typing import NoReturn, assert_never
 
 from aiogram.exceptions import TelegramRetryAfter
 from opentelemetry.trace import Span, Status, StatusCode
@@ -95,7 +96,8 @@ class Answerer:
             return
         assert state.origin is not None
         kind = answer_kind(state)
-        with step("reply", stage="reply", attributes={"voice_insight.answer.kind": kind}) as span:
+        started = time.perf_counter()
+        with step("reply", attributes={"voice_insight.answer.kind": kind}) as span:
             if kind != "complete":
                 say_why(span, kind, state)
             parts = self.render(cid, state)
@@ -106,10 +108,10 @@ class Answerer:
                 await self.sender.deliver(claim, state.origin, parts, keyboard)
             except BaseException as exc:
                 await self.settle_failure(claim, cid, state, delivery, span, exc)
-                raise
             finally:
                 heartbeat.cancel()
         await claim.done()
+        observe_stage("reply", time.perf_counter() - started)
         self.measure(state, kind)
         self.status.answered(cid)
         log.info("%s: answered (%s)", cid, kind)
@@ -124,7 +126,8 @@ class Answerer:
                 raise Retry(wait, "another formatter holds the answer")
             case Owned() as owned:
                 return owned
-        raise AssertionError("unreachable")
+            case unexpected:
+                assert_never(unexpected)
 
     def render(self, cid: str, state: JoinState) -> list[Part]:
         """The answer's messages. A rendering bug must not leave the user waiting: they get an apology instead."""
@@ -142,8 +145,9 @@ class Answerer:
 
     async def settle_failure(
         self, claim: Owned, cid: str, state: JoinState, delivery: Delivery, span: Span, exc: BaseException
-    ) -> None:
-        """Sort a failure to deliver into "later" or "never" (this module's docstring): raises the outcome."""
+    ) -> NoReturn:
+        """Sort a failure to deliver (this module's docstring) and raise its outcome: `Retry` for "later", `Fail`
+        for "never", the failure itself (the claim released) for anything unforeseen."""
         if isinstance(exc, ClaimLost):
             log.warning("%s: another formatter took the answer over; stepping back", cid)
             raise Retry(self.marks.lease, "claim lost") from None
@@ -160,6 +164,7 @@ class Answerer:
         if isinstance(exc, AWAY):
             delay = backoff(delivery.attempt, cap=self.backoff_cap)
             raise Retry(delay, "Telegram unavailable", error="telegram_unavailable") from None
+        raise exc
 
     @staticmethod
     def measure(state: JoinState, kind: str) -> None:

@@ -22,6 +22,24 @@ from infra.domain.answers import Claimed, Mark, Released, Sent, encode_mark, is_
 log = logging.getLogger("voice_insight.formatter")
 
 
+BRIEF_WAIT = 0.5
+"""How soon the answer looks again when a progress edit holds the note."""
+
+
+class ClaimLost(Exception):
+    """Someone else owns the note's answer now (we were taken for dead): stop sending."""
+
+
+@dataclass(frozen=True)
+class AlreadySent:
+    pass
+
+
+@dataclass(frozen=True)
+class HeldElsewhere:
+    retry_in: float
+
+
 class Owned:
     """Our claim on a note's answer: we send parts from `parts_sent` on, and every step is a compare-and-set on
     the mark's revision, so the moment someone else has taken the note over we learn it and stop."""
@@ -70,24 +88,6 @@ class Owned:
                 return  # the next part's `advance` raises it where the sending stops
             except Exception as exc:
                 log.warning("%s: claim heartbeat failed (%s)", self.cid, type(exc).__name__)
-
-
-BRIEF_WAIT = 0.5
-"""How soon the answer looks again when a progress edit holds the note."""
-
-
-class ClaimLost(Exception):
-    """Someone else owns the note's answer now (we were taken for dead): stop sending."""
-
-
-@dataclass(frozen=True)
-class AlreadySent:
-    pass
-
-
-@dataclass(frozen=True)
-class HeldElsewhere:
-    retry_in: float
 
 
 async def _persist(write: Callable[[], Awaitable[None]], attempts: int = 6) -> None:

@@ -56,7 +56,6 @@ class FormatterService:
         self.join_timeout = join_timeout
         sender = Sender(bot)
         self.status = StatusMessage(bus, marks, sender.edit_status, progress_interval, queue_every, show_progress)
-        self.queue = self.status.queue
         self.answerer = Answerer(bus, sender, joins, marks, self.status, max_audio_seconds, answer_backoff_cap)
 
     # Every event of every note; retried for as long as Telegram is away (capped backoff): never dropped.
@@ -66,6 +65,7 @@ class FormatterService:
         if await self.marks.is_sent(cid):
             return  # a late or redelivered piece of a note that already has its answer
         if isinstance(event, TranscriptionProgress):
+            self.status.taken(cid)  # a transcriber has the note: its place in the queue is of no interest
             known = await self.joins.merge(cid, event, delivery.seq)  # joined only as a place to erase
             self.status.transcribing(event, known)
             return

@@ -31,10 +31,13 @@ class StatusMessage:
         self.shown = shown
         """False: the status message changes only into the answer."""
 
+    def taken(self, cid: str) -> None:
+        """A transcriber has the note."""
+        self.queue.taken(cid)
+
     def transcribing(self, progress: TranscriptionProgress, known: JoinState) -> None:
         """A long note's transcription has got this far."""
         cid = progress.correlation_id
-        self.queue.taken(cid)
         if self.shown and known.origin is not None and known.transcript is None:
             self.progress.say(cid, known.origin, transcribing(progress, known.origin.ui_language))
 

@@ -61,16 +61,19 @@ async def poll(life: Life, bot: Bot, stop: asyncio.Event) -> None:
     """Long polling: one gateway per bot (a second poller gets 409 Conflict from Telegram)."""
     # Long polling and a webhook exclude each other.
     await life.until("Telegram", lambda: bot.delete_webhook(drop_pending_updates=False), fatal=REFUSED)
-    bus, ready = life.bus, life.ready
-    poller = UpdatePoller(bot, bus)
-    polling = asyncio.create_task(poller.run())
-    ready()
+    poller = UpdatePoller(bot, life.bus)
+
+    async def polling() -> None:
+        try:
+            await poller.run()
+        finally:
+            # Stopped first on the way out: no new update is taken from Telegram; those in flight finish and
+            # are acked as the bus drains next; the rest wait in the stream for the next start.
+            await poller.confirm()
+
+    life.background("long polling", polling)
+    life.ready()
     await stop.wait()
-    # Intake first: no new update is taken from Telegram; those in flight finish and are acked as the bus
-    # drains on the way out; the rest wait in the stream for the next start.
-    polling.cancel()
-    await asyncio.gather(polling, return_exceptions=True)
-    await poller.confirm()
 
 
 async def receive_by_webhook(settings: Settings, life: Life, bot: Bot, stop: asyncio.Event) -> None:

@@ -58,15 +58,20 @@ def subscriber(
     give_up: Callable[[Any, BaseException], Awaitable[None]] | None = None,
     then: tuple[ConsumerSpec, ...] = (),
 ) -> object:
-    """A service of one consumer around plain functions, declared as a service declares its handlers: a test
-    subscribes through `Bus.start`, the one way there is."""
+    """A service of one handler around plain functions, declared as a service declares its handlers: a test
+    subscribes through `Bus.start`, the one way there is. `then`: lower-priority durables its workers also take
+    from, each a method of its own as in the transcriber."""
 
-    async def on_message(self: object, event: Any, delivery: Delivery) -> None:
-        await handler(event, delivery)
+    def declared(consumer: ConsumerSpec, lower: tuple[str, ...] = ()) -> Callable[..., Awaitable[None]]:
+        async def on_message(self: object, event: Any, delivery: Delivery) -> None:
+            await handler(event, delivery)
 
-    on_message.__annotations__ = {"event": kind, "delivery": Delivery, "return": None}
-    on_message.__consumes__ = Declared(spec, then, "give_up" if give_up else None)  # type: ignore[attr-defined]
-    namespace: dict[str, Any] = {"on_message": on_message}
+        on_message.__annotations__ = {"event": kind, "delivery": Delivery, "return": None}
+        on_message.__consumes__ = Declared(consumer, lower, "give_up" if give_up else None)  # type: ignore[attr-defined]
+        return on_message
+
+    lower = {f"on_lower_{index}": declared(consumer) for index, consumer in enumerate(then)}
+    namespace: dict[str, Any] = {"on_message": declared(spec, tuple(lower)), **lower}
     if give_up is not None:
 
         async def tell(self: object, event: Any, exc: BaseException) -> None:

@@ -54,7 +54,7 @@ async def test_a_waiting_note_shows_how_many_notes_are_ahead_and_about_how_long(
         progress_interval=0.1,
         queue_every=0.3,
     )
-    formatter.queue.observe(4.0)  # a transcript took four seconds a moment ago
+    formatter.status.queue.observe(4.0)  # a transcript took four seconds a moment ago
     await waiting_note(private_bus, bot, "queue-a")
     await waiting_note(private_bus, bot, "queue-b")
     mine, seq = await waiting_note(private_bus, bot, "queue-c")

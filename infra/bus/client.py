@@ -69,7 +69,6 @@ from infra.runtime.telemetry import record_failure, tracer
 log = logging.getLogger("voice_insight.bus")
 
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 async def change_key(kv: KeyValue, key: str, change: Callable[[bytes | None], bytes]) -> bytes:
@@ -123,11 +122,6 @@ class _Route(Generic[T]):
     give_up: GiveUp[T] | None
     telemetry: ConsumerTelemetry
     """Counted apart per durable, under its handler's stage and mode."""
-
-    def feeding(self, spec: ConsumerSpec) -> _Route[T]:
-        """Another durable for the same handler (a `then` consumer), counted under its own name."""
-        telemetry = dataclasses.replace(self.telemetry, consumer=spec.durable)
-        return dataclasses.replace(self, spec=spec, telemetry=telemetry)
 
 
 @dataclass
@@ -477,19 +471,16 @@ class Bus:
             for name in sorted(dir(type(service)))
             if isinstance(found := getattr(getattr(type(service), name), "__consumes__", None), Declared)
         }
-        guests = {item for d in declared.values() for item in d.then if isinstance(item, str)}
+        guests = {item for d in declared.values() for item in d.then}
         started = []
         for name, found in declared.items():
             if name in guests:
                 continue
             routes = [self._route(service, name, found.spec)]
             for item in found.then:
-                if isinstance(item, ConsumerSpec):
-                    routes.append(routes[0].feeding(item))
-                elif declared[item].then:
+                if declared[item].then:
                     raise TypeError(f"{item} is taken from by {name}'s workers; it cannot name lower ones itself")
-                else:
-                    routes.append(self._route(service, item, declared[item].spec))
+                routes.append(self._route(service, item, declared[item].spec))
             for route in routes:
                 await self.ensure_consumer(route.spec)
             self._run(_Consumer(tuple(routes)))

@@ -23,7 +23,9 @@ consumers that retry often leave `max_attempts` unlimited), and the server's own
 message is never dropped by the server behind our back. While a handler runs, in-progress acks keep the message
 ours, so slow work (transcribing ten minutes of audio) is not redelivered to another replica mid-way, while a
 crash still means redelivery, not loss. Undecodable messages are rejected like poison. Every outcome passes the
-telemetry middleware (`infra.bus.observe`): spans and metrics are never written by hand in a handler.
+telemetry middleware (`infra.bus.observe`): a handler never counts or times its delivery itself; what it adds
+are steps inside it (`infra.runtime.telemetry.step`) and measurements of its own, all under the one stage
+vocabulary (`infra.runtime.metrics.STAGES`).
 """
 
 from __future__ import annotations
@@ -143,12 +145,17 @@ class ConsumerSpec:
     traced: bool = True
     """False where the handler starts the trace itself (a Telegram update becomes a voice note's root span)."""
     stage: str = ""
-    """The stage label of this consumer's metrics (`infra.bus.observe`); its durable's name if empty."""
+    """The stage label of this consumer's metrics (`infra.bus.observe`), one of `STAGES`; empty for a consumer
+    outside the pipeline (a test's)."""
     mode: str = ""
     """The mode label of its metrics: the analysis mode an analyzer runs, empty elsewhere."""
 
+    def __post_init__(self) -> None:
+        if self.stage:
+            known_stage(self.stage)
+
     def telemetry(self) -> ConsumerTelemetry:
-        return ConsumerTelemetry(self.durable, self.stage or self.durable, self.mode, self.traced)
+        return ConsumerTelemetry(self.durable, self.stage, self.mode, self.traced)
 
 
 @dataclass(frozen=True)
@@ -156,9 +163,9 @@ class Declared:
     """Where a handler listens and how its messages are settled, as declared on the handler itself."""
 
     spec: ConsumerSpec
-    then: tuple[ConsumerSpec | str, ...] = ()
-    """Lower-priority durables the same workers take from when `spec` has nothing waiting: a `ConsumerSpec` feeds
-    this handler, a name feeds that other `@consumes` method of the service (which then has no workers of its own)."""
+    then: tuple[str, ...] = ()
+    """Other `@consumes` methods of the same service whose durables these workers take from, in this order, when
+    `spec` has nothing waiting (those methods then have no workers of their own)."""
     give_up: str | None = None
     """Name of the method, on the same service, that tells the user when the bus gives up."""
 
@@ -176,17 +183,14 @@ def consumes(
     max_backoff: float = 30.0,
     stream: str = STREAM,
     traced: bool = True,
-    then: tuple[ConsumerSpec | str, ...] = (),
+    then: tuple[str, ...] = (),
     give_up: str | None = None,
 ) -> Callable[[F], F]:
     """Declare a service method a subscriber. The message type is the one its first parameter is annotated
-    with, so decoder and handler cannot disagree. `stage` and `mode` label its metrics (`stage` defaults to the
-    durable's name). `durable` and `mode`
-    may name attributes of the service in braces (`"analyzer-{mode}"`). `Bus.start(service)` starts every
-    subscriber a service declares."""
+    with, so decoder and handler cannot disagree. `stage` (one of `infra.runtime.metrics.STAGES`) and `mode`
+    label its metrics. `durable` and `mode` may name attributes of the service in braces (`"analyzer-{mode}"`).
+    `Bus.start(service)` starts every subscriber a service declares."""
 
-    if stage:
-        known_stage(stage)
     spec = ConsumerSpec(
         durable,
         subject,

@@ -67,8 +67,9 @@ def step(
     name: str, *, stage: str = "", kind: SpanKind = SpanKind.INTERNAL, attributes: Attributes = None
 ) -> Iterator[Span]:
     """One step inside a handler, the only way a handler opens a span: if the step raises, the span is failed
-    with the exception's type (never its message, which may quote the user) unless a reason was recorded on it
-    already; a step that finishes counts its time under `stage`, a name of `infra.runtime.metrics.STAGES`."""
+    with the exception's type unless a reason was recorded on it already. Never the exception's message or stack
+    (the SDK's default exception event), which may quote the user. A step that finishes counts its time under
+    `stage`, a name of `infra.runtime.metrics.STAGES`."""
     if stage:
         known_stage(stage)
     started = time.perf_counter()
@@ -77,7 +78,7 @@ def step(
     ) as span:
         try:
             yield span
-        except BaseException as exc:
+        except Exception as exc:
             status = getattr(span, "status", None)
             if status is None or status.status_code is not StatusCode.ERROR:  # a reason told already stays
                 record_failure(span, exc)

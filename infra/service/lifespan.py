@@ -15,9 +15,10 @@ would be restarted at once by its supervisor, in a tight loop (podman restarts w
 useful. What no wait can fix (a refused login, a refused token) still ends the service with a clear line. A stop
 asked for while waiting ends the wait.
 
-On the way out the order is always the same: the bus stops fetching and lets handlers in flight finish (their
-acks go out), then whatever was registered with `closing` is closed, newest first (the Bot API session, the LLM
-client), and the health endpoint goes last, answering 503 "not connected" meanwhile.
+On the way out the order is always the same: background work (`Life.background`) is stopped first, then the bus
+stops fetching and lets handlers in flight finish (their acks go out), then whatever was registered with
+`closing` is closed, newest first (the Bot API session, the LLM client), and the health endpoint goes last,
+answering 503 "not connected" meanwhile.
 """
 
 from __future__ import annotations
