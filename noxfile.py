@@ -1,8 +1,8 @@
 """Every supported Python: the fast layer of the suite on each interpreter this machine has.
 
-`bash infra/bootstrap.sh test` runs the whole suite on the machine's `python3` (the project's `.venv`), then
-`nox -s fast`, which runs the fast layer (`-m "not slow"`) on every *other* supported Python it finds (pyenv's
-shims, or `python3.X` on the PATH). An interpreter that is not installed is skipped, not failed: a Debian 12
+`bash infra/bootstrap.sh test` runs `nox -s fast` first, the fast layer (`-m "not slow"`) on every *other*
+supported Python it finds (pyenv's shims, or `python3.X` on the PATH), then the whole suite on the machine's
+`python3` (the project's `.venv`). An interpreter that is not installed is skipped, not failed: a Debian 12
 machine has 3.11 only unless pyenv adds more; Debian 13's `python3` is 3.13.
 
     .venv/bin/nox -s fast                 # every other supported Python found here
