@@ -36,6 +36,8 @@ from infra.runtime.telemetry import record_failure, step
 
 log = logging.getLogger("voice_insight.formatter")
 
+REFUSED_ANSWER = frozenset({"bad_request", "bad_markup"})
+"""Permanent failures of the answer itself, not of the chat (blocked, gone, migrated): an apology can still go."""
 ANSWER_BACKOFF_CAP = 60.0
 """Longest pause between two tries of an answer while Telegram is unreachable."""
 
@@ -155,6 +157,8 @@ class Answerer:
         if isinstance(exc, PERMANENT):
             reason = permanent_reason(exc)
             log.warning("%s: the answer cannot be delivered (%s); giving up", cid, reason)
+            if reason in REFUSED_ANSWER:
+                await self.apologise(claim, cid, state)
             await claim.done("undeliverable")
             await forget(self.bus, self.joins, cid, state)
             raise Fail(reason) from None
@@ -165,6 +169,20 @@ class Answerer:
             delay = backoff(delivery.attempt, cap=self.backoff_cap)
             raise Retry(delay, "Telegram unavailable", error="telegram_unavailable") from None
         raise exc
+
+    async def apologise(self, claim: Owned, cid: str, state: JoinState) -> None:
+        """Telegram took the chat but not this answer: the status message says so, rather than "Listening…" for
+        good (or, when the answer's first parts are out, a message after them). Best effort: the note is closed
+        either way."""
+        assert state.origin is not None
+        apology = render_failure("internal", state.origin.ui_language, self.max_audio_seconds)
+        try:
+            if claim.parts_sent == 0:
+                await self.sender.edit_status(state.origin, apology)
+            else:
+                await self.sender.send(state.origin, apology)
+        except Exception as exc:
+            log.warning("%s: the apology could not be sent either (%s)", cid, type(exc).__name__)
 
     @staticmethod
     def measure(state: JoinState, kind: str) -> None:

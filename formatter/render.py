@@ -24,6 +24,8 @@ from infra.voice.transcript_files import as_text
 
 _LANGUAGE_NAMES = {"ru": {"ru": "русский", "en": "английский"}, "en": {"ru": "Russian", "en": "English"}}
 _PIECE_BUDGET = 3500  # leaves room for a heading in the same message
+_LABEL_BUDGET = 300
+"""A title or a heading, escaped, in UTF-16 units at most: beside a piece of prose it still fits a message."""
 
 
 def esc(value: str) -> str:
@@ -62,14 +64,33 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def _heading(value: str) -> str:
+def _label(value: str, budget: int = _LABEL_BUDGET) -> str:
+    """A title or heading on one line and escaped, cut at a word's end with "…" when it would pass `budget`:
+    analyzers written elsewhere may send any length, and the answer must still fit its messages."""
     value = " ".join(value.split())
-    return f"<b>{esc(value)}:</b>" if value else ""
+    if utf16_len(esc(value)) <= budget:
+        return esc(value)
+    words, kept = value.split(" "), ""
+    for word in words:
+        longer = f"{kept} {word}" if kept else word
+        if utf16_len(esc(longer)) + 1 > budget:
+            break
+        kept = longer
+    if not kept:  # one "word" longer than the budget: cut it by characters
+        kept = value
+        while kept and utf16_len(esc(kept)) + 1 > budget:
+            kept = kept[: len(kept) * 3 // 4]
+    return esc(kept.rstrip(" ,.;:")) + "…"
+
+
+def _heading(value: str) -> str:
+    label = _label(value)
+    return f"<b>{label}:</b>" if label else ""
 
 
 def _analysis_pieces(analysis: Analysis) -> list[str]:
-    title = " ".join(analysis.title.split()) or analysis.mode
-    pieces = [f"<b>{esc(title)}</b>"]
+    title = _label(analysis.title) or esc(analysis.mode)
+    pieces = [f"<b>{title}</b>"]
     for section in analysis.sections:
         heading = _heading(section.heading)
         body = _prose(section.body)

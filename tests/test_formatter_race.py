@@ -24,6 +24,7 @@ from infra.domain.answers import Claimed, Sent, encode_mark, read_mark
 from infra.domain.contracts import Analysis, AudioReceived, AudioRef, Event, Origin, Section
 from infra.runtime.settings import Settings
 from infra.voice.telegram import FloodControl, make_bot
+from infra.voice.texts import text
 from tests.support import TOKEN, Redelivered, a_transcript
 from voice_insight.doubles.telegram_api import TelegramDouble
 
@@ -262,3 +263,19 @@ async def test_a_chat_that_is_gone_ends_the_note_instead_of_looping(
     assert outcomes == ["acked", "acked"], "a permanent Bot API error is final, not retried"
     mark, _ = await read_mark(await private_bus.kv(BUCKET_ANSWERED), cid)
     assert isinstance(mark, Sent) and mark.outcome == "undeliverable"
+
+
+async def test_an_answer_telegram_refuses_becomes_an_apology_in_the_status_message(
+    private_bus: Bus, telegram: TelegramDouble, bot: Bot
+) -> None:
+    """Issue 21 (3): "message is too long" is permanent, so the note was closed as undeliverable, and its status
+    message kept saying "Listening…" for good. What cannot be sent says so in the chat."""
+    chat, cid, events = await a_note(bot)
+    telegram.refuse_writes(chat, "message is too long")
+    service = await formatter(private_bus, bot)
+    outcomes = [await Redelivered(service.on_event)(e, timeout=10) for e in events]
+    assert outcomes == ["acked"] * len(events), "a permanent refusal is final, not retried"
+    mark, _ = await read_mark(await private_bus.kv(BUCKET_ANSWERED), cid)
+    assert isinstance(mark, Sent) and mark.outcome == "undeliverable"
+    (status,) = telegram.messages(chat)
+    assert status.text == text("internal", "en"), status.text

@@ -169,3 +169,26 @@ def test_a_budget_note_says_why_the_analyses_are_missing() -> None:
     over = Analysis(correlation_id="c", mode="DEFAULT", title="📌 The gist", model="o3", error="budget_exhausted")
     visible = parse_html(texts_of(render_answer(state_with("Hello.", {"DEFAULT": over}, modes=("DEFAULT",))))[0])
     assert "Today's analysis budget is used up" in visible and "Missing" not in visible
+
+
+def test_headings_and_titles_of_any_length_still_fit_a_message() -> None:
+    """Issue 21 (3): an analyzer written elsewhere can send a heading or a title of any length; one past 4096 made
+    the answer "message is too long", which the formatter takes as permanent: the note was never answered."""
+    huge = "A very long heading & <markup> " * 400  # ~12 000 characters, growing when escaped
+    odd = Analysis(
+        correlation_id="c",
+        mode="TONE",
+        title=huge,
+        model="m",
+        sections=(
+            Section(heading=huge, body="It fits."),
+            Section(heading=huge, items=("one", "two")),
+            Section(heading="🎭" * 3000, body="Emoji count twice."),
+        ),
+    )
+    messages = texts_of(render_answer(state_with("Short.", {"DEFAULT": gist(), "TONE": odd})))
+    assert all(utf16_len(parse_html(m)) <= MESSAGE_LIMIT for m in messages), [len(m) for m in messages]
+    assert all(utf16_len(m) <= MESSAGE_LIMIT for m in messages)
+    shown = "\n".join(parse_html(m) for m in messages)
+    assert "It fits." in shown and "• two" in shown and "Emoji count twice." in shown
+    assert "A very long heading & <markup>" in shown and "…" in shown, "a cut heading says it was cut"

@@ -244,6 +244,7 @@ class TelegramDouble(LoopbackServer):
         self.edit_hold = 0.0
         self.dropped_edits = 0
         self.gone_chats: set[int] = set()
+        self.refusals: dict[int, list[str]] = {}
         self.privacy_mode = True
         """Like a bot's default: in a group it sees commands, mentions and replies to itself, nothing else,
         unless it is an admin of the group."""
@@ -317,6 +318,11 @@ class TelegramDouble(LoopbackServer):
 
     def hold_edits(self, seconds: float) -> None:
         self.edit_hold = seconds
+
+    def refuse_writes(self, chat_id: int, *descriptions: str) -> None:
+        """The next writes to this chat are refused with these `400 Bad Request` descriptions, one each (what
+        Telegram says of a message it will not take: "message is too long", "can't parse entities: …")."""
+        self.refusals.setdefault(chat_id, []).extend(descriptions)
 
     def forget_chat(self, chat_id: int) -> None:
         """The chat is gone for the bot (deleted, or the bot was removed): every write is 'chat not found'."""
@@ -611,6 +617,8 @@ class TelegramDouble(LoopbackServer):
         chat_id = int(p.get("chat_id", 0))
         if chat_id in self.gone_chats:
             raise BadRequest("Bad Request: chat not found")
+        if self.refusals.get(chat_id):
+            raise BadRequest(f"Bad Request: {self.refusals[chat_id].pop(0)}")
         return chat_id
 
     async def _m_sendmessage(self, p: dict[str, Any]) -> Any:
