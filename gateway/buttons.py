@@ -18,7 +18,7 @@ from aiogram import Bot, Router
 from aiogram.types import BufferedInputFile, CallbackQuery, Message, ReplyParameters
 
 from gateway.chats import chat_key
-from gateway.intake import IntakeRecord, read_record, write_record
+from gateway.intake import claim_status, write_record
 from infra.bus import Bus
 from infra.bus.names import BUCKET_ANSWERED, BUCKET_INTAKE, SUBJECT_RERUN, SUBJECT_TRANSCRIPT
 from infra.domain.answers import is_answered
@@ -88,8 +88,8 @@ async def on_mode_press(query: CallbackQuery, press: ModePress, bot: Bot, bus: B
         await answer_press(query, text("already_there", lang))
         return
     intake = await bus.kv(BUCKET_INTAKE)
-    record = await read_record(intake, cid)
-    if record is None:  # one status message, however often the press is delivered
+
+    async def send_status() -> int:
         title = live[mode].titles.get(lang) or live[mode].title
         status = await bot.send_message(
             chat_id=message.chat.id,
@@ -97,14 +97,15 @@ async def on_mode_press(query: CallbackQuery, press: ModePress, bot: Bot, bus: B
             message_thread_id=note.origin.thread_id,
             reply_parameters=ReplyParameters(message_id=note.origin.message_id, allow_sending_without_reply=True),
         )
-        record = IntakeRecord(status_message_id=status.message_id)
-        await write_record(intake, cid, record)
+        return status.message_id
+
+    record, _ = await claim_status(intake, cid, send_status)  # one status message, however often it is pressed
     origin = msgspec.structs.replace(note.origin, status_message_id=record.status_message_id, transcript_view="off")
     asked = AnalysesRequested(correlation_id=cid, origin=origin, modes=(mode,), of_note=press.note)
     await bus.publish(SUBJECT_RERUN, asked, msg_id=f"{cid}.rerun")
     again = msgspec.structs.replace(note.transcript, correlation_id=cid, modes=(mode,), published_at=time.time())
     await bus.publish(SUBJECT_TRANSCRIPT, again, msg_id=f"{cid}.transcript")
-    await write_record(intake, cid, IntakeRecord(status_message_id=record.status_message_id, handed_over=True))
+    await write_record(intake, cid, msgspec.structs.replace(record, handed_over=True))
     await answer_press(query)
 
 

@@ -17,6 +17,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,7 +32,7 @@ from opentelemetry.trace import Span, SpanKind
 from opentelemetry.util.types import Attributes
 
 from gateway.chats import ChatSettings, chat_key
-from infra.bus import Bus, Fail
+from infra.bus import Bus, Fail, Retry
 from infra.bus.names import (
     BUCKET_ANSWERED,
     BUCKET_AUDIO,
@@ -124,11 +125,24 @@ class IntakeRecord(msgspec.Struct, frozen=True, kw_only=True):
     """What intake has done for a note so far; lets a redelivered update carry on instead of starting over."""
 
     status_message_id: int
+    """0: an intake has claimed the note and is sending its status message (`claimed_at`)."""
     handed_over: bool = False
+    claimed_at: float = 0.0
+    limits_checked: bool = False
+    """The sender's limits were checked once; a later delivery does not check (nor count) them again."""
+    refused: str | None = None
+    """Intake decided to refuse the note, for this reason: every later delivery says so again, never takes it in."""
+    limited: str | None = None
+    """The limit that refused it (the metric's label), if a limit did."""
+    values: dict[str, str] = {}
+    """The numbers the refusal names (a limit's)."""
 
 
 _encode_record = msgspec.json.Encoder().encode
 _decode_record = msgspec.json.Decoder(IntakeRecord).decode
+
+CLAIM_PATIENCE = 30.0
+"""Seconds a claimed note waits for its status message before another intake takes the claim over."""
 
 
 async def read_record(intake: KeyValue, cid: str) -> IntakeRecord | None:
@@ -137,6 +151,40 @@ async def read_record(intake: KeyValue, cid: str) -> IntakeRecord | None:
     except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
         return None
     return _decode_record(entry.value) if entry.value else None
+
+
+async def claim_status(intake: KeyValue, cid: str, send: Callable[[], Awaitable[int]]) -> tuple[IntakeRecord, bool]:
+    """The note's one status message, and whether this call sent it.
+
+    Whoever creates the note's record (compare-and-set) sends the status; another intake of the same note (two
+    `/transcribe` replies, two presses of one button) that finds the claim still without its status tries again a
+    moment later (`Retry`) and then carries on with the same status message. A claim whose status never came
+    (its intake died) is taken over after `CLAIM_PATIENCE`."""
+    while True:
+        try:
+            entry = await intake.get(cid)
+            found = _decode_record(entry.value) if entry.value else None
+            revision: int | None = entry.revision
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            found, revision = None, None
+        if found is not None and found.status_message_id:
+            return found, False
+        if found is not None and time.time() - found.claimed_at < CLAIM_PATIENCE:
+            raise Retry(1.0, "another intake of this note is sending its status")
+        claim = IntakeRecord(status_message_id=0, claimed_at=time.time())
+        try:
+            if revision is None:
+                revision = await intake.create(cid, _encode_record(claim))
+            else:  # claimed by an intake that died before its status went out
+                revision = await intake.update(cid, _encode_record(claim), last=revision)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            continue  # someone else claimed it first: look again
+        record = IntakeRecord(status_message_id=await send())
+        try:
+            await intake.update(cid, _encode_record(record), last=revision)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            raise Retry(1.0, "the note's claim was taken over") from None
+        return record, True
 
 
 async def write_record(intake: KeyValue, cid: str, record: IntakeRecord) -> None:
@@ -233,26 +281,30 @@ class Intake:
         cid = correlation_id(self.key, message.chat.id, message.message_id)
         span.set_attribute("voice_insight.correlation_id", cid)
         intake = await self.bus.kv(BUCKET_INTAKE)
-        record = await read_record(intake, cid)
-        if (record is not None and record.handed_over) or await is_answered(await self.bus.kv(BUCKET_ANSWERED), cid):
+        known = await read_record(intake, cid)
+        if (known is not None and known.handed_over) or await is_answered(await self.bus.kv(BUCKET_ANSWERED), cid):
             log.info("%s: repeated update for a note already taken in; ignored", cid)
             span.set_attribute("voice_insight.duplicate", True)
             return
         user = user_key(self.key, message.from_user.id) if message.from_user else None
-        first_time = record is None
-        if record is None:
-            status = await message.reply(text("listening", lang))
-            record = IntakeRecord(status_message_id=status.message_id)
-            await write_record(intake, cid, record)
-            if user:
-                await self._count_user(user)
+
+        async def send_status() -> int:
+            return (await message.reply(text("listening", lang))).message_id
+
+        record, first_time = await claim_status(intake, cid, send_status)
+        if first_time and user:
+            await self._count_user(user)
         status_id = record.status_message_id
 
-        async def refuse(reason: str, limited: str | None = None, **values: object) -> None:
-            """The status message becomes the answer; `values` fill in the text (a limit's numbers). A refusal
-            by a limit is counted as `limited`; any other is a failed intake (`Fail`)."""
+        async def refuse(reason: str, limited: str | None = None, **values: str) -> None:
+            """The status message becomes the answer; `values` fill in the text (a limit's numbers). The decision
+            is kept first, so a delivery after a failed edit says it again rather than take the note in. A
+            refusal by a limit is counted as `limited`; any other is a failed intake (`Fail`)."""
             log.info("%s: refused at intake: %s", cid, reason)
             record_failure(span, reason)
+            if record.refused is None:
+                decided = msgspec.structs.replace(record, refused=reason, limited=limited, values=values)
+                await write_record(intake, cid, decided)
             key = "too_big_local" if reason == "too_big" and self.local_files else reason
             answer = text(key, lang, limit=duration_limit(self.max_audio_seconds, lang), **values)
             try:
@@ -266,13 +318,17 @@ class Intake:
             else:
                 raise Fail(reason)
 
-        if user and first_time:
+        if record.refused is not None:  # decided on an earlier delivery, not said yet
+            return await refuse(record.refused, limited=record.limited, **record.values)
+        if user and not record.limits_checked:
             # Counted before checking, so a burst handled concurrently cannot slip past the limits together.
             await self.ledger.in_flight(user, cid)
             await self.ledger.taken_in(user, cid)
             if limit := await self._over_limit(user, media):
                 reason, label, values = limit
                 return await refuse(reason, limited=label, **values)
+            record = msgspec.structs.replace(record, limits_checked=True)
+            await write_record(intake, cid, record)
         if media.size is not None and media.size > self.download_limit:
             return await refuse("too_big")
         if media.duration is not None and media.duration > self.max_audio_seconds:
@@ -319,7 +375,7 @@ class Intake:
         finally:
             if source is not None:
                 source.close()
-        await write_record(intake, cid, IntakeRecord(status_message_id=status_id, handed_over=True))
+        await write_record(intake, cid, msgspec.structs.replace(record, handed_over=True))
         log.info("%s: accepted %s, %d bytes", cid, media.kind, source.size)
 
     async def abandon(self, message: Message) -> bool:
@@ -329,6 +385,8 @@ class Intake:
         record = await read_record(await self.bus.kv(BUCKET_INTAKE), cid)
         if record is None or record.handed_over:
             return record is not None
+        if not record.status_message_id:
+            return False  # claimed, but its status never went out
         if await is_answered(await self.bus.kv(BUCKET_ANSWERED), cid):
             return True
         lang = ui_language(message.from_user.language_code if message.from_user else None)
@@ -338,12 +396,12 @@ class Intake:
         await self._mark_refused(cid)
         return True
 
-    async def _over_limit(self, user: str, media: Media) -> tuple[str, str, dict[str, object]] | None:
+    async def _over_limit(self, user: str, media: Media) -> tuple[str, str, dict[str, str]] | None:
         """The first of this user's limits the note would pass, if any (see `infra.domain.limits`): the message to
         show, the metric's label, and the numbers the message names."""
         limits = self.limits
         if limits.max_pending and (pending := await self.ledger.pending(user)) > limits.max_pending:
-            return "busy", "pending", {"count": pending - 1}
+            return "busy", "pending", {"count": str(pending - 1)}
         if limits.per_minute and await self.ledger.recent(user) > limits.per_minute:
             return "slow_down", "per_minute", {}
         used = await DailyCounter(await self.bus.kv(BUCKET_QUOTA)).get(user)

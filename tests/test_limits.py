@@ -184,3 +184,42 @@ async def test_in_a_group_the_bot_keeps_out_of_the_conversation(private_bus: Bus
     assert len(answered) == 1 and answered[0].startswith("How to use it"), answered
     refused = [m.text for m in telegram.messages(closed_group)]
     assert len(refused) == 1 and refused[0].startswith("🔒"), refused
+
+
+async def test_two_requests_for_one_note_take_it_in_once(private_bus: Bus, telegram: TelegramDouble) -> None:
+    """Issue 21 (5): two `/transcribe` replies to one voice note both read "no intake yet" and each sent a status
+    message; one of them was never answered. Whoever creates the note's intake record takes it in."""
+    group, member = -100_000_000_021, next(_users)
+    since = (await private_bus.js.stream_info(STREAM)).state.last_seq
+    async with Gateway(private_bus, telegram, Limits(allowed=None)):
+        voice = await telegram.send_media(group, OGG, duration=3, from_user=member)  # privacy mode: unseen
+        telegram.hold_sends(1.0)  # a Bot API under load: both requests are read before either status is written
+        await telegram.send_text(group, "/transcribe", reply_to=voice, from_user=member)
+        await telegram.send_text(group, "/transcribe", reply_to=voice, from_user=member)
+        deadline = time.monotonic() + 60
+        while not await audio_events(private_bus, since):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(3)  # the second request settles too
+    statuses = [m for m in telegram.messages(group) if m.reply_to == voice]
+    assert [m.text for m in statuses] == ["🎧 Listening…"], [m.text for m in statuses]
+    (event,) = [e for _, e in await audio_events(private_bus, since)]
+    assert event.origin.status_message_id == statuses[0].message_id
+
+
+async def test_a_refusal_that_could_not_be_said_is_said_again_not_forgotten(
+    private_bus: Bus, telegram: TelegramDouble
+) -> None:
+    """Issue 21 (5): a redelivered update skipped the limit checks, so a note refused by a limit, whose refusal
+    Telegram failed to take (a 500), was taken in anyway on the next delivery. The decision is kept with the note."""
+    user = next(_users)
+    since = (await private_bus.js.stream_info(STREAM)).state.last_seq
+    async with Gateway(private_bus, telegram, Limits(allowed=None, per_minute=1)):
+        await telegram.send_media(user, OGG, duration=3)
+        await telegram.wait_for(lambda: len(telegram.messages(user)) == 1, 30)
+        telegram.refuse_writes(user, "try again", code=500, method="editMessageText")  # the update is tried again
+        await telegram.send_media(user, OGG, duration=3)
+        texts = await refusal(telegram, user, 2, "⏳")
+        await asyncio.sleep(2)
+    assert sum(t.startswith("⏳ That is a lot of notes in one minute") for t in texts) == 1, texts
+    assert len([e for _, e in await audio_events(private_bus, since) if e.origin.chat_id == user]) == 1

@@ -244,7 +244,8 @@ class TelegramDouble(LoopbackServer):
         self.edit_hold = 0.0
         self.dropped_edits = 0
         self.gone_chats: set[int] = set()
-        self.refusals: dict[int, list[str]] = {}
+        self.refusals: dict[int, list[tuple[int, str, str | None]]] = {}
+        self.send_hold = 0.0
         self.privacy_mode = True
         """Like a bot's default: in a group it sees commands, mentions and replies to itself, nothing else,
         unless it is an admin of the group."""
@@ -319,14 +320,29 @@ class TelegramDouble(LoopbackServer):
     def hold_edits(self, seconds: float) -> None:
         self.edit_hold = seconds
 
-    def refuse_writes(self, chat_id: int, *descriptions: str) -> None:
-        """The next writes to this chat are refused with these `400 Bad Request` descriptions, one each (what
-        Telegram says of a message it will not take: "message is too long", "can't parse entities: …")."""
-        self.refusals.setdefault(chat_id, []).extend(descriptions)
+    def refuse_writes(self, chat_id: int, *descriptions: str, code: int = 400, method: str | None = None) -> None:
+        """The next writes to this chat (only calls of `method`, if given) are refused with these descriptions,
+        one each: `400 Bad Request` is what Telegram says of a message it will not take ("message is too long",
+        "can't parse entities: …"), `500 Internal Server Error` what it says now and then of any request."""
+        prefix = "Bad Request" if code == 400 else "Internal Server Error" if code == 500 else "Error"
+        self.refusals.setdefault(chat_id, []).extend((code, f"{prefix}: {d}", method) for d in descriptions)
+
+    def hold_sends(self, seconds: float) -> None:
+        """New messages are answered only after `seconds`, as a Bot API under load does."""
+        self.send_hold = seconds
 
     def forget_chat(self, chat_id: int) -> None:
         """The chat is gone for the bot (deleted, or the bot was removed): every write is 'chat not found'."""
         self.gone_chats.add(chat_id)
+
+    def _refusal_check(self, method: str, params: dict[str, Any]) -> None:
+        if method.lower() not in ("sendmessage", "editmessagetext", "senddocument"):
+            return
+        waiting = self.refusals.get(int(params.get("chat_id", 0)), [])
+        for index, (code, description, only) in enumerate(waiting):
+            if only is None or only.lower() == method.lower():
+                del waiting[index]
+                raise BadRequest(description, code)
 
     def _flood_check(self, method: str, params: dict[str, Any]) -> int:
         """Seconds to wait if this call is over the limits (0 if it may pass)."""
@@ -370,12 +386,15 @@ class TelegramDouble(LoopbackServer):
                 },
                 status=429,
             )
+        if method.lower() == "sendmessage" and self.send_hold:
+            await asyncio.sleep(self.send_hold)
         if method.lower() == "editmessagetext" and self.edit_hold:
             await asyncio.sleep(self.edit_hold)
             if request.transport is None or request.transport.is_closing():
                 self.dropped_edits += 1  # the client hung up while we held it: the edit never happens
                 return web.Response(status=499)
         try:
+            self._refusal_check(method, params)
             result = await handler(params)
         except BadRequest as exc:
             return web.json_response(
@@ -617,8 +636,6 @@ class TelegramDouble(LoopbackServer):
         chat_id = int(p.get("chat_id", 0))
         if chat_id in self.gone_chats:
             raise BadRequest("Bad Request: chat not found")
-        if self.refusals.get(chat_id):
-            raise BadRequest(f"Bad Request: {self.refusals[chat_id].pop(0)}")
         return chat_id
 
     async def _m_sendmessage(self, p: dict[str, Any]) -> Any:
