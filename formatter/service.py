@@ -8,7 +8,8 @@ Consumes:
 
 It publishes nothing on the bus: its output is the answer in the chat, through the Bot API. On failure: an
 answer that cannot go out now is retried (`Retry`, for as long as the stream keeps the note), one that never can
-is closed (`Fail`), and a transcript whose note never reached any formatter is rejected after `ORPHAN_AFTER`.
+is closed (`Fail`), and a transcript whose note's events are not merged yet is held until they are, or until
+the stream cannot hold them any more (a day), when it is rejected.
 Whatever path answers, `answer.Answerer` owns the "exactly one answer" rule.
 """
 
@@ -27,14 +28,22 @@ from formatter.queue import QUEUE_EVERY
 from formatter.sending import Sender
 from formatter.status import StatusMessage
 from infra.bus import Bus, Delivery, Reject, Retry, consumes
-from infra.bus.names import CONSUMER_FORMATTER, CONSUMER_FORMATTER_DEADLINE, SUBJECT_ALL, SUBJECT_TRANSCRIPT
+from infra.bus.names import (
+    CONSUMER_FORMATTER,
+    CONSUMER_FORMATTER_DEADLINE,
+    SUBJECT_ALL,
+    SUBJECT_TRANSCRIPT,
+    USER_DATA_TTL,
+)
 from infra.domain.contracts import Event, Transcript, TranscriptionProgress
 from infra.runtime.telemetry import step
 
 log = logging.getLogger("voice_insight.formatter")
 
 ORPHAN_AFTER = 600.0
-"""A transcript whose note never got join state this long after its deadline has nobody to answer."""
+"""A transcript whose note has no join state this long after its deadline is waited for with a warning each time."""
+ORPHAN_PAUSE = 60.0
+"""Longest pause between two looks for the join state of a transcript past its deadline."""
 
 
 class FormatterService:
@@ -85,9 +94,14 @@ class FormatterService:
             raise Retry(remaining, "join deadline not reached")
         state = await self.joins.get(cid)
         if state is None or state.origin is None or state.transcript is None:
-            if -remaining > ORPHAN_AFTER:
-                raise Reject("join_state_missing")  # its audio event never reached a formatter: nobody to answer
-            raise Retry(1.0, "join state not merged yet")
+            # The note's own events are not merged yet (the main consumer is behind, after an outage): wait for
+            # them for as long as the stream keeps them, then give up knowingly (logged and counted as rejected).
+            overdue = -remaining
+            if time.time() > transcript.published_at + USER_DATA_TTL:
+                raise Reject("join_state_missing")
+            if overdue > ORPHAN_AFTER:
+                log.warning("%s: no join state %.0f s past its deadline; waiting for the note's events", cid, overdue)
+            raise Retry(min(ORPHAN_PAUSE, max(1.0, overdue / 10)), "join state not merged yet")
         log.warning("%s: join deadline passed; missing %s", cid, ",".join(state.missing_modes()) or "nothing")
         await self.answerer.answer(cid, state, delivery)
 

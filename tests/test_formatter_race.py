@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 from aiogram import Bot
 
 from formatter.join import JoinState, JoinStore
 from formatter.marks import AnswerMarks, Owned
 from formatter.render import render_answer
-from formatter.service import FormatterService
-from infra.bus import Bus, Delivery, Retry
+from formatter.service import ORPHAN_AFTER, FormatterService
+from infra.bus import Bus, Delivery, Retry, deliver
 from infra.bus.names import BUCKET_ANSWERED, BUCKET_JOINS
 from infra.domain.answers import Claimed, Sent, encode_mark, read_mark
-from infra.domain.contracts import Analysis, AudioReceived, AudioRef, Event, Origin, Section
+from infra.domain.contracts import Analysis, AudioReceived, AudioRef, Event, Origin, Section, Transcript
 from infra.runtime.settings import Settings
 from infra.voice.telegram import FloodControl, make_bot
 from infra.voice.texts import text
@@ -279,3 +281,23 @@ async def test_an_answer_telegram_refuses_becomes_an_apology_in_the_status_messa
     assert isinstance(mark, Sent) and mark.outcome == "undeliverable"
     (status,) = telegram.messages(chat)
     assert status.text == text("internal", "en"), status.text
+
+
+async def test_a_deadline_waits_for_a_note_the_formatter_has_not_seen_yet(
+    private_bus: Bus, telegram: TelegramDouble, bot: Bot
+) -> None:
+    """Issue 21 (6): ten minutes past its deadline the deadline consumer terminated a transcript whose note had no
+    join state yet (the formatter's main consumer far behind after an outage). When the note's events were merged
+    later, with a mode missing, nobody was left to answer it, and "Listening…" stayed for good."""
+    chat, _, events = await a_note(bot)
+    audio, transcript, gist, _tone = events
+    assert isinstance(transcript, Transcript)
+    late = msgspec.structs.replace(transcript, published_at=time.time() - 30 - ORPHAN_AFTER - 60)
+    service = await formatter(private_bus, bot)
+    verdict = await deliver(service.on_deadline, late, Delivery(subject="voice.transcript", attempt=1))
+    assert verdict.outcome == "retry", verdict
+    for event in (audio, late, gist):  # the main consumer catches up; TONE never answers
+        await service.on_event(event, FIRST)
+    assert await Redelivered(service.on_deadline)(late, timeout=10) == "acked"
+    (answer,) = parts_seen(telegram, chat)
+    assert answer.startswith("📝 Transcript") and "Default" in answer and "TONE" in answer, answer
