@@ -11,6 +11,7 @@ reveals neither.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -158,8 +159,8 @@ async def claim_status(intake: KeyValue, cid: str, send: Callable[[], Awaitable[
 
     Whoever creates the note's record (compare-and-set) sends the status; another intake of the same note (two
     `/transcribe` replies, two presses of one button) that finds the claim still without its status tries again a
-    moment later (`Retry`) and then carries on with the same status message. A claim whose status never came
-    (its intake died) is taken over after `CLAIM_PATIENCE`."""
+    moment later (`Retry`) and then carries on with the same status message. A status that could not be sent
+    releases the claim; a claim whose status never came (its intake died) is taken over after `CLAIM_PATIENCE`."""
     while True:
         try:
             entry = await intake.get(cid)
@@ -179,7 +180,13 @@ async def claim_status(intake: KeyValue, cid: str, send: Callable[[], Awaitable[
                 revision = await intake.update(cid, _encode_record(claim), last=revision)
         except nats.js.errors.KeyWrongLastSequenceError:
             continue  # someone else claimed it first: look again
-        record = IntakeRecord(status_message_id=await send())
+        try:
+            status_message_id = await send()
+        except BaseException:
+            with contextlib.suppress(Exception):  # let the next try claim it at once; the claim expires anyway
+                await intake.update(cid, _encode_record(IntakeRecord(status_message_id=0)), last=revision)
+            raise
+        record = IntakeRecord(status_message_id=status_message_id)
         try:
             await intake.update(cid, _encode_record(record), last=revision)
         except nats.js.errors.KeyWrongLastSequenceError:

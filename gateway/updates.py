@@ -25,13 +25,15 @@ from aiogram import Bot, Dispatcher
 from aiogram.exceptions import (
     TelegramBadRequest,
     TelegramForbiddenError,
+    TelegramNetworkError,
     TelegramNotFound,
     TelegramRetryAfter,
+    TelegramServerError,
 )
 from aiogram.methods import GetUpdates
 from aiogram.types import Update
 
-from infra.bus import Bus, Delivery, Fail, Reject, Retry, consumes
+from infra.bus import Bus, Delivery, Fail, Reject, Retry, backoff, consumes
 from infra.bus.names import CONSUMER_GATEWAY, STREAM_UPDATES, SUBJECT_UPDATES
 from infra.domain.contracts import TelegramUpdate
 from infra.voice.texts import text, ui_language
@@ -97,23 +99,39 @@ class UpdatePoller:
             log.info("offset not confirmed on stop (%s); the stream's duplicate window covers it", type(exc).__name__)
 
 
-class UpdateHandler:
-    """Feeds updates from the stream to aiogram's dispatcher; the bus acks once the handler is done."""
+GIVE_UP_AFTER = 8
+"""Attempts at an update that fails for a reason of ours before the user is told and the update let go."""
+TELEGRAM_AWAY = (TelegramNetworkError, TelegramServerError, TimeoutError)
+"""Telegram unreachable or failing for now: the update is kept and tried again, however long that lasts."""
+PERMANENT = (TelegramForbiddenError, TelegramBadRequest, TelegramNotFound)
+"""What Telegram says of a chat or request for good: retrying cannot help."""
 
-    def __init__(self, bot: Bot, dispatcher: Dispatcher, context: dict[str, Any]) -> None:
+
+class UpdateHandler:
+    """Feeds updates from the stream to aiogram's dispatcher; the bus acks once the handler is done.
+
+    Nothing is acked as handled unless it was: while Telegram is away the update waits in the stream and is tried
+    again (`Retry`, backing off to a minute, however many attempts that takes); an update that fails for a reason
+    of ours is given up after `give_up_after` attempts, and then only once the user has been told, or cannot be
+    told for good (the bot blocked, the chat gone)."""
+
+    def __init__(
+        self, bot: Bot, dispatcher: Dispatcher, context: dict[str, Any], give_up_after: int = GIVE_UP_AFTER
+    ) -> None:
         self.bot = bot
         self.dispatcher = dispatcher
         self.context = context
+        self.give_up_after = give_up_after
 
     # Eight updates at once per gateway bounds its memory; the rest wait durably in the stream. Untraced: a
-    # voice note's trace starts at "voice_note receive".
+    # voice note's trace starts at "voice_note receive". Attempts are counted here, not by the bus: a Telegram
+    # outage must not use them up.
     @consumes(
         SUBJECT_UPDATES,
         CONSUMER_GATEWAY,
         stage="receive",
         stream=STREAM_UPDATES,
         ack_wait=10.0,
-        max_attempts=8,
         concurrency=8,
         traced=False,
         give_up="give_up",
@@ -131,13 +149,21 @@ class UpdateHandler:
             raise Reject("bot_blocked") from None
         except (TelegramBadRequest, TelegramNotFound):
             raise Reject("bad_request") from None
+        except TELEGRAM_AWAY:
+            delay = backoff(delivery.attempt, cap=60.0)
+            raise Retry(delay, "Telegram unavailable", error="telegram_unavailable") from None
+        except (Fail, Retry, Reject):
+            raise
+        except Exception as exc:
+            if delivery.attempt < self.give_up_after:
+                raise
+            log.error("update %d failed %d times (%s)", item.update_id, delivery.attempt, type(exc).__name__)
+            raise Fail("internal", type(exc).__name__) from exc
 
     async def give_up(self, item: TelegramUpdate, exc: BaseException) -> None:
         """Eight attempts failed, or intake refused the note (`Fail`): say so in the chat if we can (in the
         note's status message when there is one, unless it already holds the refusal), so the user does not
         wait for nothing."""
-        if not isinstance(exc, Fail):
-            log.error("update %d failed for good (%s)", item.update_id, type(exc).__name__)
         update = Update.model_validate_json(bytes(item.payload), context={"bot": self.bot})
         message = update.message
         if message is None:
@@ -147,5 +173,6 @@ class UpdateHandler:
             intake = self.context.get("intake")
             if intake is None or not await intake.abandon(message):
                 await message.reply(text("internal", lang))
-        except Exception as reply_exc:
-            log.warning("could not tell the user either (%s)", type(reply_exc).__name__)
+        except PERMANENT as never:
+            log.warning("update %d: the user cannot be told either (%s)", item.update_id, type(never).__name__)
+        # Anything else (Telegram away) propagates: the bus keeps the update, and it is tried again.

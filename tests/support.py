@@ -30,9 +30,9 @@ from bench.speech import voice_note
 from gateway.admin import AdminInbox, Admins
 from gateway.dispatch import build_dispatcher, handler_context
 from gateway.intake import Intake, correlation_key
-from gateway.updates import UpdateHandler, UpdatePoller
+from gateway.updates import GIVE_UP_AFTER, UpdateHandler, UpdatePoller
 from gateway.webhook import WebhookReceiver
-from infra.bus import Bus, ConsumerSpec, Declared, Delivery, declaration, deliver
+from infra.bus import Bus, ConsumerSpec, Declared, Delivery, deliver
 from infra.bus.names import CONSUMER_FORMATTER, STREAM
 from infra.domain.contracts import Transcript
 from infra.domain.definitions import shipped
@@ -79,21 +79,6 @@ def subscriber(
 
         namespace["give_up"] = tell
     return type(f"Subscriber_{spec.durable}", (), namespace)()
-
-
-def redeclared(service: Any, method: str, spec: ConsumerSpec) -> Any:
-    """`service` with `method` consuming as `spec` says (a test's quicker give-up), declared otherwise as it is."""
-    original = getattr(type(service), method)
-    found = declaration(original)
-
-    async def handler(self: object, event: Any, delivery: Delivery) -> None:
-        await original(self, event, delivery)
-
-    handler.__annotations__ = dict(original.__annotations__)
-    handler.__wrapped__ = original  # type: ignore[attr-defined]  # its annotations resolve in its own module
-    handler.__consumes__ = dataclasses.replace(found, spec=spec)  # type: ignore[attr-defined]
-    service.__class__ = type(type(service).__name__, (type(service),), {method: handler})
-    return service
 
 
 def free_port() -> int:
@@ -422,7 +407,7 @@ class Gateway:
         bus: Bus,
         telegram: TelegramDouble,
         limits: Limits,
-        max_attempts: int | None = None,
+        give_up_after: int = GIVE_UP_AFTER,
         admins: tuple[int, ...] = (),
         webhook_secret: str | None = None,
         local_files: bool = False,
@@ -440,8 +425,7 @@ class Gateway:
         self.admins = Admins(admins, correlation_key(telegram.token))
         if limits.allowed is not None:  # as `Settings.limits`: admins are always let in
             self.limits = dataclasses.replace(limits, allowed=limits.allowed | frozenset(admins))
-        spec = declaration(UpdateHandler.handle).spec
-        self.spec = dataclasses.replace(spec, max_attempts=max_attempts or spec.max_attempts)
+        self.give_up_after = give_up_after
 
     async def __aenter__(self) -> Gateway:
         self.bus = bus = await Bus.connect([self.server], name="test-gateway")
@@ -453,8 +437,8 @@ class Gateway:
         intake = Intake(bus, self.bot, key, self.max_audio_seconds, self.limits, local_files=self.local_files)
         dispatcher = build_dispatcher(self.limits, self.admins)
         context = handler_context(bus, intake, self.admins, key, None, self.max_audio_seconds)
-        updates = UpdateHandler(self.bot, dispatcher, context)
-        await bus.start(redeclared(updates, "handle", self.spec))
+        updates = UpdateHandler(self.bot, dispatcher, context, give_up_after=self.give_up_after)
+        await bus.start(updates)
         await bus.start(AdminInbox(self.bot, self.admins))
         if self.webhook_secret is None:
             self.poller: asyncio.Task[None] | None = asyncio.create_task(

@@ -161,7 +161,7 @@ async def test_an_intake_that_keeps_failing_ends_in_an_apology_in_the_status_mes
 
     monkeypatch.setattr(Intake, "_hand_over", broken_hand_over)
     user = next(_users)
-    async with Gateway(private_bus, telegram, Limits(allowed=None), max_attempts=2):
+    async with Gateway(private_bus, telegram, Limits(allowed=None), give_up_after=2):
         await telegram.send_media(user, OGG, duration=3)
         await telegram.wait_for(lambda: any("Something broke" in m.text for m in telegram.messages(user)), 60)
     messages = telegram.messages(user)
@@ -223,3 +223,21 @@ async def test_a_refusal_that_could_not_be_said_is_said_again_not_forgotten(
         await asyncio.sleep(2)
     assert sum(t.startswith("⏳ That is a lot of notes in one minute") for t in texts) == 1, texts
     assert len([e for _, e in await audio_events(private_bus, since) if e.origin.chat_id == user]) == 1
+
+
+async def test_a_note_whose_status_telegram_keeps_failing_is_kept_until_telegram_takes_it(
+    private_bus: Bus, telegram: TelegramDouble
+) -> None:
+    """Issue 21 (1): Bot API sends failing for a while (500s) while polling still worked used up the update's
+    attempts; the give-up could not tell the user either, swallowed that, and the bus acked: the note was gone,
+    and Telegram had forgotten it. Nothing is acked as handled unless it was."""
+    user = next(_users)
+    since = (await private_bus.js.stream_info(STREAM)).state.last_seq
+    async with Gateway(private_bus, telegram, Limits(allowed=None), give_up_after=2):
+        telegram.refuse_writes(user, *["try again later"] * 4, code=500)  # the status, its retries, the apology
+        await telegram.send_media(user, OGG, duration=3)
+        deadline = time.monotonic() + 60
+        while not [e for _, e in await audio_events(private_bus, since) if e.origin.chat_id == user]:
+            assert time.monotonic() < deadline, "the note was dropped"
+            await asyncio.sleep(0.2)
+    assert [m.text for m in telegram.messages(user)] == ["🎧 Listening…"]
