@@ -9,10 +9,19 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from nats.js import api
 from prometheus_client import REGISTRY
 
 from infra.bus import Bus, ConsumerSpec, Delivery, EarlierAttemptsDied, Fail, Reject, Retry, consumes, deliver
-from infra.bus.names import STREAM
+from infra.bus.names import (
+    BUCKET_AUDIO,
+    BUCKET_PIECES,
+    KV_BUCKETS,
+    STREAM,
+    USER_DATA_TTL,
+    kv_stream,
+    object_stream,
+)
 from infra.domain.contracts import Failure
 from infra.runtime.metrics import REJECTED
 from infra.runtime.settings import load_settings
@@ -326,5 +335,26 @@ async def test_a_service_logs_in_with_the_password_from_its_secret_file(tmp_path
         with pytest.raises(ConnectionError, match="refused the login: check NATS_USER and NATS_PASSWORD_FILE"):
             await Bus.connect(settings.nats_servers, name="no-password", wait=30)
         assert time.monotonic() - started < 10
+    finally:
+        server.stop()
+
+
+async def test_provisioning_brings_a_buckets_ttl_up_to_date(tmp_path: Path) -> None:
+    """Issue 21 (2): transcribed pieces of a long note were kept an hour; pieces that waited longer behind new
+    notes found the early ones gone, the note was never stitched and its status hung. They are kept as long as the
+    note's audio now, and provisioning an existing deployment changes the bucket it created with the old TTL."""
+    server = NatsServer(free_port(), tmp_path / "nats")
+    server.start()
+    try:
+        bus = await Bus.connect([server.url], name="provision-ttl", wait=5)
+        await bus.js.create_key_value(config=api.KeyValueConfig(bucket=BUCKET_PIECES, ttl=3600.0))  # as before
+        await bus.ensure_topology()
+        for bucket, ttl, _ in KV_BUCKETS:
+            info = await bus.js.stream_info(kv_stream(bucket))
+            assert info.config.max_age == (ttl or 0), bucket
+        pieces = await bus.js.stream_info(kv_stream(BUCKET_PIECES))
+        audio = await bus.js.stream_info(object_stream(BUCKET_AUDIO))
+        assert pieces.config.max_age == audio.config.max_age == USER_DATA_TTL, "pieces live as long as the audio"
+        await bus.close(grace=1)
     finally:
         server.stop()

@@ -293,12 +293,19 @@ class Bus:
                 return names
 
     async def _ensure_kv(self, bucket: str, ttl: float | None, history: int = 1) -> KeyValue:
+        """Create the bucket, or bring an existing one's TTL and history up to date with the code's."""
         try:
-            return await self.js.key_value(bucket)
+            kv = await self.js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
             return await self.js.create_key_value(
                 config=api.KeyValueConfig(bucket=bucket, ttl=ttl, history=history, replicas=self.replicas)
             )
+        config = (await self.js.stream_info(kv_stream(bucket))).config
+        if float(config.max_age or 0) != float(ttl or 0) or config.max_msgs_per_subject != history:
+            changed = dataclasses.replace(config, max_age=ttl or 0, max_msgs_per_subject=history)
+            await self.js.update_stream(changed)
+            log.info("bucket %s: TTL %s s, history %d", bucket, ttl or "none", history)
+        return kv
 
     async def ensure_consumer(self, spec: ConsumerSpec) -> None:
         """Create the durable, or bring an existing one's settings up to date with the code's spec."""

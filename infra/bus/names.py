@@ -53,7 +53,6 @@ ANALYSIS_CACHE_TTL = 3600.0
 USAGE_TTL = 25 * 3600.0
 BUCKET_NOTES = "voice-notes"  # KV: answered notes by chat key and note, for the buttons under the answer (24 h)
 BUCKET_PIECES = "voice-pieces"  # KV: the transcribed pieces of long notes, until they are stitched together
-PIECES_TTL = 3600.0
 BUCKET_CHATS = "voice-chat-settings"  # KV: settings per chat under a keyed hash of the chat; until /forget
 BUCKET_REGISTRY = "voice-mode-registry"  # KV: every mode's definition, with history; configuration, not user data
 REGISTRY_HISTORY = 20
@@ -73,7 +72,7 @@ KV_BUCKETS: tuple[tuple[str, float | None, int], ...] = (
     (BUCKET_ANALYSIS_CACHE, ANALYSIS_CACHE_TTL, 1),
     (BUCKET_TRANSCRIPT_CACHE, USER_DATA_TTL, 1),
     (BUCKET_NOTES, USER_DATA_TTL, 1),
-    (BUCKET_PIECES, PIECES_TTL, 1),
+    (BUCKET_PIECES, USER_DATA_TTL, 1),  # as long as the note's audio: a long note's pieces may wait for hours
     (BUCKET_CHATS, None, 1),  # configuration a chat chose, not what it said
 )
 """Every KV bucket: (name, TTL in seconds or None for kept, history)."""
