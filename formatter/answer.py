@@ -20,6 +20,7 @@ import re
 import time
 from typing import NoReturn, assert_never
 
+import msgspec
 from aiogram.exceptions import TelegramRetryAfter
 from opentelemetry.trace import Span, Status, StatusCode
 
@@ -47,6 +48,14 @@ _BOUNDED = re.compile(r"[a-z0-9_]{1,40}")
 def answer_kind(state: JoinState) -> str:
     """`failure` (the note failed), `partial` (modes missing at the deadline) or `complete`."""
     return "failure" if state.failed else ("partial" if state.missing_modes() else "complete")
+
+
+def promised(state: JoinState, shown: tuple[str, ...] | None) -> JoinState:
+    """The note as its answer was begun: with the analyses it was first rendered with (`shown`), not those that
+    landed since, so the parts still to send are the ones that follow those already out."""
+    if shown is None:
+        return state
+    return msgspec.structs.replace(state, analyses={m: a for m, a in state.analyses.items() if m in shown})
 
 
 def say_why(span: Span, kind: str, state: JoinState) -> None:
@@ -96,6 +105,7 @@ class Answerer:
         claim = await self.claim(cid)
         if claim is None:
             return
+        state = promised(state, claim.shown)
         assert state.origin is not None
         kind = answer_kind(state)
         started = time.perf_counter()
@@ -107,7 +117,7 @@ class Answerer:
             span.set_attribute("voice_insight.answer.messages", len(parts))
             heartbeat = asyncio.create_task(claim.keep_alive(self.marks.lease / 3))
             try:
-                await self.sender.deliver(claim, state.origin, parts, keyboard)
+                await self.sender.deliver(claim, state.origin, parts, keyboard, tuple(sorted(state.analyses)))
             except BaseException as exc:
                 await self.settle_failure(claim, cid, state, delivery, span, exc)
             finally:

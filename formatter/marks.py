@@ -44,12 +44,22 @@ class Owned:
     """Our claim on a note's answer: we send parts from `parts_sent` on, and every step is a compare-and-set on
     the mark's revision, so the moment someone else has taken the note over we learn it and stop."""
 
-    def __init__(self, kv: KeyValue, cid: str, owner: str, revision: int, parts_sent: int) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        cid: str,
+        owner: str,
+        revision: int,
+        parts_sent: int,
+        shown: tuple[str, ...] | None = None,
+    ) -> None:
         self.kv = kv
         self.cid = cid
         self.owner = owner
         self.revision = revision
         self.parts_sent = parts_sent
+        self.shown = shown
+        """The modes the answer begun was rendered with (None: nothing of it is out yet)."""
         self._lock = asyncio.Lock()
 
     async def _write(self, mark: Mark) -> None:
@@ -59,18 +69,20 @@ class Owned:
             except nats.js.errors.KeyWrongLastSequenceError:
                 raise ClaimLost(self.cid) from None
 
-    async def advance(self, parts_sent: int) -> None:
-        """Another part is out; this must land before the next part goes (else a takeover repeats it)."""
-        await _persist(lambda: self._write(Claimed(owner=self.owner, parts_sent=parts_sent)))
-        self.parts_sent = parts_sent
+    async def advance(self, parts_sent: int, shown: tuple[str, ...] | None = None) -> None:
+        """Another part is out; this must land before the next part goes (else a takeover repeats it). `shown`:
+        the modes the answer was rendered with, kept from its first part on."""
+        shown = self.shown if self.shown is not None else shown
+        await _persist(lambda: self._write(Claimed(owner=self.owner, parts_sent=parts_sent, shown=shown)))
+        self.parts_sent, self.shown = parts_sent, shown
 
     async def heartbeat(self) -> None:
-        await self._write(Claimed(owner=self.owner, parts_sent=self.parts_sent))
+        await self._write(Claimed(owner=self.owner, parts_sent=self.parts_sent, shown=self.shown))
 
     async def release(self) -> None:
         """Step back after a transient failure: the next attempt, anyone's, resumes where we stopped."""
         try:
-            await self._write(Released(parts_sent=self.parts_sent))
+            await self._write(Released(parts_sent=self.parts_sent, shown=self.shown))
         except Exception as exc:  # unreachable NATS: the claim goes stale after a lease instead
             log.warning("%s: could not release the claim (%s)", self.cid, type(exc).__name__)
 
@@ -134,22 +146,21 @@ class AnswerMarks:
                     case Sent():
                         self._seen.pop(cid, None)
                         return AlreadySent()
-                    case Released(parts_sent=parts):
-                        updated = await self.kv.update(
-                            cid, encode_mark(Claimed(owner=owner, parts_sent=parts, brief=brief)), last=revision
-                        )
-                        return Owned(self.kv, cid, owner, updated, parts)
-                    case Claimed(parts_sent=parts, brief=held_briefly):
+                    case Released(parts_sent=parts, shown=shown):
+                        claimed = Claimed(owner=owner, parts_sent=parts, brief=brief, shown=shown)
+                        updated = await self.kv.update(cid, encode_mark(claimed), last=revision)
+                        return Owned(self.kv, cid, owner, updated, parts, shown)
+                    case Claimed(parts_sent=parts, brief=held_briefly, shown=shown):
                         assert revision is not None
                         wait = self._stale_in(cid, revision)
                         if wait > 0:
                             return HeldElsewhere(min(wait, BRIEF_WAIT) if held_briefly else wait)
                         log.warning("%s: taking over a claim whose owner stopped answering", cid)
                         updated = await self.kv.update(
-                            cid, encode_mark(Claimed(owner=owner, parts_sent=parts)), last=revision
+                            cid, encode_mark(Claimed(owner=owner, parts_sent=parts, shown=shown)), last=revision
                         )
                         self._seen.pop(cid, None)
-                        return Owned(self.kv, cid, owner, updated, parts)
+                        return Owned(self.kv, cid, owner, updated, parts, shown)
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue  # the mark moved under us: look again
 

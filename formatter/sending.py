@@ -56,10 +56,16 @@ class Sender:
         self.bot = bot
 
     async def deliver(
-        self, claim: Owned, origin: Origin, parts: list[Part], keyboard: InlineKeyboardMarkup | None = None
+        self,
+        claim: Owned,
+        origin: Origin,
+        parts: list[Part],
+        keyboard: InlineKeyboardMarkup | None = None,
+        shown: tuple[str, ...] | None = None,
     ) -> None:
         """Every part not sent yet, each recorded in the claim before the next one goes, so a retry or a takeover
-        resumes after the last part the user already has: exactly one copy of every part."""
+        resumes after the last part the user already has: exactly one copy of every part. `shown`: the modes the
+        parts were rendered with, recorded with the first."""
         for index in range(claim.parts_sent, len(parts)):
             part = parts[index]
             if isinstance(part, Attachment):
@@ -68,7 +74,7 @@ class Sender:
                 await self.edit_status(origin, part, keyboard)
             else:
                 await self.send(origin, part)
-            await claim.advance(index + 1)
+            await claim.advance(index + 1, shown)
 
     async def edit_status(self, origin: Origin, message: str, keyboard: InlineKeyboardMarkup | None = None) -> None:
         try:

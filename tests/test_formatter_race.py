@@ -301,3 +301,27 @@ async def test_a_deadline_waits_for_a_note_the_formatter_has_not_seen_yet(
     assert await Redelivered(service.on_deadline)(late, timeout=10) == "acked"
     (answer,) = parts_seen(telegram, chat)
     assert answer.startswith("📝 Transcript") and "Default" in answer and "TONE" in answer, answer
+
+
+async def test_a_resumed_answer_goes_on_with_what_it_began_to_show(
+    private_bus: Bus, telegram: TelegramDouble, bot: Bot
+) -> None:
+    """Issue 21 (4): an answer sent at its deadline (TONE missing) was interrupted after its first part; TONE
+    landed meanwhile, and the resumed answer applied "after part 1" to a new rendering, with TONE in it: the parts
+    had shifted, so text was shown twice or never. What was promised to the chat is resumed as it was rendered."""
+    chat, _, events = await a_note(bot, long=True)
+    audio, transcript, gist, tone = events
+    assert isinstance(transcript, Transcript)
+    service = await formatter(private_bus, bot)
+    for event in (audio, transcript, gist):
+        await service.on_event(event, FIRST)
+    late = msgspec.structs.replace(transcript, published_at=time.time() - 60)  # past its 30 s deadline
+    telegram.refuse_writes(chat, "try again later", code=500, method="sendMessage")  # the second part fails
+    verdict = await deliver(service.on_deadline, late, Delivery(subject="voice.transcript", attempt=1))
+    assert verdict.outcome == "retry", verdict
+    assert await Redelivered(service.on_event)(tone) == "acked"  # the late analysis: the join is complete now
+    assert await Redelivered(service.on_deadline)(late) == "acked"
+    shown = " ".join(" ".join(parts_seen(telegram, chat)).split())  # a message may end mid-sentence
+    sentences = [shown.count(f"Sentence number {n} of") for n in range(70)]
+    assert set(sentences) == {1}, f"each sentence of the one analysis shown, once: {sorted(set(sentences))}"
+    assert shown.count("DEFAULT body") == 1 and "TONE body" not in shown and "TONE" in shown, shown[-300:]

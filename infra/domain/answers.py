@@ -7,8 +7,8 @@ One key per note (its correlation ID), one typed value:
   `parts_sent` of its messages are out. The
   owner rewrites the mark (compare-and-set) after every part and as a heartbeat while it waits, so a mark whose
   revision stops changing for a whole lease belongs to a dead formatter.
-* `Released(parts_sent)`: the owner hit a transient error and stepped back; whoever comes next resumes from
-  `parts_sent`, so no part is ever sent twice.
+* `Released(parts_sent, shown)`: the owner hit a transient error and stepped back; whoever comes next resumes
+  from `parts_sent` of the answer as rendered with the analyses `shown`, so no part is ever sent twice or skipped.
 * `Sent(outcome)`: done. Nothing about this note is sent again: not by the formatter, not by the gateway when
   Telegram repeats the update, not by an analyzer replaying its backlog.
 
@@ -29,10 +29,14 @@ class Claimed(msgspec.Struct, frozen=True, kw_only=True, tag="claimed"):
     parts_sent: int = 0
     brief: bool = False
     """Held for one progress edit of the status message (a second at most): worth a short wait, not a lease."""
+    shown: tuple[str, ...] | None = None
+    """The modes whose analyses the answer was rendered with when its first part went out: a resumed answer is
+    rendered with these again, whatever landed since, so its parts are the ones already begun."""
 
 
 class Released(msgspec.Struct, frozen=True, kw_only=True, tag="released"):
     parts_sent: int = 0
+    shown: tuple[str, ...] | None = None
 
 
 class Sent(msgspec.Struct, frozen=True, kw_only=True, tag="sent"):
