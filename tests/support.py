@@ -32,7 +32,7 @@ from gateway.dispatch import build_dispatcher, handler_context
 from gateway.intake import Intake, correlation_key
 from gateway.updates import GIVE_UP_AFTER, UpdateHandler, UpdatePoller
 from gateway.webhook import WebhookReceiver
-from infra.bus import Bus, ConsumerSpec, Declared, Delivery, deliver
+from infra.bus import Bus, ConsumerSpec, Declared, Delivery, declaration, deliver
 from infra.bus.names import CONSUMER_FORMATTER, STREAM
 from infra.domain.contracts import Transcript
 from infra.domain.definitions import shipped
@@ -359,19 +359,22 @@ async def an_analyzer(bus: Bus, openai_base_url: str, mode: str = "TONE", **opti
 
 class Redelivered:
     """Delivers an event to a handler the way JetStream does: through the bus's outcome table (`deliver`), again
-    after each `Retry`, with the attempt count. An exception that the bus would retry with backoff is raised."""
+    after each `Retry`, with the attempt count and the attempts its `@consumes` declares (so a test of a long
+    outage fails if the consumer would give up sooner). An exception that the bus would retry is raised."""
 
     def __init__(self, handler: Callable[[Any, Delivery], Awaitable[None]], time_scale: float = 1.0) -> None:
         self.handler = handler
         self.time_scale = time_scale
         self.retries: list[float] = []
+        self.max_attempts = declaration(handler).spec.max_attempts
 
     async def __call__(self, event: Any, timeout: float = 60.0) -> str:
         deadline = time.monotonic() + timeout
         attempt = 0
         while True:
             attempt += 1
-            verdict = await deliver(self.handler, event, Delivery(subject="voice.test", attempt=attempt))
+            delivery = Delivery(subject="voice.test", attempt=attempt, max_attempts=self.max_attempts)
+            verdict = await deliver(self.handler, event, delivery)
             match verdict.outcome:
                 case "retry":
                     self.retries.append(verdict.delay)
@@ -379,6 +382,8 @@ class Redelivered:
                     await asyncio.sleep(verdict.delay * self.time_scale)
                 case "rejected":
                     return f"rejected:{verdict.reason}"
+                case "gave_up":
+                    return "gave_up"  # out of attempts: never to be mistaken for an answer
                 case "error":
                     assert verdict.cause is not None
                     raise verdict.cause
