@@ -149,17 +149,23 @@ def pcm_blocks(source: bytes | IO[bytes], max_seconds: float) -> Iterator[np.nda
 
 
 def _frames(container: av.container.InputContainer) -> Iterator[av.AudioFrame | None]:
-    """The first audio stream's frames, skipping undecodable ones (a damaged tail), then None to flush."""
-    frames = container.decode(audio=0)
-    while True:
+    """The first audio stream's frames, then None to flush.
+
+    A damaged file (a torn download, a bad sector) still gives what can be heard in it. Packets are decoded one
+    by one, so one that cannot be decoded is skipped and decoding goes on after it (`container.decode` ends for
+    good at the first such error: the speech after it was lost, as if the speaker had stopped)."""
+    skipped = 0
+    for packet in container.demux(container.streams.audio[0]):
         try:
-            frame = next(frames)
-        except StopIteration:
-            break
+            frames = packet.decode()
         except av.error.InvalidDataError:
+            skipped += 1
             continue
-        frame.pts = None  # resample by samples, not by (possibly crafted) timestamps
-        yield frame
+        for frame in frames:
+            frame.pts = None  # resample by samples, not by (possibly crafted) timestamps
+            yield frame
+    if skipped:
+        log.info("%d undecodable packets skipped", skipped)
     yield None
 
 
