@@ -13,7 +13,7 @@ import nats.js.errors
 import pytest
 
 from bench.speech import sentences, spaced, voice_note
-from infra.bus import Bus, Delivery, decoder, deliver
+from infra.bus import Bus, Delivery, declaration, decoder, deliver
 from infra.bus.names import BUCKET_PIECES, STREAM, STREAM_PIECES, SUBJECT_FAILED, SUBJECT_PIECE, SUBJECT_TRANSCRIPT
 from infra.domain.contracts import AudioReceived, AudioRef, Failure, Origin, PieceRequested, Transcript
 from tests.support import aligned, counted, live_stream, lost_sentences, words
@@ -64,7 +64,9 @@ async def last(bus: Bus, subject: str, kind: type[msgspec.Struct]) -> msgspec.St
 
 
 def delivery(subject: str, attempt: int = 1) -> Delivery:
-    return Delivery(subject, attempt, max_attempts=3)
+    """A delivery with the attempts the transcriber's consumer of `subject` declares."""
+    handler = TranscriberService.transcribe_piece if subject == SUBJECT_PIECE else TranscriberService.handle
+    return Delivery(subject, attempt, max_attempts=declaration(handler).spec.max_attempts)
 
 
 async def test_pieces_are_offered_transcribed_once_and_stitched_through_silence(
