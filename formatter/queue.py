@@ -1,7 +1,9 @@
 """While a note waits for a transcriber: its place in the queue in the status message, "2 notes ahead, about 10 s".
 
 The formatter sees every note arrive (`AudioReceived`), so it watches the note's place among the transcribers'
-work (`Bus.place_in_queue`) until a transcriber takes it, and says it through the same brief, exclusive status
+work until a transcriber takes it. One look at the queue (`Bus.queue`, reading the waiting messages in order)
+serves every note this formatter watches for half a round: a backlog of N notes costs about N reads a round,
+not N²/2. It and says it through the same brief, exclusive status
 edits as progress (`Progress.say`). Nothing is said while nothing waits ahead. The time is an estimate: notes
 ahead × the recent transcription time per note ÷ the notes being transcribed at once. A note of someone with
 several in flight (`voice.audio.queued`) also waits for everything on `voice.audio`.
@@ -12,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
+from dataclasses import dataclass
 
 from formatter.progress import Progress
-from infra.bus import Bus
+from infra.bus import Bus, Queue
 from infra.bus.names import CONSUMER_TRANSCRIBER, CONSUMER_TRANSCRIBER_QUEUED, SUBJECT_AUDIO, SUBJECT_AUDIO_QUEUED
 from infra.domain.contracts import Origin
 from infra.voice.texts import text
@@ -24,6 +28,16 @@ log = logging.getLogger("voice_insight.formatter")
 QUEUE_EVERY = 3.0
 """Seconds between two looks at a note's place (and at most one status edit each)."""
 WATCH_AT_MOST = 1800.0
+PLACES_COUNTED = 100
+"""Notes ahead counted at most (a queue longer than this says this many)."""
+
+
+@dataclass(frozen=True)
+class _Look:
+    queue: Queue
+    upto: int
+    """The look read the queue up to this sequence."""
+    at: float
 
 
 class QueueWatch:
@@ -35,6 +49,10 @@ class QueueWatch:
         """Recent transcription seconds per note (a moving average), for the estimate."""
         self._taken: set[str] = set()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._watched: dict[str, tuple[str, int]] = {}
+        """The notes watched now: their subject and sequence, so one look reads as far as the last of them."""
+        self._looks: dict[tuple[str, str], _Look] = {}
+        self._looking: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def observe(self, transcribe_seconds: float) -> None:
         """A transcript came: it teaches the estimate how long a note takes."""
@@ -49,6 +67,7 @@ class QueueWatch:
             and cid not in self._tasks
             and cid not in self._taken
         ):
+            self._watched[cid] = (subject, seq)
             self._tasks[cid] = asyncio.create_task(self._run(cid, origin, subject, seq))
 
     def taken(self, cid: str) -> None:
@@ -56,6 +75,7 @@ class QueueWatch:
         if len(self._taken) > 10_000:
             self._taken.clear()
         self._taken.add(cid)
+        self._watched.pop(cid, None)
         task = self._tasks.pop(cid, None)
         if task is not None:
             task.cancel()
@@ -78,21 +98,22 @@ class QueueWatch:
                     said = line
         finally:
             self._tasks.pop(cid, None)
+            self._watched.pop(cid, None)
 
     async def place(self, lang: str, subject: str, seq: int) -> str | None:
         """What the status should say now: "" when nothing waits ahead, None once the note is taken."""
         if subject == SUBJECT_AUDIO:
-            place = await self.bus.place_in_queue(CONSUMER_TRANSCRIBER, SUBJECT_AUDIO, seq)
+            place = (await self._queue(CONSUMER_TRANSCRIBER, SUBJECT_AUDIO, seq)).place(seq)
             if place is None:
                 return None
             ahead, working = place.waiting + place.working, place.working
         else:
-            place = await self.bus.place_in_queue(CONSUMER_TRANSCRIBER_QUEUED, SUBJECT_AUDIO_QUEUED, seq)
+            place = (await self._queue(CONSUMER_TRANSCRIBER_QUEUED, SUBJECT_AUDIO_QUEUED, seq)).place(seq)
             if place is None:
                 return None
-            first = await self.bus.place_in_queue(CONSUMER_TRANSCRIBER, SUBJECT_AUDIO, 2**62, cap=0)
-            before = (first.pending + first.working) if first is not None else 0
-            ahead, working = before + place.waiting + place.working, max(place.working, first.working if first else 0)
+            first = await self.bus.queue(CONSUMER_TRANSCRIBER, SUBJECT_AUDIO, upto=0, cap=0)  # its size only
+            before = first.pending + first.working
+            ahead, working = before + place.waiting + place.working, max(place.working, first.working)
         if ahead == 0:
             return ""
         eta = ""
@@ -100,3 +121,19 @@ class QueueWatch:
             seconds = max(1, round(ahead * self.per_note / max(1, working)))
             eta = text("queue_eta", lang, seconds=seconds)
         return text("queue_position", lang, ahead=ahead, eta=eta)
+
+    async def _queue(self, durable: str, subject: str, seq: int) -> Queue:
+        """The queue as last seen, if that was less than half a round ago and reached `seq`; else a new look, as
+        far as the last note watched on `subject`."""
+        key = (durable, subject)
+        async with self._looking[key]:
+            look = self._looks.get(key)
+            if (
+                look is None
+                or time.monotonic() - look.at > self.every / 2
+                or (seq >= look.upto and len(look.queue.waiting) < PLACES_COUNTED)
+            ):
+                upto = max([s for watched, s in self._watched.values() if watched == subject] + [seq]) + 1
+                look = _Look(await self.bus.queue(durable, subject, upto, PLACES_COUNTED), upto, time.monotonic())
+                self._looks[key] = look
+            return look.queue

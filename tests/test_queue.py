@@ -79,3 +79,39 @@ async def test_a_waiting_note_shows_how_many_notes_are_ahead_and_about_how_long(
     ], "each place said once, and nothing about the queue once the transcript is there"
     for message in taken:
         await message.ack_sync()
+
+
+async def test_the_places_of_many_waiting_notes_cost_one_look_at_the_queue(
+    private_bus: Bus, bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21 (7): every waiting note scanned the queue ahead of it on its own, a message at a time, every
+    three seconds: under a backlog of N, N notes cost about N²/2 reads per round. One look serves them all."""
+    await private_bus.ensure_consumer(ConsumerSpec(CONSUMER_TRANSCRIBER, SUBJECT_AUDIO))
+    formatter = FormatterService(
+        private_bus,
+        bot,
+        JoinStore(await private_bus.kv(BUCKET_JOINS)),
+        AnswerMarks(await private_bus.kv(BUCKET_ANSWERED)),
+        join_timeout=30,
+        max_audio_seconds=600,
+        queue_every=60.0,  # the watch's own rounds stay out of the count
+    )
+    info = await private_bus.js.consumer_info(STREAM, CONSUMER_TRANSCRIBER)
+    already = info.num_pending or 0
+    notes = [await waiting_note(private_bus, bot, f"backlog-{n}") for n in range(40)]
+    watched = notes[-10:]
+    for event, seq in watched:
+        await formatter.on_event(event, BusDelivery(subject=SUBJECT_AUDIO, attempt=1, seq=seq))
+    reads = 0
+    get_msg = private_bus.js.get_msg
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        nonlocal reads
+        reads += 1
+        return await get_msg(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(private_bus.js, "get_msg", counted)
+    queue = formatter.status.queue
+    said = [await queue.place("en", SUBJECT_AUDIO, seq) for _, seq in watched]  # one round of the ten watches
+    assert said == [f"⏳ Notes ahead of yours in the queue: {min(already + 30 + n, 100)}." for n in range(10)], said
+    assert reads <= 45, f"{reads} reads for ten places behind a queue of {already + 40}"

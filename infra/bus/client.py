@@ -38,7 +38,7 @@ from infra.bus.consumers import (
     Delivery,
     GiveUp,
     Handler,
-    QueuePlace,
+    Queue,
     Verdict,
     declaration,
     deliver,
@@ -409,23 +409,23 @@ class Bus:
         meta = base64.urlsafe_b64encode(name.encode()).decode()
         await self.js.purge_stream(object_stream(BUCKET_AUDIO), subject=f"$O.{BUCKET_AUDIO}.M.{meta}")
 
-    async def place_in_queue(self, durable: str, subject: str, seq: int, cap: int = 100) -> QueuePlace | None:
-        """Where message `seq` on `subject` stands for the consumer `durable`: how many messages before it wait to
-        be delivered (counted up to `cap`) and how many are being worked on; None once it has been delivered."""
+    async def queue(self, durable: str, subject: str, upto: int, cap: int = 100) -> Queue:
+        """One look at what waits for the consumer `durable`: its messages on `subject` not delivered yet, before
+        sequence `upto` and at most `cap` of them, with how many are being worked on and how many wait in all."""
         info = await self.js.consumer_info(STREAM, durable)
         delivered = _delivered(info)
-        if seq <= delivered:
-            return None
-        waiting, at = 0, delivered + 1
-        while waiting < cap:
+        waiting: list[int] = []
+        at = delivered + 1
+        while len(waiting) < cap and at < upto:
             try:
                 msg = await self.js.get_msg(STREAM, seq=at, subject=subject, next=True)
             except nats.js.errors.NotFoundError:
                 break
-            if msg.seq is None or msg.seq >= seq:
+            if msg.seq is None or msg.seq >= upto:
                 break
-            waiting, at = waiting + 1, msg.seq + 1
-        return QueuePlace(waiting=waiting, working=info.num_ack_pending or 0, pending=info.num_pending or 0)
+            waiting.append(msg.seq)
+            at = msg.seq + 1
+        return Queue(delivered, tuple(waiting), working=info.num_ack_pending or 0, pending=info.num_pending or 0)
 
     async def kv_size(self, bucket: str) -> int:
         """Live keys in a history-1 bucket: one message per key, expired ones gone."""

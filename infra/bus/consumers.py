@@ -30,6 +30,7 @@ vocabulary (`infra.runtime.metrics.STAGES`).
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import inspect
 import logging
@@ -123,6 +124,25 @@ class QueuePlace:
     """Messages delivered and not yet acked: being worked on."""
     pending: int
     """Every message not delivered yet, this one included."""
+
+
+@dataclass(frozen=True)
+class Queue:
+    """What waits for one consumer, as one look at the stream saw it: every waiting message's place follows from
+    it, so a hundred waiting notes cost one look, not a hundred."""
+
+    delivered: int
+    """The last stream sequence handed to the consumer."""
+    waiting: tuple[int, ...]
+    """Sequences of the consumer's messages not delivered yet, in order, up to the look's end or its cap."""
+    working: int
+    pending: int
+
+    def place(self, seq: int) -> QueuePlace | None:
+        """Where message `seq` stands (at most `len(waiting)` ahead); None once it has been delivered."""
+        if seq <= self.delivered:
+            return None
+        return QueuePlace(waiting=bisect.bisect_left(self.waiting, seq), working=self.working, pending=self.pending)
 
 
 Handler = Callable[[T, Delivery], Awaitable[None]]
