@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import msgspec
 import nats.js.errors
 from nats.js.kv import KeyValue
 
@@ -52,6 +53,8 @@ class Owned:
         revision: int,
         parts_sent: int,
         shown: tuple[str, ...] | None = None,
+        progress: float | None = None,
+        progress_at: float = 0.0,
     ) -> None:
         self.kv = kv
         self.cid = cid
@@ -60,6 +63,9 @@ class Owned:
         self.parts_sent = parts_sent
         self.shown = shown
         """The modes the answer begun was rendered with (None: nothing of it is out yet)."""
+        self.progress = progress
+        self.progress_at = progress_at
+        """How far the status message shows the note, and since when (see `Claimed`)."""
         self._lock = asyncio.Lock()
 
     async def _write(self, mark: Mark) -> None:
@@ -73,16 +79,28 @@ class Owned:
         """Another part is out; this must land before the next part goes (else a takeover repeats it). `shown`:
         the modes the answer was rendered with, kept from its first part on."""
         shown = self.shown if self.shown is not None else shown
-        await _persist(lambda: self._write(Claimed(owner=self.owner, parts_sent=parts_sent, shown=shown)))
+        await _persist(lambda: self._write(self._claimed(parts_sent, shown)))
         self.parts_sent, self.shown = parts_sent, shown
 
     async def heartbeat(self) -> None:
-        await self._write(Claimed(owner=self.owner, parts_sent=self.parts_sent, shown=self.shown))
+        await self._write(self._claimed(self.parts_sent, self.shown))
+
+    def _claimed(self, parts_sent: int, shown: tuple[str, ...] | None) -> Claimed:
+        return Claimed(
+            owner=self.owner,
+            parts_sent=parts_sent,
+            shown=shown,
+            progress=self.progress,
+            progress_at=self.progress_at,
+        )
 
     async def release(self) -> None:
         """Step back after a transient failure: the next attempt, anyone's, resumes where we stopped."""
         try:
-            await self._write(Released(parts_sent=self.parts_sent, shown=self.shown))
+            released = Released(
+                parts_sent=self.parts_sent, shown=self.shown, progress=self.progress, progress_at=self.progress_at
+            )
+            await self._write(released)
         except Exception as exc:  # unreachable NATS: the claim goes stale after a lease instead
             log.warning("%s: could not release the claim (%s)", self.cid, type(exc).__name__)
 
@@ -146,21 +164,27 @@ class AnswerMarks:
                     case Sent():
                         self._seen.pop(cid, None)
                         return AlreadySent()
-                    case Released(parts_sent=parts, shown=shown):
-                        claimed = Claimed(owner=owner, parts_sent=parts, brief=brief, shown=shown)
+                    case Released(parts_sent=parts, shown=shown, progress=progress, progress_at=progress_at):
+                        claimed = Claimed(
+                            owner=owner,
+                            parts_sent=parts,
+                            brief=brief,
+                            shown=shown,
+                            progress=progress,
+                            progress_at=progress_at,
+                        )
                         updated = await self.kv.update(cid, encode_mark(claimed), last=revision)
-                        return Owned(self.kv, cid, owner, updated, parts, shown)
-                    case Claimed(parts_sent=parts, brief=held_briefly, shown=shown):
+                        return Owned(self.kv, cid, owner, updated, parts, shown, progress, progress_at)
+                    case Claimed(parts_sent=parts, brief=held_briefly) as held:
                         assert revision is not None
                         wait = self._stale_in(cid, revision)
                         if wait > 0:
                             return HeldElsewhere(min(wait, BRIEF_WAIT) if held_briefly else wait)
                         log.warning("%s: taking over a claim whose owner stopped answering", cid)
-                        updated = await self.kv.update(
-                            cid, encode_mark(Claimed(owner=owner, parts_sent=parts, shown=shown)), last=revision
-                        )
+                        taken = msgspec.structs.replace(held, owner=owner, brief=False)
+                        updated = await self.kv.update(cid, encode_mark(taken), last=revision)
                         self._seen.pop(cid, None)
-                        return Owned(self.kv, cid, owner, updated, parts, shown)
+                        return Owned(self.kv, cid, owner, updated, parts, held.shown, held.progress, held.progress_at)
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue  # the mark moved under us: look again
 

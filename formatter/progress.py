@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from formatter.join import JoinState
-from formatter.marks import AnswerMarks, Owned
+from formatter.marks import AlreadySent, AnswerMarks, HeldElsewhere, Owned
 from formatter.render import render_progress
 from infra.domain.contracts import Origin
 
@@ -32,12 +32,16 @@ Edit = Callable[[Origin, str], Awaitable[None]]
 
 
 class Progress:
+    """Puts a note's newest state in its status message, paced. What the status shows, and when, is kept in the
+    note's answered mark (`Claimed.progress`), not in this process: with several formatters, each taking some of
+    a note's events, the status still only moves forward, one edit per turn, and a state that finds another
+    formatter's edit in flight waits for its turn instead of being dropped."""
+
     def __init__(self, marks: AnswerMarks, edit: Edit, interval: float = PROGRESS_INTERVAL) -> None:
         self.marks = marks
         self.edit = edit
         self.interval = interval
-        self._newest: dict[str, tuple[Origin, str]] = {}
-        self._last: dict[str, float] = {}
+        self._newest: dict[str, tuple[Origin, str, float]] = {}
         self._shown: dict[str, str] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -45,51 +49,61 @@ class Progress:
         """Show this state of the note when its turn comes (at once, if the last edit is long enough ago)."""
         body = render_progress(state)
         if body is not None and state.origin is not None:
-            self.say(cid, state.origin, body)
+            self.say(cid, state.origin, body, level=1.0 + len(state.analyses))
 
-    def say(self, cid: str, origin: Origin, body: str) -> None:
-        """Put `body` in the note's status message when its turn comes; a newer body replaces one still waiting."""
+    def say(self, cid: str, origin: Origin, body: str, level: float) -> None:
+        """Put `body` in the note's status message when its turn comes, unless the status already shows as much
+        (`level`: how far along the note it is; higher is newer). A newer body replaces one still waiting."""
         if self._shown.get(cid) == body:
             return
-        self._newest[cid] = (origin, body)
+        waiting = self._newest.get(cid)
+        if waiting is None or level >= waiting[2]:
+            self._newest[cid] = (origin, body, level)
         if cid not in self._tasks:
             self._tasks[cid] = asyncio.create_task(self._run(cid))
 
     def forget(self, cid: str) -> None:
         """The note is answered: nothing more to show."""
         self._newest.pop(cid, None)
-        self._last.pop(cid, None)
         self._shown.pop(cid, None)
 
     async def _run(self, cid: str) -> None:
         try:
             while cid in self._newest:
-                origin, _ = self._newest[cid]
-                interval = self.interval * (2 if origin.chat_id < 0 else 1)
-                wait = self._last.get(cid, 0.0) + interval - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                if cid not in self._newest:
-                    return
-                origin, body = self._newest.pop(cid)
-                await self._edit(cid, origin, body)
-                self._last[cid] = time.monotonic()
-                self._shown[cid] = body
+                origin, body, level = self._newest.pop(cid)
+                wait = await self._edit(cid, origin, body, level)
+                if wait is None:
+                    self._shown[cid] = body
+                    continue
+                self._newest.setdefault(cid, (origin, body, level))  # unless something newer came meanwhile
+                await asyncio.sleep(wait)
         finally:
             self._tasks.pop(cid, None)
 
-    async def _edit(self, cid: str, origin: Origin, body: str) -> None:
+    async def _edit(self, cid: str, origin: Origin, body: str, level: float) -> float | None:
+        """Show `body` if it is this note's turn and news; None when done with it (shown, or no longer worth
+        showing), else the seconds until its turn."""
         try:
             claim = await self.marks.claim(cid, brief=True)
         except Exception as exc:
             log.warning("%s: progress not shown (%s)", cid, type(exc).__name__)
-            return
-        if not isinstance(claim, Owned):
-            return  # answered already, or the answer is going out right now
+            return None
+        match claim:
+            case AlreadySent():
+                return None
+            case HeldElsewhere(retry_in=wait):
+                return wait  # another formatter's edit, or the answer itself: look again in a moment
+        assert isinstance(claim, Owned)
         try:
-            if claim.parts_sent == 0:
-                await asyncio.wait_for(self.edit(origin, body), EDIT_PATIENCE)
+            if claim.parts_sent or (claim.progress is not None and level <= claim.progress):
+                return None  # the answer is going out, or the status shows as much already
+            interval = self.interval * (2 if origin.chat_id < 0 else 1)  # groups: twenty messages a minute
+            if (turn := claim.progress_at + interval - time.time()) > 0:
+                return turn
+            await asyncio.wait_for(self.edit(origin, body), EDIT_PATIENCE)
+            claim.progress, claim.progress_at = level, time.time()
         except Exception as exc:
             log.warning("%s: progress not shown (%s)", cid, type(exc).__name__)
         finally:
             await claim.release()
+        return None

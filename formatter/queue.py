@@ -87,14 +87,15 @@ class QueueWatch:
             while time.monotonic() - started < WATCH_AT_MOST:
                 await asyncio.sleep(self.every)
                 try:
-                    line = await self.place(origin.ui_language, subject, seq)
+                    found = await self._place(origin.ui_language, subject, seq)
                 except Exception as exc:  # NATS away a moment: look again next time
                     log.debug("%s: queue place unknown (%s)", cid, type(exc).__name__)
                     continue
-                if line is None or cid in self._taken:
+                if found is None or cid in self._taken:
                     return  # a transcriber has it
+                line, ahead = found
                 if line and line != said:
-                    self.progress.say(cid, origin, line)  # at once: no transcript can overtake it now
+                    self.progress.say(cid, origin, line, level=-float(ahead))  # fewer ahead: further along
                     said = line
         finally:
             self._tasks.pop(cid, None)
@@ -102,6 +103,11 @@ class QueueWatch:
 
     async def place(self, lang: str, subject: str, seq: int) -> str | None:
         """What the status should say now: "" when nothing waits ahead, None once the note is taken."""
+        found = await self._place(lang, subject, seq)
+        return found[0] if found is not None else None
+
+    async def _place(self, lang: str, subject: str, seq: int) -> tuple[str, int] | None:
+        """`place`, and how many notes are ahead."""
         if subject == SUBJECT_AUDIO:
             place = (await self._queue(CONSUMER_TRANSCRIBER, SUBJECT_AUDIO, seq)).place(seq)
             if place is None:
@@ -115,12 +121,12 @@ class QueueWatch:
             before = first.pending + first.working
             ahead, working = before + place.waiting + place.working, max(place.working, first.working)
         if ahead == 0:
-            return ""
+            return "", 0
         eta = ""
         if self.per_note is not None:
             seconds = max(1, round(ahead * self.per_note / max(1, working)))
             eta = text("queue_eta", lang, seconds=seconds)
-        return text("queue_position", lang, ahead=ahead, eta=eta)
+        return text("queue_position", lang, ahead=ahead, eta=eta), ahead
 
     async def _queue(self, durable: str, subject: str, seq: int) -> Queue:
         """The queue as last seen, if that was less than half a round ago and reached `seq`; else a new look, as

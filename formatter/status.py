@@ -39,7 +39,8 @@ class StatusMessage:
         """A long note's transcription has got this far."""
         cid = progress.correlation_id
         if self.shown and known.origin is not None and known.transcript is None:
-            self.progress.say(cid, known.origin, transcribing(progress, known.origin.ui_language))
+            body = transcribing(progress, known.origin.ui_language)
+            self.progress.say(cid, known.origin, body, level=progress.done_seconds / max(progress.total_seconds, 1.0))
 
     def follow(self, event: Event, state: JoinState, delivery: Delivery) -> None:
         """The note's join took `event` in: say what it means for the waiting user, if anything."""

@@ -27,7 +27,7 @@ from infra.domain.contracts import Analysis, AudioReceived, AudioRef, Event, Ori
 from infra.runtime.settings import Settings
 from infra.voice.telegram import FloodControl, make_bot
 from infra.voice.texts import text
-from tests.support import TOKEN, Redelivered, a_transcript
+from tests.support import TOKEN, Redelivered, a_transcript, eventually
 from voice_insight.doubles.telegram_api import TelegramDouble
 
 _chats = itertools.count(70_000_001)
@@ -325,3 +325,38 @@ async def test_a_resumed_answer_goes_on_with_what_it_began_to_show(
     sentences = [shown.count(f"Sentence number {n} of") for n in range(70)]
     assert set(sentences) == {1}, f"each sentence of the one analysis shown, once: {sorted(set(sentences))}"
     assert shown.count("DEFAULT body") == 1 and "TONE body" not in shown and "TONE" in shown, shown[-300:]
+
+
+async def test_two_formatters_show_a_notes_progress_in_order_and_lose_none(
+    private_bus: Bus, telegram: TelegramDouble, bot: Bot
+) -> None:
+    """Issue 21 (7): what a note's status message shows, and when, lived in one formatter's memory. With two
+    replicas, one that found the other's progress edit in flight dropped its newer state for good, and an older
+    state could land after a newer one. The status shows the newest state, and never goes back."""
+
+    async def replica() -> FormatterService:
+        return FormatterService(
+            private_bus,
+            bot,
+            JoinStore(await private_bus.kv(BUCKET_JOINS)),
+            AnswerMarks(await private_bus.kv(BUCKET_ANSWERED), lease=LEASE),
+            join_timeout=30,
+            max_audio_seconds=600,
+            progress_interval=0.2,
+        )
+
+    chat, _, events = await a_note(bot)
+    audio, transcript, gist, _tone = events
+    one, two = await replica(), await replica()
+    await one.on_event(audio, FIRST)
+    telegram.hold_edits(1.0)  # Telegram slow to take an edit
+    await one.on_event(transcript, FIRST)  # one shows the transcript; its edit holds the status for a second
+    await asyncio.sleep(0.3)
+    telegram.hold_edits(0)
+    await two.on_event(gist, FIRST)  # two has the transcript and the gist meanwhile
+    status = telegram.messages(chat)[0]
+    await eventually(lambda: "DEFAULT body" in status.text, 10)
+    await asyncio.sleep(1.0)  # whatever either still had to show has been shown
+    assert "DEFAULT body" in status.text, "the newer state stays"
+    shown = [t for t in status.history if t.startswith("📝")]
+    assert all("DEFAULT body" in t for t in shown[shown.index(next(t for t in shown if "DEFAULT body" in t)) :])

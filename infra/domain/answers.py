@@ -32,11 +32,17 @@ class Claimed(msgspec.Struct, frozen=True, kw_only=True, tag="claimed"):
     shown: tuple[str, ...] | None = None
     """The modes whose analyses the answer was rendered with when its first part went out: a resumed answer is
     rendered with these again, whatever landed since, so its parts are the ones already begun."""
+    progress: float | None = None
+    """How far the status message shows the note (`formatter.progress`): no formatter shows less after it."""
+    progress_at: float = 0.0
+    """When that was shown (Unix time): the next progress edit, by any formatter, waits its turn after it."""
 
 
 class Released(msgspec.Struct, frozen=True, kw_only=True, tag="released"):
     parts_sent: int = 0
     shown: tuple[str, ...] | None = None
+    progress: float | None = None
+    progress_at: float = 0.0
 
 
 class Sent(msgspec.Struct, frozen=True, kw_only=True, tag="sent"):
