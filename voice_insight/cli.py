@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("formatter", help="joins results by correlation ID and answers the user")
     up = sub.add_parser("up", help="run the whole stack on this machine")
     up.add_argument("--transcribers", type=int, default=1, help="transcriber replicas (default 1)")
+    up.add_argument("--formatters", type=int, default=1, help="formatter replicas (default 1)")
     up.add_argument("--modes", help="a fixed set of analyzer modes, comma-separated (default: follow the registry)")
     up.add_argument(
         "--external", default="", help="modes analyzed elsewhere, comma-separated: an account each (analyzer-NAME)"
@@ -79,7 +80,14 @@ def main(argv: list[str] | None = None) -> None:
         from infra.ops.launcher import up
 
         modes = [m for m in args.modes.split(",") if m] if args.modes else None
-        raise SystemExit(up(transcribers=args.transcribers, modes=modes, external=_names(args.external)))
+        raise SystemExit(
+            up(
+                transcribers=args.transcribers,
+                modes=modes,
+                external=_names(args.external),
+                formatters=args.formatters,
+            )
+        )
     if args.command == "dev":
         from voice_insight.dev import run as dev
 

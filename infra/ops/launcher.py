@@ -115,14 +115,15 @@ def free_port(preferred: int) -> int:
     raise RuntimeError("no free port")
 
 
-def plan(transcribers: int, modes: list[str], base_port: int = 9100) -> list[Child]:
+def plan(transcribers: int, modes: list[str], base_port: int = 9100, formatters: int = 1) -> list[Child]:
     """The children, in start order; each gets its own metrics port: gateway base+1, formatter base+2, ...
 
     A base port of 0 (`METRICS_PORT=0`) turns every child's side door off."""
     me = (sys.executable, "-m", "voice_insight")
-    roles: list[tuple[str, tuple[str, ...], str]] = [
-        ("gateway", ("gateway",), "gateway"),
-        ("formatter", ("formatter",), "formatter"),
+    roles: list[tuple[str, tuple[str, ...], str]] = [("gateway", ("gateway",), "gateway")]
+    roles += [
+        ("formatter" if formatters == 1 else f"formatter-{i + 1}", ("formatter",), "formatter")
+        for i in range(formatters)
     ]
     roles += [
         ("transcriber" if transcribers == 1 else f"transcriber-{i + 1}", ("transcriber",), "transcriber")
@@ -312,6 +313,7 @@ async def _up(
     modes: list[str] | None,
     external: tuple[str, ...],
     on_started: Callable[[list[str]], Awaitable[None]] | None = None,
+    formatters: int = 1,
 ) -> int:
     env = dict(os.environ)
     supervisor = Supervisor(env)
@@ -348,7 +350,7 @@ async def _up(
         print(f"{'up':<14}| {ANALYSES_OFF}", flush=True)
 
     base = settings.metrics_port if settings.metrics_port is not None else 9100
-    children = plan(transcribers, modes or [], base)
+    children = plan(transcribers, modes or [], base, formatters)
     follower = None
     if modes is None:  # analyzers first, the gateway last: no voice note arrives before the rest is up
         follower = ModeFollower(supervisor, admin, logins, base + 1 + len(children) if base else 0, local)
@@ -414,9 +416,10 @@ async def run_stack(
     return await _up(settings, max(1, transcribers), modes, external, on_started)
 
 
-def up(transcribers: int, modes: list[str] | None, external: tuple[str, ...] = ()) -> int:
+def up(transcribers: int, modes: list[str] | None, external: tuple[str, ...] = (), formatters: int = 1) -> int:
     """Run the stack: one analyzer per mode in `modes`, or per enabled mode in the registry if None; `external`:
-    modes whose analyzers run elsewhere, each given an account on the embedded server."""
+    modes whose analyzers run elsewhere, each given an account on the embedded server; `formatters` replicas
+    of the formatter (they share its durables, and the notes' answers)."""
     # Validate everything the children will need before starting any of them: one clear line, not five.
     settings = load_or_exit("up", ("TELEGRAM_TOKEN",))
-    return asyncio.run(_up(settings, max(1, transcribers), modes, external))
+    return asyncio.run(_up(settings, max(1, transcribers), modes, external, formatters=max(1, formatters)))
