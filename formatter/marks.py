@@ -151,6 +151,11 @@ class AnswerMarks:
     async def is_sent(self, cid: str) -> bool:
         return await is_answered(self.kv, cid)
 
+    async def peek(self, cid: str) -> Mark | None:
+        """The note's mark as it is now, claiming nothing."""
+        mark, _ = await read_mark(self.kv, cid)
+        return mark
+
     async def claim(self, cid: str, brief: bool = False) -> Owned | AlreadySent | HeldElsewhere:
         """`brief`: only to edit the status message once (progress), which the answer waits for only briefly."""
         owner = uuid.uuid4().hex

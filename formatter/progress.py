@@ -17,8 +17,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 from formatter.join import JoinState
-from formatter.marks import AlreadySent, AnswerMarks, HeldElsewhere, Owned
+from formatter.marks import BRIEF_WAIT, AlreadySent, AnswerMarks, HeldElsewhere, Owned
 from formatter.render import render_progress
+from infra.domain.answers import Claimed, Released, Sent
 from infra.domain.contracts import Origin
 
 log = logging.getLogger("voice_insight.formatter")
@@ -82,8 +83,21 @@ class Progress:
 
     async def _edit(self, cid: str, origin: Origin, body: str, level: float) -> float | None:
         """Show `body` if it is this note's turn and news; None when done with it (shown, or no longer worth
-        showing), else the seconds until its turn."""
+        showing), else the seconds until its turn. The mark is read first and claimed only when it is the turn of
+        something new: a progress claim briefly holds the answer back, so none is taken in vain."""
+        interval = self.interval * (2 if origin.chat_id < 0 else 1)  # groups: twenty messages a minute
         try:
+            match await self.marks.peek(cid):
+                case Sent() | Claimed(brief=False):
+                    return None  # answered, or the answer is going out and overwrites the status
+                case Claimed(brief=True):
+                    return BRIEF_WAIT  # another formatter's edit in flight
+                case Claimed() | Released() as mark if mark.parts_sent or (
+                    mark.progress is not None and level <= mark.progress
+                ):
+                    return None  # the answer is partly out, or the status shows as much already
+                case Claimed() | Released() as mark if (turn := mark.progress_at + interval - time.time()) > 0:
+                    return turn
             claim = await self.marks.claim(cid, brief=True)
         except Exception as exc:
             log.warning("%s: progress not shown (%s)", cid, type(exc).__name__)
@@ -97,7 +111,6 @@ class Progress:
         try:
             if claim.parts_sent or (claim.progress is not None and level <= claim.progress):
                 return None  # the answer is going out, or the status shows as much already
-            interval = self.interval * (2 if origin.chat_id < 0 else 1)  # groups: twenty messages a minute
             if (turn := claim.progress_at + interval - time.time()) > 0:
                 return turn
             await asyncio.wait_for(self.edit(origin, body), EDIT_PATIENCE)
