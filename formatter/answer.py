@@ -29,11 +29,12 @@ from formatter.cleanup import forget
 from formatter.join import JoinState, JoinStore
 from formatter.marks import AlreadySent, AnswerMarks, ClaimLost, HeldElsewhere, Owned
 from formatter.render import Part, render_answer, render_failure
-from formatter.sending import AWAY, PERMANENT, Sender, permanent_reason
+from formatter.sending import Sender, away, permanent_reason
 from formatter.status import StatusMessage
 from infra.bus import Bus, Delivery, Fail, Retry, backoff
 from infra.runtime.metrics import ANSWERS, RENDER_FAILURES, observe_stage
 from infra.runtime.telemetry import record_failure, step
+from infra.voice.telegram import TELEGRAM_PERMANENT
 
 log = logging.getLogger("voice_insight.formatter")
 
@@ -164,7 +165,7 @@ class Answerer:
             log.warning("%s: another formatter took the answer over; stepping back", cid)
             raise Retry(self.marks.lease, "claim lost") from None
         record_failure(span, exc)
-        if isinstance(exc, PERMANENT):
+        if isinstance(exc, TELEGRAM_PERMANENT):
             reason = permanent_reason(exc)
             log.warning("%s: the answer cannot be delivered (%s); giving up", cid, reason)
             if reason in REFUSED_ANSWER:
@@ -175,7 +176,7 @@ class Answerer:
         await claim.release()
         if isinstance(exc, TelegramRetryAfter):
             raise Retry(float(exc.retry_after), "Telegram flood control", error="flood_control") from None
-        if isinstance(exc, AWAY):
+        if away(exc):
             delay = backoff(delivery.attempt, cap=self.backoff_cap)
             raise Retry(delay, "Telegram unavailable", error="telegram_unavailable") from None
         raise exc

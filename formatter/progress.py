@@ -87,17 +87,14 @@ class Progress:
         something new: a progress claim briefly holds the answer back, so none is taken in vain."""
         interval = self.interval * (2 if origin.chat_id < 0 else 1)  # groups: twenty messages a minute
         try:
-            match await self.marks.peek(cid):
+            match mark := await self.marks.peek(cid):
                 case Sent() | Claimed(brief=False):
                     return None  # answered, or the answer is going out and overwrites the status
                 case Claimed(brief=True):
                     return BRIEF_WAIT  # another formatter's edit in flight
-                case Claimed() | Released() as mark if mark.parts_sent or (
-                    mark.progress is not None and level <= mark.progress
-                ):
-                    return None  # the answer is partly out, or the status shows as much already
-                case Claimed() | Released() as mark if (turn := mark.progress_at + interval - time.time()) > 0:
-                    return turn
+                case Released():
+                    if (turn := _turn(mark.parts_sent, mark.progress, mark.progress_at, level, interval)) != 0:
+                        return turn
             claim = await self.marks.claim(cid, brief=True)
         except Exception as exc:
             log.warning("%s: progress not shown (%s)", cid, type(exc).__name__)
@@ -109,10 +106,8 @@ class Progress:
                 return wait  # another formatter's edit, or the answer itself: look again in a moment
         assert isinstance(claim, Owned)
         try:
-            if claim.parts_sent or (claim.progress is not None and level <= claim.progress):
-                return None  # the answer is going out, or the status shows as much already
-            if (turn := claim.progress_at + interval - time.time()) > 0:
-                return turn
+            if (turn := _turn(claim.parts_sent, claim.progress, claim.progress_at, level, interval)) != 0:
+                return turn  # the mark moved since it was read
             await asyncio.wait_for(self.edit(origin, body), EDIT_PATIENCE)
             claim.progress, claim.progress_at = level, time.time()
         except Exception as exc:
@@ -120,3 +115,11 @@ class Progress:
         finally:
             await claim.release()
         return None
+
+
+def _turn(parts_sent: int, shown: float | None, shown_at: float, level: float, interval: float) -> float | None:
+    """0 when a state of `level` is the status's next edit; None when it never will be (the answer is partly out,
+    or the status shows as much already); else the seconds until its turn."""
+    if parts_sent or (shown is not None and level <= shown):
+        return None
+    return max(0.0, shown_at + interval - time.time())

@@ -2,7 +2,8 @@
 
 The first message replaces the status message (with the buttons under it); files and further messages follow as
 replies to the voice note, in its topic. Failures are sorted into "later" (Telegram away, flood control) and
-"never" (blocked, chat gone, a request Telegram refuses): `PERMANENT` and `permanent_reason`.
+"never" (blocked, chat gone, a request Telegram refuses: `infra.voice.telegram.TELEGRAM_PERMANENT`, named by
+`permanent_reason`; "message is not modified" and "message to edit not found" are handled before).
 """
 
 from __future__ import annotations
@@ -10,12 +11,8 @@ from __future__ import annotations
 from aiogram import Bot
 from aiogram.exceptions import (
     TelegramBadRequest,
-    TelegramEntityTooLarge,
     TelegramForbiddenError,
     TelegramMigrateToChat,
-    TelegramNetworkError,
-    TelegramNotFound,
-    TelegramServerError,
     TelegramUnauthorizedError,
 )
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, ReplyParameters
@@ -23,18 +20,12 @@ from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, ReplyParamete
 from formatter.marks import Owned
 from formatter.render import Attachment, Part
 from infra.domain.contracts import Origin
+from infra.voice.telegram import telegram_away
 
-# The Bot API's "never" (retrying cannot help): blocked by the user, chat gone, a request Telegram refuses.
-# TelegramBadRequest "message is not modified" and "message to edit not found" are handled before this.
-PERMANENT = (
-    TelegramForbiddenError,
-    TelegramBadRequest,
-    TelegramNotFound,
-    TelegramEntityTooLarge,
-    TelegramMigrateToChat,
-)
-AWAY = (TimeoutError, TelegramNetworkError, TelegramServerError, TelegramUnauthorizedError)
-"""Telegram away (outage, restart, network): the answer waits and is tried again."""
+
+def away(exc: BaseException) -> bool:
+    """Telegram away: the answer waits and is tried again. A 401 counts too (a token swapped mid-deploy)."""
+    return telegram_away(exc) or isinstance(exc, TelegramUnauthorizedError)
 
 
 def permanent_reason(exc: BaseException) -> str:

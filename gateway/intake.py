@@ -288,17 +288,20 @@ class Intake:
         cid = correlation_id(self.key, message.chat.id, message.message_id)
         span.set_attribute("voice_insight.correlation_id", cid)
         intake = await self.bus.kv(BUCKET_INTAKE)
-        known = await read_record(intake, cid)
-        if (known is not None and known.handed_over) or await is_answered(await self.bus.kv(BUCKET_ANSWERED), cid):
-            log.info("%s: repeated update for a note already taken in; ignored", cid)
-            span.set_attribute("voice_insight.duplicate", True)
-            return
         user = user_key(self.key, message.from_user.id) if message.from_user else None
 
         async def send_status() -> int:
             return (await message.reply(text("listening", lang))).message_id
 
-        record, first_time = await claim_status(intake, cid, send_status)
+        def repeated() -> None:
+            log.info("%s: repeated update for a note already taken in; ignored", cid)
+            span.set_attribute("voice_insight.duplicate", True)
+
+        if await is_answered(await self.bus.kv(BUCKET_ANSWERED), cid):
+            return repeated()
+        record, first_time = await claim_status(intake, cid, send_status)  # a note taken in: only read
+        if record.handed_over:
+            return repeated()
         if first_time and user:
             await self._count_user(user)
         status_id = record.status_message_id

@@ -25,10 +25,8 @@ from aiogram import Bot, Dispatcher
 from aiogram.exceptions import (
     TelegramBadRequest,
     TelegramForbiddenError,
-    TelegramNetworkError,
     TelegramNotFound,
     TelegramRetryAfter,
-    TelegramServerError,
 )
 from aiogram.methods import GetUpdates
 from aiogram.types import Update
@@ -36,6 +34,7 @@ from aiogram.types import Update
 from infra.bus import Bus, Delivery, Fail, Reject, Retry, backoff, consumes
 from infra.bus.names import CONSUMER_GATEWAY, STREAM_UPDATES, SUBJECT_UPDATES
 from infra.domain.contracts import TelegramUpdate
+from infra.voice.telegram import TELEGRAM_PERMANENT, telegram_away
 from infra.voice.texts import text, ui_language
 
 log = logging.getLogger("voice_insight.gateway")
@@ -101,10 +100,6 @@ class UpdatePoller:
 
 GIVE_UP_AFTER = 8
 """Attempts at an update that fails for a reason of ours before the user is told and the update let go."""
-TELEGRAM_AWAY = (TelegramNetworkError, TelegramServerError, TimeoutError)
-"""Telegram unreachable or failing for now: the update is kept and tried again, however long that lasts."""
-PERMANENT = (TelegramForbiddenError, TelegramBadRequest, TelegramNotFound)
-"""What Telegram says of a chat or request for good: retrying cannot help."""
 
 
 class UpdateHandler:
@@ -149,12 +144,12 @@ class UpdateHandler:
             raise Reject("bot_blocked") from None
         except (TelegramBadRequest, TelegramNotFound):
             raise Reject("bad_request") from None
-        except TELEGRAM_AWAY:
-            delay = backoff(delivery.attempt, cap=60.0)
-            raise Retry(delay, "Telegram unavailable", error="telegram_unavailable") from None
         except (Fail, Retry, Reject):
             raise
         except Exception as exc:
+            if telegram_away(exc):  # kept and tried again, however long the outage lasts
+                delay = backoff(delivery.attempt, cap=60.0)
+                raise Retry(delay, "Telegram unavailable", error="telegram_unavailable") from None
             if delivery.attempt < self.give_up_after:
                 raise
             log.error("update %d failed %d times (%s)", item.update_id, delivery.attempt, type(exc).__name__)
@@ -173,6 +168,6 @@ class UpdateHandler:
             intake = self.context.get("intake")
             if intake is None or not await intake.abandon(message):
                 await message.reply(text("internal", lang))
-        except PERMANENT as never:
+        except TELEGRAM_PERMANENT as never:
             log.warning("update %d: the user cannot be told either (%s)", item.update_id, type(never).__name__)
         # Anything else (Telegram away) propagates: the bus keeps the update, and it is tried again.

@@ -13,17 +13,11 @@ from aiogram import Bot
 
 from infra.runtime.settings import Settings
 from infra.voice.telegram import make_bot
+from tests.support import (
+    TOKEN,
+    telegram_of_its_own,  # noqa: F401  (the `telegram` fixture here: a double of the test's own)
+)
 from voice_insight.doubles.telegram_api import TelegramDouble
-
-TOKEN = "515151515:FLOODqTcvCH1vGWJxfSeofSAs0K5PALDsaw5"
-
-
-@pytest.fixture
-async def telegram() -> AsyncIterator[TelegramDouble]:
-    double = TelegramDouble(TOKEN)
-    await double.start()
-    yield double
-    await double.stop()
 
 
 @pytest.fixture

@@ -28,6 +28,13 @@ async def bot(telegram: TelegramDouble) -> AsyncIterator[Bot]:
     await bot.session.close()
 
 
+async def watching_formatter(bus: Bus, bot: Bot, **timing: float) -> FormatterService:
+    """A formatter watching the transcribers' real durable consumer, which the test drives by hand."""
+    await bus.ensure_consumer(ConsumerSpec(CONSUMER_TRANSCRIBER, SUBJECT_AUDIO))
+    joins, marks = JoinStore(await bus.kv(BUCKET_JOINS)), AnswerMarks(await bus.kv(BUCKET_ANSWERED))
+    return FormatterService(bus, bot, joins, marks, join_timeout=30, max_audio_seconds=600, **timing)
+
+
 async def waiting_note(bus: Bus, bot: Bot, name: str) -> tuple[AudioReceived, int]:
     """A note handed over to the transcribers: its status message sent, its event on `voice.audio`."""
     chat = new_chat()  # a chat of its own in the session's double
@@ -43,17 +50,7 @@ async def waiting_note(bus: Bus, bot: Bot, name: str) -> tuple[AudioReceived, in
 async def test_a_waiting_note_shows_how_many_notes_are_ahead_and_about_how_long(
     private_bus: Bus, telegram: TelegramDouble, bot: Bot
 ) -> None:
-    await private_bus.ensure_consumer(ConsumerSpec(CONSUMER_TRANSCRIBER, SUBJECT_AUDIO))
-    formatter = FormatterService(
-        private_bus,
-        bot,
-        JoinStore(await private_bus.kv(BUCKET_JOINS)),
-        AnswerMarks(await private_bus.kv(BUCKET_ANSWERED)),
-        join_timeout=30,
-        max_audio_seconds=600,
-        progress_interval=0.1,
-        queue_every=0.3,
-    )
+    formatter = await watching_formatter(private_bus, bot, progress_interval=0.1, queue_every=0.3)
     formatter.status.queue.observe(4.0)  # a transcript took four seconds a moment ago
     await waiting_note(private_bus, bot, "queue-a")
     await waiting_note(private_bus, bot, "queue-b")
@@ -86,16 +83,7 @@ async def test_the_places_of_many_waiting_notes_cost_one_look_at_the_queue(
 ) -> None:
     """Issue 21 (7): every waiting note scanned the queue ahead of it on its own, a message at a time, every
     three seconds: under a backlog of N, N notes cost about N²/2 reads per round. One look serves them all."""
-    await private_bus.ensure_consumer(ConsumerSpec(CONSUMER_TRANSCRIBER, SUBJECT_AUDIO))
-    formatter = FormatterService(
-        private_bus,
-        bot,
-        JoinStore(await private_bus.kv(BUCKET_JOINS)),
-        AnswerMarks(await private_bus.kv(BUCKET_ANSWERED)),
-        join_timeout=30,
-        max_audio_seconds=600,
-        queue_every=60.0,  # the watch's own rounds stay out of the count
-    )
+    formatter = await watching_formatter(private_bus, bot, queue_every=60.0)  # its own rounds stay out of the count
     info = await private_bus.js.consumer_info(STREAM, CONSUMER_TRANSCRIBER)
     already = info.num_pending or 0
     notes = [await waiting_note(private_bus, bot, f"backlog-{n}") for n in range(40)]

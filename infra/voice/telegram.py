@@ -23,7 +23,16 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.exceptions import TelegramBadRequest, TelegramRetryAfter
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramEntityTooLarge,
+    TelegramForbiddenError,
+    TelegramMigrateToChat,
+    TelegramNetworkError,
+    TelegramNotFound,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
 from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
 from aiogram.types import CallbackQuery
@@ -42,6 +51,24 @@ LOCAL_DOWNLOAD_LIMIT = 2000 * 1024 * 1024
 """Telegram's own limit on a file (2 GB), which a local Bot API server (`--local`) hands a bot whole."""
 REQUEST_TIMEOUT = 30.0
 """A Bot API call that has not answered in this long is treated as failed (and retried by its caller)."""
+
+
+TELEGRAM_PERMANENT = (
+    TelegramForbiddenError,
+    TelegramBadRequest,
+    TelegramNotFound,
+    TelegramEntityTooLarge,
+    TelegramMigrateToChat,
+)
+"""The Bot API's "never", for this chat or this request: blocked by the user, chat gone or moved, a request
+Telegram refuses (a file too large among them). Retrying cannot help."""
+
+
+def telegram_away(exc: BaseException) -> bool:
+    """Telegram unreachable or failing for now (an outage, a restart, the network): worth trying again, however
+    long it takes. A file too large is a network error to aiogram, but a refusal for good (`TELEGRAM_PERMANENT`)."""
+    away = isinstance(exc, TimeoutError | TelegramNetworkError | TelegramServerError)
+    return away and not isinstance(exc, TELEGRAM_PERMANENT)
 
 
 class FloodControl(BaseRequestMiddleware):
