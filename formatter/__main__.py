@@ -30,6 +30,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             AnswerMarks(await life.bus.kv(BUCKET_ANSWERED)),
             join_timeout=settings.join_timeout,
             max_audio_seconds=settings.max_audio_seconds,
+            transcription_deadline=settings.transcription_deadline,
         )
         await life.bus.start(service)
         life.ready()

@@ -4,7 +4,10 @@ Consumes:
 - `voice.>`, every event (durable `formatter`): join it (`join`), tell the waiting user (`status`), and answer
   once the note is complete (`answer`);
 - `voice.transcript` again (durable `formatter-deadline`): hold it until `JOIN_TIMEOUT` after it was published
-  (a delayed nak, so the timer lives in JetStream and survives restarts), then answer with what is there.
+  (a delayed nak, so the timer lives in JetStream and survives restarts), then answer with what is there;
+- `voice.audio` and `voice.audio.queued` again (durables `formatter-watchdog`, `formatter-watchdog-queued`): the
+  watchdog of a note whose transcript never comes (every transcriber gone, the queue longer than the
+  `TRANSCRIPTION_DEADLINE`): looked at every ten minutes until answered, and at the deadline the user is told.
 
 It publishes nothing on the bus: its output is the answer in the chat, through the Bot API. On failure: an
 answer that cannot go out now is retried (`Retry`, for as long as the stream keeps the note), one that never can
@@ -31,11 +34,15 @@ from infra.bus import Bus, Delivery, Reject, Retry, consumes
 from infra.bus.names import (
     CONSUMER_FORMATTER,
     CONSUMER_FORMATTER_DEADLINE,
+    CONSUMER_FORMATTER_WATCHDOG,
+    CONSUMER_FORMATTER_WATCHDOG_QUEUED,
     SUBJECT_ALL,
+    SUBJECT_AUDIO,
+    SUBJECT_AUDIO_QUEUED,
     SUBJECT_TRANSCRIPT,
     USER_DATA_TTL,
 )
-from infra.domain.contracts import Event, Transcript, TranscriptionProgress
+from infra.domain.contracts import AudioReceived, Event, Failure, Transcript, TranscriptionProgress
 from infra.runtime.telemetry import step
 
 log = logging.getLogger("voice_insight.formatter")
@@ -44,6 +51,11 @@ ORPHAN_AFTER = 600.0
 """A transcript whose note has no join state this long after its deadline is waited for with a warning each time."""
 ORPHAN_PAUSE = 60.0
 """Longest pause between two looks for the join state of a transcript past its deadline."""
+WATCH_EVERY = 600.0
+"""How often the watchdog looks at a note not answered yet: most are answered before its first look, and are
+let go then, so what it holds at once is about ten minutes of notes."""
+WATCHED_AT_ONCE = 200_000
+"""Notes the watchdog (and the join deadline) may hold back at once: ten minutes at over 300 notes a second."""
 
 
 class FormatterService:
@@ -59,10 +71,12 @@ class FormatterService:
         progress_interval: float = PROGRESS_INTERVAL,
         show_progress: bool = True,
         queue_every: float = QUEUE_EVERY,
+        transcription_deadline: float = 6 * 3600.0,
     ) -> None:
         self.joins = joins
         self.marks = marks
         self.join_timeout = join_timeout
+        self.transcription_deadline = transcription_deadline
         sender = Sender(bot)
         self.status = StatusMessage(bus, marks, sender.edit_status, progress_interval, queue_every, show_progress)
         self.answerer = Answerer(bus, sender, joins, marks, self.status, max_audio_seconds, answer_backoff_cap)
@@ -84,7 +98,14 @@ class FormatterService:
             await self.answerer.answer(cid, state, delivery)
 
     # Every transcript again, held back by delayed naks until its join deadline.
-    @consumes(SUBJECT_TRANSCRIPT, CONSUMER_FORMATTER_DEADLINE, stage="answer", ack_wait=30.0, concurrency=8)
+    @consumes(
+        SUBJECT_TRANSCRIPT,
+        CONSUMER_FORMATTER_DEADLINE,
+        stage="answer",
+        ack_wait=30.0,
+        concurrency=8,
+        max_ack_pending=WATCHED_AT_ONCE,
+    )
     async def on_deadline(self, transcript: Transcript, delivery: Delivery) -> None:
         cid = transcript.correlation_id
         if await self.marks.is_sent(cid):
@@ -104,6 +125,43 @@ class FormatterService:
             raise Retry(min(ORPHAN_PAUSE, max(1.0, overdue / 10)), "join state not merged yet")
         log.warning("%s: join deadline passed; missing %s", cid, ",".join(state.missing_modes()) or "nothing")
         await self.answerer.answer(cid, state, delivery)
+
+    # Every note's audio again: its watchdog, until it is answered or its transcription deadline has passed.
+    @consumes(
+        SUBJECT_AUDIO,
+        CONSUMER_FORMATTER_WATCHDOG,
+        stage="answer",
+        ack_wait=30.0,
+        concurrency=2,
+        max_ack_pending=WATCHED_AT_ONCE,
+        then=("on_overdue_queued",),
+    )
+    async def on_overdue(self, note: AudioReceived, delivery: Delivery) -> None:
+        cid = note.correlation_id
+        if await self.marks.is_sent(cid):
+            return
+        remaining = note.transcript_due(self.transcription_deadline) - time.time()
+        if remaining > 0:
+            raise Retry(min(remaining, WATCH_EVERY), "transcription deadline not reached")
+        state = await self.joins.get(cid)
+        if state is not None and (state.transcript is not None or state.failed):
+            return  # the join deadline, or the failure's own answer, has it
+        log.warning("%s: no transcript %.0f s after the note arrived; telling the user", cid, -remaining)
+        if state is None or state.origin is None:
+            await self.joins.merge(cid, note, delivery.seq)
+        failure = Failure(correlation_id=cid, stage="formatter", reason="overdue", detail="no transcript in time")
+        await self.answerer.answer(cid, await self.joins.merge(cid, failure), delivery)
+
+    @consumes(
+        SUBJECT_AUDIO_QUEUED,
+        CONSUMER_FORMATTER_WATCHDOG_QUEUED,
+        stage="answer",
+        ack_wait=30.0,
+        max_ack_pending=WATCHED_AT_ONCE,
+    )
+    async def on_overdue_queued(self, note: AudioReceived, delivery: Delivery) -> None:
+        """The watchdog of the notes past their sender's fair share, which wait on a subject of their own."""
+        await self.on_overdue(note, delivery)
 
     async def join(self, cid: str, event: Event, seq: int) -> JoinState:
         """Merge the event into everything known about its note (`formatter.join`)."""

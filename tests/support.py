@@ -357,6 +357,13 @@ async def an_analyzer(bus: Bus, openai_base_url: str, mode: str = "TONE", **opti
     return AnalyzerService(bus, ChatLLM(make_client(OPENAI_KEY, openai_base_url)), registry, definition, **options)
 
 
+def first_delivery(handler: Callable[..., Awaitable[None]]) -> Delivery:
+    """A message's first delivery to `handler`, with the attempts its `@consumes` declares: a handler that does
+    something else on its last attempt is not tested with a delivery that never has one."""
+    spec = declaration(handler).spec
+    return Delivery(subject=spec.filter_subject, attempt=1, max_attempts=spec.max_attempts)
+
+
 class Redelivered:
     """Delivers an event to a handler the way JetStream does: through the bus's outcome table (`deliver`), again
     after each `Retry`, with the attempt count and the attempts its `@consumes` declares (so a test of a long

@@ -11,19 +11,20 @@ import pytest
 
 from analyzers.desk import ModeDesk, Registrar
 from analyzers.llm import ChatLLM, make_client
+from analyzers.service import AnalyzerService
 from gateway.admin import parse_change
-from infra.bus import Bus, Delivery, deliver
+from infra.bus import Bus, deliver
 from infra.bus.names import BUCKET_MODES, STREAM_ADMIN, SUBJECT_ALERT
 from infra.domain.contracts import AdminAlert
 from infra.domain.registry import ModeRegistry
 from infra.runtime.settings import Limits
-from tests.support import DECIDED, OPENAI_KEY, Gateway, a_transcript, an_analyzer
+from tests.support import DECIDED, OPENAI_KEY, Gateway, a_transcript, an_analyzer, first_delivery
 from voice_insight.doubles.openai_api import OpenAIDouble
 from voice_insight.doubles.telegram_api import TelegramDouble
 
 TOKEN = "515151515:EEHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw6"
 _users = itertools.count(71_000_001)
-FIRST = Delivery(subject="voice.transcript", attempt=1)
+FIRST = first_delivery(AnalyzerService.handle)
 
 DEFINITION = "/add_mode" + DECIDED
 

@@ -360,3 +360,60 @@ async def test_two_formatters_show_a_notes_progress_in_order_and_lose_none(
     assert "DEFAULT body" in status.text, "the newer state stays"
     shown = [t for t in status.history if t.startswith("📝")]
     assert all("DEFAULT body" in t for t in shown[shown.index(next(t for t in shown if "DEFAULT body" in t)) :])
+
+
+async def test_a_note_never_transcribed_ends_with_a_message_at_its_transcription_deadline(
+    private_bus: Bus, telegram: TelegramDouble, bot: Bot
+) -> None:
+    """Issue 21 (2): a note whose transcript never comes (its pieces lost, the queue longer than a day, every
+    transcriber gone) left "Listening…" on screen for good: only a transcript started the formatter's deadline.
+    The note's audio starts a watchdog of its own; at the transcription deadline the user is told, once, and a
+    transcript that turns up after that is not a second answer."""
+    chat, cid, events = await a_note(bot)
+    audio, transcript, gist, tone = events
+    assert isinstance(audio, AudioReceived)
+    service = await formatter(private_bus, bot)
+    watch = Redelivered(service.on_overdue)
+    fresh = await deliver(service.on_overdue, audio, Delivery(subject="voice.audio", attempt=1))
+    assert fresh.outcome == "retry" and 0 < fresh.delay <= service.transcription_deadline, fresh
+    overdue = msgspec.structs.replace(audio, received_at=time.time() - service.transcription_deadline - 1)
+    await service.on_event(overdue, FIRST)
+    assert await watch(overdue) == "acked"
+    (status,) = parts_seen(telegram, chat)
+    assert status == text("overdue", "en"), status
+    for late in (transcript, gist, tone):
+        await service.on_event(late, FIRST)
+    assert parts_seen(telegram, chat) == [status], "one answer: a late transcript is not a second one"
+    mark, _ = await read_mark(await private_bus.kv(BUCKET_ANSWERED), cid)
+    assert isinstance(mark, Sent) and mark.outcome == "answered", mark
+
+
+async def test_the_watchdog_leaves_a_transcribed_note_to_its_join_deadline(
+    private_bus: Bus, telegram: TelegramDouble, bot: Bot
+) -> None:
+    """Past the transcription deadline, a note whose transcript is in is the join deadline's to answer (with the
+    analyses that came): the watchdog steps aside, and says nothing of its own."""
+    chat, _, events = await a_note(bot)
+    audio, transcript, gist, _tone = events
+    assert isinstance(audio, AudioReceived)
+    service = await formatter(private_bus, bot)
+    overdue = msgspec.structs.replace(audio, received_at=time.time() - service.transcription_deadline - 1)
+    for event in (overdue, transcript, gist):
+        await service.on_event(event, FIRST)
+    assert await Redelivered(service.on_overdue)(overdue) == "acked"
+    (status,) = parts_seen(telegram, chat)
+    assert status == "🎧 Listening…", status
+
+
+async def test_an_overdue_note_the_formatter_has_not_joined_is_still_answered(
+    private_bus: Bus, telegram: TelegramDouble, bot: Bot
+) -> None:
+    """The watchdog's own event carries the note's origin: a note the main consumer has not merged (far behind
+    after an outage) still hears back at its deadline."""
+    chat, _, events = await a_note(bot)
+    audio = events[0]
+    assert isinstance(audio, AudioReceived)
+    service = await formatter(private_bus, bot)
+    overdue = msgspec.structs.replace(audio, received_at=time.time() - service.transcription_deadline - 1)
+    assert await Redelivered(service.on_overdue)(overdue) == "acked"
+    assert parts_seen(telegram, chat) == [text("overdue", "en")]

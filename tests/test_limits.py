@@ -16,7 +16,7 @@ from infra.bus.names import BUCKET_BUDGET, STREAM, SUBJECT_AUDIO, SUBJECT_AUDIO_
 from infra.domain.contracts import AudioReceived
 from infra.domain.limits import DailyCounter, note_finished
 from infra.runtime.settings import Limits
-from tests.support import Gateway, a_transcript, an_analyzer, subscriber
+from tests.support import Gateway, a_transcript, an_analyzer, first_delivery, subscriber
 from voice_insight.doubles.openai_api import OpenAIDouble
 from voice_insight.doubles.telegram_api import TelegramDouble
 
@@ -147,7 +147,7 @@ async def test_past_the_daily_token_budget_analyses_stop_and_say_why(
     analyzer = await an_analyzer(private_bus, openai_double.base_url, "TONE", daily_tokens=1000)
     before = len(openai_double.requests)
     transcript = a_transcript("budget-test", "Hello.")
-    await deliver(analyzer.handle, transcript, Delivery(subject="voice.transcript", attempt=1))
+    await deliver(analyzer.handle, transcript, first_delivery(analyzer.handle))
     assert len(openai_double.requests) == before
     stored = await private_bus.js.get_last_msg(STREAM, "voice.analysis.TONE")
     assert b'"error":"budget_exhausted"' in stored.data

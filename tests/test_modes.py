@@ -10,18 +10,19 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from analyzers.service import AnalyzerService
 from analyzers.validation import validate
-from infra.bus import Bus, Delivery, deliver, encode
+from infra.bus import Bus, deliver, encode
 from infra.bus.names import STREAM, analysis_subject
 from infra.domain.contracts import Analysis, ModeInfo
 from infra.domain.definitions import AnswerField, ModeDefinition, dump, load, problems, result_type, sections, shipped
 from infra.domain.modes import live_modes
 from infra.domain.registry import ModeRegistry, RegistryConflict
-from tests.support import SHIPPED, a_transcript, an_analyzer, eventually
+from tests.support import SHIPPED, a_transcript, an_analyzer, eventually, first_delivery
 from voice_insight.doubles.openai_api import OpenAIDouble
 
 _n = itertools.count(1)
-FIRST = Delivery(subject="voice.transcript", attempt=1)
+FIRST = first_delivery(AnalyzerService.handle)
 
 
 def a_mode(name: str | None = None, **changes: object) -> ModeDefinition:

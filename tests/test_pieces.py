@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from pathlib import Path
 
 import msgspec
 import nats.js.errors
 import pytest
 
-from bench.speech import sentences, spaced, voice_note
+from bench.speech import sentences, spaced, speak, voice_note
 from infra.bus import Bus, Delivery, declaration, decoder, deliver
 from infra.bus.names import BUCKET_PIECES, STREAM, STREAM_PIECES, SUBJECT_FAILED, SUBJECT_PIECE, SUBJECT_TRANSCRIPT
 from infra.domain.contracts import AudioReceived, AudioRef, Failure, Origin, PieceRequested, Transcript
@@ -162,3 +163,25 @@ async def test_a_recording_that_starts_silent_still_gets_its_language(
     transcript = await last(private_bus, SUBJECT_TRANSCRIPT, Transcript)
     assert isinstance(transcript, Transcript) and transcript.correlation_id == "cafe04"
     assert transcript.language == "en"
+
+
+async def test_a_note_past_its_transcription_deadline_is_left_and_its_pieces_too(
+    private_bus: Bus, recognizer: SpeechRecognizer, tmp_path: Path
+) -> None:
+    """Issue 21 (2): past the deadline the formatter's watchdog has told the user the note could not be transcribed
+    in time; a transcriber reaching it afterwards spent its cores on a transcript nobody would read, in the very
+    backlog that made it late. It leaves the note, and a piece of it, untouched (and the piece's samples erased)."""
+    audio, _ = await asyncio.to_thread(speak, "We ship on Monday.", "en", tmp_path)
+    service = TranscriberService(private_bus, recognizer, transcription_deadline=60)
+    calls = counted(recognizer)
+    note = msgspec.structs.replace(await a_note(private_bus, "cafe05", audio), received_at=time.time() - 61)
+    verdict = await deliver(service.handle, note, delivery("voice.audio"))
+    assert verdict.outcome == "done" and calls == []
+    assert await last(private_bus, SUBJECT_TRANSCRIPT, Transcript) is None
+    assert await last(private_bus, SUBJECT_FAILED, Failure) is None, "the watchdog tells the user, once"
+    await (await private_bus.audio_store()).put("cafe05.piece.0", b"\0" * 32_000)
+    piece = PieceRequested(correlation_id="cafe05", note=note, index=0, bounds=(0.0, 1.0), object_name="cafe05.piece.0")
+    assert (await deliver(service.transcribe_piece, piece, delivery(SUBJECT_PIECE))).outcome == "done"
+    assert calls == [] and await private_bus.kv_keys(BUCKET_PIECES, "c0ffee.cafe05.") == []
+    with pytest.raises(nats.js.errors.NotFoundError):
+        await (await private_bus.audio_store()).get("cafe05.piece.0")

@@ -8,16 +8,17 @@ import msgspec
 from prometheus_client import REGISTRY
 
 from analyzers.guard import FIRST_CALLS, WINDOW, VersionGuard
-from infra.bus import Bus, Delivery, deliver
+from analyzers.service import AnalyzerService
+from infra.bus import Bus, deliver
 from infra.bus.names import STREAM_ADMIN, SUBJECT_ALERT
 from infra.domain.contracts import AdminAlert
 from infra.domain.definitions import load
 from infra.domain.registry import ModeRegistry
-from tests.support import DECIDED, a_transcript, an_analyzer
+from tests.support import DECIDED, a_transcript, an_analyzer, first_delivery
 from voice_insight.doubles.openai_api import OpenAIDouble
 
 _n = itertools.count(1)
-FIRST = Delivery(subject="voice.transcript", attempt=1)
+FIRST = first_delivery(AnalyzerService.handle)
 
 
 def test_a_version_whose_first_calls_fail_must_go_and_provider_trouble_does_not_count() -> None:

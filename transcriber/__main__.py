@@ -33,7 +33,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             ),
         )
         log.info("model %s loaded", recognizer.model_name)
-        await life.bus.start(TranscriberService(life.bus, recognizer))
+        service = TranscriberService(life.bus, recognizer, transcription_deadline=settings.transcription_deadline)
+        await life.bus.start(service)
         life.ready()
         await stop.wait()
 

@@ -9,7 +9,8 @@ cores):
 Publishes (`transcriber.outbox`): `voice.transcript`, `voice.progress` for long notes, `piece.transcribe`, and
 `voice.failed`. On failure: audio that cannot be transcribed (`Fail`: corrupt, silent, too long) fails at once;
 anything else is tried three times, and a fourth delivery means its workers died each time (out of memory,
-killed); either way the user hears back through `voice.failed`. A file seen before within a day comes from the
+killed); either way the user hears back through `voice.failed`. A note past its `TRANSCRIPTION_DEADLINE` is
+left (the formatter's watchdog has told its user). A file seen before within a day comes from the
 cache (`transcriber.cache`); the chat's vocabulary goes to Whisper as hotwords.
 """
 
@@ -19,6 +20,7 @@ import asyncio
 import itertools
 import logging
 import tempfile
+import time
 
 import nats.js.errors
 from opentelemetry.trace import SpanKind
@@ -35,7 +37,7 @@ from infra.bus.names import (
     SUBJECT_PIECE,
 )
 from infra.domain.contracts import AudioReceived, PieceRequested
-from infra.runtime.metrics import AUDIO_SECONDS
+from infra.runtime.metrics import AUDIO_SECONDS, OVERDUE_SKIPPED
 from infra.runtime.telemetry import record_failure, step
 from transcriber.asr import AudioProblem, SpeechRecognizer, to_float
 from transcriber.cache import CachedTranscript, TranscriptCache
@@ -56,8 +58,10 @@ class TranscriberService:
         recognizer: SpeechRecognizer,
         progress_every: float = PROGRESS_EVERY,
         piece_seconds: float = PIECE_SECONDS,
+        transcription_deadline: float = 6 * 3600.0,
     ) -> None:
         self.bus = bus
+        self.transcription_deadline = transcription_deadline
         self.recognizer = recognizer
         self.progress_every = progress_every
         self.piece_seconds = piece_seconds
@@ -76,6 +80,8 @@ class TranscriberService:
     )
     async def handle(self, event: AudioReceived, delivery: Delivery) -> None:
         cid = event.correlation_id
+        if self.overdue(event):
+            return
         if known := await self.cache.get(event):
             await self.outbox.transcript(event, known, seconds=0.0)
             log.info("%s: transcript of a file seen before, from the cache", cid)
@@ -167,7 +173,19 @@ class TranscriberService:
         give_up="give_up_piece",
     )
     async def transcribe_piece(self, piece: PieceRequested, delivery: Delivery) -> None:
+        if self.overdue(piece.note):
+            await self.bus.erase_object(piece.object_name)
+            return
         await self.long_notes.take(piece)
+
+    def overdue(self, note: AudioReceived) -> bool:
+        """Past its transcription deadline the note is over: the formatter's watchdog has told the user (or will,
+        the moment it looks), so its transcript would reach nobody. Left, it frees the queue behind it."""
+        if time.time() <= note.transcript_due(self.transcription_deadline):
+            return False
+        log.warning("%s: past its transcription deadline; left untranscribed", note.correlation_id)
+        OVERDUE_SKIPPED.inc()
+        return True
 
     async def give_up(self, event: AudioReceived, exc: BaseException) -> None:
         """The note cannot be transcribed (`Fail`), every attempt failed, or its worker died (out of memory,

@@ -317,7 +317,7 @@ class Bus:
             filter_subject=spec.filter_subject,
             ack_wait=spec.ack_wait,
             max_deliver=-1,
-            max_ack_pending=1000,
+            max_ack_pending=spec.max_ack_pending,
         )
         try:
             info = await self.js.consumer_info(spec.stream, spec.durable)

@@ -169,6 +169,9 @@ class ConsumerSpec:
     outside the pipeline (a test's)."""
     mode: str = ""
     """The mode label of its metrics: the analysis mode an analyzer runs, empty elsewhere."""
+    max_ack_pending: int = 1000
+    """Messages out at once, those held back by a delayed nak included: a consumer that holds every note for
+    minutes (a deadline, a watchdog) needs room for all the notes of those minutes."""
 
     def __post_init__(self) -> None:
         if self.stage:
@@ -205,6 +208,7 @@ def consumes(
     traced: bool = True,
     then: tuple[str, ...] = (),
     give_up: str | None = None,
+    max_ack_pending: int = 1000,
 ) -> Callable[[F], F]:
     """Declare a service method a subscriber. The message type is the one its first parameter is annotated
     with, so decoder and handler cannot disagree. `stage` (one of `infra.runtime.metrics.STAGES`) and `mode`
@@ -223,6 +227,7 @@ def consumes(
         traced=traced,
         stage=stage,
         mode=mode,
+        max_ack_pending=max_ack_pending,
     )
 
     def declare(handler: F) -> F:

@@ -89,6 +89,7 @@ FailureReason = Literal[
     "too_big",  # over the Bot API's 20 MB download limit
     "download_failed",  # the Bot API did not give us the file
     "internal",  # our fault; retries are exhausted
+    "overdue",  # no transcript by TRANSCRIPTION_DEADLINE: transcribers gone or the queue too long
 ]
 
 
@@ -108,6 +109,11 @@ class AudioReceived(Contract, frozen=True, tag="voice.audio/1"):
     """The sender as a keyed hash (never the id): whose daily minutes the note counts against."""
     vocabulary: str | None = None
     """Names and jargon the chat uses, given to Whisper as hotwords so they come out spelled right."""
+
+    def transcript_due(self, deadline: float) -> float:
+        """When its transcript is due at the latest (`TRANSCRIPTION_DEADLINE` after it arrived): past this the
+        formatter tells the user it could not be transcribed in time, and transcribers leave it."""
+        return self.received_at + deadline
 
 
 class AnalysesRequested(Contract, frozen=True, tag="voice.rerun/1"):

@@ -44,6 +44,8 @@ from infra.bus.names import (
     CONSUMER_ADMIN_REPLIES,
     CONSUMER_FORMATTER,
     CONSUMER_FORMATTER_DEADLINE,
+    CONSUMER_FORMATTER_WATCHDOG,
+    CONSUMER_FORMATTER_WATCHDOG_QUEUED,
     CONSUMER_GATEWAY,
     CONSUMER_GATEWAY_ALERTS,
     CONSUMER_REGISTRAR,
@@ -196,7 +198,12 @@ def formatter() -> Role:
     """Joins a note's events and answers: the one service that reads the joins and writes the answered notes."""
     return Role(
         user="formatter",
-        consumes=((STREAM, CONSUMER_FORMATTER), (STREAM, CONSUMER_FORMATTER_DEADLINE)),
+        consumes=(
+            (STREAM, CONSUMER_FORMATTER),
+            (STREAM, CONSUMER_FORMATTER_DEADLINE),
+            (STREAM, CONSUMER_FORMATTER_WATCHDOG),
+            (STREAM, CONSUMER_FORMATTER_WATCHDOG_QUEUED),
+        ),
         looks_up=(STREAM,),
         inspects=((STREAM, CONSUMER_TRANSCRIBER), (STREAM, CONSUMER_TRANSCRIBER_QUEUED)),
         reads=tuple(kv_stream(b) for b in (BUCKET_JOINS, BUCKET_ANSWERED, BUCKET_NOTES, BUCKET_QUOTA, BUCKET_MODES))

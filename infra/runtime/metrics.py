@@ -78,6 +78,10 @@ RENDER_FAILURES = Counter(
 ANSWERS = Counter("voice_insight_answers_total", "Answers sent, by kind: complete, partial or failure", ["kind"])
 TOKENS = Counter("voice_insight_llm_tokens_total", "LLM tokens used", ["mode", "model", "direction"])
 AUDIO_SECONDS = Counter("voice_insight_audio_seconds_total", "Seconds of audio transcribed")
+OVERDUE_SKIPPED = Counter(
+    "voice_insight_transcriptions_overdue_total",
+    "Notes and pieces left untranscribed because their transcription deadline had passed (transcribers too few)",
+)
 ACTIVE_USERS = Gauge("voice_insight_active_users", "Distinct users in the last 24 hours")
 CONSUMER_PENDING = Gauge(
     "voice_insight_consumer_pending_messages", "Messages not yet delivered to a durable consumer", ["consumer"]

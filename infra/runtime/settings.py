@@ -74,6 +74,9 @@ class Settings:
     join_timeout: float = 90.0
     """How long the formatter waits for every analysis after the transcript; with `LLM_TIMEOUT` set and this not,
     long enough for a slow model (`join_timeout_for`)."""
+    transcription_deadline: float = 6 * 3600.0
+    """How long after it arrived a note may wait for its transcript before the user is told it could not be
+    transcribed in time (and transcribers skip it): within the day its audio is kept."""
     llm_timeout: float = 0.0
     """How long one analysis may take on this deployment, retries included; every mode gets at least this long
     (0: each mode's own timeout). A local model on a small machine: 120."""
@@ -179,6 +182,17 @@ def _positive_float(name: str, text: str) -> float:
     return value
 
 
+LONGEST_TRANSCRIPTION_DEADLINE = 20 * 3600.0
+"""A note's audio and events are kept a day: past 20 hours there would be nothing left to tell the user with."""
+
+
+def _transcription_deadline(name: str, text: str) -> float:
+    value = _positive_float(name, text)
+    if value > LONGEST_TRANSCRIPTION_DEADLINE:
+        raise SettingsError(f"{name} must be at most {LONGEST_TRANSCRIPTION_DEADLINE:g} s (20 h), got {text!r}")
+    return value
+
+
 def _url(name: str, text: str, schemes: tuple[str, ...]) -> str:
     for part in text.split(","):
         if not re.match(rf"^({'|'.join(schemes)})://[^/\s]+", part.strip()):
@@ -276,6 +290,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "MAX_AUDIO_SECONDS": ("max_audio_seconds", _positive_float),
     "JOIN_TIMEOUT": ("join_timeout", _positive_float),
     "LLM_TIMEOUT": ("llm_timeout", _positive_float),
+    "TRANSCRIPTION_DEADLINE": ("transcription_deadline", _transcription_deadline),
     "LOG_LEVEL": ("log_level", lambda n, v: _choice(n, v.upper(), ("DEBUG", "INFO", "WARNING", "ERROR"))),
     "VOICE_INSIGHT_STATE_DIR": ("state_dir", lambda n, v: Path(v)),
     "METRICS_PORT": ("metrics_port", _port),

@@ -103,6 +103,11 @@ _TEXTS: dict[str, dict[Lang, str]] = {
         "ru": "🛠 Что-то сломалось на нашей стороне, и ответить не вышло. Пришлите сообщение ещё раз.",
         "en": "🛠 Something broke on our side and I could not answer. Please send the message again.",
     },
+    "overdue": {
+        "ru": "⌛️ Не успел расшифровать эту запись: сейчас слишком много работы. Пришлите её ещё раз позже.",
+        "en": "⌛️ I could not transcribe this recording in time: there is too much to do right now. Please send it "
+        "again later.",
+    },
     "private": {
         "ru": "🔒 Это частный бот. Если вы знаете его владельца, попросите добавить ваш id {id} в ALLOWED_USERS.",
         "en": (
