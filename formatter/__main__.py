@@ -9,7 +9,8 @@ import logging
 from formatter.join import JoinStore
 from formatter.marks import AnswerMarks
 from formatter.service import FormatterService
-from infra.bus.names import BUCKET_ANSWERED, BUCKET_JOINS
+from infra.bus.names import BUCKET_ANSWERED, BUCKET_JOINS, BUCKET_PACE
+from infra.bus.pace import SharedPace
 from infra.runtime.health import port_for
 from infra.runtime.settings import Settings
 from infra.service.lifespan import lifespan
@@ -21,7 +22,7 @@ log = logging.getLogger("voice_insight.formatter")
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     async with lifespan("formatter", settings, port_for("formatter", settings), log, stop) as life:
-        bot = make_bot(settings)
+        bot = make_bot(settings, pace=SharedPace(await life.bus.kv(BUCKET_PACE)))  # one pace with every writer
         life.closing(bot.session.close)
         service = FormatterService(
             life.bus,

@@ -18,7 +18,8 @@ from gateway.intake import Intake, correlation_key
 from gateway.updates import ALLOWED_UPDATES, UpdateHandler, UpdatePoller
 from gateway.webhook import WebhookReceiver
 from infra.bus import Bus
-from infra.bus.names import BUCKET_USERS
+from infra.bus.names import BUCKET_PACE, BUCKET_USERS
+from infra.bus.pace import SharedPace
 from infra.domain.modes import export_liveness, live_modes
 from infra.runtime.health import port_for
 from infra.runtime.metrics import ACTIVE_USERS
@@ -105,7 +106,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         bus = life.bus
         life.health.add_json_route("/modes", lambda: modes_document(bus))
         life.background("active users", lambda: count_active_users(bus))
-        bot = make_bot(settings)
+        bot = make_bot(settings, pace=SharedPace(await life.bus.kv(BUCKET_PACE)))  # one pace with every writer
         life.closing(bot.session.close)
         key = correlation_key(settings.telegram_token)
         intake = Intake(

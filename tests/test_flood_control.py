@@ -1,6 +1,7 @@
 """Flood control itself, not what retries make of its absence: the fault suite's notes all arrive even without
 it, because every 429 is retried. Issue 21 (9): at the rates we send, Telegram never has to say 429; when it
-does, `retry_after` is honoured before the call is made again."""
+does, `retry_after` is honoured before the call is made again. Issue 21 (7): the rates hold for every process
+that writes for the bot together (a gateway and two formatters), not for each alone."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ from collections.abc import AsyncIterator
 import pytest
 from aiogram import Bot
 
+from infra.bus import Bus
+from infra.bus.names import BUCKET_PACE
+from infra.bus.pace import SharedPace
+from infra.runtime.metrics import SHARED_PACE_UNREACHABLE
 from infra.runtime.settings import Settings
-from infra.voice.telegram import make_bot
+from infra.voice.telegram import Pace, make_bot
 from tests.support import (
     TOKEN,
     telegram_of_its_own,  # noqa: F401  (the `telegram` fixture here: a double of the test's own)
@@ -53,3 +58,60 @@ async def test_retry_after_is_waited_out_before_the_call_is_made_again(telegram:
     await bot.send_message(chat, "after the flood")
     assert time.monotonic() - started >= 2.0, "sent again before Telegram's retry_after was over"
     assert len(telegram.floods) == 1 and [m.text for m in telegram.messages(chat)] == ["after the flood"]
+
+
+async def writers(telegram: TelegramDouble, pace: Pace | None, count: int) -> list[Bot]:
+    """`count` processes' worth of bots (a gateway, formatters), each with flood control of its own."""
+    settings = Settings(telegram_token=TOKEN, telegram_api_base=telegram.base_url)
+    return [make_bot(settings, pace=pace) for _ in range(count)]
+
+
+async def test_three_writers_keep_to_the_bots_rate_together(private_bus: Bus, telegram: TelegramDouble) -> None:
+    """A gateway and two formatters, each pacing itself to the bot's rate, sent three times that rate between
+    them: the 429s tripled under bench/load.py --formatters 2. Sharing one pace, they keep to it together."""
+    bots = await writers(telegram, SharedPace(await private_bus.kv(BUCKET_PACE)), 3)
+    try:
+        people = range(70_000_200, 70_000_260)
+        await asyncio.gather(*(bots[n % 3].send_message(chat, "hello") for n, chat in enumerate(people)))
+    finally:
+        for bot in bots:
+            await bot.session.close()
+    assert len(telegram.floods) <= 2, telegram.floods
+    assert all(len(telegram.messages(chat)) == 1 for chat in people)
+
+
+async def test_the_gateway_and_a_formatter_keep_to_one_chats_rate_together(
+    private_bus: Bus, telegram: TelegramDouble
+) -> None:
+    """The gateway's status and a formatter's answer go to the same person: each alone kept to a chat's burst,
+    together they went past it. One pace per chat, whoever writes."""
+    person = 70_000_300
+    bots = await writers(telegram, SharedPace(await private_bus.kv(BUCKET_PACE)), 2)
+    try:
+        await asyncio.gather(*(bots[n % 2].send_message(person, f"part {n}") for n in range(6)))
+    finally:
+        for bot in bots:
+            await bot.session.close()
+    assert telegram.floods == [], telegram.floods
+    assert len(telegram.messages(person)) == 6
+
+
+async def test_without_nats_a_writer_paces_alone_and_says_so(
+    private_bus: Bus, telegram: TelegramDouble, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shared slots live in NATS; Telegram does not. With NATS away a message still goes out, paced by its
+    own process, and the fallback is logged and counted."""
+    assert private_bus.nc.connected_url is not None
+    away = await Bus.connect([f"nats://{private_bus.nc.connected_url.netloc}"], name="tests-pace")
+    pace = SharedPace(await away.kv(BUCKET_PACE), timeout=0.5)
+    await away.close(grace=0)
+    before = SHARED_PACE_UNREACHABLE._value.get()
+    (bot,) = await writers(telegram, pace, 1)
+    try:
+        await bot.send_message(70_000_301, "still sent")
+        await bot.send_message(70_000_301, "and again, without asking NATS")
+    finally:
+        await bot.session.close()
+    assert [m.text for m in telegram.messages(70_000_301)] == ["still sent", "and again, without asking NATS"]
+    assert SHARED_PACE_UNREACHABLE._value.get() == before + 1
+    assert "shared pacing unreachable" in caplog.text

@@ -10,6 +10,7 @@ and nothing else of the project.
 - `client`: `Bus`, the connection: publishing, KV and Object Store, and the workers of declared consumers.
 - `observe`: the telemetry middleware every delivery passes (spans, outcome counters, stage durations).
 - `kvcache`: a KV bucket as a cache with hit/miss counters.
+- `pace`: a rate shared by every process of the deployment (the Bot API's), slots taken by compare-and-set.
 
 A service imports what it uses from here:
 

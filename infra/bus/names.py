@@ -54,6 +54,8 @@ USAGE_TTL = 25 * 3600.0
 BUCKET_NOTES = "voice-notes"  # KV: answered notes by chat key and note, for the buttons under the answer (24 h)
 BUCKET_PIECES = "voice-pieces"  # KV: the transcribed pieces of long notes, until they are stitched together
 BUCKET_CHATS = "voice-chat-settings"  # KV: settings per chat under a keyed hash of the chat; until /forget
+BUCKET_PACE = "voice-pace"  # KV: the Bot API's next free slots, per keyed hash of a chat and for the bot
+PACE_TTL = 300.0
 BUCKET_REGISTRY = "voice-mode-registry"  # KV: every mode's definition, with history; configuration, not user data
 REGISTRY_HISTORY = 20
 
@@ -74,6 +76,7 @@ KV_BUCKETS: tuple[tuple[str, float | None, int], ...] = (
     (BUCKET_NOTES, USER_DATA_TTL, 1),
     (BUCKET_PIECES, USER_DATA_TTL, 1),  # as long as the note's audio: a long note's pieces may wait for hours
     (BUCKET_CHATS, None, 1),  # configuration a chat chose, not what it said
+    (BUCKET_PACE, PACE_TTL, 1),  # a time per hashed chat, five minutes
 )
 """Every KV bucket: (name, TTL in seconds or None for kept, history)."""
 DUPLICATE_WINDOW = 20 * 60.0

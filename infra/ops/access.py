@@ -35,6 +35,7 @@ from infra.bus.names import (
     BUCKET_JOINS,
     BUCKET_MODES,
     BUCKET_NOTES,
+    BUCKET_PACE,
     BUCKET_PIECES,
     BUCKET_QUOTA,
     BUCKET_REGISTRY,
@@ -158,10 +159,13 @@ def gateway() -> Role:
         reads=tuple(
             kv_stream(b)
             for b in (BUCKET_INTAKE, BUCKET_ANSWERED, BUCKET_QUOTA, BUCKET_USERS, BUCKET_NOTES, BUCKET_CHATS)
-            + (BUCKET_MODES, BUCKET_REGISTRY)
+            + (BUCKET_MODES, BUCKET_REGISTRY, BUCKET_PACE)
         )
         + (object_stream(BUCKET_AUDIO),),  # storing an object reads its meta first
-        writes=tuple(f"$KV.{b}.>" for b in (BUCKET_INTAKE, BUCKET_ANSWERED, BUCKET_QUOTA, BUCKET_USERS, BUCKET_CHATS))
+        writes=tuple(
+            f"$KV.{b}.>"
+            for b in (BUCKET_INTAKE, BUCKET_ANSWERED, BUCKET_QUOTA, BUCKET_USERS, BUCKET_CHATS, BUCKET_PACE)
+        )
         + (f"$O.{BUCKET_AUDIO}.>",),
         erases=(
             STREAM,
@@ -206,12 +210,14 @@ def formatter() -> Role:
         ),
         looks_up=(STREAM,),
         inspects=((STREAM, CONSUMER_TRANSCRIBER), (STREAM, CONSUMER_TRANSCRIBER_QUEUED)),
-        reads=tuple(kv_stream(b) for b in (BUCKET_JOINS, BUCKET_ANSWERED, BUCKET_NOTES, BUCKET_QUOTA, BUCKET_MODES))
+        reads=tuple(
+            kv_stream(b) for b in (BUCKET_JOINS, BUCKET_ANSWERED, BUCKET_NOTES, BUCKET_QUOTA, BUCKET_MODES, BUCKET_PACE)
+        )
         + (
             kv_stream(BUCKET_REGISTRY),
             object_stream(BUCKET_AUDIO),
         ),  # enabled modes; an object's meta, before deleting it
-        writes=tuple(f"$KV.{b}.>" for b in (BUCKET_JOINS, BUCKET_ANSWERED, BUCKET_NOTES, BUCKET_QUOTA))
+        writes=tuple(f"$KV.{b}.>" for b in (BUCKET_JOINS, BUCKET_ANSWERED, BUCKET_NOTES, BUCKET_QUOTA, BUCKET_PACE))
         + (f"$O.{BUCKET_AUDIO}.M.>",),  # an answered note's audio is deleted: a marker in its meta
         erases=(STREAM_INFLIGHT, object_stream(BUCKET_AUDIO)),
     )

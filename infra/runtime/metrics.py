@@ -117,6 +117,10 @@ REDELIVERIES = Counter(
 TELEGRAM_FLOOD_WAITS = Counter(
     "voice_insight_telegram_flood_waits_total", "429 retry_after answers from the Bot API, waited out", ["method"]
 )
+SHARED_PACE_UNREACHABLE = Counter(
+    "voice_insight_shared_pace_unreachable_total",
+    "Times the Bot API pacing shared between processes could not be reached, and a process paced alone",
+)
 BAD_MODE_ANNOUNCEMENTS = Counter(
     "voice_insight_bad_mode_announcements_total", "Entries in voice-modes that could not be read, skipped"
 )

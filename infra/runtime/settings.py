@@ -96,6 +96,9 @@ class Settings:
     user_notes_per_minute: int = 40
     user_daily_minutes: float = 240.0
     daily_token_budget: int = 500_000
+    telegram_rate: int = 25
+    """Messages a second the whole bot writes, every process together: under the 30 Telegram documents for
+    notifications to many users. Replies may go faster when Telegram allows the bot more (docs/performance.md)."""
     telegram_local_mode: bool = False
     """The Bot API server runs with `--local` and shares its disk with the gateway: files up to 2 GB."""
     webhook_url: str | None = None
@@ -218,6 +221,12 @@ def _count(name: str, text: str) -> int:
     return int(text)
 
 
+def _rate(name: str, text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise SettingsError(f"{name} must be a whole number of messages a second, at least 1, got {text!r}")
+    return int(text)
+
+
 def _allowed(name: str, text: str) -> frozenset[int] | None:
     if text.strip().lower() == "open":
         return None
@@ -303,6 +312,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "USER_DAILY_MINUTES": ("user_daily_minutes", _positive_float),
     "DAILY_TOKEN_BUDGET": ("daily_token_budget", _count),
     "TELEGRAM_LOCAL_MODE": ("telegram_local_mode", _flag),
+    "TELEGRAM_RATE": ("telegram_rate", _rate),
     "WEBHOOK_URL": ("webhook_url", lambda n, v: _url(n, v, ("https", "http"))),
     "WEBHOOK_SECRET": ("webhook_secret", _secret_token),
     "WEBHOOK_LISTEN": ("webhook_listen", _listen),

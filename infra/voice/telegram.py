@@ -5,17 +5,20 @@ the rest of the code never knows which.
 
 Every call that writes to a chat goes through `FloodControl`, a request middleware: Telegram allows about one
 message a second in a chat (short bursts pass), twenty a minute in a group and about thirty a second for the
-whole bot, and answers `429 retry_after` beyond that. We pace ourselves inside those limits, and when a 429
-comes anyway (another process of ours wrote to the same chat) we wait what Telegram asks and try again, so no
-status, answer or command reply is lost to flood control.
+whole bot, and answers `429 retry_after` beyond that. We pace ourselves inside those limits, across every
+process that writes for the bot (the gateway, each formatter: a shared `Pace`, `infra.bus.pace`), and when a 429
+comes anyway we wait what Telegram asks and try again, so no status, answer or command reply is lost to flood
+control.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import OrderedDict
+from typing import Protocol
 
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
@@ -38,7 +41,7 @@ from aiogram.methods.base import TelegramType
 from aiogram.types import CallbackQuery
 from aiolimiter import AsyncLimiter
 
-from infra.runtime.metrics import TELEGRAM_FLOOD_WAITS
+from infra.runtime.metrics import SHARED_PACE_UNREACHABLE, TELEGRAM_FLOOD_WAITS
 from infra.runtime.settings import Settings
 
 log = logging.getLogger("voice_insight.telegram")
@@ -71,14 +74,28 @@ def telegram_away(exc: BaseException) -> bool:
     return away and not isinstance(exc, TELEGRAM_PERMANENT)
 
 
+class Pace(Protocol):
+    """Slots of a rate shared with the deployment's other processes (`infra.bus.pace.SharedPace`)."""
+
+    async def reserve(self, key: str, interval: float, burst: int = 1) -> float: ...
+
+
+SHARED_PACE_PAUSE = 30.0
+"""After the shared slots could not be reached, how long this process paces alone before it tries them again."""
+
+
 class FloodControl(BaseRequestMiddleware):
     """Paces chat-writing Bot API calls per chat and per bot, and waits out `429 retry_after`.
 
     Rates are leaky buckets (aiolimiter): a private chat takes a burst of `private_burst` messages, then one a
     second; a group one message every three seconds (twenty a minute); the bot as a whole `global_rate` a
-    second. A 429 blocks its chat for `retry_after` seconds for every caller in this process. A caller waits at
-    most `patience` seconds in all; past that the `TelegramRetryAfter` reaches it, so a durable retry (a
-    delayed nak) takes over instead of a coroutine sleeping for minutes.
+    second. With a `shared` pace the same rates hold for every process of the deployment together: each call
+    takes its chat's slot and the bot's there too, under a keyed hash of the chat (`secret`), never its id. If
+    the shared slots cannot be reached, the process paces alone for a while, and says so.
+
+    A 429 blocks its chat for `retry_after` seconds for every caller in this process. A caller waits at most
+    `patience` seconds in all; past that the `TelegramRetryAfter` reaches it, so a durable retry (a delayed nak)
+    takes over instead of a coroutine sleeping for minutes.
     """
 
     def __init__(
@@ -89,11 +106,17 @@ class FloodControl(BaseRequestMiddleware):
         global_rate: int = 25,
         patience: float = 60.0,
         max_chats: int = 10_000,
+        shared: Pace | None = None,
+        secret: bytes = b"",
     ) -> None:
         self.private_burst = private_burst
         self.group_interval = group_interval
+        self.global_rate = global_rate
         self.patience = patience
         self.max_chats = max_chats
+        self.shared = shared
+        self.secret = secret
+        self._alone_until = 0.0
         self._global = AsyncLimiter(global_rate, 1.0)
         self._chats: OrderedDict[int | str, AsyncLimiter] = OrderedDict()
         self._blocked_until: dict[int | str, float] = {}
@@ -131,6 +154,7 @@ class FloodControl(BaseRequestMiddleware):
                 await asyncio.sleep(blocked)
             async with self._limiter(chat):
                 async with self._global:
+                    await self._shared_slot(chat)
                     try:
                         return await make_request(bot, method)
                     except TelegramRetryAfter as exc:
@@ -140,6 +164,26 @@ class FloodControl(BaseRequestMiddleware):
                         if time.monotonic() + wait > give_up_at:
                             raise
                         log.warning("flood control on %s: waiting %.0fs as Telegram asks", type(method).__name__, wait)
+
+    async def _shared_slot(self, chat: int | str) -> None:
+        """Wait for this call's slot among every process's calls: its chat's, and the bot's."""
+        if self.shared is None or time.monotonic() < self._alone_until:
+            return
+        is_group = isinstance(chat, str) or chat < 0
+        per_chat = (self.group_interval, 1) if is_group else (1.0, self.private_burst)
+        key = hashlib.blake2b(f"{chat}".encode(), key=self.secret[:64], digest_size=12).hexdigest()
+        try:
+            waits = await asyncio.gather(
+                self.shared.reserve(f"chat.{key}", *per_chat),
+                self.shared.reserve("bot", 1.0 / self.global_rate, max(1, self.global_rate // 5)),
+            )
+        except Exception as exc:  # NATS away: Telegram is still there, and local pacing still holds
+            self._alone_until = time.monotonic() + SHARED_PACE_PAUSE
+            SHARED_PACE_UNREACHABLE.inc()
+            log.warning("shared pacing unreachable (%s): pacing this process alone for %.0fs", exc, SHARED_PACE_PAUSE)
+            return
+        if (wait := max(waits)) > 0:
+            await asyncio.sleep(wait)
 
 
 async def answer_press(query: CallbackQuery, said: str | None = None, alert: bool = False) -> None:
@@ -155,10 +199,15 @@ async def answer_press(query: CallbackQuery, said: str | None = None, alert: boo
 
 
 def make_bot(
-    settings: Settings, flood_control: FloodControl | None = None, request_timeout: float = REQUEST_TIMEOUT
+    settings: Settings,
+    flood_control: FloodControl | None = None,
+    request_timeout: float = REQUEST_TIMEOUT,
+    pace: Pace | None = None,
 ) -> Bot:
+    """The bot; `pace`: the rates shared with the deployment's other processes that write for it."""
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base), timeout=request_timeout)
-    session.middleware(flood_control or FloodControl())
+    paced = FloodControl(global_rate=settings.telegram_rate, shared=pace, secret=settings.telegram_token.encode())
+    session.middleware(flood_control or paced)
     return Bot(
         token=settings.telegram_token,
         session=session,

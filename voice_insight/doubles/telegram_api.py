@@ -230,6 +230,8 @@ class TelegramDouble(LoopbackServer):
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.fail_get_file: int | None = None
         self.flood_control = True
+        self.bot_limit = True
+        """The bot-wide 30 a second (per-chat limits stay): off, as if Telegram allowed this bot more."""
         self.floods: list[dict[str, Any]] = []
         """Every 429 this double answered: chat, method, retry_after."""
         self._chat_buckets: dict[int, Bucket] = {}
@@ -308,6 +310,9 @@ class TelegramDouble(LoopbackServer):
         self._forced_floods[chat_id] = count
         self._forced_retry_after = retry_after
 
+    def lift_bot_limit(self) -> None:
+        self.bot_limit = False
+
     def fail_downloads(self, *statuses: int) -> None:
         self.download_failures = list(statuses)
 
@@ -355,7 +360,7 @@ class TelegramDouble(LoopbackServer):
         if not self.flood_control:
             return 0
         bucket = self._chat_buckets.setdefault(chat_id, Bucket(20, 1 / 3) if chat_id < 0 else Bucket(4, 1))
-        wait = max(self._bot_bucket.take(), bucket.take())
+        wait = max(self._bot_bucket.take() if self.bot_limit else 0.0, bucket.take())
         return int(wait) + 1 if wait > 0 else 0
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
