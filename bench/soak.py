@@ -168,8 +168,9 @@ async def main() -> None:
     lost = duplicated = hanging = 0
     latencies: list[float] = []
     for chat, message_id, at in sent:
-        replies = [m for m in stack.telegram.messages(chat) if m.reply_to == message_id]
-        done = [m for m in replies if answered(m)]
+        replies = [m for m in stack.telegram.messages(chat) if m.reply_to == message_id and m.document is None]
+        statuses = [m for m in replies if m.history and m.history[0].startswith("🎧")]
+        done = [m for m in statuses if answered(m)]
         if not replies:
             lost += 1
         elif not done:
@@ -177,8 +178,10 @@ async def main() -> None:
         else:
             first = next(i for i, text in enumerate(done[0].history[1:], 1) if not any(p in text for p in PROGRESS))
             latencies.append(done[0].times[first] - at)
-        finals = [t for m in replies for t in m.history[1:] if not any(p in t for p in PROGRESS)]
-        if len(replies) > 1 or len(set(finals)) > 1:
+        # One status; each part of the answer once; the status turned into one answer, not two.
+        finals = [[t for t in m.history[1:] if not any(p in t for p in PROGRESS)] for m in statuses]
+        texts = [m.text for m in replies]
+        if len(statuses) > 1 or any(len(set(f)) > 1 for f in finals) or len(texts) != len(set(texts)):
             duplicated += 1
     documents = sum(
         1 for chat in chats for m in stack.telegram.messages(chat) if m.document is not None and m.document.content

@@ -6,7 +6,8 @@ answer. Each edit holds the note's answer mark briefly (`AnswerMarks.claim(brief
 cannot be sent while a progress edit is in flight, and once the answer is sent no progress edit can come after
 it. Edits are paced per note (a group's more slowly, as Telegram limits groups to twenty messages a minute): when
 pieces land faster, only the newest state is shown. Progress is a courtesy: an edit that fails is logged and
-the answer comes anyway.
+the answer comes anyway, and when the bot's messages are booked seconds ahead (a busy minute past its rate) no
+edit is made at all (`optional_write`): the slots go to answers.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from formatter.marks import BRIEF_WAIT, AlreadySent, AnswerMarks, HeldElsewhere,
 from formatter.render import render_progress
 from infra.domain.answers import Claimed, Released, Sent
 from infra.domain.contracts import Origin
+from infra.voice.telegram import BotBusy, optional_write
 
 log = logging.getLogger("voice_insight.formatter")
 
@@ -108,8 +110,11 @@ class Progress:
         try:
             if (turn := _turn(claim.parts_sent, claim.progress, claim.progress_at, level, interval)) != 0:
                 return turn  # the mark moved since it was read
-            await asyncio.wait_for(self.edit(origin, body), EDIT_PATIENCE)
+            with optional_write(EDIT_PATIENCE):
+                await asyncio.wait_for(self.edit(origin, body), EDIT_PATIENCE)
             claim.progress, claim.progress_at = level, time.time()
+        except BotBusy:
+            log.debug("%s: progress not shown: the bot's messages are booked ahead", cid)
         except Exception as exc:
             log.warning("%s: progress not shown (%s)", cid, type(exc).__name__)
         finally:

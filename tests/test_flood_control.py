@@ -17,7 +17,7 @@ from infra.bus.names import BUCKET_PACE
 from infra.bus.pace import SharedPace
 from infra.runtime.metrics import SHARED_PACE_UNREACHABLE
 from infra.runtime.settings import Settings
-from infra.voice.telegram import Pace, make_bot
+from infra.voice.telegram import BotBusy, Pace, make_bot, optional_write
 from tests.support import (
     TOKEN,
     telegram_of_its_own,  # noqa: F401  (the `telegram` fixture here: a double of the test's own)
@@ -115,3 +115,28 @@ async def test_without_nats_a_writer_paces_alone_and_says_so(
     assert [m.text for m in telegram.messages(70_000_301)] == ["still sent", "and again, without asking NATS"]
     assert SHARED_PACE_UNREACHABLE._value.get() == before + 1
     assert "shared pacing unreachable" in caplog.text
+
+
+async def test_a_progress_edit_takes_no_slot_when_the_bot_is_booked_ahead(
+    private_bus: Bus, telegram: TelegramDouble
+) -> None:
+    """Past the bot's rate (50 notes a second against its 25 messages), a progress edit booked a slot seconds
+    ahead and was then given up after its five seconds of patience: the slot was spent all the same, on nothing,
+    and answers waited longer. An optional write asks first and, booked too far ahead, is not made."""
+    pace = SharedPace(await private_bus.kv(BUCKET_PACE))
+    (bot,) = await writers(telegram, pace, 1)
+    person = 70_000_400
+    status = await bot.send_message(person, "🎧 Listening…")
+    for _ in range(250):  # ten seconds of the bot's messages booked by other writers
+        await pace.reserve("bot", 1 / 25, 5)
+    booked = (await (await private_bus.kv(BUCKET_PACE)).get("bot")).revision
+    try:
+        with pytest.raises(BotBusy):
+            with optional_write(5.0):
+                await bot.edit_message_text("⏳ Notes ahead: 3", chat_id=person, message_id=status.message_id)
+        assert (await (await private_bus.kv(BUCKET_PACE)).get("bot")).revision == booked, "no slot taken"
+        with optional_write(30.0):  # worth the wait: made, in its turn
+            await bot.edit_message_text("⏳ Notes ahead: 2", chat_id=person, message_id=status.message_id)
+    finally:
+        await bot.session.close()
+    assert [m.text for m in telegram.messages(person)] == ["⏳ Notes ahead: 2"]

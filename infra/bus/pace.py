@@ -13,14 +13,12 @@ a call, no lock, no clock but each host's own (kept by NTP: a skew of millisecon
 from __future__ import annotations
 
 import asyncio
-import logging
+import random
 import time
 
 import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
-
-log = logging.getLogger("voice_insight.bus")
 
 
 class PaceUnavailable(Exception):
@@ -28,10 +26,13 @@ class PaceUnavailable(Exception):
 
 
 class SharedPace:
-    def __init__(self, kv: KeyValue, timeout: float = 1.0, tries: int = 20) -> None:
+    def __init__(self, kv: KeyValue, timeout: float = 2.0, tries: int = 50) -> None:
         self.kv = kv
         self.timeout = timeout
         self.tries = tries
+        # Within a process a key's slots are taken one at a time (a burst of sixty sends would otherwise race
+        # sixty compare-and-sets on one key): only other processes can make a write retry.
+        self._locks = [asyncio.Lock() for _ in range(64)]
 
     async def reserve(self, key: str, interval: float, burst: int = 1) -> float:
         """Take the next slot of `key` (a call every `interval` seconds, up to `burst` at once); returns how many
@@ -41,7 +42,23 @@ class SharedPace:
         except (TimeoutError, nats.errors.Error) as exc:
             raise PaceUnavailable(type(exc).__name__) from None
 
+    async def ahead(self, key: str, interval: float, burst: int = 1) -> float:
+        """How long a call of `key` would wait if it took a slot now; takes none. For a call that is not worth
+        a long wait (a progress edit): asked first, it leaves the slots to calls that are."""
+        try:
+            entry = await asyncio.wait_for(self.kv.get(key), self.timeout)
+        except nats.js.errors.KeyNotFoundError:
+            return 0.0
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise PaceUnavailable(type(exc).__name__) from None
+        due = float(entry.value or b"0")
+        return max(0.0, due - interval * (max(1, burst) - 1) - time.time())
+
     async def _reserve(self, key: str, interval: float, burst: int) -> float:
+        async with self._locks[hash(key) % len(self._locks)]:
+            return await self._take(key, interval, burst)
+
+    async def _take(self, key: str, interval: float, burst: int) -> float:
         tolerance = interval * (max(1, burst) - 1)
         for _ in range(self.tries):
             now = time.time()
@@ -58,6 +75,7 @@ class SharedPace:
                 else:
                     await self.kv.update(key, following, last=revision)
             except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
-                continue  # another process took a slot meanwhile: read again
+                await asyncio.sleep(random.uniform(0, 0.002))  # another process took a slot meanwhile: again
+                continue
             return slot - now
         raise PaceUnavailable("contention")

@@ -121,6 +121,10 @@ SHARED_PACE_UNREACHABLE = Counter(
     "voice_insight_shared_pace_unreachable_total",
     "Times the Bot API pacing shared between processes could not be reached, and a process paced alone",
 )
+OPTIONAL_WRITES_SKIPPED = Counter(
+    "voice_insight_telegram_optional_writes_skipped_total",
+    "Progress edits not made because the bot's messages were booked further ahead than they may wait",
+)
 BAD_MODE_ANNOUNCEMENTS = Counter(
     "voice_insight_bad_mode_announcements_total", "Entries in voice-modes that could not be read, skipped"
 )

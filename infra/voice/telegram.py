@@ -18,6 +18,9 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Protocol
 
 from aiogram import Bot
@@ -41,7 +44,7 @@ from aiogram.methods.base import TelegramType
 from aiogram.types import CallbackQuery
 from aiolimiter import AsyncLimiter
 
-from infra.runtime.metrics import SHARED_PACE_UNREACHABLE, TELEGRAM_FLOOD_WAITS
+from infra.runtime.metrics import OPTIONAL_WRITES_SKIPPED, SHARED_PACE_UNREACHABLE, TELEGRAM_FLOOD_WAITS
 from infra.runtime.settings import Settings
 
 log = logging.getLogger("voice_insight.telegram")
@@ -78,6 +81,26 @@ class Pace(Protocol):
     """Slots of a rate shared with the deployment's other processes (`infra.bus.pace.SharedPace`)."""
 
     async def reserve(self, key: str, interval: float, burst: int = 1) -> float: ...
+
+    async def ahead(self, key: str, interval: float, burst: int = 1) -> float: ...
+
+
+class BotBusy(Exception):
+    """An optional write not made: the bot's or the chat's messages are booked further ahead than it may wait."""
+
+
+_optional: ContextVar[float | None] = ContextVar("optional_write", default=None)
+
+
+@contextmanager
+def optional_write(patience: float) -> Iterator[None]:
+    """Writes inside are worth at most `patience` seconds of waiting for their slot (progress edits): when the
+    bot is booked further ahead they raise `BotBusy` at once and take no slot, which answers need more."""
+    token = _optional.set(patience)
+    try:
+        yield
+    finally:
+        _optional.reset(token)
 
 
 SHARED_PACE_PAUSE = 30.0
@@ -147,6 +170,9 @@ class FloodControl(BaseRequestMiddleware):
         chat = getattr(method, "chat_id", None)
         if chat is None or type(method).__name__.startswith("Get"):
             return await make_request(bot, method)  # reads are not flood-limited per chat
+        if (patience := _optional.get()) is not None and await self._booked_ahead(chat) > patience:
+            OPTIONAL_WRITES_SKIPPED.inc()
+            raise BotBusy(f"{type(method).__name__} not worth the wait")
         give_up_at = time.monotonic() + self.patience
         while True:
             blocked = self._blocked_until.get(chat, 0.0) - time.monotonic()
@@ -165,25 +191,39 @@ class FloodControl(BaseRequestMiddleware):
                             raise
                         log.warning("flood control on %s: waiting %.0fs as Telegram asks", type(method).__name__, wait)
 
+    def _rates(self, chat: int | str) -> tuple[tuple[str, float, int], tuple[str, float, int]]:
+        """The shared keys a write to `chat` takes a slot of, with their rates: its chat's, and the bot's."""
+        is_group = isinstance(chat, str) or chat < 0
+        key = hashlib.blake2b(f"{chat}".encode(), key=self.secret[:64], digest_size=12).hexdigest()
+        per_chat = (f"chat.{key}", self.group_interval, 1) if is_group else (f"chat.{key}", 1.0, self.private_burst)
+        return per_chat, ("bot", 1.0 / self.global_rate, max(1, self.global_rate // 5))
+
     async def _shared_slot(self, chat: int | str) -> None:
-        """Wait for this call's slot among every process's calls: its chat's, and the bot's."""
+        """Wait for this call's slot among every process's calls."""
         if self.shared is None or time.monotonic() < self._alone_until:
             return
-        is_group = isinstance(chat, str) or chat < 0
-        per_chat = (self.group_interval, 1) if is_group else (1.0, self.private_burst)
-        key = hashlib.blake2b(f"{chat}".encode(), key=self.secret[:64], digest_size=12).hexdigest()
         try:
-            waits = await asyncio.gather(
-                self.shared.reserve(f"chat.{key}", *per_chat),
-                self.shared.reserve("bot", 1.0 / self.global_rate, max(1, self.global_rate // 5)),
-            )
+            waits = await asyncio.gather(*(self.shared.reserve(*rate) for rate in self._rates(chat)))
         except Exception as exc:  # NATS away: Telegram is still there, and local pacing still holds
-            self._alone_until = time.monotonic() + SHARED_PACE_PAUSE
-            SHARED_PACE_UNREACHABLE.inc()
-            log.warning("shared pacing unreachable (%s): pacing this process alone for %.0fs", exc, SHARED_PACE_PAUSE)
+            self._pace_alone(exc)
             return
         if (wait := max(waits)) > 0:
             await asyncio.sleep(wait)
+
+    async def _booked_ahead(self, chat: int | str) -> float:
+        """How long a write to `chat` would wait for its shared slots now (0 when pacing alone)."""
+        if self.shared is None or time.monotonic() < self._alone_until:
+            return 0.0
+        try:
+            return max(await asyncio.gather(*(self.shared.ahead(*rate) for rate in self._rates(chat))))
+        except Exception as exc:
+            self._pace_alone(exc)
+            return 0.0
+
+    def _pace_alone(self, exc: Exception) -> None:
+        self._alone_until = time.monotonic() + SHARED_PACE_PAUSE
+        SHARED_PACE_UNREACHABLE.inc()
+        log.warning("shared pacing unreachable (%s): pacing this process alone for %.0fs", exc, SHARED_PACE_PAUSE)
 
 
 async def answer_press(query: CallbackQuery, said: str | None = None, alert: bool = False) -> None:
