@@ -6,8 +6,8 @@ answer. Each edit holds the note's answer mark briefly (`AnswerMarks.claim(brief
 cannot be sent while a progress edit is in flight, and once the answer is sent no progress edit can come after
 it. Edits are paced per note (a group's more slowly, as Telegram limits groups to twenty messages a minute): when
 pieces land faster, only the newest state is shown. Progress is a courtesy: an edit that fails is logged and
-the answer comes anyway, and when the bot's messages are booked more than a second ahead (a busy minute past its
-rate) no edit is made at all (`optional_write`): the slots go to statuses and answers.
+the answer comes anyway, and when the bot writes at its rate (a busy minute past it) no edit is made at all
+(`optional_write`): the slots go to statuses and answers.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ PROGRESS_INTERVAL = 1.5
 """Seconds between two progress edits of one note in a private chat (twice that in a group)."""
 EDIT_PATIENCE = 5.0
 """A progress edit that takes longer (flood control) is dropped: the answer must not wait behind it."""
-SLOT_PATIENCE = 1.0
-"""A progress edit is made only if its Bot API slot comes within this: beyond, the bot is past its rate (the
-gateway and formatters together), and the slots go to statuses and answers."""
+SLOT_PATIENCE = 0.0
+"""A progress edit is made only if its Bot API slot is free now: otherwise the bot is writing at its rate (the
+gateway and the formatters together) and the slots go to statuses and answers. The reservations never queue far
+ahead (the backlog waits in JetStream, not in pacing), so any wait at all means the bot is saturated."""
 
 Edit = Callable[[Origin, str], Awaitable[None]]
 
