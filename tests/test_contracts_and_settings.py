@@ -11,6 +11,7 @@ import pytest
 
 from infra.bus import decoder, encode
 from infra.domain.contracts import Analysis, AudioReceived, AudioRef, Event, Origin, Transcript
+from infra.runtime.logs import REDACTED, Redactor
 from infra.runtime.settings import SettingsError, load_settings
 from tests.support import NatsServer, free_port
 
@@ -164,3 +165,19 @@ def test_a_slow_llm_gets_a_deadline_that_fits_it() -> None:
     assert (chosen.llm_timeout, chosen.join_timeout) == (120.0, 400.0)
     with pytest.raises(SettingsError, match="not longer than LLM_TIMEOUT"):
         load_settings(environ={"LLM_TIMEOUT": "120", "JOIN_TIMEOUT": "90"}, dotenv=None)
+
+
+def test_a_settings_error_never_echoes_credentials() -> None:
+    """Issue 22 (5): a settings error is printed before logging (and its redaction) is set up, and it quoted the
+    value it refused: a mistyped scheme printed the NATS password in the URL."""
+    with pytest.raises(SettingsError) as refused:
+        load_settings((), environ={"NATS_URL": "nat://gateway:hunter22@nats:4222"}, dotenv=None)
+    assert "hunter22" not in str(refused.value) and "NATS_URL" in str(refused.value)
+
+
+def test_short_secrets_are_redacted_too() -> None:
+    """Issue 22 (5): secrets under eight characters were skipped as "not secrets"; a short NATS password then went
+    to the logs in a URL. Every secret is redacted, whatever its length."""
+    redact = Redactor(["s3cr", "", "sk-long-secret-key"])
+    line = redact("connect nats://u:s3cr@nats:4222 failed; key sk-long-secret-key")
+    assert "s3cr" not in line and "sk-long" not in line and line.count(REDACTED) == 2

@@ -69,7 +69,7 @@ class Node:
             "NODE_NAME": self.name,
             "CLIENT_PORT": str(self.client),
             "CLUSTER_PORT": str(self.cluster),
-            "HTTP_PORT": str(self.http),
+            "HTTP_LISTEN": f"127.0.0.1:{self.http}",
             "STORE_DIR": str(self.store),
             "ROUTE_1": f"nats-route://127.0.0.1:{others[0].cluster}",
             "ROUTE_2": f"nats-route://127.0.0.1:{others[1].cluster}",
@@ -79,9 +79,7 @@ class Node:
             **{password_variable(user): PASSWORD + user for user in Accounts().users},
         }
         log = (self.store.parent / f"{self.name}.log").open("wb")
-        self.proc = subprocess.Popen(
-            [nats_server_binary(), "-c", str(CONFIG), "-a", "127.0.0.1"], env=env, stdout=log, stderr=log
-        )
+        self.proc = subprocess.Popen([nats_server_binary(), "-c", str(CONFIG)], env=env, stdout=log, stderr=log)
 
     def peers(self) -> set[str]:
         """The nodes this one has routes to (several pooled connections each), by name."""
@@ -125,6 +123,11 @@ async def test_three_nodes_with_tls_everywhere_take_a_service_and_refuse_the_res
     nodes, tls = cluster
     names = {node.name for node in nodes}
     await until(lambda: all(node.peers() == names - {node.name} for node in nodes))
+    # Issue 22 (4): monitoring has no authentication and shows every connection: loopback only, not every
+    # interface as `http_port` bound it.
+    for node in nodes:
+        log = (node.store.parent / f"{node.name}.log").read_text()
+        assert f"Starting http monitor on 127.0.0.1:{node.http}" in log, log[-2000:]
 
     def settings_of(user: str) -> Settings:
         (tmp_path / user).write_text(PASSWORD + user)

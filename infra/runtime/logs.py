@@ -20,8 +20,9 @@ REDACTED = "[redacted]"
 
 class Redactor:
     def __init__(self, secrets: Iterable[str]) -> None:
-        # Longest first, so a secret containing another is replaced whole. Short strings are not secrets.
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 8}, key=len, reverse=True)
+        # Longest first, so a secret containing another is replaced whole. However short a secret is, it is one:
+        # a line that loses an innocent "abcd" to a four-letter password is the lesser harm.
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self.secrets:

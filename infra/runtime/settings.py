@@ -199,7 +199,9 @@ def _transcription_deadline(name: str, text: str) -> float:
 def _url(name: str, text: str, schemes: tuple[str, ...]) -> str:
     for part in text.split(","):
         if not re.match(rf"^({'|'.join(schemes)})://[^/\s]+", part.strip()):
-            raise SettingsError(f"{name} must be a {'/'.join(schemes)} URL, got {part.strip()!r}")
+            # Printed before logging (and its redaction) is set up: the URL without any credentials in it.
+            shown = re.sub(r"^([^/]*//)?[^@/]*@", r"\1[redacted]@", part.strip())
+            raise SettingsError(f"{name} must be a {'/'.join(schemes)} URL, got {shown!r}")
     return text.strip().rstrip("/")
 
 
