@@ -7,6 +7,7 @@ a slow answer."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import nats.errors
 import nats.js.errors
 import pytest
 import pytest_asyncio
+from nats.js import api
 from prometheus_client import REGISTRY
 
 from infra.bus import Bus, encode
@@ -141,6 +143,20 @@ async def test_an_analyzer_written_elsewhere_gets_exactly_its_subjects(guarded: 
         for stream in (f"KV_{BUCKET_REGISTRY}", f"KV_{BUCKET_JOINS}", f"OBJ_{BUCKET_AUDIO}"):
             subject = f"$JS.API.STREAM.INFO.{stream}"
             await refused(guarded, user, subject, me.nc.request(subject, b"", timeout=1))
+        # Issue 22 (1): its durable is its own, with the filter it needs: re-created on `voice.>` it would read
+        # every event (audio references, every mode's analyses, failures). The create subject names the filter
+        # (NATS >= 2.10), and only the transcript's is granted.
+        wide = api.ConsumerConfig(
+            name=user, durable_name=user, filter_subject="voice.>", ack_policy=api.AckPolicy.EXPLICIT
+        )
+        rebind = f"$JS.API.CONSUMER.CREATE.{STREAM}.{user}.voice.>"
+        await refused(guarded, user, rebind, me.js.add_consumer(STREAM, wide, timeout=1))
+        for legacy in (f"$JS.API.CONSUMER.DURABLE.CREATE.{STREAM}.{user}", f"$JS.API.CONSUMER.CREATE.{STREAM}.{user}"):
+            await refused(guarded, user, legacy, me.nc.request(legacy, b"{}", timeout=1))
+        own = api.ConsumerConfig(
+            name=user, durable_name=user, filter_subject=SUBJECT_TRANSCRIPT, ack_policy=api.AckPolicy.EXPLICIT
+        )
+        assert (await me.js.add_consumer(STREAM, own, timeout=2)).config.filter_subject == SUBJECT_TRANSCRIPT
         # And changes nothing about the topology.
         create = f"$JS.API.STREAM.CREATE.{STREAM}"
         await refused(guarded, user, create, me.nc.request(create, msgspec.json.encode({"name": STREAM}), timeout=1))
@@ -215,3 +231,34 @@ async def test_the_launcher_s_own_server_has_the_accounts_and_takes_a_new_mode_s
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("account", "service"),
+    [
+        ("gateway", "gateway.updates:UpdateHandler"),
+        ("gateway", "gateway.admin:AdminInbox"),
+        ("transcriber", "transcriber.service:TranscriberService"),
+        ("formatter", "formatter.service:FormatterService"),
+        ("analyzer-TONE", "analyzers.service:AnalyzerService"),
+        ("analyzer-TONE", "analyzers.desk:Registrar"),
+    ],
+)
+def test_every_declared_durable_is_granted_with_its_filter_and_no_other(account: str, service: str) -> None:
+    """What each service declares with `@consumes` is what its account may create: the durable, on its stream,
+    with its filter (issue 22 (1)). A durable added to a service without its grant fails here, not in production;
+    and no create grant is left without a filter."""
+    module, name = service.split(":")
+    kind = getattr(importlib.import_module(module), name)
+    (role,) = [r for r in Accounts().roles if r.user == account]
+    allowed = role.publish_allow()
+    for handler in vars(kind).values():
+        declared = getattr(handler, "__consumes__", None)
+        if declared is None:
+            continue
+        spec = declared.spec
+        durable = spec.durable.format(mode="TONE")
+        assert f"$JS.API.CONSUMER.CREATE.{spec.stream}.{durable}.{spec.filter_subject}" in allowed, durable
+    creates = [s for s in allowed if s.startswith("$JS.API.CONSUMER.CREATE.") and s.count(".") <= 5]
+    bucket_reads = [s for s in creates if s.split(".")[4].startswith(("KV_", "OBJ_"))]
+    assert creates == bucket_reads, "a durable's create grant without its filter"

@@ -60,6 +60,7 @@ from infra.bus.names import (
     STREAM_RECENT,
     STREAM_UPDATES,
     SUBJECT_ALERT,
+    SUBJECT_ALL,
     SUBJECT_AUDIO,
     SUBJECT_AUDIO_QUEUED,
     SUBJECT_FAILED,
@@ -97,8 +98,8 @@ class Role:
     user: str
     publishes: tuple[str, ...] = ()
     """Event subjects it publishes (into the streams that hold them)."""
-    consumes: tuple[tuple[str, str], ...] = ()
-    """(stream, durable) it takes from: create or update that durable, pull, ack."""
+    consumes: tuple[tuple[str, str, str], ...] = ()
+    """(stream, durable, filter) it takes from: create or update that durable with that filter only, pull, ack."""
     looks_up: tuple[str, ...] = ()
     """Streams whose messages it reads by sequence (backlog ages)."""
     inspects: tuple[tuple[str, str], ...] = ()
@@ -124,11 +125,12 @@ class Role:
             allow += [f"{API}.CONSUMER.DELETE.{stream}.>", f"$JS.FC.{stream}.>"]
         for stream in sorted(set(self.erases)):
             allow += [f"{API}.STREAM.PURGE.{stream}", f"{API}.STREAM.MSG.DELETE.{stream}"]
-        for stream, durable in self.consumes:
+        for stream, durable, subject in self.consumes:
             allow += [
                 f"{API}.CONSUMER.INFO.{stream}.{durable}",
-                f"{API}.CONSUMER.CREATE.{stream}.{durable}",
-                f"{API}.CONSUMER.CREATE.{stream}.{durable}.>",
+                # The filter is part of the create subject (NATS >= 2.10), so the grant pins it: the durable
+                # cannot be re-created on a wider filter (`voice.>`) to read what is not its account's.
+                f"{API}.CONSUMER.CREATE.{stream}.{durable}.{subject}",
                 f"{API}.CONSUMER.MSG.NEXT.{stream}.{durable}",
                 f"$JS.ACK.{stream}.{durable}.>",
             ]
@@ -150,9 +152,9 @@ def gateway() -> Role:
         publishes=(SUBJECT_UPDATES, SUBJECT_AUDIO, SUBJECT_AUDIO_QUEUED, SUBJECT_RERUN, SUBJECT_TRANSCRIPT)
         + (SUBJECT_MODE_CHANGE, "inflight.>", "recent.>"),
         consumes=(
-            (STREAM_UPDATES, CONSUMER_GATEWAY),
-            (STREAM_ADMIN, CONSUMER_ADMIN_REPLIES),
-            (STREAM_ADMIN, CONSUMER_GATEWAY_ALERTS),
+            (STREAM_UPDATES, CONSUMER_GATEWAY, SUBJECT_UPDATES),
+            (STREAM_ADMIN, CONSUMER_ADMIN_REPLIES, SUBJECT_MODE_CHANGED),
+            (STREAM_ADMIN, CONSUMER_GATEWAY_ALERTS, SUBJECT_ALERT),
         ),
         looks_up=(STREAM_UPDATES, STREAM_ADMIN),
         counts=(STREAM_INFLIGHT, STREAM_RECENT),
@@ -187,9 +189,9 @@ def transcriber() -> Role:
         user="transcriber",
         publishes=(SUBJECT_TRANSCRIPT, SUBJECT_PROGRESS, SUBJECT_FAILED, SUBJECT_PIECE),
         consumes=(
-            (STREAM, CONSUMER_TRANSCRIBER),
-            (STREAM, CONSUMER_TRANSCRIBER_QUEUED),
-            (STREAM_PIECES, CONSUMER_TRANSCRIBER_PIECES),
+            (STREAM, CONSUMER_TRANSCRIBER, SUBJECT_AUDIO),
+            (STREAM, CONSUMER_TRANSCRIBER_QUEUED, SUBJECT_AUDIO_QUEUED),
+            (STREAM_PIECES, CONSUMER_TRANSCRIBER_PIECES, SUBJECT_PIECE),
         ),
         looks_up=(STREAM, STREAM_PIECES),
         reads=(object_stream(BUCKET_AUDIO), kv_stream(BUCKET_TRANSCRIPT_CACHE), kv_stream(BUCKET_PIECES)),
@@ -203,10 +205,10 @@ def formatter() -> Role:
     return Role(
         user="formatter",
         consumes=(
-            (STREAM, CONSUMER_FORMATTER),
-            (STREAM, CONSUMER_FORMATTER_DEADLINE),
-            (STREAM, CONSUMER_FORMATTER_WATCHDOG),
-            (STREAM, CONSUMER_FORMATTER_WATCHDOG_QUEUED),
+            (STREAM, CONSUMER_FORMATTER, SUBJECT_ALL),
+            (STREAM, CONSUMER_FORMATTER_DEADLINE, SUBJECT_TRANSCRIPT),
+            (STREAM, CONSUMER_FORMATTER_WATCHDOG, SUBJECT_AUDIO),
+            (STREAM, CONSUMER_FORMATTER_WATCHDOG_QUEUED, SUBJECT_AUDIO_QUEUED),
         ),
         looks_up=(STREAM,),
         inspects=((STREAM, CONSUMER_TRANSCRIBER), (STREAM, CONSUMER_TRANSCRIBER_QUEUED)),
@@ -229,7 +231,7 @@ def external_analyzer(mode: str) -> Role:
     return Role(
         user=analyzer_user(mode),
         publishes=(analysis_subject(mode),),
-        consumes=((STREAM, analyzer_user(mode)),),
+        consumes=((STREAM, analyzer_user(mode), SUBJECT_TRANSCRIPT),),
         reads=(kv_stream(BUCKET_MODES),),
         writes=(f"$KV.{BUCKET_MODES}.{mode}",),
     )
@@ -246,7 +248,7 @@ def analyzer(mode: str) -> Role:
     return Role(
         user=base.user,
         publishes=(*base.publishes, SUBJECT_MODE_CHANGED, SUBJECT_ALERT),
-        consumes=(*base.consumes, (STREAM_ADMIN, CONSUMER_REGISTRAR)),
+        consumes=(*base.consumes, (STREAM_ADMIN, CONSUMER_REGISTRAR, SUBJECT_MODE_CHANGE)),
         looks_up=(STREAM, STREAM_ADMIN),
         reads=(*base.reads, *(kv_stream(b) for b in (*OWN_ANALYZER_BUCKETS, BUCKET_ANSWERED))),
         writes=(*base.writes, *(f"$KV.{b}.>" for b in OWN_ANALYZER_BUCKETS)),
@@ -318,7 +320,7 @@ def table(accounts: Accounts) -> str:
     ]
     for role in accounts.roles:
         cells = [
-            ", ".join(f"`{durable}` ({stream})" for stream, durable in role.consumes),
+            ", ".join(f"`{durable}` ({stream}: `{subject}`)" for stream, durable, subject in role.consumes),
             ", ".join(f"`{subject}`" for subject in role.publishes),
             ", ".join(f"`{bucket(name)}`" for name in (*role.reads, *role.looks_up)),
             ", ".join(written(subject) for subject in role.writes),
