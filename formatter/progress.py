@@ -31,9 +31,13 @@ PROGRESS_INTERVAL = 1.5
 EDIT_PATIENCE = 5.0
 """A progress edit that takes longer (flood control) is dropped: the answer must not wait behind it."""
 SLOT_PATIENCE = 0.0
-"""A progress edit is made only if its Bot API slot is free now: otherwise the bot is writing at its rate (the
-gateway and the formatters together) and the slots go to statuses and answers. The reservations never queue far
-ahead (the backlog waits in JetStream, not in pacing), so any wait at all means the bot is saturated."""
+"""A progress edit is made only if its Bot API slots are free now: the bot's (otherwise the bot writes at its
+rate, the gateway and the formatters together, and the slots go to statuses and answers; the reservations never
+queue far ahead, since the backlog waits in JetStream, so any wait at all means the bot is saturated) and the
+chat's (otherwise the chat was just written to, e.g. its status, and an edit now would delay its answer)."""
+
+NOT_NOW = -1.0
+"""`_edit`'s answer for an edit the Bot API's pace had no free slot for: dropped, and not counted as shown."""
 
 Edit = Callable[[Origin, str], Awaitable[None]]
 
@@ -82,6 +86,8 @@ class Progress:
                 if wait is None:
                     self._shown[cid] = body
                     continue
+                if wait == NOT_NOW:
+                    continue  # not shown: the same text may be asked for again, and tried again then
                 self._newest.setdefault(cid, (origin, body, level))  # unless something newer came meanwhile
                 await asyncio.sleep(wait)
         finally:
@@ -118,7 +124,8 @@ class Progress:
                 await asyncio.wait_for(self.edit(origin, body), EDIT_PATIENCE)
             claim.progress, claim.progress_at = level, time.time()
         except BotBusy:
-            log.debug("%s: progress not shown: the bot's messages are booked ahead", cid)
+            log.debug("%s: progress not shown: the bot or the chat writes at its rate", cid)
+            return NOT_NOW
         except Exception as exc:
             log.warning("%s: progress not shown (%s)", cid, type(exc).__name__)
         finally:

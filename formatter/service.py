@@ -51,6 +51,13 @@ ORPHAN_AFTER = 600.0
 """A transcript whose note has no join state this long after its deadline is waited for with a warning each time."""
 ORPHAN_PAUSE = 60.0
 """Longest pause between two looks for the join state of a transcript past its deadline."""
+
+
+def overdue(cid: str) -> Failure:
+    """The watchdog's own failure of a note, kept in its join state: answered by the watchdog alone."""
+    return Failure(correlation_id=cid, stage="formatter", reason="overdue", detail="no transcript in time")
+
+
 WATCH_EVERY = 600.0
 """How often the watchdog looks at a note not answered yet: most are answered before its first look, and are
 let go then, so what it holds at once is about ten minutes of notes."""
@@ -73,6 +80,7 @@ class FormatterService:
         queue_every: float = QUEUE_EVERY,
         transcription_deadline: float = 6 * 3600.0,
     ) -> None:
+        self.bus = bus
         self.joins = joins
         self.marks = marks
         self.join_timeout = join_timeout
@@ -132,7 +140,7 @@ class FormatterService:
         CONSUMER_FORMATTER_WATCHDOG,
         stage="answer",
         ack_wait=30.0,
-        concurrency=2,
+        concurrency=8,
         max_ack_pending=WATCHED_AT_ONCE,
         then=("on_overdue_queued",),
     )
@@ -140,17 +148,24 @@ class FormatterService:
         cid = note.correlation_id
         if await self.marks.is_sent(cid):
             return
-        remaining = note.transcript_due(self.transcription_deadline) - time.time()
-        if remaining > 0:
+        due = note.transcript_due(self.transcription_deadline)
+        if (remaining := due - time.time()) > 0:
             raise Retry(min(remaining, WATCH_EVERY), "transcription deadline not reached")
         state = await self.joins.get(cid)
-        if state is not None and (state.transcript is not None or state.failed):
-            return  # the join deadline, or the failure's own answer, has it
+        if state is not None and state.transcript is not None:
+            return  # the join deadline has it
+        if state is not None and state.failure is not None and state.failure != overdue(cid):
+            return  # a stage failed the note: that failure's own answer (the main consumer's) has it
+        if (state is None or state.failure is None) and await self.unmerged_before(due):
+            # The main consumer has not been handed everything from before the deadline (an outage of the
+            # formatters): the transcript may be among it. Not "overdue" before it has been looked at.
+            raise Retry(ORPHAN_PAUSE, "the note's events are not all merged yet")
+        # Ours to answer, now or on the next look if this answer cannot go out yet: the failure kept in the state
+        # is the watchdog's own, which nobody else answers.
         log.warning("%s: no transcript %.0f s after the note arrived; telling the user", cid, -remaining)
         if state is None or state.origin is None:
             await self.joins.merge(cid, note, delivery.seq)
-        failure = Failure(correlation_id=cid, stage="formatter", reason="overdue", detail="no transcript in time")
-        await self.answerer.answer(cid, await self.joins.merge(cid, failure), delivery)
+        await self.answerer.answer(cid, await self.joins.merge(cid, overdue(cid)), delivery)
 
     @consumes(
         SUBJECT_AUDIO_QUEUED,
@@ -162,6 +177,11 @@ class FormatterService:
     async def on_overdue_queued(self, note: AudioReceived, delivery: Delivery) -> None:
         """The watchdog of the notes past their sender's fair share, which wait on a subject of their own."""
         await self.on_overdue(note, delivery)
+
+    async def unmerged_before(self, moment: float) -> bool:
+        """Whether events stored before `moment` still wait for the main consumer."""
+        oldest = await self.bus.oldest_waiting(CONSUMER_FORMATTER, SUBJECT_ALL)
+        return oldest is not None and oldest < moment
 
     async def join(self, cid: str, event: Event, seq: int) -> JoinState:
         """Merge the event into everything known about its note (`formatter.join`)."""

@@ -61,6 +61,8 @@ def test_settings_come_from_env_over_dotenv(tmp_path: Path) -> None:
         ({"NATS_URL": "localhost:4222"}, "NATS_URL must be a nats/tls/ws/wss URL"),
         ({"WHISPER_DEVICE": "tpu"}, "WHISPER_DEVICE must be one of auto, cpu, cuda"),
         ({"TELEGRAM_TOKEN": "not-a-token"}, "TELEGRAM_TOKEN does not look like a bot token"),
+        ({"TRANSCRIPTION_DEADLINE": "60"}, "TRANSCRIPTION_DEADLINE must be from 3600"),
+        ({"TRANSCRIPTION_DEADLINE": "86400"}, "TRANSCRIPTION_DEADLINE must be from 3600"),
     ],
 )
 def test_invalid_settings_are_named(env: dict[str, str], message: str) -> None:

@@ -8,6 +8,7 @@ Handlers are driven directly, with JetStream's redelivery emulated (`tests.suppo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
 from collections.abc import AsyncIterator
@@ -19,9 +20,9 @@ from aiogram import Bot
 from formatter.join import JoinState, JoinStore
 from formatter.marks import AnswerMarks, Owned
 from formatter.render import render_answer
-from formatter.service import ORPHAN_AFTER, FormatterService
-from infra.bus import Bus, Delivery, Retry, deliver
-from infra.bus.names import BUCKET_ANSWERED, BUCKET_JOINS
+from formatter.service import ORPHAN_AFTER, WATCH_EVERY, FormatterService
+from infra.bus import Bus, Delivery, Retry, declaration, deliver
+from infra.bus.names import BUCKET_ANSWERED, BUCKET_JOINS, STREAM
 from infra.domain.answers import Claimed, Sent, encode_mark, read_mark
 from infra.domain.contracts import Analysis, AudioReceived, AudioRef, Event, Origin, Section, Transcript
 from infra.runtime.settings import Settings
@@ -365,8 +366,8 @@ async def test_two_formatters_show_a_notes_progress_in_order_and_lose_none(
 async def test_a_note_never_transcribed_ends_with_a_message_at_its_transcription_deadline(
     private_bus: Bus, telegram: TelegramDouble, bot: Bot
 ) -> None:
-    """Issue 21 (2): a note whose transcript never comes (its pieces lost, the queue longer than a day, every
-    transcriber gone) left "Listening…" on screen for good: only a transcript started the formatter's deadline.
+    """Issue 21 (2): a note whose transcript never comes (its pieces lost, a backlog of hours, every transcriber
+    gone) left "Listening…" on screen for good: only a transcript started the formatter's deadline.
     The note's audio starts a watchdog of its own; at the transcription deadline the user is told, once, and a
     transcript that turns up after that is not a second answer."""
     chat, cid, events = await a_note(bot)
@@ -375,7 +376,7 @@ async def test_a_note_never_transcribed_ends_with_a_message_at_its_transcription
     service = await formatter(private_bus, bot)
     watch = Redelivered(service.on_overdue)
     fresh = await deliver(service.on_overdue, audio, Delivery(subject="voice.audio", attempt=1))
-    assert fresh.outcome == "retry" and 0 < fresh.delay <= service.transcription_deadline, fresh
+    assert fresh.outcome == "retry" and 0 < fresh.delay <= WATCH_EVERY, fresh
     overdue = msgspec.structs.replace(audio, received_at=time.time() - service.transcription_deadline - 1)
     await service.on_event(overdue, FIRST)
     assert await watch(overdue) == "acked"
@@ -417,3 +418,51 @@ async def test_an_overdue_note_the_formatter_has_not_joined_is_still_answered(
     overdue = msgspec.structs.replace(audio, received_at=time.time() - service.transcription_deadline - 1)
     assert await Redelivered(service.on_overdue)(overdue) == "acked"
     assert parts_seen(telegram, chat) == [text("overdue", "en")]
+
+
+async def test_an_overdue_answer_interrupted_by_an_outage_is_still_given(
+    private_bus: Bus, telegram: TelegramDouble, impatient_bot: Bot
+) -> None:
+    """The watchdog keeps its "overdue" failure in the note's join state before answering. When that answer
+    failed (Telegram away), the next look found a failure in the state and stepped aside as if the failure's own
+    answer had it: nobody did, and "Listening…" stayed. The watchdog answers its own failure until it is out."""
+    chat, _, events = await a_note(impatient_bot)
+    audio = events[0]
+    assert isinstance(audio, AudioReceived)
+    service = await formatter(private_bus, impatient_bot, backoff_cap=0.5)
+    overdue = msgspec.structs.replace(audio, received_at=time.time() - service.transcription_deadline - 1)
+    telegram.outage()
+    first = await deliver(service.on_overdue, overdue, Delivery(subject="voice.audio", attempt=1))
+    assert first.outcome == "retry", first
+    telegram.outage(False)
+    assert await Redelivered(service.on_overdue)(overdue, timeout=20) == "acked"
+    assert parts_seen(telegram, chat) == [text("overdue", "en")]
+
+
+async def test_the_watchdog_waits_for_a_transcript_the_main_consumer_has_not_been_handed(
+    private_bus: Bus, telegram: TelegramDouble, bot: Bot
+) -> None:
+    """With the formatters down past a note's deadline, the watchdog (one KV read a look) caught up before the
+    main consumer (every event merged) and said "could not transcribe" of a note whose transcript was waiting in
+    the stream. It waits until the main consumer has been handed what was stored before the deadline."""
+    chat, cid, events = await a_note(bot)
+    audio, transcript, gist, tone = events
+    assert isinstance(audio, AudioReceived)
+    service = await formatter(private_bus, bot)
+    spec = declaration(FormatterService.on_event).spec
+    await private_bus.ensure_consumer(dataclasses.replace(spec, deliver_new_only=True))
+    try:
+        await private_bus.publish("voice.transcript", transcript, msg_id=f"{cid}.transcript")
+        await asyncio.sleep(1.5)
+        # Its deadline passed a moment after the transcript was stored, which the main consumer has not taken.
+        overdue = msgspec.structs.replace(audio, received_at=time.time() - service.transcription_deadline - 0.5)
+        await service.on_event(overdue, FIRST)
+        verdict = await deliver(service.on_overdue, overdue, Delivery(subject="voice.audio", attempt=1))
+        assert verdict.outcome == "retry", verdict
+        for event in (transcript, gist, tone):  # the main consumer catches up: the note is answered in full
+            await service.on_event(event, FIRST)
+        assert await Redelivered(service.on_overdue)(overdue) == "acked"
+        (answer,) = parts_seen(telegram, chat)
+        assert answer.startswith("📝 Transcript"), answer
+    finally:
+        await private_bus.js.delete_consumer(STREAM, spec.durable)

@@ -19,6 +19,7 @@ from infra.bus.names import BUCKET_PIECES, STREAM, STREAM_PIECES, SUBJECT_FAILED
 from infra.domain.contracts import AudioReceived, AudioRef, Failure, Origin, PieceRequested, Transcript
 from tests.support import aligned, counted, live_stream, lost_sentences, words
 from transcriber.asr import SpeechRecognizer
+from transcriber.pieces import PieceTranscribed
 from transcriber.service import TranscriberService
 
 pytestmark = pytest.mark.slow
@@ -168,20 +169,30 @@ async def test_a_recording_that_starts_silent_still_gets_its_language(
 async def test_a_note_past_its_transcription_deadline_is_left_and_its_pieces_too(
     private_bus: Bus, recognizer: SpeechRecognizer, tmp_path: Path
 ) -> None:
-    """Issue 21 (2): past the deadline the formatter's watchdog has told the user the note could not be transcribed
-    in time; a transcriber reaching it afterwards spent its cores on a transcript nobody would read, in the very
-    backlog that made it late. It leaves the note, and a piece of it, untouched (and the piece's samples erased)."""
+    """Issue 21 (2): past the deadline the formatter's watchdog tells the user the note could not be transcribed in
+    time; a transcriber reaching it afterwards spent its cores on a transcript nobody would read, in the very
+    backlog that made it late. It leaves the note, and a piece of it (every piece's samples and text erased), and
+    says why: one `overdue` failure per note, which the answered mark keeps to one answer."""
     audio, _ = await asyncio.to_thread(speak, "We ship on Monday.", "en", tmp_path)
     service = TranscriberService(private_bus, recognizer, transcription_deadline=60)
     calls = counted(recognizer)
     note = msgspec.structs.replace(await a_note(private_bus, "cafe05", audio), received_at=time.time() - 61)
     verdict = await deliver(service.handle, note, delivery("voice.audio"))
-    assert verdict.outcome == "done" and calls == []
+    assert verdict.outcome == "failed" and verdict.reason == "overdue" and verdict.told and calls == []
     assert await last(private_bus, SUBJECT_TRANSCRIPT, Transcript) is None
-    assert await last(private_bus, SUBJECT_FAILED, Failure) is None, "the watchdog tells the user, once"
-    await (await private_bus.audio_store()).put("cafe05.piece.0", b"\0" * 32_000)
-    piece = PieceRequested(correlation_id="cafe05", note=note, index=0, bounds=(0.0, 1.0), object_name="cafe05.piece.0")
-    assert (await deliver(service.transcribe_piece, piece, delivery(SUBJECT_PIECE))).outcome == "done"
+    failure = await last(private_bus, SUBJECT_FAILED, Failure)
+    assert isinstance(failure, Failure) and failure.correlation_id == "cafe05" and failure.reason == "overdue"
+    store = await private_bus.audio_store()
+    await store.put("cafe05.piece.0", b"\0" * 32_000)
+    await store.put("cafe05.piece.1", b"\0" * 32_000)
+    done = PieceTranscribed(segments=(), seconds=0.1, model="m")
+    await (await private_bus.kv(BUCKET_PIECES)).put("c0ffee.cafe05.1", msgspec.json.encode(done))
+    piece = PieceRequested(
+        correlation_id="cafe05", note=note, index=0, bounds=(0.0, 1.0, 2.0), object_name="cafe05.piece.0"
+    )
+    assert (await deliver(service.transcribe_piece, piece, delivery(SUBJECT_PIECE))).reason == "overdue"
+    # Nothing of the note is kept for a day after its user was told: not a piece's samples, not a piece's text.
     assert calls == [] and await private_bus.kv_keys(BUCKET_PIECES, "c0ffee.cafe05.") == []
-    with pytest.raises(nats.js.errors.NotFoundError):
-        await (await private_bus.audio_store()).get("cafe05.piece.0")
+    for name in ("cafe05.piece.0", "cafe05.piece.1"):
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await store.get(name)

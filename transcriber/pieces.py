@@ -19,7 +19,7 @@ import numpy as np
 from nats.js.kv import KeyValue
 
 from infra.bus import Bus, Fail, Retry
-from infra.bus.names import BUCKET_PIECES
+from infra.bus.names import BUCKET_PIECES, kv_stream
 from infra.domain.contracts import AudioReceived, PieceRequested, Segment
 from infra.runtime.metrics import AUDIO_SECONDS
 from infra.runtime.telemetry import record_failure, step
@@ -188,6 +188,13 @@ class LongNotes:
         for index in range(piece.count):
             await self.bus.erase_object(piece_name(piece.note, index))
         log.info("%s: %d pieces stitched, %.0fs of audio", cid, piece.count, piece.bounds[-1])
+
+    async def drop(self, piece: PieceRequested) -> None:
+        """A note given up on (past its deadline): every piece's samples and every transcribed piece go now, not a
+        day later; what is gone already is skipped."""
+        for index in range(piece.count):
+            await self.bus.erase_object(piece_name(piece.note, index))
+        await self.bus.purge(kv_stream(BUCKET_PIECES), f"$KV.{BUCKET_PIECES}.{piece_prefix(piece.note)}>")
 
     @staticmethod
     async def _stored(kv: KeyValue, key: str) -> PieceTranscribed | None:

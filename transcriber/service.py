@@ -10,7 +10,7 @@ Publishes (`transcriber.outbox`): `voice.transcript`, `voice.progress` for long 
 `voice.failed`. On failure: audio that cannot be transcribed (`Fail`: corrupt, silent, too long) fails at once;
 anything else is tried three times, and a fourth delivery means its workers died each time (out of memory,
 killed); either way the user hears back through `voice.failed`. A note past its `TRANSCRIPTION_DEADLINE` is
-left (the formatter's watchdog has told its user). A file seen before within a day comes from the
+left, with a failure saying so (`overdue`). A file seen before within a day comes from the
 cache (`transcriber.cache`); the chat's vocabulary goes to Whisper as hotwords.
 """
 
@@ -81,7 +81,7 @@ class TranscriberService:
     async def handle(self, event: AudioReceived, delivery: Delivery) -> None:
         cid = event.correlation_id
         if self.overdue(event):
-            return
+            raise Fail("overdue", "past its transcription deadline")
         if known := await self.cache.get(event):
             await self.outbox.transcript(event, known, seconds=0.0)
             log.info("%s: transcript of a file seen before, from the cache", cid)
@@ -174,13 +174,14 @@ class TranscriberService:
     )
     async def transcribe_piece(self, piece: PieceRequested, delivery: Delivery) -> None:
         if self.overdue(piece.note):
-            await self.bus.erase_object(piece.object_name)
-            return
+            await self.long_notes.drop(piece)
+            raise Fail("overdue", "past its transcription deadline")
         await self.long_notes.take(piece)
 
     def overdue(self, note: AudioReceived) -> bool:
-        """Past its transcription deadline the note is over: the formatter's watchdog has told the user (or will,
-        the moment it looks), so its transcript would reach nobody. Left, it frees the queue behind it."""
+        """Past its transcription deadline the note is over: its transcript would reach nobody (the formatter's
+        watchdog tells the user, or has). Left, it frees the queue behind it, and its failure says why (once per
+        note: `<cid>.failed`), which also tells the user where a formatter without the watchdog still runs."""
         if time.time() <= note.transcript_due(self.transcription_deadline):
             return False
         log.warning("%s: past its transcription deadline; left untranscribed", note.correlation_id)

@@ -603,6 +603,18 @@ class Bus:
                 CONSUMER_BACKLOG_AGE.labels(durable).set(age)
             await asyncio.sleep(every)
 
+    async def oldest_waiting(self, durable: str, subject: str, stream: str = STREAM) -> float | None:
+        """When the oldest message on `subject` that the consumer `durable` has not been handed yet was stored
+        (a Unix time); None when nothing waits for it (or it does not exist)."""
+        try:
+            info = await self.js.consumer_info(stream, durable)
+            if not info.num_pending:
+                return None
+            msg = await self.js.get_msg(stream, seq=_delivered(info) + 1, subject=subject, next=True)
+        except nats.js.errors.NotFoundError:
+            return None
+        return msg.time.timestamp() if msg.time else None
+
     async def _backlog_age(self, stream: str, subject: str, info: api.ConsumerInfo) -> float:
         """How long the first message the consumer has not been handed yet has been in the stream."""
         try:

@@ -7,7 +7,10 @@ its last call), by compare-and-set, so all of them together keep to the rate.
 
 The scheme is GCRA (the generic cell rate algorithm): a key holds the theoretical time its next call is due; a
 call may go `burst - 1` intervals before that, and moves it one interval on. One read and one conditional write
-a call, no lock, no clock but each host's own (kept by NTP: a skew of milliseconds shifts a slot by as much).
+a call; within a process a key's slots are taken one at a time, so only other processes make a write retry.
+Each host uses its own clock (kept by NTP: a skew of milliseconds shifts a slot by as much); a due time more
+than `MAX_AHEAD` away is not believed (a host's clock far ahead, a value written by something else) and the
+key starts again from now, so no skew holds every writer back for longer than that.
 """
 
 from __future__ import annotations
@@ -20,9 +23,14 @@ import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
+MAX_AHEAD = 60.0
+"""Seconds ahead a key's next slot may plausibly be: with the backlog waiting in JetStream, not in pacing, a
+queue of reservations never grows near this."""
 
-class PaceUnavailable(Exception):
-    """The shared slots cannot be reached now (NATS away, too much contention): pace locally meanwhile."""
+
+class PaceUnavailable(ConnectionError):
+    """The shared slots cannot be reached now (NATS away, too much contention): pace locally meanwhile. A
+    `ConnectionError`, so a caller that may not import the bus (`infra.voice.telegram`) can tell it apart."""
 
 
 class SharedPace:
@@ -30,45 +38,45 @@ class SharedPace:
         self.kv = kv
         self.timeout = timeout
         self.tries = tries
-        # Within a process a key's slots are taken one at a time (a burst of sixty sends would otherwise race
-        # sixty compare-and-sets on one key): only other processes can make a write retry.
         self._locks = [asyncio.Lock() for _ in range(64)]
 
-    async def reserve(self, key: str, interval: float, burst: int = 1) -> float:
-        """Take the next slot of `key` (a call every `interval` seconds, up to `burst` at once); returns how many
-        seconds to wait before making the call. Raises `PaceUnavailable` rather than wait for NATS."""
+    async def reserve(self, key: str, interval: float, burst: int = 1, at: float | None = None) -> float:
+        """Take the next slot of `key` (a call every `interval` seconds, up to `burst` at once) no earlier than
+        `at` (a wall-clock time; now by default); returns how many seconds from now to wait before making the
+        call. Raises `PaceUnavailable` rather than wait for NATS."""
         try:
-            return await asyncio.wait_for(self._reserve(key, interval, burst), self.timeout)
+            return await asyncio.wait_for(self._reserve(key, interval, burst, at), self.timeout)
         except (TimeoutError, nats.errors.Error) as exc:
             raise PaceUnavailable(type(exc).__name__) from None
 
     async def ahead(self, key: str, interval: float, burst: int = 1) -> float:
         """How long a call of `key` would wait if it took a slot now; takes none. For a call that is not worth
-        a long wait (a progress edit): asked first, it leaves the slots to calls that are."""
+        a wait (a progress edit): asked first, it leaves the slots to calls that are."""
         try:
             entry = await asyncio.wait_for(self.kv.get(key), self.timeout)
         except nats.js.errors.KeyNotFoundError:
             return 0.0
         except (TimeoutError, nats.errors.Error) as exc:
             raise PaceUnavailable(type(exc).__name__) from None
-        due = float(entry.value or b"0")
-        return max(0.0, due - interval * (max(1, burst) - 1) - time.time())
+        now = time.time()
+        return max(0.0, self._due(entry.value, now) - interval * (max(1, burst) - 1) - now)
 
-    async def _reserve(self, key: str, interval: float, burst: int) -> float:
+    async def _reserve(self, key: str, interval: float, burst: int, at: float | None) -> float:
         async with self._locks[hash(key) % len(self._locks)]:
-            return await self._take(key, interval, burst)
+            return await self._take(key, interval, burst, at)
 
-    async def _take(self, key: str, interval: float, burst: int) -> float:
+    async def _take(self, key: str, interval: float, burst: int, at: float | None) -> float:
         tolerance = interval * (max(1, burst) - 1)
         for _ in range(self.tries):
             now = time.time()
+            start = max(now, at or now)
             try:
                 entry = await self.kv.get(key)
-                due, revision = float(entry.value or b"0"), entry.revision
+                due, revision = self._due(entry.value, now), entry.revision
             except nats.js.errors.KeyNotFoundError:
                 due, revision = now, None
-            slot = max(now, due - tolerance)
-            following = repr(max(now, due) + interval).encode()
+            slot = max(start, due - tolerance)
+            following = repr(max(start, due) + interval).encode()
             try:
                 if revision is None:
                     await self.kv.create(key, following)
@@ -79,3 +87,12 @@ class SharedPace:
                 continue
             return slot - now
         raise PaceUnavailable("contention")
+
+    @staticmethod
+    def _due(value: bytes | None, now: float) -> float:
+        """The key's next due time, unless it is not to be believed: then now."""
+        try:
+            due = float(value or b"0")
+        except ValueError:
+            return now
+        return due if due <= now + MAX_AHEAD else now

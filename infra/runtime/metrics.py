@@ -123,7 +123,7 @@ SHARED_PACE_UNREACHABLE = Counter(
 )
 OPTIONAL_WRITES_SKIPPED = Counter(
     "voice_insight_telegram_optional_writes_skipped_total",
-    "Progress edits not made because the bot's messages were booked further ahead than they may wait",
+    "Progress edits not made: the bot's or the chat's Bot API slots were booked further ahead than they may wait",
 )
 BAD_MODE_ANNOUNCEMENTS = Counter(
     "voice_insight_bad_mode_announcements_total", "Entries in voice-modes that could not be read, skipped"

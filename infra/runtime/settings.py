@@ -189,10 +189,14 @@ LONGEST_TRANSCRIPTION_DEADLINE = 20 * 3600.0
 """A note's audio and events are kept a day: past 20 hours there would be nothing left to tell the user with."""
 
 
+SHORTEST_TRANSCRIPTION_DEADLINE = 3600.0
+"""Under an hour a long recording (hours of it, in pieces, behind new notes) would be given up on part-way."""
+
+
 def _transcription_deadline(name: str, text: str) -> float:
     value = _positive_float(name, text)
-    if value > LONGEST_TRANSCRIPTION_DEADLINE:
-        raise SettingsError(f"{name} must be at most {LONGEST_TRANSCRIPTION_DEADLINE:g} s (20 h), got {text!r}")
+    if not SHORTEST_TRANSCRIPTION_DEADLINE <= value <= LONGEST_TRANSCRIPTION_DEADLINE:
+        raise SettingsError(f"{name} must be from 3600 (1 h) to 72000 (20 h) seconds, got {text!r}")
     return value
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
 import time
 from collections import OrderedDict
@@ -80,9 +81,14 @@ def telegram_away(exc: BaseException) -> bool:
 class Pace(Protocol):
     """Slots of a rate shared with the deployment's other processes (`infra.bus.pace.SharedPace`)."""
 
-    async def reserve(self, key: str, interval: float, burst: int = 1) -> float: ...
+    async def reserve(self, key: str, interval: float, burst: int = 1, at: float | None = None) -> float:
+        """Seconds to wait for the next slot of `key`, taken no earlier than `at`; `ConnectionError` when the shared
+        slots cannot be reached."""
+        ...
 
-    async def ahead(self, key: str, interval: float, burst: int = 1) -> float: ...
+    async def ahead(self, key: str, interval: float, burst: int = 1) -> float:
+        """Seconds a call of `key` would wait now, taking no slot."""
+        ...
 
 
 class BotBusy(Exception):
@@ -137,8 +143,10 @@ class FloodControl(BaseRequestMiddleware):
         self.global_rate = global_rate
         self.patience = patience
         self.max_chats = max_chats
+        if shared is not None and not secret:
+            raise ValueError("a shared pace keys its chats by a keyed hash: give it a secret (the bot's token)")
         self.shared = shared
-        self.secret = secret
+        self._chat_key = hashlib.sha256(b"voice-insight pace key:" + secret).digest()
         self._alone_until = 0.0
         self._global = AsyncLimiter(global_rate, 1.0)
         self._chats: OrderedDict[int | str, AsyncLimiter] = OrderedDict()
@@ -194,20 +202,23 @@ class FloodControl(BaseRequestMiddleware):
     def _rates(self, chat: int | str) -> tuple[tuple[str, float, int], tuple[str, float, int]]:
         """The shared keys a write to `chat` takes a slot of, with their rates: its chat's, and the bot's."""
         is_group = isinstance(chat, str) or chat < 0
-        key = hashlib.blake2b(f"{chat}".encode(), key=self.secret[:64], digest_size=12).hexdigest()
+        key = hmac.new(self._chat_key, f"pace:{chat}".encode(), hashlib.sha256).hexdigest()[:24]
         per_chat = (f"chat.{key}", self.group_interval, 1) if is_group else (f"chat.{key}", 1.0, self.private_burst)
         return per_chat, ("bot", 1.0 / self.global_rate, max(1, self.global_rate // 5))
 
     async def _shared_slot(self, chat: int | str) -> None:
-        """Wait for this call's slot among every process's calls."""
+        """Wait for this call's slot among every process's calls: the chat's first, then the bot's at or after it,
+        so a bot slot is not taken for a moment the chat's own limit keeps the call from."""
         if self.shared is None or time.monotonic() < self._alone_until:
             return
+        per_chat, bot = self._rates(chat)
         try:
-            waits = await asyncio.gather(*(self.shared.reserve(*rate) for rate in self._rates(chat)))
-        except Exception as exc:  # NATS away: Telegram is still there, and local pacing still holds
+            wait = await self.shared.reserve(*per_chat)
+            wait = await self.shared.reserve(*bot, at=time.time() + wait)
+        except Exception as exc:  # NATS away (ConnectionError), or a fault: Telegram is still there
             self._pace_alone(exc)
             return
-        if (wait := max(waits)) > 0:
+        if wait > 0:
             await asyncio.sleep(wait)
 
     async def _booked_ahead(self, chat: int | str) -> float:
@@ -221,9 +232,14 @@ class FloodControl(BaseRequestMiddleware):
             return 0.0
 
     def _pace_alone(self, exc: Exception) -> None:
+        """Pace this process alone for a while: said as a warning when NATS is away, as an error with its
+        traceback when it is anything else (a fault of ours, not to be mistaken for an outage)."""
         self._alone_until = time.monotonic() + SHARED_PACE_PAUSE
         SHARED_PACE_UNREACHABLE.inc()
-        log.warning("shared pacing unreachable (%s): pacing this process alone for %.0fs", exc, SHARED_PACE_PAUSE)
+        if isinstance(exc, ConnectionError):
+            log.warning("shared pacing unreachable (%s): pacing this process alone for %.0fs", exc, SHARED_PACE_PAUSE)
+        else:
+            log.error("shared pacing failed: pacing this process alone for %.0fs", SHARED_PACE_PAUSE, exc_info=exc)
 
 
 async def answer_press(query: CallbackQuery, said: str | None = None, alert: bool = False) -> None:
