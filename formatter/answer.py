@@ -27,7 +27,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from formatter.buttons import keep_for_buttons
 from formatter.cleanup import forget
 from formatter.join import JoinState, JoinStore
-from formatter.marks import AlreadySent, AnswerMarks, ClaimLost, HeldElsewhere, Owned
+from formatter.marks import BRIEF_WAIT, AlreadySent, AnswerMarks, ClaimLost, HeldElsewhere, Owned
 from formatter.render import Part, render_answer, render_failure
 from formatter.sending import Sender, away, permanent_reason
 from formatter.status import StatusMessage
@@ -40,6 +40,9 @@ log = logging.getLogger("voice_insight.formatter")
 
 REFUSED_ANSWER = frozenset({"bad_request", "bad_markup"})
 """Permanent failures of the answer itself, not of the chat (blocked, gone, migrated): an apology can still go."""
+BRIEF_LOOKS = 12
+"""Looks at a mark a progress edit holds before the answer is left for a redelivery: six seconds, past an edit's
+five of patience."""
 ANSWER_BACKOFF_CAP = 60.0
 """Longest pause between two tries of an answer while Telegram is unreachable."""
 
@@ -131,16 +134,22 @@ class Answerer:
         await forget(self.bus, self.joins, cid, state)
 
     async def claim(self, cid: str) -> Owned | None:
-        """Ours to answer; None: answered already. Held by another formatter: later."""
-        match await self.marks.claim(cid):
-            case AlreadySent():
-                return None
-            case HeldElsewhere(retry_in=wait):
-                raise Retry(wait, "another formatter holds the answer")
-            case Owned() as owned:
-                return owned
-            case unexpected:
-                assert_never(unexpected)
+        """Ours to answer; None: answered already. Held by another formatter: later. Held by a progress edit (a
+        brief hold, milliseconds but for flood control): waited for here, up to the edit's own patience, rather
+        than redelivered."""
+        for _ in range(BRIEF_LOOKS):
+            match await self.marks.claim(cid):
+                case AlreadySent():
+                    return None
+                case HeldElsewhere(retry_in=wait) if wait <= BRIEF_WAIT:
+                    await asyncio.sleep(wait)
+                case HeldElsewhere(retry_in=wait):
+                    raise Retry(wait, "another formatter holds the answer")
+                case Owned() as owned:
+                    return owned
+                case unexpected:
+                    assert_never(unexpected)
+        raise Retry(BRIEF_WAIT, "a progress edit holds the answer")
 
     def render(self, cid: str, state: JoinState) -> list[Part]:
         """The answer's messages. A rendering bug must not leave the user waiting: they get an apology instead."""
