@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import record  # noqa: E402
+from bench.capacity import memory_mb  # noqa: E402
 from bench.pipeline import PROGRESS, Stack, percentile  # noqa: E402
 from bench.speech import script, speak  # noqa: E402
 from voice_insight.doubles.telegram_api import SentMessage  # noqa: E402
@@ -53,12 +54,9 @@ def rss_mb() -> dict[str, float]:
     sizes = {}
     for role, pid in processes().items():
         try:
-            status = Path(f"/proc/{pid}/status").read_text()
+            sizes[role] = round(memory_mb(pid)["VmRSS"])
         except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                sizes[role] = round(int(line.split()[1]) / 1024)
+            continue  # exited between the listing and the reading
     return sizes
 
 
