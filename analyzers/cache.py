@@ -1,9 +1,11 @@
 """The analysis cache: the same transcript, analysed by the same mode version and model within an hour, is
 answered from here with no LLM call (a note forwarded to several people, a note sent twice).
 
-Keyed by hashes of what decides the answer: `<transcript digest>.<mode, version, model, answer language>`, so a
-key reveals nothing, and a chat's `/forget` finds every analysis of its transcripts by the prefix; entries
-expire after an hour (`ANALYSIS_CACHE_TTL`).
+Keyed by the mode and hashes of what decides the answer: `<MODE>.<transcript digest>.<version, model, answer
+language>`, so a key reveals nothing of the note; a mode's entries lie under its name, the one prefix its analyzer
+may write (an analyzer of another mode cannot plant an entry this one would publish as its own); and a chat's
+`/forget` finds every analysis of its transcripts by the digest. Entries expire after an hour
+(`ANALYSIS_CACHE_TTL`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class CachedAnalysis(msgspec.Struct, frozen=True, kw_only=True):
 
 def cache_key(d: ModeDefinition, lang: str, text: str) -> str:
     material = msgspec.json.encode([d.name, d.version, d.model, lang])
-    return f"{text_digest(text)}.{hashlib.sha256(material).hexdigest()[:32]}"
+    return f"{d.name}.{text_digest(text)}.{hashlib.sha256(material).hexdigest()[:32]}"
 
 
 def analysis_cache(bus: Bus) -> KVCache[CachedAnalysis]:

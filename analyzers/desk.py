@@ -1,7 +1,8 @@
 """The mode desk: every change to the registry goes through here, validated, whoever asks.
 
-Admins in the bot send `ModeChange` requests over the bus; any analyzer process takes each one (the durable
-`mode-registrar` is shared, so exactly one does), applies it and publishes the result for the gateway to pass
+Admins in the bot send `ModeChange` requests over the bus; the registrar (`analyzers/registrar.py`, an account of
+its own, the one that may write every mode's definition) takes each one (the durable `mode-registrar` is shared
+by its replicas, so exactly one does), applies it and publishes the result for the gateway to pass
 on. The command line calls the same desk in-process. A change that adds or alters an analysis (a new mode, a
 model, a prompt, a replaced definition) is validated first (`analyzers.validation`) and never stored if any
 check fails; switching a mode on or off and rolling back to a version that already ran are not re-validated,

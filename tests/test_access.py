@@ -25,14 +25,18 @@ from prometheus_client import REGISTRY
 
 from infra.bus import Bus, encode
 from infra.bus.names import (
+    BUCKET_ANALYSIS_CACHE,
     BUCKET_AUDIO,
     BUCKET_CHATS,
     BUCKET_JOINS,
     BUCKET_MODES,
     BUCKET_NOTES,
     BUCKET_REGISTRY,
+    BUCKET_USAGE,
     CONSUMER_FORMATTER,
+    CONSUMER_REGISTRAR,
     STREAM,
+    STREAM_ADMIN,
     SUBJECT_TRANSCRIPT,
     analysis_subject,
 )
@@ -164,6 +168,41 @@ async def test_an_analyzer_written_elsewhere_gets_exactly_its_subjects(guarded: 
         await me.close(grace=1)
 
 
+async def test_a_compromised_analyzer_writes_its_own_mode_only_and_the_registrar_any(guarded: NatsServer) -> None:
+    """Issue 22 (2): analyzer-TONE can neither rewrite DEFAULT's definition nor plant an entry under a cache key
+    DEFAULT's analyzer would read and publish as its own, nor count DEFAULT's usage; what is its own it writes.
+    An admin's change to any mode is the registrar's, the one account that writes every definition."""
+    user = analyzer_user("TONE")
+    me = await login(guarded, user)
+    registrar = await login(guarded, "registrar")
+    try:
+        registry = await me.kv(BUCKET_REGISTRY)
+        cache = await me.kv(BUCKET_ANALYSIS_CACHE)
+        for bucket, key in (
+            (BUCKET_REGISTRY, "DEFAULT"),
+            (BUCKET_ANALYSIS_CACHE, "DEFAULT.digest.variant"),
+            (BUCKET_ANALYSIS_CACHE, "digest.variant"),  # the unprefixed keys of before: no mode's at all
+            (BUCKET_USAGE, "DEFAULT.v1.2026113000"),
+        ):
+            subject = f"$KV.{bucket}.{key}"
+            await refused(guarded, user, subject, me.js.publish(subject, b"{}", timeout=1))
+        await registry.put("TONE", b"{}")  # its own rollback
+        await cache.put("TONE.digest.variant", b"{}")
+        await (await me.kv(BUCKET_USAGE)).put("TONE.v1.2026113000", b"{}")
+        # The registrar writes any mode's definition, and nothing of the analyses.
+        await (await registrar.kv(BUCKET_REGISTRY)).put("DEFAULT", b"{}")
+        subject = f"$KV.{BUCKET_ANALYSIS_CACHE}.TONE.digest.variant"
+        await refused(guarded, "registrar", subject, registrar.js.publish(subject, b"{}", timeout=1))
+        take = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{user}"
+        await refused(guarded, "registrar", take, registrar.nc.request(take, b'{"batch":1}', timeout=1))
+        # The analyzer no longer takes admins' changes: the desk's durable is the registrar's alone.
+        desk = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM_ADMIN}.{CONSUMER_REGISTRAR}"
+        await refused(guarded, user, desk, me.nc.request(desk, b'{"batch":1}', timeout=1))
+    finally:
+        await me.close(grace=1)
+        await registrar.close(grace=1)
+
+
 async def test_no_service_creates_the_topology_and_one_that_finds_none_says_what_to_run(tmp_path: Path) -> None:
     server = NatsServer(free_port(), tmp_path, accounts=Accounts())
     server.start()
@@ -241,7 +280,7 @@ async def test_the_launcher_s_own_server_has_the_accounts_and_takes_a_new_mode_s
         ("transcriber", "transcriber.service:TranscriberService"),
         ("formatter", "formatter.service:FormatterService"),
         ("analyzer-TONE", "analyzers.service:AnalyzerService"),
-        ("analyzer-TONE", "analyzers.desk:Registrar"),
+        ("registrar", "analyzers.desk:Registrar"),
     ],
 )
 def test_every_declared_durable_is_granted_with_its_filter_and_no_other(account: str, service: str) -> None:

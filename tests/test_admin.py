@@ -39,7 +39,7 @@ async def telegram() -> AsyncIterator[TelegramDouble]:
 
 @pytest.fixture
 async def registrar(private_bus: Bus, openai_double: OpenAIDouble) -> AsyncIterator[None]:
-    """What every analyzer process runs beside its mode: the desk, on the shared `mode-registrar` durable."""
+    """What the registrar process runs: the desk, on the shared `mode-registrar` durable."""
     llm = ChatLLM(make_client(OPENAI_KEY, openai_double.base_url))
     await private_bus.start(Registrar(private_bus, ModeDesk(await ModeRegistry.open(private_bus), llm)))
     yield

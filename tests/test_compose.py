@@ -47,9 +47,9 @@ SECRETS = {
 """Every secret the stack has (NATS passwords aside), filed by `bootstrap.sh secrets` as README says."""
 CONTROL_PORT = 18081
 LOCAL_CONTROL_PORT = 18082
-APP_SERVICES = ("gateway", "transcriber", "analyzer-default", "analyzer-tone", "formatter")
+APP_SERVICES = ("gateway", "transcriber", "analyzer-default", "analyzer-tone", "registrar", "formatter")
 SERVICES = ("nats", "jaeger", "prometheus", "grafana", "openai", "telegram", *APP_SERVICES)
-SCRAPED_JOBS = {"gateway": 1, "transcriber": 1, "analyzer": 2, "formatter": 1}
+SCRAPED_JOBS = {"gateway": 1, "transcriber": 1, "analyzer": 2, "registrar": 1, "formatter": 1}
 """Prometheus' jobs (infra/config/prometheus/prometheus.yml) and how many targets each finds by DNS."""
 
 

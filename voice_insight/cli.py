@@ -10,7 +10,7 @@ import argparse
 import sys
 from types import ModuleType
 
-ROLES = ("gateway", "transcriber", "analyzer", "formatter")
+ROLES = ("gateway", "transcriber", "analyzer", "registrar", "formatter")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("transcriber", help="speech to text with faster-whisper")
     analyzer = sub.add_parser("analyzer", help="one analysis mode over transcripts")
     analyzer.add_argument("--mode", required=True, help="mode name, e.g. DEFAULT or TONE")
+    sub.add_parser("registrar", help="validates and applies the admins' mode changes (the mode desk)")
     sub.add_parser("formatter", help="joins results by correlation ID and answers the user")
     up = sub.add_parser("up", help="run the whole stack on this machine")
     up.add_argument("--transcribers", type=int, default=1, help="transcriber replicas (default 1)")
@@ -137,6 +138,10 @@ def _role(name: str) -> ModuleType:
             import analyzers.__main__ as analyzer_main
 
             return analyzer_main
+        case "registrar":
+            import analyzers.registrar as registrar_main
+
+            return registrar_main
         case _:
             import formatter.__main__ as formatter_main
 

@@ -260,7 +260,7 @@ class ReplyTo(msgspec.Struct, frozen=True, kw_only=True):
 
 class ModeChange(Contract, frozen=True, tag="admin.mode.change/1"):
     """A request to change the mode registry, from an admin in the bot (`admin.mode.change`). Validated and
-    applied by an analyzer process, which owns the LLM; the answer comes back as a `ModeChangeResult`."""
+    applied by the registrar, which owns an LLM client for the canary; the answer comes back as a `ModeChangeResult`."""
 
     request_id: str
     action: ModeAction

@@ -113,7 +113,7 @@ async def forget_chat(bus: Bus, chat_key: str, user_key: str | None) -> Forgotte
             for key in await bus.kv_keys(BUCKET_TRANSCRIPT_CACHE, prefix=f"{note.fingerprint}."):
                 await bus.erase(BUCKET_TRANSCRIPT_CACHE, key)
                 gone.transcripts += 1
-        for key in await bus.kv_keys(BUCKET_ANALYSIS_CACHE, prefix=f"{text_digest(note.transcript.text)}."):
+        for key in await bus.kv_keys(BUCKET_ANALYSIS_CACHE, prefix=f"*.{text_digest(note.transcript.text)}."):
             await bus.erase(BUCKET_ANALYSIS_CACHE, key)
             gone.analyses += 1
         for bucket in (BUCKET_ANSWERED, BUCKET_INTAKE, BUCKET_JOINS):

