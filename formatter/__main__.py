@@ -8,6 +8,7 @@ import logging
 
 from formatter.join import JoinStore
 from formatter.marks import AnswerMarks
+from formatter.queue import export_transcriber_backlog
 from formatter.service import FormatterService
 from infra.bus.names import BUCKET_ANSWERED, BUCKET_JOINS, BUCKET_PACE
 from infra.bus.pace import SharedPace
@@ -34,6 +35,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             transcription_deadline=settings.transcription_deadline,
         )
         await life.bus.start(service)
+        export_transcriber_backlog(life.bus)  # still measured with every transcriber gone
         life.ready()
         await stop.wait()
 

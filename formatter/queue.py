@@ -32,6 +32,14 @@ PLACES_COUNTED = 100
 """Notes ahead counted at most (a queue longer than this says this many)."""
 
 
+def export_transcriber_backlog(bus: Bus) -> None:
+    """Export the transcribers' backlog from the formatter too (`Bus.watch_backlog`): a transcriber exports its
+    own durables' backlog, so with every transcriber gone nobody would, and NotesWaiting would stay silent while
+    notes pile up. The formatter reads these durables' positions anyway, for a note's place in the queue."""
+    bus.watch_backlog(CONSUMER_TRANSCRIBER, SUBJECT_AUDIO)
+    bus.watch_backlog(CONSUMER_TRANSCRIBER_QUEUED, SUBJECT_AUDIO_QUEUED)
+
+
 @dataclass(frozen=True)
 class _Look:
     queue: Queue

@@ -15,6 +15,7 @@ from aiogram.types import BotCommand
 from gateway.admin import AdminInbox, Admins
 from gateway.dispatch import build_dispatcher, handler_context
 from gateway.intake import Intake, correlation_key
+from gateway.storage import StoreRoom
 from gateway.updates import ALLOWED_UPDATES, UpdateHandler, UpdatePoller
 from gateway.webhook import WebhookReceiver
 from infra.bus import Bus
@@ -106,12 +107,13 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         bus = life.bus
         life.health.add_json_route("/modes", lambda: modes_document(bus))
         life.background("active users", lambda: count_active_users(bus))
+        room = StoreRoom(bus, settings.jetstream_max_file_store, settings.jetstream_replicas)
+        life.background("jetstream storage", room.export_forever)
         bot = make_bot(settings, pace=SharedPace(await life.bus.kv(BUCKET_PACE)))  # one pace with every writer
         life.closing(bot.session.close)
         key = correlation_key(settings.telegram_token)
-        intake = Intake(
-            bus, bot, key, settings.max_audio_seconds, settings.limits, local_files=settings.telegram_local_mode
-        )
+        local = settings.telegram_local_mode
+        intake = Intake(bus, bot, key, settings.max_audio_seconds, settings.limits, local_files=local, room=room)
         admins = Admins(tuple(sorted(settings.admin_user_ids)), key)
         dispatcher = build_dispatcher(settings.limits, admins)
         # Telegram unreachable at start (an outage, a local Bot API server still starting): wait, say so on

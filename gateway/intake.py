@@ -33,6 +33,7 @@ from opentelemetry.trace import Span, SpanKind
 from opentelemetry.util.types import Attributes
 
 from gateway.chats import ChatSettings, chat_key
+from gateway.storage import StoreRoom
 from infra.bus import Bus, Fail, Retry
 from infra.bus.names import (
     BUCKET_ANSWERED,
@@ -48,7 +49,7 @@ from infra.domain.contracts import AudioReceived, AudioRef, Origin
 from infra.domain.limits import FAIR_SHARE, DailyCounter, UserLedger, note_finished, user_key
 from infra.domain.modes import live_modes
 from infra.runtime.metrics import LIMITED
-from infra.runtime.settings import Limits
+from infra.runtime.settings import MAX_FILE_STORE, Limits
 from infra.runtime.telemetry import record_failure, step
 from infra.voice.telegram import DOWNLOAD_LIMIT, LOCAL_DOWNLOAD_LIMIT
 from infra.voice.texts import duration_limit, text, ui_language
@@ -260,9 +261,11 @@ class Intake:
         max_audio_seconds: float,
         limits: Limits | None = None,
         local_files: bool = False,
+        room: StoreRoom | None = None,
     ) -> None:
         """`local_files`: the Bot API server runs with `--local` and shares its disk: files up to 2 GB, read from
-        the path `getFile` names instead of downloaded."""
+        the path `getFile` names instead of downloaded. `room`: the JetStream store's room, asked before a big file
+        is stored (by default against the default cap)."""
         self.local_files = local_files
         self.download_limit = LOCAL_DOWNLOAD_LIMIT if local_files else DOWNLOAD_LIMIT
         self.bus = bus
@@ -271,6 +274,7 @@ class Intake:
         self.max_audio_seconds = max_audio_seconds
         self.limits = limits or Limits(allowed=None)
         self.ledger = UserLedger(bus)
+        self.room = room or StoreRoom(bus, MAX_FILE_STORE)
 
     async def accept(self, message: Message, media: Media, settings: ChatSettings | None = None) -> None:
         """Take one voice note in; the root span of its trace."""
@@ -343,6 +347,10 @@ class Intake:
             return await refuse("too_big")
         if media.duration is not None and media.duration > self.max_audio_seconds:
             return await refuse("too_long")
+        # A big file near the store's cap is refused before it is downloaded: stored, it could fill the store, and
+        # then no note at all gets in. The decision is kept like any refusal, so nothing of it is stored later.
+        if media.size is not None and not await self.room.admits(media.size, media.duration):
+            return await refuse("store_full", limited="storage")
         source: Source | None = None
         try:
             try:
@@ -354,6 +362,8 @@ class Intake:
             except DownloadFailed as failed:
                 log.warning("%s: download failed (%s)", cid, failed.kind)
                 return await refuse("download_failed")
+            if source.size > (media.size or 0) and not await self.room.admits(source.size, media.duration):
+                return await refuse("store_full", limited="storage")  # bigger than Telegram said (or it did not)
 
             event = AudioReceived(
                 correlation_id=cid,

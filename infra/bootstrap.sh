@@ -6,8 +6,9 @@
 #   bash infra/bootstrap.sh secrets [USER ...]
 #                                    write the compose stack's secrets if missing (in SECRETS_DIR, ./secrets by
 #                                    default): a random password per NATS account (nats/<user>), for the shipped
-#                                    accounts and any USER named; the bot token, LLM key, webhook secret and Bot
-#                                    API hash from the environment or .env; a random Grafana password
+#                                    accounts and any USER named; the bot token, LLM key, webhook secret, Bot
+#                                    API hash and alerts' webhook URL from the environment or .env; a random
+#                                    Grafana password
 # Idempotent: a second run reuses the virtual environment and installed packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +34,7 @@ if [ "$what" = secrets ]; then
   chmod 700 "$dir"
   random_secret() { head -c 24 /dev/urandom | base64 | tr -d '/+=\n'; }
   # The accounts of infra/config/nats/users.conf (`voice-insight nats-users`), and an external analyzer's if named.
-  for user in admin gateway transcriber formatter analyzer-DEFAULT analyzer-TONE "$@"; do
+  for user in admin gateway transcriber formatter registrar analyzer-DEFAULT analyzer-TONE "$@"; do
     if [ ! -s "$dir/nats/$user" ]; then
       random_secret > "$dir/nats/$user"
       chmod 644 "$dir/nats/$user"
@@ -43,7 +44,8 @@ if [ "$what" = secrets ]; then
   # The app's secrets: from the environment, else from .env (then the line may go from .env); an empty file
   # means unset. Grafana's admin password is random unless given.
   for pair in telegram_token:TELEGRAM_TOKEN openai_api_key:OPENAI_API_KEY webhook_secret:WEBHOOK_SECRET \
-              telegram_api_hash:TELEGRAM_API_HASH grafana_admin_password:GRAFANA_ADMIN_PASSWORD; do
+              telegram_api_hash:TELEGRAM_API_HASH grafana_admin_password:GRAFANA_ADMIN_PASSWORD \
+              alert_webhook_url:ALERT_WEBHOOK_URL; do
     file="$dir/${pair%%:*}"; variable="${pair#*:}"
     # Written once; an empty one (unset) is filled in when a value is given later.
     if [ ! -s "$file" ]; then
@@ -95,12 +97,13 @@ if [ "$what" != test ]; then
   exec .venv/bin/voice-insight up "$@"
 fi
 
-# Tests need espeak-ng (speech), ffmpeg (Opus encoding), Prometheus with promtool (the monitoring config,
-# checked and run by the real tools), openssl (a TLS cluster's certificates), and podman with runc and
-# mmdebstrap (the real compose.yaml, on images built here without a registry) from the system's packages.
-for tool in espeak-ng ffmpeg promtool prometheus openssl podman runc mmdebstrap; do
+# Tests need espeak-ng (speech), ffmpeg (Opus encoding), Prometheus with promtool and Alertmanager with amtool
+# (the monitoring and alerting config, checked and run by the real tools), openssl (a TLS cluster's certificates),
+# and podman with runc and mmdebstrap (the real compose.yaml, on images built here without a registry) from the
+# system's packages.
+for tool in espeak-ng ffmpeg promtool prometheus prometheus-alertmanager amtool openssl podman runc mmdebstrap; do
   if ! command -v "$tool" >/dev/null; then
-    apt_install espeak-ng ffmpeg prometheus openssl podman runc mmdebstrap uidmap
+    apt_install espeak-ng ffmpeg prometheus prometheus-alertmanager openssl podman runc mmdebstrap uidmap
     break
   fi
 done

