@@ -12,6 +12,7 @@ import zlib
 import openai
 
 from analyzers.desk import ModeDesk
+from analyzers.forget import AnalysisForgetter
 from analyzers.llm import ChatLLM, make_client
 from analyzers.service import AnalyzerService
 from infra.domain.contracts import ModeChange
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace | None = None) -> None:
                 daily_tokens=settings.daily_token_budget,
             )
             await life.bus.start(service)  # before announcing: a note that waits for us must reach us
+            await life.bus.start(AnalysisForgetter(life.bus, mode))
             await service.model_problem(definition)  # a model the server lacks is said now, not per note
             life.background("heartbeat", lambda: announce_forever(life.bus, mode, service.info))
             life.ready("mode %s ready: version %d, model %s", mode, definition.version, definition.model)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 
+from formatter.forget import ChatForgetter
 from formatter.join import JoinStore
 from formatter.marks import AnswerMarks
 from formatter.queue import export_transcriber_backlog
@@ -35,6 +36,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             transcription_deadline=settings.transcription_deadline,
         )
         await life.bus.start(service)
+        await life.bus.start(ChatForgetter(life.bus, bot))
         export_transcriber_backlog(life.bus)  # still measured with every transcriber gone
         life.ready()
         await stop.wait()

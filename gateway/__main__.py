@@ -14,6 +14,7 @@ from aiogram.types import BotCommand
 
 from gateway.admin import AdminInbox, Admins
 from gateway.dispatch import build_dispatcher, handler_context
+from gateway.forget import IntakeForgetter
 from gateway.intake import Intake, correlation_key
 from gateway.storage import StoreRoom
 from gateway.updates import ALLOWED_UPDATES, UpdateHandler, UpdatePoller
@@ -134,6 +135,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             life.background("mode liveness", lambda: export_liveness(bus))
         await bus.start(UpdateHandler(bot, dispatcher, context))
         await bus.start(AdminInbox(bot, admins))
+        await bus.start(IntakeForgetter(bus))
         if settings.webhook_url:
             await receive_by_webhook(settings, life, bot, stop)
         else:

@@ -17,11 +17,12 @@ from aiogram.types import Message
 
 from gateway.chat_settings import may_change
 from gateway.chats import ChatSettings, ChatSettingsStore, chat_key
+from gateway.forget import ask_to_forget
 from gateway.intake import Intake, Media, media_of
 from infra.bus import Bus
+from infra.domain.contracts import ForgetChat
 from infra.domain.limits import user_key
 from infra.domain.modes import live_modes
-from infra.domain.notes import forget_chat
 from infra.voice.texts import duration_limit, text
 
 
@@ -94,24 +95,21 @@ async def on_request(message: Message, lang: str, intake: Intake, chat_settings:
 
 
 async def on_forget(message: Message, lang: str, bot: Bot, bus: Bus, chats: ChatSettingsStore, key: bytes) -> None:
-    """Everything kept about this chat, deleted now; in a group only its admins may ask."""
+    """Everything kept about this chat, deleted; in a group only its admins may ask. The settings and the
+    person's counters go here and now; the notes are the formatter's, which answers with what it deleted."""
     if not await may_change(bot, message.chat, message.from_user, message.sender_chat):
         await message.answer(text("settings_admins_only", lang))
         return
     sender = message.from_user if message.chat.type == ChatType.PRIVATE else None  # in a group, not one user's
-    gone = await forget_chat(bus, chat_key(key, message.chat.id), user_key(key, sender.id) if sender else None)
     had_settings = await chats.forget(message.chat.id)
-    await message.answer(
-        text(
-            "forgotten",
-            lang,
-            notes=gone.notes,
-            messages=gone.messages,
-            transcripts=gone.transcripts,
-            analyses=gone.analyses,
-            settings=text("yes" if had_settings else "no", lang),
-        )
+    request = ForgetChat(
+        chat_key=chat_key(key, message.chat.id),
+        chat_id=message.chat.id,
+        thread_id=message.message_thread_id if message.is_topic_message else None,
+        ui_language=lang,
+        settings=had_settings,
     )
+    await ask_to_forget(bus, request, user_key(key, sender.id) if sender else None, message.message_id)
 
 
 async def on_privacy(message: Message, lang: str, llm_provider: str, analyses_on: bool) -> None:

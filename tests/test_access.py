@@ -26,12 +26,15 @@ from prometheus_client import REGISTRY
 from infra.bus import Bus, encode
 from infra.bus.names import (
     BUCKET_ANALYSIS_CACHE,
+    BUCKET_ANSWERED,
     BUCKET_AUDIO,
     BUCKET_CHATS,
     BUCKET_JOINS,
     BUCKET_MODES,
     BUCKET_NOTES,
+    BUCKET_PIECES,
     BUCKET_REGISTRY,
+    BUCKET_TRANSCRIPT_CACHE,
     BUCKET_USAGE,
     CONSUMER_FORMATTER,
     CONSUMER_REGISTRAR,
@@ -203,6 +206,39 @@ async def test_a_compromised_analyzer_writes_its_own_mode_only_and_the_registrar
         await registrar.close(grace=1)
 
 
+async def test_a_compromised_gateway_reads_only_notes_it_can_name_and_erases_only_what_it_keeps(
+    guarded: NatsServer,
+) -> None:
+    """Issue 22 (3): the gateway faces the internet in webhook mode. It reads a stored note by its key (a button
+    under the answer names it), and cannot list the notes or read them by sequence; it cannot purge the event
+    stream or any bucket it does not keep, nor delete an event: `/forget` is carried out by the keepers."""
+    admin = await Bus.connect([guarded.url], name="admin", **guarded.admin())
+    me = await login(guarded, "gateway")
+    try:
+        await (await admin.kv(BUCKET_NOTES)).put("chat-key.note-1", b'{"kept": "a transcript"}')
+        assert await me.kv_value(BUCKET_NOTES, "chat-key.note-1") == b'{"kept": "a transcript"}'
+        assert await me.kv_value(BUCKET_NOTES, "chat-key.note-2") is None
+        listing = f"$JS.API.STREAM.INFO.KV_{BUCKET_NOTES}"
+        await refused(guarded, "gateway", listing, me.kv(BUCKET_NOTES))
+        scan = f"$JS.API.DIRECT.GET.KV_{BUCKET_NOTES}"
+        await refused(guarded, "gateway", scan, me.nc.request(scan, b'{"seq": 1}', timeout=1))
+        watch = f"$JS.API.CONSUMER.CREATE.KV_{BUCKET_NOTES}"
+        await refused(guarded, "gateway", watch, me.nc.request(watch, b"{}", timeout=1))
+        kept_elsewhere = (STREAM, *(f"KV_{b}" for b in (BUCKET_NOTES, BUCKET_JOINS, BUCKET_ANALYSIS_CACHE)))
+        kept_elsewhere += (f"KV_{BUCKET_TRANSCRIPT_CACHE}", f"KV_{BUCKET_PIECES}", f"KV_{BUCKET_ANSWERED}")
+        for stream in kept_elsewhere:
+            purge = f"$JS.API.STREAM.PURGE.{stream}"
+            await refused(guarded, "gateway", purge, me.nc.request(purge, b"{}", timeout=1))
+        delete = f"$JS.API.STREAM.MSG.DELETE.{STREAM}"
+        await refused(guarded, "gateway", delete, me.nc.request(delete, b'{"seq": 1}', timeout=1))
+        # What it keeps itself it erases: a chat's settings on /forget.
+        await (await me.kv(BUCKET_CHATS)).put("chat-key", b"{}")
+        await me.erase(BUCKET_CHATS, "chat-key")
+    finally:
+        await me.close(grace=1)
+        await admin.close(grace=1)
+
+
 async def test_no_service_creates_the_topology_and_one_that_finds_none_says_what_to_run(tmp_path: Path) -> None:
     server = NatsServer(free_port(), tmp_path, accounts=Accounts())
     server.start()
@@ -277,6 +313,10 @@ async def test_the_launcher_s_own_server_has_the_accounts_and_takes_a_new_mode_s
     [
         ("gateway", "gateway.updates:UpdateHandler"),
         ("gateway", "gateway.admin:AdminInbox"),
+        ("gateway", "gateway.forget:IntakeForgetter"),
+        ("transcriber", "transcriber.forget:TranscriptForgetter"),
+        ("formatter", "formatter.forget:ChatForgetter"),
+        ("analyzer-TONE", "analyzers.forget:AnalysisForgetter"),
         ("transcriber", "transcriber.service:TranscriberService"),
         ("formatter", "formatter.service:FormatterService"),
         ("analyzer-TONE", "analyzers.service:AnalyzerService"),
@@ -296,8 +336,8 @@ def test_every_declared_durable_is_granted_with_its_filter_and_no_other(account:
         if declared is None:
             continue
         spec = declared.spec
-        durable = spec.durable.format(mode="TONE")
-        assert f"$JS.API.CONSUMER.CREATE.{spec.stream}.{durable}.{spec.filter_subject}" in allowed, durable
+        durable, subject = spec.durable.format(mode="TONE"), spec.filter_subject.format(mode="TONE")
+        assert f"$JS.API.CONSUMER.CREATE.{spec.stream}.{durable}.{subject}" in allowed, durable
     creates = [s for s in allowed if s.startswith("$JS.API.CONSUMER.CREATE.") and s.count(".") <= 5]
     bucket_reads = [s for s in creates if s.split(".")[4].startswith(("KV_", "OBJ_"))]
     assert creates == bucket_reads, "a durable's create grant without its filter"

@@ -96,6 +96,7 @@ def operations() -> list[Op]:
     for bucket, _, _ in KV_BUCKETS:
         keys = ["some-key", "some.deep.key", *MODES, *(f"{mode}.some.key" for mode in MODES)]
         ops += [Op("pub", f"$KV.{bucket}.{key}") for key in keys]
+        ops.append(Op("pub", f"$JS.API.DIRECT.GET.{kv_stream(bucket)}.$KV.{bucket}.some-key"))  # a read by key
         ops.append(Op("sub", f"$KV.{bucket}.>"))
     ops += [Op("pub", f"$O.{BUCKET_AUDIO}.C.some-id"), Op("pub", f"$O.{BUCKET_AUDIO}.M.some-name")]
     ops += [Op("sub", "voice.>"), Op("sub", ">"), Op("sub", "$JS.API.>")]
@@ -160,7 +161,54 @@ def violations_of_policy(user: str, op: Op, allowed: bool) -> list[str]:
         why.append("binds a durable to every event")
     if any(s == f"$JS.API.STREAM.PURGE.{stream}" for stream in EVENT_STREAMS):
         why.append("purges an event stream whole")
+    for bucket, keepers in CONTENT_KEEPERS.items():
+        scans = [
+            f"$JS.API.{call}.{bucket}" for call in ("STREAM.INFO", "STREAM.MSG.GET", "DIRECT.GET", "CONSUMER.CREATE")
+        ]
+        if user not in keepers and any(s in (scan, f"{scan}.eph") for scan in scans):
+            why.append(f"lists or scans {bucket}, what a user said, which it does not keep")
     return why
+
+
+CONTENT_KEEPERS = {
+    kv_stream(names.BUCKET_NOTES): {"formatter"},
+    kv_stream(names.BUCKET_JOINS): {"formatter"},
+    kv_stream(names.BUCKET_TRANSCRIPT_CACHE): {"transcriber"},
+    kv_stream(names.BUCKET_PIECES): {"transcriber"},
+}
+"""Buckets of what users said (transcripts, analyses of them), and who keeps each: nobody else may list or scan
+one. The gateway reads a note by its key (a button names it) and no more."""
+
+
+def sample_writes(stream: str) -> list[Op]:
+    """What writing every entry of `stream` takes, as the enumeration samples it."""
+    ops = operations()
+    if stream.startswith("KV_"):
+        return [op for op in ops if op.kind == "pub" and op.subject.startswith(f"$KV.{stream.removeprefix('KV_')}.")]
+    if stream.startswith("OBJ_"):
+        return [Op("pub", f"$O.{stream.removeprefix('OBJ_')}.M.some-name")]  # marking any object deleted
+    return []
+
+
+COUNTERS = {names.STREAM_INFLIGHT, names.STREAM_RECENT}
+"""Empty messages counted per hashed user (notes in flight, notes a minute): the formatter ends a note's entry by
+its subject. Purged whole, they would let users past their fair share for an hour at most; nothing is read or
+lost, so their purge is not held to the rule below."""
+
+
+def purges_what_it_does_not_write(allowed: set[Op]) -> list[str]:
+    """NATS cannot tell a purge by key from a purge of everything: an account may purge a stream only if it may
+    write every entry of it anyway, so a purge is nothing it could not do by other means."""
+    found = []
+    for op in allowed:
+        if op.kind == "pub" and op.subject.startswith("$JS.API.STREAM.PURGE."):
+            stream = op.subject.removeprefix("$JS.API.STREAM.PURGE.")
+            if stream in COUNTERS:
+                continue
+            needed = sample_writes(stream)
+            if not needed or not set(needed) <= allowed:
+                found.append(f"purges {stream}, whose entries it may not all write")
+    return found
 
 
 # -- the run ----------------------------------------------------------------------------------------------------
@@ -232,6 +280,7 @@ async def test_every_account_against_every_operation(proving: NatsServer, role: 
         if (why := violations_of_policy(role.user, op, op not in refused))
     ]
     assert not against_policy, "\n".join(against_policy)
+    assert not purges_what_it_does_not_write({op for op in ops if op not in refused}), role.user
 
 
 def test_the_proof_covers_every_stream_durable_bucket_and_subject() -> None:

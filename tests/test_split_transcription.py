@@ -21,7 +21,7 @@ from formatter.service import FormatterService
 from infra.bus import Bus, decoder
 from infra.bus.names import BUCKET_ANSWERED, BUCKET_JOINS, BUCKET_PIECES, STREAM, STREAM_PIECES, SUBJECT_TRANSCRIPT
 from infra.domain.contracts import Transcript
-from infra.domain.notes import forget_chat
+from infra.domain.notes import forget_transcripts
 from infra.runtime.settings import Limits, Settings
 from infra.voice.telegram import make_bot
 from tests.support import (
@@ -133,5 +133,5 @@ async def test_a_half_hour_note_is_shared_by_two_transcribers_and_stitched_in_or
     # The transcribed pieces wait out their hour, unless the chat says /forget.
     kept = await private_bus.kv_keys(BUCKET_PIECES)
     assert len(kept) == len(taken[0] + taken[1]) and all(transcript.correlation_id in key for key in kept)
-    await forget_chat(private_bus, kept[0].split(".")[0], None)
+    await forget_transcripts(private_bus, kept[0].split(".")[0], ())  # the transcriber's part of /forget
     assert await private_bus.kv_keys(BUCKET_PIECES) == []

@@ -11,6 +11,7 @@ from infra.runtime.settings import Settings
 from infra.service.lifespan import lifespan
 from infra.service.run import run_service
 from transcriber.asr import SpeechRecognizer
+from transcriber.forget import TranscriptForgetter
 from transcriber.service import TranscriberService
 
 log = logging.getLogger("voice_insight.transcriber")
@@ -35,6 +36,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         log.info("model %s loaded", recognizer.model_name)
         service = TranscriberService(life.bus, recognizer, transcription_deadline=settings.transcription_deadline)
         await life.bus.start(service)
+        await life.bus.start(TranscriptForgetter(life.bus))
         life.ready()
         await stop.wait()
 

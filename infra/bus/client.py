@@ -47,6 +47,7 @@ from infra.bus.consumers import (
 from infra.bus.names import (
     BUCKET_AUDIO,
     KV_BUCKETS,
+    READ_BY_KEY,
     STREAM,
     USER_DATA_TTL,
     inbox_prefix,
@@ -298,18 +299,26 @@ class Bus:
                 return names
 
     async def _ensure_kv(self, bucket: str, ttl: float | None, history: int = 1) -> KeyValue:
-        """Create the bucket, or bring an existing one's TTL and history up to date with the code's."""
+        """Create the bucket, or bring an existing one's TTL, history and direct gets up to date with the code's.
+
+        Buckets read by key alone (`READ_BY_KEY`) answer direct gets, whose API subject names the key: an account
+        may then be granted the keys it can name without the stream's info or reads by sequence, which would list
+        or scan every key (`Bus.kv_value`)."""
+        direct = bucket in READ_BY_KEY
         try:
             kv = await self.js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
             return await self.js.create_key_value(
-                config=api.KeyValueConfig(bucket=bucket, ttl=ttl, history=history, replicas=self.replicas)
+                config=api.KeyValueConfig(
+                    bucket=bucket, ttl=ttl, history=history, replicas=self.replicas, direct=direct
+                )
             )
         config = (await self.js.stream_info(kv_stream(bucket))).config
-        if float(config.max_age or 0) != float(ttl or 0) or config.max_msgs_per_subject != history:
-            changed = dataclasses.replace(config, max_age=ttl or 0, max_msgs_per_subject=history)
+        stale = float(config.max_age or 0) != float(ttl or 0) or config.max_msgs_per_subject != history
+        if stale or bool(config.allow_direct) != direct:
+            changed = dataclasses.replace(config, max_age=ttl or 0, max_msgs_per_subject=history, allow_direct=direct)
             await self.js.update_stream(changed)
-            log.info("bucket %s: TTL %s s, history %d", bucket, ttl or "none", history)
+            log.info("bucket %s: TTL %s s, history %d, direct gets %s", bucket, ttl or "none", history, direct)
         return kv
 
     async def ensure_consumer(self, spec: ConsumerSpec) -> None:
@@ -360,6 +369,19 @@ class Bus:
             keys += [subject.removeprefix(head) for subject in page]
             if not page or len(keys) >= answer.get("total", 0):
                 return keys
+
+    async def kv_value(self, bucket: str, key: str) -> bytes | None:
+        """One key's value, asked for by its key alone (a direct get of the key's last message), or None if it has
+        none or was deleted. Unlike `kv(bucket).get`, it needs neither the stream's info (which lists every key)
+        nor reads by sequence: an account granted this much reads the keys it can name, and cannot list or scan
+        the bucket (`infra.ops.access`, `Role.reads_by_key`)."""
+        try:
+            msg = await self.js.get_msg(kv_stream(bucket), subject=f"$KV.{bucket}.{key}", direct=True)
+        except nats.js.errors.NotFoundError:
+            return None
+        if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+            return None
+        return msg.data or b""
 
     async def kv_history(self, bucket: str, key: str) -> list[bytes]:
         """The values `key` has held that the bucket still keeps, oldest first (delete markers left out).
@@ -511,6 +533,7 @@ class Bus:
         spec = dataclasses.replace(
             declared,
             durable=declared.durable.format_map(attributes),
+            filter_subject=declared.filter_subject.format_map(attributes),
             mode=declared.mode.format_map(attributes),
         )
         function = getattr(type(service), name)

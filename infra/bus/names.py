@@ -37,6 +37,15 @@ STREAM_ADMIN = "ADMIN"
 SUBJECT_MODE_CHANGE = "admin.mode.change"
 SUBJECT_MODE_CHANGED = "admin.mode.changed"
 SUBJECT_ALERT = "admin.alert"
+STREAM_FORGET = "FORGET"
+"""`/forget`, carried out by whoever keeps each part of a chat (work queue: gone once done). The gateway asks the
+formatter (`forget.chat`), which erases the notes and asks each other keeper to erase its own: the transcriber its
+cached transcripts and pieces, every mode's analyzer its cached analyses, the gateway its intake records. So no
+account erases, or may purge, what it does not keep itself."""
+SUBJECT_FORGET_CHAT = "forget.chat"
+SUBJECT_FORGET_TRANSCRIPTS = "forget.transcripts"
+SUBJECT_FORGET_INTAKE = "forget.intake"
+SUBJECT_FORGET_ANALYSES_PREFIX = "forget.analyses."
 
 BUCKET_AUDIO = "voice-audio"  # Object Store: the voice note's bytes
 BUCKET_MODES = "voice-modes"  # KV: live analyzer modes, kept by heartbeats
@@ -79,6 +88,8 @@ KV_BUCKETS: tuple[tuple[str, float | None, int], ...] = (
     (BUCKET_PACE, PACE_TTL, 1),  # a time per hashed chat, five minutes
 )
 """Every KV bucket: (name, TTL in seconds or None for kept, history)."""
+READ_BY_KEY = frozenset({BUCKET_NOTES})
+"""Buckets that answer direct gets: read by naming a key (`Bus.kv_value`), by an account that may not list them."""
 DUPLICATE_WINDOW = 20 * 60.0
 
 # Consumers every deployment has; analyzers add `analyzer-<MODE>` consumers themselves.
@@ -93,6 +104,9 @@ CONSUMER_GATEWAY = "gateway"
 CONSUMER_REGISTRAR = "mode-registrar"
 CONSUMER_ADMIN_REPLIES = "gateway-admin"
 CONSUMER_GATEWAY_ALERTS = "gateway-alerts"
+CONSUMER_FORMATTER_FORGET = "formatter-forget"
+CONSUMER_TRANSCRIBER_FORGET = "transcriber-forget"
+CONSUMER_GATEWAY_FORGET = "gateway-forget"
 
 
 def kv_stream(bucket: str) -> str:
@@ -112,6 +126,15 @@ def inbox_prefix(user: str) -> str:
 
 def analysis_subject(mode: str) -> str:
     return f"{SUBJECT_ANALYSIS_PREFIX}{mode}"
+
+
+def forget_analyses_subject(mode: str) -> str:
+    """Where a mode's analyzer is asked to erase its cached analyses of a forgotten chat's notes."""
+    return f"{SUBJECT_FORGET_ANALYSES_PREFIX}{mode}"
+
+
+def forget_analyses_durable(mode: str) -> str:
+    return f"analyzer-{mode}-forget"
 
 
 def streams(replicas: int = 1) -> tuple[api.StreamConfig, ...]:
@@ -136,4 +159,5 @@ def streams(replicas: int = 1) -> tuple[api.StreamConfig, ...]:
         stream(STREAM_RECENT, "recent.>", 60.0, max_msgs_per_subject=1),
         stream(STREAM_ADMIN, "admin.>", USER_DATA_TTL, retention=api.RetentionPolicy.LIMITS),
         stream(STREAM_PIECES, "piece.>", USER_DATA_TTL, retention=api.RetentionPolicy.WORK_QUEUE),
+        stream(STREAM_FORGET, "forget.>", USER_DATA_TTL, retention=api.RetentionPolicy.WORK_QUEUE),
     )

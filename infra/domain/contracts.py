@@ -289,6 +289,39 @@ class ModeChangeResult(Contract, frozen=True, tag="admin.mode.changed/1"):
     reply: ReplyTo | None = None
 
 
+class ForgetChat(Contract, frozen=True, tag="forget.chat/1"):
+    """`/forget` in a chat (`forget.chat`), from the gateway to the formatter, which keeps the chat's notes: erase
+    them and their events, ask the other keepers to erase theirs, and tell the chat what was deleted."""
+
+    chat_key: str
+    """The chat's keyed hash, as its notes are stored under."""
+    chat_id: int
+    ui_language: str
+    settings: bool
+    """Whether the chat had settings, which the gateway erased itself."""
+    thread_id: int | None = None
+
+
+class ForgetTranscripts(Contract, frozen=True, tag="forget.transcripts/1"):
+    """To the transcriber (`forget.transcripts`): a forgotten chat's cached transcripts (by the audio's
+    fingerprint) and the pieces of its long notes still being stitched (by the chat's key)."""
+
+    chat_key: str
+    fingerprints: tuple[str, ...] = ()
+
+
+class ForgetIntake(Contract, frozen=True, tag="forget.intake/1"):
+    """To the gateway (`forget.intake`): the intake records of a forgotten chat's notes."""
+
+    correlation_ids: tuple[str, ...]
+
+
+class ForgetAnalyses(Contract, frozen=True, tag="forget.analyses/1"):
+    """To one mode's analyzer (`forget.analyses.<MODE>`): its cached analyses of these transcripts (digests)."""
+
+    digests: tuple[str, ...]
+
+
 class AdminAlert(Contract, frozen=True, tag="admin.alert/1"):
     """Something the admins should hear about at once (`admin.alert`), e.g. a mode rolled back on its own."""
 

@@ -45,16 +45,20 @@ from infra.bus.names import (
     CONSUMER_ADMIN_REPLIES,
     CONSUMER_FORMATTER,
     CONSUMER_FORMATTER_DEADLINE,
+    CONSUMER_FORMATTER_FORGET,
     CONSUMER_FORMATTER_WATCHDOG,
     CONSUMER_FORMATTER_WATCHDOG_QUEUED,
     CONSUMER_GATEWAY,
     CONSUMER_GATEWAY_ALERTS,
+    CONSUMER_GATEWAY_FORGET,
     CONSUMER_REGISTRAR,
     CONSUMER_TRANSCRIBER,
+    CONSUMER_TRANSCRIBER_FORGET,
     CONSUMER_TRANSCRIBER_PIECES,
     CONSUMER_TRANSCRIBER_QUEUED,
     STREAM,
     STREAM_ADMIN,
+    STREAM_FORGET,
     STREAM_INFLIGHT,
     STREAM_PIECES,
     STREAM_RECENT,
@@ -64,6 +68,10 @@ from infra.bus.names import (
     SUBJECT_AUDIO,
     SUBJECT_AUDIO_QUEUED,
     SUBJECT_FAILED,
+    SUBJECT_FORGET_ANALYSES_PREFIX,
+    SUBJECT_FORGET_CHAT,
+    SUBJECT_FORGET_INTAKE,
+    SUBJECT_FORGET_TRANSCRIPTS,
     SUBJECT_MODE_CHANGE,
     SUBJECT_MODE_CHANGED,
     SUBJECT_PIECE,
@@ -72,6 +80,8 @@ from infra.bus.names import (
     SUBJECT_TRANSCRIPT,
     SUBJECT_UPDATES,
     analysis_subject,
+    forget_analyses_durable,
+    forget_analyses_subject,
     inbox_prefix,
     kv_stream,
     object_stream,
@@ -116,6 +126,9 @@ class Role:
     whose every entry the account could erase anyway."""
     deletes: tuple[str, ...] = ()
     """Streams it deletes single messages from, by sequence (`/forget`: a chat's events), and may not purge."""
+    reads_by_key: tuple[str, ...] = ()
+    """Buckets it reads a key of by naming the key (a direct get of its last value): it cannot list the keys,
+    scan the bucket by sequence or watch it."""
 
     def publish_allow(self) -> list[str]:
         allow = [f"{API}.INFO", f"{API}.STREAM.NAMES"]
@@ -141,6 +154,7 @@ class Role:
                 f"$JS.ACK.{stream}.{durable}.>",
             ]
         allow += [f"{API}.CONSUMER.INFO.{stream}.{durable}" for stream, durable in self.inspects]
+        allow += [f"{API}.DIRECT.GET.{kv_stream(bucket)}.$KV.{bucket}.>" for bucket in self.reads_by_key]
         return _unique([*allow, *self.publishes, *self.writes])
 
     def subscribe_allow(self) -> list[str]:
@@ -152,39 +166,39 @@ def _unique(items: Iterable[str]) -> list[str]:
 
 
 def gateway() -> Role:
-    """Takes updates and notes in; stores the audio; answers buttons and settings; erases a chat on /forget."""
+    """Takes updates and notes in; stores the audio; answers buttons and settings. It faces the internet in webhook
+    mode, so it reads a stored note only by its key (a button names it), lists none, and erases only what it keeps
+    itself: `/forget` asks the formatter, which keeps the notes (`gateway/forget.py`). It publishes a transcript
+    for a button that runs another mode on a note (nothing it could not do by publishing the note's audio)."""
     return Role(
         user="gateway",
         publishes=(SUBJECT_UPDATES, SUBJECT_AUDIO, SUBJECT_AUDIO_QUEUED, SUBJECT_RERUN, SUBJECT_TRANSCRIPT)
-        + (SUBJECT_MODE_CHANGE, "inflight.>", "recent.>"),
+        + (SUBJECT_MODE_CHANGE, SUBJECT_FORGET_CHAT, "inflight.>", "recent.>"),
         consumes=(
             (STREAM_UPDATES, CONSUMER_GATEWAY, SUBJECT_UPDATES),
             (STREAM_ADMIN, CONSUMER_ADMIN_REPLIES, SUBJECT_MODE_CHANGED),
             (STREAM_ADMIN, CONSUMER_GATEWAY_ALERTS, SUBJECT_ALERT),
+            (STREAM_FORGET, CONSUMER_GATEWAY_FORGET, SUBJECT_FORGET_INTAKE),
         ),
-        looks_up=(STREAM_UPDATES, STREAM_ADMIN),
+        looks_up=(STREAM_UPDATES, STREAM_ADMIN, STREAM_FORGET),
         counts=(STREAM_INFLIGHT, STREAM_RECENT),
         reads=tuple(
             kv_stream(b)
-            for b in (BUCKET_INTAKE, BUCKET_ANSWERED, BUCKET_QUOTA, BUCKET_USERS, BUCKET_NOTES, BUCKET_CHATS)
+            for b in (BUCKET_INTAKE, BUCKET_ANSWERED, BUCKET_QUOTA, BUCKET_USERS, BUCKET_CHATS)
             + (BUCKET_MODES, BUCKET_REGISTRY, BUCKET_PACE)
         )
         + (object_stream(BUCKET_AUDIO),),  # storing an object reads its meta first
+        reads_by_key=(BUCKET_NOTES,),
         writes=tuple(
             f"$KV.{b}.>"
             for b in (BUCKET_INTAKE, BUCKET_ANSWERED, BUCKET_QUOTA, BUCKET_USERS, BUCKET_CHATS, BUCKET_PACE)
         )
         + (f"$O.{BUCKET_AUDIO}.>",),
-        deletes=(STREAM,),  # a forgotten chat's events, one by one: never the whole stream
         erases=(
             STREAM_INFLIGHT,
             STREAM_RECENT,
-            object_stream(BUCKET_AUDIO),
-            *(kv_stream(b) for b in (BUCKET_TRANSCRIPT_CACHE, BUCKET_ANALYSIS_CACHE, BUCKET_ANSWERED, BUCKET_INTAKE)),
-            *(
-                kv_stream(b)
-                for b in (BUCKET_JOINS, BUCKET_NOTES, BUCKET_PIECES, BUCKET_USERS, BUCKET_QUOTA, BUCKET_CHATS)
-            ),
+            object_stream(BUCKET_AUDIO),  # a note stored again (a retried intake) replaces its chunks
+            *(kv_stream(b) for b in (BUCKET_INTAKE, BUCKET_USERS, BUCKET_QUOTA, BUCKET_CHATS)),
         ),
     )
 
@@ -198,16 +212,18 @@ def transcriber() -> Role:
             (STREAM, CONSUMER_TRANSCRIBER, SUBJECT_AUDIO),
             (STREAM, CONSUMER_TRANSCRIBER_QUEUED, SUBJECT_AUDIO_QUEUED),
             (STREAM_PIECES, CONSUMER_TRANSCRIBER_PIECES, SUBJECT_PIECE),
+            (STREAM_FORGET, CONSUMER_TRANSCRIBER_FORGET, SUBJECT_FORGET_TRANSCRIPTS),
         ),
-        looks_up=(STREAM, STREAM_PIECES),
+        looks_up=(STREAM, STREAM_PIECES, STREAM_FORGET),
         reads=(object_stream(BUCKET_AUDIO), kv_stream(BUCKET_TRANSCRIPT_CACHE), kv_stream(BUCKET_PIECES)),
         writes=(f"$O.{BUCKET_AUDIO}.>", f"$KV.{BUCKET_TRANSCRIPT_CACHE}.>", f"$KV.{BUCKET_PIECES}.>"),
-        erases=(object_stream(BUCKET_AUDIO), kv_stream(BUCKET_PIECES)),
+        erases=(object_stream(BUCKET_AUDIO), kv_stream(BUCKET_PIECES), kv_stream(BUCKET_TRANSCRIPT_CACHE)),
     )
 
 
 def formatter() -> Role:
-    """Joins a note's events and answers: the one service that reads the joins and writes the answered notes."""
+    """Joins a note's events and answers: the one service that reads the joins and writes the answered notes. It
+    carries out `/forget` (it keeps the notes) and asks every other keeper to erase its part."""
     return Role(
         user="formatter",
         consumes=(
@@ -215,8 +231,10 @@ def formatter() -> Role:
             (STREAM, CONSUMER_FORMATTER_DEADLINE, SUBJECT_TRANSCRIPT),
             (STREAM, CONSUMER_FORMATTER_WATCHDOG, SUBJECT_AUDIO),
             (STREAM, CONSUMER_FORMATTER_WATCHDOG_QUEUED, SUBJECT_AUDIO_QUEUED),
+            (STREAM_FORGET, CONSUMER_FORMATTER_FORGET, SUBJECT_FORGET_CHAT),
         ),
-        looks_up=(STREAM,),
+        publishes=(SUBJECT_FORGET_TRANSCRIPTS, SUBJECT_FORGET_INTAKE, f"{SUBJECT_FORGET_ANALYSES_PREFIX}*"),
+        looks_up=(STREAM, STREAM_FORGET),
         inspects=((STREAM, CONSUMER_TRANSCRIBER), (STREAM, CONSUMER_TRANSCRIBER_QUEUED)),
         reads=tuple(
             kv_stream(b) for b in (BUCKET_JOINS, BUCKET_ANSWERED, BUCKET_NOTES, BUCKET_QUOTA, BUCKET_MODES, BUCKET_PACE)
@@ -227,7 +245,10 @@ def formatter() -> Role:
         ),  # enabled modes; an object's meta, before deleting it
         writes=tuple(f"$KV.{b}.>" for b in (BUCKET_JOINS, BUCKET_ANSWERED, BUCKET_NOTES, BUCKET_QUOTA, BUCKET_PACE))
         + (f"$O.{BUCKET_AUDIO}.M.>",),  # an answered note's audio is deleted: a marker in its meta
-        erases=(STREAM_INFLIGHT, object_stream(BUCKET_AUDIO)),
+        # `/forget`: a chat's events one by one, and the buckets whose every key it writes anyway.
+        deletes=(STREAM,),
+        erases=(STREAM_INFLIGHT, object_stream(BUCKET_AUDIO))
+        + tuple(kv_stream(b) for b in (BUCKET_JOINS, BUCKET_ANSWERED, BUCKET_NOTES)),
     )
 
 
@@ -253,8 +274,8 @@ def analyzer(mode: str) -> Role:
     return Role(
         user=base.user,
         publishes=(*base.publishes, SUBJECT_ALERT),
-        consumes=base.consumes,
-        looks_up=(STREAM,),
+        consumes=(*base.consumes, (STREAM_FORGET, forget_analyses_durable(mode), forget_analyses_subject(mode))),
+        looks_up=(STREAM, STREAM_FORGET),
         reads=(
             *base.reads,
             *(kv_stream(b) for b in (BUCKET_REGISTRY, BUCKET_BUDGET, BUCKET_USAGE, BUCKET_ANALYSIS_CACHE)),
@@ -350,7 +371,10 @@ def table(accounts: Accounts) -> str:
         cells = [
             ", ".join(f"`{durable}` ({stream}: `{subject}`)" for stream, durable, subject in role.consumes),
             ", ".join(f"`{subject}`" for subject in role.publishes),
-            ", ".join(f"`{bucket(name)}`" for name in (*role.reads, *role.looks_up)),
+            ", ".join(
+                [f"`{bucket(name)}`" for name in (*role.reads, *role.looks_up)]
+                + [f"`{name}` (by key only)" for name in role.reads_by_key]
+            ),
             ", ".join(written(subject) for subject in role.writes),
             ", ".join(
                 [f"`{bucket(name)}`" for name in role.erases if name not in role.reads]

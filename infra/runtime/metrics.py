@@ -46,6 +46,7 @@ STAGES: dict[str, str] = {
     "answer": "the formatter merges an event or meets a deadline, and replies when the note is complete",
     "admin": "the gateway tells the admins a result or an alert",
     "register": "the registrar validates and stores a change of a mode",
+    "forget": "a keeper erases its part of a chat that said /forget",
     # a step inside one (`infra.runtime.telemetry.step`)
     "download": "inside receive: the file from Telegram",
     "reply": "inside answer: the Bot API calls of one answer",

@@ -248,14 +248,14 @@ _TEXTS: dict[str, dict[Lang, str]] = {
     # --- the user's data ---
     "forgotten": {
         "ru": (
-            "🧹 Удалено всё, что хранилось об этом чате: записей с расшифровками и анализами — {notes}, "
-            "сообщений в очереди — {messages}, кэшированных расшифровок — {transcripts}, анализов — {analyses}, "
-            "настройки — {settings}. Записи, которые ещё в работе, получат ответ и тоже будут удалены."
+            "🧹 Удалено всё, что хранилось об этом чате: записей с расшифровками, анализами и их копиями в "
+            "кэше — {notes}, сообщений в очереди — {messages}, настройки — {settings}. Записи, которые ещё в "
+            "работе, получат ответ и тоже будут удалены."
         ),
         "en": (
-            "🧹 Deleted everything kept about this chat: {notes} notes with their transcripts and analyses, "
-            "{messages} queued messages, {transcripts} cached transcripts, {analyses} cached analyses, settings: "
-            "{settings}. Notes still in progress will be answered, and then deleted as well."
+            "🧹 Deleted everything kept about this chat: {notes} notes with their transcripts, analyses and "
+            "cached copies, {messages} queued messages, settings: {settings}. Notes still in progress will be "
+            "answered, and then deleted as well."
         ),
     },
     "yes": {"ru": "да", "en": "yes"},
