@@ -9,6 +9,7 @@ import logging
 from formatter.forget import ChatForgetter
 from formatter.join import JoinStore
 from formatter.marks import AnswerMarks
+from formatter.note_desk import serve_notes
 from formatter.queue import export_transcriber_backlog
 from formatter.service import FormatterService
 from infra.bus.names import BUCKET_ANSWERED, BUCKET_JOINS, BUCKET_PACE
@@ -37,6 +38,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         )
         await life.bus.start(service)
         await life.bus.start(ChatForgetter(life.bus, bot))
+        await serve_notes(life.bus)  # the buttons' reads of a note, for the gateway
         export_transcriber_backlog(life.bus)  # still measured with every transcriber gone
         life.ready()
         await stop.wait()

@@ -1,10 +1,13 @@
-"""`/forget`, the formatter's part: it keeps the chat's notes, so it finds and erases them, asks the other keepers
-to erase theirs, and tells the chat what was deleted.
+"""`/forget`, the formatter's part: it keeps the chat's notes, so it finds them, asks the other keepers to erase
+their parts, tells the chat what it deletes, and erases the notes.
 
-The requests go out before anything is erased (the notes are what names the rest) and each has an ID of its
-own, so a redelivered `/forget` asks nothing twice and loses nothing: a crash between the two is finished by the
-redelivery. Each mode's analyzer is asked for its cached analyses on a subject of its own (`forget.analyses.<MODE>`),
-every registered mode, so a mode that is off now still loses what it cached of the chat when it runs again.
+In that order, so a redelivered `/forget` (a crash, Telegram away a moment) finds the same notes and says the same:
+the requests to the keepers carry IDs of their own (a repeat asks nothing twice), and the notes, which name
+everything else, go last. The chat may be told twice after a crash between the two; it is never told "0 notes"
+for notes that were deleted.
+
+Each mode's analyzer is asked on a subject of its own (`forget.analyses.<MODE>`), every live mode's. A request no
+analyzer takes expires with the analysis cache (an hour): by then the entries it names are gone anyway.
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ from __future__ import annotations
 import logging
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 
 from infra.bus import Bus, Delivery, consumes
 from infra.bus.names import (
+    ANALYSIS_CACHE_TTL,
     CONSUMER_FORMATTER_FORGET,
     STREAM_FORGET,
     SUBJECT_FORGET_CHAT,
@@ -24,8 +27,9 @@ from infra.bus.names import (
     forget_analyses_subject,
 )
 from infra.domain.contracts import ForgetAnalyses, ForgetChat, ForgetIntake, ForgetTranscripts
-from infra.domain.notes import Forgotten, forget_notes
-from infra.domain.registry import ModeRegistry
+from infra.domain.modes import live_modes
+from infra.domain.notes import Forgotten, erase_notes, find_forgotten
+from infra.voice.telegram import TELEGRAM_PERMANENT
 from infra.voice.texts import text
 
 log = logging.getLogger("voice_insight.formatter")
@@ -38,39 +42,32 @@ class ChatForgetter:
 
     @consumes(SUBJECT_FORGET_CHAT, CONSUMER_FORMATTER_FORGET, stage="forget", stream=STREAM_FORGET)
     async def on_forget(self, request: ForgetChat, delivery: Delivery) -> None:
-        asked = f"forget.{delivery.seq}"
+        gone = await find_forgotten(self.bus, request.chat_key)
+        await self._ask_the_keepers(request, gone, f"forget.{delivery.seq}")
+        await self._tell(request, gone)
+        await erase_notes(self.bus, request.chat_key, gone)
 
-        async def ask_the_keepers(gone: Forgotten) -> None:
-            await self._ask(
-                SUBJECT_FORGET_TRANSCRIPTS,
-                ForgetTranscripts(chat_key=request.chat_key, fingerprints=tuple(gone.fingerprints)),
-                f"{asked}.transcripts",
+    async def _ask_the_keepers(self, request: ForgetChat, gone: Forgotten, asked: str) -> None:
+        transcripts = ForgetTranscripts(chat_key=request.chat_key, fingerprints=gone.fingerprints)
+        await self.bus.publish(SUBJECT_FORGET_TRANSCRIPTS, transcripts, f"{asked}.transcripts", stream=STREAM_FORGET)
+        if not gone.notes:
+            return
+        intake = ForgetIntake(correlation_ids=gone.correlation_ids)
+        await self.bus.publish(SUBJECT_FORGET_INTAKE, intake, f"{asked}.intake", stream=STREAM_FORGET)
+        for mode in await live_modes(self.bus):
+            await self.bus.publish(
+                forget_analyses_subject(mode.mode),
+                ForgetAnalyses(digests=gone.digests),
+                f"{asked}.analyses.{mode.mode}",
+                stream=STREAM_FORGET,
+                ttl=ANALYSIS_CACHE_TTL,
             )
-            if not gone.correlation_ids:
-                return
-            await self._ask(
-                SUBJECT_FORGET_INTAKE, ForgetIntake(correlation_ids=tuple(gone.correlation_ids)), f"{asked}.intake"
-            )
-            for mode in await _modes(self.bus):
-                subject = forget_analyses_subject(mode)
-                await self._ask(subject, ForgetAnalyses(digests=tuple(gone.digests)), f"{asked}.analyses.{mode}")
 
-        gone = await forget_notes(self.bus, request.chat_key, ask_the_keepers)
-        said = text(
-            "forgotten",
-            request.ui_language,
-            notes=gone.notes,
-            messages=gone.messages,
-            settings=text("yes" if request.settings else "no", request.ui_language),
-        )
+    async def _tell(self, request: ForgetChat, gone: Forgotten) -> None:
+        lang = request.ui_language
+        settings = text("yes" if request.settings else "no", lang)
+        said = text("forgotten", lang, notes=len(gone.notes), messages=gone.messages, settings=settings)
         try:
             await self.bot.send_message(request.chat_id, said, message_thread_id=request.thread_id)
-        except (TelegramForbiddenError, TelegramBadRequest) as exc:  # the chat is gone, or the bot was removed
+        except TELEGRAM_PERMANENT as exc:  # the chat is gone, or the bot was blocked or removed: erase all the same
             log.warning("a forgotten chat could not be told (%s); its data is erased", type(exc).__name__)
-
-    async def _ask(self, subject: str, request: ForgetTranscripts | ForgetIntake | ForgetAnalyses, msg_id: str) -> None:
-        await self.bus.publish(subject, request, msg_id=msg_id, stream=STREAM_FORGET)
-
-
-async def _modes(bus: Bus) -> list[str]:
-    return [definition.name for definition in await (await ModeRegistry.open(bus)).all()]

@@ -1,10 +1,10 @@
 """The buttons under an answer: the transcript as files, and another mode run on the note's stored transcript.
 
-Both read the note the formatter kept for a day (`infra.domain.notes`); a button of a note past its day, or of a chat
-that said `/forget`, says so instead of failing. Running a mode publishes `AnalysesRequested` and the stored
-transcript under a new correlation ID derived from the note and the mode: the analyzers and the formatter treat
-it like any note (nothing is transcribed again), a second press of the same button asks nothing twice, and its
-answer comes as a reply to the voice note.
+Both read the note the formatter kept for a day (`infra.domain.notes`), asked of the formatter by its exact key;
+a button of a note past its day, or of a chat that said `/forget`, says so instead of failing. Running a mode
+publishes `AnalysesRequested` and the stored transcript under a new correlation ID derived from the note and the
+mode: the analyzers and the formatter treat it like any note (nothing is transcribed again), a second press of the
+same button asks nothing twice, and its answer comes as a reply to the voice note.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from infra.bus.names import BUCKET_ANSWERED, BUCKET_INTAKE, SUBJECT_RERUN, SUBJE
 from infra.domain.answers import is_answered
 from infra.domain.contracts import AnalysesRequested
 from infra.domain.modes import live_modes
-from infra.domain.notes import NoteStore, StoredNote
+from infra.domain.notes import StoredNote, ask_for_note
 from infra.voice.buttons import ModePress, Pressed, TranscriptPress
 from infra.voice.telegram import answer_press
 from infra.voice.texts import text
@@ -40,7 +40,7 @@ def rerun_id(note: str, mode: str) -> str:
 
 async def _note(query: CallbackQuery, bus: Bus, key: bytes, cid: str, lang: str) -> tuple[Message, StoredNote] | None:
     message = query.message
-    note = await NoteStore(bus).get(chat_key(key, message.chat.id), cid) if isinstance(message, Message) else None
+    note = await ask_for_note(bus, chat_key(key, message.chat.id), cid) if isinstance(message, Message) else None
     if note is None or not isinstance(message, Message):
         await answer_press(query, text("note_expired", lang), alert=True)
         return None

@@ -21,11 +21,12 @@ log = logging.getLogger("voice_insight.gateway")
 
 
 async def ask_to_forget(bus: Bus, request: ForgetChat, user_key: str | None, message_id: int) -> None:
-    """The gateway's own part, then the request for the rest (`msg_id`: the same `/forget` message asks once)."""
-    if user_key:
-        await forget_user(bus, user_key)
+    """The request for the notes' part, then the person's counters (`msg_id`: the same `/forget` message asks
+    once, however often it is handled)."""
     msg_id = f"forget.{request.chat_key}.{message_id}"
     await bus.publish(SUBJECT_FORGET_CHAT, request, msg_id=msg_id, stream=STREAM_FORGET)
+    if user_key:
+        await forget_user(bus, user_key)
 
 
 class IntakeForgetter:

@@ -101,15 +101,16 @@ async def on_forget(message: Message, lang: str, bot: Bot, bus: Bus, chats: Chat
         await message.answer(text("settings_admins_only", lang))
         return
     sender = message.from_user if message.chat.type == ChatType.PRIVATE else None  # in a group, not one user's
-    had_settings = await chats.forget(message.chat.id)
     request = ForgetChat(
         chat_key=chat_key(key, message.chat.id),
         chat_id=message.chat.id,
         thread_id=message.message_thread_id if message.is_topic_message else None,
         ui_language=lang,
-        settings=had_settings,
+        settings=await chats.get(message.chat.id) != ChatSettings(),
     )
+    # Asked first, erased after: a redelivered /forget asks once (the same ID) and says what there was.
     await ask_to_forget(bus, request, user_key(key, sender.id) if sender else None, message.message_id)
+    await chats.forget(message.chat.id)
 
 
 async def on_privacy(message: Message, lang: str, llm_provider: str, analyses_on: bool) -> None:

@@ -304,8 +304,9 @@ class Stack:
         return int(found[0])
 
     def port(self, service: str) -> int:
-        """The launcher's port plan for the default stack (see infra.ops.launcher.plan)."""
-        order = ["gateway", "formatter", "transcriber", "analyzer-default", "analyzer-tone"]
+        """The launcher's port plan for the default stack (see infra.ops.launcher.plan): the fixed children, then
+        the analyzers of the registry's modes as they start."""
+        order = ["gateway", "formatter", "transcriber", "registrar", "analyzer-default", "analyzer-tone"]
         return self.metrics_base + 1 + order.index(service)
 
 

@@ -23,6 +23,7 @@ import pytest_asyncio
 from nats.js import api
 from prometheus_client import REGISTRY
 
+from formatter.note_desk import serve_notes
 from infra.bus import Bus, encode
 from infra.bus.names import (
     BUCKET_ANALYSIS_CACHE,
@@ -43,7 +44,9 @@ from infra.bus.names import (
     SUBJECT_TRANSCRIPT,
     analysis_subject,
 )
-from infra.domain.contracts import ModeInfo
+from infra.domain import usage
+from infra.domain.contracts import ModeInfo, Origin
+from infra.domain.notes import NoteStore, StoredNote, ask_for_note
 from infra.ops.access import ADMIN, Accounts, analyzer_user, password_variable, render, table
 from infra.ops.launcher import LocalAccounts, nats_server_binary
 from infra.ops.provision import provision
@@ -206,24 +209,31 @@ async def test_a_compromised_analyzer_writes_its_own_mode_only_and_the_registrar
         await registrar.close(grace=1)
 
 
-async def test_a_compromised_gateway_reads_only_notes_it_can_name_and_erases_only_what_it_keeps(
-    guarded: NatsServer,
-) -> None:
-    """Issue 22 (3): the gateway faces the internet in webhook mode. It reads a stored note by its key (a button
-    under the answer names it), and cannot list the notes or read them by sequence; it cannot purge the event
-    stream or any bucket it does not keep, nor delete an event: `/forget` is carried out by the keepers."""
+async def test_a_compromised_gateway_reads_no_note_and_erases_only_what_it_keeps(guarded: NatsServer) -> None:
+    """Issue 22 (3): the gateway faces the internet in webhook mode. It may not read the notes' bucket at all: a
+    read grant would answer a key with a wildcard in it (a direct get of `>` or `*.<cid>`), so every chat's notes.
+    A button asks the formatter for one note by its exact key, and a key that names more than one is refused. It
+    cannot purge the event stream or a bucket it does not keep, nor delete an event: `/forget` is the keepers'."""
     admin = await Bus.connect([guarded.url], name="admin", **guarded.admin())
     me = await login(guarded, "gateway")
+    desk = await login(guarded, "formatter")
     try:
-        await (await admin.kv(BUCKET_NOTES)).put("chat-key.note-1", b'{"kept": "a transcript"}')
-        assert await me.kv_value(BUCKET_NOTES, "chat-key.note-1") == b'{"kept": "a transcript"}'
-        assert await me.kv_value(BUCKET_NOTES, "chat-key.note-2") is None
+        note = StoredNote(
+            origin=Origin(chat_id=1, message_id=2, status_message_id=3, ui_language="en"),
+            transcript=a_transcript("note-1", "What the chat said."),
+        )
+        await NoteStore(admin).put("chat-key", "note-1", note)
+        for wildcard in (">", "*.note-1", "chat-key.*", "chat-key.note-1"):
+            read = f"$JS.API.DIRECT.GET.KV_{BUCKET_NOTES}.$KV.{BUCKET_NOTES}.{wildcard}"
+            await refused(guarded, "gateway", read, me.nc.request(read, b"", timeout=1))
         listing = f"$JS.API.STREAM.INFO.KV_{BUCKET_NOTES}"
         await refused(guarded, "gateway", listing, me.kv(BUCKET_NOTES))
-        scan = f"$JS.API.DIRECT.GET.KV_{BUCKET_NOTES}"
-        await refused(guarded, "gateway", scan, me.nc.request(scan, b'{"seq": 1}', timeout=1))
-        watch = f"$JS.API.CONSUMER.CREATE.KV_{BUCKET_NOTES}"
-        await refused(guarded, "gateway", watch, me.nc.request(watch, b"{}", timeout=1))
+        # The formatter answers for one note, named exactly; a wildcard names none.
+        await serve_notes(desk)
+        assert await ask_for_note(me, "chat-key", "note-1") == note
+        assert await ask_for_note(me, "chat-key", "note-2") is None
+        for chat, cid in (("*", "note-1"), ("chat-key", ">"), ("chat-key.note-1", "x"), ("chat-key", "*")):
+            assert await ask_for_note(me, chat, cid) is None, (chat, cid)
         kept_elsewhere = (STREAM, *(f"KV_{b}" for b in (BUCKET_NOTES, BUCKET_JOINS, BUCKET_ANALYSIS_CACHE)))
         kept_elsewhere += (f"KV_{BUCKET_TRANSCRIPT_CACHE}", f"KV_{BUCKET_PIECES}", f"KV_{BUCKET_ANSWERED}")
         for stream in kept_elsewhere:
@@ -231,12 +241,13 @@ async def test_a_compromised_gateway_reads_only_notes_it_can_name_and_erases_onl
             await refused(guarded, "gateway", purge, me.nc.request(purge, b"{}", timeout=1))
         delete = f"$JS.API.STREAM.MSG.DELETE.{STREAM}"
         await refused(guarded, "gateway", delete, me.nc.request(delete, b'{"seq": 1}', timeout=1))
-        # What it keeps itself it erases: a chat's settings on /forget.
+        # What it keeps itself it erases: a chat's settings on /forget. And it reads the usage for /stats.
         await (await me.kv(BUCKET_CHATS)).put("chat-key", b"{}")
         await me.erase(BUCKET_CHATS, "chat-key")
+        assert isinstance(await usage.last_day(me), list)
     finally:
-        await me.close(grace=1)
-        await admin.close(grace=1)
+        for bus in (me, desk, admin):
+            await bus.close(grace=1)
 
 
 async def test_no_service_creates_the_topology_and_one_that_finds_none_says_what_to_run(tmp_path: Path) -> None:

@@ -97,6 +97,8 @@ def operations() -> list[Op]:
         keys = ["some-key", "some.deep.key", *MODES, *(f"{mode}.some.key" for mode in MODES)]
         ops += [Op("pub", f"$KV.{bucket}.{key}") for key in keys]
         ops.append(Op("pub", f"$JS.API.DIRECT.GET.{kv_stream(bucket)}.$KV.{bucket}.some-key"))  # a read by key
+        # ... and one that reads by a wildcard: the server answers it with any key's value.
+        ops.append(Op("pub", f"$JS.API.DIRECT.GET.{kv_stream(bucket)}.$KV.{bucket}.>"))
         ops.append(Op("sub", f"$KV.{bucket}.>"))
     ops += [Op("pub", f"$O.{BUCKET_AUDIO}.C.some-id"), Op("pub", f"$O.{BUCKET_AUDIO}.M.some-name")]
     ops += [Op("sub", "voice.>"), Op("sub", ">"), Op("sub", "$JS.API.>")]
@@ -137,7 +139,8 @@ def violations_of_policy(user: str, op: Op, allowed: bool) -> list[str]:
         return []
     s = op.subject
     why = []
-    if op.kind == "sub" and not s.startswith(f"{inbox_prefix(user)}."):
+    serves_notes = user == "formatter" and s == names.SUBJECT_NOTE_GET  # the notes' keeper answers for them
+    if op.kind == "sub" and not s.startswith(f"{inbox_prefix(user)}.") and not serves_notes:
         why.append("listens to what is not its own inbox")
     for mode in MODES:
         own = user == analyzer_user(mode)
@@ -157,27 +160,36 @@ def violations_of_policy(user: str, op: Op, allowed: bool) -> list[str]:
         why.append("changes the topology")
     if re.fullmatch(r"\$JS\.API\.CONSUMER\.(DURABLE\.CREATE|DELETE)\..*", s):
         why.append("creates or deletes a durable outside its filter")
+    if any(s == f"$JS.API.CONSUMER.CREATE.{stream}.{durable}" for stream, durable, _ in durables()):
+        why.append("creates a durable with no filter in the request's subject")
     if s.endswith(".voice.>") and s.startswith("$JS.API.CONSUMER.CREATE.") and ".formatter.voice.>" not in s:
         why.append("binds a durable to every event")
     if any(s == f"$JS.API.STREAM.PURGE.{stream}" for stream in EVENT_STREAMS):
         why.append("purges an event stream whole")
     for bucket, keepers in CONTENT_KEEPERS.items():
+        if user in keepers or (keepers == ANALYZERS and user.startswith("analyzer-")):
+            continue
+        if s.startswith(f"$JS.API.DIRECT.GET.{bucket}."):
+            why.append(f"reads {bucket} by subject, wildcards included, which it does not keep")
         scans = [
             f"$JS.API.{call}.{bucket}" for call in ("STREAM.INFO", "STREAM.MSG.GET", "DIRECT.GET", "CONSUMER.CREATE")
         ]
-        if user not in keepers and any(s in (scan, f"{scan}.eph") for scan in scans):
+        if any(s in (scan, f"{scan}.eph") for scan in scans):
             why.append(f"lists or scans {bucket}, what a user said, which it does not keep")
     return why
 
 
+ANALYZERS = frozenset({"analyzer-*"})
 CONTENT_KEEPERS = {
+    kv_stream(names.BUCKET_ANALYSIS_CACHE): ANALYZERS,
     kv_stream(names.BUCKET_NOTES): {"formatter"},
     kv_stream(names.BUCKET_JOINS): {"formatter"},
     kv_stream(names.BUCKET_TRANSCRIPT_CACHE): {"transcriber"},
     kv_stream(names.BUCKET_PIECES): {"transcriber"},
 }
-"""Buckets of what users said (transcripts, analyses of them), and who keeps each: nobody else may list or scan
-one. The gateway reads a note by its key (a button names it) and no more."""
+"""Buckets of what users said (transcripts, analyses of them), and who keeps each: nobody else may read one by
+subject, list or scan it. The gateway reads no note: it asks the formatter for one by its exact key. (The audio
+store is not among them: the gateway, which stores every note's audio as it arrives, reads its metadata.)"""
 
 
 def sample_writes(stream: str) -> list[Op]:

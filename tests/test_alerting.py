@@ -497,3 +497,23 @@ async def test_a_firing_cause_keeps_its_symptoms_from_being_sent_until_it_is_res
         assert done.returncode == 0, done.stderr
         [silenced] = await alertmanager.alerts(alertname="LLMTokensSurge")
         assert silenced["status"]["silencedBy"] == [done.stdout.strip()], silenced
+
+
+@pytest.mark.slow
+async def test_the_registrar_gone_hides_no_backlog(
+    tmp_path: Path, telegram_api: TelegramDouble, webhook: Webhook
+) -> None:
+    """Only admins' mode changes wait for the registrar: its absence (a ticket), its being down or cut off from
+    NATS cause no backlog, and must not keep NotesWaiting from paging."""
+    env = settings(tmp_path, telegram_api.base_url, f"{webhook.base_url}/alerts", chats=str(ADMINS[0]))
+    async with Alertmanager(tmp_path / "alertmanager", env) as alertmanager:
+        registrar = {"job": "registrar", "instance": "10.0.0.6:9100"}
+        await alertmanager.post(
+            alert("ServiceAbsent", "ticket", job="registrar"),
+            alert("ServiceDown", "page", **registrar),
+            alert("NATSDisconnected", "page", **registrar),
+            alert("NotesWaiting", "page", consumer="transcriber"),
+        )
+        await until("NotesWaiting at the webhook", lambda: webhook.alerts("NotesWaiting"), log=alertmanager.log_path)
+        [waiting] = await alertmanager.alerts(alertname="NotesWaiting")
+        assert waiting["status"]["state"] == "active", waiting

@@ -13,9 +13,9 @@ import pytest
 from gateway.chats import chat_key
 from gateway.intake import correlation_id, correlation_key
 from infra.bus import Bus
-from infra.bus.names import CONSUMER_TRANSCRIBER, STREAM
+from infra.bus.names import BUCKET_ANALYSIS_CACHE, CONSUMER_TRANSCRIBER, STREAM
 from infra.domain.limits import user_key
-from infra.domain.notes import NoteStore, StoredNote
+from infra.domain.notes import NoteStore, StoredNote, text_digest
 from tests.support import (
     EN_TEXT,
     LONG_EN_TEXT,
@@ -306,15 +306,21 @@ async def test_forget_leaves_nothing_of_the_chat_in_any_bucket_or_stream(
     cid, chat_hash, user_hash = correlation_id(KEY, chat, voice), chat_key(KEY, chat), user_key(KEY, chat)
     traces = (cid.encode(), chat_hash.encode(), user_hash.encode(), f'"chat_id":{chat},'.encode())
     words = note.transcript.text.encode()
+    digest = text_digest(note.transcript.text).encode()  # what the analysis cache's keys are made of
 
     def of_the_chat(items: list[tuple[str, str, bytes]]) -> list[str]:
+        # A purged cache entry leaves an empty marker under its key (a hash of the transcript) for the cache's hour.
         return [
             f"{stream}: {subject}"
             for stream, subject, data in items
-            if any(t in subject.encode() or t in data for t in traces) or words in data
+            if any(t in subject.encode() or t in data for t in traces)
+            or words in data
+            or (digest in subject.encode() and b"'KV-Operation': 'PURGE'" not in data)
         ]
 
-    assert of_the_chat(await everything_stored(bus)), "the check can see what a chat leaves"
+    before = of_the_chat(await everything_stored(bus))
+    assert before, "the check can see what a chat leaves"
+    assert any(entry.startswith(f"KV_{BUCKET_ANALYSIS_CACHE}: ") for entry in before), "and the analyses it cached"
     await telegram.send_text(chat, "/forget")
     await telegram.wait_for(lambda: "Deleted everything kept about this chat" in telegram.messages(chat)[-1].text, 30)
     told = telegram.messages(chat)[-1].text

@@ -82,6 +82,7 @@ class Prometheus:
             "transcriber": [stack.port("transcriber")],
             "analyzer": [stack.port("analyzer-default"), stack.port("analyzer-tone")],
             "formatter": [stack.port("formatter")],
+            "registrar": [stack.port("registrar")],
         }
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},

@@ -47,7 +47,6 @@ from infra.bus.consumers import (
 from infra.bus.names import (
     BUCKET_AUDIO,
     KV_BUCKETS,
-    READ_BY_KEY,
     STREAM,
     USER_DATA_TTL,
     inbox_prefix,
@@ -299,26 +298,18 @@ class Bus:
                 return names
 
     async def _ensure_kv(self, bucket: str, ttl: float | None, history: int = 1) -> KeyValue:
-        """Create the bucket, or bring an existing one's TTL, history and direct gets up to date with the code's.
-
-        Buckets read by key alone (`READ_BY_KEY`) answer direct gets, whose API subject names the key: an account
-        may then be granted the keys it can name without the stream's info or reads by sequence, which would list
-        or scan every key (`Bus.kv_value`)."""
-        direct = bucket in READ_BY_KEY
+        """Create the bucket, or bring an existing one's TTL and history up to date with the code's."""
         try:
             kv = await self.js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
             return await self.js.create_key_value(
-                config=api.KeyValueConfig(
-                    bucket=bucket, ttl=ttl, history=history, replicas=self.replicas, direct=direct
-                )
+                config=api.KeyValueConfig(bucket=bucket, ttl=ttl, history=history, replicas=self.replicas)
             )
         config = (await self.js.stream_info(kv_stream(bucket))).config
-        stale = float(config.max_age or 0) != float(ttl or 0) or config.max_msgs_per_subject != history
-        if stale or bool(config.allow_direct) != direct:
-            changed = dataclasses.replace(config, max_age=ttl or 0, max_msgs_per_subject=history, allow_direct=direct)
+        if float(config.max_age or 0) != float(ttl or 0) or config.max_msgs_per_subject != history:
+            changed = dataclasses.replace(config, max_age=ttl or 0, max_msgs_per_subject=history)
             await self.js.update_stream(changed)
-            log.info("bucket %s: TTL %s s, history %d, direct gets %s", bucket, ttl or "none", history, direct)
+            log.info("bucket %s: TTL %s s, history %d", bucket, ttl or "none", history)
         return kv
 
     async def ensure_consumer(self, spec: ConsumerSpec) -> None:
@@ -370,18 +361,23 @@ class Bus:
             if not page or len(keys) >= answer.get("total", 0):
                 return keys
 
-    async def kv_value(self, bucket: str, key: str) -> bytes | None:
-        """One key's value, asked for by its key alone (a direct get of the key's last message), or None if it has
-        none or was deleted. Unlike `kv(bucket).get`, it needs neither the stream's info (which lists every key)
-        nor reads by sequence: an account granted this much reads the keys it can name, and cannot list or scan
-        the bucket (`infra.ops.access`, `Role.reads_by_key`)."""
-        try:
-            msg = await self.js.get_msg(kv_stream(bucket), subject=f"$KV.{bucket}.{key}", direct=True)
-        except nats.js.errors.NotFoundError:
-            return None
-        if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
-            return None
-        return msg.data or b""
+    async def serve(self, subject: str, queue: str, answer: Callable[[bytes], Awaitable[bytes]]) -> None:
+        """Answer requests on `subject` (core NATS, outside every stream), one replica of `queue` each. A request
+        whose answer fails gets none: the asker's wait ends in a timeout, and the failure is logged here."""
+
+        async def on_request(msg: Msg) -> None:
+            try:
+                reply = await answer(msg.data)
+            except Exception as exc:
+                log.error("a request on %s was not answered (%s)", subject, type(exc).__name__)
+                return
+            await msg.respond(reply)
+
+        await self.nc.subscribe(subject, queue=queue, cb=on_request)
+
+    async def ask(self, subject: str, request: msgspec.Struct, timeout: float = 5.0) -> bytes:
+        """A request to whoever serves `subject`, and its answer."""
+        return (await self.nc.request(subject, encode(request), timeout=timeout)).data
 
     async def kv_history(self, bucket: str, key: str) -> list[bytes]:
         """The values `key` has held that the bucket still keeps, oldest first (delete markers left out).
@@ -478,19 +474,22 @@ class Bus:
         timeout: float = 5.0,
         stream: str = STREAM,
         traced: bool = True,
+        ttl: float | None = None,
     ) -> None:
-        """Publish to the stream and wait for its ack; `msg_id` makes a repeated publish a no-op.
+        """Publish to the stream and wait for its ack; `msg_id` makes a repeated publish a no-op. `ttl`: the message
+        is removed after this many seconds, sooner than its stream's age (streams that allow it: `FORGET`).
 
         The producer span's context travels in the message headers (W3C `traceparent`), so whoever consumes
         the message continues the same trace.
         """
         payload = encode(event)
+        own = {"Nats-Msg-Id": msg_id, **({"Nats-TTL": f"{int(ttl)}s"} if ttl is not None else {})}
         if not traced:
-            await self.js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id}, timeout=timeout, stream=stream)
+            await self.js.publish(subject, payload, headers=own, timeout=timeout, stream=stream)
             return
         attributes: Attributes = {**messaging_attributes(subject, "send"), "messaging.message.body.size": len(payload)}
         with tracer().start_as_current_span(f"send {subject}", kind=SpanKind.PRODUCER, attributes=attributes) as span:
-            headers: dict[str, str] = {"Nats-Msg-Id": msg_id}
+            headers: dict[str, str] = dict(own)
             propagate.inject(headers)
             try:
                 await self.js.publish(subject, payload, headers=headers, timeout=timeout, stream=stream)

@@ -37,6 +37,9 @@ STREAM_ADMIN = "ADMIN"
 SUBJECT_MODE_CHANGE = "admin.mode.change"
 SUBJECT_MODE_CHANGED = "admin.mode.changed"
 SUBJECT_ALERT = "admin.alert"
+SUBJECT_NOTE_GET = "notes.get"
+"""A stored note asked for by its exact key (a button under its answer): a request the formatter answers, outside
+every stream. The gateway reads notes only this way: a key it names, never a wildcard, never a listing."""
 STREAM_FORGET = "FORGET"
 """`/forget`, carried out by whoever keeps each part of a chat (work queue: gone once done). The gateway asks the
 formatter (`forget.chat`), which erases the notes and asks each other keeper to erase its own: the transcriber its
@@ -88,8 +91,6 @@ KV_BUCKETS: tuple[tuple[str, float | None, int], ...] = (
     (BUCKET_PACE, PACE_TTL, 1),  # a time per hashed chat, five minutes
 )
 """Every KV bucket: (name, TTL in seconds or None for kept, history)."""
-READ_BY_KEY = frozenset({BUCKET_NOTES})
-"""Buckets that answer direct gets: read by naming a key (`Bus.kv_value`), by an account that may not list them."""
 DUPLICATE_WINDOW = 20 * 60.0
 
 # Consumers every deployment has; analyzers add `analyzer-<MODE>` consumers themselves.
@@ -159,5 +160,6 @@ def streams(replicas: int = 1) -> tuple[api.StreamConfig, ...]:
         stream(STREAM_RECENT, "recent.>", 60.0, max_msgs_per_subject=1),
         stream(STREAM_ADMIN, "admin.>", USER_DATA_TTL, retention=api.RetentionPolicy.LIMITS),
         stream(STREAM_PIECES, "piece.>", USER_DATA_TTL, retention=api.RetentionPolicy.WORK_QUEUE),
-        stream(STREAM_FORGET, "forget.>", USER_DATA_TTL, retention=api.RetentionPolicy.WORK_QUEUE),
+        # A request a keeper is not there to take (a mode's analyzer gone) expires sooner on its own (`Nats-TTL`).
+        stream(STREAM_FORGET, "forget.>", USER_DATA_TTL, retention=api.RetentionPolicy.WORK_QUEUE, allow_msg_ttl=True),
     )

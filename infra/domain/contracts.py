@@ -289,6 +289,14 @@ class ModeChangeResult(Contract, frozen=True, tag="admin.mode.changed/1"):
     reply: ReplyTo | None = None
 
 
+class NoteAsked(Contract, frozen=True, tag="notes.get/1"):
+    """A stored note asked for by its exact key (`notes.get`, a request the formatter answers): the gateway's one
+    way to read a note, for a button under its answer. The answer is the note's JSON, or empty."""
+
+    chat_key: str
+    correlation_id: str
+
+
 class ForgetChat(Contract, frozen=True, tag="forget.chat/1"):
     """`/forget` in a chat (`forget.chat`), from the gateway to the formatter, which keeps the chat's notes: erase
     them and their events, ask the other keepers to erase theirs, and tell the chat what was deleted."""

@@ -6,18 +6,20 @@ lie (the file's fingerprint in the transcript cache, the note's messages in the 
 lets `/forget` find everything of one chat without any key naming the chat.
 
 `/forget` is carried out by whoever keeps each part (`infra.bus.names.STREAM_FORGET`), so no account erases what it
-does not keep: `forget_notes` is the formatter's, `forget_transcripts` the transcriber's, `forget_analyses` a mode's
-analyzer's, `forget_intake` and `forget_user` the gateway's.
+does not keep: `find_forgotten` and `erase_notes` are the formatter's, `forget_transcripts` the transcriber's,
+`forget_analyses` a mode's analyzer's, `forget_intake` and `forget_user` the gateway's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import msgspec
+import nats.js.errors
 
 from infra.bus import Bus
 from infra.bus.names import (
@@ -33,8 +35,9 @@ from infra.bus.names import (
     STREAM,
     STREAM_INFLIGHT,
     STREAM_RECENT,
+    SUBJECT_NOTE_GET,
 )
-from infra.domain.contracts import Origin, Transcript
+from infra.domain.contracts import NoteAsked, Origin, Transcript
 
 log = logging.getLogger("voice_insight.notes")
 
@@ -76,10 +79,12 @@ class NoteStore:
         await (await self.bus.kv(BUCKET_NOTES)).put(note_key(chat_key, cid), msgspec.json.encode(note))
 
     async def get(self, chat_key: str, cid: str) -> StoredNote | None:
-        """The note, if its day is not over (and the chat did not say `/forget`). Asked for by its key alone: the
-        gateway, which reads a note only for a button under its answer, may not list or scan the bucket."""
-        value = await self.bus.kv_value(BUCKET_NOTES, note_key(chat_key, cid))
-        return _decode(value) if value else None
+        """The note, if its day is not over (and the chat did not say `/forget`)."""
+        try:
+            entry = await (await self.bus.kv(BUCKET_NOTES)).get(note_key(chat_key, cid))
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        return _decode(entry.value) if entry.value else None
 
     async def of_chat(self, chat_key: str) -> list[tuple[str, StoredNote]]:
         found = []
@@ -90,42 +95,68 @@ class NoteStore:
         return found
 
 
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+"""What a chat key and a correlation ID are made of: no dot, no wildcard, so a request names one note exactly."""
+
+
+async def answer_note_request(bus: Bus, request: bytes) -> bytes:
+    """The formatter's answer to `notes.get`: the note under exactly that key, or nothing."""
+    asked = msgspec.json.decode(request, type=NoteAsked)
+    if not (_TOKEN.fullmatch(asked.chat_key) and _TOKEN.fullmatch(asked.correlation_id)):
+        log.warning("a note request that names no single note was refused")
+        return b""
+    note = await NoteStore(bus).get(asked.chat_key, asked.correlation_id)
+    return msgspec.json.encode(note) if note is not None else b""
+
+
+async def ask_for_note(bus: Bus, chat_key: str, cid: str) -> StoredNote | None:
+    """The gateway's read of a note, for a button under its answer: asked of the formatter by its exact key, since
+    the gateway may not read the bucket (a key with a wildcard in it would read any note)."""
+    answer = await bus.ask(SUBJECT_NOTE_GET, NoteAsked(chat_key=chat_key, correlation_id=cid))
+    return _decode(answer) if answer else None
+
+
 @dataclass
 class Forgotten:
-    """What the formatter erased of a forgotten chat, and what the other keepers are to erase of it."""
+    """A forgotten chat's notes, as the formatter found them: what it tells the chat, erases itself, and asks the
+    other keepers to erase (cached transcripts and analyses, intake records)."""
 
-    notes: int = 0
-    messages: int = 0
-    correlation_ids: list[str] = field(default_factory=list)
-    fingerprints: list[str] = field(default_factory=list)
-    digests: list[str] = field(default_factory=list)
+    notes: list[tuple[str, StoredNote]] = field(default_factory=list)
+
+    @property
+    def messages(self) -> int:
+        return sum(len(note.seqs) for _, note in self.notes)
+
+    @property
+    def correlation_ids(self) -> tuple[str, ...]:
+        return tuple(cid for cid, _ in self.notes)
+
+    @property
+    def fingerprints(self) -> tuple[str, ...]:
+        return tuple(note.fingerprint for _, note in self.notes if note.fingerprint)
+
+    @property
+    def digests(self) -> tuple[str, ...]:
+        return tuple(text_digest(note.transcript.text) for _, note in self.notes)
 
 
-async def forget_notes(bus: Bus, chat_key: str, before_erasing: Callable[[Forgotten], Awaitable[None]]) -> Forgotten:
-    """The formatter's part of `/forget`: the chat's answered notes with their transcripts, their events in the
-    stream (one message at a time: nobody may purge `VOICE`), their joins, marks and audio. What identifies the
-    rest, kept by others (cached transcripts and analyses, intake records), is handed to `before_erasing` while
-    it can still be found: once the notes are gone, nothing names it. Notes still in flight finish; their audio
-    is deleted once they are answered."""
-    gone = Forgotten()
-    notes = await NoteStore(bus).of_chat(chat_key)
-    for cid, note in notes:
-        gone.correlation_ids.append(cid)
-        if note.fingerprint:
-            gone.fingerprints.append(note.fingerprint)
-        gone.digests.append(text_digest(note.transcript.text))
-    await before_erasing(gone)
-    for cid, note in notes:
-        gone.notes += 1
+async def find_forgotten(bus: Bus, chat_key: str) -> Forgotten:
+    """The chat's answered notes, found before anything is erased: once they are gone, nothing names the rest."""
+    return Forgotten(await NoteStore(bus).of_chat(chat_key))
+
+
+async def erase_notes(bus: Bus, chat_key: str, gone: Forgotten) -> None:
+    """The formatter's part of `/forget`: the notes with their transcripts, their events in the stream (one
+    message at a time: nobody may purge `VOICE`), their joins, marks and audio. Notes still in flight finish;
+    their audio is deleted once they are answered."""
+    for cid, note in gone.notes:
         for seq in note.seqs:
-            if await bus.delete_message(STREAM, seq):
-                gone.messages += 1
+            await bus.delete_message(STREAM, seq)
         for bucket in (BUCKET_ANSWERED, BUCKET_JOINS):
             await bus.erase(bucket, cid)
         await bus.erase_object(cid)
         await bus.erase(BUCKET_NOTES, note_key(chat_key, cid))
-    log.info("a chat's notes were forgotten: %d notes, %d stream messages", gone.notes, gone.messages)
-    return gone
+    log.info("a chat's notes were forgotten: %d notes, %d stream messages", len(gone.notes), gone.messages)
 
 
 async def forget_transcripts(bus: Bus, chat_key: str, fingerprints: Iterable[str]) -> int:
@@ -142,8 +173,10 @@ async def forget_transcripts(bus: Bus, chat_key: str, fingerprints: Iterable[str
 
 
 async def forget_analyses(bus: Bus, mode: str, digests: Iterable[str]) -> int:
-    """One mode's analyzer's part: its cached analyses of these transcripts. Erased key by key with a purge marker
-    (its write grant covers its own keys only; a purge of the stream would reach every mode's). Returns how many."""
+    """One mode's analyzer's part: its cached analyses of these transcripts, found under its own prefix and purged
+    key by key (its write grant covers its own keys only; a purge of the stream would reach every mode's, and a KV
+    stream refuses deletes by sequence). Each leaves an empty purge marker under the key, a hash of the transcript
+    and never the chat, which expires with the cache's hour. Returns how many."""
     cache = await bus.kv(BUCKET_ANALYSIS_CACHE)
     erased = 0
     for digest in digests:

@@ -74,6 +74,7 @@ from infra.bus.names import (
     SUBJECT_FORGET_TRANSCRIPTS,
     SUBJECT_MODE_CHANGE,
     SUBJECT_MODE_CHANGED,
+    SUBJECT_NOTE_GET,
     SUBJECT_PIECE,
     SUBJECT_PROGRESS,
     SUBJECT_RERUN,
@@ -126,9 +127,8 @@ class Role:
     whose every entry the account could erase anyway."""
     deletes: tuple[str, ...] = ()
     """Streams it deletes single messages from, by sequence (`/forget`: a chat's events), and may not purge."""
-    reads_by_key: tuple[str, ...] = ()
-    """Buckets it reads a key of by naming the key (a direct get of its last value): it cannot list the keys,
-    scan the bucket by sequence or watch it."""
+    serves: tuple[str, ...] = ()
+    """Request subjects it answers (core NATS, outside the streams): it subscribes to them and may reply."""
 
     def publish_allow(self) -> list[str]:
         allow = [f"{API}.INFO", f"{API}.STREAM.NAMES"]
@@ -154,11 +154,10 @@ class Role:
                 f"$JS.ACK.{stream}.{durable}.>",
             ]
         allow += [f"{API}.CONSUMER.INFO.{stream}.{durable}" for stream, durable in self.inspects]
-        allow += [f"{API}.DIRECT.GET.{kv_stream(bucket)}.$KV.{bucket}.>" for bucket in self.reads_by_key]
         return _unique([*allow, *self.publishes, *self.writes])
 
     def subscribe_allow(self) -> list[str]:
-        return [f"{inbox_prefix(self.user)}.>"]
+        return [f"{inbox_prefix(self.user)}.>", *self.serves]
 
 
 def _unique(items: Iterable[str]) -> list[str]:
@@ -167,13 +166,15 @@ def _unique(items: Iterable[str]) -> list[str]:
 
 def gateway() -> Role:
     """Takes updates and notes in; stores the audio; answers buttons and settings. It faces the internet in webhook
-    mode, so it reads a stored note only by its key (a button names it), lists none, and erases only what it keeps
-    itself: `/forget` asks the formatter, which keeps the notes (`gateway/forget.py`). It publishes a transcript
-    for a button that runs another mode on a note (nothing it could not do by publishing the note's audio)."""
+    mode, so it reads no stored note (a button asks the formatter for one by its exact key: `notes.get`), and
+    erases only what it keeps itself: `/forget` asks the formatter, which keeps the notes (`gateway/forget.py`).
+    It publishes a transcript for a button that runs another mode on a note, nothing it could not do by
+    publishing the note's audio; and it may purge the audio store, nothing it could not do by writing every
+    object's metadata as deleted, which storing audio needs (an object's metadata subject is its name's)."""
     return Role(
         user="gateway",
         publishes=(SUBJECT_UPDATES, SUBJECT_AUDIO, SUBJECT_AUDIO_QUEUED, SUBJECT_RERUN, SUBJECT_TRANSCRIPT)
-        + (SUBJECT_MODE_CHANGE, SUBJECT_FORGET_CHAT, "inflight.>", "recent.>"),
+        + (SUBJECT_MODE_CHANGE, SUBJECT_FORGET_CHAT, SUBJECT_NOTE_GET, "inflight.>", "recent.>"),
         consumes=(
             (STREAM_UPDATES, CONSUMER_GATEWAY, SUBJECT_UPDATES),
             (STREAM_ADMIN, CONSUMER_ADMIN_REPLIES, SUBJECT_MODE_CHANGED),
@@ -185,10 +186,9 @@ def gateway() -> Role:
         reads=tuple(
             kv_stream(b)
             for b in (BUCKET_INTAKE, BUCKET_ANSWERED, BUCKET_QUOTA, BUCKET_USERS, BUCKET_CHATS)
-            + (BUCKET_MODES, BUCKET_REGISTRY, BUCKET_PACE)
+            + (BUCKET_MODES, BUCKET_REGISTRY, BUCKET_PACE, BUCKET_USAGE)  # usage: the admins' /stats
         )
         + (object_stream(BUCKET_AUDIO),),  # storing an object reads its meta first
-        reads_by_key=(BUCKET_NOTES,),
         writes=tuple(
             f"$KV.{b}.>"
             for b in (BUCKET_INTAKE, BUCKET_ANSWERED, BUCKET_QUOTA, BUCKET_USERS, BUCKET_CHATS, BUCKET_PACE)
@@ -234,6 +234,7 @@ def formatter() -> Role:
             (STREAM_FORGET, CONSUMER_FORMATTER_FORGET, SUBJECT_FORGET_CHAT),
         ),
         publishes=(SUBJECT_FORGET_TRANSCRIPTS, SUBJECT_FORGET_INTAKE, f"{SUBJECT_FORGET_ANALYSES_PREFIX}*"),
+        serves=(SUBJECT_NOTE_GET,),  # a note by its exact key, for the gateway's buttons
         looks_up=(STREAM, STREAM_FORGET),
         inspects=((STREAM, CONSUMER_TRANSCRIBER), (STREAM, CONSUMER_TRANSCRIBER_QUEUED)),
         reads=tuple(
@@ -341,6 +342,8 @@ def render(accounts: Accounts, passwords: Mapping[str, str] | None = None) -> st
         lines.append(f"    {{user: {json.dumps(role.user)}, password: {password(role.user)}, permissions: {{")
         lines.append(f"      publish: {{allow: {_list(role.publish_allow())}}}")
         lines.append(f"      subscribe: {{allow: {_list(role.subscribe_allow())}}}")
+        if role.serves:  # a reply to a request it took, and nothing else besides its grants
+            lines.append('      allow_responses: {max: 1, expires: "10s"}')
         lines.append("    }}")
     lines += ["  ]", "}", ""]
     return "\n".join(lines)
@@ -373,7 +376,7 @@ def table(accounts: Accounts) -> str:
             ", ".join(f"`{subject}`" for subject in role.publishes),
             ", ".join(
                 [f"`{bucket(name)}`" for name in (*role.reads, *role.looks_up)]
-                + [f"`{name}` (by key only)" for name in role.reads_by_key]
+                + [f"requests on `{subject}` (answers)" for subject in role.serves]
             ),
             ", ".join(written(subject) for subject in role.writes),
             ", ".join(
