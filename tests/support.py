@@ -10,6 +10,7 @@ import itertools
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from analyzers.llm import ChatLLM, make_client
 from analyzers.service import AnalyzerService
@@ -40,6 +42,7 @@ from infra.domain.definitions import shipped
 from infra.domain.registry import ModeRegistry
 from infra.ops.access import ADMIN, Accounts, Logins, render
 from infra.ops.launcher import nats_config, nats_server_binary
+from infra.ops.provision import provision
 from infra.runtime.settings import Limits, Settings
 from infra.voice.telegram import make_bot
 from voice_insight.doubles.openai_api import OpenAIDouble
@@ -692,3 +695,44 @@ async def admin_bus(url: str, state: Path, name: str) -> Bus:
     """The test's look at `up`'s embedded server, as its admin account (passwords in the state folder)."""
     logins = Logins((state / "nats-credentials").resolve())
     return await Bus.connect([url], name=name, user=ADMIN, password=logins.password(ADMIN))
+
+
+class PrometheusProcess:
+    """Debian's Prometheus (installed by the repo's setup) on a free port, with `config` as its prometheus.yml in
+    `folder`; its log beside it."""
+
+    def __init__(self, folder: Path, config: dict[str, Any]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.folder, self.port = folder, free_port()
+        self.log_path = folder / "prometheus.log"
+
+    def __enter__(self) -> PrometheusProcess:
+        assert shutil.which("prometheus"), "prometheus is missing: run the README's test set-up command"
+        self.log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={self.folder / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+
+async def provisioned_server(folder: Path, accounts: Accounts) -> NatsServer:
+    """A nats-server of a test module's own with every account of `accounts`, provisioned as the admin."""
+    server = NatsServer(free_port(), folder, accounts=accounts)
+    server.start()
+    admin = await Bus.connect([server.url], name="admin", **server.admin())
+    await provision(admin)
+    await admin.close(grace=1)
+    return server

@@ -49,19 +49,14 @@ from infra.domain.contracts import ModeInfo, Origin
 from infra.domain.notes import NoteStore, StoredNote, ask_for_note
 from infra.ops.access import ADMIN, Accounts, analyzer_user, password_variable, render, table
 from infra.ops.launcher import LocalAccounts, nats_server_binary
-from infra.ops.provision import provision
-from tests.support import REPO, NatsServer, a_transcript, eventually, free_port
+from tests.support import REPO, NatsServer, a_transcript, eventually, free_port, provisioned_server
 
 SHIPPED = REPO / "infra" / "config" / "nats" / "users.conf"
 
 
 @pytest_asyncio.fixture(scope="module")
 async def guarded(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NatsServer]:
-    server = NatsServer(free_port(), tmp_path_factory.mktemp("guarded"), accounts=Accounts(external=("WORDS",)))
-    server.start()
-    admin = await Bus.connect([server.url], name="admin", **server.admin())
-    await provision(admin)
-    await admin.close(grace=1)
+    server = await provisioned_server(tmp_path_factory.mktemp("guarded"), Accounts(external=("WORDS",)))
     yield server
     server.stop()
 

@@ -26,7 +26,7 @@ import nats
 import pytest
 import pytest_asyncio
 
-from infra.bus import Bus, names
+from infra.bus import names
 from infra.bus.names import (
     BUCKET_ANALYSIS_CACHE,
     BUCKET_AUDIO,
@@ -42,8 +42,7 @@ from infra.bus.names import (
     object_stream,
 )
 from infra.ops.access import ADMIN, Accounts, Role, analyzer_user
-from infra.ops.provision import provision
-from tests.support import NatsServer, free_port
+from tests.support import NatsServer, provisioned_server
 
 ACCOUNTS = Accounts(modes=("DEFAULT", "TONE"), external=("WORDS",))
 MODES = ("DEFAULT", "TONE", "WORDS")
@@ -228,11 +227,7 @@ def purges_what_it_does_not_write(allowed: set[Op]) -> list[str]:
 
 @pytest_asyncio.fixture(scope="module")
 async def proving(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NatsServer]:
-    server = NatsServer(free_port(), tmp_path_factory.mktemp("proof"), accounts=ACCOUNTS)
-    server.start()
-    admin = await Bus.connect([server.url], name="admin", **server.admin())
-    await provision(admin)
-    await admin.close(grace=1)
+    server = await provisioned_server(tmp_path_factory.mktemp("proof"), ACCOUNTS)
     yield server
     server.stop()
 

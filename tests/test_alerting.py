@@ -28,7 +28,7 @@ import pytest_asyncio
 import yaml
 from aiohttp import web
 
-from tests.support import REPO, free_port
+from tests.support import REPO, PrometheusProcess, free_port
 from voice_insight.doubles import LoopbackServer
 from voice_insight.doubles.telegram_api import TelegramDouble
 
@@ -265,7 +265,7 @@ class Alertmanager:
             return list(await response.json())
 
 
-class Prometheus:
+class Prometheus(PrometheusProcess):
     """Debian's Prometheus on a free port with the real alert rules, their `for:` cut to a second, scraping the
     given side doors every second and sending its alerts to the Alertmanager at `alertmanager`."""
 
@@ -285,29 +285,7 @@ class Prometheus:
                 for job, port in targets.items()
             ],
         }
-        (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.folder, self.port = folder, free_port()
-        self.log_path = folder / "prometheus.log"
-
-    def __enter__(self) -> Prometheus:
-        assert shutil.which("prometheus"), "prometheus is missing: run the README's test set-up command"
-        self.log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                "prometheus",
-                f"--config.file={self.folder / 'prometheus.yml'}",
-                f"--storage.tsdb.path={self.folder / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        self.log.close()
+        super().__init__(folder, config)
 
 
 class SideDoor(LoopbackServer):

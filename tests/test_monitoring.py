@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import Speech, Stack, answered, free_port
+from tests.support import PrometheusProcess, Speech, Stack, answered
 from voice_insight.doubles.telegram_api import TelegramDouble
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,11 +72,10 @@ def test_every_alert_says_what_it_is_how_bad_and_where_its_runbook_entry_is() ->
 # --- a real Prometheus over the real services ---------------------------------------------------------------
 
 
-class Prometheus:
+class Prometheus(PrometheusProcess):
     """Debian's Prometheus on a free port, scraping the stack's side doors every second, with our alert rules."""
 
     def __init__(self, stack: Stack, folder: Path) -> None:
-        self.port = free_port()
         targets = {
             "gateway": [stack.port("gateway")],
             "transcriber": [stack.port("transcriber")],
@@ -92,28 +91,7 @@ class Prometheus:
                 for job, ports in targets.items()
             ],
         }
-        (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.folder = folder
-
-    def __enter__(self) -> Prometheus:
-        assert shutil.which("prometheus"), "prometheus is missing: run the README's test set-up command"
-        self.log = (self.folder / "prometheus.log").open("wb")
-        self.proc = subprocess.Popen(
-            [
-                "prometheus",
-                f"--config.file={self.folder / 'prometheus.yml'}",
-                f"--storage.tsdb.path={self.folder / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        self.log.close()
+        super().__init__(folder, config)
 
     def api(self, path: str, **params: str) -> Any:
         url = f"http://127.0.0.1:{self.port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
