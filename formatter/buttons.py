@@ -14,7 +14,7 @@ from aiogram.types import InlineKeyboardMarkup
 from formatter.join import JoinState
 from infra.bus import Bus
 from infra.domain.modes import live_modes
-from infra.domain.notes import NoteStore, StoredNote
+from infra.domain.notes import NoteStore, StoredNote, button_proof
 from infra.voice.buttons import answer_keyboard
 
 log = logging.getLogger("voice_insight.formatter")
@@ -46,4 +46,5 @@ async def keep_for_buttons(bus: Bus, cid: str, state: JoinState) -> InlineKeyboa
     except Exception as exc:
         log.warning("%s: note not kept for its buttons (%s)", cid, type(exc).__name__)
         return None
-    return answer_keyboard(cid, [(m.mode, m.titles.get(lang) or m.title) for m in offered], lang)
+    titles = [(m.mode, m.titles.get(lang) or m.title) for m in offered]
+    return answer_keyboard(cid, button_proof(cid, state.transcript.text), titles, lang)

@@ -2,9 +2,9 @@
 their parts, tells the chat what it deletes, and erases the notes.
 
 In that order, so a redelivered `/forget` (a crash, Telegram away a moment) finds the same notes and says the same:
-the requests to the keepers carry IDs of their own (a repeat asks nothing twice), and the notes, which name
-everything else, go last. The chat may be told twice after a crash between the two; it is never told "0 notes"
-for notes that were deleted.
+the requests to the keepers carry IDs of their own (a repeat asks nothing twice), the chat is told once (a mark
+in the answered marks), and the notes, which name everything else, go last: the chat is never told "0 notes" for
+notes that were deleted, nor told again while erasing is retried.
 
 Each mode's analyzer is asked on a subject of its own (`forget.analyses.<MODE>`), every live mode's. A request no
 analyzer takes expires with the analysis cache (an hour): by then the entries it names are gone anyway.
@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import logging
 
+import nats.js.errors
 from aiogram import Bot
+from nats.js.kv import KeyValue
 
 from infra.bus import Bus, Delivery, consumes
 from infra.bus.names import (
     ANALYSIS_CACHE_TTL,
+    BUCKET_ANSWERED,
     CONSUMER_FORMATTER_FORGET,
     STREAM_FORGET,
     SUBJECT_FORGET_CHAT,
@@ -44,7 +47,11 @@ class ChatForgetter:
     async def on_forget(self, request: ForgetChat, delivery: Delivery) -> None:
         gone = await find_forgotten(self.bus, request.chat_key)
         await self._ask_the_keepers(request, gone, f"forget.{delivery.seq}")
-        await self._tell(request, gone)
+        told = f"forget-told.{delivery.seq}"  # in the answered marks: told once, however often erasing fails
+        marks = await self.bus.kv(BUCKET_ANSWERED)
+        if not await _kept(marks, told):
+            await self._tell(request, gone)
+            await marks.put(told, b"told")
         await erase_notes(self.bus, request.chat_key, gone)
 
     async def _ask_the_keepers(self, request: ForgetChat, gone: Forgotten, asked: str) -> None:
@@ -71,3 +78,11 @@ class ChatForgetter:
             await self.bot.send_message(request.chat_id, said, message_thread_id=request.thread_id)
         except TELEGRAM_PERMANENT as exc:  # the chat is gone, or the bot was blocked or removed: erase all the same
             log.warning("a forgotten chat could not be told (%s); its data is erased", type(exc).__name__)
+
+
+async def _kept(kv: KeyValue, key: str) -> bool:
+    try:
+        await kv.get(key)
+    except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        return False
+    return True

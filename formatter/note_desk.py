@@ -8,10 +8,15 @@ so every chat's notes. The formatter, which keeps the notes, answers for one key
 from __future__ import annotations
 
 from infra.bus import Bus
-from infra.bus.names import SUBJECT_NOTE_GET
+from infra.bus.names import SUBJECT_NOTE_GET, inbox_prefix
 from infra.domain.notes import answer_note_request
+
+ASKER = "gateway"
+"""The one account that asks: its inbox is the only reply subject answered."""
 
 
 async def serve_notes(bus: Bus) -> None:
     """Every formatter replica answers; one of them each request."""
-    await bus.serve(SUBJECT_NOTE_GET, "formatter", lambda request: answer_note_request(bus, request))
+    await bus.serve(
+        SUBJECT_NOTE_GET, "formatter", lambda request: answer_note_request(bus, request), inbox_prefix(ASKER)
+    )

@@ -38,9 +38,14 @@ def rerun_id(note: str, mode: str) -> str:
     return hashlib.sha256(f"rerun:{note}:{mode}".encode()).hexdigest()[:32]
 
 
-async def _note(query: CallbackQuery, bus: Bus, key: bytes, cid: str, lang: str) -> tuple[Message, StoredNote] | None:
+async def _note(
+    query: CallbackQuery, bus: Bus, key: bytes, press: TranscriptPress | ModePress, lang: str
+) -> tuple[Message, StoredNote] | None:
     message = query.message
-    note = await ask_for_note(bus, chat_key(key, message.chat.id), cid) if isinstance(message, Message) else None
+    if isinstance(message, Message):
+        note = await ask_for_note(bus, chat_key(key, message.chat.id), press.note, press.proof)
+    else:
+        note = None
     if note is None or not isinstance(message, Message):
         await answer_press(query, text("note_expired", lang), alert=True)
         return None
@@ -50,7 +55,7 @@ async def _note(query: CallbackQuery, bus: Bus, key: bytes, cid: str, lang: str)
 async def on_transcript_press(
     query: CallbackQuery, press: TranscriptPress, bot: Bot, bus: Bus, key: bytes, lang: str
 ) -> None:
-    found = await _note(query, bus, key, press.note, lang)
+    found = await _note(query, bus, key, press, lang)
     if found is None:
         return
     message, note = found
@@ -71,7 +76,7 @@ async def on_transcript_press(
 
 
 async def on_mode_press(query: CallbackQuery, press: ModePress, bot: Bot, bus: Bus, key: bytes, lang: str) -> None:
-    found = await _note(query, bus, key, press.note, lang)
+    found = await _note(query, bus, key, press, lang)
     if found is None:
         return
     message, note = found

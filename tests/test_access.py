@@ -41,12 +41,13 @@ from infra.bus.names import (
     CONSUMER_REGISTRAR,
     STREAM,
     STREAM_ADMIN,
+    SUBJECT_NOTE_GET,
     SUBJECT_TRANSCRIPT,
     analysis_subject,
 )
 from infra.domain import usage
-from infra.domain.contracts import ModeInfo, Origin
-from infra.domain.notes import NoteStore, StoredNote, ask_for_note
+from infra.domain.contracts import ModeInfo, NoteAsked, Origin
+from infra.domain.notes import NoteStore, StoredNote, ask_for_note, button_proof
 from infra.ops.access import ADMIN, Accounts, analyzer_user, password_variable, render, table
 from infra.ops.launcher import LocalAccounts, nats_server_binary
 from tests.support import REPO, NatsServer, a_transcript, eventually, free_port, provisioned_server
@@ -225,10 +226,19 @@ async def test_a_compromised_gateway_reads_no_note_and_erases_only_what_it_keeps
         await refused(guarded, "gateway", listing, me.kv(BUCKET_NOTES))
         # The formatter answers for one note, named exactly; a wildcard names none.
         await serve_notes(desk)
-        assert await ask_for_note(me, "chat-key", "note-1") == note
-        assert await ask_for_note(me, "chat-key", "note-2") is None
+        proof = button_proof("note-1", note.transcript.text)  # what the button under the answer carries
+        assert await ask_for_note(me, "chat-key", "note-1", proof) == note
+        assert await ask_for_note(me, "chat-key", "note-2", proof) is None
+        # Without the proof, an ID it derived (it holds the key IDs are made with) gets nothing.
+        assert await ask_for_note(me, "chat-key", "note-1", "0" * 16) is None
+        # A request whose reply names a purge gets no answer, so no purge in the formatter's name.
+        purge = f"$JS.API.STREAM.PURGE.KV_{BUCKET_NOTES}"
+        asked = NoteAsked(chat_key="chat-key", correlation_id="note-1", proof=proof)
+        await me.nc.publish(SUBJECT_NOTE_GET, encode(asked), reply=purge)
+        await me.nc.flush()
+        assert await ask_for_note(me, "chat-key", "note-1", proof) == note, "the notes are still there"
         for chat, cid in (("*", "note-1"), ("chat-key", ">"), ("chat-key.note-1", "x"), ("chat-key", "*")):
-            assert await ask_for_note(me, chat, cid) is None, (chat, cid)
+            assert await ask_for_note(me, chat, cid, proof) is None, (chat, cid)
         kept_elsewhere = (STREAM, *(f"KV_{b}" for b in (BUCKET_NOTES, BUCKET_JOINS, BUCKET_ANALYSIS_CACHE)))
         kept_elsewhere += (f"KV_{BUCKET_TRANSCRIPT_CACHE}", f"KV_{BUCKET_PIECES}", f"KV_{BUCKET_ANSWERED}")
         for stream in kept_elsewhere:

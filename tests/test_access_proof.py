@@ -41,7 +41,7 @@ from infra.bus.names import (
     kv_stream,
     object_stream,
 )
-from infra.ops.access import ADMIN, Accounts, Role, analyzer_user
+from infra.ops.access import ADMIN, Accounts, Role, analyzer_user, render
 from tests.support import NatsServer, provisioned_server
 
 ACCOUNTS = Accounts(modes=("DEFAULT", "TONE"), external=("WORDS",))
@@ -98,11 +98,14 @@ def operations() -> list[Op]:
         ops.append(Op("pub", f"$JS.API.DIRECT.GET.{kv_stream(bucket)}.$KV.{bucket}.some-key"))  # a read by key
         # ... and one that reads by a wildcard: the server answers it with any key's value.
         ops.append(Op("pub", f"$JS.API.DIRECT.GET.{kv_stream(bucket)}.$KV.{bucket}.>"))
+        # A watcher (what nats.py's `watch` and `keys` create): a named consumer over every key.
+        ops.append(Op("pub", f"$JS.API.CONSUMER.CREATE.{kv_stream(bucket)}.watcher.$KV.{bucket}.>"))
         ops.append(Op("sub", f"$KV.{bucket}.>"))
     ops += [Op("pub", f"$O.{BUCKET_AUDIO}.C.some-id"), Op("pub", f"$O.{BUCKET_AUDIO}.M.some-name")]
     ops += [Op("sub", "voice.>"), Op("sub", ">"), Op("sub", "$JS.API.>")]
     ops += [Op("sub", subject) for subject in event_subjects()]
     ops += [Op("sub", f"{inbox_prefix(user)}.proof") for user in ACCOUNTS.users]
+    ops += [Op("pub", f"{inbox_prefix(user)}.proof") for user in ACCOUNTS.users]  # an answer, into an inbox
     return ops
 
 
@@ -161,24 +164,30 @@ def violations_of_policy(user: str, op: Op, allowed: bool) -> list[str]:
         why.append("creates or deletes a durable outside its filter")
     if any(s == f"$JS.API.CONSUMER.CREATE.{stream}.{durable}" for stream, durable, _ in durables()):
         why.append("creates a durable with no filter in the request's subject")
+    head, _, rest = s.partition("$JS.API.CONSUMER.CREATE.")
+    if not head and rest.count(".") == 1 and not rest.startswith(("KV_", "OBJ_")):
+        why.append("creates a consumer of any name and filter on an event stream")
+    if op.kind == "pub" and s.startswith("_INBOX.") and not s.startswith(f"{inbox_prefix(user)}."):
+        if not (user == "formatter" and s.startswith(f"{inbox_prefix('gateway')}.")):  # the notes' answers
+            why.append("publishes into another account's inbox")
     if s.endswith(".voice.>") and s.startswith("$JS.API.CONSUMER.CREATE.") and ".formatter.voice.>" not in s:
         why.append("binds a durable to every event")
     if any(s == f"$JS.API.STREAM.PURGE.{stream}" for stream in EVENT_STREAMS):
         why.append("purges an event stream whole")
     for bucket, keepers in CONTENT_KEEPERS.items():
-        if user in keepers or (keepers == ANALYZERS and user.startswith("analyzer-")):
+        if user in keepers:
             continue
         if s.startswith(f"$JS.API.DIRECT.GET.{bucket}."):
             why.append(f"reads {bucket} by subject, wildcards included, which it does not keep")
-        scans = [
-            f"$JS.API.{call}.{bucket}" for call in ("STREAM.INFO", "STREAM.MSG.GET", "DIRECT.GET", "CONSUMER.CREATE")
-        ]
-        if any(s in (scan, f"{scan}.eph") for scan in scans):
+        lists = [f"$JS.API.{call}.{bucket}" for call in ("STREAM.INFO", "STREAM.MSG.GET", "DIRECT.GET")]
+        consumer = f"$JS.API.CONSUMER.CREATE.{bucket}"  # a consumer over it: ephemeral, ordered, a watcher
+        if s in lists or s == consumer or s.startswith(f"{consumer}."):
             why.append(f"lists or scans {bucket}, what a user said, which it does not keep")
     return why
 
 
-ANALYZERS = frozenset({"analyzer-*"})
+ANALYZERS = frozenset(analyzer_user(mode) for mode in ACCOUNTS.modes)
+"""This project's analyzers, each of which reads the analysis cache; not one written elsewhere."""
 CONTENT_KEEPERS = {
     kv_stream(names.BUCKET_ANALYSIS_CACHE): ANALYZERS,
     kv_stream(names.BUCKET_NOTES): {"formatter"},
@@ -288,6 +297,13 @@ async def test_every_account_against_every_operation(proving: NatsServer, role: 
     ]
     assert not against_policy, "\n".join(against_policy)
     assert not purges_what_it_does_not_write({op for op in ops if op not in refused}), role.user
+
+
+def test_no_account_may_answer_to_whatever_reply_subject_a_request_names() -> None:
+    """NATS's `allow_responses` lets an account publish once to any reply subject of a request it took: a
+    request naming a stream's purge as its reply would purge it in the answering account's name, outside every
+    grant this proof walks. Answers go to an inbox granted by name instead (`Role.answers`)."""
+    assert "allow_responses" not in render(ACCOUNTS)
 
 
 def test_the_proof_covers_every_stream_durable_bucket_and_subject() -> None:

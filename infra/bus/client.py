@@ -24,6 +24,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
@@ -154,6 +155,7 @@ class Bus:
         self.replicas = replicas
         self._stopping = asyncio.Event()
         self._consumers: list[_Consumer] = []
+        self._served: list[Subscription] = []
         self._idle: dict[asyncio.Task[None], bool] = {}
         self._backlog_task: asyncio.Task[None] | None = None
         self._watched: set[tuple[str, str, str]] = set()
@@ -361,23 +363,40 @@ class Bus:
             if not page or len(keys) >= answer.get("total", 0):
                 return keys
 
-    async def serve(self, subject: str, queue: str, answer: Callable[[bytes], Awaitable[bytes]]) -> None:
-        """Answer requests on `subject` (core NATS, outside every stream), one replica of `queue` each. A request
-        whose answer fails gets none: the asker's wait ends in a timeout, and the failure is logged here."""
+    async def serve(self, subject: str, queue: str, answer: Callable[[bytes], Awaitable[bytes]], askers: str) -> None:
+        """Answer requests on `subject` (core NATS, outside every stream), one replica of `queue` each, from the
+        account whose inbox is `askers` only (`inbox_prefix(user)`).
+
+        The reply goes where the request says, so a request could name any subject as its reply (a stream's
+        purge, a bucket's key): only an inbox of the asking account's is answered, with no header of the
+        request's, and the account may publish nothing else for it (`infra.ops.access`, `Role.answers`). A
+        request whose answer fails gets none: the asker's wait ends in a timeout, and the failure is logged here."""
 
         async def on_request(msg: Msg) -> None:
+            if not msg.reply.startswith(f"{askers}."):
+                log.warning("a request on %s with a reply subject outside %s was refused", subject, askers)
+                return
             try:
                 reply = await answer(msg.data)
+                await self.nc.publish(msg.reply, reply)
             except Exception as exc:
                 log.error("a request on %s was not answered (%s)", subject, type(exc).__name__)
-                return
-            await msg.respond(reply)
 
-        await self.nc.subscribe(subject, queue=queue, cb=on_request)
+        self._served.append(await self.nc.subscribe(subject, queue=queue, cb=on_request))
+        await self.nc.flush()  # the server has the subscription: a request from now on finds a responder
 
     async def ask(self, subject: str, request: msgspec.Struct, timeout: float = 5.0) -> bytes:
-        """A request to whoever serves `subject`, and its answer."""
-        return (await self.nc.request(subject, encode(request), timeout=timeout)).data
+        """A request to whoever serves `subject`, and its answer. Nobody serving it for a moment (a replica
+        restarting) is waited out within `timeout`, as a slow answer is."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                left = max(0.1, deadline - time.monotonic())
+                return (await self.nc.request(subject, encode(request), timeout=left)).data
+            except nats.errors.NoRespondersError:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.1)
 
     async def kv_history(self, bucket: str, key: str) -> list[bytes]:
         """The values `key` has held that the bucket still keeps, oldest first (delete markers left out).
@@ -689,6 +708,11 @@ class Bus:
     async def close(self, grace: float = 30.0) -> None:
         """Stop fetching, let handlers in flight finish (their acks go out), then close the connection."""
         self._stopping.set()
+        for served in self._served:  # no new requests; those taken are answered
+            try:
+                await asyncio.wait_for(served.drain(), timeout=5)
+            except Exception as exc:
+                log.warning("requests not drained (%s); their askers will time out", type(exc).__name__)
         if self._backlog_task is not None:
             self._backlog_task.cancel()
         tasks = [t for c in self._consumers for t in c.tasks]

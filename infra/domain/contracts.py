@@ -295,6 +295,8 @@ class NoteAsked(Contract, frozen=True, tag="notes.get/1"):
 
     chat_key: str
     correlation_id: str
+    proof: str
+    """What the button under the answer carries besides the ID (`infra.domain.notes.button_proof`)."""
 
 
 class ForgetChat(Contract, frozen=True, tag="forget.chat/1"):

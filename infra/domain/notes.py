@@ -13,6 +13,7 @@ does not keep: `find_forgotten` and `erase_notes` are the formatter's, `forget_t
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import re
 from collections.abc import Iterable
@@ -95,24 +96,36 @@ class NoteStore:
         return found
 
 
+def button_proof(cid: str, transcript: str) -> str:
+    """What a button under an answer carries besides the note's ID, and must show to have the note: a hash of the
+    note's transcript. The gateway holds the key the IDs are made with, so it could derive any note's ID; it never
+    sees a transcript unless a press under the answer shows it the proof."""
+    return hashlib.sha256(f"button:{cid}:{transcript}".encode()).hexdigest()[:16]
+
+
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 """What a chat key and a correlation ID are made of: no dot, no wildcard, so a request names one note exactly."""
 
 
 async def answer_note_request(bus: Bus, request: bytes) -> bytes:
-    """The formatter's answer to `notes.get`: the note under exactly that key, or nothing."""
+    """The formatter's answer to `notes.get`: the note under exactly that key, with its button's proof, or nothing."""
     asked = msgspec.json.decode(request, type=NoteAsked)
     if not (_TOKEN.fullmatch(asked.chat_key) and _TOKEN.fullmatch(asked.correlation_id)):
         log.warning("a note request that names no single note was refused")
         return b""
     note = await NoteStore(bus).get(asked.chat_key, asked.correlation_id)
-    return msgspec.json.encode(note) if note is not None else b""
+    if note is None:
+        return b""
+    if not hmac.compare_digest(button_proof(asked.correlation_id, note.transcript.text), asked.proof):
+        log.warning("a note request without its button's proof was refused")
+        return b""
+    return msgspec.json.encode(note)
 
 
-async def ask_for_note(bus: Bus, chat_key: str, cid: str) -> StoredNote | None:
-    """The gateway's read of a note, for a button under its answer: asked of the formatter by its exact key, since
-    the gateway may not read the bucket (a key with a wildcard in it would read any note)."""
-    answer = await bus.ask(SUBJECT_NOTE_GET, NoteAsked(chat_key=chat_key, correlation_id=cid))
+async def ask_for_note(bus: Bus, chat_key: str, cid: str, proof: str) -> StoredNote | None:
+    """The gateway's read of a note, for a button under its answer: asked of the formatter by its exact key and the
+    button's proof, since the gateway may not read the bucket (a key with a wildcard in it would read any note)."""
+    answer = await bus.ask(SUBJECT_NOTE_GET, NoteAsked(chat_key=chat_key, correlation_id=cid, proof=proof))
     return _decode(answer) if answer else None
 
 

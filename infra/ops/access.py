@@ -128,7 +128,11 @@ class Role:
     deletes: tuple[str, ...] = ()
     """Streams it deletes single messages from, by sequence (`/forget`: a chat's events), and may not purge."""
     serves: tuple[str, ...] = ()
-    """Request subjects it answers (core NATS, outside the streams): it subscribes to them and may reply."""
+    """Request subjects it answers (core NATS, outside the streams): it subscribes to them."""
+    answers: tuple[str, ...] = ()
+    """Accounts whose requests it answers: it may publish into their inboxes, and nowhere else for them. (Not
+    NATS's `allow_responses`, which would let it publish once to whatever reply subject a request names: a
+    stream's purge among them.)"""
 
     def publish_allow(self) -> list[str]:
         allow = [f"{API}.INFO", f"{API}.STREAM.NAMES"]
@@ -154,6 +158,7 @@ class Role:
                 f"$JS.ACK.{stream}.{durable}.>",
             ]
         allow += [f"{API}.CONSUMER.INFO.{stream}.{durable}" for stream, durable in self.inspects]
+        allow += [f"{inbox_prefix(user)}.>" for user in self.answers]
         return _unique([*allow, *self.publishes, *self.writes])
 
     def subscribe_allow(self) -> list[str]:
@@ -235,6 +240,7 @@ def formatter() -> Role:
         ),
         publishes=(SUBJECT_FORGET_TRANSCRIPTS, SUBJECT_FORGET_INTAKE, f"{SUBJECT_FORGET_ANALYSES_PREFIX}*"),
         serves=(SUBJECT_NOTE_GET,),  # a note by its exact key, for the gateway's buttons
+        answers=("gateway",),
         looks_up=(STREAM, STREAM_FORGET),
         inspects=((STREAM, CONSUMER_TRANSCRIBER), (STREAM, CONSUMER_TRANSCRIBER_QUEUED)),
         reads=tuple(
@@ -342,8 +348,6 @@ def render(accounts: Accounts, passwords: Mapping[str, str] | None = None) -> st
         lines.append(f"    {{user: {json.dumps(role.user)}, password: {password(role.user)}, permissions: {{")
         lines.append(f"      publish: {{allow: {_list(role.publish_allow())}}}")
         lines.append(f"      subscribe: {{allow: {_list(role.subscribe_allow())}}}")
-        if role.serves:  # a reply to a request it took, and nothing else besides its grants
-            lines.append('      allow_responses: {max: 1, expires: "10s"}')
         lines.append("    }}")
     lines += ["  ]", "}", ""]
     return "\n".join(lines)

@@ -1,7 +1,9 @@
 """The buttons under an answer, and their callback data (at most 64 bytes, as Telegram allows).
 
-`t:<note>` sends the transcript as files; `m:<note>:<n>` runs the n-th mode offered under that note on its
-stored transcript. The note is its correlation ID (a keyed hash): the data reveals nothing.
+`t:<note>:<proof>` sends the transcript as files; `m:<note>:<proof>:<n>` runs the n-th mode offered under that
+note on its stored transcript. The note is its correlation ID (a keyed hash), the proof a hash of the note's
+transcript (`infra.domain.notes.button_proof`): the data reveals nothing, and only a press under the answer can
+name the note to the formatter, which keeps it (the gateway, which could derive any note's ID, cannot the proof).
 """
 
 from __future__ import annotations
@@ -20,19 +22,21 @@ CALLBACK_LIMIT = 64
 @dataclass(frozen=True)
 class TranscriptPress:
     note: str
+    proof: str
 
 
 @dataclass(frozen=True)
 class ModePress:
     note: str
+    proof: str
     index: int
 
 
-def answer_keyboard(note: str, offered: list[tuple[str, str]], lang: str) -> InlineKeyboardMarkup:
+def answer_keyboard(note: str, proof: str, offered: list[tuple[str, str]], lang: str) -> InlineKeyboardMarkup:
     """ "📄 Transcript", then one "▶ <title>" per mode offered (`(mode, title)`, two to a row)."""
-    rows = [[InlineKeyboardButton(text=text("button_transcript", lang), callback_data=f"t:{note}")]]
+    rows = [[InlineKeyboardButton(text=text("button_transcript", lang), callback_data=f"t:{note}:{proof}")]]
     buttons = [
-        InlineKeyboardButton(text=f"▶ {title}", callback_data=f"m:{note}:{index}")
+        InlineKeyboardButton(text=f"▶ {title}", callback_data=f"m:{note}:{proof}:{index}")
         for index, (_, title) in enumerate(offered)
     ]
     rows += [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
@@ -41,10 +45,10 @@ def answer_keyboard(note: str, offered: list[tuple[str, str]], lang: str) -> Inl
 
 def parse_press(data: str | None) -> TranscriptPress | ModePress | None:
     parts = (data or "").split(":")
-    if len(parts) == 2 and parts[0] == "t" and parts[1]:
-        return TranscriptPress(parts[1])
-    if len(parts) == 3 and parts[0] == "m" and parts[1] and parts[2].isdigit():
-        return ModePress(parts[1], int(parts[2]))
+    if len(parts) == 3 and parts[0] == "t" and parts[1] and parts[2]:
+        return TranscriptPress(parts[1], parts[2])
+    if len(parts) == 4 and parts[0] == "m" and parts[1] and parts[2] and parts[3].isdigit():
+        return ModePress(parts[1], parts[2], int(parts[3]))
     return None
 
 
