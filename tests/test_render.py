@@ -9,6 +9,8 @@ import msgspec
 from formatter.join import JoinState
 from formatter.render import Attachment, Part, pack, render_answer, render_failure
 from infra.domain.contracts import Analysis, AudioReceived, AudioRef, Failure, Origin, Section, Segment
+from infra.domain.notes import button_proof
+from infra.voice.buttons import CALLBACK_LIMIT, ModePress, TranscriptPress, answer_keyboard, parse_press
 from tests.support import a_transcript
 from voice_insight.doubles.telegram_api import MESSAGE_LIMIT, parse_html, utf16_len
 
@@ -192,3 +194,18 @@ def test_headings_and_titles_of_any_length_still_fit_a_message() -> None:
     shown = "\n".join(parse_html(m) for m in messages)
     assert "It fits." in shown and "• two" in shown and "Emoji count twice." in shown
     assert "A very long heading & <markup>" in shown and "…" in shown, "a cut heading says it was cut"
+
+
+def test_the_buttons_carry_the_note_and_its_proof_within_telegram_s_limit() -> None:
+    """Every button's data fits Telegram's 64 bytes with the longest offer, and reads back as the press it was;
+    a button under an answer from before the proof reads as a press without one (the note is not given for it,
+    and the user is told it is no longer kept, rather than left with a spinner)."""
+    cid, proof = "f" * 32, button_proof("f" * 32, "We ship on Monday.")
+    keyboard = answer_keyboard(cid, proof, [(f"MODE{i}", f"Mode {i}") for i in range(8)], "en")
+    datas = [button.callback_data for row in keyboard.inline_keyboard for button in row]
+    assert all(data is not None and len(data.encode()) <= CALLBACK_LIMIT for data in datas), datas
+    assert parse_press(datas[0]) == TranscriptPress(cid, proof)
+    assert parse_press(datas[-1]) == ModePress(cid, proof, 7)
+    assert parse_press(f"t:{cid}") == TranscriptPress(cid, "")
+    assert parse_press(f"m:{cid}:2") == ModePress(cid, "", 2)
+    assert parse_press("x:y") is None and parse_press(f"m:{cid}:{proof}:two") is None

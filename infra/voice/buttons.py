@@ -45,11 +45,11 @@ def answer_keyboard(note: str, proof: str, offered: list[tuple[str, str]], lang:
 
 def parse_press(data: str | None) -> TranscriptPress | ModePress | None:
     parts = (data or "").split(":")
-    if len(parts) == 3 and parts[0] == "t" and parts[1] and parts[2]:
-        return TranscriptPress(parts[1], parts[2])
-    if len(parts) == 4 and parts[0] == "m" and parts[1] and parts[2] and parts[3].isdigit():
-        return ModePress(parts[1], parts[2], int(parts[3]))
-    return None
+    if parts[0] == "t" and len(parts) in (2, 3) and parts[1]:
+        return TranscriptPress(parts[1], parts[2] if len(parts) == 3 else "")
+    if parts[0] == "m" and len(parts) in (3, 4) and parts[1] and parts[-1].isdigit():
+        return ModePress(parts[1], parts[2] if len(parts) == 4 else "", int(parts[-1]))
+    return None  # a button under an answer from before the proof has none: the note is not given for it
 
 
 class Pressed(Filter):
