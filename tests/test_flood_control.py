@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiogram import Bot
+from aiogram.exceptions import TelegramNetworkError
 
 from infra.bus import Bus
 from infra.bus.names import BUCKET_PACE
@@ -23,6 +24,16 @@ from tests.support import (
     telegram_of_its_own,  # noqa: F401  (the `telegram` fixture here: a double of the test's own)
 )
 from voice_insight.doubles.telegram_api import TelegramDouble
+
+
+async def send(bot: Bot, chat: int, text: str) -> None:
+    """One message, sent again if the loopback transport loses its request (once in a few hundred CI runs a request
+    of a burst got no answer for the client's whole timeout): what is measured here is pacing, not the transport,
+    and every caller in production sends again after a network error (a redelivery)."""
+    try:
+        await bot.send_message(chat, text, request_timeout=5)
+    except TelegramNetworkError:
+        await bot.send_message(chat, text, request_timeout=5)
 
 
 @pytest.fixture
@@ -46,7 +57,7 @@ async def test_a_burst_to_many_chats_is_paced_under_the_bots_limit(telegram: Tel
     fifteen of them are answered 429. Paced, all arrive; a stall of this machine's event loop, which delivers
     several paced requests to the double together, may still cost a rare one, waited out like any other."""
     people = range(70_000_100, 70_000_145)
-    await asyncio.gather(*(bot.send_message(chat, "hello") for chat in people))
+    await asyncio.gather(*(send(bot, chat, "hello") for chat in people))
     assert len(telegram.floods) <= 2, telegram.floods
     assert all(len(telegram.messages(chat)) == 1 for chat in people)
 
@@ -72,7 +83,7 @@ async def test_three_writers_keep_to_the_bots_rate_together(private_bus: Bus, te
     bots = await writers(telegram, SharedPace(await private_bus.kv(BUCKET_PACE)), 3)
     try:
         people = range(70_000_200, 70_000_260)
-        await asyncio.gather(*(bots[n % 3].send_message(chat, "hello") for n, chat in enumerate(people)))
+        await asyncio.gather(*(send(bots[n % 3], chat, "hello") for n, chat in enumerate(people)))
     finally:
         for bot in bots:
             await bot.session.close()
