@@ -25,15 +25,25 @@ from tests.support import (
 )
 from voice_insight.doubles.telegram_api import TelegramDouble
 
+RESENT: list[int] = []
+"""Chats whose message was sent again after a network error: each may hold that message twice."""
+
 
 async def send(bot: Bot, chat: int, text: str) -> None:
-    """One message, sent again if the loopback transport loses its request (once in a few hundred CI runs a request
-    of a burst got no answer for the client's whole timeout): what is measured here is pacing, not the transport,
-    and every caller in production sends again after a network error (a redelivery)."""
+    """One message, sent again if its answer is lost on the way back (on Python 3.13 a fresh clone's CI saw one
+    answer of a 45-message burst never reach the client, while the double had taken the message): what these
+    tests measure is pacing, not the loopback transport, and a caller in production sends again after a network
+    error, as Telegram's own clients do, and may then show a message twice."""
     try:
         await bot.send_message(chat, text, request_timeout=5)
     except TelegramNetworkError:
+        RESENT.append(chat)
         await bot.send_message(chat, text, request_timeout=5)
+
+
+def each_told_once(telegram: TelegramDouble, people: range) -> bool:
+    """Every chat got its message: once, or twice where it was sent again."""
+    return all(1 <= len(telegram.messages(chat)) <= (2 if chat in RESENT else 1) for chat in people)
 
 
 @pytest.fixture
@@ -59,7 +69,7 @@ async def test_a_burst_to_many_chats_is_paced_under_the_bots_limit(telegram: Tel
     people = range(70_000_100, 70_000_145)
     await asyncio.gather(*(send(bot, chat, "hello") for chat in people))
     assert len(telegram.floods) <= 2, telegram.floods
-    assert all(len(telegram.messages(chat)) == 1 for chat in people)
+    assert each_told_once(telegram, people), [len(telegram.messages(chat)) for chat in people]
 
 
 async def test_retry_after_is_waited_out_before_the_call_is_made_again(telegram: TelegramDouble, bot: Bot) -> None:
@@ -88,7 +98,7 @@ async def test_three_writers_keep_to_the_bots_rate_together(private_bus: Bus, te
         for bot in bots:
             await bot.session.close()
     assert len(telegram.floods) <= 2, telegram.floods
-    assert all(len(telegram.messages(chat)) == 1 for chat in people)
+    assert each_told_once(telegram, people), [len(telegram.messages(chat)) for chat in people]
 
 
 async def test_the_gateway_and_a_formatter_keep_to_one_chats_rate_together(
