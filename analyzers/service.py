@@ -40,6 +40,7 @@ from infra.domain.definitions import TRANSCRIPT_PLACE, ModeDefinition, result_ty
 from infra.domain.limits import DailyCounter
 from infra.domain.registry import ModeRegistry, RegistryConflict, UnknownMode
 from infra.runtime.metrics import DAILY_TOKENS, LIMITED, MODE_CALLS, MODE_LATENCY, MODE_ROLLBACKS, SKIPPED, TOKENS
+from infra.voice.languages import language_name
 
 log = logging.getLogger("voice_insight.analyzer")
 
@@ -71,25 +72,11 @@ def clean_sections(sections: tuple[Section, ...]) -> tuple[Section, ...]:
     )
 
 
-_LANGUAGE_NAMES = {
-    "ru": "Russian",
-    "en": "English",
-    "uk": "Ukrainian",
-    "de": "German",
-    "fr": "French",
-    "es": "Spanish",
-    "it": "Italian",
-    "pt": "Portuguese",
-    "pl": "Polish",
-    "tr": "Turkish",
-    "kk": "Kazakh",
-    "uz": "Uzbek",
-    "zh": "Chinese",
-    "ja": "Japanese",
-    "ar": "Arabic",
-}
-"""Languages named to the model; a chat answered in the speech's own language may get any other code, and then
-the model is asked for the transcript's language."""
+def named(lang: str) -> str:
+    """The analyses' language as the model is told it: its English name (CLDR's, so any code Whisper detects has
+    one), or "the language of the transcript" for a code nobody names."""
+    name = language_name(lang, "en")
+    return name if name != lang else "the language of the transcript"
 
 
 def request_for(d: ModeDefinition, text: str, lang: str) -> dict[str, Any]:
@@ -97,7 +84,7 @@ def request_for(d: ModeDefinition, text: str, lang: str) -> dict[str, Any]:
     a message of their own, the answer asked for in the definition's fields."""
     return dict(
         model=d.model,
-        system=SYSTEM_PROMPT.format(language=_LANGUAGE_NAMES.get(lang, "the language of the transcript")),
+        system=SYSTEM_PROMPT.format(language=named(lang)),
         user=(d.prompt.replace(TRANSCRIPT_PLACE, INSTEAD_OF_TEXT), fenced(text)),
         max_tokens=d.max_tokens,
         temperature=d.temperature,
@@ -278,7 +265,7 @@ class AnalyzerService:
         """The mode's call on `text`, condensed first when it would not fit the model's context. A server that
         says it still does not fit (its window is smaller than we thought) gets it condensed to half of what
         was sent, up to twice. The answer, and every token spent on it."""
-        language = _LANGUAGE_NAMES.get(lang, "the language of the transcript")
+        language = named(lang)
         room = room_for_text(d)
         extra = Usage()
         for _ in range(3):

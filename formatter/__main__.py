@@ -35,6 +35,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             join_timeout=settings.join_timeout,
             max_audio_seconds=settings.max_audio_seconds,
             transcription_deadline=settings.transcription_deadline,
+            notify_after=settings.notify_after,
         )
         await life.bus.start(service)
         await life.bus.start(ChatForgetter(life.bus, bot))

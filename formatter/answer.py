@@ -2,9 +2,11 @@
 
 1. claim the answered mark (`formatter.marks`): answered already, nothing to do; held by another formatter,
    try again later;
-2. render the answer (an apology if rendering fails) and keep the note for its buttons (`formatter.buttons`);
+2. render the answer (an apology if rendering fails) and keep the note for its buttons (`formatter.buttons`), or,
+   failed, where it lies (for `/forget`), or nothing if its chat said `/forget` since (`formatter.forget.keep`);
 3. send what the user does not have yet, part by part (`formatter.sending`), the claim kept alive meanwhile;
-4. mark it sent, count it, and drop the user's data (`formatter.cleanup`).
+4. mark it sent, count it, and drop the user's data (`formatter.cleanup`): all of it, if its chat said `/forget`
+   while it was in flight (`formatter.forget.forget_if_asked`).
 
 A failure on the way out is sorted once, here: Telegram away or flood control means "later" (the claim released,
 a `Retry` with capped backoff, for as long as the stream keeps the note); a chat that is gone or a bot that is
@@ -24,8 +26,8 @@ import msgspec
 from aiogram.exceptions import TelegramRetryAfter
 from opentelemetry.trace import Span, Status, StatusCode
 
-from formatter.buttons import keep_for_buttons
 from formatter.cleanup import forget
+from formatter.forget import forget_if_asked, keep
 from formatter.join import JoinState, JoinStore
 from formatter.marks import BRIEF_WAIT, AlreadySent, AnswerMarks, ClaimLost, HeldElsewhere, Owned
 from formatter.render import Part, render_answer, render_failure
@@ -117,11 +119,12 @@ class Answerer:
             if kind != "complete":
                 say_why(span, kind, state)
             parts = self.render(cid, state)
-            keyboard = await keep_for_buttons(self.bus, cid, state) if not state.failed else None
+            keyboard = await keep(self.bus, cid, state)
             span.set_attribute("voice_insight.answer.messages", len(parts))
             heartbeat = asyncio.create_task(claim.keep_alive(self.marks.lease / 3))
             try:
-                await self.sender.deliver(claim, state.origin, parts, keyboard, tuple(sorted(state.analyses)))
+                shown = tuple(sorted(state.analyses))
+                await self.sender.deliver(claim, state.origin, parts, keyboard, shown, since=state.received_at)
             except BaseException as exc:
                 await self.settle_failure(claim, cid, state, delivery, span, exc)
             finally:
@@ -131,7 +134,8 @@ class Answerer:
         self.measure(state, kind)
         self.status.answered(cid)
         log.info("%s: answered (%s)", cid, kind)
-        await forget(self.bus, self.joins, cid, state)
+        erased = await forget_if_asked(self.bus, self.joins, cid, state)
+        await forget(self.bus, self.joins, cid, state, erased=erased)
 
     async def claim(self, cid: str) -> Owned | None:
         """Ours to answer; None: answered already. Held by another formatter: later. Held by a progress edit (a
@@ -180,7 +184,8 @@ class Answerer:
             if reason in REFUSED_ANSWER:
                 await self.apologise(claim, cid, state)
             await claim.done("undeliverable")
-            await forget(self.bus, self.joins, cid, state)
+            erased = await forget_if_asked(self.bus, self.joins, cid, state)
+            await forget(self.bus, self.joins, cid, state, erased=erased)
             raise Fail(reason) from None
         await claim.release()
         if isinstance(exc, TelegramRetryAfter):
@@ -192,15 +197,17 @@ class Answerer:
 
     async def apologise(self, claim: Owned, cid: str, state: JoinState) -> None:
         """Telegram took the chat but not this answer: the status message says so, rather than "Listening…" for
-        good (or, when the answer's first parts are out, a message after them). Best effort: the note is closed
-        either way."""
+        good (or, when the answer's first parts are out or the note waited long, a message after them, the status
+        gone). Best effort: the note is closed either way."""
         assert state.origin is not None
         apology = render_failure("internal", state.origin.ui_language, self.max_audio_seconds)
         try:
-            if claim.parts_sent == 0:
+            if claim.parts_sent == 0 and not self.sender.pings(claim, state.received_at):
                 await self.sender.edit_status(state.origin, apology)
             else:
                 await self.sender.send(state.origin, apology)
+                if claim.parts_sent == 0 or claim.pinged:
+                    await self.sender.drop_status(state.origin)
         except Exception as exc:
             log.warning("%s: the apology could not be sent either (%s)", cid, type(exc).__name__)
 

@@ -19,13 +19,18 @@ from infra.domain.limits import DailyCounter, note_finished
 log = logging.getLogger("voice_insight.formatter")
 
 
-async def forget(bus: Bus, joins: JoinStore, cid: str, state: JoinState) -> None:
+async def forget(bus: Bus, joins: JoinStore, cid: str, state: JoinState, erased: bool = False) -> None:
+    """`erased`: the note went whole because its chat said `/forget` while it was in flight (`formatter.forget`):
+    its join and audio are gone with every trace (a purge here would leave a marker naming it), and its minutes do
+    not count (a private chat's `/forget` erased the day's count)."""
     try:
         await note_finished(bus, cid)
-        if state.user_key and state.transcript is not None:
+        if not erased and state.user_key and state.transcript is not None:
             await DailyCounter(await bus.kv(BUCKET_QUOTA)).add(state.user_key, state.transcript.duration)
     except Exception as exc:
         log.warning("%s: limits not updated (%s); the in-flight mark expires within the hour", cid, type(exc).__name__)
+    if erased:
+        return
     try:
         await joins.forget(cid)
         if state.object_name:

@@ -33,6 +33,10 @@ class JoinState(msgspec.Struct, kw_only=True):
     failure: Failure | None = None
     seqs: tuple[int, ...] = ()
     """Where the note's events lie in the stream: `/forget` deletes them."""
+    titles: dict[str, dict[str, str]] = {}
+    """The expected modes' titles by language (`AudioReceived.titles`): the answer names modes by them."""
+    of_note: str | None = None
+    """A button's re-run of a mode on this note (`AnalysesRequested.of_note`): its answer follows the note's."""
 
     def apply(self, event: Event, seq: int = 0) -> JoinState:
         if seq and seq not in self.seqs:
@@ -45,11 +49,14 @@ class JoinState(msgspec.Struct, kw_only=True):
                 self.received_at = event.received_at
                 self.user_key = event.user_key
                 self.fingerprint = event.audio.fingerprint
+                self.titles = event.titles
             case AnalysesRequested():
                 self.origin = event.origin
                 self.modes = event.modes
                 self.received_at = event.received_at
                 self.user_key = event.user_key
+                self.titles = event.titles
+                self.of_note = event.of_note
             case Transcript():
                 self.transcript = event
             case Analysis(mode=mode):

@@ -55,6 +55,7 @@ class Owned:
         shown: tuple[str, ...] | None = None,
         progress: float | None = None,
         progress_at: float = 0.0,
+        pinged: bool = False,
     ) -> None:
         self.kv = kv
         self.cid = cid
@@ -66,6 +67,8 @@ class Owned:
         self.progress = progress
         self.progress_at = progress_at
         """How far the status message shows the note, and since when (see `Claimed`)."""
+        self.pinged = pinged
+        """The answer began as a message of its own (see `Claimed.pinged`)."""
         self._lock = asyncio.Lock()
 
     async def _write(self, mark: Mark) -> None:
@@ -75,30 +78,37 @@ class Owned:
             except nats.js.errors.KeyWrongLastSequenceError:
                 raise ClaimLost(self.cid) from None
 
-    async def advance(self, parts_sent: int, shown: tuple[str, ...] | None = None) -> None:
+    async def advance(self, parts_sent: int, shown: tuple[str, ...] | None = None, pinged: bool = False) -> None:
         """Another part is out; this must land before the next part goes (else a takeover repeats it). `shown`:
-        the modes the answer was rendered with, kept from its first part on."""
+        the modes the answer was rendered with, and `pinged`, how its first part went out: both kept from the
+        first part on."""
         shown = self.shown if self.shown is not None else shown
-        await _persist(lambda: self._write(self._claimed(parts_sent, shown)))
-        self.parts_sent, self.shown = parts_sent, shown
+        pinged = self.pinged if self.parts_sent else pinged
+        await _persist(lambda: self._write(self._claimed(parts_sent, shown, pinged)))
+        self.parts_sent, self.shown, self.pinged = parts_sent, shown, pinged
 
     async def heartbeat(self) -> None:
-        await self._write(self._claimed(self.parts_sent, self.shown))
+        await self._write(self._claimed(self.parts_sent, self.shown, self.pinged))
 
-    def _claimed(self, parts_sent: int, shown: tuple[str, ...] | None) -> Claimed:
+    def _claimed(self, parts_sent: int, shown: tuple[str, ...] | None, pinged: bool) -> Claimed:
         return Claimed(
             owner=self.owner,
             parts_sent=parts_sent,
             shown=shown,
             progress=self.progress,
             progress_at=self.progress_at,
+            pinged=pinged,
         )
 
     async def release(self) -> None:
         """Step back after a transient failure: the next attempt, anyone's, resumes where we stopped."""
         try:
             released = Released(
-                parts_sent=self.parts_sent, shown=self.shown, progress=self.progress, progress_at=self.progress_at
+                parts_sent=self.parts_sent,
+                shown=self.shown,
+                progress=self.progress,
+                progress_at=self.progress_at,
+                pinged=self.pinged,
             )
             await self._write(released)
         except Exception as exc:  # unreachable NATS: the claim goes stale after a lease instead
@@ -177,9 +187,10 @@ class AnswerMarks:
                             shown=shown,
                             progress=progress,
                             progress_at=progress_at,
+                            pinged=mark.pinged,
                         )
                         updated = await self.kv.update(cid, encode_mark(claimed), last=revision)
-                        return Owned(self.kv, cid, owner, updated, parts, shown, progress, progress_at)
+                        return Owned(self.kv, cid, owner, updated, parts, shown, progress, progress_at, mark.pinged)
                     case Claimed(parts_sent=parts, brief=held_briefly) as held:
                         assert revision is not None
                         wait = self._stale_in(cid, revision)
@@ -189,7 +200,17 @@ class AnswerMarks:
                         taken = msgspec.structs.replace(held, owner=owner, brief=False)
                         updated = await self.kv.update(cid, encode_mark(taken), last=revision)
                         self._seen.pop(cid, None)
-                        return Owned(self.kv, cid, owner, updated, parts, held.shown, held.progress, held.progress_at)
+                        return Owned(
+                            self.kv,
+                            cid,
+                            owner,
+                            updated,
+                            parts,
+                            held.shown,
+                            held.progress,
+                            held.progress_at,
+                            held.pinged,
+                        )
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue  # the mark moved under us: look again
 

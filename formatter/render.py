@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 from formatter.join import JoinState
 from infra.domain.contracts import Analysis, TranscriptionProgress
+from infra.voice.languages import language_name
 from infra.voice.telegram import MESSAGE_LIMIT
 from infra.voice.texts import duration_limit, text
 from infra.voice.transcript_files import as_text
 
-_LANGUAGE_NAMES = {"ru": {"ru": "русский", "en": "английский"}, "en": {"ru": "Russian", "en": "English"}}
 _PIECE_BUDGET = 3500  # leaves room for a heading in the same message
 _LABEL_BUDGET = 300
 """A title or a heading, escaped, in UTF-16 units at most: beside a piece of prose it still fits a message."""
@@ -83,6 +83,23 @@ def _label(value: str, budget: int = _LABEL_BUDGET) -> str:
     return esc(kept.rstrip(" ,.;:")) + "…"
 
 
+_TITLE_BUDGET = 64
+"""A mode's title in a list of modes ("⏳ Still working on: …"), in UTF-16 units at most."""
+
+
+def mode_title(state: JoinState, mode: str, lang: str) -> str:
+    """A mode as people know it, escaped: its title in `lang` as the note carried it, else the one its analysis
+    came with, else its English one; its internal name only for a note that carried no titles (from before)."""
+    carried = state.titles.get(mode) or {}
+    analysis = state.analyses.get(mode)
+    title = carried.get(lang) or (analysis.title if analysis is not None else "") or carried.get("en") or ""
+    return _label(title, _TITLE_BUDGET) or esc(mode)
+
+
+def _titles(state: JoinState, modes: list[str] | tuple[str, ...], lang: str) -> str:
+    return ", ".join(mode_title(state, m, lang) for m in modes)
+
+
 def _heading(value: str) -> str:
     label = _label(value)
     return f"<b>{label}:</b>" if label else ""
@@ -141,7 +158,7 @@ def _transcript(state: JoinState, lang: str) -> tuple[list[str], list[Attachment
     if view == "off":
         return [], []
     t = state.transcript
-    language = _LANGUAGE_NAMES.get(lang, _LANGUAGE_NAMES["en"]).get(t.language, t.language)
+    language = language_name(t.language, lang)
     header = f"📝 <b>{text('transcript', lang)}</b> · {esc(language)} · {_clock(t.duration)}"
     pieces = _prose(t.text)
     if view == "message" and len(pieces) <= 1:
@@ -151,13 +168,24 @@ def _transcript(state: JoinState, lang: str) -> tuple[list[str], list[Attachment
     return [header, *opening, text("transcript_in_file", lang)], files
 
 
-def _analyses(state: JoinState) -> list[list[str]]:
+def _shown(state: JoinState) -> list[tuple[str, list[str]]]:
+    """The analyses the answer shows, each with its pieces."""
     shown = [state.analyses[m] for m in state.modes if m in state.analyses]
     # A mode that answered although the note did not wait for it (it joined late) is still worth showing,
     # unless the chat did not ask for it.
     asked = state.transcript.modes if state.transcript is not None else None
     shown += [a for m, a in sorted(state.analyses.items()) if m not in state.modes and (asked is None or m in asked)]
-    return [pieces for a in shown if a.error is None and len(pieces := _analysis_pieces(a)) > 1]
+    return [(a.mode, pieces) for a in shown if a.error is None and len(pieces := _analysis_pieces(a)) > 1]
+
+
+def _analyses(state: JoinState) -> list[list[str]]:
+    return [pieces for _, pieces in _shown(state)]
+
+
+def shown_modes(state: JoinState) -> tuple[str, ...]:
+    """The modes whose analysis the answer shows (a late one included, an empty or failed one not): what the
+    buttons under it do not offer again."""
+    return tuple(mode for mode, _ in _shown(state))
 
 
 def render_answer(state: JoinState) -> list[Part]:
@@ -173,8 +201,8 @@ def render_answer(state: JoinState) -> list[Part]:
     if over_budget:
         blocks.append([text("budget_exhausted", lang)])
     if missing := [m for m in missing if m not in over_budget]:
-        blocks.append([text("missing_modes", lang, modes=esc(", ".join(missing)))])
-    messages: list[Part] = list(pack(blocks)) or [text("missing_modes", lang, modes=esc(", ".join(state.modes)))]
+        blocks.append([text("missing_modes", lang, modes=_titles(state, missing, lang))])
+    messages: list[Part] = list(pack(blocks)) or [text("missing_modes", lang, modes=_titles(state, state.modes, lang))]
     return [messages[0], *files, *messages[1:]]
 
 
@@ -190,7 +218,7 @@ def render_progress(state: JoinState) -> str | None:
     if not blocks or not waiting:
         return None
     shown = pack(blocks, limit=MESSAGE_LIMIT - 300)[0]
-    return f"{shown}\n\n{text('on_its_way', lang, modes=esc(', '.join(waiting)))}"
+    return f"{shown}\n\n{text('on_its_way', lang, modes=_titles(state, waiting, lang))}"
 
 
 def transcribing(progress: TranscriptionProgress, lang: str) -> str:

@@ -28,7 +28,7 @@ from formatter.join import JoinState, JoinStore
 from formatter.marks import AnswerMarks
 from formatter.progress import PROGRESS_INTERVAL
 from formatter.queue import QUEUE_EVERY
-from formatter.sending import Sender
+from formatter.sending import NOTIFY_AFTER, Sender
 from formatter.status import StatusMessage
 from infra.bus import Bus, Delivery, Reject, Retry, consumes
 from infra.bus.names import (
@@ -79,14 +79,15 @@ class FormatterService:
         show_progress: bool = True,
         queue_every: float = QUEUE_EVERY,
         transcription_deadline: float = 6 * 3600.0,
+        notify_after: float = NOTIFY_AFTER,
     ) -> None:
         self.bus = bus
         self.joins = joins
         self.marks = marks
         self.join_timeout = join_timeout
         self.transcription_deadline = transcription_deadline
-        sender = Sender(bot)
-        self.status = StatusMessage(bus, marks, sender.edit_status, progress_interval, queue_every, show_progress)
+        sender = Sender(bot, notify_after)
+        self.status = StatusMessage(bus, marks, sender.show_progress, progress_interval, queue_every, show_progress)
         self.answerer = Answerer(bus, sender, joins, marks, self.status, max_audio_seconds, answer_backoff_cap)
 
     # Every event of every note; retried for as long as Telegram is away (capped backoff): never dropped.

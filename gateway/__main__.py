@@ -10,12 +10,12 @@ from urllib.parse import urlsplit
 import msgspec
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramUnauthorizedError
-from aiogram.types import BotCommand
 
 from gateway.admin import AdminInbox, Admins
 from gateway.dispatch import build_dispatcher, handler_context
 from gateway.forget import IntakeForgetter
 from gateway.intake import Intake, correlation_key
+from gateway.menus import set_menus
 from gateway.storage import StoreRoom
 from gateway.updates import ALLOWED_UPDATES, UpdateHandler, UpdatePoller
 from gateway.webhook import WebhookReceiver
@@ -35,16 +35,6 @@ log = logging.getLogger("voice_insight.gateway")
 REFUSED = (TelegramUnauthorizedError, TelegramBadRequest)
 """What Telegram answers that no waiting fixes: a token it does not know, a request it rejects (a webhook URL it
 will not take)."""
-
-COMMANDS = [
-    BotCommand(command="help", description="How it works / Как пользоваться"),
-    BotCommand(command="settings", description="Settings for this chat / Настройки чата"),
-    BotCommand(command="transcribe", description="Reply to a voice note / Ответьте на голосовое"),
-    BotCommand(command="vocabulary", description="Names and jargon / Имена и термины"),
-    BotCommand(command="list_modes", description="Active analysis modes / Режимы анализа"),
-    BotCommand(command="privacy", description="What is kept / Что хранится"),
-    BotCommand(command="forget", description="Delete this chat's data / Удалить данные чата"),
-]
 
 
 async def count_active_users(bus: Bus, every: float = 15.0) -> None:
@@ -119,7 +109,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         dispatcher = build_dispatcher(settings.limits, admins)
         # Telegram unreachable at start (an outage, a local Bot API server still starting): wait, say so on
         # /health, carry on when it answers. A token Telegram refuses is a setting to fix: that ends the service.
-        await life.until("Telegram", lambda: bot.set_my_commands(COMMANDS), fatal=REFUSED)
+        await life.until("Telegram", lambda: set_menus(bot), fatal=REFUSED)
         context = handler_context(
             bus,
             intake,

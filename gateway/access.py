@@ -14,6 +14,7 @@ from aiogram import BaseMiddleware
 from aiogram.enums import ChatType
 from aiogram.types import CallbackQuery, Message, TelegramObject
 
+from gateway.intake import media_of
 from infra.runtime.metrics import LIMITED
 from infra.runtime.settings import Limits
 from infra.voice.telegram import answer_press
@@ -51,6 +52,7 @@ class AccessGate(BaseMiddleware):
 
 
 def _for_the_bot(message: Message) -> bool:
-    """A voice note, an audio or video file, or a command."""
-    media = message.voice or message.audio or message.video_note or message.video or message.document
-    return bool(media) or (message.text or "").startswith("/")
+    """Sound by its type (a voice note, audio, a round video note, an audio file), or a command: a group's videos
+    and other files are its own conversation, never answered unasked."""
+    media = media_of(message)
+    return (media is not None and media.sound) or (message.text or "").startswith("/")

@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 
 from aiogram import Bot, Router
+from aiogram.enums import ChatType
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import Message, ReplyParameters
@@ -126,7 +127,9 @@ async def on_change(
     )
     await bus.publish(SUBJECT_MODE_CHANGE, change, msg_id=change.request_id, stream=STREAM_ADMIN)
     if asked.action in ("add", "set_model", "edit_prompt"):
-        await message.reply(text("mode_checking", lang, mode=html.escape(change.mode or "…")))
+        quiet = message.chat.type != ChatType.PRIVATE  # a status: in a group, nobody's news
+        checking = text("mode_checking", lang, mode=html.escape(change.mode or "…"))
+        await message.reply(checking, disable_notification=quiet)
 
 
 async def on_mode(message: Message, command: CommandObject, lang: str, bus: Bus, admins: Admins) -> None:
@@ -173,8 +176,12 @@ async def on_stats(message: Message, lang: str, bus: Bus) -> None:
     await message.reply("\n".join(lines))
 
 
-async def on_not_admin(message: Message, lang: str) -> None:
-    await message.reply(text("admin_only", lang))
+REFUSALS = {"mode": "admin_only_mode", "stats": "admin_only_stats"}
+"""What someone else is told, per command that only reads (a change: `admin_only`)."""
+
+
+async def on_not_admin(message: Message, command: CommandObject, lang: str) -> None:
+    await message.reply(text(REFUSALS.get(command.command, "admin_only"), lang))
 
 
 def build_admin_router(admins: Admins) -> Router:

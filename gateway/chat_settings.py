@@ -15,15 +15,23 @@ from aiogram.enums import ChatType
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Chat, InlineKeyboardButton, InlineKeyboardMarkup, Message, User
 
-from gateway.chats import AnswerLanguage, ChatSettings, ChatSettingsStore, TranscriptView, Trigger, clean_vocabulary
+from gateway.chats import (
+    LANGUAGE_CHOICES,
+    VOCABULARY_LIMIT,
+    ChatSettings,
+    ChatSettingsStore,
+    TranscriptView,
+    Trigger,
+    fit_vocabulary,
+)
 from infra.bus import Bus
 from infra.domain.modes import live_modes
+from infra.voice.languages import LANGUAGES, language_name, own_name
 from infra.voice.telegram import answer_press
 from infra.voice.texts import text
 
 ANONYMOUS_ADMIN = 1087968824
 """`GroupAnonymousBot`: the sender Telegram shows for an admin who posts as the group."""
-LANGUAGES: tuple[AnswerLanguage, ...] = get_args(AnswerLanguage)
 VIEWS: tuple[TranscriptView, ...] = get_args(TranscriptView)
 TRIGGERS: tuple[Trigger, ...] = get_args(Trigger)
 
@@ -49,7 +57,7 @@ async def render_settings(bus: Bus, settings: ChatSettings, chat: Chat, lang: st
     body = text(
         "settings",
         lang,
-        language=text(f"language_{settings.language}", lang),
+        language=language_label(settings.language, lang),
         modes=listed or text("none", lang),
         transcript=text(f"transcript_{settings.transcript}", lang),
         vocabulary=html.escape(settings.vocabulary) or text("none", lang),
@@ -58,7 +66,7 @@ async def render_settings(bus: Bus, settings: ChatSettings, chat: Chat, lang: st
     rows = [
         [
             InlineKeyboardButton(
-                text=text("button_language", lang, value=text(f"language_{settings.language}", lang)),
+                text=text("button_language", lang, value=language_label(settings.language, lang)),
                 callback_data="s:lang",
             )
         ],
@@ -91,6 +99,34 @@ async def render_settings(bus: Bus, settings: ChatSettings, chat: Chat, lang: st
     return body, InlineKeyboardMarkup(inline_keyboard=rows)
 
 
+def language_label(choice: str, lang: str) -> str:
+    """A chat's language choice as the settings name it: a language by its name, never its code."""
+    if choice in ("auto", "user", "speech"):
+        return text(f"language_{choice}", lang)
+    return language_name(choice, lang)
+
+
+def language_menu(settings: ChatSettings, lang: str) -> tuple[str, InlineKeyboardMarkup]:
+    """Every language a chat may choose, the ways of following its people first, then each language by its own
+    name (as language menus do: a reader finds "Deutsch" whatever the menu's language)."""
+    ways = [
+        InlineKeyboardButton(
+            text=f"{'✅ ' if settings.language == choice else ''}{text(f'language_{choice}', lang)}",
+            callback_data=f"s:lang:{choice}",
+        )
+        for choice in ("auto", "user", "speech")
+    ]
+    named = [
+        InlineKeyboardButton(
+            text=f"{'✅ ' if settings.language == code else ''}{own_name(code)}", callback_data=f"s:lang:{code}"
+        )
+        for code in LANGUAGES
+    ]
+    rows = [[way] for way in ways] + [named[i : i + 3] for i in range(0, len(named), 3)]
+    rows.append([InlineKeyboardButton(text=text("language_back", lang), callback_data="s:back")])
+    return text("language_pick", lang), InlineKeyboardMarkup(inline_keyboard=rows)
+
+
 def _next(options: tuple[str, ...], current: str) -> Any:
     return options[(options.index(current) + 1) % len(options)]
 
@@ -98,8 +134,8 @@ def _next(options: tuple[str, ...], current: str) -> Any:
 def pressed(settings: ChatSettings, data: str) -> ChatSettings | None:
     """The settings after a button press (None: the press changes nothing, e.g. the vocabulary help)."""
     match data.split(":", 2):
-        case ["s", "lang"]:
-            return msgspec.structs.replace(settings, language=_next(LANGUAGES, settings.language))
+        case ["s", "lang", choice] if choice in LANGUAGE_CHOICES:
+            return msgspec.structs.replace(settings, language=choice)
         case ["s", "tr"]:
             return msgspec.structs.replace(settings, transcript=_next(VIEWS, settings.transcript))
         case ["s", "trig"]:
@@ -126,6 +162,15 @@ async def on_settings_press(
     if not await may_change(bot, message.chat, query.from_user):
         await answer_press(query, text("settings_admins_only", lang), alert=True)
         return
+    if query.data in ("s:lang", "s:back"):  # the language menu opened, or left: nothing changes yet
+        body, keyboard = (
+            language_menu(chat_settings, lang)
+            if query.data == "s:lang"
+            else await render_settings(bus, chat_settings, message.chat, lang)
+        )
+        await message.edit_text(body, reply_markup=keyboard)
+        await answer_press(query)
+        return
     changed = pressed(chat_settings, query.data)
     if changed is None:
         await answer_press(query)
@@ -147,9 +192,13 @@ async def on_vocabulary(
     if not await may_change(bot, message.chat, message.from_user, message.sender_chat):
         await message.answer(text("settings_admins_only", lang))
         return
-    words = "" if command.args.strip() == "-" else clean_vocabulary(command.args)
+    words, cut = ("", "") if command.args.strip() == "-" else fit_vocabulary(command.args)
     await chats.put(message.chat.id, msgspec.structs.replace(chat_settings, vocabulary=words))
     answer = text("vocabulary_set", lang, words=html.escape(words)) if words else text("vocabulary_cleared", lang)
+    if cut:  # never cut silently: what was kept is above, where it ends here
+        first = cut.split(",")[0].split()[0]
+        first = first if len(first) <= 40 else f"{first[:40]}…"
+        answer += "\n" + text("vocabulary_cut", lang, count=VOCABULARY_LIMIT, first=html.escape(first))
     await message.answer(answer)
 
 

@@ -16,9 +16,8 @@ import nats.js.errors
 
 from infra.bus import Bus
 from infra.bus.names import BUCKET_CHATS
-from infra.voice.texts import ui_language
+from infra.voice.languages import LANGUAGES, ui_language
 
-AnswerLanguage = Literal["user", "ru", "en", "speech"]
 TranscriptView = Literal["message", "file", "off"]
 Trigger = Literal["every", "request"]
 
@@ -26,9 +25,16 @@ VOCABULARY_LIMIT = 300
 """Characters of vocabulary: Whisper's prompt holds about 220 tokens, and the note's own words need room."""
 
 
+LANGUAGE_CHOICES: tuple[str, ...] = ("auto", "user", "speech", *LANGUAGES)
+"""What a chat may choose as its language (`ChatSettings.language`)."""
+
+
 class ChatSettings(msgspec.Struct, frozen=True, kw_only=True):
-    language: AnswerLanguage = "user"
-    """`user`: the sender's Telegram language (Russian or English); `speech`: the language spoken in the note."""
+    language: str = "auto"
+    """`auto`: the bot's words in the sender's Telegram language, the analyses in the language spoken (a German
+    note read by someone whose Telegram is in English: an English frame, German analyses); `user`: everything in
+    the sender's Telegram language; `speech`: everything in the language spoken; a code of `LANGUAGES`: everything
+    in that language. (Chats that chose before `auto` existed have `user`, what they had.)"""
     modes_off: tuple[str, ...] = ()
     """Live modes this chat does not want; a mode added later runs until switched off here."""
     transcript: TranscriptView = "message"
@@ -37,9 +43,13 @@ class ChatSettings(msgspec.Struct, frozen=True, kw_only=True):
     """In a group: every voice note, or only on request (`/transcribe` in reply, or a mention)."""
 
     def words_language(self, language_code: str | None) -> str:
-        """The language of the bot's own words: the chat's Russian or English, else the user's Telegram language.
-        (A chat that follows the speech gets the bot's words in the user's language, the analyses in the speech's.)"""
-        return self.language if self.language in ("ru", "en") else ui_language(language_code)
+        """The language of the bot's own words: the chat's own choice of one, else the sender's Telegram language
+        (when the answer follows the speech, its words follow too, but only once it is known: `Origin`)."""
+        return self.language if self.language in LANGUAGES else ui_language(language_code)
+
+    @property
+    def analyses_follow_speech(self) -> bool:
+        return self.language in ("auto", "speech")
 
     def wants(self, mode: str) -> bool:
         return mode not in self.modes_off
@@ -56,9 +66,19 @@ def chat_key(key: bytes, chat_id: int) -> str:
 
 def clean_vocabulary(value: str) -> str:
     """Words separated by commas, one space each, within `VOCABULARY_LIMIT`."""
+    return fit_vocabulary(value)[0]
+
+
+def fit_vocabulary(value: str) -> tuple[str, str]:
+    """The vocabulary as kept (`clean_vocabulary`), whole words only, and what did not fit (empty when it all
+    did), so the user can be told where it was cut."""
     words = [" ".join(w.split()) for w in value.replace("\n", ",").split(",")]
     joined = ", ".join(w for w in words if w)
-    return joined[:VOCABULARY_LIMIT].rstrip(", ")
+    if len(joined) <= VOCABULARY_LIMIT:
+        return joined, ""
+    head = joined[: VOCABULARY_LIMIT + 1]
+    kept = (head.rsplit(" ", 1)[0] if " " in head else joined[:VOCABULARY_LIMIT]).rstrip(", ")
+    return kept, joined[len(kept) :].lstrip(", ")
 
 
 _decode = msgspec.json.Decoder(ChatSettings).decode

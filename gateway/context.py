@@ -1,7 +1,7 @@
 """Middlewares that hand handlers their context: `lang` (the bot's words) and `chat_settings` (the chat's choices).
 
-Both run once per update, for messages and button presses alike, before any filter, so a handler (or a filter)
-declares what it needs as a typed argument and never looks it up itself.
+Both run once per update, for messages, button presses and membership changes alike, before any filter, so a
+handler (or a filter) declares what it needs as a typed argument and never looks it up itself.
 """
 
 from __future__ import annotations
@@ -11,13 +11,24 @@ from typing import Any
 
 from aiogram import BaseMiddleware, Dispatcher
 from aiogram.types import TelegramObject
+from aiogram.utils.i18n import I18nMiddleware
 
 from gateway.chats import ChatSettings, ChatSettingsStore
+from infra.voice.languages import CATALOGS
 
 
-class UserLanguage(BaseMiddleware):
-    """The bot's own words follow the sender's Telegram language (Russian or English): `lang` for every handler;
-    a chat set to answer in Russian or English gets that instead."""
+class UserLanguage(I18nMiddleware):
+    """The bot's own words follow the sender's Telegram language (English for one the bot has no catalog for):
+    `lang` for every handler, and aiogram's i18n context set to it (so `gettext` without a locale speaks it too);
+    a chat that chose a language gets that instead."""
+
+    def __init__(self) -> None:
+        super().__init__(CATALOGS)
+
+    async def get_locale(self, event: TelegramObject, data: dict[str, Any]) -> str:
+        user = data.get("event_from_user")
+        settings: ChatSettings = data.get("chat_settings") or ChatSettings()
+        return settings.words_language(user.language_code if user else None)
 
     async def __call__(
         self,
@@ -25,10 +36,8 @@ class UserLanguage(BaseMiddleware):
         event: TelegramObject,
         data: dict[str, Any],
     ) -> Any:
-        user = data.get("event_from_user")
-        settings: ChatSettings = data.get("chat_settings") or ChatSettings()
-        data["lang"] = settings.words_language(user.language_code if user else None)
-        return await handler(event, data)
+        data["lang"] = await self.get_locale(event, data)
+        return await super().__call__(handler, event, data)
 
 
 class ChatContext(BaseMiddleware):
@@ -47,9 +56,10 @@ class ChatContext(BaseMiddleware):
 
 
 def with_context(dispatcher: Dispatcher) -> Dispatcher:
-    """Both middlewares on every message and button press, as outer middlewares (so filters see their context
-    too), settings first (the language reads them)."""
-    for observer in (dispatcher.message, dispatcher.callback_query):
+    """Both middlewares on every message, button press and change of the bot's membership (a group greeted in
+    its adder's language), as outer middlewares (so filters see their context too), settings first (the language
+    reads them)."""
+    for observer in (dispatcher.message, dispatcher.callback_query, dispatcher.my_chat_member):
         observer.outer_middleware(ChatContext())
         observer.outer_middleware(UserLanguage())
     return dispatcher

@@ -15,20 +15,25 @@ from gateway.chats import ChatSettingsStore
 from gateway.context import with_context
 from gateway.handlers import build_router
 from gateway.intake import Intake
+from gateway.membership import build_membership_router
 from infra.bus import Bus
 from infra.runtime.settings import Limits
 
 
 def build_dispatcher(limits: Limits, admins: Admins) -> Dispatcher:
     """Access first (messages and button presses), then the routers: admin commands, settings, the buttons under
-    answers, and the rest; the first handler whose filters match takes the update."""
-    dispatcher = Dispatcher()
+    answers, the bot's membership of groups, and the rest; the first handler whose filters match takes the update."""
+    dispatcher = Dispatcher(limits=limits)  # `limits` for every handler too: a group is told whether it is let in
     gate = AccessGate(limits)
     dispatcher.message.outer_middleware(gate)
     dispatcher.callback_query.outer_middleware(gate)
     with_context(dispatcher)
     dispatcher.include_routers(
-        build_admin_router(admins), build_settings_router(), build_buttons_router(), build_router()
+        build_admin_router(admins),
+        build_settings_router(),
+        build_buttons_router(),
+        build_membership_router(),
+        build_router(),
     )
     return dispatcher
 

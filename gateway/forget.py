@@ -5,28 +5,63 @@ cannot list the stored notes, purge the event stream or erase another service's 
 travels as requests on `FORGET` (a work queue), each carried out by whoever keeps that part of the chat: the chat's
 settings and its person's counters here, now; its notes and their events by the formatter, which answers the chat
 with what was deleted; cached transcripts and pieces by the transcriber; cached analyses by each mode's analyzer;
-and the notes' intake records here again, once the formatter has named them (`forget.intake`).
+and the notes' intake records here again, once the formatter has named them (`forget.intake`). The notes refused
+here (too long, not sound, over a limit: nothing of them reached the formatter) are filed under the chat as they
+are refused, and named in the request, so the formatter erases their answered marks and names them back.
+
+Before all that, the chat's mark (`infra.domain.forgotten`): a note still in flight, wherever it is, is erased
+as soon as it is answered, by the formatter or, refused at intake, here (`forget_refused_if_asked`).
 """
 
 from __future__ import annotations
 
 import logging
 
+import msgspec
+
 from infra.bus import Bus, Delivery, consumes
-from infra.bus.names import CONSUMER_GATEWAY_FORGET, STREAM_FORGET, SUBJECT_FORGET_CHAT, SUBJECT_FORGET_INTAKE
+from infra.bus.names import (
+    BUCKET_ANSWERED,
+    BUCKET_INTAKE,
+    CONSUMER_GATEWAY_FORGET,
+    STREAM_FORGET,
+    SUBJECT_FORGET_CHAT,
+    SUBJECT_FORGET_INTAKE,
+)
 from infra.domain.contracts import ForgetChat, ForgetIntake
-from infra.domain.notes import forget_intake, forget_user
+from infra.domain.forgotten import mark_forgotten, sent_before_forget
+from infra.domain.notes import forget_intake, forget_refused, forget_user, refused_key, refused_of_chat
 
 log = logging.getLogger("voice_insight.gateway")
 
 
 async def ask_to_forget(bus: Bus, request: ForgetChat, user_key: str | None, message_id: int) -> None:
-    """The request for the notes' part, then the person's counters (`msg_id`: the same `/forget` message asks
-    once, however often it is handled)."""
+    """The chat's mark, the request for the notes' part, then the notes refused here and the person's counters
+    (`msg_id`: the same `/forget` message asks once, however often it is handled, and says what there was)."""
+    await mark_forgotten(await bus.kv(BUCKET_ANSWERED), request.chat_key, message_id)
+    refused = await refused_of_chat(bus, request.chat_key)
     msg_id = f"forget.{request.chat_key}.{message_id}"
-    await bus.publish(SUBJECT_FORGET_CHAT, request, msg_id=msg_id, stream=STREAM_FORGET)
+    named = msgspec.structs.replace(request, refused=tuple(refused))
+    await bus.publish(SUBJECT_FORGET_CHAT, named, msg_id=msg_id, stream=STREAM_FORGET)
+    for cid in refused:  # named: their records go with the others' (`forget.intake`)
+        await bus.erase(BUCKET_INTAKE, refused_key(request.chat_key, cid))
     if user_key:
         await forget_user(bus, user_key)
+
+
+async def file_refused(bus: Bus, chat_key: str, cid: str) -> None:
+    """A note refused here, filed under its chat before its refusal is marked, so `/forget` finds it."""
+    await (await bus.kv(BUCKET_INTAKE)).put(refused_key(chat_key, cid), b"")
+
+
+async def forget_refused_if_asked(bus: Bus, chat_key: str, cid: str, message_id: int) -> bool:
+    """A note refused after its chat said `/forget` (it was still being taken in then): nothing of it is kept, and
+    no answered mark is written (which only the formatter could erase). Called once its refusal is said, when
+    nothing reads its records any more (no `Fail` follows: nobody else is to tell the chat)."""
+    if not await sent_before_forget(await bus.kv(BUCKET_ANSWERED), chat_key, message_id):
+        return False
+    await forget_refused(bus, chat_key, cid)
+    return True
 
 
 class IntakeForgetter:

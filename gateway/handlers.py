@@ -35,10 +35,14 @@ class HasMedia(Filter):
 
 
 class EveryNote(Filter):
-    """A chat that wants every voice note transcribed: any private chat, a group unless it asks for on-request."""
+    """A note the chat wants answered unasked. In a private chat, whatever was sent: sending it was the asking. In
+    a group that answers every note, only sound by its type (`Media.sound`): a video or a file there is the
+    group's conversation until somebody asks for it, and is never answered, not even with "not sound"."""
 
-    async def __call__(self, message: Message, chat_settings: ChatSettings) -> bool:
-        return message.chat.type == ChatType.PRIVATE or chat_settings.trigger == "every"
+    async def __call__(self, message: Message, chat_settings: ChatSettings, media: Media) -> bool:
+        if message.chat.type == ChatType.PRIVATE:
+            return True
+        return chat_settings.trigger == "every" and media.sound
 
 
 class MentionsMe(Filter):
@@ -85,9 +89,10 @@ async def on_media(message: Message, media: Media, intake: Intake, chat_settings
 
 
 async def on_request(message: Message, lang: str, intake: Intake, chat_settings: ChatSettings) -> None:
-    """`/transcribe` (or a mention) in reply to a voice note: that note is taken in, and answered in its place."""
-    target = message.reply_to_message
-    media = media_of(target) if target is not None else None
+    """`/transcribe` (or a mention) in reply to a voice note, a video or a file, or in the caption of one: that
+    note is taken in, and answered in its place (a file that is plainly not sound, with just that)."""
+    asked = [(m, media_of(m)) for m in (message.reply_to_message, message) if m is not None]
+    target, media = next(((m, found) for m, found in asked if found is not None), (None, None))
     if target is None or media is None:
         await message.reply(text("transcribe_usage", lang))
         return

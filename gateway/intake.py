@@ -26,6 +26,7 @@ import aiohttp
 import msgspec
 import nats.js.errors
 from aiogram import Bot
+from aiogram.enums import ChatType
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramRetryAfter
 from aiogram.types import Message
 from nats.js.kv import KeyValue
@@ -33,6 +34,7 @@ from opentelemetry.trace import Span, SpanKind
 from opentelemetry.util.types import Attributes
 
 from gateway.chats import ChatSettings, chat_key
+from gateway.forget import file_refused, forget_refused_if_asked
 from gateway.storage import StoreRoom
 from infra.bus import Bus, Fail, Retry
 from infra.bus.names import (
@@ -46,8 +48,9 @@ from infra.bus.names import (
 )
 from infra.domain.answers import Sent, encode_mark, is_answered
 from infra.domain.contracts import AudioReceived, AudioRef, Origin
+from infra.domain.forgotten import sent_before_forget
 from infra.domain.limits import FAIR_SHARE, DailyCounter, UserLedger, note_finished, user_key
-from infra.domain.modes import live_modes
+from infra.domain.modes import live_modes, mode_titles
 from infra.runtime.metrics import LIMITED
 from infra.runtime.settings import MAX_FILE_STORE, Limits
 from infra.runtime.telemetry import record_failure, step
@@ -89,6 +92,50 @@ class Media:
     mime_type: str | None
     unique_id: str = ""
     """Telegram's `file_unique_id`: the same for the same file, whoever forwards it."""
+
+    @property
+    def sound(self) -> bool:
+        """Sound by what Telegram says it is (a voice note, an audio file, a round video note, a file typed
+        audio/*): a note wherever notes are answered unasked. A video or any other file may hold sound too, but
+        in a group it is somebody's meme or paperwork, so it is taken only when asked for."""
+        return self.kind in ("voice", "audio", "video_note") or _mime(self.mime_type).startswith("audio/")
+
+    @property
+    def not_sound(self) -> bool:
+        """A file whose type says plainly it holds no sound (a PDF, a picture, text, an archive): answered at once,
+        never downloaded. An unknown or generic type (`application/octet-stream`) is given the benefit of the doubt:
+        a voice recording often comes that way."""
+        mime = _mime(self.mime_type)
+        kind, _, subtype = mime.partition("/")
+        if kind in NOT_SOUND_TYPES:
+            return True
+        return kind == "application" and any(mark in subtype for mark in NOT_SOUND_APPLICATIONS)
+
+
+NOT_SOUND_TYPES = frozenset({"image", "text", "font", "model", "message"})
+NOT_SOUND_APPLICATIONS = (
+    "pdf",
+    "zip",
+    "rar",
+    "7z",
+    "tar",
+    "gzip",
+    "json",
+    "xml",
+    "msword",
+    "ms-excel",
+    "ms-powerpoint",
+    "officedocument",
+    "opendocument",
+    "epub",
+    "rtf",
+    "android.package-archive",
+)
+"""Parts of `application/…` types that name documents, archives and data, never recordings."""
+
+
+def _mime(mime_type: str | None) -> str:
+    return (mime_type or "").split(";", 1)[0].strip().lower()
 
 
 def media_of(message: Message) -> Media | None:
@@ -295,7 +342,8 @@ class Intake:
         user = user_key(self.key, message.from_user.id) if message.from_user else None
 
         async def send_status() -> int:
-            return (await message.reply(text("listening", lang))).message_id
+            quiet = message.chat.type != ChatType.PRIVATE  # a group: a status is nobody's news
+            return (await message.reply(text("listening", lang), disable_notification=quiet)).message_id
 
         def repeated() -> None:
             log.info("%s: repeated update for a note already taken in; ignored", cid)
@@ -303,6 +351,8 @@ class Intake:
 
         if await is_answered(await self.bus.kv(BUCKET_ANSWERED), cid):
             return repeated()
+        if media.not_sound:
+            return await self._decline(message, cid, lang, span)
         record, first_time = await claim_status(intake, cid, send_status)  # a note taken in: only read
         if record.handed_over:
             return repeated()
@@ -326,14 +376,16 @@ class Intake:
             except TelegramBadRequest as exc:
                 if "not modified" not in exc.message:
                     await message.reply(answer)
-            await self._mark_refused(cid)
+            kept = await self._mark_refused(message, cid)
             if limited:
                 LIMITED.labels(limited).inc()
-            else:
+            elif kept:  # else its chat said /forget meanwhile: nothing of it is left to tell of
                 raise Fail(reason)
 
         if record.refused is not None:  # decided on an earlier delivery, not said yet
-            return await refuse(record.refused, limited=record.limited, **record.values)
+            # A refusal decided before its words counted in the language's plurals named the minutes `minutes`.
+            said = {("count" if name == "minutes" else name): value for name, value in record.values.items()}
+            return await refuse(record.refused, limited=record.limited, **said)
         if user and not record.limits_checked:
             # Counted before checking, so a burst handled concurrently cannot slip past the limits together.
             await self.ledger.in_flight(user, cid)
@@ -376,7 +428,9 @@ class Intake:
                     thread_id=message.message_thread_id if message.is_topic_message else None,
                     transcript_view=settings.transcript,
                     follow_speech=settings.language == "speech",
+                    analyses_follow_speech=settings.analyses_follow_speech,
                     chat_key=chat_key(self.key, message.chat.id),
+                    modes_off=settings.modes_off,
                 ),
                 audio=AudioRef(
                     object_name=cid,
@@ -398,13 +452,33 @@ class Intake:
         await write_record(intake, cid, msgspec.structs.replace(record, handed_over=True))
         log.info("%s: accepted %s, %d bytes", cid, media.kind, source.size)
 
+    async def _decline(self, message: Message, cid: str, lang: str, span: Span) -> None:
+        """A file that is plainly not sound gets its answer at once, with no "Listening…" before it and nothing
+        downloaded, stored or counted against the sender. That answer is the note's one status message, claimed
+        like any, so a redelivered update does not say it twice."""
+        intake = await self.bus.kv(BUCKET_INTAKE)
+
+        async def send_answer() -> int:
+            return (await message.reply(text("not_audio", lang))).message_id
+
+        record, _ = await claim_status(intake, cid, send_answer)
+        if record.refused is None:
+            await write_record(intake, cid, msgspec.structs.replace(record, refused="not_audio"))
+        log.info("%s: declined at intake: not sound by its type", cid)
+        span.set_attribute("voice_insight.declined", "not_audio")
+        await self._mark_refused(message, cid)
+
     async def abandon(self, message: Message) -> bool:
         """Intake failed for good: turn the note's status message into an apology, unless it already holds the
         answer (a refusal). False if no status message was sent."""
         cid = correlation_id(self.key, message.chat.id, message.message_id)
         record = await read_record(await self.bus.kv(BUCKET_INTAKE), cid)
-        if record is None or record.handed_over:
-            return record is not None
+        if record is None:  # never claimed, or refused and then forgotten with its chat: nothing to say then
+            return await sent_before_forget(
+                await self.bus.kv(BUCKET_ANSWERED), chat_key(self.key, message.chat.id), message.message_id
+            )
+        if record.handed_over:
+            return True
         if not record.status_message_id:
             return False  # claimed, but its status never went out
         if await is_answered(await self.bus.kv(BUCKET_ANSWERED), cid):
@@ -413,7 +487,7 @@ class Intake:
         await self.bot.edit_message_text(
             text=text("internal", lang), chat_id=message.chat.id, message_id=record.status_message_id
         )
-        await self._mark_refused(cid)
+        await self._mark_refused(message, cid)
         return True
 
     async def _over_limit(self, user: str, media: Media) -> tuple[str, str, dict[str, str]] | None:
@@ -426,7 +500,7 @@ class Intake:
             return "slow_down", "per_minute", {}
         used = await DailyCounter(await self.bus.kv(BUCKET_QUOTA)).get(user)
         if used + float(media.duration or 0) > limits.daily_minutes * 60:
-            return "quota", "quota", {"minutes": f"{limits.daily_minutes:g}"}
+            return "quota", "quota", {"count": f"{limits.daily_minutes:g}"}
         return None
 
     async def _count_user(self, user: str) -> None:
@@ -437,11 +511,18 @@ class Intake:
         except Exception as exc:
             log.warning("could not count an active user (%s)", type(exc).__name__)
 
-    async def _mark_refused(self, cid: str) -> None:
-        """A note refused here is answered too: a repeated update must not be refused a second time."""
-        answered = await self.bus.kv(BUCKET_ANSWERED)
-        await answered.put(cid, encode_mark(Sent(outcome="refused")))
+    async def _mark_refused(self, message: Message, cid: str) -> bool:
+        """A note refused here is answered too: a repeated update must not be refused a second time. Filed under
+        its chat first, so `/forget` finds it (`gateway.forget`). False if its chat said `/forget` since the note
+        came: then nothing of it is kept, and no mark written."""
+        chat = chat_key(self.key, message.chat.id)
+        await file_refused(self.bus, chat, cid)
+        kept = not await forget_refused_if_asked(self.bus, chat, cid, message.message_id)
+        if kept:
+            answered = await self.bus.kv(BUCKET_ANSWERED)
+            await answered.put(cid, encode_mark(Sent(outcome="refused")))
         await note_finished(self.bus, cid)
+        return kept
 
     async def _download(self, file_id: str) -> Source:
         """The file, spooled from the Bot API (memory, then disk) or, from a local Bot API server, opened where
@@ -519,8 +600,8 @@ class Intake:
                     spool.seek(0)
                     # Read in chunks, never whole (nats-py takes any reader; its annotation says less).
                     await store.put(event.audio.object_name, spool.file)  # type: ignore[arg-type]
-                modes = tuple(m.mode for m in await live_modes(self.bus) if settings.wants(m.mode))
-                ready = msgspec.structs.replace(event, modes=modes)
+                modes = [m for m in await live_modes(self.bus) if settings.wants(m.mode)]
+                ready = msgspec.structs.replace(event, modes=tuple(m.mode for m in modes), titles=mode_titles(modes))
                 subject = SUBJECT_AUDIO
                 # Fair order: a user's notes beyond their share (this one included) wait behind everyone
                 # else's first ones.

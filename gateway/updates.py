@@ -40,7 +40,9 @@ from infra.voice.texts import text, ui_language
 log = logging.getLogger("voice_insight.gateway")
 
 POLL_TIMEOUT = 25
-ALLOWED_UPDATES = ["message", "callback_query"]
+ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
+"""What the bot asks Telegram for, polled or by webhook: messages, presses of its buttons, and changes of its own
+membership in a chat (added to a group, made its admin), which `gateway.membership` tells the group about."""
 
 
 async def take_in(bus: Bus, bot_id: int, update_id: int, payload: bytes) -> None:

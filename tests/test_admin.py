@@ -118,9 +118,13 @@ async def test_anyone_else_is_refused_and_nothing_is_asked(
     admin, user = next(_users), next(_users)
     before = (await private_bus.js.stream_info(STREAM_ADMIN)).state.messages
     async with Gateway(private_bus, telegram, Limits(allowed=frozenset({user})), admins=(admin,)):
-        for command in ("/set_model TONE gpt-4o-mini", "/disable_mode TONE", "/rollback DEFAULT", "/mode TONE"):
+        for command in ("/set_model TONE gpt-4o-mini", "/disable_mode TONE", "/rollback DEFAULT"):
             texts = await reply_to(telegram, user, command, "🔐")
             assert texts == ["🔐 Only the bot's admins can change analysis modes."]
+        # Commands that only read are refused in their own words: nobody asked to change anything.
+        mode, stats = await reply_to(telegram, user, "/mode TONE", "🔐"), await reply_to(telegram, user, "/stats", "🔐")
+        assert mode == ["🔐 Only the bot's admins can see how a mode is set up."]
+        assert stats == ["🔐 Only the bot's admins can see its usage."]
     assert (await private_bus.js.stream_info(STREAM_ADMIN)).state.messages == before
     assert (await (await ModeRegistry.open(private_bus)).get("TONE")).definition.enabled
 

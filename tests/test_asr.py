@@ -7,19 +7,12 @@ from pathlib import Path
 import pytest
 
 from tests.support import Speech
-from transcriber.asr import AudioProblem, SpeechRecognizer, choose_language
+from transcriber.asr import AudioProblem, SpeechRecognizer
 
 
 @pytest.fixture(scope="module")
 def recognizer(model_dir: Path) -> SpeechRecognizer:
     return SpeechRecognizer(str(model_dir), device="cpu", max_seconds=30)
-
-
-def test_language_choice_prefers_confident_detection_then_hint_then_primary() -> None:
-    assert choose_language([("de", 0.93), ("en", 0.02)], hint="ru") == ("de", 0.93)
-    assert choose_language([("pl", 0.59), ("ru", 0.13), ("en", 0.04)], hint=None) == ("ru", 0.13)
-    assert choose_language([("pl", 0.59), ("uk", 0.2), ("ru", 0.1), ("en", 0.06)], hint="uk") == ("uk", 0.2)
-    assert choose_language([("la", 0.45), ("it", 0.3), ("ru", 0.01)], hint="ru-RU") == ("la", 0.45)
 
 
 def test_english_speech(recognizer: SpeechRecognizer, speech: Speech) -> None:

@@ -47,8 +47,9 @@ async def test_a_long_recording_says_how_far_transcription_has_got(
             answer = await answer_of(telegram, user, timeout=240)
     finally:
         await bot.session.close()
-    said = [t for t in answer.history if t.startswith("⏳ Transcribing: ")]
-    assert said, answer.history
+    status = telegram.all_messages(user)[0]  # the answer itself, or (past NOTIFY_AFTER) deleted for a new one
+    said = [t for t in status.history if t.startswith("⏳ Transcribing: ")]
+    assert said, status.history
     done = [float(t.split()[2]) for t in said]
     assert done == sorted(done) and all(t.endswith(f" of {said[0].split()[4]} min") for t in said)
     assert answer.text.startswith("📝 Transcript") and answer.history[-1] == answer.text

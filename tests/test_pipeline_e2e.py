@@ -201,8 +201,8 @@ async def test_one_failing_mode_still_gets_an_answer_with_a_note(
     await telegram.send_media(chat, speech.say(fresh(EN_TEXT)), duration=9)
     text = (await answer_of(telegram, chat)).text
     assert "budget" in text.lower() and "📌 The gist" in text
-    assert "🎭 Tone" not in text
-    assert "⚠️ Missing: TONE" in text
+    assert "Hidden intentions" not in text
+    assert "⚠️ Missing: 🎭 Tone" in text, "named by its title"
     await settled(bus)
     assert len(final(telegram, chat)) == 1
 
@@ -215,7 +215,7 @@ async def test_a_dead_llm_still_gets_the_transcript_out(
     await telegram.send_media(chat, speech.say(fresh(EN_TEXT)), duration=9, language_code="ru")
     text = (await answer_of(telegram, chat)).text
     assert "budget" in text.lower()
-    assert "⚠️ Нет результата: DEFAULT, TONE" in text
+    assert "⚠️ Нет результата: 📌 Суть, 🎭 Тон" in text
 
 
 async def test_transient_llm_errors_are_retried(
@@ -243,7 +243,7 @@ async def test_a_mode_that_never_answers_is_cut_off_at_the_join_deadline(
     finally:
         await kv.delete("GHOST")
     assert "📌 The gist" in text and "🎭 Tone" in text
-    assert "⚠️ Missing: GHOST" in text
+    assert "⚠️ Missing: Ghost" in text
 
 
 async def test_redelivered_and_repeated_events_do_not_answer_twice(

@@ -7,7 +7,7 @@ from typing import Literal
 import msgspec
 
 from formatter.join import JoinState
-from formatter.render import Attachment, Part, pack, render_answer, render_failure
+from formatter.render import Attachment, Part, pack, render_answer, render_failure, render_progress, shown_modes
 from infra.domain.contracts import Analysis, AudioReceived, AudioRef, Failure, Origin, Section, Segment
 from infra.domain.notes import button_proof
 from infra.voice.buttons import CALLBACK_LIMIT, ModePress, TranscriptPress, answer_keyboard, parse_press
@@ -23,14 +23,13 @@ def state_with(
     modes: tuple[str, ...] = ("DEFAULT", "TONE"),
     view: Literal["message", "file", "off"] = "message",
     segments: tuple[Segment, ...] = (),
+    titles: dict[str, dict[str, str]] | None = None,
+    lang: str = "en",
 ) -> JoinState:
     state = JoinState()
-    origin = msgspec.structs.replace(ORIGIN, transcript_view=view)
-    state.apply(
-        AudioReceived(
-            correlation_id="c", origin=origin, audio=AudioRef(object_name="c", kind="voice", size=1), modes=modes
-        )
-    )
+    origin = msgspec.structs.replace(ORIGIN, transcript_view=view, ui_language=lang)
+    audio = AudioRef(object_name="c", kind="voice", size=1)
+    state.apply(AudioReceived(correlation_id="c", origin=origin, audio=audio, modes=modes, titles=titles or {}))
     transcript = a_transcript("c", text, language_probability=0.9, duration=125.0, segments=segments)
     state.apply(transcript)
     for analysis in analyses.values():
@@ -118,9 +117,35 @@ def test_failed_and_late_modes() -> None:
     visible = parse_html(
         "\n".join(texts_of(render_answer(state_with("hi", {"DEFAULT": gist(), "TONE": failed, "EXTRA": late}))))
     )
-    assert "🎭 Tone" not in visible
-    assert "⚠️ Missing: TONE" in visible
+    assert visible.count("🎭 Tone") == 1, "no block of its own"
+    assert "⚠️ Missing: 🎭 Tone" in visible, "named by the title its analysis came with"
     assert "Extra\nplain <text>" in visible
+
+
+TITLES = {"DEFAULT": {"en": "📌 The gist", "ru": "📌 Суть"}, "TONE": {"en": "🎭 Tone", "ru": "🎭 Тон"}}
+
+
+def test_modes_are_named_by_their_titles_in_the_answers_language() -> None:
+    """Issue 23: "⚠️ Missing: TONE" and "⏳ Still working on: DEFAULT, TONE" showed the modes' internal names."""
+    answer = texts_of(render_answer(state_with("hi", {"DEFAULT": gist()}, titles=TITLES)))
+    assert "⚠️ Missing: 🎭 Tone" in parse_html(answer[0]) and "TONE" not in answer[0]
+    progress = render_progress(state_with("hi", {}, titles=TITLES))
+    assert progress is not None and "⏳ Still working on: 📌 The gist, 🎭 Tone" in parse_html(progress)
+    russian = render_progress(state_with("hi", {}, titles=TITLES, lang="ru"))
+    assert russian is not None and "⏳ Ещё готовлю: 📌 Суть, 🎭 Тон" in russian
+    before = render_progress(state_with("hi", {}))  # a note from before titles travelled: names, not nothing
+    assert before is not None and "DEFAULT, TONE" in before
+    long = {"TONE": {"en": "<b>" + "very " * 100}}
+    nothing = render_answer(state_with("", {}, modes=("TONE",), view="off", titles=long))
+    visible = parse_html(texts_of(nothing)[0])
+    assert "Missing: <b>very" in visible and visible.count("very") < 20, "a title from elsewhere: escaped, cut"
+
+
+def test_the_modes_in_the_answer_are_those_it_shows() -> None:
+    """What the buttons under the answer do not offer again: an analysis that shows nothing is not in it."""
+    empty = Analysis(correlation_id="c", mode="TONE", title="🎭 Tone", model="m", sections=(Section(heading="x"),))
+    late = Analysis(correlation_id="c", mode="EXTRA", title="Extra", model="m", text="plain")
+    assert shown_modes(state_with("hi", {"DEFAULT": gist(), "TONE": empty, "EXTRA": late})) == ("DEFAULT", "EXTRA")
 
 
 def test_failures_render_in_the_users_language() -> None:

@@ -15,7 +15,7 @@ import time
 
 from infra.bus import Bus, Fail
 from infra.bus.names import STREAM_PIECES, SUBJECT_FAILED, SUBJECT_PIECE, SUBJECT_PROGRESS, SUBJECT_TRANSCRIPT
-from infra.domain.contracts import AudioReceived, Failure, PieceRequested, Transcript, TranscriptionProgress
+from infra.domain.contracts import AudioReceived, Failure, Origin, PieceRequested, Transcript, TranscriptionProgress
 from transcriber.cache import CachedTranscript
 
 log = logging.getLogger("voice_insight.transcriber")
@@ -23,6 +23,11 @@ log = logging.getLogger("voice_insight.transcriber")
 PROGRESS_FROM = 120.0
 """Recordings at least this long say how far transcription has got (a shorter one is done in seconds)."""
 PROGRESS_EVERY = 5.0
+
+
+def speech_decides(origin: Origin) -> bool:
+    """Whether the note's analyses come in the language it was spoken in (`Transcript.ui_language`)."""
+    return origin.follow_speech or origin.analyses_follow_speech
 
 
 class Outbox:
@@ -38,7 +43,7 @@ class Outbox:
             language_probability=known.language_probability,
             duration=known.duration,
             segments=known.segments,
-            ui_language=known.language if note.origin.follow_speech else note.origin.ui_language,
+            ui_language=known.language if speech_decides(note.origin) else note.origin.ui_language,
             model=known.model,
             transcribe_seconds=round(seconds, 3),
             modes=note.modes,

@@ -9,6 +9,7 @@ One key per note (its correlation ID), one typed value:
   revision stops changing for a whole lease belongs to a dead formatter.
 * `Released(parts_sent, shown)`: the owner hit a transient error and stepped back; whoever comes next resumes
   from `parts_sent` of the answer as rendered with the analyses `shown`, so no part is ever sent twice or skipped.
+  Both carry `pinged`: the answer began as a new message rather than in the status, which must then go.
 * `Sent(outcome)`: done. Nothing about this note is sent again: not by the formatter, not by the gateway when
   Telegram repeats the update, not by an analyzer replaying its backlog.
 
@@ -36,6 +37,9 @@ class Claimed(msgspec.Struct, frozen=True, kw_only=True, tag="claimed"):
     """How far the status message shows the note (`formatter.progress`): no formatter shows less after it."""
     progress_at: float = 0.0
     """When that was shown (Unix time): the next progress edit, by any formatter, waits its turn after it."""
+    pinged: bool = False
+    """The answer's first part went out as a message of its own, not as an edit of the status (the note had
+    waited long): whoever resumes it sends the rest the same way and makes sure the status is gone."""
 
 
 class Released(msgspec.Struct, frozen=True, kw_only=True, tag="released"):
@@ -43,6 +47,7 @@ class Released(msgspec.Struct, frozen=True, kw_only=True, tag="released"):
     shown: tuple[str, ...] | None = None
     progress: float | None = None
     progress_at: float = 0.0
+    pinged: bool = False
 
 
 class Sent(msgspec.Struct, frozen=True, kw_only=True, tag="sent"):

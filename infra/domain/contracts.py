@@ -35,7 +35,8 @@ class Origin(msgspec.Struct, frozen=True, kw_only=True):
     message_id: int
     status_message_id: int
     ui_language: str
-    """Language of the bot's own words: 'ru' or 'en'."""
+    """Language of the bot's own words: one of `infra.voice.languages.LANGUAGES` (a reader of any other gets
+    English)."""
     language_hint: str | None = None
     """The user's Telegram `language_code`, a hint for speech recognition."""
     thread_id: int | None = None
@@ -43,9 +44,14 @@ class Origin(msgspec.Struct, frozen=True, kw_only=True):
     transcript_view: Literal["message", "file", "off"] = "message"
     """How the chat wants the transcript: in the answer, as a `.txt` file, or not at all (the button still has it)."""
     follow_speech: bool = False
-    """Answer in the language spoken in the note instead of `ui_language` (the chat's setting)."""
+    """Answer in the language spoken in the note instead of `ui_language` (the chat's setting): the bot's words
+    and the analyses alike."""
+    analyses_follow_speech: bool = False
+    """The analyses (not the bot's words) in the language spoken: what a chat gets unless it chose a language."""
     chat_key: str | None = None
     """The chat as the bus may know it (a keyed hash): the key its notes are kept and forgotten under."""
+    modes_off: tuple[str, ...] = ()
+    """The modes the chat switched off when the note came: the buttons under its answer never offer them."""
 
 
 class AudioRef(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,6 +115,9 @@ class AudioReceived(Contract, frozen=True, tag="voice.audio/1"):
     """The sender as a keyed hash (never the id): whose daily minutes the note counts against."""
     vocabulary: str | None = None
     """Names and jargon the chat uses, given to Whisper as hotwords so they come out spelled right."""
+    titles: dict[str, dict[str, str]] = {}
+    """`modes` as people know them: each mode's title by language (`en` always), so the answer can name a mode
+    that never answered (an analysis carries its own title)."""
 
     def transcript_due(self, deadline: float) -> float:
         """When its transcript is due at the latest (`TRANSCRIPTION_DEADLINE` after it arrived): past this the
@@ -127,6 +136,8 @@ class AnalysesRequested(Contract, frozen=True, tag="voice.rerun/1"):
     """The correlation ID of the note whose transcript is analysed again."""
     received_at: float = msgspec.field(default_factory=time.time)
     user_key: str | None = None
+    titles: dict[str, dict[str, str]] = {}
+    """As `AudioReceived.titles`."""
 
 
 class Transcript(Contract, frozen=True, tag="voice.transcript/1"):
@@ -139,6 +150,8 @@ class Transcript(Contract, frozen=True, tag="voice.transcript/1"):
     duration: float
     segments: tuple[Segment, ...]
     ui_language: str
+    """The language the analyses are written in: the one spoken (`Origin.analyses_follow_speech`), or the one
+    the chat chose; any code Whisper knows."""
     model: str
     transcribe_seconds: float
     published_at: float = msgspec.field(default_factory=time.time)
@@ -310,6 +323,9 @@ class ForgetChat(Contract, frozen=True, tag="forget.chat/1"):
     settings: bool
     """Whether the chat had settings, which the gateway erased itself."""
     thread_id: int | None = None
+    refused: tuple[str, ...] = ()
+    """The notes of the chat the gateway answered itself (refused: too long, not sound, over a limit...), which
+    never reached the formatter: erased with the others (their answered marks, intake records, any audio)."""
 
 
 class ForgetTranscripts(Contract, frozen=True, tag="forget.transcripts/1"):
@@ -318,6 +334,9 @@ class ForgetTranscripts(Contract, frozen=True, tag="forget.transcripts/1"):
 
     chat_key: str
     fingerprints: tuple[str, ...] = ()
+    pieces: bool = True
+    """Erase the pieces kept under the chat's key too. Not for one note erased after its answer (a chat that said
+    `/forget` while it was in flight): the chat's later notes may be being stitched."""
 
 
 class ForgetIntake(Contract, frozen=True, tag="forget.intake/1"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import msgspec
 import nats.js.errors
@@ -57,6 +57,12 @@ async def live_modes(bus: Bus) -> list[ModeInfo]:
         modes.append(info)
     live = [m for m in modes if not await _disabled(bus, m.mode)]
     return sorted(live, key=lambda m: (m.mode != "DEFAULT", m.mode))
+
+
+def mode_titles(modes: Iterable[ModeInfo]) -> dict[str, dict[str, str]]:
+    """Each mode's titles by language, `en` always (`ModeInfo.title`): what a note carries to name its modes in
+    any language it is answered in (`AudioReceived.titles`)."""
+    return {m.mode: {"en": m.title, **m.titles} for m in modes}
 
 
 async def _disabled(bus: Bus, mode: str) -> bool:

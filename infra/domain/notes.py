@@ -2,12 +2,16 @@
 
 The formatter keeps each answered note in `voice-notes` under `<chat key>.<correlation id>`: its transcript (for
 "📄 Transcript" and for running another mode without transcribing again), the modes it got, and where its pieces
-lie (the file's fingerprint in the transcript cache, the note's messages in the `VOICE` stream). That is what
-lets `/forget` find everything of one chat without any key naming the chat.
+lie (the file's fingerprint in the transcript cache, the note's messages in the `VOICE` stream). A note that
+failed (not sound, no speech, overdue...) has no transcript and no buttons, but its events name the chat: where
+they lie is kept under `<chat key>.<correlation id>.failed` (`NoteTrail`). That is what lets `/forget` find
+everything of one chat without any key naming the chat.
 
 `/forget` is carried out by whoever keeps each part (`infra.bus.names.STREAM_FORGET`), so no account erases what it
 does not keep: `find_forgotten` and `erase_notes` are the formatter's, `forget_transcripts` the transcriber's,
-`forget_analyses` a mode's analyzer's, `forget_intake` and `forget_user` the gateway's.
+`forget_analyses` a mode's analyzer's, `forget_intake`, `forget_refused` and `forget_user` the gateway's. The notes
+the gateway refused (nothing of them reached the formatter) it files under the chat (`refused_key`) and names in
+its request. Notes in flight at that moment are erased the same way once answered (`infra.domain.forgotten`).
 """
 
 from __future__ import annotations
@@ -65,11 +69,24 @@ def vocabulary_digest(vocabulary: str | None) -> str:
     return hashlib.sha256((vocabulary or "").encode()).hexdigest()[:12] if vocabulary else "plain"
 
 
+class NoteTrail(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a failed note of a chat lies, kept for `/forget` only: never shown, never asked for by a button."""
+
+    seqs: tuple[int, ...] = ()
+    fingerprint: str | None = None
+
+
 def note_key(chat_key: str, cid: str) -> str:
     return f"{chat_key}.{cid}"
 
 
+def trail_key(chat_key: str, cid: str) -> str:
+    """Three tokens, where a note's key has two: a button's request, which names one token each, never reaches it."""
+    return f"{chat_key}.{cid}.failed"
+
+
 _decode = msgspec.json.Decoder(StoredNote).decode
+_decode_trail = msgspec.json.Decoder(NoteTrail).decode
 
 
 class NoteStore:
@@ -87,12 +104,21 @@ class NoteStore:
             return None
         return _decode(entry.value) if entry.value else None
 
-    async def of_chat(self, chat_key: str) -> list[tuple[str, StoredNote]]:
-        found = []
+    async def keep_trail(self, chat_key: str, cid: str, trail: NoteTrail) -> None:
+        await (await self.bus.kv(BUCKET_NOTES)).put(trail_key(chat_key, cid), msgspec.json.encode(trail))
+
+    async def of_chat(self, chat_key: str) -> list[tuple[str, StoredNote | NoteTrail]]:
+        """The chat's answered notes and the trails of its failed ones."""
+        kv = await self.bus.kv(BUCKET_NOTES)
+        found: list[tuple[str, StoredNote | NoteTrail]] = []
         for key in await self.bus.kv_keys(BUCKET_NOTES, prefix=f"{chat_key}."):
-            cid = key.split(".", 1)[1]
-            if (note := await self.get(chat_key, cid)) is not None:
-                found.append((cid, note))
+            cid, _, failed = key.removeprefix(f"{chat_key}.").partition(".")
+            try:
+                entry = await kv.get(key)
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                continue
+            if entry.value:
+                found.append((cid, _decode_trail(entry.value) if failed else _decode(entry.value)))
         return found
 
 
@@ -129,58 +155,77 @@ async def ask_for_note(bus: Bus, chat_key: str, cid: str, proof: str) -> StoredN
     return _decode(answer) if answer else None
 
 
+@dataclass(frozen=True)
+class Trail:
+    """Where everything of one note lies: its events, its cached transcript (`fingerprint`) and analyses
+    (`digest` of its transcript); its join, mark, audio and records are under its ID."""
+
+    cid: str
+    seqs: tuple[int, ...] = ()
+    fingerprint: str | None = None
+    digest: str | None = None
+
+
+def trail_of(cid: str, note: StoredNote | NoteTrail) -> Trail:
+    digest = text_digest(note.transcript.text) if isinstance(note, StoredNote) else None
+    return Trail(cid, note.seqs, note.fingerprint, digest)
+
+
 @dataclass
 class Forgotten:
-    """A forgotten chat's notes, as the formatter found them: what it tells the chat, erases itself, and asks the
-    other keepers to erase (cached transcripts and analyses, intake records)."""
+    """A forgotten chat's notes, as the formatter found them (answered or failed), or one note erased after its
+    answer: what it tells the chat, erases itself, and asks the other keepers to erase (cached transcripts and
+    analyses, intake records)."""
 
-    notes: list[tuple[str, StoredNote]] = field(default_factory=list)
+    trails: list[Trail] = field(default_factory=list)
 
     @property
     def messages(self) -> int:
-        return sum(len(note.seqs) for _, note in self.notes)
+        return sum(len(trail.seqs) for trail in self.trails)
 
     @property
     def correlation_ids(self) -> tuple[str, ...]:
-        return tuple(cid for cid, _ in self.notes)
+        return tuple(trail.cid for trail in self.trails)
 
     @property
     def fingerprints(self) -> tuple[str, ...]:
-        return tuple(note.fingerprint for _, note in self.notes if note.fingerprint)
+        return tuple(trail.fingerprint for trail in self.trails if trail.fingerprint)
 
     @property
     def digests(self) -> tuple[str, ...]:
-        return tuple(text_digest(note.transcript.text) for _, note in self.notes)
+        return tuple(trail.digest for trail in self.trails if trail.digest)
 
 
 async def find_forgotten(bus: Bus, chat_key: str) -> Forgotten:
-    """The chat's answered notes, found before anything is erased: once they are gone, nothing names the rest."""
-    return Forgotten(await NoteStore(bus).of_chat(chat_key))
+    """The chat's answered and failed notes, found before anything is erased: once they are gone, nothing names
+    the rest."""
+    return Forgotten([trail_of(cid, note) for cid, note in await NoteStore(bus).of_chat(chat_key)])
 
 
 async def erase_notes(bus: Bus, chat_key: str, gone: Forgotten) -> None:
     """The formatter's part of `/forget`: the notes with their transcripts, their events in the stream (one
-    message at a time: nobody may purge `VOICE`), their joins, marks and audio. Notes still in flight finish;
-    their audio is deleted once they are answered."""
-    for cid, note in gone.notes:
-        for seq in note.seqs:
+    message at a time: nobody may purge `VOICE`), their joins, marks and audio. A note still in flight is not
+    among them: it is erased the same way once it is answered (`infra.domain.forgotten`)."""
+    for trail in gone.trails:
+        for seq in trail.seqs:
             await bus.delete_message(STREAM, seq)
         for bucket in (BUCKET_ANSWERED, BUCKET_JOINS):
-            await bus.erase(bucket, cid)
-        await bus.erase_object(cid)
-        await bus.erase(BUCKET_NOTES, note_key(chat_key, cid))
-    log.info("a chat's notes were forgotten: %d notes, %d stream messages", len(gone.notes), gone.messages)
+            await bus.erase(bucket, trail.cid)
+        await bus.erase_object(trail.cid)
+        for key in (note_key(chat_key, trail.cid), trail_key(chat_key, trail.cid)):
+            await bus.erase(BUCKET_NOTES, key)
+    log.info("a chat's notes were forgotten: %d notes, %d stream messages", len(gone.trails), gone.messages)
 
 
-async def forget_transcripts(bus: Bus, chat_key: str, fingerprints: Iterable[str]) -> int:
-    """The transcriber's part: cached transcripts of these files, and pieces of the chat's long notes still being
-    stitched. Returns how many cached transcripts went."""
+async def forget_transcripts(bus: Bus, chat_key: str, fingerprints: Iterable[str], pieces: bool = True) -> int:
+    """The transcriber's part: cached transcripts of these files, and (`pieces`) pieces of the chat's long notes
+    still being stitched. Returns how many cached transcripts went."""
     erased = 0
     for fingerprint in fingerprints:
         for key in await bus.kv_keys(BUCKET_TRANSCRIPT_CACHE, prefix=f"{fingerprint}."):
             await bus.erase(BUCKET_TRANSCRIPT_CACHE, key)
             erased += 1
-    for key in await bus.kv_keys(BUCKET_PIECES, prefix=f"{chat_key}."):
+    for key in await bus.kv_keys(BUCKET_PIECES, prefix=f"{chat_key}.") if pieces else ():
         await bus.erase(BUCKET_PIECES, key)
     return erased
 
@@ -199,10 +244,36 @@ async def forget_analyses(bus: Bus, mode: str, digests: Iterable[str]) -> int:
     return erased
 
 
+def files_mark(cid: str) -> str:
+    """Where the gateway marks, in the intake bucket, that a note's transcript went out as files (and as which
+    message): "📄 Transcript" sends them once per note."""
+    return f"{cid}.files"
+
+
 async def forget_intake(bus: Bus, correlation_ids: Iterable[str]) -> None:
-    """The gateway's part, once the formatter has found the notes: their intake records."""
+    """The gateway's part, once the formatter has found the notes: their intake records and marks."""
     for cid in correlation_ids:
         await bus.erase(BUCKET_INTAKE, cid)
+        await bus.erase(BUCKET_INTAKE, files_mark(cid))
+
+
+def refused_key(chat_key: str, cid: str) -> str:
+    """A note the gateway answered itself (refused: nothing of it reached the formatter), filed under its chat in
+    `voice-intake` for `/forget`. Its intake record and answered mark are under its ID alone."""
+    return f"{chat_key}.{cid}"
+
+
+async def refused_of_chat(bus: Bus, chat_key: str) -> list[str]:
+    return [key.removeprefix(f"{chat_key}.") for key in await bus.kv_keys(BUCKET_INTAKE, prefix=f"{chat_key}.")]
+
+
+async def forget_refused(bus: Bus, chat_key: str, cid: str) -> None:
+    """The gateway's part for a note it refused after its chat said `/forget` (it was being taken in then): its
+    intake record, its filing under the chat, and any audio a retried intake stored. No answered mark was written
+    for it, and the chat's `/forget` named it to nobody."""
+    await bus.erase(BUCKET_INTAKE, cid)
+    await bus.erase(BUCKET_INTAKE, refused_key(chat_key, cid))
+    await bus.erase_object(cid)
 
 
 async def forget_user(bus: Bus, user_key: str) -> None:

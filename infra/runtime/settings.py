@@ -80,6 +80,9 @@ class Settings:
     transcription_deadline: float = 6 * 3600.0
     """How long after it arrived a note may wait for its transcript before the user is told it could not be
     transcribed in time (and transcribers skip it): within the day its audio is kept."""
+    notify_after: float = 20.0
+    """How long after a note arrived (or its button was pressed) its answer may still replace the status in place,
+    an edit, which notifies nobody; later, it comes as a new message, which does, and the status goes."""
     llm_timeout: float = 0.0
     """How long one analysis may take on this deployment, retries included; every mode gets at least this long
     (0: each mode's own timeout). A local model on a small machine: 120."""
@@ -325,6 +328,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "JOIN_TIMEOUT": ("join_timeout", _positive_float),
     "LLM_TIMEOUT": ("llm_timeout", _positive_float),
     "TRANSCRIPTION_DEADLINE": ("transcription_deadline", _transcription_deadline),
+    "NOTIFY_AFTER": ("notify_after", _positive_float),
     "LOG_LEVEL": ("log_level", lambda n, v: _choice(n, v.upper(), ("DEBUG", "INFO", "WARNING", "ERROR"))),
     "VOICE_INSIGHT_STATE_DIR": ("state_dir", lambda n, v: Path(v)),
     "METRICS_PORT": ("metrics_port", _port),

@@ -1,336 +1,276 @@
-"""Everything the bot says in its own voice, in Russian and English.
+"""Everything the bot says in its own voice: each message by its key, in English, translated through gettext.
 
-The user's language comes from Telegram's `language_code`: Russian for `ru` (and the languages whose speakers
-mostly read Russian comfortably is a product decision we have not made), English for everything else.
+The English here is the source (`msgid`); the translations are `infra/voice/locales/<lang>/LC_MESSAGES/messages.po`,
+compiled to `.mo` beside them (`infra.voice.languages`). `N_` marks a message and `P_` one that depends on a
+number (its singular and plural English forms; each catalog has as many forms as its language needs), so Babel's
+`pybabel extract -k N_ -k P_:1,2` finds them all; `tests/test_languages.py` checks that every message has every
+language, with the same placeholders and valid markup. How to add or change a message: docs/development.md.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
 
-Lang = Literal["ru", "en"]
+from infra.voice.languages import CATALOGS, DEFAULT_LANGUAGE, LANGUAGES, ui_language
 
-
-def ui_language(language_code: str | None) -> Lang:
-    return "ru" if (language_code or "").lower().split("-")[0] == "ru" else "en"
+__all__ = ["LANGUAGES", "duration_limit", "messages", "text", "ui_language"]
 
 
-_TEXTS: dict[str, dict[Lang, str]] = {
-    "listening": {"ru": "🎧 Слушаю…", "en": "🎧 Listening…"},
-    "start": {
-        "ru": (
-            "Привет! Перешлите мне голосовое сообщение, аудиофайл или кружок — я пришлю расшифровку, "
-            "краткое содержание с ключевыми пунктами и действиями, а также разбор тона: скрытые намерения, "
-            "главную эмоцию и как лучше ответить.\n\n/help — подробнее, /list_modes — режимы анализа."
-        ),
-        "en": (
-            "Hi! Forward me a voice message, an audio file or a video note and I will send back the transcript, "
-            "a summary with key points and actions, and a reading of the tone: hidden intentions, the dominant "
-            "emotion and how best to reply.\n\n/help for details, /list_modes for the analysis modes."
-        ),
-    },
-    "start_transcripts_only": {
-        "ru": (
-            "Привет! Перешлите мне голосовое сообщение, аудиофайл или кружок — я пришлю расшифровку. "
-            "Анализ (краткое содержание, разбор тона) на этом боте выключен.\n\n/help — подробнее."
-        ),
-        "en": (
-            "Hi! Forward me a voice message, an audio file or a video note and I will send back the transcript. "
-            "Analyses (a summary, a reading of the tone) are off on this bot.\n\n/help for details."
-        ),
-    },
-    "help": {
-        "ru": (
-            "<b>Как пользоваться</b>\n"
-            "• Запишите или перешлите голосовое, аудиофайл (mp3, ogg, m4a, wav…) или видеокружок.\n"
-            "• Через несколько секунд статус «Слушаю…» сменится ответом.\n"
-            "• Ограничения: до {limit} звучания и до 20 МБ на файл.\n"
-            "• Данные хранятся не дольше 24 часов и только для ответа.\n"
-            "• Под ответом — кнопки: расшифровка файлом (.txt и .srt) и другие режимы анализа.\n\n"
-            "/settings — язык ответа, режимы, расшифровка, словарь, поведение в группе\n"
-            "/transcribe — ответьте так на голосовое в группе\n"
-            "/list_modes — какие анализы сейчас работают\n"
-            "/privacy — что хранится, /forget — удалить всё об этом чате"
-        ),
-        "en": (
-            "<b>How to use it</b>\n"
-            "• Record or forward a voice message, an audio file (mp3, ogg, m4a, wav…) or a video note.\n"
-            "• In a few seconds the “Listening…” status turns into the answer.\n"
-            "• Limits: up to {limit} of sound and 20 MB per file.\n"
-            "• What you send is kept at most 24 hours, only to answer you.\n"
-            "• Under the answer: buttons for the transcript as files (.txt and .srt) and for other modes.\n\n"
-            "/settings: answer language, modes, transcript, vocabulary, behaviour in groups\n"
-            "/transcribe: reply with it to a voice note in a group\n"
-            "/list_modes: which analyses are running\n"
-            "/privacy: what is kept; /forget: delete everything about this chat"
-        ),
-    },
-    "modes_header": {"ru": "<b>Активные режимы анализа</b>", "en": "<b>Active analysis modes</b>"},
-    "modes_none": {
-        "ru": "Сейчас ни один анализатор не запущен — пришлю только расшифровку.",
-        "en": "No analyzer is running right now: you would get the transcript only.",
-    },
-    "transcript": {"ru": "Расшифровка", "en": "Transcript"},
-    "missing_modes": {
-        "ru": "⚠️ Нет результата: {modes} — анализ не удался или не успел. Остальное выше.",
-        "en": "⚠️ Missing: {modes}: the analysis failed or took too long. The rest is above.",
-    },
-    "not_audio": {
-        "ru": "😕 Не получилось прочитать этот файл как звук: он повреждён или это не аудио. Пришлите другой.",
-        "en": "😕 I could not read this file as sound: it is corrupt or not audio. Please send another one.",
-    },
-    "no_speech": {
-        "ru": "🤫 В этой записи не слышно речи. Попробуйте записать ещё раз.",
-        "en": "🤫 I could not hear any speech in this recording. Please try again.",
-    },
-    "too_long": {
-        "ru": "⏱ Запись длиннее {limit} — это больше, чем я обрабатываю. Разбейте её на части.",
-        "en": "⏱ This recording is longer than {limit}, more than I handle. Please split it up.",
-    },
-    "too_big": {
-        "ru": "📦 Файл больше 20 МБ — Telegram не даёт ботам скачивать такие. Сожмите или разбейте его.",
-        "en": "📦 The file is over 20 MB, and Telegram does not let bots download those. Compress or split it.",
-    },
-    "too_big_local": {
-        "ru": "📦 Файл больше 2 ГБ — это предел самого Telegram. Сожмите или разбейте его.",
-        "en": "📦 The file is over 2 GB, Telegram's own limit. Compress or split it.",
-    },
-    "store_full": {
-        "ru": (
-            "📦 Для такого большого файла у меня сейчас нет места. Пришлите его позже или сожмите; "
-            "обычные голосовые я по-прежнему принимаю."
-        ),
-        "en": (
-            "📦 I have no room for a file this big right now. Please send it again later, or compress it; "
-            "ordinary voice messages still go through."
-        ),
-    },
-    "download_failed": {
-        "ru": "📡 Не удалось скачать файл из Telegram. Пришлите его ещё раз чуть позже.",
-        "en": "📡 I could not download the file from Telegram. Please send it again in a moment.",
-    },
-    "internal": {
-        "ru": "🛠 Что-то сломалось на нашей стороне, и ответить не вышло. Пришлите сообщение ещё раз.",
-        "en": "🛠 Something broke on our side and I could not answer. Please send the message again.",
-    },
-    "overdue": {
-        "ru": "⌛️ Не успел расшифровать эту запись: сейчас слишком много работы. Пришлите её ещё раз позже.",
-        "en": "⌛️ I could not transcribe this recording in time: there is too much to do right now. Please send it "
-        "again later.",
-    },
-    "private": {
-        "ru": "🔒 Это частный бот. Если вы знаете его владельца, попросите добавить ваш id {id} в ALLOWED_USERS.",
-        "en": (
-            "🔒 This is a private bot. If you know its owner, ask them to add your Telegram id {id} to ALLOWED_USERS."
-        ),
-    },
-    "busy": {
-        "ru": "⏳ Я ещё разбираю {count} ваших записей. Пришлите эту снова, когда на них придут ответы.",
-        "en": "⏳ I am still working on {count} of your notes. Please send this one again once those are answered.",
-    },
-    "slow_down": {
-        "ru": "⏳ Слишком много записей за минуту. Пришлите эту снова через минуту.",
-        "en": "⏳ That is a lot of notes in one minute. Please send this one again in a minute.",
-    },
-    "quota": {
-        "ru": "📊 Сегодняшний лимит — {minutes} мин прослушивания — исчерпан. Пришлите запись завтра.",
-        "en": "📊 You have used today's {minutes} minutes of listening. Please send it again tomorrow.",
-    },
-    "budget_exhausted": {
-        "ru": "⚠️ Дневной бюджет на анализ исчерпан: сегодня только расшифровка.",
-        "en": "⚠️ Today's analysis budget is used up: the transcript only, for today.",
-    },
-    "unsupported": {
-        "ru": "Я понимаю голосовые, аудиофайлы и видеокружки. Пришлите одно из них.",
-        "en": "I understand voice messages, audio files and video notes. Please send one of those.",
-    },
-    "analyses_off": {
-        "ru": (
-            "ℹ️ Анализ выключен: этот бот только расшифровывает. Владелец включит его, задав OPENAI_API_KEY "
-            "(или OPENAI_BASE_URL своего сервера, например Ollama) и перезапустив бота."
-        ),
-        "en": (
-            "ℹ️ Analyses are off: this bot only transcribes. Its owner turns them on by setting OPENAI_API_KEY "
-            "(or OPENAI_BASE_URL of a server of their own, such as Ollama) and restarting it."
-        ),
-    },
-    # --- the answer and its buttons ---
-    "button_transcript": {"ru": "📄 Расшифровка", "en": "📄 Transcript"},
-    "transcript_in_file": {
-        "ru": "📎 Полная расшифровка — в файле ниже.",
-        "en": "📎 The full transcript is in the file below.",
-    },
-    "transcript_file_caption": {
-        "ru": "📝 Расшифровка с отметками времени",
-        "en": "📝 The transcript, with timestamps",
-    },
-    "subtitles_caption": {"ru": "🎬 Субтитры (.srt)", "en": "🎬 Subtitles (.srt)"},
-    "on_its_way": {"ru": "⏳ Ещё готовлю: {modes}", "en": "⏳ Still working on: {modes}"},
-    "queue_position": {
-        "ru": "⏳ Перед вашей записью в очереди: {ahead}{eta}.",
-        "en": "⏳ Notes ahead of yours in the queue: {ahead}{eta}.",
-    },
-    "transcribing": {"ru": "⏳ Расшифровываю: {done} из {total} мин", "en": "⏳ Transcribing: {done} of {total} min"},
-    "queue_eta": {"ru": ", примерно {seconds} с", "en": ", about {seconds} s"},
-    "note_expired": {
-        "ru": "⌛ Эта запись уже не хранится (записи хранятся 24 часа). Перешлите её снова.",
-        "en": "⌛ This note is no longer kept (notes are kept for 24 hours). Please send it again.",
-    },
-    "already_there": {"ru": "Уже готово — смотрите выше ↑", "en": "Already done: see above ↑"},
-    "mode_not_live": {
-        "ru": "Режим {mode} сейчас не работает. /list_modes — какие работают.",
-        "en": "The {mode} mode is not running right now. /list_modes shows which are.",
-    },
-    "rerun_status": {"ru": "⏳ {mode}…", "en": "⏳ {mode}…"},
-    # --- groups ---
-    "transcribe_usage": {
-        "ru": "Ответьте командой /transcribe на голосовое сообщение — и я его расшифрую.",
-        "en": "Reply /transcribe to a voice message and I will transcribe it.",
-    },
-    # --- settings ---
-    "settings": {
-        "ru": (
-            "<b>⚙️ Настройки этого чата</b>\n"
-            "Язык ответа: {language}\n"
-            "Режимы: {modes}\n"
-            "Расшифровка: {transcript}\n"
-            "Словарь: {vocabulary}{group}"
-        ),
-        "en": (
-            "<b>⚙️ Settings for this chat</b>\n"
-            "Answer language: {language}\n"
-            "Modes: {modes}\n"
-            "Transcript: {transcript}\n"
-            "Vocabulary: {vocabulary}{group}"
-        ),
-    },
-    "settings_group": {
-        "ru": (
-            "\nВ группе: {trigger}\n\n<i>Чтобы я слышал все голосовые в группе, сделайте меня администратором "
-            "(или выключите privacy mode у @BotFather). Иначе отвечайте /transcribe на голосовое "
-            "или упомяните меня.</i>"
-        ),
-        "en": (
-            "\nIn the group: {trigger}\n\n<i>To hear every voice note in a group I must be its admin (or have "
-            "privacy mode off in @BotFather). Otherwise reply /transcribe to a voice note, or mention me.</i>"
-        ),
-    },
-    "language_user": {"ru": "язык Telegram", "en": "your Telegram language"},
-    "language_ru": {"ru": "русский", "en": "Russian"},
-    "language_en": {"ru": "английский", "en": "English"},
-    "language_speech": {"ru": "язык записи", "en": "the language spoken"},
-    "transcript_message": {"ru": "в сообщении", "en": "in the message"},
-    "transcript_file": {"ru": "файлом", "en": "as a file"},
-    "transcript_off": {"ru": "не присылать", "en": "off"},
-    "trigger_every": {"ru": "каждое голосовое", "en": "every voice note"},
-    "trigger_request": {"ru": "только по запросу", "en": "only on request"},
-    "button_language": {"ru": "🌐 Язык: {value}", "en": "🌐 Language: {value}"},
-    "button_transcript_view": {"ru": "📝 Расшифровка: {value}", "en": "📝 Transcript: {value}"},
-    "button_trigger": {"ru": "👥 {value}", "en": "👥 {value}"},
-    "button_vocabulary": {"ru": "📚 Словарь", "en": "📚 Vocabulary"},
-    "none": {"ru": "—", "en": "—"},
-    "settings_admins_only": {
-        "ru": "Настройки группы меняют только её администраторы.",
-        "en": "Only the group's admins can change its settings.",
-    },
-    "vocabulary_usage": {
-        "ru": (
-            "Имена и термины этого чата, через запятую — так я запишу их правильно:\n"
-            "<code>/vocabulary Анна Петрова, Kubernetes, Тбилиси</code>\n<code>/vocabulary -</code> очищает словарь."
-        ),
-        "en": (
-            "Names and jargon this chat uses, separated by commas, so that I spell them right:\n"
-            "<code>/vocabulary Anna Petrova, Kubernetes, Tbilisi</code>\n<code>/vocabulary -</code> clears it."
-        ),
-    },
-    "vocabulary_set": {"ru": "📚 Словарь: {words}", "en": "📚 Vocabulary: {words}"},
-    "vocabulary_cleared": {"ru": "📚 Словарь очищен.", "en": "📚 Vocabulary cleared."},
-    # --- the user's data ---
-    "forgotten": {
-        "ru": (
-            "🧹 Удалено всё, что хранилось об этом чате: записей с расшифровками, анализами и их копиями в "
-            "кэше — {notes}, сообщений в очереди — {messages}, настройки — {settings}. Записи, которые ещё в "
-            "работе, получат ответ и тоже будут удалены."
-        ),
-        "en": (
-            "🧹 Deleted everything kept about this chat: {notes} notes with their transcripts, analyses and "
-            "cached copies, {messages} queued messages, settings: {settings}. Notes still in progress will be "
-            "answered, and then deleted as well."
-        ),
-    },
-    "yes": {"ru": "да", "en": "yes"},
-    "no": {"ru": "нет", "en": "none"},
-    "privacy_text": {
-        "ru": (
-            "<b>🔐 Что я храню</b>\n"
-            "• Аудио — только пока делаю расшифровку, удаляется сразу после ответа (максимум 24 часа).\n"
-            "• Расшифровку и анализы — 24 часа, чтобы работали кнопки под ответом; кэш анализов — 1 час.\n"
-            "• Настройки чата — пока вы их не удалите; под ключом, по которому нельзя узнать чат.\n"
-            "• В журналах, метриках и трассировках нет ни текста, ни ваших идентификаторов.\n"
-            "<b>Кто видит</b>: {who}\n"
-            "/forget — удалить всё об этом чате сейчас."
-        ),
-        "en": (
-            "<b>🔐 What I keep</b>\n"
-            "• Audio: only while transcribing; deleted as soon as you have the answer (24 hours at most).\n"
-            "• Transcripts and analyses: 24 hours, for the buttons under the answer; cached analyses: 1 hour.\n"
-            "• This chat's settings: until you delete them, under a key that does not reveal the chat.\n"
-            "• Logs, metrics and traces hold no words and none of your ids.\n"
-            "<b>Who sees it</b>: {who}\n"
-            "/forget deletes everything about this chat now."
-        ),
-    },
-    "privacy_who_llm": {
-        "ru": "расшифровку отправляю модели LLM ({provider}) для анализа; больше никто.",
-        "en": "the transcript goes to the LLM provider ({provider}) to be analysed; nobody else.",
-    },
-    "privacy_who_nobody": {
-        "ru": "никто: этот бот только расшифровывает, у себя, и никуда текст не отправляет.",
-        "en": "nobody: this bot only transcribes, on its own server, and sends the text nowhere.",
-    },
-    # --- for admins ---
-    "modes_need_an_llm": {
-        "ru": (
-            "ℹ️ Анализ на этом боте выключен, менять режимы нечем: сначала задайте OPENAI_API_KEY "
-            "(или OPENAI_BASE_URL своего сервера) и перезапустите бота."
-        ),
-        "en": (
-            "ℹ️ Analyses are off on this bot, so there is nothing to check a mode with: set OPENAI_API_KEY "
-            "(or OPENAI_BASE_URL of a server of your own) and restart it first."
-        ),
-    },
-    "admin_only": {
-        "ru": "🔐 Режимы анализа меняют только администраторы бота.",
-        "en": "🔐 Only the bot's admins can change analysis modes.",
-    },
-    "admin_usage": {"ru": "Как: <code>{usage}</code>", "en": "Usage: <code>{usage}</code>"},
-    "mode_checking": {
-        "ru": "⏳ Проверяю {mode}: модель, пробный запрос…",
-        "en": "⏳ Checking {mode}: the model, a canary call…",
-    },
-    "mode_applied": {
-        "ru": "✅ {mode}: {action} — готово. Версия {version}, модель <code>{model}</code>.",
-        "en": "✅ {mode}: {action} done. Version {version}, model <code>{model}</code>.",
-    },
-    "mode_refused": {
-        "ru": "❌ {mode}: {action} не применено, ничего не изменилось:\n{problems}",
-        "en": "❌ {mode}: {action} not applied; nothing changed:\n{problems}",
-    },
-    "stats_header": {"ru": "<b>Режимы за 24 часа</b>", "en": "<b>Modes, last 24 hours</b>"},
-    "stats_none": {"ru": "Анализов не было.", "en": "No analyses yet."},
-    "mode_unknown": {"ru": "Режима {mode} нет.", "en": "There is no mode {mode}."},
-    "mode_alert": {"ru": "🚨 {detail}", "en": "🚨 {detail}"},
+def N_(message: str) -> str:
+    """A message to translate (the name gettext's tools look for)."""
+    return message
+
+
+@dataclass(frozen=True)
+class Plural:
+    """A message that depends on `{count}`: its English singular and plural, the catalogs' forms for the rest."""
+
+    singular: str
+    plural: str
+
+
+def P_(singular: str, plural: str) -> Plural:
+    return Plural(singular, plural)
+
+
+_TEXTS: dict[str, str | Plural] = {
+    "listening": N_("🎧 Listening…"),
+    "start": N_(
+        "Hi! Forward me a voice message, an audio file or a video note and I will send back the transcript, a "
+        "summary with key points and actions, and a reading of the tone: hidden intentions, the dominant "
+        "emotion and how best to reply.\n"
+        "\n"
+        "/help for details, /list_modes for the analysis modes."
+    ),
+    "start_transcripts_only": N_(
+        "Hi! Forward me a voice message, an audio file or a video note and I will send back the transcript. "
+        "Analyses (a summary, a reading of the tone) are off on this bot.\n"
+        "\n"
+        "/help for details."
+    ),
+    "help": N_(
+        "<b>How to use it</b>\n"
+        "• Record or forward a voice message, an audio file (mp3, ogg, m4a, wav…) or a video note.\n"
+        "• In a few seconds the “Listening…” status turns into the answer.\n"
+        "• Limits: up to {limit} of sound and 20 MB per file.\n"
+        "• What you send is kept at most 24 hours, only to answer you.\n"
+        "• Under the answer: buttons for the transcript as files (.txt and .srt) and for other modes.\n"
+        "\n"
+        "/settings: answer language, modes, transcript, vocabulary, behaviour in groups\n"
+        "/transcribe: reply with it to a voice note in a group\n"
+        "/list_modes: which analyses are running\n"
+        "/privacy: what is kept; /forget: delete everything about this chat"
+    ),
+    "modes_header": N_("<b>Active analysis modes</b>"),
+    "modes_none": N_("No analyzer is running right now: you would get the transcript only."),
+    "transcript": N_("Transcript"),
+    "missing_modes": N_("⚠️ Missing: {modes}: the analysis failed or took too long. The rest is above."),
+    "not_audio": N_("😕 I could not read this file as sound: it is corrupt or not audio. Please send another one."),
+    "no_speech": N_("🤫 I could not hear any speech in this recording. Please try again."),
+    "too_long": N_("⏱ This recording is longer than {limit}, more than I handle. Please split it up."),
+    "too_big": N_("📦 The file is over 20 MB, and Telegram does not let bots download those. Compress or split it."),
+    "too_big_local": N_("📦 The file is over 2 GB, Telegram's own limit. Compress or split it."),
+    "store_full": N_(
+        "📦 I have no room for a file this big right now. Please send it again later, or compress it; ordinary "
+        "voice messages still go through."
+    ),
+    "download_failed": N_("📡 I could not download the file from Telegram. Please send it again in a moment."),
+    "internal": N_("🛠 Something broke on our side and I could not answer. Please send the message again."),
+    "overdue": N_(
+        "⌛️ I could not transcribe this recording in time: there is too much to do right now. Please send it "
+        "again later."
+    ),
+    "private": N_(
+        "🔒 This is a private bot. If you know its owner, ask them to add your Telegram id {id} to ALLOWED_USERS."
+    ),
+    "slow_down": N_("⏳ That is a lot of notes in one minute. Please send this one again in a minute."),
+    "budget_exhausted": N_("⚠️ Today's analysis budget is used up: the transcript only, for today."),
+    "unsupported": N_("I understand voice messages, audio files and video notes. Please send one of those."),
+    "analyses_off": N_(
+        "ℹ️ Analyses are off: this bot only transcribes. Its owner turns them on by setting OPENAI_API_KEY "
+        "(or OPENAI_BASE_URL of a server of their own, such as Ollama) and restarting it."
+    ),
+    "button_transcript": N_("📄 Transcript"),
+    "transcript_in_file": N_("📎 The full transcript is in the file below."),
+    "transcript_file_caption": N_("📝 The transcript, with timestamps"),
+    "subtitles_caption": N_("🎬 Subtitles (.srt)"),
+    "on_its_way": N_("⏳ Still working on: {modes}"),
+    "queue_position": N_("⏳ Notes ahead of yours in the queue: {ahead}{eta}."),
+    "transcribing": N_("⏳ Transcribing: {done} of {total} min"),
+    "queue_eta": N_(", about {seconds} s"),
+    "note_expired": N_("⌛ This note is no longer kept (notes are kept for 24 hours). Please send it again."),
+    "rerun_status": N_("⏳ {mode}…"),
+    "transcribe_usage": N_("Reply /transcribe to a voice message and I will transcribe it."),
+    "settings": N_(
+        "<b>⚙️ Settings for this chat</b>\n"
+        "Answer language: {language}\n"
+        "Modes: {modes}\n"
+        "Transcript: {transcript}\n"
+        "Vocabulary: {vocabulary}{group}"
+    ),
+    "settings_group": N_(
+        "\n"
+        "In the group: {trigger}\n"
+        "\n"
+        "<i>To hear every voice note in a group I must be its admin (or have privacy mode off in @BotFather). "
+        "Otherwise reply /transcribe to a voice note, or mention me.</i>"
+    ),
+    "language_user": N_("your Telegram language"),
+    "language_speech": N_("the language spoken"),
+    "transcript_message": N_("in the message"),
+    "transcript_file": N_("as a file"),
+    "transcript_off": N_("off"),
+    "trigger_every": N_("every voice note"),
+    "trigger_request": N_("only on request"),
+    "button_language": N_("🌐 Language: {value}"),
+    "button_transcript_view": N_("📝 Transcript: {value}"),
+    "button_trigger": N_("👥 {value}"),
+    "button_vocabulary": N_("📚 Vocabulary"),
+    "none": N_("—"),
+    "settings_admins_only": N_("Only the group's admins can change its settings."),
+    "vocabulary_usage": N_(
+        "Names and jargon this chat uses, separated by commas, so that I spell them right:\n"
+        "<code>/vocabulary Anna Petrova, Kubernetes, Tbilisi</code>\n"
+        "<code>/vocabulary -</code> clears it."
+    ),
+    "vocabulary_set": N_("📚 Vocabulary: {words}"),
+    "vocabulary_cleared": N_("📚 Vocabulary cleared."),
+    "answer_below": N_("⬇️ The answer is below."),
+    "buttons_sender_only": N_("🔒 Only the note's sender and the group's admins can use these buttons."),
+    "transcript_sent_already": N_("📄 Already sent: transcript.txt and transcript.srt are below this answer ↓"),
+    "rerun_below": N_("Already done: see the reply below ↓"),
+    "rerun_on_its_way": N_("⏳ On its way: the reply will come below ↓"),
+    "mode_off_here": N_("{mode} is switched off in this chat (/settings)."),
+    "mode_not_running": N_("{mode} is not running right now. /list_modes shows which are."),
+    "admin_only_stats": N_("🔐 Only the bot's admins can see its usage."),
+    "admin_only_mode": N_("🔐 Only the bot's admins can see how a mode is set up."),
+    "vocabulary_cut": N_(
+        "✂️ That is longer than a vocabulary holds (the limit in characters: {count}): everything from "
+        "“{first}” on was left out."
+    ),
+    "group_hello": N_(
+        "👋 Hi! I turn voice notes into text: the transcript, the gist with key points and actions, and a "
+        "reading of the tone.\n"
+        "\n"
+        "{how}{deaf}\n"
+        "\n"
+        "/settings: the answer's language, the modes and when I answer here (for the group's admins); /help "
+        "for more."
+    ),
+    "group_hello_transcripts_only": N_(
+        "👋 Hi! I turn voice notes into text: I send back the transcript.\n"
+        "\n"
+        "{how}{deaf}\n"
+        "\n"
+        "/settings: the answer's language and when I answer here (for the group's admins); /help for more."
+    ),
+    "group_how_every": N_(
+        "Here I answer every voice note, round video note and audio file, in reply to it. A video or another "
+        "file only when asked: reply /transcribe to it, or mention me."
+    ),
+    "group_how_request": N_(
+        "Here I answer on request: reply /transcribe to a voice note, a video or a file, or mention me."
+    ),
+    "group_deaf": N_(
+        "\n"
+        "\n"
+        "⚠️ I cannot see voice notes here yet: in a group, Telegram shows a bot only commands and mentions of "
+        "it unless it is an admin. To have every voice note answered, make me an admin of this group (or turn "
+        "my privacy mode off in @BotFather: /setprivacy → Disable, then add me again). Until then, reply "
+        "/transcribe to a voice note, or mention me."
+    ),
+    "group_hears_now": N_("👂 Now I am an admin here and hear every voice note: each gets its answer."),
+    "group_on_request_now": N_(
+        "🙉 I am no longer an admin here, so I cannot see voice notes any more. Now only on request: reply "
+        "/transcribe to a voice note, or mention me."
+    ),
+    "group_closed": N_(
+        "🔒 This is a private bot, and this group is not let in. If you know its owner, ask them to add the "
+        "group's id {id} to ALLOWED_USERS."
+    ),
+    "command_help": N_("How it works"),
+    "command_settings": N_("Settings for this chat"),
+    "command_transcribe": N_("Transcribe a voice note (as a reply)"),
+    "command_vocabulary": N_("Names and jargon"),
+    "command_list_modes": N_("Analysis modes"),
+    "command_privacy": N_("What is kept"),
+    "command_forget": N_("Delete this chat's data"),
+    "language_pick": N_("🌐 Which language should answers in this chat be in?"),
+    "language_back": N_("↩️ Back"),
+    "language_auto": N_("analyses in the language spoken, the rest in your Telegram's"),
+    "forgotten": N_(
+        "🧹 Deleted:\n"
+        "• notes, with their transcripts, analyses and audio: {count}\n"
+        "• this chat's settings: {settings}\n"
+        "Notes still in progress will be answered, then deleted at once. The messages in this chat stay until "
+        "you delete them."
+    ),
+    "yes": N_("yes"),
+    "no": N_("none"),
+    "privacy_text": N_(
+        "<b>🔐 What I keep</b>\n"
+        "• Audio: only while transcribing; deleted as soon as you have the answer (24 hours at most).\n"
+        "• Transcripts and analyses: 24 hours, for the buttons under the answer; cached analyses: 1 hour.\n"
+        "• This chat's settings: until you delete them, under a key that does not reveal the chat.\n"
+        "• Logs, metrics and traces hold no words and none of your ids.\n"
+        "<b>Who sees it</b>: {who}\n"
+        "/forget deletes everything about this chat now."
+    ),
+    "privacy_who_llm": N_("the transcript goes to the LLM provider ({provider}) to be analysed; nobody else."),
+    "privacy_who_nobody": N_("nobody: this bot only transcribes, on its own server, and sends the text nowhere."),
+    "modes_need_an_llm": N_(
+        "ℹ️ Analyses are off on this bot, so there is nothing to check a mode with: set OPENAI_API_KEY (or "
+        "OPENAI_BASE_URL of a server of your own) and restart it first."
+    ),
+    "admin_only": N_("🔐 Only the bot's admins can change analysis modes."),
+    "admin_usage": N_("Usage: <code>{usage}</code>"),
+    "mode_checking": N_("⏳ Checking {mode}: the model, a canary call…"),
+    "mode_applied": N_("✅ {mode}: {action} done. Version {version}, model <code>{model}</code>."),
+    "mode_refused": N_("❌ {mode}: {action} not applied; nothing changed:\n{problems}"),
+    "stats_header": N_("<b>Modes, last 24 hours</b>"),
+    "stats_none": N_("No analyses yet."),
+    "mode_unknown": N_("There is no mode {mode}."),
+    "mode_alert": N_("🚨 {detail}"),
+    "busy": P_(
+        "⏳ I am still working on {count} of your notes. Please send this one again once it is answered.",
+        "⏳ I am still working on {count} of your notes. Please send this one again once those are answered.",
+    ),
+    "quota": P_(
+        "📊 You have used today's {count} minute of listening. Please send it again tomorrow.",
+        "📊 You have used today's {count} minutes of listening. Please send it again tomorrow.",
+    ),
+    "minutes": P_(
+        "{count} min",
+        "{count} min",
+    ),
+    "seconds": P_(
+        "{count} s",
+        "{count} s",
+    ),
 }
 
 
-def duration_limit(seconds: float, lang: Lang | str) -> str:
-    """'10 min' / '10 мин' for whole minutes, '45 s' / '45 с' otherwise."""
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{int(seconds // 60)} {'мин' if lang == 'ru' else 'min'}"
-    return f"{int(seconds)} {'с' if lang == 'ru' else 's'}"
+def messages() -> dict[str, str | Plural]:
+    """Every message by its key (for the test that each has every language)."""
+    return dict(_TEXTS)
 
 
-def text(key: str, lang: Lang | str, **values: object) -> str:
-    variants = _TEXTS[key]
-    template = variants["ru" if lang == "ru" else "en"]
+def text(key: str, lang: str, **values: object) -> str:
+    """The message `key` in `lang` (English when the bot has no catalog for it), its `{placeholders}` filled in;
+    a message with a number picks its plural form by `count`."""
+    entry = _TEXTS[key]
+    locale = lang if lang in LANGUAGES else DEFAULT_LANGUAGE
+    if isinstance(entry, Plural):
+        count = values["count"]  # a number, or one as a limit's refusal keeps it ("30", "0.5")
+        n = count if isinstance(count, int) else int(float(str(count)))
+        template = CATALOGS.gettext(entry.singular, entry.plural, n=n, locale=locale)
+    else:
+        template = CATALOGS.gettext(entry, locale=locale)
     return template.format(**values) if values else template
+
+
+def duration_limit(seconds: float, lang: str) -> str:
+    """'10 min' for whole minutes, '45 s' otherwise, in the reader's language."""
+    if seconds >= 60 and seconds % 60 == 0:
+        return text("minutes", lang, count=int(seconds // 60))
+    return text("seconds", lang, count=int(seconds))

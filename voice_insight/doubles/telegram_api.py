@@ -152,6 +152,10 @@ class SentMessage:
     keyboard: list[list[dict[str, Any]]] = field(default_factory=list)
     """The inline keyboard under the message: rows of buttons (`text`, `callback_data`)."""
     document: SentDocument | None = None
+    silent: bool = False
+    """Sent with `disable_notification`: it reached the chat without notifying anyone."""
+    deleted: bool = False
+    """The bot deleted it (`deleteMessage`): the chat no longer shows it."""
 
     def button(self, starting: str) -> dict[str, Any]:
         """The first button whose text starts with `starting`."""
@@ -260,6 +264,11 @@ class TelegramDouble(LoopbackServer):
         self.webhook_posts: list[tuple[int, int]] = []
         """Every webhook POST: (update id, the bot's HTTP status; 0 if the connection failed)."""
         self._poster: asyncio.Task[None] | None = None
+        self.allowed_updates: list[str] | None = None
+        """What the bot last asked for (getUpdates or setWebhook `allowed_updates`); None: never said, Telegram's
+        default (every type but `chat_member`, `message_reaction` and `message_reaction_count`)."""
+        self.commands: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        """setMyCommands: (scope type, language_code or "") → the commands, as Telegram keeps a menu per pair."""
         self.callback_ttl = 15.0
         """Seconds a button press may be answered in; later, "query is too old" (as Telegram says)."""
         self.local_mode = False
@@ -341,7 +350,7 @@ class TelegramDouble(LoopbackServer):
         self.gone_chats.add(chat_id)
 
     def _refusal_check(self, method: str, params: dict[str, Any]) -> None:
-        if method.lower() not in ("sendmessage", "editmessagetext", "senddocument"):
+        if method.lower() not in ("sendmessage", "editmessagetext", "senddocument", "deletemessage"):
             return
         waiting = self.refusals.get(int(params.get("chat_id", 0)), [])
         for index, (code, description, only) in enumerate(waiting):
@@ -429,7 +438,7 @@ class TelegramDouble(LoopbackServer):
         return {
             **self.BOT_USER,
             "can_join_groups": True,
-            "can_read_all_group_messages": False,
+            "can_read_all_group_messages": not self.privacy_mode,
             "supports_inline_queries": False,
         }
 
@@ -448,6 +457,7 @@ class TelegramDouble(LoopbackServer):
         if secret and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
             raise BadRequest("Bad Request: secret token contains unallowed characters")
         self.webhook = {"url": url, "secret_token": secret}
+        self._remember_allowed(p)
         if self._poster is None:
             self._poster = asyncio.create_task(self._post_updates())
         return True
@@ -469,6 +479,9 @@ class TelegramDouble(LoopbackServer):
                         await self._new_update.wait()
                 hook = dict(self.webhook or {})
                 update = self.updates[0]
+                if not self._allowed(update):
+                    self.updates.remove(update)
+                    continue
                 try:
                     async with session.post(
                         hook["url"],
@@ -489,10 +502,29 @@ class TelegramDouble(LoopbackServer):
                     await asyncio.sleep(0.5)
 
     async def _m_setmycommands(self, p: dict[str, Any]) -> Any:
-        commands = json.loads(p["commands"]) if isinstance(p.get("commands"), str) else p.get("commands")
-        if not isinstance(commands, list) or not all(1 <= len(c.get("command", "")) <= 32 for c in commands):
+        commands = self._json_param(p, "commands")
+        if not isinstance(commands, list) or not all(
+            re.fullmatch(r"[a-z0-9_]{1,32}", c.get("command", "")) and 1 <= len(c.get("description", "")) <= 256
+            for c in commands
+        ):
             raise BadRequest("Bad Request: BOT_COMMANDS_INVALID")
+        language = p.get("language_code") or ""
+        if language and not re.fullmatch(r"[a-z]{2}", language):
+            raise BadRequest("Bad Request: LANG_CODE_INVALID")
+        scope = (self._json_param(p, "scope") or {}).get("type", "default")
+        self.commands[(scope, language)] = commands
         return True
+
+    def _remember_allowed(self, p: dict[str, Any]) -> None:
+        allowed = self._json_param(p, "allowed_updates")
+        if allowed is not None:  # an omitted list keeps what was asked before, as Telegram does
+            self.allowed_updates = list(allowed)
+
+    def _allowed(self, update: dict[str, Any]) -> bool:
+        kind = next(k for k in update if k != "update_id")
+        if not self.allowed_updates:
+            return kind not in ("chat_member", "message_reaction", "message_reaction_count")
+        return kind in self.allowed_updates
 
     async def _m_getupdates(self, p: dict[str, Any]) -> Any:
         if self.webhook:
@@ -501,6 +533,8 @@ class TelegramDouble(LoopbackServer):
                 "webhook first",
                 code=409,
             )
+        self._remember_allowed(p)
+        self.updates = [u for u in self.updates if self._allowed(u)]  # never delivered, as Telegram drops them
         offset = int(p.get("offset") or 0)
         timeout = float(p.get("timeout") or 0)
         limit = int(p.get("limit") or 100)
@@ -622,6 +656,10 @@ class TelegramDouble(LoopbackServer):
                     raise BadRequest("Bad Request: text buttons are unallowed in the inline keyboard")
         return rows
 
+    @staticmethod
+    def _flag(p: dict[str, Any], name: str) -> bool:
+        return p.get(name) in (True, "true", "True")
+
     def _thread(self, p: dict[str, Any], chat_id: int) -> int | None:
         thread = p.get("message_thread_id")
         if thread is None:
@@ -656,6 +694,7 @@ class TelegramDouble(LoopbackServer):
             [time.time()],
             thread_id=self._thread(p, chat_id),
             keyboard=self._keyboard(p),
+            silent=self._flag(p, "disable_notification"),
         )
         self.chats.setdefault(chat_id, Chat()).messages.append(message)
         await self._notify()
@@ -685,6 +724,7 @@ class TelegramDouble(LoopbackServer):
             [time.time()],
             thread_id=self._thread(p, chat_id),
             document=SentDocument(document["filename"] or "document", document["content"], caption),
+            silent=self._flag(p, "disable_notification"),
         )
         self.chats.setdefault(chat_id, Chat()).messages.append(message)
         await self._notify()
@@ -706,8 +746,16 @@ class TelegramDouble(LoopbackServer):
         chat_id, user_id = int(p.get("chat_id", 0)), int(p.get("user_id", 0))
         if chat_id > 0:
             raise BadRequest("Bad Request: chat member status can't be read in a private chat")  # not how bots ask
-        status = self.members.get((chat_id, user_id), "member")
-        user = {"id": user_id, "is_bot": False, "first_name": "User"}
+        return self._member_json(chat_id, user_id, self.members.get((chat_id, user_id), "member"))
+
+    def _member_json(self, chat_id: int, user_id: int, status: str) -> dict[str, Any]:
+        user = (
+            dict(self.BOT_USER)
+            if user_id == self.BOT_USER["id"]
+            else {"id": user_id, "is_bot": False, "first_name": "User"}
+        )
+        if status in ("left", "kicked"):
+            return {"status": status, "user": user, **({"until_date": 0} if status == "kicked" else {})}
         if status == "creator":
             return {"status": "creator", "user": user, "is_anonymous": False}
         if status == "administrator":
@@ -743,6 +791,15 @@ class TelegramDouble(LoopbackServer):
         return self._message_json(message, edited=True)
 
     async def _m_sendchataction(self, p: dict[str, Any]) -> Any:
+        return True
+
+    async def _m_deletemessage(self, p: dict[str, Any]) -> Any:
+        chat = self.chats.get(self._known_chat(p))
+        message = chat.by_id(int(p.get("message_id", 0))) if chat else None
+        if message is None or message.deleted:
+            raise BadRequest("Bad Request: message to delete not found")
+        message.deleted = True
+        await self._notify()
         return True
 
     async def _notify(self) -> None:
@@ -791,15 +848,46 @@ class TelegramDouble(LoopbackServer):
             "file_unique_id": unique_id,
             "file_size": size,
         }
-        if kind in ("voice", "audio", "video_note"):  # the real API always reports these durations
+        if kind in ("voice", "audio", "video_note", "video"):  # the real API always reports these durations
             attachment["duration"] = duration if duration is not None else 1
         if kind == "video_note":
             attachment["length"] = 240
+        elif kind in ("video", "photo", "sticker"):
+            attachment |= {"width": 512, "height": 512}
+            if kind == "video":
+                attachment["mime_type"] = mime_type if mime_type.startswith("video/") else "video/mp4"
+            if kind == "sticker":
+                attachment |= {"type": "regular", "is_animated": False, "is_video": False, "emoji": "😂"}
         else:
             attachment["mime_type"] = mime_type
-        if kind in ("audio", "document"):
+        if kind in ("audio", "document", "video"):
             attachment["file_name"] = file_name
-        return await self._push(chat_id, language_code, {kind: attachment}, from_user, thread)
+        content: dict[str, Any] = {kind: [attachment] if kind == "photo" else attachment}  # a photo is its sizes
+        return await self._push(chat_id, language_code, content, from_user, thread)
+
+    async def bot_added(self, chat_id: int, by_user: int = 1, status: str = "member", language_code: str = "en") -> int:
+        """Someone adds the bot to the group (as a member, or straight away as an admin): a `my_chat_member`
+        update, as Telegram sends it to the bot; returns its update id."""
+        return await self.bot_status(chat_id, status, by_user=by_user, language_code=language_code)
+
+    async def bot_status(self, chat_id: int, status: str, by_user: int = 1, language_code: str = "en") -> int:
+        """The bot's own membership changes (`member`, `administrator`, `left`, `kicked`): `my_chat_member`."""
+        bot = self.BOT_USER["id"]
+        old = self.members.get((chat_id, bot), "left")
+        self.members[(chat_id, bot)] = status
+        update_id = next(self._update_ids)
+        update = {
+            "update_id": update_id,
+            "my_chat_member": {
+                "chat": self._chat_json(chat_id),
+                "from": {"id": by_user, "is_bot": False, "first_name": "User", "language_code": language_code},
+                "date": int(time.time()),
+                "old_chat_member": self._member_json(chat_id, bot, old),
+                "new_chat_member": self._member_json(chat_id, bot, status),
+            },
+        }
+        await self._deliver(update)
+        return update_id
 
     async def send_text(
         self,
@@ -832,7 +920,9 @@ class TelegramDouble(LoopbackServer):
         assert mine is not None, f"no message {message_id} in chat {chat_id}"
         return self._message_json(mine)
 
-    async def press(self, chat_id: int, message_id: int, data: str, from_user: int | None = None) -> str:
+    async def press(
+        self, chat_id: int, message_id: int, data: str, from_user: int | None = None, language_code: str = "en"
+    ) -> str:
         """The user presses an inline button under the bot's message: a `callback_query` update; returns its id,
         under which `callback_answers` holds what the bot answered (a toast, or an alert)."""
         message = self.chats[chat_id].by_id(message_id)
@@ -845,7 +935,7 @@ class TelegramDouble(LoopbackServer):
             "update_id": next(self._update_ids),
             "callback_query": {
                 "id": query,
-                "from": {"id": sender, "is_bot": False, "first_name": "User", "language_code": "en"},
+                "from": {"id": sender, "is_bot": False, "first_name": "User", "language_code": language_code},
                 "message": self._message_json(message),
                 "chat_instance": str(abs(chat_id)),
                 "data": data,
@@ -906,7 +996,17 @@ class TelegramDouble(LoopbackServer):
             self._new_update.notify_all()
 
     def messages(self, chat_id: int) -> list[SentMessage]:
+        """What the chat shows of the bot's messages: all it sent, but those it deleted."""
+        return [m for m in self.chats.get(chat_id, Chat()).messages if not m.deleted]
+
+    def all_messages(self, chat_id: int) -> list[SentMessage]:
+        """Every message the bot sent to the chat, deleted or not."""
         return list(self.chats.get(chat_id, Chat()).messages)
+
+    def notified(self, chat_id: int) -> list[SentMessage]:
+        """The bot's messages that notified the chat: sent without `disable_notification` (an edit never does),
+        whether deleted since or not."""
+        return [m for m in self.chats.get(chat_id, Chat()).messages if not m.silent]
 
     async def wait_for(self, predicate: Any, timeout: float) -> None:
         """Wait until `predicate()` is true; re-checked whenever the bot sends or edits something."""
