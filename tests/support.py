@@ -44,7 +44,9 @@ from infra.ops.access import ADMIN, Accounts, Logins, render
 from infra.ops.launcher import nats_config, nats_server_binary
 from infra.ops.provision import provision
 from infra.runtime.settings import Limits, Settings
+from infra.voice.languages import LANGUAGES
 from infra.voice.telegram import make_bot
+from infra.voice.texts import text
 from voice_insight.doubles.openai_api import OpenAIDouble
 from voice_insight.doubles.telegram_api import SentMessage, TelegramDouble
 
@@ -494,14 +496,11 @@ class Gateway:
 
 # --- waiting for the bot --------------------------------------------------------------------------
 
-LISTENING = ("🎧 Listening…", "🎧 Слушаю…")
-PROGRESS = (
-    "⏳ Still working on",
-    "⏳ Ещё готовлю",
-    "⏳ Notes ahead",
-    "⏳ Перед вашей",
-    "⏳ Transcribing",
-    "⏳ Расшифровываю",
+LISTENING = tuple(text("listening", lang) for lang in LANGUAGES)
+PROGRESS = tuple(
+    text(key, lang, **{name: "\0" for name in ("modes", "ahead", "eta", "done", "total")}).split("\0")[0]
+    for key in ("on_its_way", "queue_position", "transcribing")
+    for lang in LANGUAGES
 )
 """How a status message shows progress (the transcript so far, modes on their way, a place in the queue)."""
 
