@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from formatter.join import JoinState
 from infra.domain.contracts import Analysis, TranscriptionProgress
-from infra.voice.languages import language_name
+from infra.voice.languages import language_name, ui_language
 from infra.voice.telegram import MESSAGE_LIMIT
 from infra.voice.texts import duration_limit, text
 from infra.voice.transcript_files import as_text
@@ -188,11 +188,18 @@ def shown_modes(state: JoinState) -> tuple[str, ...]:
     return tuple(mode for mode, _ in _shown(state))
 
 
+def words_language(state: JoinState) -> str:
+    """The language of the bot's own words in the answer: the reader's, or (a chat that follows the speech) the
+    one spoken when the bot speaks it, else English, so a frame and the names in it never mix two languages."""
+    assert state.origin is not None and state.transcript is not None
+    return ui_language(state.transcript.ui_language) if state.origin.follow_speech else state.origin.ui_language
+
+
 def render_answer(state: JoinState) -> list[Part]:
     """The full answer: transcript (or its opening and a file), then each mode in the order the note expected
     them, then any note about what is missing. Messages first; a file follows the first message."""
     assert state.origin is not None and state.transcript is not None
-    lang = state.transcript.ui_language if state.origin.follow_speech else state.origin.ui_language
+    lang = words_language(state)
     transcript, files = _transcript(state, lang)
     blocks = [transcript] if transcript else []
     blocks += _analyses(state)
@@ -211,7 +218,7 @@ def render_progress(state: JoinState) -> str | None:
     and which modes are on their way. None when there is nothing new to show yet."""
     if state.origin is None or state.transcript is None or state.failed:
         return None
-    lang = state.transcript.ui_language if state.origin.follow_speech else state.origin.ui_language
+    lang = words_language(state)
     transcript, _ = _transcript(state, lang)
     blocks = ([transcript] if transcript else []) + _analyses(state)
     waiting = [m for m in state.modes if m not in state.analyses]

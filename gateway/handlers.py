@@ -75,7 +75,7 @@ async def on_list_modes(message: Message, lang: str, bus: Bus, analyses_on: bool
         return
     lines = [text("modes_header", lang)]
     lines += [
-        f"• <b>{html.escape(m.mode)}</b>: {html.escape(m.titles.get(lang) or m.title)}"
+        f"• <b>{html.escape(m.titles.get(lang) or m.title)}</b>"  # as people know it: its title, not its name
         + (f" · <code>{html.escape(m.model)}</code>" if m.model else "")
         + (f" · v{m.version}" if m.version else "")
         + (f"\n  ⚠️ {html.escape(m.problem)}" if m.problem else "")

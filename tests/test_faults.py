@@ -96,7 +96,7 @@ async def test_a_malformed_mode_announcement_is_skipped_not_fatal(
         await telegram.send_text(chat, "/list_modes")
         await telegram.wait_for(lambda: len(telegram.messages(chat)) == 2, 30)
         listing = telegram.messages(chat)[1].text
-        assert "DEFAULT" in listing and "TONE" in listing and "BROKEN" not in listing
+        assert "📌 The gist" in listing and "🎭 Tone" in listing and "BROKEN" not in listing and "42" not in listing
     finally:
         await kv.delete("BROKEN")
         await kv.delete("ODD")

@@ -127,6 +127,30 @@ async def test_the_registry_is_seeded_once_and_versions_name_what_an_analysis_do
     assert (await registry.get(mode.name)).definition.model == "gpt-4o-mini"
 
 
+async def test_an_upgrade_gives_registered_modes_the_words_of_new_languages_and_keeps_the_admins(
+    private_bus: Bus,
+) -> None:
+    """The registry is seeded once; a bot that learnt German since must still title its analyses in German. The
+    words an admin chose stay, the analysis and so its version do not change, and a second run changes nothing."""
+    registry = await ModeRegistry.open(private_bus)
+    before = a_mode()
+    await registry.write(before, None)
+    read = await registry.get(before.name)
+    mine = {"ru": "🧭 Решения", "en": "🧭 What we decided"}
+    await registry.write(read.definition.successor("admin:x", "my title", titles=mine), read)
+    version = (await registry.get(before.name)).definition.version
+
+    fields = tuple(msgspec.structs.replace(f, headings={**f.headings, "de": f"DE {f.name}"}) for f in before.fields)
+    newer = msgspec.structs.replace(before, titles={**before.titles, "de": "🧭 Beschlüsse"}, fields=fields)
+    assert await registry.add_languages([newer, a_mode("NEVER_REGISTERED")]) == [before.name]
+    now = (await registry.get(before.name)).definition
+    assert now.titles == {**mine, "de": "🧭 Beschlüsse"} and now.version == version
+    assert [f.headings["de"] for f in now.fields] == ["DE decisions", "DE owner"]
+    assert now.fields[0].headings["en"] == "Decisions"
+    assert await registry.add_languages([newer]) == [], "nothing new the second time"
+    assert all(d.titles.get("de") for d in await registry.all() if d.name in ("DEFAULT", "TONE"))
+
+
 async def last_analysis(bus: Bus, mode: str, cid: str) -> Analysis:
     stored = await bus.js.get_last_msg(STREAM, analysis_subject(mode))
     analysis = msgspec.json.decode(stored.data, type=Analysis)

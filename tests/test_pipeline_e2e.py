@@ -120,7 +120,8 @@ async def test_commands_explain_the_bot_and_list_live_modes(stack: Stack, telegr
     await telegram.send_text(chat, "/list_modes", language_code="en")
     await telegram.wait_for(lambda: len(telegram.messages(chat)) == 3, 30)
     listing = telegram.messages(chat)[2].text
-    assert "DEFAULT: 📌 The gist · o3" in listing and "TONE: 🎭 Tone · gpt-4o" in listing
+    assert "📌 The gist · o3" in listing and "🎭 Tone · gpt-4o" in listing
+    assert "DEFAULT" not in listing and "TONE" not in listing, "users see titles, not the modes' internal names"
 
     await telegram.send_text(chat, "what can you do?", language_code="en")
     await telegram.wait_for(lambda: len(telegram.messages(chat)) == 4, 30)

@@ -12,6 +12,7 @@ reach, and what `/mode` shows of who changed what, when.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import msgspec
@@ -47,6 +48,15 @@ class Stored:
     revision: int
 
 
+def with_languages_of(stored: ModeDefinition, shipped: ModeDefinition) -> ModeDefinition:
+    """`stored` with the titles and headings of `shipped` in languages it has none in, its own kept."""
+    headings = {f.name: f.headings for f in shipped.fields}
+    fields = tuple(
+        msgspec.structs.replace(f, headings={**headings.get(f.name, {}), **f.headings}) for f in stored.fields
+    )
+    return msgspec.structs.replace(stored, titles={**shipped.titles, **stored.titles}, fields=fields)
+
+
 def same_analysis(a: ModeDefinition, b: ModeDefinition) -> bool:
     """Whether two definitions analyse alike (the same version number is right for both)."""
     return a.name == b.name and analysis_of(a) == analysis_of(b)
@@ -71,6 +81,32 @@ class ModeRegistry:
                 continue
             created.append(definition.name)
         return created
+
+    async def add_languages(self, definitions: list[ModeDefinition]) -> list[str]:
+        """Give registered modes the titles and headings in languages their shipped files have and they lack (a
+        bot that learnt German keeps its admins' words and gains the German ones); returns the modes given any.
+        What the mode analyses is unchanged, so its version number is too; a title or heading already there, or
+        a field an admin renamed, is left as the registry has it."""
+        given = []
+        for shipped_one in definitions:
+            try:
+                read = await self.get(shipped_one.name)
+            except UnknownMode:
+                continue
+            stored = read.definition
+            wider = with_languages_of(stored, shipped_one)
+            if wider == stored:
+                continue
+            added = sorted(set(wider.titles) - set(stored.titles)) or ["headings"]
+            wider = msgspec.structs.replace(
+                wider, changed_at=time.time(), changed_by="shipped", change=f"words in {', '.join(added)}"
+            )
+            try:
+                await self.kv.update(stored.name, msgspec.json.encode(wider), last=read.revision)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue  # changed meanwhile: the next provisioning looks again
+            given.append(stored.name)
+        return given
 
     async def get(self, name: str) -> Stored:
         try:

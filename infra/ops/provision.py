@@ -3,7 +3,8 @@
 The services' own accounts (`infra.ops.access`) may use the topology but not create or change it, so this runs first:
 a one-shot compose service the others wait for (`service_completed_successfully`), a step of `voice-insight up`,
 or by hand before an upgrade that changes a stream. Safe to run again: what exists is brought up to date, and
-the registry is seeded only with modes it does not have.
+the registry is seeded only with modes it does not have (those it has only gain titles and headings in
+languages added since).
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from infra.service.run import load_or_exit
 
 
 async def provision(bus: Bus) -> list[str]:
-    """Create or update every stream and bucket; seed the registry with the shipped modes it lacks (their names)."""
+    """Create or update every stream and bucket; seed the registry with the shipped modes it lacks (their names),
+    and give the shipped modes it has the words of languages added since (`ModeRegistry.add_languages`)."""
     await bus.ensure_topology()
-    return await (await ModeRegistry.open(bus)).seed(shipped())
+    registry = await ModeRegistry.open(bus)
+    seeded = await registry.seed(shipped())
+    await registry.add_languages(shipped())
+    return seeded
 
 
 async def provision_with(settings: Settings) -> str:
