@@ -90,7 +90,9 @@ async def test_notes_per_minute_and_notes_in_flight_are_limited_with_a_clear_mes
         for _ in range(3):
             await telegram.send_media(busy, OGG, duration=3, language_code="ru")
         texts = await refusal(telegram, busy, 3, "⏳")
-    assert sum(t.startswith("⏳ Я ещё разбираю 2 ваши записи") for t in texts) == 1, "two: «ваши записи», not «ваших записей»"
+    assert sum(t.startswith("⏳ Я ещё разбираю 2 ваши записи") for t in texts) == 1, (
+        "two: «ваши записи», not «ваших записей»"
+    )
 
 
 async def test_the_daily_minutes_are_a_quota(private_bus: Bus, telegram: TelegramDouble) -> None:
