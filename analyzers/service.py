@@ -258,8 +258,9 @@ class AnalyzerService:
             latency=round(done.latency, 3),
         )
         log.info("%s: %s v%d done in %.2fs", transcript.correlation_id, self.mode, d.version, done.latency)
+        # Cached before it goes out: once it is out the note may be answered, and erased if its chat said /forget.
+        await self.cache.put(key, CachedAnalysis(model=done.model, sections=found, text=text))  # never raises
         await self._publish(analysis)
-        await self.cache.put(key, CachedAnalysis(model=done.model, sections=found, text=text))
 
     async def analyse(self, d: ModeDefinition, text: str, lang: str, cid: str) -> tuple[Completion, Usage]:
         """The mode's call on `text`, condensed first when it would not fit the model's context. A server that

@@ -82,10 +82,12 @@ async def _kept(kv: KeyValue, key: str) -> bool:
 
 
 async def ask_the_keepers(bus: Bus, chat_key: str, gone: Forgotten, asked: str, pieces: bool = True) -> None:
-    """The other keepers' parts, each asked once (`asked`: the requests' IDs). `pieces`: the chat's long notes
-    still being stitched too, which only a whole chat's `/forget` erases."""
-    if gone.fingerprints or pieces:
-        transcripts = ForgetTranscripts(chat_key=chat_key, fingerprints=gone.fingerprints, pieces=pieces)
+    """The other keepers' parts, each asked once (`asked`: the requests' IDs). `pieces`: the transcribed pieces of
+    all the chat's long notes, which only a whole chat's `/forget` erases; else those of the notes `gone`, which
+    were transcribed after it (a note in flight)."""
+    if gone.fingerprints or pieces or gone.trails:
+        notes = () if pieces else gone.correlation_ids
+        transcripts = ForgetTranscripts(chat_key=chat_key, fingerprints=gone.fingerprints, pieces=pieces, notes=notes)
         await bus.publish(SUBJECT_FORGET_TRANSCRIPTS, transcripts, f"{asked}.transcripts", stream=STREAM_FORGET)
     if not gone.trails:
         return
@@ -109,7 +111,7 @@ async def keep(bus: Bus, cid: str, state: JoinState) -> InlineKeyboardMarkup | N
     origin = state.origin
     assert origin is not None
     try:
-        if await forgotten_since(await bus.kv(BUCKET_ANSWERED), origin):
+        if await forgotten_since(await bus.kv(BUCKET_ANSWERED), origin, state.received_at):
             return None
     except Exception as exc:  # the answer matters more; `forget_if_asked` looks again after it
         log.warning("%s: could not tell whether the note's chat said /forget (%s)", cid, type(exc).__name__)
@@ -134,7 +136,7 @@ async def forget_if_asked(bus: Bus, joins: JoinStore, cid: str, state: JoinState
     if origin is None or origin.chat_key is None:
         return False
     try:
-        if not await forgotten_since(await bus.kv(BUCKET_ANSWERED), origin):
+        if not await forgotten_since(await bus.kv(BUCKET_ANSWERED), origin, state.received_at):
             return False
     except Exception as exc:
         log.warning("%s: could not tell whether the note's chat said /forget (%s)", cid, type(exc).__name__)

@@ -36,12 +36,14 @@ from infra.bus.names import (
     CONSUMER_FORMATTER_DEADLINE,
     CONSUMER_FORMATTER_WATCHDOG,
     CONSUMER_FORMATTER_WATCHDOG_QUEUED,
+    STREAM,
     SUBJECT_ALL,
     SUBJECT_AUDIO,
     SUBJECT_AUDIO_QUEUED,
     SUBJECT_TRANSCRIPT,
     USER_DATA_TTL,
 )
+from infra.domain.answers import FORGOTTEN, Sent
 from infra.domain.contracts import AudioReceived, Event, Failure, Transcript, TranscriptionProgress
 from infra.runtime.telemetry import step
 
@@ -94,7 +96,9 @@ class FormatterService:
     @consumes(SUBJECT_ALL, CONSUMER_FORMATTER, stage="answer", ack_wait=30.0, concurrency=8)
     async def on_event(self, event: Event, delivery: Delivery) -> None:
         cid = event.correlation_id
-        if await self.marks.is_sent(cid):
+        if isinstance(mark := await self.marks.peek(cid), Sent):
+            if mark == FORGOTTEN and delivery.seq:  # its chat said /forget, and nothing else of it is left
+                await self.bus.delete_message(STREAM, delivery.seq)
             return  # a late or redelivered piece of a note that already has its answer
         if isinstance(event, TranscriptionProgress):
             self.status.taken(cid)  # a transcriber has the note: its place in the queue is of no interest

@@ -14,7 +14,7 @@ from aiogram.types import TelegramObject
 from aiogram.utils.i18n import I18nMiddleware
 
 from gateway.chats import ChatSettings, ChatSettingsStore
-from infra.voice.languages import CATALOGS
+from infra.voice.texts import CATALOGS
 
 
 class UserLanguage(I18nMiddleware):

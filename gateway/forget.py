@@ -7,7 +7,7 @@ settings and its person's counters here, now; its notes and their events by the 
 with what was deleted; cached transcripts and pieces by the transcriber; cached analyses by each mode's analyzer;
 and the notes' intake records here again, once the formatter has named them (`forget.intake`). The notes refused
 here (too long, not sound, over a limit: nothing of them reached the formatter) are filed under the chat as they
-are refused, and named in the request, so the formatter erases their answered marks and names them back.
+are refused, and named in the request, so the formatter leaves their answered marks forgotten and names them back.
 
 Before all that, the chat's mark (`infra.domain.forgotten`): a note still in flight, wherever it is, is erased
 as soon as it is answered, by the formatter or, refused at intake, here (`forget_refused_if_asked`).
@@ -28,8 +28,9 @@ from infra.bus.names import (
     SUBJECT_FORGET_CHAT,
     SUBJECT_FORGET_INTAKE,
 )
+from infra.domain.answers import leave_forgotten
 from infra.domain.contracts import ForgetChat, ForgetIntake
-from infra.domain.forgotten import mark_forgotten, sent_before_forget
+from infra.domain.forgotten import in_flight_at_forget, mark_forgotten
 from infra.domain.notes import forget_intake, forget_refused, forget_user, refused_key, refused_of_chat
 
 log = logging.getLogger("voice_insight.gateway")
@@ -54,12 +55,15 @@ async def file_refused(bus: Bus, chat_key: str, cid: str) -> None:
     await (await bus.kv(BUCKET_INTAKE)).put(refused_key(chat_key, cid), b"")
 
 
-async def forget_refused_if_asked(bus: Bus, chat_key: str, cid: str, message_id: int) -> bool:
-    """A note refused after its chat said `/forget` (it was still being taken in then): nothing of it is kept, and
-    no answered mark is written (which only the formatter could erase). Called once its refusal is said, when
-    nothing reads its records any more (no `Fail` follows: nobody else is to tell the chat)."""
-    if not await sent_before_forget(await bus.kv(BUCKET_ANSWERED), chat_key, message_id):
+async def forget_refused_if_asked(bus: Bus, chat_key: str, cid: str, message_id: int, taken_in: float | None) -> bool:
+    """A note refused after its chat said `/forget` (it was still being taken in then): nothing of it is kept but
+    its answered mark, which says only that it was forgotten (`infra.domain.answers.FORGOTTEN`), so that its update
+    sent again is not taken in again. Called once its refusal is said, when nothing reads its records any more (no
+    `Fail` follows: nobody else is to tell the chat)."""
+    answered = await bus.kv(BUCKET_ANSWERED)
+    if not await in_flight_at_forget(answered, chat_key, message_id, taken_in):
         return False
+    await leave_forgotten(answered, cid)
     await forget_refused(bus, chat_key, cid)
     return True
 

@@ -96,6 +96,9 @@ async def on_request(message: Message, lang: str, intake: Intake, chat_settings:
     if target is None or media is None:
         await message.reply(text("transcribe_usage", lang))
         return
+    if await intake.forgotten(target):  # asked again after /forget: not silence, but how to have it again
+        await message.reply(text("note_forgotten", lang))
+        return
     await intake.accept(target, media, chat_settings)
 
 

@@ -46,9 +46,8 @@ from infra.bus.names import (
     SUBJECT_AUDIO,
     SUBJECT_AUDIO_QUEUED,
 )
-from infra.domain.answers import Sent, encode_mark, is_answered
+from infra.domain.answers import Sent, encode_mark, is_answered, read_mark
 from infra.domain.contracts import AudioReceived, AudioRef, Origin
-from infra.domain.forgotten import sent_before_forget
 from infra.domain.limits import FAIR_SHARE, DailyCounter, UserLedger, note_finished, user_key
 from infra.domain.modes import live_modes, mode_titles
 from infra.runtime.metrics import LIMITED
@@ -177,6 +176,9 @@ class IntakeRecord(msgspec.Struct, frozen=True, kw_only=True):
     """0: an intake has claimed the note and is sending its status message (`claimed_at`)."""
     handed_over: bool = False
     claimed_at: float = 0.0
+    taken_at: float = 0.0
+    """When the note's status was first claimed: the moment it was taken in, kept across redeliveries (whether it
+    was in flight when its chat said `/forget`); 0 in a record from before it was kept."""
     limits_checked: bool = False
     """The sender's limits were checked once; a later delivery does not check (nor count) them again."""
     refused: str | None = None
@@ -234,7 +236,7 @@ async def claim_status(intake: KeyValue, cid: str, send: Callable[[], Awaitable[
             with contextlib.suppress(Exception):  # let the next try claim it at once; the claim expires anyway
                 await intake.update(cid, _encode_record(IntakeRecord(status_message_id=0)), last=revision)
             raise
-        record = IntakeRecord(status_message_id=status_message_id)
+        record = IntakeRecord(status_message_id=status_message_id, taken_at=claim.claimed_at)
         try:
             await intake.update(cid, _encode_record(record), last=revision)
         except nats.js.errors.KeyWrongLastSequenceError:
@@ -356,6 +358,7 @@ class Intake:
         record, first_time = await claim_status(intake, cid, send_status)  # a note taken in: only read
         if record.handed_over:
             return repeated()
+        taken_in = record.taken_at or arrived  # by its first intake, which a redelivery carries on
         if first_time and user:
             await self._count_user(user)
         status_id = record.status_message_id
@@ -376,7 +379,7 @@ class Intake:
             except TelegramBadRequest as exc:
                 if "not modified" not in exc.message:
                     await message.reply(answer)
-            kept = await self._mark_refused(message, cid)
+            kept = await self._mark_refused(message, cid, taken_in)
             if limited:
                 LIMITED.labels(limited).inc()
             elif kept:  # else its chat said /forget meanwhile: nothing of it is left to tell of
@@ -441,7 +444,7 @@ class Intake:
                     fingerprint=file_fingerprint(self.key, media.unique_id) if media.unique_id else None,
                 ),
                 modes=(),
-                received_at=arrived,
+                received_at=taken_in,
                 user_key=user,
                 vocabulary=settings.vocabulary or None,
             )
@@ -466,17 +469,23 @@ class Intake:
             await write_record(intake, cid, msgspec.structs.replace(record, refused="not_audio"))
         log.info("%s: declined at intake: not sound by its type", cid)
         span.set_attribute("voice_insight.declined", "not_audio")
-        await self._mark_refused(message, cid)
+        await self._mark_refused(message, cid, record.taken_at or time.time())
+
+    async def forgotten(self, message: Message) -> bool:
+        """Whether this note was answered and then erased by its chat's `/forget`: taken in again it would not be
+        (its mark keeps it answered for the mark's day), so one who asks for it again is told to send it anew."""
+        mark, _ = await read_mark(
+            await self.bus.kv(BUCKET_ANSWERED), correlation_id(self.key, message.chat.id, message.message_id)
+        )
+        return isinstance(mark, Sent) and mark.outcome == "forgotten"
 
     async def abandon(self, message: Message) -> bool:
         """Intake failed for good: turn the note's status message into an apology, unless it already holds the
         answer (a refusal). False if no status message was sent."""
         cid = correlation_id(self.key, message.chat.id, message.message_id)
         record = await read_record(await self.bus.kv(BUCKET_INTAKE), cid)
-        if record is None:  # never claimed, or refused and then forgotten with its chat: nothing to say then
-            return await sent_before_forget(
-                await self.bus.kv(BUCKET_ANSWERED), chat_key(self.key, message.chat.id), message.message_id
-            )
+        if record is None:  # never claimed, or answered and then forgotten with its chat: nothing to say then
+            return await is_answered(await self.bus.kv(BUCKET_ANSWERED), cid)
         if record.handed_over:
             return True
         if not record.status_message_id:
@@ -487,7 +496,7 @@ class Intake:
         await self.bot.edit_message_text(
             text=text("internal", lang), chat_id=message.chat.id, message_id=record.status_message_id
         )
-        await self._mark_refused(message, cid)
+        await self._mark_refused(message, cid, record.taken_at or None)
         return True
 
     async def _over_limit(self, user: str, media: Media) -> tuple[str, str, dict[str, str]] | None:
@@ -511,13 +520,13 @@ class Intake:
         except Exception as exc:
             log.warning("could not count an active user (%s)", type(exc).__name__)
 
-    async def _mark_refused(self, message: Message, cid: str) -> bool:
+    async def _mark_refused(self, message: Message, cid: str, taken_in: float | None) -> bool:
         """A note refused here is answered too: a repeated update must not be refused a second time. Filed under
         its chat first, so `/forget` finds it (`gateway.forget`). False if its chat said `/forget` since the note
-        came: then nothing of it is kept, and no mark written."""
+        was taken in (`taken_in`): then nothing of it is kept, and its mark says only that it was forgotten."""
         chat = chat_key(self.key, message.chat.id)
         await file_refused(self.bus, chat, cid)
-        kept = not await forget_refused_if_asked(self.bus, chat, cid, message.message_id)
+        kept = not await forget_refused_if_asked(self.bus, chat, cid, message.message_id, taken_in)
         if kept:
             answered = await self.bus.kv(BUCKET_ANSWERED)
             await answered.put(cid, encode_mark(Sent(outcome="refused")))

@@ -7,6 +7,10 @@ group set to answer every note would wait for answers that never come. Made an a
 what that changes, quietly, and only when it changes anything: with privacy mode off it saw everything anyway, and
 a group that answers on request is answered the same either way. Removed, it cannot say anything.
 
+A private bot (`ALLOWED_USERS`) serves a group whose own id is let in, and anywhere the people who are let in; a
+group added by one of them, but not let in itself, is told that only they are answered there (and how the owner
+lets the whole group in), and its notices promise answers to them alone, as `gateway.access` holds it to.
+
 Each change is said once: updates come through a durable consumer and may be redelivered, or come again from
 Telegram under another update id, so the message is claimed in `voice-intake` as a note's status message is, under
 a keyed hash of the chat and the change (never the chat's id).
@@ -76,37 +80,51 @@ async def on_added(
 ) -> None:
     """Added to a group: what the bot does, how to use it here, and whether it can see voice notes (and how to let
     it). The one message of the bot that may notify: the group has just met it."""
+    group = change.chat.id
     adder = change.from_user.id if change.from_user else None
-    if not limits.admits(adder, change.chat.id):
-        await say_once(bus, bot, key, change, text("group_closed", lang, id=change.chat.id))
+    if not limits.admits(adder, group):
+        await say_once(bus, bot, key, change, text("group_closed", lang, id=group))
         return
     every = chat_settings.trigger == "every"
     deaf = every and not await sees_everything(bot, change.new_chat_member.status)
+    notes = (text("group_deaf", lang) if deaf else "") + (  # each a paragraph of its own, after `how`
+        "" if let_in(limits, group) else text("group_members_only", lang, id=group)
+    )
     words = text(
         "group_hello" if analyses_on else "group_hello_transcripts_only",
         lang,
         how=text("group_how_every" if every else "group_how_request", lang),
-        deaf=text("group_deaf", lang) if deaf else "",
+        deaf=notes,
     )
     await say_once(bus, bot, key, change, words)
 
 
 async def on_promoted(
-    change: ChatMemberUpdated, bot: Bot, bus: Bus, key: bytes, lang: str, chat_settings: ChatSettings
+    change: ChatMemberUpdated, bot: Bot, bus: Bus, key: bytes, lang: str, chat_settings: ChatSettings, limits: Limits
 ) -> None:
-    """Made an admin: with privacy mode on, the group's voice notes reach the bot from now on."""
+    """Made an admin: with privacy mode on, the group's voice notes reach the bot from now on (those of the people
+    let in, in a group that is not)."""
     if chat_settings.trigger != "every" or await sees_everything(bot, ChatMemberStatus.MEMBER):
         return  # nothing it hears changes
-    await say_once(bus, bot, key, change, text("group_hears_now", lang), quietly=True)
+    words = "group_hears_now" if let_in(limits, change.chat.id) else "group_hears_now_members"
+    await say_once(bus, bot, key, change, text(words, lang), quietly=True)
 
 
 async def on_demoted(
-    change: ChatMemberUpdated, bot: Bot, bus: Bus, key: bytes, lang: str, chat_settings: ChatSettings
+    change: ChatMemberUpdated, bot: Bot, bus: Bus, key: bytes, lang: str, chat_settings: ChatSettings, limits: Limits
 ) -> None:
     """No longer an admin: with privacy mode on, the bot sees voice notes only when it is asked about them."""
     if chat_settings.trigger != "every" or await sees_everything(bot, change.new_chat_member.status):
         return
-    await say_once(bus, bot, key, change, text("group_on_request_now", lang), quietly=True)
+    words = "group_on_request_now" if let_in(limits, change.chat.id) else "group_on_request_now_members"
+    await say_once(bus, bot, key, change, text(words, lang), quietly=True)
+
+
+def let_in(limits: Limits, group: int) -> bool:
+    """Whether the group itself is let in, so every member is answered: its own id in `ALLOWED_USERS` (or an open
+    bot). Being added by someone let in is not enough: the owner's list says who may spend the bot's minutes and
+    LLM budget, and one person let in must not open it to a group of strangers without the owner knowing."""
+    return limits.admits(None, group)
 
 
 def build_membership_router() -> Router:

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import difflib
 import itertools
+import json
 import os
 import random
 import re
@@ -36,7 +37,7 @@ from gateway.storage import StoreRoom
 from gateway.updates import GIVE_UP_AFTER, UpdateHandler, UpdatePoller
 from gateway.webhook import WebhookReceiver
 from infra.bus import Bus, ConsumerSpec, Declared, Delivery, declaration, deliver
-from infra.bus.names import CONSUMER_FORMATTER, STREAM
+from infra.bus.names import BUCKET_ANSWERED, CONSUMER_FORMATTER, STREAM
 from infra.domain.contracts import Transcript
 from infra.domain.definitions import shipped
 from infra.domain.registry import ModeRegistry
@@ -605,6 +606,17 @@ async def answer_to(telegram: TelegramDouble, chat: int, note: int, timeout: flo
     found = status()
     assert found is not None
     return found
+
+
+def forgotten_mark(stream: str, data: bytes) -> bool:
+    """What `/forget` leaves of each note it erased, so that the note's update, sent again, is not taken in again:
+    its answered mark (under the note's ID, a keyed hash), saying only that it was forgotten."""
+    if stream != f"KV_{BUCKET_ANSWERED}":
+        return False
+    try:
+        return bool(json.loads(data) == {"type": "sent", "outcome": "forgotten", "parts": 0})
+    except ValueError:
+        return False
 
 
 async def settled(bus: Bus, consumer: str = CONSUMER_FORMATTER, timeout: float = 60.0, stream: str = STREAM) -> None:

@@ -148,6 +148,8 @@ def test_the_stack_comes_up_while_telegram_is_down_and_answers_once_it_is_up(com
         )
         restarts = compose.restarts("gateway")
         assert compose.state("gateway").get("Running"), compose.logs("gateway")
+        for analyzer in ("analyzer-default", "analyzer-tone"):  # a note sent earlier is answered without them
+            wait_until(lambda a=analyzer: health_body(compose, a).get("status") == "ok", 120, f"{analyzer} to be up")
         compose.run("up", "-d", "telegram")
         telegram = RemoteTelegram(f"http://127.0.0.1:{CONTROL_PORT}")
         wait_until(telegram.up, 60, "the Telegram double")

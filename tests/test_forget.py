@@ -21,15 +21,27 @@ import pytest
 from aiogram import Bot
 
 from formatter.forget import ChatForgetter
+from formatter.join import JoinStore
 from gateway.chats import chat_key
 from gateway.intake import correlation_id, correlation_key
 from infra.bus import Bus, Delivery, deliver
-from infra.bus.names import BUCKET_JOINS, BUCKET_NOTES, STREAM, STREAM_FORGET, SUBJECT_FORGET_INTAKE, SUBJECT_TRANSCRIPT
-from infra.domain.contracts import ForgetChat, ForgetIntake, Origin, Transcript
+from infra.bus.names import (
+    BUCKET_JOINS,
+    BUCKET_NOTES,
+    CONSUMER_GATEWAY,
+    STREAM,
+    STREAM_FORGET,
+    STREAM_UPDATES,
+    SUBJECT_FORGET_INTAKE,
+    SUBJECT_TRANSCRIPT,
+    analysis_subject,
+)
+from infra.domain.contracts import Analysis, ForgetChat, ForgetIntake, Origin, Transcript
 from infra.domain.limits import user_key
 from infra.domain.notes import NoteStore, NoteTrail, StoredNote, text_digest
 from infra.runtime.settings import Settings
 from infra.voice.telegram import FloodControl, make_bot
+from infra.voice.texts import text
 from tests.support import (
     EN_TEXT,
     MAX_AUDIO_SECONDS,
@@ -38,6 +50,8 @@ from tests.support import (
     Stack,
     a_transcript,
     answer_to,
+    eventually,
+    forgotten_mark,
     fresh,
     new_chat,
     settled,
@@ -187,11 +201,12 @@ def traces_of(chat: int, *notes: int) -> tuple[bytes, ...]:
 
 async def left_of(bus: Bus, traces: tuple[bytes, ...], digest: bytes | None = None) -> list[str]:
     """Where the chat still is: a trace in a message's subject or data, or a cached analysis of its transcript (a
-    purged one leaves an empty marker under its key, a hash of the transcript, for the cache's hour)."""
+    purged one leaves an empty marker under its key, a hash of the transcript, for the cache's hour). A note's
+    mark that it was forgotten is what `/forget` leaves on purpose."""
     return [
         f"{stream}: {subject}"
         for stream, subject, data in await everything_stored(bus)
-        if any(t in subject.encode() or t in data for t in traces)
+        if (any(t in subject.encode() or t in data for t in traces) and not forgotten_mark(stream, data))
         or (digest is not None and digest in subject.encode() and b"'KV-Operation': 'PURGE'" not in data)
     ]
 
@@ -281,6 +296,18 @@ async def test_a_note_in_flight_at_forget_is_answered_then_erased_and_never_kept
     await nothing_left(bus, (*traces_of(chat, voice), said), text_digest(transcript.text).encode())
     assert await NoteStore(bus).get(chat_key(KEY, chat), cid) is None
 
+    # Nothing brings it back: an analysis later than its answer (a model past the join's deadline, an analyzer
+    # catching up), nor its update sent again by Telegram (a lost offset, a webhook's retry).
+    late = Analysis(correlation_id=cid, mode="TONE", title="Tone", model="m", text=f"About: {transcript.text}")
+    await bus.publish(analysis_subject("TONE"), late, msg_id=f"{cid}.analysis.late")
+    await settled(bus)
+    assert await JoinStore(await bus.kv(BUCKET_JOINS)).get(cid) is None, "a late analysis opened a join again"
+    await nothing_left(bus, (*traces_of(chat, voice), said), text_digest(transcript.text).encode())
+    before = [m.text for m in telegram.all_messages(chat)]
+    await redelivered(telegram, bus, voice)
+    await asyncio.sleep(1.0)  # an answer from the formatter would follow within a second
+    assert [m.text for m in telegram.all_messages(chat)] == before, "taken in and answered again"
+
 
 async def test_a_note_refused_while_forget_is_carried_out_leaves_nothing(
     stack: Stack, telegram: TelegramDouble, speech: Speech, bus: Bus
@@ -303,3 +330,62 @@ async def test_a_note_refused_while_forget_is_carried_out_leaves_nothing(
     await nothing_left(bus, traces_of(chat, voice))
     await asyncio.sleep(1.0)  # an apology would have come by now
     assert [m.text for m in telegram.messages(chat)] == [answer.text, told]
+    # Telegram sends the note's update again (a lost offset, a webhook's retry): it was answered, and forgotten.
+    await redelivered(telegram, bus, voice)
+    assert [m.text for m in telegram.all_messages(chat)] == [answer.text, told], "no new 'Listening…'"
+
+
+async def redelivered(telegram: TelegramDouble, bus: Bus, message_id: int) -> None:
+    """Telegram delivers a message's update again, under a new update ID, and the gateway has handled it."""
+    await telegram.redeliver(message_id)
+    update_id = telegram.updates[-1]["update_id"]
+    await eventually(lambda: telegram.confirmed_offset > update_id, 30, 0.1)  # polled and passed on
+    await settled(bus, CONSUMER_GATEWAY, stream=STREAM_UPDATES)
+
+
+_groups = iter(range(-100_880_000_001, -100_890_000_000, -1))  # this module's own
+
+
+async def test_a_note_asked_for_after_forget_is_a_new_note_though_sent_before_it(
+    stack: Stack, telegram: TelegramDouble, speech: Speech, bus: Bus
+) -> None:
+    """`/forget` erases what was in flight at that moment, not whatever was sent before it: a video in a group
+    from before the `/forget`, which nobody had asked about, asked about after it (`/transcribe`) is answered as
+    any note is, with its buttons, and kept for them."""
+    group, admin = next(_groups), 1301
+    telegram.members[(group, admin)] = "administrator"  # who may say /forget in a group
+    video = await telegram.send_media(
+        group,
+        speech.video_note(EN_TEXT),
+        kind="video",
+        duration=9,
+        mime_type="video/mp4",
+        file_name="clip.mp4",
+        from_user=admin,
+    )
+    await telegram.send_text(group, "/forget", from_user=admin)
+    await telegram.wait_for(lambda: any(m.text.startswith(FORGOTTEN) for m in telegram.messages(group)), 30)
+    await telegram.send_text(group, "/transcribe", reply_to=video, from_user=admin)
+    answer = await answer_to(telegram, group, video, timeout=180)
+    assert "budget" in answer.text.lower() and answer.keyboard, answer.text
+    await settled(bus)
+    kept = await NoteStore(bus).get(chat_key(KEY, group), correlation_id(KEY, group, video))
+    assert kept is not None, "erased as if it had been in flight at /forget"
+
+
+async def test_a_note_asked_for_again_after_forget_erased_it_says_how_to_have_it_again(
+    stack: Stack, telegram: TelegramDouble, speech: Speech, bus: Bus
+) -> None:
+    """An answered note `/forget` erased stays answered for its mark's day (so that nothing of it comes back): a
+    `/transcribe` of it then is told to send it anew, instead of silence."""
+    chat = new_chat()
+    voice = await telegram.send_media(chat, speech.say(fresh(EN_TEXT)), duration=9)
+    await answer_to(telegram, chat, voice)
+    await settled(bus)
+    await say_forget(telegram, chat)
+    await telegram.send_text(chat, "/transcribe", reply_to=voice)
+    await telegram.wait_for(lambda: any("deleted with /forget" in m.text for m in telegram.messages(chat)), 30)
+    told = next(m for m in telegram.messages(chat) if "deleted with /forget" in m.text)
+    assert told.text == text("note_forgotten", "en") and told.reply_to != voice
+    await settled(bus)
+    assert sum(m.reply_to == voice for m in telegram.all_messages(chat)) == 1, "not taken in a second time"

@@ -5,9 +5,11 @@ with the Telegram double playing the group and its members.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -207,6 +209,90 @@ async def test_a_group_that_is_not_let_in_is_told_so_once_it_adds_the_bot(privat
         await telegram.stop()
     assert closed.text.startswith("🔒 This is a private bot") and str(group) in closed.text
     assert hello.text.startswith("👋 Hi!"), "a group its owner adds is served"
+
+
+# --- a private bot in groups ------------------------------------------------------------------------------
+
+OGG = b"OggS" + bytes(2000)  # the gateway does not decode: any bytes will do
+BOT_NAME = TelegramDouble.BOT_USER["username"]
+
+
+@contextlib.asynccontextmanager
+async def private_bot(bus: Bus, *allowed: int) -> AsyncIterator[TelegramDouble]:
+    """A bot let in only to `allowed` (users and groups), with a Telegram of its own: the session's stack never
+    polls it."""
+    telegram = TelegramDouble(TOKEN)
+    await telegram.start()
+    try:
+        async with Gateway(bus, telegram, Limits(allowed=frozenset(allowed))):
+            yield telegram
+    finally:
+        await telegram.stop()
+
+
+async def test_a_private_bot_tells_a_group_it_is_not_let_in_to_whom_it_listens_and_promises_no_one_else(
+    private_bus: Bus,
+) -> None:
+    """A group is let in by its own id in ALLOWED_USERS; its members who are let in are answered anywhere. Added
+    by one of them to a group that is not, the bot greets it saying so, with the group's id for the owner, and its
+    notices when it is made an admin or no longer one promise answers only to them: never "each gets its answer"
+    to a group whose other members' notes it will not take."""
+    owner, stranger, mine, closed, open_group = 1701, 1702, next(_groups), next(_groups), next(_groups)
+    async with private_bot(private_bus, owner, open_group) as telegram:
+        await telegram.bot_added(mine, by_user=owner)
+        (hello,) = await said(telegram, mine, 1)
+        await telegram.bot_status(mine, "administrator", by_user=owner)
+        await telegram.bot_status(mine, "member", by_user=owner)
+        hears, deaf = (await said(telegram, mine, 3))[1:]
+
+        await telegram.bot_added(closed, by_user=stranger)
+        (shut,) = await said(telegram, closed, 1)
+        await telegram.bot_status(closed, "administrator", by_user=stranger)
+        closed_hears = (await said(telegram, closed, 2))[1]
+
+        await telegram.bot_added(open_group, by_user=stranger)
+        (welcome,) = await said(telegram, open_group, 1)
+        await telegram.bot_status(open_group, "administrator", by_user=stranger)
+        all_heard = (await said(telegram, open_group, 2))[1]
+        await settled(private_bus, "gateway", stream="UPDATES")
+    assert hello.text.startswith("👋 Hi!") and "cannot see voice notes here yet" in hello.text
+    assert "only the people its owner let in" in hello.text and str(mine) in hello.text, "who is answered here"
+    assert "ALLOWED_USERS" in hello.text, "and how the owner lets the whole group in"
+    for notice in (hears, deaf, closed_hears):
+        assert notice.silent and "let in" in notice.text and "each gets its answer" not in notice.text, notice.text
+    assert hears.text.startswith("👂") and deaf.text.startswith("🙉") and "/transcribe" in deaf.text
+    assert shut.text.startswith("🔒 This is a private bot, and this group is not let in") and str(closed) in shut.text
+    assert "let in" not in welcome.text and str(open_group) not in welcome.text, "a group let in is simply served"
+    assert all_heard.text == "👂 Now I am an admin here and hear every voice note: each gets its answer."
+    assert all(str(stranger) not in m.text for chat in (mine, closed, open_group) for m in telegram.messages(chat))
+
+
+async def test_a_private_bot_never_posts_a_members_id_in_a_group_and_refuses_only_who_asks(private_bus: Bus) -> None:
+    """In a group that is not let in, a voice note of a member who is not let in is nobody's business but the
+    group's: no "🔒 private bot … your Telegram id" under it for everyone to read. Asked (`/transcribe`, a
+    mention), the bot says briefly that it answers only those let in, naming nobody; what the owner sends is
+    answered, and in a group let in by its id so is everyone's."""
+    owner, member, group, open_group = 1801, 1802, next(_groups), next(_groups)
+    async with private_bot(private_bus, owner, open_group) as telegram:
+        for chat in (group, open_group):
+            telegram.members[(chat, BOT_ID)] = "administrator"  # it sees every message
+        unasked = await telegram.send_media(group, OGG, duration=3, from_user=member)
+        request = await telegram.send_text(group, "/transcribe", reply_to=unasked, from_user=member)
+        mention = await telegram.send_text(group, f"@{BOT_NAME} and this one?", reply_to=unasked, from_user=member)
+        to_another_bot = await telegram.send_text(group, "/start@SomeOtherBot", from_user=member)
+        owners = await telegram.send_media(group, OGG, duration=3, from_user=owner)
+        members = await telegram.send_media(open_group, OGG, duration=3, from_user=member)
+        await telegram.wait_for(lambda: owners in replies(telegram, group), 30)
+        await telegram.wait_for(lambda: members in replies(telegram, open_group), 30)
+        await settled(private_bus, "gateway", stream="UPDATES")
+    answered = replies(telegram, group)
+    assert set(answered) == {request, mention, owners}, "nothing under the note, nor to another bot's command"
+    assert to_another_bot not in answered
+    for refusal in (answered[request], answered[mention]):
+        assert refusal.text.startswith("🔒 This is a private bot") and "let in" in refusal.text, refusal.text
+    assert all(str(member) not in m.text for m in telegram.all_messages(group)), "nobody's id in the group"
+    assert answered[owners].text == "🎧 Listening…"
+    assert replies(telegram, open_group)[members].text == "🎧 Listening…", "a group let in: everyone is answered"
 
 
 # --- a day in a group ---------------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from babel.messages.pofile import read_po
 
 import infra.voice.texts
 from gateway.menus import MENU, set_menus
-from infra.voice.languages import LANGUAGES, LOCALES, language_name, own_name, ui_language
-from infra.voice.texts import Plural, duration_limit, messages, text
+from infra.voice.languages import LANGUAGES, language_name, own_name, ui_language
+from infra.voice.texts import LOCALES, Plural, duration_limit, messages, text
 from tests.support import TOKEN, Speech, Stack, answer_to, new_chat
 from voice_insight.doubles.openai_api import OpenAIDouble
 from voice_insight.doubles.telegram_api import BadRequest, TelegramDouble, parse_html

@@ -15,4 +15,6 @@ class TranscriptForgetter:
 
     @consumes(SUBJECT_FORGET_TRANSCRIPTS, CONSUMER_TRANSCRIBER_FORGET, stage="forget", stream=STREAM_FORGET)
     async def on_forget_transcripts(self, request: ForgetTranscripts, delivery: Delivery) -> None:
-        await forget_transcripts(self.bus, request.chat_key, request.fingerprints, pieces=request.pieces)
+        await forget_transcripts(
+            self.bus, request.chat_key, request.fingerprints, pieces=request.pieces, notes=request.notes
+        )

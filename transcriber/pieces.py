@@ -183,8 +183,8 @@ class LongNotes:
             segments=segments,
             model=self.recognizer.model_name,
         )
+        await self.cache.put(piece.note, known)  # before it goes out, as a whole note's (`TranscriberService`)
         await self.outbox.transcript(piece.note, known, seconds=time.time() - piece.split_at)
-        await self.cache.put(piece.note, known)
         for index in range(piece.count):
             await self.bus.erase_object(piece_name(piece.note, index))
         log.info("%s: %d pieces stitched, %.0fs of audio", cid, piece.count, piece.bounds[-1])

@@ -140,8 +140,9 @@ class TranscriberService:
             segments=result.segments,
             model=self.recognizer.model_name,
         )
+        # Cached before it goes out: once it is out the note may be answered, and erased if its chat said /forget.
+        await self.cache.put(event, known)  # never raises: a cache that cannot be written is skipped
         await self.outbox.transcript(event, known, seconds=result.seconds)
-        await self.cache.put(event, known)
         log.info(
             "%s: transcribed %.1fs of %s in %.2fs (attempt %d)",
             cid,

@@ -13,7 +13,10 @@ One key per note (its correlation ID), one typed value:
 * `Sent(outcome)`: done. Nothing about this note is sent again: not by the formatter, not by the gateway when
   Telegram repeats the update, not by an analyzer replaying its backlog.
 
-The gateway writes `Sent(outcome="refused")` for notes it refused at intake; analyzers only read.
+The gateway writes `Sent(outcome="refused")` for notes it refused at intake; analyzers only read. `/forget` leaves
+`FORGOTTEN` in place of each erased note's mark, for the mark's day: it says nothing of the note but that it was
+answered and forgotten, and it keeps the note answered, so that neither an event of it that comes late nor its
+update sent again by Telegram brings any of it back.
 """
 
 from __future__ import annotations
@@ -51,11 +54,14 @@ class Released(msgspec.Struct, frozen=True, kw_only=True, tag="released"):
 
 
 class Sent(msgspec.Struct, frozen=True, kw_only=True, tag="sent"):
-    outcome: Literal["answered", "refused", "undeliverable"] = "answered"
+    outcome: Literal["answered", "refused", "undeliverable", "forgotten"] = "answered"
     parts: int = 1
 
 
 Mark = Claimed | Released | Sent
+
+FORGOTTEN = Sent(outcome="forgotten", parts=0)
+"""What is left of a note its chat's `/forget` erased: its mark, saying only that."""
 
 encode_mark = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(Mark).decode
@@ -84,3 +90,8 @@ async def read_mark(kv: KeyValue, cid: str) -> tuple[Mark | None, int | None]:
 async def is_answered(kv: KeyValue, cid: str) -> bool:
     mark, _ = await read_mark(kv, cid)
     return isinstance(mark, Sent)
+
+
+async def leave_forgotten(kv: KeyValue, cid: str) -> None:
+    """The note's mark becomes `FORGOTTEN`, whatever it said (a bucket of one revision per key keeps no other)."""
+    await kv.put(cid, encode_mark(FORGOTTEN))

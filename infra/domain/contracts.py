@@ -337,6 +337,9 @@ class ForgetTranscripts(Contract, frozen=True, tag="forget.transcripts/1"):
     pieces: bool = True
     """Erase the pieces kept under the chat's key too. Not for one note erased after its answer (a chat that said
     `/forget` while it was in flight): the chat's later notes may be being stitched."""
+    notes: tuple[str, ...] = ()
+    """The notes (correlation IDs) whose pieces go, whatever `pieces` says: one erased after its answer was
+    transcribed in pieces after the chat's `/forget`."""
 
 
 class ForgetIntake(Contract, frozen=True, tag="forget.intake/1"):

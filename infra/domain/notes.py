@@ -41,7 +41,9 @@ from infra.bus.names import (
     STREAM_INFLIGHT,
     STREAM_RECENT,
     SUBJECT_NOTE_GET,
+    kv_stream,
 )
+from infra.domain.answers import leave_forgotten
 from infra.domain.contracts import NoteAsked, Origin, Transcript
 
 log = logging.getLogger("voice_insight.notes")
@@ -204,22 +206,29 @@ async def find_forgotten(bus: Bus, chat_key: str) -> Forgotten:
 
 async def erase_notes(bus: Bus, chat_key: str, gone: Forgotten) -> None:
     """The formatter's part of `/forget`: the notes with their transcripts, their events in the stream (one
-    message at a time: nobody may purge `VOICE`), their joins, marks and audio. A note still in flight is not
-    among them: it is erased the same way once it is answered (`infra.domain.forgotten`)."""
+    message at a time: nobody may purge `VOICE`), their joins and audio. Each one's answered mark is not erased
+    but left saying only that the note was forgotten (`infra.domain.answers.FORGOTTEN`): without it, an event
+    of the note that comes late would open its join again, and its update sent again by Telegram would be taken
+    in and answered again. A note still in flight is not among them: it is erased the same way once it is
+    answered (`infra.domain.forgotten`)."""
+    marks = await bus.kv(BUCKET_ANSWERED)
     for trail in gone.trails:
+        await leave_forgotten(marks, trail.cid)
         for seq in trail.seqs:
             await bus.delete_message(STREAM, seq)
-        for bucket in (BUCKET_ANSWERED, BUCKET_JOINS):
-            await bus.erase(bucket, trail.cid)
+        await bus.erase(BUCKET_JOINS, trail.cid)
         await bus.erase_object(trail.cid)
         for key in (note_key(chat_key, trail.cid), trail_key(chat_key, trail.cid)):
             await bus.erase(BUCKET_NOTES, key)
     log.info("a chat's notes were forgotten: %d notes, %d stream messages", len(gone.trails), gone.messages)
 
 
-async def forget_transcripts(bus: Bus, chat_key: str, fingerprints: Iterable[str], pieces: bool = True) -> int:
-    """The transcriber's part: cached transcripts of these files, and (`pieces`) pieces of the chat's long notes
-    still being stitched. Returns how many cached transcripts went."""
+async def forget_transcripts(
+    bus: Bus, chat_key: str, fingerprints: Iterable[str], pieces: bool = True, notes: Iterable[str] = ()
+) -> int:
+    """The transcriber's part: cached transcripts of these files, and the transcribed pieces of long notes: all
+    the chat's (`pieces`), or those of the `notes` named (each under `<chat key>.<correlation id>.`). Returns how
+    many cached transcripts went."""
     erased = 0
     for fingerprint in fingerprints:
         for key in await bus.kv_keys(BUCKET_TRANSCRIPT_CACHE, prefix=f"{fingerprint}."):
@@ -227,6 +236,8 @@ async def forget_transcripts(bus: Bus, chat_key: str, fingerprints: Iterable[str
             erased += 1
     for key in await bus.kv_keys(BUCKET_PIECES, prefix=f"{chat_key}.") if pieces else ():
         await bus.erase(BUCKET_PIECES, key)
+    for cid in notes:
+        await bus.purge(kv_stream(BUCKET_PIECES), f"$KV.{BUCKET_PIECES}.{note_key(chat_key, cid)}.>")
     return erased
 
 
@@ -269,8 +280,8 @@ async def refused_of_chat(bus: Bus, chat_key: str) -> list[str]:
 
 async def forget_refused(bus: Bus, chat_key: str, cid: str) -> None:
     """The gateway's part for a note it refused after its chat said `/forget` (it was being taken in then): its
-    intake record, its filing under the chat, and any audio a retried intake stored. No answered mark was written
-    for it, and the chat's `/forget` named it to nobody."""
+    intake record, its filing under the chat, and any audio a retried intake stored. Its answered mark says only
+    that it was forgotten, and the chat's `/forget` named it to nobody."""
     await bus.erase(BUCKET_INTAKE, cid)
     await bus.erase(BUCKET_INTAKE, refused_key(chat_key, cid))
     await bus.erase_object(cid)

@@ -1,26 +1,20 @@
 """The languages the bot speaks, and the names of every language it may hear.
 
-The bot's own words come from gettext catalogs (`infra/voice/locales/<lang>/LC_MESSAGES/messages.po`, compiled to
-`.mo` beside them), loaded by aiogram's `I18n`: translators edit `.po` files with any gettext tool, and plural rules
-come from each catalog's `Plural-Forms`, not from code. A person whose Telegram is set to a language the bot has no
-catalog for reads English. Names of languages (the one a note was spoken in, the one a chat chose) come from Babel's
-CLDR data, in the reader's language: "German" for an English reader, "немецкий" for a Russian one, never a code.
+The bot's own words come from gettext catalogs, one per language here (`infra.voice.texts`). A person whose
+Telegram is set to a language the bot has no catalog for reads English. Names of languages (the one a note was
+spoken in, the one a chat chose) come from Babel's CLDR data, in the reader's language: "German" for an English
+reader, "немецкий" for a Russian one, never a code.
 """
 
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
-from aiogram.utils.i18n import I18n
 from babel import Locale, UnknownLocaleError
 
-LOCALES = Path(__file__).with_name("locales")
 LANGUAGES: tuple[str, ...] = ("en", "ru", "uk", "de", "es", "pt", "fr", "it", "tr", "pl", "kk")
 """The bot's own words exist in these; English first (the fallback), then Russian (the product's second home)."""
 DEFAULT_LANGUAGE = "en"
-
-CATALOGS = I18n(path=LOCALES, default_locale=DEFAULT_LANGUAGE, domain="messages")
 
 
 def ui_language(language_code: str | None) -> str:

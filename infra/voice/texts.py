@@ -5,15 +5,25 @@ compiled to `.mo` beside them (`infra.voice.languages`). `N_` marks a message an
 number (its singular and plural English forms; each catalog has as many forms as its language needs), so Babel's
 `pybabel extract -k N_ -k P_:1,2` finds them all; `tests/test_languages.py` checks that every message has every
 language, with the same placeholders and valid markup. How to add or change a message: docs/development.md.
+(`infra.voice.languages` names languages without loading any of this: analyzers need the names, not the bot.)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from infra.voice.languages import CATALOGS, DEFAULT_LANGUAGE, LANGUAGES, ui_language
+from aiogram.utils.i18n import I18n
+
+from infra.voice.languages import DEFAULT_LANGUAGE, LANGUAGES, ui_language
 
 __all__ = ["LANGUAGES", "duration_limit", "messages", "text", "ui_language"]
+
+
+LOCALES = Path(__file__).with_name("locales")
+CATALOGS = I18n(path=LOCALES, default_locale=DEFAULT_LANGUAGE, domain="messages")
+"""aiogram's loader of the compiled catalogs: translators edit `.po` files with any gettext tool, and plural rules
+come from each catalog's `Plural-Forms`, not from code."""
 
 
 def N_(message: str) -> str:
@@ -99,6 +109,7 @@ _TEXTS: dict[str, str | Plural] = {
     "transcribing": N_("⏳ Transcribing: {done} of {total} min"),
     "queue_eta": N_(", about {seconds} s"),
     "note_expired": N_("⌛ This note is no longer kept (notes are kept for 24 hours). Please send it again."),
+    "note_forgotten": N_("🧹 This note was deleted with /forget. Forward it again and I will transcribe it anew."),
     "rerun_status": N_("⏳ {mode}…"),
     "transcribe_usage": N_("Reply /transcribe to a voice message and I will transcribe it."),
     "settings": N_(
@@ -188,6 +199,20 @@ _TEXTS: dict[str, str | Plural] = {
         "🔒 This is a private bot, and this group is not let in. If you know its owner, ask them to add the "
         "group's id {id} to ALLOWED_USERS."
     ),
+    "group_members_only": N_(
+        "\n"
+        "\n"
+        "🔒 This is a private bot: here I answer only the people its owner let in. To have everyone's voice notes "
+        "answered, ask the owner to add this group's id {id} to ALLOWED_USERS."
+    ),
+    "group_hears_now_members": N_(
+        "👂 Now I am an admin here and hear every voice note: I answer those of the people let in to this private bot."
+    ),
+    "group_on_request_now_members": N_(
+        "🙉 I am no longer an admin here, so I cannot see voice notes any more. Now only on request, for the people "
+        "let in to this private bot: reply /transcribe to a voice note, or mention me."
+    ),
+    "group_private": N_("🔒 This is a private bot: in this group I answer only the people its owner let in."),
     "command_help": N_("How it works"),
     "command_settings": N_("Settings for this chat"),
     "command_transcribe": N_("Transcribe a voice note (as a reply)"),
