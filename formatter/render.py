@@ -21,7 +21,7 @@ from infra.domain.contracts import Analysis, TranscriptionProgress
 from infra.voice.languages import language_name, ui_language
 from infra.voice.telegram import MESSAGE_LIMIT
 from infra.voice.texts import duration_limit, text
-from infra.voice.transcript_files import as_text
+from infra.voice.transcript_files import as_text, fits_in_message
 
 _PIECE_BUDGET = 3500  # leaves room for a heading in the same message
 _LABEL_BUDGET = 300
@@ -161,7 +161,7 @@ def _transcript(state: JoinState, lang: str) -> tuple[list[str], list[Attachment
     language = language_name(t.language, lang)
     header = f"📝 <b>{text('transcript', lang)}</b> · {esc(language)} · {_clock(t.duration)}"
     pieces = _prose(t.text)
-    if view == "message" and len(pieces) <= 1:
+    if view == "message" and fits_in_message(t.text):  # as the button under it judges (a file sent once)
         return [header, *pieces], []
     files = [Attachment("transcript.txt", as_text(t).encode(), text("transcript_file_caption", lang))]
     opening = [esc(_opening(t.text))] if view == "message" else []

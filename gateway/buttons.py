@@ -37,7 +37,7 @@ from infra.domain.notes import StoredNote, ask_for_note, files_mark
 from infra.voice.buttons import ModePress, Pressed, TranscriptPress
 from infra.voice.telegram import answer_press
 from infra.voice.texts import text
-from infra.voice.transcript_files import as_srt, as_text
+from infra.voice.transcript_files import as_srt, as_text, attached_to_answer
 
 log = logging.getLogger("voice_insight.gateway")
 
@@ -94,10 +94,9 @@ async def on_transcript_press(
     if not await _may_press(query, message, note, bot, key, lang):
         return
     reply = ReplyParameters(message_id=note.origin.message_id, allow_sending_without_reply=True)
-    files = (
-        ("transcript.txt", as_text(note.transcript), text("transcript_file_caption", lang)),
-        ("transcript.srt", as_srt(note.transcript), text("subtitles_caption", lang)),
-    )
+    files = [("transcript.srt", as_srt(note.transcript), text("subtitles_caption", lang))]
+    if not attached_to_answer(note.origin, note.transcript):  # the answer has it already: one .txt per note
+        files.insert(0, ("transcript.txt", as_text(note.transcript), text("transcript_file_caption", lang)))
 
     async def send_files() -> int:
         first = 0

@@ -201,6 +201,25 @@ async def test_the_transcript_button_sends_a_txt_and_an_srt_timed_by_the_segment
     assert all(m.reply_to == voice for m in telegram.messages(chat)[1:])
 
 
+async def test_the_transcript_button_does_not_send_the_txt_the_answer_already_carries(
+    stack: Stack, telegram: TelegramDouble, speech: Speech
+) -> None:
+    """A chat that takes its transcripts as files has `transcript.txt` with the answer: the button adds the
+    subtitles, not a second copy of the same file."""
+    chat = new_chat()
+    menu = await settings_message(telegram, chat)
+    await press(telegram, menu, "📝 Transcript")  # in the message → as a file
+    await telegram.wait_for(lambda: "Transcript: as a file" in menu.text, 30)
+    voice = await telegram.send_media(chat, speech.say(fresh(EN_TEXT)), duration=9)
+    answer = await answer_to(telegram, chat, voice)
+    await telegram.wait_for(lambda: any(m.document is not None for m in telegram.messages(chat)), 30)
+    await press(telegram, answer, "📄 Transcript")
+    await telegram.wait_for(lambda: sum(m.document is not None for m in telegram.messages(chat)) >= 2, 30)
+    await asyncio.sleep(1)
+    names = [m.document.file_name for m in telegram.messages(chat) if m.document is not None]
+    assert names == ["transcript.txt", "transcript.srt"], names
+
+
 async def test_a_press_handled_too_late_to_answer_still_does_its_work_once(
     stack: Stack, telegram: TelegramDouble, speech: Speech, bus: Bus
 ) -> None:

@@ -1,8 +1,27 @@
-"""A transcript as files people open elsewhere: `.txt` with `[mm:ss]` per segment, and `.srt` subtitles."""
+"""A transcript as files people open elsewhere: `.txt` with `[mm:ss]` per segment, and `.srt` subtitles; and
+whether the answer attached the `.txt` already (so the button under it does not send it a second time)."""
 
 from __future__ import annotations
 
-from infra.domain.contracts import Transcript
+import html
+
+from infra.domain.contracts import Origin, Transcript
+
+IN_MESSAGE = 3500
+"""A transcript longer than this (Telegram's UTF-16 units, as its HTML) comes as a `.txt` beside the answer's
+opening lines: the answer's heading and analyses need the rest of a message's 4096."""
+
+
+def fits_in_message(value: str) -> bool:
+    return len(html.escape(value.strip(), quote=False).encode("utf-16-le")) // 2 <= IN_MESSAGE
+
+
+def attached_to_answer(origin: Origin, transcript: Transcript) -> bool:
+    """Whether the answer carries the transcript as `transcript.txt`: the chat wants it as a file, or it wants it
+    in the message and it does not fit one."""
+    return origin.transcript_view == "file" or (
+        origin.transcript_view == "message" and not fits_in_message(transcript.text)
+    )
 
 
 def _clock(seconds: float) -> str:
