@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nats.js.errors
 import pytest
 import yaml
 
@@ -755,3 +756,21 @@ async def provisioned_server(folder: Path, accounts: Accounts) -> NatsServer:
     await provision(admin)
     await admin.close(grace=1)
     return server
+
+
+async def everything_stored(bus: Bus) -> list[tuple[str, str, bytes]]:
+    """Every message of every stream (buckets and the object store are streams too): (stream, subject, data)."""
+    found = []
+    for info in await bus.js.streams_info():
+        name, state = info.config.name, info.state
+        assert name is not None
+        seq = state.first_seq
+        while seq and seq <= state.last_seq:
+            try:  # the next message on any subject: a note's erased events leave gaps
+                msg = await bus.js.get_msg(name, seq=seq, subject=">", next=True)
+            except nats.js.errors.NotFoundError:
+                break
+            assert msg.seq is not None and msg.subject is not None
+            found.append((name, msg.subject, (msg.data or b"") + str(msg.headers or "").encode()))
+            seq = msg.seq + 1
+    return found

@@ -26,6 +26,7 @@ from tests.support import (
     answer_of,
     answer_to,
     answered_once,
+    everything_stored,
     forgotten_mark,
     fresh,
     in_progress,
@@ -312,24 +313,6 @@ async def test_the_transcript_shows_before_the_analyses_and_the_note_ends_as_one
 
 
 # --- the user's data ------------------------------------------------------------------------------------
-
-
-async def everything_stored(bus: Bus) -> list[tuple[str, str, bytes]]:
-    """Every message of every stream (buckets and the object store are streams too): (stream, subject, data)."""
-    found = []
-    for info in await bus.js.streams_info():
-        name, state = info.config.name, info.state
-        assert name is not None
-        seq = state.first_seq
-        while seq and seq <= state.last_seq:
-            try:
-                msg = await bus.js.get_msg(name, seq=seq, subject=">", next=True)  # past erased messages' gaps
-            except Exception:
-                break
-            assert msg.seq is not None and msg.subject is not None
-            found.append((name, msg.subject, (msg.data or b"") + str(msg.headers or "").encode()))
-            seq = msg.seq + 1
-    return found
 
 
 async def test_forget_leaves_nothing_of_the_chat_in_any_bucket_or_stream(

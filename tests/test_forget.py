@@ -51,6 +51,7 @@ from tests.support import (
     a_transcript,
     answer_to,
     eventually,
+    everything_stored,
     forgotten_mark,
     fresh,
     new_chat,
@@ -168,24 +169,6 @@ async def test_a_failed_notes_trail_is_found_and_erased_with_its_events(
 
 KEY = correlation_key(TOKEN)
 FORGOTTEN = "🧹 Deleted:"
-
-
-async def everything_stored(bus: Bus) -> list[tuple[str, str, bytes]]:
-    """Every message of every stream (buckets and the object store are streams too): (stream, subject, data)."""
-    found = []
-    for info in await bus.js.streams_info():
-        name, state = info.config.name, info.state
-        assert name is not None
-        seq = state.first_seq
-        while seq and seq <= state.last_seq:
-            try:  # the next message on any subject: a note's erased events leave gaps
-                msg = await bus.js.get_msg(name, seq=seq, subject=">", next=True)
-            except nats.js.errors.NotFoundError:
-                break
-            assert msg.seq is not None and msg.subject is not None
-            found.append((name, msg.subject, (msg.data or b"") + str(msg.headers or "").encode()))
-            seq = msg.seq + 1
-    return found
 
 
 def traces_of(chat: int, *notes: int) -> tuple[bytes, ...]:
@@ -388,4 +371,4 @@ async def test_a_note_asked_for_again_after_forget_erased_it_says_how_to_have_it
     told = next(m for m in telegram.messages(chat) if "deleted with /forget" in m.text)
     assert told.text == text("note_forgotten", "en") and told.reply_to != voice
     await settled(bus)
-    assert sum(m.reply_to == voice for m in telegram.all_messages(chat)) == 1, "not taken in a second time"
+    assert sum(m.reply_to == voice for m in telegram.messages(chat)) == 1, "not taken in a second time"
