@@ -96,9 +96,13 @@ async def on_request(message: Message, lang: str, intake: Intake, chat_settings:
     if target is None or media is None:
         await message.reply(text("transcribe_usage", lang))
         return
-    if await intake.forgotten(target):  # asked again after /forget: not silence, but how to have it again
-        await message.reply(text("note_forgotten", lang))
-        return
+    match await intake.answered(target):  # asked again: not silence, but where its answer is, or how to have it
+        case "forgotten":
+            await message.reply(text("note_forgotten", lang))
+            return
+        case "answered":
+            await message.reply(text("note_answered_already", lang))
+            return
     await intake.accept(target, media, chat_settings)
 
 

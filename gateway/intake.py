@@ -471,13 +471,16 @@ class Intake:
         span.set_attribute("voice_insight.declined", "not_audio")
         await self._mark_refused(message, cid, record.taken_at or time.time())
 
-    async def forgotten(self, message: Message) -> bool:
-        """Whether this note was answered and then erased by its chat's `/forget`: taken in again it would not be
-        (its mark keeps it answered for the mark's day), so one who asks for it again is told to send it anew."""
+    async def answered(self, message: Message) -> Literal["answered", "forgotten"] | None:
+        """Whether this note is answered already (taken in again it would not be: one who asks for it again is told
+        where its answer is), or was, and then erased by its chat's `/forget` (its mark keeps it answered for the
+        mark's day: one who asks for it is told to send it anew)."""
         mark, _ = await read_mark(
             await self.bus.kv(BUCKET_ANSWERED), correlation_id(self.key, message.chat.id, message.message_id)
         )
-        return isinstance(mark, Sent) and mark.outcome == "forgotten"
+        if not isinstance(mark, Sent):
+            return None
+        return "forgotten" if mark.outcome == "forgotten" else "answered"
 
     async def abandon(self, message: Message) -> bool:
         """Intake failed for good: turn the note's status message into an apology, unless it already holds the

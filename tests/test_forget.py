@@ -28,6 +28,7 @@ from infra.bus import Bus, Delivery, deliver
 from infra.bus.names import (
     BUCKET_JOINS,
     BUCKET_NOTES,
+    CONSUMER_FORMATTER_FORGET,
     CONSUMER_GATEWAY,
     STREAM,
     STREAM_FORGET,
@@ -359,13 +360,16 @@ async def test_a_note_asked_for_after_forget_is_a_new_note_though_sent_before_it
 async def test_a_note_asked_for_again_after_forget_erased_it_says_how_to_have_it_again(
     stack: Stack, telegram: TelegramDouble, speech: Speech, bus: Bus
 ) -> None:
-    """An answered note `/forget` erased stays answered for its mark's day (so that nothing of it comes back): a
-    `/transcribe` of it then is told to send it anew, instead of silence."""
+    """A `/transcribe` of a note answered already is told where the answer is; of one `/forget` erased (it stays
+    answered for its mark's day, so that nothing of it comes back), to send it anew: never silence."""
     chat = new_chat()
     voice = await telegram.send_media(chat, speech.say(fresh(EN_TEXT)), duration=9)
     await answer_to(telegram, chat, voice)
     await settled(bus)
+    await telegram.send_text(chat, "/transcribe", reply_to=voice)
+    await telegram.wait_for(lambda: any("answered already" in m.text for m in telegram.messages(chat)), 30)
     await say_forget(telegram, chat)
+    await settled(bus, CONSUMER_FORMATTER_FORGET, stream=STREAM_FORGET)  # the chat is told before its notes go
     await telegram.send_text(chat, "/transcribe", reply_to=voice)
     await telegram.wait_for(lambda: any("deleted with /forget" in m.text for m in telegram.messages(chat)), 30)
     told = next(m for m in telegram.messages(chat) if "deleted with /forget" in m.text)

@@ -109,6 +109,7 @@ _TEXTS: dict[str, str | Plural] = {
     "transcribing": N_("⏳ Transcribing: {done} of {total} min"),
     "queue_eta": N_(", about {seconds} s"),
     "note_expired": N_("⌛ This note is no longer kept (notes are kept for 24 hours). Please send it again."),
+    "note_answered_already": N_("✅ This note is answered already: the answer is in reply to it."),
     "note_forgotten": N_("🧹 This note was deleted with /forget. Forward it again and I will transcribe it anew."),
     "rerun_status": N_("⏳ {mode}…"),
     "transcribe_usage": N_("Reply /transcribe to a voice message and I will transcribe it."),
