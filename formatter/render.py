@@ -21,9 +21,9 @@ from infra.domain.contracts import Analysis, TranscriptionProgress
 from infra.voice.languages import language_name, ui_language
 from infra.voice.telegram import MESSAGE_LIMIT
 from infra.voice.texts import duration_limit, text
-from infra.voice.transcript_files import as_text, fits_in_message
+from infra.voice.transcript_files import IN_MESSAGE, as_text, fits_in_message
 
-_PIECE_BUDGET = 3500  # leaves room for a heading in the same message
+_PIECE_BUDGET = IN_MESSAGE  # leaves room for a heading in the same message
 _LABEL_BUDGET = 300
 """A title or a heading, escaped, in UTF-16 units at most: beside a piece of prose it still fits a message."""
 

@@ -26,12 +26,13 @@ from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from infra.domain.contracts import FailureReason, Segment
 from infra.runtime.cpus import available_cpus
+from infra.voice.languages import LANGUAGES
 
 log = logging.getLogger("voice_insight.asr")
 
 SAMPLE_RATE = 16_000
-BOT_LANGUAGES = ("en", "ru", "uk", "de", "es", "pt", "fr", "it", "tr", "pl", "kk")
-"""The languages the bot speaks (`infra.voice.languages.LANGUAGES`, kept equal by a test): those its users speak."""
+BOT_LANGUAGES = LANGUAGES
+"""The languages the bot speaks: those its users speak."""
 CONFIDENT = 0.7
 """Above this, the detector's choice stands, whatever the language and the user's Telegram language."""
 EXPECTED = 10.0
