@@ -1,6 +1,7 @@
 """The whole stack, timed from the outside: latency per stage, the bus's own overhead, throughput.
 
-    .venv/bin/python bench/pipeline.py [--notes 10] [--seconds 10] [--llm-latency 1.0] [--throughput-notes 8]
+    .venv/bin/python bench/pipeline.py [--notes 10] [--seconds 10] [--llm-latency 1.0] [--questions 10]
+                                       [--throughput-notes 8]
 
 Runs `voice-insight up` against a throwaway nats-server and the Telegram and OpenAI doubles from voice_insight/doubles
 (the LLM double answers after a fixed `--llm-latency`), then:
@@ -13,7 +14,10 @@ Runs `voice-insight up` against a throwaway nats-server and the Telegram and Ope
    own LLM latency): everything the hops, KV and Object Store round trips and Bot API calls add. And what the
    person sees: the transcript on screen (the status message's first edit showing it, before the analyses) and
    the full answer, both from the moment the note was sent.
-2. Throughput: for 1 and 2 transcribers, sends `--throughput-notes` notes at once and reports voice-minutes
+2. Questions: in reply to each of those answers, a question about the recording (`--questions` of them); the time
+   from the question sent to its answer in the chat, and that time less the LLM double's latency (what the hops
+   through gateway, formatter, asker and back add).
+3. Throughput: for 1 and 2 transcribers, sends `--throughput-notes` notes at once and reports voice-minutes
    transcribed per wall-clock minute until the last answer.
 """
 
@@ -190,6 +194,29 @@ async def latency(stack: Stack, notes: int, seconds: float) -> dict[str, dict[st
     }
 
 
+async def questions(stack: Stack, chats: list[int], llm_latency: float) -> dict[str, float]:
+    """A question in reply to each chat's answer; seconds from the question sent to its answer shown."""
+    waits: list[float] = []
+    for chat in chats:
+        answer = stack.telegram.messages(chat)[0]
+        sent = time.time()
+        asked = await stack.telegram.send_text(chat, "What is the most important point?", reply_to=answer.message_id)
+
+        def reply() -> Any:
+            return next((m for m in stack.telegram.messages(chat) if m.reply_to == asked), None)
+
+        await stack.telegram.wait_for(lambda: reply() is not None, 120)
+        assert reply().text.startswith("💬"), reply().text
+        waits.append(reply().times[0] - sent)
+    p50 = percentile(waits, 0.5)
+    return {
+        "p50": p50,
+        "p95": percentile(waits, 0.95),
+        "mean": statistics.fmean(waits),
+        "overhead_p50": p50 - llm_latency,
+    }
+
+
 async def throughput(stack: Stack, notes: int, seconds: float) -> float:
     clips = [speak(script("en", seconds, seed=500 + i), "en") for i in range(notes)]
     chats = [5000 + i + 100 * len(stack.notes) for i in range(notes)]
@@ -206,6 +233,7 @@ async def main() -> None:
     parser.add_argument("--notes", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--llm-latency", type=float, default=1.0)
+    parser.add_argument("--questions", type=int, default=10, help="questions asked, one per answered note at most")
     parser.add_argument("--throughput-notes", type=int, default=8)
     parser.add_argument("--throughput-seconds", type=float, default=30)
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "pipeline.json"))
@@ -221,6 +249,14 @@ async def main() -> None:
         print(f"  {'stage':<16} {'p50':>8} {'p95':>8}")
         for stage, figures in results["latency"].items():
             print(f"  {stage:<16} {figures['p50'] * 1000:>6.0f}ms {figures['p95'] * 1000:>6.0f}ms")
+        chats = [1000 + i for i in range(min(args.questions, args.notes))]
+        if chats:
+            results["questions"] = asked = await questions(stack, chats, args.llm_latency)
+            print(
+                f"  {'question':<16} {asked['p50'] * 1000:>6.0f}ms {asked['p95'] * 1000:>6.0f}ms "
+                f"(from the question sent to its answer; less the LLM's {args.llm_latency:.2f} s: "
+                f"{asked['overhead_p50'] * 1000:.0f}ms at p50)"
+            )
         results["throughput"] = {}
         for transcribers in (1, 2):
             if transcribers > 1:

@@ -10,7 +10,10 @@ from formatter.forget import ChatForgetter
 from formatter.join import JoinStore
 from formatter.marks import AnswerMarks
 from formatter.note_desk import serve_notes
+from formatter.questions import QuestionDesk
 from formatter.queue import export_transcriber_backlog
+from formatter.replies import QuestionReplies
+from formatter.sending import Sender
 from formatter.service import FormatterService
 from infra.bus.names import BUCKET_ANSWERED, BUCKET_JOINS, BUCKET_PACE
 from infra.bus.pace import SharedPace
@@ -39,6 +42,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         )
         await life.bus.start(service)
         await life.bus.start(ChatForgetter(life.bus, bot))
+        await life.bus.start(QuestionDesk(life.bus))
+        await life.bus.start(QuestionReplies(life.bus, Sender(bot), service.marks))
         await serve_notes(life.bus)  # the buttons' reads of a note, for the gateway
         export_transcriber_backlog(life.bus)  # still measured with every transcriber gone
         life.ready()

@@ -31,6 +31,7 @@ from formatter.forget import forget_if_asked, keep
 from formatter.join import JoinState, JoinStore
 from formatter.marks import BRIEF_WAIT, AlreadySent, AnswerMarks, ClaimLost, HeldElsewhere, Owned
 from formatter.render import Part, render_answer, render_failure
+from formatter.replies import file_answer
 from formatter.sending import Sender, away, permanent_reason
 from formatter.status import StatusMessage
 from infra.bus import Bus, Delivery, Fail, Retry, backoff
@@ -124,12 +125,13 @@ class Answerer:
             heartbeat = asyncio.create_task(claim.keep_alive(self.marks.lease / 3))
             try:
                 shown = tuple(sorted(state.analyses))
-                await self.sender.deliver(claim, state.origin, parts, keyboard, shown, since=state.received_at)
+                messages = await self.sender.deliver(claim, state.origin, parts, keyboard, shown, state.received_at)
             except BaseException as exc:
                 await self.settle_failure(claim, cid, state, delivery, span, exc)
             finally:
                 heartbeat.cancel()
         await claim.done()
+        await file_answer(self.bus, cid, state, messages)
         observe_stage("reply", time.perf_counter() - started)
         self.measure(state, kind)
         self.status.answered(cid)

@@ -39,6 +39,7 @@ from infra.domain.contracts import ForgetAnalyses, ForgetChat, ForgetIntake, For
 from infra.domain.forgotten import forgotten_since
 from infra.domain.modes import live_modes
 from infra.domain.notes import Forgotten, NoteStore, NoteTrail, Trail, erase_notes, find_forgotten, text_digest
+from infra.domain.threads import forget_threads
 from infra.voice.telegram import TELEGRAM_PERMANENT
 from infra.voice.texts import text
 
@@ -61,6 +62,7 @@ class ChatForgetter:
         if not await _kept(marks, told):
             await self._tell(request, gone)
             await marks.put(told, b"told")
+        await forget_threads(self.bus, request.chat_key)
         await erase_notes(self.bus, request.chat_key, gone)
 
     async def _tell(self, request: ForgetChat, gone: Forgotten) -> None:
@@ -147,6 +149,7 @@ async def forget_if_asked(bus: Bus, joins: JoinStore, cid: str, state: JoinState
         digest = text_digest(state.transcript.text) if state.transcript is not None else None
         gone = Forgotten([Trail(cid, seqs, state.fingerprint, digest)])
         await ask_the_keepers(bus, origin.chat_key, gone, f"forget-note.{cid}", pieces=False)
+        await forget_threads(bus, origin.chat_key, notes=(cid,))
         await erase_notes(bus, origin.chat_key, gone)
     except Exception as exc:  # the usual clean-up then, and the rest expires with the day
         log.warning("%s: a forgotten chat's note was not erased after its answer (%s)", cid, type(exc).__name__)

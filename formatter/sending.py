@@ -76,42 +76,46 @@ class Sender:
         keyboard: InlineKeyboardMarkup | None = None,
         shown: tuple[str, ...] | None = None,
         since: float | None = None,
-    ) -> None:
+    ) -> list[int]:
         """Every part not sent yet, each recorded in the claim before the next one goes, so a retry or a takeover
         resumes after the last part the user already has: exactly one copy of every part. `shown`: the modes the
-        parts were rendered with, recorded with the first; `since`: when the user began to wait."""
+        parts were rendered with, recorded with the first; `since`: when the user began to wait. Returns the
+        messages that carry the parts sent here (a reply to any of them may ask about the note)."""
         ping = self.pings(claim, since)
         if ping and claim.parts_sent:
             await self.drop_status(origin)  # a retry or a takeover after the first part: the status may be up still
+        carried: list[int] = []
         for index in range(claim.parts_sent, len(parts)):
             part = parts[index]
             if isinstance(part, Attachment):
-                await self.send_file(origin, part)
+                carried.append(await self.send_file(origin, part))
             elif index == 0 and ping:
-                await self.send(origin, part, keyboard)
+                carried.append(await self.send(origin, part, keyboard))
             elif index == 0:
-                await self.edit_status(origin, part, keyboard)
+                carried.append(await self.edit_status(origin, part, keyboard))
             else:
-                await self.send(origin, part)
+                carried.append(await self.send(origin, part))
             await claim.advance(index + 1, shown, ping)
             if index == 0 and ping:
                 await self.drop_status(origin)
+        return carried
 
     async def edit_status(
         self, origin: Origin, message: str, keyboard: InlineKeyboardMarkup | None = None, quiet: bool = False
-    ) -> None:
-        """`quiet`: a status, not the answer: should the status be gone, what replaces it rings nobody's phone."""
+    ) -> int:
+        """`quiet`: a status, not the answer: should the status be gone, what replaces it rings nobody's phone.
+        Returns the message that says it: the status, or the one sent in its place."""
         try:
             await self.bot.edit_message_text(
                 text=message, chat_id=origin.chat_id, message_id=origin.status_message_id, reply_markup=keyboard
             )
         except TelegramBadRequest as exc:
             if "message is not modified" in exc.message:
-                return  # a retry after an edit that did land
+                return origin.status_message_id  # a retry after an edit that did land
             if "message to edit not found" in exc.message or "can't be edited" in exc.message:
-                await self.send(origin, message, keyboard, quiet)  # the user deleted the status message
-                return
+                return await self.send(origin, message, keyboard, quiet)  # the user deleted the status message
             raise
+        return origin.status_message_id
 
     async def show_progress(self, origin: Origin, message: str) -> None:
         """A status of the note's progress: silent in a group, as the status it replaces."""
@@ -138,8 +142,8 @@ class Sender:
 
     async def send(
         self, origin: Origin, message: str, keyboard: InlineKeyboardMarkup | None = None, quiet: bool = False
-    ) -> None:
-        await self.bot.send_message(
+    ) -> int:
+        sent = await self.bot.send_message(
             chat_id=origin.chat_id,
             text=message,
             message_thread_id=origin.thread_id,
@@ -147,12 +151,14 @@ class Sender:
             reply_markup=keyboard,
             disable_notification=True if quiet else None,
         )
+        return sent.message_id
 
-    async def send_file(self, origin: Origin, file: Attachment) -> None:
-        await self.bot.send_document(
+    async def send_file(self, origin: Origin, file: Attachment) -> int:
+        sent = await self.bot.send_document(
             chat_id=origin.chat_id,
             document=BufferedInputFile(file.content, filename=file.name),
             caption=file.caption or None,
             message_thread_id=origin.thread_id,
             reply_parameters=ReplyParameters(message_id=origin.message_id, allow_sending_without_reply=True),
         )
+        return sent.message_id

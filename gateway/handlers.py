@@ -19,6 +19,7 @@ from gateway.chat_settings import may_change
 from gateway.chats import ChatSettings, ChatSettingsStore, chat_key
 from gateway.forget import ask_to_forget
 from gateway.intake import Intake, Media, media_of
+from gateway.questions import AsksAboutNote, on_question
 from infra.bus import Bus
 from infra.domain.contracts import ForgetChat
 from infra.domain.limits import user_key
@@ -64,8 +65,10 @@ async def on_start(message: Message, lang: str, analyses_on: bool) -> None:
 
 
 async def on_help(message: Message, lang: str, max_audio_seconds: float, analyses_on: bool) -> None:
+    """How to use it, and asking about a recording where there is an LLM to answer."""
     said = text("help", lang, limit=duration_limit(max_audio_seconds, lang))
-    await message.answer(said if analyses_on else f"{said}\n\n{text('analyses_off', lang)}")
+    more = text("help_ask" if analyses_on else "analyses_off", lang)
+    await message.answer(f"{said}\n\n{more}")
 
 
 async def on_list_modes(message: Message, lang: str, bus: Bus, analyses_on: bool) -> None:
@@ -148,6 +151,7 @@ def build_router() -> Router:
     router.message.register(on_forget, Command("forget"))
     router.message.register(on_privacy, Command("privacy"))
     router.message.register(on_media, HasMedia(), EveryNote())
+    router.message.register(on_question, AsksAboutNote())
     router.message.register(on_request, MentionsMe())
     router.message.register(on_anything_else, F.chat.type == ChatType.PRIVATE)  # in a group, chatter is not ours
     return router

@@ -34,7 +34,7 @@ if [ "$what" = secrets ]; then
   chmod 700 "$dir"
   random_secret() { head -c 24 /dev/urandom | base64 | tr -d '/+=\n'; }
   # The accounts of infra/config/nats/users.conf (`voice-insight nats-users`), and an external analyzer's if named.
-  for user in admin gateway transcriber formatter registrar analyzer-DEFAULT analyzer-TONE "$@"; do
+  for user in admin gateway transcriber formatter registrar asker analyzer-DEFAULT analyzer-TONE "$@"; do
     if [ ! -s "$dir/nats/$user" ]; then
       random_secret > "$dir/nats/$user"
       chmod 644 "$dir/nats/$user"

@@ -191,6 +191,7 @@ ANALYZERS = frozenset(analyzer_user(mode) for mode in ACCOUNTS.modes)
 CONTENT_KEEPERS = {
     kv_stream(names.BUCKET_ANALYSIS_CACHE): ANALYZERS,
     kv_stream(names.BUCKET_NOTES): {"formatter"},
+    kv_stream(names.BUCKET_THREADS): {"formatter"},  # questions asked about notes, and their answers
     kv_stream(names.BUCKET_JOINS): {"formatter"},
     kv_stream(names.BUCKET_TRANSCRIPT_CACHE): {"transcriber"},
     kv_stream(names.BUCKET_PIECES): {"transcriber"},

@@ -29,7 +29,7 @@ from tests.support import SHIPPED as MODES
 from voice_insight.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
-APP_SERVICES = ("gateway", "transcriber", "analyzer-default", "analyzer-tone", "registrar", "formatter")
+APP_SERVICES = ("gateway", "transcriber", "analyzer-default", "analyzer-tone", "registrar", "asker", "formatter")
 ONE_SHOTS = ("provision",)
 """Run once and exit; the others wait for them to complete (`service_completed_successfully`)."""
 ACCOUNTS = {
@@ -40,6 +40,7 @@ ACCOUNTS = {
     "analyzer-default": "analyzer-DEFAULT",
     "analyzer-tone": "analyzer-TONE",
     "registrar": "registrar",
+    "asker": "asker",
 }
 
 
@@ -97,7 +98,7 @@ def test_every_command_is_a_real_subcommand(compose: dict[str, Any]) -> None:
     parser = build_parser()
     for name in (*APP_SERVICES, *ONE_SHOTS):
         args = parser.parse_args(compose["services"][name]["command"])
-        assert args.command in ("gateway", "transcriber", "analyzer", "registrar", "formatter", "provision")
+        assert args.command in ("gateway", "transcriber", "analyzer", "registrar", "asker", "formatter", "provision")
         if args.command == "analyzer":
             assert args.mode in MODES and name == f"analyzer-{args.mode.lower()}"
 
@@ -398,6 +399,7 @@ def test_every_secret_is_a_file_no_container_environment_shows(compose: dict[str
         "analyzer-default": {"openai_api_key": "OPENAI_API_KEY_FILE"},
         "analyzer-tone": {"openai_api_key": "OPENAI_API_KEY_FILE"},
         "registrar": {"openai_api_key": "OPENAI_API_KEY_FILE"},
+        "asker": {"openai_api_key": "OPENAI_API_KEY_FILE"},
         "telegram-bot-api": {"telegram_api_hash": "TELEGRAM_API_HASH_FILE"},
         "grafana": {"grafana_admin_password": "GF_SECURITY_ADMIN_PASSWORD__FILE"},
         "alertmanager": {"telegram_token": "TELEGRAM_TOKEN_FILE", "alert_webhook_url": "ALERT_WEBHOOK_URL_FILE"},

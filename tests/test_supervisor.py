@@ -45,7 +45,7 @@ async def test_a_crashing_child_is_restarted() -> None:
 
 def test_metrics_port_zero_turns_every_side_door_off() -> None:
     assert {c.metrics_port for c in plan(2, ["DEFAULT", "TONE"], 0)} == {0}
-    assert [c.metrics_port for c in plan(1, ["DEFAULT"], 9100)] == [9102, 9103, 9104, 9105, 9101]
+    assert [c.metrics_port for c in plan(1, ["DEFAULT"], 9100)] == [9102, 9103, 9104, 9105, 9106, 9101]
     replicas = plan(1, ["DEFAULT"], 9100, formatters=2)  # `up --formatters 2`: the same command twice
     assert [c.name for c in replicas if "formatter" in c.name] == ["formatter-1", "formatter-2"]
     assert len({c.metrics_port for c in replicas}) == len(replicas)

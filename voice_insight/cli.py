@@ -10,7 +10,7 @@ import argparse
 import sys
 from types import ModuleType
 
-ROLES = ("gateway", "transcriber", "analyzer", "registrar", "formatter")
+ROLES = ("gateway", "transcriber", "analyzer", "registrar", "asker", "formatter")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyzer = sub.add_parser("analyzer", help="one analysis mode over transcripts")
     analyzer.add_argument("--mode", required=True, help="mode name, e.g. DEFAULT or TONE")
     sub.add_parser("registrar", help="validates and applies the admins' mode changes (the mode desk)")
+    sub.add_parser("asker", help="answers questions about a recording from its transcript")
     sub.add_parser("formatter", help="joins results by correlation ID and answers the user")
     up = sub.add_parser("up", help="run the whole stack on this machine")
     up.add_argument("--transcribers", type=int, default=1, help="transcriber replicas (default 1)")
@@ -142,6 +143,10 @@ def _role(name: str) -> ModuleType:
             import analyzers.registrar as registrar_main
 
             return registrar_main
+        case "asker":
+            import analyzers.asker as asker_main
+
+            return asker_main
         case _:
             import formatter.__main__ as formatter_main
 

@@ -49,6 +49,13 @@ SUBJECT_FORGET_CHAT = "forget.chat"
 SUBJECT_FORGET_TRANSCRIPTS = "forget.transcripts"
 SUBJECT_FORGET_INTAKE = "forget.intake"
 SUBJECT_FORGET_ANALYSES_PREFIX = "forget.analyses."
+STREAM_ASK = "ASK"
+"""Questions about a recording and their answers (work queue: gone once handled). The gateway asks
+(`ask.question`); the formatter, which keeps the notes, finds the one asked about and poses the question with its
+transcript (`ask.posed`); any asker answers (`ask.answer`); the formatter replies."""
+SUBJECT_QUESTION = "ask.question"
+SUBJECT_POSED = "ask.posed"
+SUBJECT_ANSWER = "ask.answer"
 
 BUCKET_AUDIO = "voice-audio"  # Object Store: the voice note's bytes
 BUCKET_MODES = "voice-modes"  # KV: live analyzer modes, kept by heartbeats
@@ -68,6 +75,7 @@ BUCKET_PIECES = "voice-pieces"  # KV: the transcribed pieces of long notes, unti
 BUCKET_CHATS = "voice-chat-settings"  # KV: settings per chat under a keyed hash of the chat; until /forget
 BUCKET_PACE = "voice-pace"  # KV: the Bot API's next free slots, per keyed hash of a chat and for the bot
 PACE_TTL = 300.0
+BUCKET_THREADS = "voice-threads"  # KV: the bot's messages a reply may ask about: which note, the turns so far
 BUCKET_REGISTRY = "voice-mode-registry"  # KV: every mode's definition, with history; configuration, not user data
 REGISTRY_HISTORY = 20
 
@@ -86,6 +94,7 @@ KV_BUCKETS: tuple[tuple[str, float | None, int], ...] = (
     (BUCKET_ANALYSIS_CACHE, ANALYSIS_CACHE_TTL, 1),
     (BUCKET_TRANSCRIPT_CACHE, USER_DATA_TTL, 1),
     (BUCKET_NOTES, USER_DATA_TTL, 1),
+    (BUCKET_THREADS, USER_DATA_TTL, 1),  # as long as the notes they point at
     (BUCKET_PIECES, USER_DATA_TTL, 1),  # as long as the note's audio: a long note's pieces may wait for hours
     (BUCKET_CHATS, None, 1),  # configuration a chat chose, not what it said
     (BUCKET_PACE, PACE_TTL, 1),  # a time per hashed chat, five minutes
@@ -108,6 +117,9 @@ CONSUMER_GATEWAY_ALERTS = "gateway-alerts"
 CONSUMER_FORMATTER_FORGET = "formatter-forget"
 CONSUMER_TRANSCRIBER_FORGET = "transcriber-forget"
 CONSUMER_GATEWAY_FORGET = "gateway-forget"
+CONSUMER_ASKER = "asker"
+CONSUMER_FORMATTER_QUESTIONS = "formatter-questions"
+CONSUMER_FORMATTER_ANSWERS = "formatter-answers"
 
 
 def kv_stream(bucket: str) -> str:
@@ -162,4 +174,5 @@ def streams(replicas: int = 1) -> tuple[api.StreamConfig, ...]:
         stream(STREAM_PIECES, "piece.>", USER_DATA_TTL, retention=api.RetentionPolicy.WORK_QUEUE),
         # A request a keeper is not there to take (a mode's analyzer gone) expires sooner on its own (`Nats-TTL`).
         stream(STREAM_FORGET, "forget.>", USER_DATA_TTL, retention=api.RetentionPolicy.WORK_QUEUE, allow_msg_ttl=True),
+        stream(STREAM_ASK, "ask.>", USER_DATA_TTL, retention=api.RetentionPolicy.WORK_QUEUE),
     )

@@ -269,6 +269,8 @@ class ReplyTo(msgspec.Struct, frozen=True, kw_only=True):
     chat_id: int
     message_id: int
     ui_language: str
+    thread_id: int | None = None
+    """The forum topic the message was posted in: the answer goes to the same topic."""
 
 
 class ModeChange(Contract, frozen=True, tag="admin.mode.change/1"):
@@ -352,6 +354,88 @@ class ForgetAnalyses(Contract, frozen=True, tag="forget.analyses/1"):
     """To one mode's analyzer (`forget.analyses.<MODE>`): its cached analyses of these transcripts (digests)."""
 
     digests: tuple[str, ...]
+
+
+# --- asking the recording ----------------------------------------------------------------------------
+
+AskRefusal = Literal[
+    "not_a_note",  # the message replied to is no answer of the bot's and no voice note it answered
+    "not_transcribed",  # the note failed or was refused: there is no transcript to ask
+    "expired",  # the note's day is over: its transcript is gone
+    "forgotten",  # the chat's /forget erased it
+    "in_flight",  # the note is not answered yet: ask once its answer is there
+    "budget",  # today's token budget is used up
+    "failed",  # the LLM did not answer, on every attempt
+]
+
+
+class Turn(msgspec.Struct, frozen=True, kw_only=True):
+    """One question about a note and the answer it got: what a follow-up question is read against."""
+
+    question: str
+    answer: str
+
+
+class QuestionAsked(Contract, frozen=True, tag="ask.question/1"):
+    """A question about a recording (`ask.question`), from the gateway: a reply to the bot's answer, to the voice
+    note itself, or to an earlier answer to a question. The formatter, which keeps the notes, finds the note and
+    poses the question to an asker (`QuestionPosed`), or answers at once why it cannot."""
+
+    correlation_id: str
+    """The question's own ID: a keyed hash of its chat and message, as a note's is."""
+    chat_key: str
+    reply: ReplyTo
+    """The question's chat and message (the answer replies to it) and the language of the bot's own words."""
+    question: str
+    about_message_id: int
+    """The message the question replies to."""
+    about_sent_at: float = 0.0
+    """When that message was sent (Unix time): past a day, whatever it was about is gone."""
+    note: str | None = None
+    """The note's ID when the question replies to the voice note itself; otherwise the formatter looks up which
+    note the bot's message answered (`infra.domain.threads`)."""
+    asked_at: float = msgspec.field(default_factory=time.time)
+
+
+class QuestionPosed(Contract, frozen=True, tag="ask.posed/1"):
+    """A question with what it is to be answered from (`ask.posed`), from the formatter to any asker: the note's
+    transcript, timed, and the conversation about it so far."""
+
+    correlation_id: str
+    chat_key: str
+    reply: ReplyTo
+    question: str
+    note: str
+    transcript: Transcript
+    turns: tuple[Turn, ...] = ()
+    """The conversation about this note before this question, oldest first."""
+    asked_at: float = 0.0
+
+
+class QuestionAnswered(Contract, frozen=True, tag="ask.answer/1"):
+    """The answer to a question (`ask.answer`), for the formatter to send: an asker's, drawn from the note's
+    transcript only, or a `refusal` saying why there is none (the formatter's own, when it found nothing to ask)."""
+
+    correlation_id: str
+    chat_key: str
+    reply: ReplyTo
+    note: str | None = None
+    """The note the question was about (None: none was found)."""
+    question: str = ""
+    answer: str = ""
+    """In the question's language; the recording's own words, if quoted, as said."""
+    found: bool = True
+    """False: the recording does not say (`answer` says so, in the question's language)."""
+    at: tuple[float, ...] = ()
+    """Moments of the recording the answer comes from, in seconds from its start."""
+    turns: tuple[Turn, ...] = ()
+    """The conversation about this note before this question, oldest first: kept with the answer for a follow-up."""
+    refusal: AskRefusal | None = None
+    model: str = ""
+    usage: Usage = Usage()
+    latency: float = 0.0
+    asked_at: float = 0.0
+    """When the question was asked (the gateway's clock): question-to-answer time, and `/forget` in between."""
 
 
 class AdminAlert(Contract, frozen=True, tag="admin.alert/1"):

@@ -106,6 +106,14 @@ class NoteStore:
             return None
         return _decode(entry.value) if entry.value else None
 
+    async def failed(self, chat_key: str, cid: str) -> bool:
+        """Whether the note is one that failed (its trail is kept, and no transcript)."""
+        try:
+            entry = await (await self.bus.kv(BUCKET_NOTES)).get(trail_key(chat_key, cid))
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return False
+        return bool(entry.value)
+
     async def keep_trail(self, chat_key: str, cid: str, trail: NoteTrail) -> None:
         await (await self.bus.kv(BUCKET_NOTES)).put(trail_key(chat_key, cid), msgspec.json.encode(trail))
 

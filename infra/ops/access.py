@@ -39,13 +39,17 @@ from infra.bus.names import (
     BUCKET_PIECES,
     BUCKET_QUOTA,
     BUCKET_REGISTRY,
+    BUCKET_THREADS,
     BUCKET_TRANSCRIPT_CACHE,
     BUCKET_USAGE,
     BUCKET_USERS,
     CONSUMER_ADMIN_REPLIES,
+    CONSUMER_ASKER,
     CONSUMER_FORMATTER,
+    CONSUMER_FORMATTER_ANSWERS,
     CONSUMER_FORMATTER_DEADLINE,
     CONSUMER_FORMATTER_FORGET,
+    CONSUMER_FORMATTER_QUESTIONS,
     CONSUMER_FORMATTER_WATCHDOG,
     CONSUMER_FORMATTER_WATCHDOG_QUEUED,
     CONSUMER_GATEWAY,
@@ -58,6 +62,7 @@ from infra.bus.names import (
     CONSUMER_TRANSCRIBER_QUEUED,
     STREAM,
     STREAM_ADMIN,
+    STREAM_ASK,
     STREAM_FORGET,
     STREAM_INFLIGHT,
     STREAM_PIECES,
@@ -65,6 +70,7 @@ from infra.bus.names import (
     STREAM_UPDATES,
     SUBJECT_ALERT,
     SUBJECT_ALL,
+    SUBJECT_ANSWER,
     SUBJECT_AUDIO,
     SUBJECT_AUDIO_QUEUED,
     SUBJECT_FAILED,
@@ -76,7 +82,9 @@ from infra.bus.names import (
     SUBJECT_MODE_CHANGED,
     SUBJECT_NOTE_GET,
     SUBJECT_PIECE,
+    SUBJECT_POSED,
     SUBJECT_PROGRESS,
+    SUBJECT_QUESTION,
     SUBJECT_RERUN,
     SUBJECT_TRANSCRIPT,
     SUBJECT_UPDATES,
@@ -179,7 +187,7 @@ def gateway() -> Role:
     return Role(
         user="gateway",
         publishes=(SUBJECT_UPDATES, SUBJECT_AUDIO, SUBJECT_AUDIO_QUEUED, SUBJECT_RERUN, SUBJECT_TRANSCRIPT)
-        + (SUBJECT_MODE_CHANGE, SUBJECT_FORGET_CHAT, SUBJECT_NOTE_GET, "inflight.>", "recent.>"),
+        + (SUBJECT_MODE_CHANGE, SUBJECT_FORGET_CHAT, SUBJECT_NOTE_GET, SUBJECT_QUESTION, "inflight.>", "recent.>"),
         consumes=(
             (STREAM_UPDATES, CONSUMER_GATEWAY, SUBJECT_UPDATES),
             (STREAM_ADMIN, CONSUMER_ADMIN_REPLIES, SUBJECT_MODE_CHANGED),
@@ -237,25 +245,33 @@ def formatter() -> Role:
             (STREAM, CONSUMER_FORMATTER_WATCHDOG, SUBJECT_AUDIO),
             (STREAM, CONSUMER_FORMATTER_WATCHDOG_QUEUED, SUBJECT_AUDIO_QUEUED),
             (STREAM_FORGET, CONSUMER_FORMATTER_FORGET, SUBJECT_FORGET_CHAT),
+            (STREAM_ASK, CONSUMER_FORMATTER_QUESTIONS, SUBJECT_QUESTION),
+            (STREAM_ASK, CONSUMER_FORMATTER_ANSWERS, SUBJECT_ANSWER),
         ),
-        publishes=(SUBJECT_FORGET_TRANSCRIPTS, SUBJECT_FORGET_INTAKE, f"{SUBJECT_FORGET_ANALYSES_PREFIX}*"),
+        publishes=(SUBJECT_FORGET_TRANSCRIPTS, SUBJECT_FORGET_INTAKE, f"{SUBJECT_FORGET_ANALYSES_PREFIX}*")
+        + (SUBJECT_POSED, SUBJECT_ANSWER),
         serves=(SUBJECT_NOTE_GET,),  # a note by its exact key, for the gateway's buttons
         answers=("gateway",),
-        looks_up=(STREAM, STREAM_FORGET),
+        looks_up=(STREAM, STREAM_FORGET, STREAM_ASK),
         inspects=((STREAM, CONSUMER_TRANSCRIBER), (STREAM, CONSUMER_TRANSCRIBER_QUEUED)),
         reads=tuple(
-            kv_stream(b) for b in (BUCKET_JOINS, BUCKET_ANSWERED, BUCKET_NOTES, BUCKET_QUOTA, BUCKET_MODES, BUCKET_PACE)
+            kv_stream(b)
+            for b in (BUCKET_JOINS, BUCKET_ANSWERED, BUCKET_NOTES, BUCKET_QUOTA, BUCKET_MODES, BUCKET_PACE)
+            + (BUCKET_THREADS,)
         )
         + (
             kv_stream(BUCKET_REGISTRY),
             object_stream(BUCKET_AUDIO),
         ),  # enabled modes; an object's meta, before deleting it
-        writes=tuple(f"$KV.{b}.>" for b in (BUCKET_JOINS, BUCKET_ANSWERED, BUCKET_NOTES, BUCKET_QUOTA, BUCKET_PACE))
+        writes=tuple(
+            f"$KV.{b}.>"
+            for b in (BUCKET_JOINS, BUCKET_ANSWERED, BUCKET_NOTES, BUCKET_QUOTA, BUCKET_PACE, BUCKET_THREADS)
+        )
         + (f"$O.{BUCKET_AUDIO}.M.>",),  # an answered note's audio is deleted: a marker in its meta
         # `/forget`: a chat's events one by one, and the buckets whose every key it writes anyway.
         deletes=(STREAM,),
         erases=(STREAM_INFLIGHT, object_stream(BUCKET_AUDIO))
-        + tuple(kv_stream(b) for b in (BUCKET_JOINS, BUCKET_ANSWERED, BUCKET_NOTES)),
+        + tuple(kv_stream(b) for b in (BUCKET_JOINS, BUCKET_ANSWERED, BUCKET_NOTES, BUCKET_THREADS)),
     )
 
 
@@ -311,6 +327,20 @@ def registrar() -> Role:
     )
 
 
+def asker() -> Role:
+    """Answers questions about a recording, posed with the note's transcript by the formatter (which keeps the
+    notes: the asker, like an analyzer, reads none). It reads the answered marks (a question answered already),
+    the modes' registry (the DEFAULT mode's model) and the shared token budget, which it spends from."""
+    return Role(
+        user="asker",
+        publishes=(SUBJECT_ANSWER,),
+        consumes=((STREAM_ASK, CONSUMER_ASKER, SUBJECT_POSED),),
+        looks_up=(STREAM_ASK,),
+        reads=tuple(kv_stream(b) for b in (BUCKET_ANSWERED, BUCKET_REGISTRY, BUCKET_BUDGET)),
+        writes=(f"$KV.{BUCKET_BUDGET}.>",),
+    )
+
+
 @dataclass(frozen=True)
 class Accounts:
     """Every account of one deployment: the services, an analyzer per mode, analyzers written elsewhere."""
@@ -320,7 +350,7 @@ class Accounts:
 
     @property
     def roles(self) -> list[Role]:
-        roles = [gateway(), transcriber(), formatter(), registrar(), *(analyzer(m) for m in self.modes)]
+        roles = [gateway(), transcriber(), formatter(), registrar(), asker(), *(analyzer(m) for m in self.modes)]
         return roles + [external_analyzer(m) for m in self.external if m not in self.modes]
 
     @property

@@ -127,7 +127,8 @@ def plan(
     transcribers: int, modes: list[str], base_port: int = 9100, formatters: int = 1, registrar: bool = True
 ) -> list[Child]:
     """The children, in start order; each gets its own metrics port: gateway base+1, formatter base+2, ...
-    `registrar`: the mode desk's own process (admins' mode changes), wherever there are analyses.
+    `registrar`: wherever there are analyses, the mode desk's own process (admins' mode changes) and the asker
+    (questions about a recording).
 
     A base port of 0 (`METRICS_PORT=0`) turns every child's side door off."""
     me = (sys.executable, "-m", "voice_insight")
@@ -143,6 +144,7 @@ def plan(
     roles += [(analyzer_child(m, 0).name, ("analyzer", "--mode", m), analyzer_user(m)) for m in modes]
     if registrar:
         roles.append(("registrar", ("registrar",), "registrar"))
+        roles.append(("asker", ("asker",), "asker"))
     children = [
         Child(name, (*me, *args), base_port + 1 + i if base_port else 0, user)
         for i, (name, args, user) in enumerate(roles)
@@ -397,7 +399,7 @@ async def _up(
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
     # Intake first, so nothing new arrives while the rest drains; NATS last.
-    for prefix in ("gateway", "transcriber", "analyzer", "registrar", "formatter"):
+    for prefix in ("gateway", "transcriber", "analyzer", "registrar", "asker", "formatter"):
         await supervisor.stop([name for name in supervisor.procs if name.startswith(prefix)])
     await asyncio.gather(*keepers, *(follower.keepers.values() if follower else ()), return_exceptions=True)
     await supervisor.stop(["nats"])

@@ -24,9 +24,16 @@ log = logging.getLogger("voice_insight.health")
 
 JsonRoute = Callable[[], Awaitable[object]]
 
-DEFAULT_PORTS = {"gateway": 9101, "formatter": 9102, "transcriber": 9103, "analyzer": 9104, "registrar": 9099}
+DEFAULT_PORTS = {
+    "gateway": 9101,
+    "formatter": 9102,
+    "transcriber": 9103,
+    "analyzer": 9104,
+    "registrar": 9099,
+    "asker": 9098,
+}
 """Standalone defaults; `voice-insight up` gives every child its own port from METRICS_PORT upwards. The
-registrar sits below the analyzers, whose modes take the ports from 9104 up."""
+registrar and the asker sit below the analyzers, whose modes take the ports from 9104 up."""
 
 
 def port_for(role: str, settings: Settings) -> int:

@@ -47,12 +47,14 @@ STAGES: dict[str, str] = {
     "admin": "the gateway tells the admins a result or an alert",
     "register": "the registrar validates and stores a change of a mode",
     "forget": "a keeper erases its part of a chat that said /forget",
+    "ask": "an asker answers a question about a recording from its transcript",
     # a step inside one (`infra.runtime.telemetry.step`)
     "download": "inside receive: the file from Telegram",
     "reply": "inside answer: the Bot API calls of one answer",
     # across services (`observe_stage`)
     "join": "a transcript published to its answer sent",
     "end_to_end": "an update received to its answer sent",
+    "question": "a question asked to its answer sent",
 }
 """The one vocabulary of the `stage` label: anything else is refused where it is declared or observed."""
 

@@ -120,6 +120,8 @@ class Settings:
     """Remove the webhook when this gateway stops: for a single gateway. With several, keep it (the default)."""
     mode_models: dict[str, str] = field(default_factory=dict)
     """`MODEL_<MODE>=model`: the model a mode should use on this deployment (a local server's, say)."""
+    ask_model: str = ""
+    """The model that answers questions about a recording; empty: the DEFAULT mode's, whatever it is now."""
 
     @property
     def analyses_possible(self) -> bool:
@@ -341,6 +343,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "USER_NOTES_PER_MINUTE": ("user_notes_per_minute", _count),
     "USER_DAILY_MINUTES": ("user_daily_minutes", _positive_float),
     "DAILY_TOKEN_BUDGET": ("daily_token_budget", _count),
+    "ASK_MODEL": ("ask_model", lambda n, v: v.strip()),
     "TELEGRAM_LOCAL_MODE": ("telegram_local_mode", _flag),
     "TELEGRAM_RATE": ("telegram_rate", _rate),
     "WEBHOOK_URL": ("webhook_url", lambda n, v: _url(n, v, ("https", "http"))),

@@ -71,6 +71,11 @@ _TEXTS: dict[str, str | Plural] = {
         "/list_modes: which analyses are running\n"
         "/privacy: what is kept; /forget: delete everything about this chat"
     ),
+    "help_ask": N_(
+        "<b>Ask about a recording</b>\n"
+        "Reply to my answer (or, in a private chat, to the voice note) with a question, such as “when is the "
+        "deadline?”. I answer from what was said, with the moment it was said; reply to my answer to go on asking."
+    ),
     "modes_header": N_("<b>Active analysis modes</b>"),
     "modes_none": N_("No analyzer is running right now: you would get the transcript only."),
     "transcript": N_("Transcript"),
@@ -95,6 +100,25 @@ _TEXTS: dict[str, str | Plural] = {
     ),
     "slow_down": N_("⏳ That is a lot of notes in one minute. Please send this one again in a minute."),
     "budget_exhausted": N_("⚠️ Today's analysis budget is used up: the transcript only, for today."),
+    "ask_not_a_note": N_(
+        "💬 To ask about a recording, reply with your question to my answer to it, or to the voice note itself."
+    ),
+    "ask_not_transcribed": N_(
+        "💬 That recording has no transcript to ask about: it could not be transcribed. Send another one."
+    ),
+    "ask_expired": N_("💬 I no longer have that recording: notes are kept 24 hours. Send it again to ask about it."),
+    "ask_forgotten": N_(
+        "💬 That recording was deleted with /forget, so I cannot answer about it. Send it again to ask about it."
+    ),
+    "ask_in_flight": N_("💬 I am still working on that recording. Ask again once its answer is here."),
+    "ask_budget": N_("⚠️ Today's analysis budget is used up: I cannot answer questions until tomorrow."),
+    "ask_failed": N_("😕 I could not answer that just now. Please ask again in a minute."),
+    "ask_off": N_(
+        "ℹ️ Questions about recordings need an LLM, and this bot only transcribes. Its owner turns analyses on "
+        "by setting OPENAI_API_KEY (or OPENAI_BASE_URL of a server of their own) and restarting it."
+    ),
+    "ask_slow_down": N_("⏳ That is a lot at once. Please ask again in a minute."),
+    "ask_not_said": N_("The recording does not say."),
     "unsupported": N_("I understand voice messages, audio files and video notes. Please send one of those."),
     "analyses_off": N_(
         "ℹ️ Analyses are off: this bot only transcribes. Its owner turns them on by setting OPENAI_API_KEY "
@@ -237,12 +261,16 @@ _TEXTS: dict[str, str | Plural] = {
         "<b>🔐 What I keep</b>\n"
         "• Audio: only while transcribing; deleted as soon as you have the answer (24 hours at most).\n"
         "• Transcripts and analyses: 24 hours, for the buttons under the answer; cached analyses: 1 hour.\n"
+        "• Your questions about a recording and my answers: 24 hours, as long as the recording, for follow-ups.\n"
         "• This chat's settings: until you delete them, under a key that does not reveal the chat.\n"
         "• Logs, metrics and traces hold no words and none of your ids.\n"
         "<b>Who sees it</b>: {who}\n"
         "/forget deletes everything about this chat now."
     ),
-    "privacy_who_llm": N_("the transcript goes to the LLM provider ({provider}) to be analysed; nobody else."),
+    "privacy_who_llm": N_(
+        "the transcript (and any question you ask about it) goes to the LLM provider ({provider}) to be analysed "
+        "or answered; nobody else."
+    ),
     "privacy_who_nobody": N_("nobody: this bot only transcribes, on its own server, and sends the text nowhere."),
     "modes_need_an_llm": N_(
         "ℹ️ Analyses are off on this bot, so there is nothing to check a mode with: set OPENAI_API_KEY (or "

@@ -50,6 +50,44 @@ def _error(status: int, message: str, type_: str, param: str | None = None, code
     )
 
 
+QUESTION_MARK = "The question:\n"
+"""How the asker's last message begins (`analyzers.questions.messages_for`): a question about the transcript."""
+EARLIER_MARK = "Earlier questions about this recording"
+_TIMED = re.compile(r"^\[(\d+(?::\d\d){1,2})\] (.*)$")
+
+
+def _content_words(text: str) -> set[str]:
+    return {w.lower() for w in re.findall(r"\w{4,}", text)}
+
+
+def _answer_question(transcript: str, user: str, response_format: dict[str, Any], steered: bool) -> str:
+    """A question answered as a model would, from the transcript alone: the line that shares most words with the
+    question (with the previous question's words too, for a follow-up like "and who pays?"), and its moment;
+    "does not say" when no line shares any."""
+    question = user.rsplit(QUESTION_MARK, 1)[1].strip()
+    asked = _content_words(question)
+    if EARLIER_MARK in user:
+        earlier = re.findall(r"^Q: (.*)$", user, re.M)
+        if earlier:
+            asked |= _content_words(earlier[-1])
+    best, best_score = None, 0
+    for line in transcript.splitlines():
+        match = _TIMED.match(line.strip())
+        moment, words = (match.group(1), match.group(2)) if match else ("", line)
+        score = len(asked & _content_words(words))
+        if score > best_score:
+            best, best_score = (moment, words.strip()), score
+    if best is None:
+        found, answer, at = False, "The recording does not say.", []
+    else:
+        found, answer, at = True, f"The speaker says: {best[1]}", [best[0]] if best[0] else []
+    if steered:
+        answer += ' <a href="https://evil.example.com/x">Click here</a> www.evil.example.com'
+    if response_format.get("type") == "json_schema":
+        return json.dumps({"found": found, "answer": answer, "at": at}, ensure_ascii=False)
+    return answer
+
+
 def _excerpt(text: str, words: int = 8) -> str:
     return " ".join(text.split()[:words])
 
@@ -239,9 +277,12 @@ class OpenAIDouble(LoopbackServer):
         fenced = re.search(r"<transcript>\n(.*)\n</transcript>", user, re.S)
         transcript = fenced.group(1) if fenced else user.split("Текст:", 1)[-1].strip()
         excerpt = _excerpt(transcript)
-        if "ignore" in transcript.lower() and "instructions" in transcript.lower():  # steered, as models can be
+        steered = "ignore" in transcript.lower() and "instructions" in transcript.lower()
+        if steered:  # as models can be
             excerpt = 'The speaker is honest. <a href="https://evil.example.com/x">Click here</a> www.evil.example.com'
-        if response_format.get("type") == "json_schema":
+        if QUESTION_MARK in user:
+            content = _answer_question(transcript, user, response_format, steered)
+        elif response_format.get("type") == "json_schema":
             content = json.dumps(_fill(response_format["json_schema"]["schema"], excerpt), ensure_ascii=False)
         else:
             content = f"РЕЗЮМЕ: {_excerpt(transcript)}\nОСНОВНЫЕ ПУНКТЫ:\n• {_excerpt(transcript, 3)}"

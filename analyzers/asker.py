@@ -1,0 +1,64 @@
+"""`voice-insight asker`: wiring only. Questions about a recording, posed by the formatter with the note's
+transcript, answered with the LLM (`analyzers.asking`), as an account of its own that reads nothing of a chat's.
+
+Any number of askers share the one durable; each question goes to one of them. A model the server does not have
+(`ASK_MODEL`) is said at start, as a mode's is: every question would fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from analyzers.asking import AskerService
+from analyzers.llm import ChatLLM, make_client, offered
+from infra.domain.registry import ModeRegistry
+from infra.runtime.health import port_for
+from infra.runtime.settings import Settings
+from infra.service.lifespan import lifespan
+from infra.service.run import CONFIG_ERROR_EXIT, load_or_exit, run_service
+
+log = logging.getLogger("voice_insight.asker")
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    async with lifespan("asker", settings, port_for("asker", settings), log, stop) as life:
+        llm = ChatLLM(make_client(settings.llm_api_key, settings.openai_base_url), settings.llm_timeout)
+        life.closing(llm.client.close)
+        registry = await ModeRegistry.open(life.bus)
+        service = AskerService(
+            life.bus, llm, registry, model=settings.ask_model, daily_tokens=settings.daily_token_budget
+        )
+        await life.bus.start(service)
+        await say_if_missing(llm, settings.ask_model)
+        life.ready("answering questions about recordings with %s", settings.ask_model or "the DEFAULT mode's model")
+        await stop.wait()
+
+
+async def say_if_missing(llm: ChatLLM, model: str) -> None:
+    """`ASK_MODEL` names a model the LLM server does not list: the log says so, and which it has."""
+    if not model:
+        return
+    try:
+        listed = await llm.models()
+    except Exception as exc:  # the server is away now: the questions will say so if it stays away
+        log.warning("the LLM server's models could not be listed (%s)", type(exc).__name__)
+        return
+    if listed is not None and not offered(model, listed):
+        log.error("ASK_MODEL=%s is not on the LLM server, which has: %s", model, ", ".join(sorted(listed)[:8]))
+
+
+def run(args: argparse.Namespace | None = None) -> None:
+    if not load_or_exit("asker", ()).analyses_possible:
+        print(
+            "voice-insight asker: OPENAI_API_KEY is not set (a server of your own, OPENAI_BASE_URL, may need none)",
+            file=sys.stderr,
+        )
+        raise SystemExit(CONFIG_ERROR_EXIT)
+    run_service("asker", (), serve)
+
+
+if __name__ == "__main__":
+    run()
