@@ -121,9 +121,10 @@ class AskerService:
         DAILY_TOKENS.set(used)
         return used >= self.daily_tokens
 
-    async def spend(self, usage: Usage, model: str) -> None:
-        TOKENS.labels(TOKENS_LABEL, model, "input").inc(usage.input_tokens)
-        TOKENS.labels(TOKENS_LABEL, model, "output").inc(usage.output_tokens)
+    async def spend(self, usage: Usage, model: str, label: str = TOKENS_LABEL) -> None:
+        """Tokens counted (`label`: questions or digests, never a mode's name) and taken from today's budget."""
+        TOKENS.labels(label, model, "input").inc(usage.input_tokens)
+        TOKENS.labels(label, model, "output").inc(usage.output_tokens)
         try:
             total = await DailyCounter(await self.bus.kv(BUCKET_BUDGET)).add(
                 "tokens", usage.input_tokens + usage.output_tokens

@@ -68,13 +68,23 @@ def is_reasoning_model(model: str) -> bool:
 
 
 def json_schema_for(result_type: type[msgspec.Struct]) -> dict[str, Any]:
-    """A strict-mode schema: root object inlined (OpenAI rejects a root `$ref`), no extra fields."""
+    """A strict-mode schema: root object inlined (OpenAI rejects a root `$ref`), nested objects kept in `$defs`,
+    every object closed (no extra fields) with every field required, as strict mode demands of each."""
     schema = msgspec.json.schema(result_type)
-    root = dict(schema["$defs"][result_type.__name__]) if "$ref" in schema else dict(schema)
+    defs = dict(schema.get("$defs", {}))
+    root = dict(defs.pop(result_type.__name__)) if "$ref" in schema else dict(schema)
     root.pop("title", None)
-    root["additionalProperties"] = False
-    root["required"] = list(root.get("properties", {}))
+    root = _closed(root)
+    if defs:
+        root["$defs"] = {name: _closed(dict(sub)) for name, sub in defs.items()}
     return root
+
+
+def _closed(node: dict[str, Any]) -> dict[str, Any]:
+    if node.get("type") == "object":
+        node["additionalProperties"] = False
+        node["required"] = list(node.get("properties", {}))
+    return node
 
 
 def make_client(api_key: str, base_url: str) -> AsyncOpenAI:

@@ -258,7 +258,7 @@ async def main() -> None:
                 f"{asked['overhead_p50'] * 1000:.0f}ms at p50)"
             )
         results["throughput"] = {}
-        for transcribers in (1, 2):
+        for transcribers in (1, 2) if args.throughput_notes else ():  # `--throughput-notes 0`: latency only
             if transcribers > 1:
                 stack.down()
                 await stack.up(transcribers=transcribers)

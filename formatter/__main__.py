@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 
+from formatter.digest import DigestDesk, DigestReplies
 from formatter.forget import ChatForgetter
 from formatter.join import JoinStore
 from formatter.marks import AnswerMarks
@@ -44,6 +45,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await life.bus.start(ChatForgetter(life.bus, bot))
         await life.bus.start(QuestionDesk(life.bus))
         await life.bus.start(QuestionReplies(life.bus, Sender(bot), service.marks))
+        await life.bus.start(DigestDesk(life.bus))
+        await life.bus.start(DigestReplies(life.bus, Sender(bot), service.marks))
         await serve_notes(life.bus)  # the buttons' reads of a note, for the gateway
         export_transcriber_backlog(life.bus)  # still measured with every transcriber gone
         life.ready()

@@ -2,11 +2,9 @@
 and the bot's messages are filed as threads (`infra.domain.threads`) so a reply to any of them asks about its note.
 
 `QuestionReplies` takes the answers (`ask.answer`, durable `formatter-answers`): an asker's, or the formatter's own
-refusal (`formatter.questions`). An answer is sent exactly
-once, as a note's is: its answered mark (under the question's ID) is claimed, the message sent, the mark set.
-Telegram away or flood control means later (`Retry`); a chat that is gone or a bot that is blocked, never
-(`Fail`). Once sent, the answer is filed with the conversation so far, a follow-up's thread, unless the chat said
-`/forget` since the question was asked.
+refusal (`formatter.questions`), each sent exactly once under the question's ID (`formatter.single`). Once sent,
+the answer is filed with the conversation so far, a follow-up's thread, unless the chat said `/forget` since the
+question was asked.
 """
 
 from __future__ import annotations
@@ -15,20 +13,17 @@ import html
 import logging
 import time
 from collections.abc import Sequence
-from typing import NoReturn
-
-from aiogram.exceptions import TelegramRetryAfter
 
 from formatter.join import JoinState
-from formatter.marks import AlreadySent, AnswerMarks, ClaimLost, HeldElsewhere, Owned
-from formatter.sending import Sender, away, permanent_reason
-from infra.bus import Bus, Delivery, Fail, Retry, backoff, consumes
+from formatter.marks import AnswerMarks
+from formatter.sending import Sender
+from formatter.single import reply_origin, send_once
+from infra.bus import Bus, Delivery, consumes
 from infra.bus.names import BUCKET_ANSWERED, CONSUMER_FORMATTER_ANSWERS, STREAM_ASK, SUBJECT_ANSWER
-from infra.domain.contracts import Origin, QuestionAnswered
+from infra.domain.contracts import QuestionAnswered
 from infra.domain.forgotten import forgotten_since, in_flight_at_forget
 from infra.domain.threads import Thread, ThreadStore, clock, continued
 from infra.runtime.metrics import observe_stage
-from infra.voice.telegram import TELEGRAM_PERMANENT
 from infra.voice.texts import text
 
 log = logging.getLogger("voice_insight.formatter")
@@ -63,48 +58,23 @@ async def file_answer(bus: Bus, cid: str, state: JoinState, messages: Sequence[i
 
 
 class QuestionReplies:
-    def __init__(self, bus: Bus, sender: Sender, marks: AnswerMarks, backoff_cap: float = ANSWER_BACKOFF_CAP) -> None:
+    def __init__(self, bus: Bus, sender: Sender, marks: AnswerMarks) -> None:
         self.bus = bus
         self.sender = sender
         self.marks = marks
-        self.backoff_cap = backoff_cap
 
     @consumes(SUBJECT_ANSWER, CONSUMER_FORMATTER_ANSWERS, stage="answer", stream=STREAM_ASK, max_backoff=60.0)
     async def on_answer(self, answered: QuestionAnswered, delivery: Delivery) -> None:
-        claim = await self.claim(answered.correlation_id)
-        if claim is None:
-            return
-        reply = answered.reply
-        origin = Origin(
-            chat_id=reply.chat_id,
-            message_id=reply.message_id,
-            status_message_id=0,
-            ui_language=reply.ui_language,
-            thread_id=reply.thread_id,
-            chat_key=answered.chat_key,
+        origin = reply_origin(answered.reply, answered.chat_key)
+        message = render_reply(answered)
+        sent = await send_once(
+            self.marks, answered.correlation_id, lambda: self.sender.send(origin, message), delivery, "answer"
         )
-        try:
-            sent = await self.sender.send(origin, render_reply(answered))
-            await claim.advance(1)
-        except BaseException as exc:
-            await self.settle_failure(claim, answered, delivery, exc)
-        await claim.done()
+        if sent is None:
+            return
         if answered.asked_at:
             observe_stage("question", time.time() - answered.asked_at)
         await self.file(answered, sent)
-
-    async def claim(self, cid: str) -> Owned | None:
-        match await self.marks.claim(cid):
-            case AlreadySent():
-                return None
-            case HeldElsewhere(retry_in=wait):
-                raise Retry(wait, "another formatter holds the answer")
-            case Owned() as owned:
-                if owned.parts_sent:  # sent, then the formatter died before it could say so
-                    await owned.done()
-                    return None
-                return owned
-        raise AssertionError("unreachable")
 
     async def file(self, answered: QuestionAnswered, message_id: int) -> None:
         """The answer as the next turn of the note's conversation: a reply to it is a follow-up."""
@@ -117,23 +87,4 @@ class QuestionReplies:
             turns = continued(answered.turns, answered.question, answered.answer)
             await ThreadStore(self.bus).file(answered.chat_key, (message_id,), Thread(note=answered.note, turns=turns))
         except Exception as exc:
-            log.warning(
-                "%s: the answer was not filed for a follow-up (%s)", answered.correlation_id, type(exc).__name__
-            )
-
-    async def settle_failure(
-        self, claim: Owned, answered: QuestionAnswered, delivery: Delivery, exc: BaseException
-    ) -> NoReturn:
-        if isinstance(exc, ClaimLost):
-            raise Retry(self.marks.lease, "claim lost") from None
-        if isinstance(exc, TELEGRAM_PERMANENT):
-            reason = permanent_reason(exc)
-            log.warning("%s: the answer to a question cannot be delivered (%s)", answered.correlation_id, reason)
-            await claim.done("undeliverable")
-            raise Fail(reason) from None
-        await claim.release()
-        if isinstance(exc, TelegramRetryAfter):
-            raise Retry(float(exc.retry_after), "Telegram flood control", error="flood_control") from None
-        if away(exc):
-            raise Retry(backoff(delivery.attempt, cap=self.backoff_cap), "Telegram unavailable") from None
-        raise exc
+            log.warning("%s: answer not filed for a follow-up (%s)", answered.correlation_id, type(exc).__name__)

@@ -147,7 +147,9 @@ class Sender:
             chat_id=origin.chat_id,
             text=message,
             message_thread_id=origin.thread_id,
-            reply_parameters=ReplyParameters(message_id=origin.message_id, allow_sending_without_reply=True),
+            reply_parameters=ReplyParameters(message_id=origin.message_id, allow_sending_without_reply=True)
+            if origin.message_id
+            else None,  # a message of the bot's own (a daily digest), answering none
             reply_markup=keyboard,
             disable_notification=True if quiet else None,
         )

@@ -12,6 +12,7 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramUnauthorizedError
 
 from gateway.admin import AdminInbox, Admins
+from gateway.digests import DigestClock
 from gateway.dispatch import build_dispatcher, handler_context
 from gateway.forget import IntakeForgetter
 from gateway.intake import Intake, correlation_key
@@ -123,6 +124,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             log.warning("analyses are off (no OPENAI_API_KEY): /help says how to turn them on")
         if settings.analyses_possible:
             life.background("mode liveness", lambda: export_liveness(bus))
+            life.background("daily digests", DigestClock(bus, key).run)
         await bus.start(UpdateHandler(bot, dispatcher, context))
         await bus.start(AdminInbox(bot, admins))
         await bus.start(IntakeForgetter(bus))

@@ -24,6 +24,7 @@ from gateway.chats import (
     Trigger,
     fit_vocabulary,
 )
+from gateway.digests import DigestSchedules
 from infra.bus import Bus
 from infra.domain.modes import live_modes
 from infra.voice.languages import LANGUAGES, language_name, own_name
@@ -48,7 +49,10 @@ async def may_change(bot: Bot, chat: Chat, user: User | None, sender_chat: Chat 
     return member.status in ("creator", "administrator")
 
 
-async def render_settings(bus: Bus, settings: ChatSettings, chat: Chat, lang: str) -> tuple[str, InlineKeyboardMarkup]:
+async def render_settings(
+    bus: Bus, settings: ChatSettings, chat: Chat, lang: str, digests: bool = True
+) -> tuple[str, InlineKeyboardMarkup]:
+    """`digests`: the daily digest is offered (a bot without an LLM writes none)."""
     modes = await live_modes(bus)
     group = chat.type != ChatType.PRIVATE
     listed = " · ".join(
@@ -63,6 +67,8 @@ async def render_settings(bus: Bus, settings: ChatSettings, chat: Chat, lang: st
         vocabulary=html.escape(settings.vocabulary) or text("none", lang),
         group=text("settings_group", lang, trigger=text(f"trigger_{settings.trigger}", lang)) if group else "",
     )
+    if digests:
+        body += "\n" + text("settings_digest", lang, value=digest_label(settings.digest_hour, lang))
     rows = [
         [
             InlineKeyboardButton(
@@ -95,8 +101,30 @@ async def render_settings(bus: Bus, settings: ChatSettings, chat: Chat, lang: st
                 )
             ]
         )
+    if digests:
+        label = text("button_digest", lang, value=digest_label(settings.digest_hour, lang))
+        rows.append([InlineKeyboardButton(text=label, callback_data="s:dig")])
     rows.append([InlineKeyboardButton(text=text("button_vocabulary", lang), callback_data="s:voc")])
     return body, InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def digest_label(hour: int | None, lang: str) -> str:
+    return text("digest_off", lang) if hour is None else text("digest_at", lang, time=f"{hour:02d}:00")
+
+
+def digest_menu(settings: ChatSettings, lang: str) -> tuple[str, InlineKeyboardMarkup]:
+    """When the daily digest comes: off, or an hour of the day (UTC, which Telegram gives no chat's zone of)."""
+    mark = "✅ "
+    off = InlineKeyboardButton(
+        text=f"{mark if settings.digest_hour is None else ''}{text('digest_off', lang)}", callback_data="s:dig:off"
+    )
+    hours = [
+        InlineKeyboardButton(text=f"{mark if settings.digest_hour == h else ''}{h:02d}:00", callback_data=f"s:dig:{h}")
+        for h in range(24)
+    ]
+    rows = [[off]] + [hours[i : i + 6] for i in range(0, 24, 6)]
+    rows.append([InlineKeyboardButton(text=text("language_back", lang), callback_data="s:back")])
+    return text("digest_pick", lang), InlineKeyboardMarkup(inline_keyboard=rows)
 
 
 def language_label(choice: str, lang: str) -> str:
@@ -142,16 +170,27 @@ def pressed(settings: ChatSettings, data: str) -> ChatSettings | None:
             return msgspec.structs.replace(settings, trigger=_next(TRIGGERS, settings.trigger))
         case ["s", "m", mode] if mode:
             return settings.toggled(mode)
+        case ["s", "dig", "off"]:
+            return msgspec.structs.replace(settings, digest_hour=None)
+        case ["s", "dig", hour] if hour.isdigit() and 0 <= int(hour) < 24:
+            return msgspec.structs.replace(settings, digest_hour=int(hour))
     return None
 
 
-async def on_settings(message: Message, lang: str, bus: Bus, chat_settings: ChatSettings) -> None:
-    body, keyboard = await render_settings(bus, chat_settings, message.chat, lang)
+async def on_settings(message: Message, lang: str, bus: Bus, chat_settings: ChatSettings, analyses_on: bool) -> None:
+    body, keyboard = await render_settings(bus, chat_settings, message.chat, lang, digests=analyses_on)
     await message.answer(body, reply_markup=keyboard)
 
 
 async def on_settings_press(
-    query: CallbackQuery, bot: Bot, lang: str, bus: Bus, chats: ChatSettingsStore, chat_settings: ChatSettings
+    query: CallbackQuery,
+    bot: Bot,
+    lang: str,
+    bus: Bus,
+    chats: ChatSettingsStore,
+    chat_settings: ChatSettings,
+    schedules: DigestSchedules,
+    analyses_on: bool,
 ) -> None:
     message = query.message
     assert isinstance(message, Message) and query.data is not None
@@ -162,12 +201,13 @@ async def on_settings_press(
     if not await may_change(bot, message.chat, query.from_user):
         await answer_press(query, text("settings_admins_only", lang), alert=True)
         return
-    if query.data in ("s:lang", "s:back"):  # the language menu opened, or left: nothing changes yet
-        body, keyboard = (
-            language_menu(chat_settings, lang)
-            if query.data == "s:lang"
-            else await render_settings(bus, chat_settings, message.chat, lang)
-        )
+    if query.data in ("s:lang", "s:dig", "s:back"):  # a menu opened, or left: nothing changes yet
+        if query.data == "s:lang":
+            body, keyboard = language_menu(chat_settings, lang)
+        elif query.data == "s:dig" and analyses_on:
+            body, keyboard = digest_menu(chat_settings, lang)
+        else:
+            body, keyboard = await render_settings(bus, chat_settings, message.chat, lang, digests=analyses_on)
         await message.edit_text(body, reply_markup=keyboard)
         await answer_press(query)
         return
@@ -177,7 +217,9 @@ async def on_settings_press(
         return
     await chats.put(message.chat.id, changed)
     lang = changed.words_language(query.from_user.language_code)  # the menu speaks the language just chosen
-    body, keyboard = await render_settings(bus, changed, message.chat, lang)
+    if changed.digest_hour != chat_settings.digest_hour:
+        await schedules.set(message, changed.digest_hour, lang)
+    body, keyboard = await render_settings(bus, changed, message.chat, lang, digests=analyses_on)
     await message.edit_text(body, reply_markup=keyboard)
     await answer_press(query)
 

@@ -41,6 +41,8 @@ class ChatSettings(msgspec.Struct, frozen=True, kw_only=True):
     vocabulary: str = ""
     trigger: Trigger = "every"
     """In a group: every voice note, or only on request (`/transcribe` in reply, or a mention)."""
+    digest_hour: int | None = None
+    """The hour (UTC) of the chat's daily digest of its voice notes; None: none (`gateway.digests`)."""
 
     def words_language(self, language_code: str | None) -> str:
         """The language of the bot's own words: the chat's own choice of one, else the sender's Telegram language

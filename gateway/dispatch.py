@@ -13,6 +13,7 @@ from gateway.buttons import build_buttons_router
 from gateway.chat_settings import build_settings_router
 from gateway.chats import ChatSettingsStore
 from gateway.context import with_context
+from gateway.digests import DigestSchedules
 from gateway.handlers import build_router
 from gateway.intake import Intake
 from gateway.membership import build_membership_router
@@ -54,6 +55,7 @@ def handler_context(
         "intake": intake,
         "admins": admins,
         "chats": ChatSettingsStore(bus, key),
+        "schedules": DigestSchedules(bus, key),
         "key": key,
         "llm_provider": llm_provider(openai_base_url),
         "max_audio_seconds": max_audio_seconds,

@@ -17,6 +17,7 @@ from aiogram.types import Message
 
 from gateway.chat_settings import may_change
 from gateway.chats import ChatSettings, ChatSettingsStore, chat_key
+from gateway.digests import DigestSchedules, on_digest
 from gateway.forget import ask_to_forget
 from gateway.intake import Intake, Media, media_of
 from gateway.questions import AsksAboutNote, on_question
@@ -67,7 +68,7 @@ async def on_start(message: Message, lang: str, analyses_on: bool) -> None:
 async def on_help(message: Message, lang: str, max_audio_seconds: float, analyses_on: bool) -> None:
     """How to use it, and asking about a recording where there is an LLM to answer."""
     said = text("help", lang, limit=duration_limit(max_audio_seconds, lang))
-    more = text("help_ask" if analyses_on else "analyses_off", lang)
+    more = f"{text('help_ask', lang)}\n\n{text('help_digest', lang)}" if analyses_on else text("analyses_off", lang)
     await message.answer(f"{said}\n\n{more}")
 
 
@@ -109,7 +110,15 @@ async def on_request(message: Message, lang: str, intake: Intake, chat_settings:
     await intake.accept(target, media, chat_settings)
 
 
-async def on_forget(message: Message, lang: str, bot: Bot, bus: Bus, chats: ChatSettingsStore, key: bytes) -> None:
+async def on_forget(
+    message: Message,
+    lang: str,
+    bot: Bot,
+    bus: Bus,
+    chats: ChatSettingsStore,
+    key: bytes,
+    schedules: DigestSchedules,
+) -> None:
     """Everything kept about this chat, deleted; in a group only its admins may ask. The settings and the
     person's counters go here and now; the notes are the formatter's, which answers with what it deleted."""
     if not await may_change(bot, message.chat, message.from_user, message.sender_chat):
@@ -126,6 +135,7 @@ async def on_forget(message: Message, lang: str, bot: Bot, bus: Bus, chats: Chat
     # Asked first, erased after: a redelivered /forget asks once (the same ID) and says what there was.
     await ask_to_forget(bus, request, user_key(key, sender.id) if sender else None, message.message_id)
     await chats.forget(message.chat.id)
+    await schedules.forget(message.chat.id)
 
 
 async def on_privacy(message: Message, lang: str, llm_provider: str, analyses_on: bool) -> None:
@@ -149,6 +159,7 @@ def build_router() -> Router:
     router.message.register(on_list_modes, Command("list_modes"))
     router.message.register(on_request, Command("transcribe"))
     router.message.register(on_forget, Command("forget"))
+    router.message.register(on_digest, Command("digest"))
     router.message.register(on_privacy, Command("privacy"))
     router.message.register(on_media, HasMedia(), EveryNote())
     router.message.register(on_question, AsksAboutNote())

@@ -28,7 +28,13 @@ import nats.js.errors
 from aiogram import Bot
 from aiogram.enums import ChatType
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramRetryAfter
-from aiogram.types import Message
+from aiogram.types import (
+    Message,
+    MessageOriginChannel,
+    MessageOriginChat,
+    MessageOriginHiddenUser,
+    MessageOriginUser,
+)
 from nats.js.kv import KeyValue
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.util.types import Attributes
@@ -135,6 +141,21 @@ NOT_SOUND_APPLICATIONS = (
 
 def _mime(mime_type: str | None) -> str:
     return (mime_type or "").split(";", 1)[0].strip().lower()
+
+
+def speaker_of(message: Message) -> str | None:
+    """Who a note is from, as Telegram names them, for the chat's digest: whom a forward is from (as far as they
+    let it be known), else its sender."""
+    origin = message.forward_origin
+    if isinstance(origin, MessageOriginUser):
+        return origin.sender_user.full_name
+    if isinstance(origin, MessageOriginHiddenUser):
+        return origin.sender_user_name
+    if isinstance(origin, MessageOriginChat):
+        return origin.sender_chat.title or origin.author_signature
+    if isinstance(origin, MessageOriginChannel):
+        return origin.author_signature or origin.chat.title
+    return message.from_user.full_name if message.from_user else None
 
 
 def media_of(message: Message) -> Media | None:
@@ -434,6 +455,7 @@ class Intake:
                     analyses_follow_speech=settings.analyses_follow_speech,
                     chat_key=chat_key(self.key, message.chat.id),
                     modes_off=settings.modes_off,
+                    speaker=speaker_of(message),
                 ),
                 audio=AudioRef(
                     object_name=cid,

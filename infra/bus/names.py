@@ -56,6 +56,10 @@ transcript (`ask.posed`); any asker answers (`ask.answer`); the formatter replie
 SUBJECT_QUESTION = "ask.question"
 SUBJECT_POSED = "ask.posed"
 SUBJECT_ANSWER = "ask.answer"
+SUBJECT_DIGEST = "ask.digest"
+"""A chat's digest asked for (`/digest`, or its daily one due): the formatter gathers the chat's notes."""
+SUBJECT_DIGEST_POSED = "ask.digest.posed"
+SUBJECT_DIGEST_WRITTEN = "ask.digest.written"
 
 BUCKET_AUDIO = "voice-audio"  # Object Store: the voice note's bytes
 BUCKET_MODES = "voice-modes"  # KV: live analyzer modes, kept by heartbeats
@@ -76,6 +80,7 @@ BUCKET_CHATS = "voice-chat-settings"  # KV: settings per chat under a keyed hash
 BUCKET_PACE = "voice-pace"  # KV: the Bot API's next free slots, per keyed hash of a chat and for the bot
 PACE_TTL = 300.0
 BUCKET_THREADS = "voice-threads"  # KV: the bot's messages a reply may ask about: which note, the turns so far
+BUCKET_DIGESTS = "voice-digests"  # KV: the chats that asked for a daily digest, and when; until switched off
 BUCKET_REGISTRY = "voice-mode-registry"  # KV: every mode's definition, with history; configuration, not user data
 REGISTRY_HISTORY = 20
 
@@ -97,6 +102,7 @@ KV_BUCKETS: tuple[tuple[str, float | None, int], ...] = (
     (BUCKET_THREADS, USER_DATA_TTL, 1),  # as long as the notes they point at
     (BUCKET_PIECES, USER_DATA_TTL, 1),  # as long as the note's audio: a long note's pieces may wait for hours
     (BUCKET_CHATS, None, 1),  # configuration a chat chose, not what it said
+    (BUCKET_DIGESTS, None, 1),  # a chat's choice of a daily digest: kept until switched off or /forget
     (BUCKET_PACE, PACE_TTL, 1),  # a time per hashed chat, five minutes
 )
 """Every KV bucket: (name, TTL in seconds or None for kept, history)."""
@@ -120,6 +126,9 @@ CONSUMER_GATEWAY_FORGET = "gateway-forget"
 CONSUMER_ASKER = "asker"
 CONSUMER_FORMATTER_QUESTIONS = "formatter-questions"
 CONSUMER_FORMATTER_ANSWERS = "formatter-answers"
+CONSUMER_FORMATTER_DIGESTS = "formatter-digests"
+CONSUMER_FORMATTER_DIGESTED = "formatter-digested"
+CONSUMER_ASKER_DIGESTS = "asker-digests"
 
 
 def kv_stream(bucket: str) -> str:

@@ -52,6 +52,9 @@ class Origin(msgspec.Struct, frozen=True, kw_only=True):
     """The chat as the bus may know it (a keyed hash): the key its notes are kept and forgotten under."""
     modes_off: tuple[str, ...] = ()
     """The modes the chat switched off when the note came: the buttons under its answer never offer them."""
+    speaker: str | None = None
+    """Who the note is from, as Telegram names them (the sender, or whom a forward is from): for the chat's digest
+    only, kept as long as the note."""
 
 
 class AudioRef(msgspec.Struct, frozen=True, kw_only=True):
@@ -436,6 +439,85 @@ class QuestionAnswered(Contract, frozen=True, tag="ask.answer/1"):
     latency: float = 0.0
     asked_at: float = 0.0
     """When the question was asked (the gateway's clock): question-to-answer time, and `/forget` in between."""
+
+
+# --- the chat's digest ----------------------------------------------------------------------------------
+
+DigestRefusal = Literal[
+    "empty",  # no voice note was answered in the chat in that time (or every one was forgotten)
+    "budget",  # today's token budget is used up
+    "failed",  # the LLM did not answer, on every attempt
+]
+
+
+class DigestAsked(Contract, frozen=True, tag="ask.digest/1"):
+    """A digest of a chat's voice notes (`ask.digest`), from the gateway: `/digest`, or the chat's daily digest
+    due. The formatter, which keeps the notes, gathers those answered in the last `hours`."""
+
+    correlation_id: str
+    """A keyed hash of the chat and the `/digest` message, or of the chat and the day (a daily digest)."""
+    chat_key: str
+    reply: ReplyTo
+    """Where the digest goes; `message_id` 0: a message of its own (the daily digest), not a reply."""
+    hours: float = 24.0
+    links: bool = False
+    """Each point links to its note (`https://t.me/c/...`): a supergroup's messages have links; other chats' do not."""
+    daily: bool = False
+    asked_at: float = msgspec.field(default_factory=time.time)
+
+
+class DigestSource(msgspec.Struct, frozen=True, kw_only=True):
+    """One note a digest is made of, numbered as the digest's points name it."""
+
+    number: int
+    message_id: int
+    at: float
+    """When it was transcribed (Unix time)."""
+    speaker: str = ""
+
+
+class DigestPosed(Contract, frozen=True, tag="ask.digest.posed/1"):
+    """The notes of a digest with their transcripts (`ask.digest.posed`), from the formatter to any asker."""
+
+    correlation_id: str
+    chat_key: str
+    reply: ReplyTo
+    sources: tuple[DigestSource, ...]
+    texts: tuple[str, ...]
+    """Each source's transcript, in the same order."""
+    hours: float = 24.0
+    links: bool = False
+    daily: bool = False
+    asked_at: float = 0.0
+
+
+class DigestPoint(msgspec.Struct, frozen=True, kw_only=True):
+    text: str
+    notes: tuple[int, ...] = ()
+    """The numbers of the notes it comes from (`DigestSource.number`)."""
+    speaker: str = ""
+    """For an action: who is to do it."""
+
+
+class DigestWritten(Contract, frozen=True, tag="ask.digest.written/1"):
+    """A chat's digest (`ask.digest.written`), for the formatter to send: an asker's, or the formatter's own
+    `refusal` when there was nothing to digest."""
+
+    correlation_id: str
+    chat_key: str
+    reply: ReplyTo
+    sources: tuple[DigestSource, ...] = ()
+    topics: tuple[DigestPoint, ...] = ()
+    decisions: tuple[DigestPoint, ...] = ()
+    open_questions: tuple[DigestPoint, ...] = ()
+    actions: tuple[DigestPoint, ...] = ()
+    refusal: DigestRefusal | None = None
+    hours: float = 24.0
+    links: bool = False
+    daily: bool = False
+    model: str = ""
+    usage: Usage = Usage()
+    asked_at: float = 0.0
 
 
 class AdminAlert(Contract, frozen=True, tag="admin.alert/1"):

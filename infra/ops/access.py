@@ -31,6 +31,7 @@ from infra.bus.names import (
     BUCKET_AUDIO,
     BUCKET_BUDGET,
     BUCKET_CHATS,
+    BUCKET_DIGESTS,
     BUCKET_INTAKE,
     BUCKET_JOINS,
     BUCKET_MODES,
@@ -45,9 +46,12 @@ from infra.bus.names import (
     BUCKET_USERS,
     CONSUMER_ADMIN_REPLIES,
     CONSUMER_ASKER,
+    CONSUMER_ASKER_DIGESTS,
     CONSUMER_FORMATTER,
     CONSUMER_FORMATTER_ANSWERS,
     CONSUMER_FORMATTER_DEADLINE,
+    CONSUMER_FORMATTER_DIGESTED,
+    CONSUMER_FORMATTER_DIGESTS,
     CONSUMER_FORMATTER_FORGET,
     CONSUMER_FORMATTER_QUESTIONS,
     CONSUMER_FORMATTER_WATCHDOG,
@@ -73,6 +77,9 @@ from infra.bus.names import (
     SUBJECT_ANSWER,
     SUBJECT_AUDIO,
     SUBJECT_AUDIO_QUEUED,
+    SUBJECT_DIGEST,
+    SUBJECT_DIGEST_POSED,
+    SUBJECT_DIGEST_WRITTEN,
     SUBJECT_FAILED,
     SUBJECT_FORGET_ANALYSES_PREFIX,
     SUBJECT_FORGET_CHAT,
@@ -187,7 +194,8 @@ def gateway() -> Role:
     return Role(
         user="gateway",
         publishes=(SUBJECT_UPDATES, SUBJECT_AUDIO, SUBJECT_AUDIO_QUEUED, SUBJECT_RERUN, SUBJECT_TRANSCRIPT)
-        + (SUBJECT_MODE_CHANGE, SUBJECT_FORGET_CHAT, SUBJECT_NOTE_GET, SUBJECT_QUESTION, "inflight.>", "recent.>"),
+        + (SUBJECT_MODE_CHANGE, SUBJECT_FORGET_CHAT, SUBJECT_NOTE_GET, SUBJECT_QUESTION, SUBJECT_DIGEST)
+        + ("inflight.>", "recent.>"),
         consumes=(
             (STREAM_UPDATES, CONSUMER_GATEWAY, SUBJECT_UPDATES),
             (STREAM_ADMIN, CONSUMER_ADMIN_REPLIES, SUBJECT_MODE_CHANGED),
@@ -198,20 +206,21 @@ def gateway() -> Role:
         counts=(STREAM_INFLIGHT, STREAM_RECENT),
         reads=tuple(
             kv_stream(b)
-            for b in (BUCKET_INTAKE, BUCKET_ANSWERED, BUCKET_QUOTA, BUCKET_USERS, BUCKET_CHATS)
+            for b in (BUCKET_INTAKE, BUCKET_ANSWERED, BUCKET_QUOTA, BUCKET_USERS, BUCKET_CHATS, BUCKET_DIGESTS)
             + (BUCKET_MODES, BUCKET_REGISTRY, BUCKET_PACE, BUCKET_USAGE)  # usage: the admins' /stats
         )
         + (object_stream(BUCKET_AUDIO),),  # storing an object reads its meta first
         writes=tuple(
             f"$KV.{b}.>"
             for b in (BUCKET_INTAKE, BUCKET_ANSWERED, BUCKET_QUOTA, BUCKET_USERS, BUCKET_CHATS, BUCKET_PACE)
+            + (BUCKET_DIGESTS,)
         )
         + (f"$O.{BUCKET_AUDIO}.>",),
         erases=(
             STREAM_INFLIGHT,
             STREAM_RECENT,
             object_stream(BUCKET_AUDIO),  # a note stored again (a retried intake) replaces its chunks
-            *(kv_stream(b) for b in (BUCKET_INTAKE, BUCKET_USERS, BUCKET_QUOTA, BUCKET_CHATS)),
+            *(kv_stream(b) for b in (BUCKET_INTAKE, BUCKET_USERS, BUCKET_QUOTA, BUCKET_CHATS, BUCKET_DIGESTS)),
         ),
     )
 
@@ -247,9 +256,11 @@ def formatter() -> Role:
             (STREAM_FORGET, CONSUMER_FORMATTER_FORGET, SUBJECT_FORGET_CHAT),
             (STREAM_ASK, CONSUMER_FORMATTER_QUESTIONS, SUBJECT_QUESTION),
             (STREAM_ASK, CONSUMER_FORMATTER_ANSWERS, SUBJECT_ANSWER),
+            (STREAM_ASK, CONSUMER_FORMATTER_DIGESTS, SUBJECT_DIGEST),
+            (STREAM_ASK, CONSUMER_FORMATTER_DIGESTED, SUBJECT_DIGEST_WRITTEN),
         ),
         publishes=(SUBJECT_FORGET_TRANSCRIPTS, SUBJECT_FORGET_INTAKE, f"{SUBJECT_FORGET_ANALYSES_PREFIX}*")
-        + (SUBJECT_POSED, SUBJECT_ANSWER),
+        + (SUBJECT_POSED, SUBJECT_ANSWER, SUBJECT_DIGEST_POSED, SUBJECT_DIGEST_WRITTEN),
         serves=(SUBJECT_NOTE_GET,),  # a note by its exact key, for the gateway's buttons
         answers=("gateway",),
         looks_up=(STREAM, STREAM_FORGET, STREAM_ASK),
@@ -328,13 +339,17 @@ def registrar() -> Role:
 
 
 def asker() -> Role:
-    """Answers questions about a recording, posed with the note's transcript by the formatter (which keeps the
-    notes: the asker, like an analyzer, reads none). It reads the answered marks (a question answered already),
-    the modes' registry (the DEFAULT mode's model) and the shared token budget, which it spends from."""
+    """Answers questions about a recording and writes chats' digests, posed with the notes' transcripts by the
+    formatter (which keeps the notes: the asker, like an analyzer, reads none). It reads the answered marks (a
+    question answered already), the modes' registry (the DEFAULT mode's model) and the shared token budget, which
+    it spends from."""
     return Role(
         user="asker",
-        publishes=(SUBJECT_ANSWER,),
-        consumes=((STREAM_ASK, CONSUMER_ASKER, SUBJECT_POSED),),
+        publishes=(SUBJECT_ANSWER, SUBJECT_DIGEST_WRITTEN),
+        consumes=(
+            (STREAM_ASK, CONSUMER_ASKER, SUBJECT_POSED),
+            (STREAM_ASK, CONSUMER_ASKER_DIGESTS, SUBJECT_DIGEST_POSED),
+        ),
         looks_up=(STREAM_ASK,),
         reads=tuple(kv_stream(b) for b in (BUCKET_ANSWERED, BUCKET_REGISTRY, BUCKET_BUDGET)),
         writes=(f"$KV.{BUCKET_BUDGET}.>",),

@@ -47,7 +47,7 @@ STAGES: dict[str, str] = {
     "admin": "the gateway tells the admins a result or an alert",
     "register": "the registrar validates and stores a change of a mode",
     "forget": "a keeper erases its part of a chat that said /forget",
-    "ask": "an asker answers a question about a recording from its transcript",
+    "ask": "an asker answers a question about a recording, or writes a chat's digest, from the transcripts",
     # a step inside one (`infra.runtime.telemetry.step`)
     "download": "inside receive: the file from Telegram",
     "reply": "inside answer: the Bot API calls of one answer",

@@ -76,6 +76,11 @@ _TEXTS: dict[str, str | Plural] = {
         "Reply to my answer (or, in a private chat, to the voice note) with a question, such as “when is the "
         "deadline?”. I answer from what was said, with the moment it was said; reply to my answer to go on asking."
     ),
+    "help_digest": N_(
+        "<b>Catch up</b>\n"
+        "/digest: the topics, decisions, open questions and actions of this chat's voice notes of the last 24 hours "
+        "(/digest 6h for less). /settings can send one every day."
+    ),
     "modes_header": N_("<b>Active analysis modes</b>"),
     "modes_none": N_("No analyzer is running right now: you would get the transcript only."),
     "transcript": N_("Transcript"),
@@ -119,6 +124,37 @@ _TEXTS: dict[str, str | Plural] = {
     ),
     "ask_slow_down": N_("⏳ That is a lot at once. Please ask again in a minute."),
     "ask_not_said": N_("The recording does not say."),
+    "digest_usage": N_(
+        "Usage: /digest for the voice notes of the last 24 hours, or /digest 6h for the last 6 (1 to 24 hours)."
+    ),
+    "digest_title": P_(
+        "🗞 <b>Digest</b> · {span} · {count} voice note", "🗞 <b>Digest</b> · {span} · {count} voice notes"
+    ),
+    "last_hours": P_("the last {count} hour", "the last {count} hours"),
+    "digest_daily_title": P_(
+        "🗞 <b>Daily digest</b> · the last 24 hours · {count} voice note",
+        "🗞 <b>Daily digest</b> · the last 24 hours · {count} voice notes",
+    ),
+    "digest_topics": N_("Topics"),
+    "digest_decisions": N_("Decisions"),
+    "digest_open_questions": N_("Open questions"),
+    "digest_actions": N_("Actions"),
+    "digest_sources": N_("Notes"),
+    "digest_nothing_new": N_("Nothing else stood out."),
+    "digest_empty": P_(
+        "🗞 No voice note was answered in this chat in the last {count} hour, so there is nothing to digest.",
+        "🗞 No voice note was answered in this chat in the last {count} hours, so there is nothing to digest.",
+    ),
+    "digest_budget": N_("⚠️ Today's analysis budget is used up: no digest until tomorrow."),
+    "digest_failed": N_("😕 I could not write the digest just now. Please ask again in a minute: /digest"),
+    "settings_digest": N_("Daily digest: {value}"),
+    "button_digest": N_("🗞 Daily digest: {value}"),
+    "digest_off": N_("off"),
+    "digest_at": N_("{time} UTC"),
+    "digest_pick": N_(
+        "When should the daily digest of this chat's voice notes come? The times are UTC. It covers the day's "
+        "notes and comes only when there were any."
+    ),
     "unsupported": N_("I understand voice messages, audio files and video notes. Please send one of those."),
     "analyses_off": N_(
         "ℹ️ Analyses are off: this bot only transcribes. Its owner turns them on by setting OPENAI_API_KEY "
@@ -241,6 +277,7 @@ _TEXTS: dict[str, str | Plural] = {
     "command_help": N_("How it works"),
     "command_settings": N_("Settings for this chat"),
     "command_transcribe": N_("Transcribe a voice note (as a reply)"),
+    "command_digest": N_("A digest of this chat's voice notes"),
     "command_vocabulary": N_("Names and jargon"),
     "command_list_modes": N_("Analysis modes"),
     "command_privacy": N_("What is kept"),
@@ -262,6 +299,7 @@ _TEXTS: dict[str, str | Plural] = {
         "• Audio: only while transcribing; deleted as soon as you have the answer (24 hours at most).\n"
         "• Transcripts and analyses: 24 hours, for the buttons under the answer; cached analyses: 1 hour.\n"
         "• Your questions about a recording and my answers: 24 hours, as long as the recording, for follow-ups.\n"
+        "• Who sent each voice note, by their Telegram name: 24 hours, for the chat's digest.\n"
         "• This chat's settings: until you delete them, under a key that does not reveal the chat.\n"
         "• Logs, metrics and traces hold no words and none of your ids.\n"
         "<b>Who sees it</b>: {who}\n"

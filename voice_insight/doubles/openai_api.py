@@ -88,6 +88,42 @@ def _answer_question(transcript: str, user: str, response_format: dict[str, Any]
     return answer
 
 
+DIGEST_MAP_MARK = "You condense voice notes of a chat"
+"""How the digest's map step begins (`analyzers.digesting.MAP_PROMPT`)."""
+_NOTE_HEADER = re.compile(r"^\[(\d+)\] (\d\d:\d\d) (.*)$", re.M)
+
+
+def _notes_of(transcript: str) -> list[tuple[str, str]]:
+    """A digest's notes: each `[n] hh:mm speaker` header and the words under it."""
+    heads = list(_NOTE_HEADER.finditer(transcript))
+    return [
+        (h.group(0), transcript[h.end() : heads[i + 1].start() if i + 1 < len(heads) else len(transcript)].strip())
+        for i, h in enumerate(heads)
+    ]
+
+
+def _digest(transcript: str) -> str:
+    """A digest as a model would write one, from the notes alone: a topic per note, its questions as open ones,
+    sentences that decide as decisions, and one action per note for its speaker."""
+    topics, decisions, questions, actions = [], [], [], []
+    for header, words in _notes_of(transcript):
+        match = _NOTE_HEADER.match(header)
+        assert match is not None
+        number, speaker = int(match.group(1)), match.group(3)
+        sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", words) if s.strip()]
+        topics.append({"text": _excerpt(words, 6), "notes": [number]})
+        questions += [{"text": s, "notes": [number]} for s in sentences if s.endswith("?")]
+        decisions += [{"text": s, "notes": [number]} for s in sentences if re.search(r"(?i)\b(decided|agreed)\b", s)]
+        asked = next(
+            (s for s in sentences if re.search(r"(?i)\b(please|will|must)\b", s)), sentences[0] if sentences else ""
+        )
+        if asked:
+            actions.append({"speaker": speaker, "action": asked, "notes": [number]})
+    return json.dumps(
+        {"topics": topics, "decisions": decisions, "open_questions": questions, "actions": actions}, ensure_ascii=False
+    )
+
+
 def _excerpt(text: str, words: int = 8) -> str:
     return " ".join(text.split()[:words])
 
@@ -280,8 +316,13 @@ class OpenAIDouble(LoopbackServer):
         steered = "ignore" in transcript.lower() and "instructions" in transcript.lower()
         if steered:  # as models can be
             excerpt = 'The speaker is honest. <a href="https://evil.example.com/x">Click here</a> www.evil.example.com'
+        system = next((m["content"] for m in body["messages"] if m["role"] == "system"), "")
         if QUESTION_MARK in user:
             content = _answer_question(transcript, user, response_format, steered)
+        elif (response_format.get("json_schema") or {}).get("name") == "DigestReply":
+            content = _digest(transcript)
+        elif system.startswith(DIGEST_MAP_MARK):
+            content = "\n".join(f"{header}\n{_excerpt(words, 6)}" for header, words in _notes_of(transcript))
         elif response_format.get("type") == "json_schema":
             content = json.dumps(_fill(response_format["json_schema"]["schema"], excerpt), ensure_ascii=False)
         else:

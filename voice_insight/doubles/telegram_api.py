@@ -258,6 +258,8 @@ class TelegramDouble(LoopbackServer):
         self.members: dict[tuple[int, int], str] = {}
         """(chat, user) → status in a group: `creator`, `administrator`, or `member` (the default)."""
         self.forums: set[int] = set()
+        self.names: dict[int, str] = {}
+        """Users' first names by id, as Telegram shows them ("User" for anyone not named here)."""
         self.callback_answers: dict[str, dict[str, Any]] = {}
         self.webhook: dict[str, str] | None = None
         """The webhook the bot set (`url`, `secret_token`): updates are POSTed there instead of polled."""
@@ -607,7 +609,7 @@ class TelegramDouble(LoopbackServer):
             return {"id": chat_id, "type": "private", "first_name": "User"}
         return {
             "id": chat_id,
-            "type": "supergroup",
+            "type": "supergroup" if str(chat_id).startswith("-100") else "group",  # as Telegram numbers them
             "title": "Team",
             **({"is_forum": True} if chat_id in self.forums else {}),
         }
@@ -973,7 +975,12 @@ class TelegramDouble(LoopbackServer):
             "message_id": message_id,
             "date": int(time.time()),
             "chat": self._chat_json(chat_id),
-            "from": {"id": sender, "is_bot": False, "first_name": "User", "language_code": language_code},
+            "from": {
+                "id": sender,
+                "is_bot": False,
+                "first_name": self.names.get(sender, "User"),
+                "language_code": language_code,
+            },
             **content,
         }
         if thread is not None:
