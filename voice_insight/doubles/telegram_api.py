@@ -136,6 +136,26 @@ def utf16_len(value: str) -> int:
     return len(value.encode("utf-16-le")) // 2
 
 
+class Signal:
+    """Something changed (the bot wrote, an update came): whoever waits looks again. No lock: the double's request
+    handlers only fire it, so no test that waits (or stopped waiting) can hold up the Bot API's answer, as an
+    `asyncio.Condition`, whose notifier must take its lock, could."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        """Until the next change, or `timeout` seconds."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            pass
+
+
 @dataclass
 class SentMessage:
     message_id: int
@@ -284,8 +304,8 @@ class TelegramDouble(LoopbackServer):
         """How long a local server's `getFile` blocks while it downloads the file from Telegram (it answers only
         once the file is on its disk: minutes for a big file on an ordinary link)."""
         self._open_queries: dict[str, float] = {}
-        self._new_update = asyncio.Condition()
-        self._changed = asyncio.Condition()
+        self._new_update = Signal()
+        self._changed = Signal()
         self._ids = itertools.count(1000)
         # Telegram numbers updates on from a random point (after a quiet week it picks a new one).
         self._update_ids = itertools.count(random.randint(1, 2**30))
@@ -476,9 +496,8 @@ class TelegramDouble(LoopbackServer):
         again (with a pause) until the bot answers 2xx."""
         async with aiohttp.ClientSession() as session:
             while True:
-                async with self._new_update:
-                    while not (self.webhook and self.updates):
-                        await self._new_update.wait()
+                while not (self.webhook and self.updates):
+                    await self._new_update.wait(60.0)
                 hook = dict(self.webhook or {})
                 update = self.updates[0]
                 if not self._allowed(update):
@@ -544,12 +563,8 @@ class TelegramDouble(LoopbackServer):
             self.confirmed_offset = max(self.confirmed_offset, offset)
             self.updates = [u for u in self.updates if u["update_id"] >= offset]
         deadline = time.monotonic() + timeout
-        async with self._new_update:
-            while not self.updates and time.monotonic() < deadline:
-                try:
-                    await asyncio.wait_for(self._new_update.wait(), deadline - time.monotonic())
-                except TimeoutError:
-                    break
+        while not self.updates and (remaining := deadline - time.monotonic()) > 0:
+            await self._new_update.wait(remaining)
         return self.updates[:limit]
 
     async def _m_getfile(self, p: dict[str, Any]) -> Any:
@@ -805,8 +820,7 @@ class TelegramDouble(LoopbackServer):
         return True
 
     async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+        self._changed.fire()
 
     # --- the user's side --------------------------------------------------------------------------
 
@@ -999,8 +1013,7 @@ class TelegramDouble(LoopbackServer):
 
     async def _deliver(self, update: dict[str, Any]) -> None:
         self.updates.append(update)
-        async with self._new_update:
-            self._new_update.notify_all()
+        self._new_update.fire()
 
     def messages(self, chat_id: int) -> list[SentMessage]:
         """What the chat shows of the bot's messages: all it sent, but those it deleted."""
@@ -1018,12 +1031,8 @@ class TelegramDouble(LoopbackServer):
     async def wait_for(self, predicate: Any, timeout: float) -> None:
         """Wait until `predicate()` is true; re-checked whenever the bot sends or edits something."""
         deadline = time.monotonic() + timeout
-        async with self._changed:
-            while not predicate():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("the bot did not get there in time")
-                try:
-                    await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
-                except TimeoutError:
-                    pass
+        while not predicate():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the bot did not get there in time")
+            await self._changed.wait(min(remaining, 1.0))
