@@ -1,6 +1,6 @@
 """`voice-insight asker`: wiring only. Questions about a recording, posed by the formatter with the note's
 transcript, answered with the LLM (`analyzers.asking`), and chats' digests (`analyzers.digesting`), as an account
-of its own that reads nothing of a chat's.
+of its own that reads no stored note: it takes only what is posed to it (`ASKER`).
 
 Any number of askers share the one durable; each question goes to one of them. A model the server does not have
 (`ASK_MODEL`) is said at start, as a mode's is: every question would fail.
@@ -14,7 +14,7 @@ import logging
 import sys
 
 from analyzers.asking import AskerService
-from analyzers.digesting import DigestWriter
+from analyzers.digesting import DIGEST_CALL_SECONDS, DigestWriter
 from analyzers.llm import ChatLLM, make_client, offered
 from infra.domain.registry import ModeRegistry
 from infra.runtime.health import port_for
@@ -34,7 +34,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             life.bus, llm, registry, model=settings.ask_model, daily_tokens=settings.daily_token_budget
         )
         await life.bus.start(service)
-        await life.bus.start(DigestWriter(service))
+        # A digest's calls read and write much more than a question's: a client of their own with a longer budget.
+        digests = ChatLLM(llm.client, max(settings.llm_timeout, DIGEST_CALL_SECONDS))
+        await life.bus.start(DigestWriter(service, digests))
         await say_if_missing(llm, settings.ask_model)
         life.ready("answering questions about recordings with %s", settings.ask_model or "the DEFAULT mode's model")
         await stop.wait()

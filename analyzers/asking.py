@@ -1,7 +1,7 @@
-"""The asker: a question about a recording, posed with the note's transcript (`ask.posed`), in; its answer
+"""The asker: a question about a recording, posed with the note's transcript (`asker.question`), in; its answer
 (`ask.answer`) out, for the formatter to send. Any number of askers share one durable (`asker`).
 
-It reads nothing of a chat's: the formatter, which keeps the notes, finds the note asked about and poses the
+It reads no stored note: the formatter, which keeps the notes, finds the note asked about and poses the
 question with its transcript and the conversation so far, as analyzers get transcripts. The transcript is data to
 the model, never instructions (`analyzers.questions`). Past today's token budget the question is told so
 (`budget`); an LLM that fails on every attempt, that it could not answer now (`failed`). The model is the
@@ -11,6 +11,7 @@ deployment's `ASK_MODEL`, else the DEFAULT mode's current one.
 from __future__ import annotations
 
 import logging
+import time
 
 from analyzers.llm import ChatLLM, LLMFailure
 from analyzers.questions import (
@@ -25,7 +26,15 @@ from analyzers.questions import (
 )
 from analyzers.service import clean
 from infra.bus import Bus, Delivery, Fail, consumes
-from infra.bus.names import BUCKET_ANSWERED, BUCKET_BUDGET, CONSUMER_ASKER, STREAM_ASK, SUBJECT_ANSWER, SUBJECT_POSED
+from infra.bus.names import (
+    BUCKET_ANSWERED,
+    BUCKET_BUDGET,
+    CONSUMER_ASKER,
+    STREAM_ASK,
+    STREAM_ASKER,
+    SUBJECT_ANSWER,
+    SUBJECT_POSED,
+)
 from infra.domain.answers import Sent, read_mark
 from infra.domain.contracts import AskRefusal, QuestionAnswered, QuestionPosed, Usage
 from infra.domain.limits import DailyCounter
@@ -34,6 +43,8 @@ from infra.runtime.metrics import DAILY_TOKENS, LIMITED, TOKENS
 
 log = logging.getLogger("voice_insight.asker")
 
+QUESTION_DEADLINE = 900.0
+"""Seconds a question may wait for an asker (all of them down, a backlog) before it is told to ask again."""
 FALLBACK_MODEL = "gpt-4o-mini"
 """Only when neither `ASK_MODEL` nor the DEFAULT mode names one (a registry not readable at the first question)."""
 TOKENS_LABEL = "questions"
@@ -65,7 +76,7 @@ class AskerService:
         SUBJECT_POSED,
         CONSUMER_ASKER,
         stage="ask",
-        stream=STREAM_ASK,
+        stream=STREAM_ASKER,
         ack_wait=60.0,
         max_attempts=3,
         concurrency=8,
@@ -75,6 +86,8 @@ class AskerService:
         answered, _ = await read_mark(await self.bus.kv(BUCKET_ANSWERED), posed.correlation_id)
         if isinstance(answered, Sent):
             return  # redelivered after its answer went out
+        if posed.asked_at and time.time() - posed.asked_at > QUESTION_DEADLINE:
+            raise Fail("late")  # no asker was there for a while: the user is told to ask again, not answered hours on
         if await self.over_budget():
             LIMITED.labels("budget").inc()
             raise Fail("budget")

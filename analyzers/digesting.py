@@ -1,5 +1,5 @@
 """The chat's digest, the asker's part: a chat's voice notes, posed by the formatter with their transcripts and
-speakers (`ask.digest.posed`), in; the digest (`ask.digest.written`) out: topics, decisions, open questions and
+speakers (`asker.digest`), in; the digest (`ask.digest.written`) out: topics, decisions, open questions and
 actions per speaker, each point naming the notes it comes from.
 
 Many notes go the way long transcripts do (`analyzers.longtext`): while they do not fit the model's room, they are
@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 
 import msgspec
 
 from analyzers.asking import AskerService
-from analyzers.llm import LLMFailure, fenced
+from analyzers.llm import ChatLLM, LLMFailure, fenced
 from analyzers.longtext import CHARS_PER_TOKEN, PARALLEL_PARTS
 from analyzers.service import clean, named
 from infra.bus import Delivery, Fail, consumes
@@ -26,6 +27,7 @@ from infra.bus.names import (
     BUCKET_ANSWERED,
     CONSUMER_ASKER_DIGESTS,
     STREAM_ASK,
+    STREAM_ASKER,
     SUBJECT_DIGEST_POSED,
     SUBJECT_DIGEST_WRITTEN,
 )
@@ -54,8 +56,15 @@ ROOM_TOKENS = 12_000
 """Tokens of notes one call reads; more are condensed first."""
 MAP_TOKENS = 600
 """Tokens one part's condensed notes may take."""
-DIGEST_TOKENS = 900
+DIGEST_TOKENS = 2000
+"""Four lists of up to six points with their note numbers, in any language, with room to spare: cut off, the
+JSON would be no digest at all."""
+DIGEST_DEADLINE = 1800.0
+"""Seconds a digest may wait for an asker before the chat is told to ask again."""
 ROUNDS = 3
+DIGEST_CALL_SECONDS = 60.0
+"""One call of a digest, retries included: twelve thousand tokens read and two thousand written take a hosted model
+tens of seconds (the asker's digest client is made with at least this much, `analyzers.asker`)."""
 """Condensing rounds at most before the notes are cut to fit (a thousand long notes)."""
 
 
@@ -110,16 +119,18 @@ def parts(items: list[str], room: int) -> list[list[str]]:
 class DigestWriter:
     """Writes digests with the asker's LLM, model and budget (`analyzers.asking.AskerService`)."""
 
-    def __init__(self, asker: AskerService, room: int = ROOM_TOKENS) -> None:
+    def __init__(self, asker: AskerService, llm: ChatLLM | None = None, room: int = ROOM_TOKENS) -> None:
+        """`llm`: the digest's own client, whose calls may take longer than a question's (`DIGEST_CALL_SECONDS`)."""
         self.asker = asker
         self.bus = asker.bus
+        self.llm = llm or asker.llm
         self.room = room
 
     @consumes(
         SUBJECT_DIGEST_POSED,
         CONSUMER_ASKER_DIGESTS,
         stage="ask",
-        stream=STREAM_ASK,
+        stream=STREAM_ASKER,
         ack_wait=120.0,
         max_attempts=3,
         concurrency=2,
@@ -129,6 +140,8 @@ class DigestWriter:
         mark, _ = await read_mark(await self.bus.kv(BUCKET_ANSWERED), posed.correlation_id)
         if isinstance(mark, Sent):
             return
+        if posed.asked_at and time.time() - posed.asked_at > DIGEST_DEADLINE:
+            raise Fail("late")
         if await self.asker.over_budget():
             LIMITED.labels("budget").inc()
             raise Fail("budget")
@@ -144,20 +157,21 @@ class DigestWriter:
                 spent = _plus(spent, used)
             if sum(tokens(n) for n in notes) > self.room:  # still too much after condensing: the newest part
                 notes = parts(notes, self.room)[-1]
-            done = await self.asker.llm.complete(
+            done = await self.llm.complete(
                 model=model,
                 system=SYSTEM_PROMPT.format(language=language),
                 user=fenced("\n\n".join(notes)),
                 max_tokens=DIGEST_TOKENS,
                 temperature=0.2,
-                timeout=self.asker.llm.timeout_for(60.0),
+                timeout=self.llm.timeout_for(DIGEST_CALL_SECONDS),
                 result_type=DigestReply,
             )
+            spent = _plus(spent, done.usage)
         except LLMFailure as failure:
             log.warning("%s: the digest was not written: %s", posed.correlation_id, failure.reason)
             raise Fail(failure.reason) from None
-        spent = _plus(spent, done.usage)
-        await self.asker.spend(spent, done.model, label="digests")
+        finally:  # what the condensing cost counts against the budget, whether the digest came or not
+            await self.asker.spend(spent, model, label="digests")
         reply = done.parsed if isinstance(done.parsed, DigestReply) else None
         numbers = {s.number for s in posed.sources}
 
@@ -197,13 +211,13 @@ class DigestWriter:
 
         async def one(part: list[str]) -> tuple[str, Usage]:
             async with limit:
-                done = await self.asker.llm.complete(
+                done = await self.llm.complete(
                     model=model,
                     system=MAP_PROMPT.format(language=language),
                     user=fenced("\n\n".join(part)),
                     max_tokens=MAP_TOKENS,
                     temperature=0.2,
-                    timeout=self.asker.llm.timeout_for(60.0),
+                    timeout=self.llm.timeout_for(DIGEST_CALL_SECONDS),
                 )
                 return done.content, done.usage
 

@@ -277,6 +277,12 @@ class ChatLLM:
                 parsed = msgspec.json.decode(content, type=result_type)
             except msgspec.ValidationError as exc:
                 raise LLMFailure("invalid_structured_output") from exc
-            except msgspec.DecodeError:
-                parsed = None  # some compatible servers ignore response_format: keep their prose
+            except msgspec.DecodeError as exc:
+                # Some compatible servers ignore response_format: their prose is kept. JSON cut off at the token
+                # limit, or broken, is no answer: shown as prose it would be raw JSON in a chat.
+                if choice.finish_reason == "length":
+                    raise LLMFailure("truncated") from exc
+                if content.startswith(("{", "[", "```")):
+                    raise LLMFailure("invalid_structured_output") from exc
+                parsed = None
         return Completion(model=response.model or model, content=content, parsed=parsed, usage=usage, latency=latency)

@@ -3,7 +3,7 @@ the digest once.
 
 `DigestDesk` takes `/digest` and the daily digests (`ask.digest`, durable `formatter-digests`): the chat's notes
 answered in the hours asked for (a button's re-run of a note is the same note), oldest first, the newest
-`MAX_NOTES` at most, are posed to any asker with their transcripts and speakers (`ask.digest.posed`). With none,
+`MAX_NOTES` at most, are posed to any asker with their transcripts and speakers (`asker.digest`). With none,
 `/digest` is told so at once (`ask.digest.written`, `empty`), and a daily digest says nothing: a quiet day is no
 news. `DigestReplies` takes the written digests (`ask.digest.written`, durable `formatter-digested`) and sends each
 once (its answered mark, under the digest's ID), rendered here: each point names the notes it comes from, as
@@ -25,6 +25,7 @@ from infra.bus.names import (
     CONSUMER_FORMATTER_DIGESTED,
     CONSUMER_FORMATTER_DIGESTS,
     STREAM_ASK,
+    STREAM_ASKER,
     SUBJECT_DIGEST,
     SUBJECT_DIGEST_POSED,
     SUBJECT_DIGEST_WRITTEN,
@@ -37,6 +38,7 @@ from infra.domain.contracts import (
     DigestSource,
     DigestWritten,
 )
+from infra.domain.forgotten import forget_mark
 from infra.domain.notes import NoteStore, StoredNote
 from infra.voice.texts import text
 
@@ -44,6 +46,10 @@ log = logging.getLogger("voice_insight.formatter")
 
 MAX_NOTES = 60
 """Notes one digest is made of at most, the newest: a day of a busy group's voice notes, read in one go."""
+POSED_CHARS = 300_000
+"""Characters of transcripts one digest is posed with at most: under half a megabyte, Cyrillic included."""
+LINE_ROOM = 600
+"""Characters of one point at most: a model that writes an essay in one still leaves room for the rest."""
 MESSAGE_ROOM = 3900
 """Characters of a digest's message, under Telegram's 4096 with its markup."""
 SECTIONS = (
@@ -68,13 +74,20 @@ class DigestDesk:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
 
-    @consumes(SUBJECT_DIGEST, CONSUMER_FORMATTER_DIGESTS, stage="answer", stream=STREAM_ASK)
+    @consumes(
+        SUBJECT_DIGEST, CONSUMER_FORMATTER_DIGESTS, stage="answer", stream=STREAM_ASK, max_attempts=5, give_up="give_up"
+    )
     async def on_digest(self, asked: DigestAsked, delivery: Delivery) -> None:
-        mark, _ = await read_mark(await self.bus.kv(BUCKET_ANSWERED), asked.correlation_id)
+        marks = await self.bus.kv(BUCKET_ANSWERED)
+        mark, _ = await read_mark(marks, asked.correlation_id)
         if isinstance(mark, Sent):
             return
         found = await NoteStore(self.bus).of_chat(asked.chat_key)
-        notes = gathered([n for _, n in found if isinstance(n, StoredNote)], asked.asked_at - asked.hours * 3600)
+        kept = [n for _, n in found if isinstance(n, StoredNote)]
+        forgotten = await forget_mark(marks, asked.chat_key)
+        if forgotten is not None:  # the chat's /forget is erasing these right now: none of them is digested
+            kept = [n for n in kept if n.origin.message_id > forgotten.message_id]
+        notes = gathered(kept, asked.asked_at - asked.hours * 3600)
         about = dict(
             correlation_id=asked.correlation_id,
             chat_key=asked.chat_key,
@@ -98,10 +111,34 @@ class DigestDesk:
             )
             for i, n in enumerate(notes, 1)
         )
-        posed = DigestPosed(**about, sources=sources, texts=tuple(n.transcript.text for n in notes))  # type: ignore[arg-type]
+        texts = trimmed([n.transcript.text for n in notes])
+        posed = DigestPosed(**about, sources=sources, texts=texts)  # type: ignore[arg-type]
         msg_id = f"{asked.correlation_id}.posed"
-        await self.bus.publish(SUBJECT_DIGEST_POSED, posed, msg_id=msg_id, stream=STREAM_ASK)
+        await self.bus.publish(SUBJECT_DIGEST_POSED, posed, msg_id=msg_id, stream=STREAM_ASKER)
         log.info("%s: a digest of %d notes posed", asked.correlation_id, len(notes))
+
+    async def give_up(self, asked: DigestAsked, exc: BaseException) -> None:
+        """The notes could not be gathered (NATS failing it every time): the chat hears so, not nothing."""
+        failed = DigestWritten(
+            correlation_id=asked.correlation_id,
+            chat_key=asked.chat_key,
+            reply=asked.reply,
+            refusal="failed",
+            hours=asked.hours,
+            daily=asked.daily,
+            asked_at=asked.asked_at,
+        )
+        msg_id = f"{asked.correlation_id}.digest"
+        await self.bus.publish(SUBJECT_DIGEST_WRITTEN, failed, msg_id=msg_id, stream=STREAM_ASK)
+
+
+def trimmed(texts: list[str], total: int = POSED_CHARS) -> tuple[str, ...]:
+    """The transcripts as posed: whole, or each cut to an equal share of `total` characters, so the request stays
+    well within a NATS message (1 MB by default) whatever a day held; the asker condenses them anyway."""
+    if sum(len(t) for t in texts) <= total:
+        return tuple(texts)
+    share = max(1000, total // len(texts))
+    return tuple(t if len(t) <= share else t[:share].rsplit(" ", 1)[0] + " …" for t in texts)
 
 
 def note_link(chat_id: int, message_id: int) -> str | None:
@@ -144,26 +181,31 @@ def render_digest(written: DigestWritten) -> str:
         said_any = True
         lines += ["", f"<b>{text(heading, lang)}</b>"]
         for point in points:
-            who = f"<b>{html.escape(point.speaker)}</b>: " if point.speaker else ""
-            lines.append(f"• {who}{html.escape(point.text)}{refs(point)}")
+            who = f"<b>{html.escape(short(point.speaker, 60))}</b>: " if point.speaker else ""
+            lines.append(f"• {who}{html.escape(short(point.text, LINE_ROOM))}{refs(point)}")
     if not said_any:
         lines += ["", text("digest_nothing_new", lang)]
-    if not written.links:
+    footer = ""
+    if not written.links:  # what the numbers stand for: kept whole, the points cut to make room for it
         listed = [
             f"[{s.number}] {datetime.datetime.fromtimestamp(s.at, datetime.UTC):%H:%M}"
-            + (f" {html.escape(s.speaker)}" if s.speaker else "")
+            + (f" {html.escape(short(s.speaker, 30))}" if s.speaker else "")
             for s in written.sources
         ]
-        lines += ["", f"<i>{text('digest_sources', lang)}: {' · '.join(listed)}</i>"]
-    return fit(lines)
+        footer = f"\n\n<i>{text('digest_sources', lang)} (UTC): {' · '.join(listed)}</i>"
+    return fit(lines, MESSAGE_ROOM - len(footer)) + footer
 
 
-def fit(lines: list[str]) -> str:
-    """The lines that fit one message; a cut is marked. Whole lines only, so no tag is left open."""
+def short(value: str, room: int) -> str:
+    return value if len(value) <= room else value[: room - 1].rstrip() + "…"
+
+
+def fit(lines: list[str], room: int = MESSAGE_ROOM) -> str:
+    """The lines that fit `room` characters; a cut is marked. Whole lines only, so no tag is left open."""
     kept: list[str] = []
     size = 0
     for line in lines:
-        if size + len(line) + 1 > MESSAGE_ROOM:
+        if size + len(line) + 1 > room:
             kept.append("…")
             break
         kept.append(line)

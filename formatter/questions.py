@@ -1,10 +1,10 @@
 """Questions about a recording, the formatter's first part: which note a question asks about, and whether there
 is anything to answer it from. The formatter keeps the notes and the threads, so it is the one that looks: the
-asker, like an analyzer, reads nothing of a chat's and gets what it answers from on the bus.
+asker, like an analyzer, reads no stored note and gets what it answers from on the bus (`ASKER`).
 
 `QuestionDesk` takes the gateway's questions (`ask.question`, durable `formatter-questions`). The note is the one
 replied to, or the one the bot's message answers (`infra.domain.threads`, with the conversation so far). With its
-transcript kept, the question is posed to any asker (`ask.posed`). Without, the question is answered at once,
+transcript kept, the question is posed to any asker (`asker.question`). Without, the question is answered at once,
 through the same way out as an asker's answer (`ask.answer`, `formatter.replies`), with why: no note there
 (`not_a_note`), no transcript (`not_transcribed`: it failed, or was refused), its day over (`expired`), erased
 by `/forget` (`forgotten`), not answered yet (`in_flight`).
@@ -22,6 +22,7 @@ from infra.bus.names import (
     BUCKET_JOINS,
     CONSUMER_FORMATTER_QUESTIONS,
     STREAM_ASK,
+    STREAM_ASKER,
     SUBJECT_ANSWER,
     SUBJECT_POSED,
     SUBJECT_QUESTION,
@@ -40,12 +41,23 @@ class QuestionDesk:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
 
-    @consumes(SUBJECT_QUESTION, CONSUMER_FORMATTER_QUESTIONS, stage="answer", stream=STREAM_ASK)
+    @consumes(
+        SUBJECT_QUESTION,
+        CONSUMER_FORMATTER_QUESTIONS,
+        stage="answer",
+        stream=STREAM_ASK,
+        max_attempts=5,
+        give_up="give_up",
+    )
     async def on_question(self, question: QuestionAsked, delivery: Delivery) -> None:
         marks = await self.bus.kv(BUCKET_ANSWERED)
         answered, _ = await read_mark(marks, question.correlation_id)
         if isinstance(answered, Sent):
             return  # a repeated question, answered already
+        forgotten = await forget_mark(marks, question.chat_key)
+        if forgotten is not None and question.about_message_id < forgotten.message_id:
+            # From before the chat's /forget: whatever it asks about is erased, or being erased right now.
+            return await self.refuse(question, question.note, "forgotten")
         note_id: str | None = question.note
         turns: tuple[Turn, ...] = ()
         if note_id is None:
@@ -67,7 +79,7 @@ class QuestionDesk:
             turns=turns,
             asked_at=question.asked_at,
         )
-        await self.bus.publish(SUBJECT_POSED, posed, msg_id=f"{question.correlation_id}.posed", stream=STREAM_ASK)
+        await self.bus.publish(SUBJECT_POSED, posed, msg_id=f"{question.correlation_id}.posed", stream=STREAM_ASKER)
 
     async def why_no_thread(self, question: QuestionAsked) -> AskRefusal:
         """A reply to a message of the bot's that answers no note kept: one from before the chat's `/forget`, one
@@ -92,6 +104,10 @@ class QuestionDesk:
         if mark is None and await JoinStore(await self.bus.kv(BUCKET_JOINS)).get(note_id) is not None:
             return "in_flight"  # still being transcribed or analysed
         return "expired"  # its day is over (or it never was a note of ours: a voice note from before the bot)
+
+    async def give_up(self, question: QuestionAsked, exc: BaseException) -> None:
+        """The question could not be looked into (NATS failing it every time): the user hears so, not nothing."""
+        await self.refuse(question, question.note, "failed")
 
     async def refuse(self, question: QuestionAsked, note: str | None, why: AskRefusal) -> None:
         log.info("%s: nothing to answer the question from (%s)", question.correlation_id, why)

@@ -28,6 +28,10 @@ from infra.voice.texts import text
 
 log = logging.getLogger("voice_insight.formatter")
 
+ANSWER_ROOM = 3000
+"""Characters of an answer shown at most (before markup is escaped): a model that wrote on is cut, not refused by
+Telegram's 4096."""
+
 ANSWER_BACKOFF_CAP = 60.0
 
 
@@ -36,7 +40,8 @@ def render_reply(answered: QuestionAnswered) -> str:
     lang = answered.reply.ui_language
     if answered.refusal is not None:
         return text(f"ask_{answered.refusal}", lang)
-    said = html.escape(answered.answer) or text("ask_not_said", lang)
+    answer = answered.answer if len(answered.answer) <= ANSWER_ROOM else answered.answer[: ANSWER_ROOM - 1] + "…"
+    said = html.escape(answer) or text("ask_not_said", lang)
     if answered.found and answered.at:
         said += "\n\n" + " ".join(f"<code>[{clock(at)}]</code>" for at in answered.at)
     return f"💬 {said}"
@@ -84,7 +89,7 @@ class QuestionReplies:
             marks = await self.bus.kv(BUCKET_ANSWERED)
             if await in_flight_at_forget(marks, answered.chat_key, answered.reply.message_id, answered.asked_at):
                 return  # the chat said /forget while the question was being answered: nothing of it is kept
-            turns = continued(answered.turns, answered.question, answered.answer)
+            turns = continued(answered.turns, answered.question, answered.answer, answered.asked_at or time.time())
             await ThreadStore(self.bus).file(answered.chat_key, (message_id,), Thread(note=answered.note, turns=turns))
         except Exception as exc:
             log.warning("%s: answer not filed for a follow-up (%s)", answered.correlation_id, type(exc).__name__)

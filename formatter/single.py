@@ -8,6 +8,7 @@ later (`Retry`, the claim released); a chat that is gone or a bot that is blocke
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import NoReturn
@@ -51,11 +52,14 @@ async def send_once(
     if claim.parts_sent:  # sent, then its formatter died before it could say so
         await claim.done()
         return None
+    heartbeat = asyncio.create_task(claim.keep_alive(marks.lease / 3))  # flood control may hold it a while
     try:
         sent = await send()
         await claim.advance(1)
     except BaseException as exc:
         await _settle(marks, claim, cid, delivery, exc, what)
+    finally:
+        heartbeat.cancel()
     await claim.done()
     return sent
 

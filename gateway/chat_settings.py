@@ -215,10 +215,10 @@ async def on_settings_press(
     if changed is None:
         await answer_press(query)
         return
-    await chats.put(message.chat.id, changed)
     lang = changed.words_language(query.from_user.language_code)  # the menu speaks the language just chosen
-    if changed.digest_hour != chat_settings.digest_hour:
+    if query.data.startswith("s:dig:"):  # the schedule first: a press redelivered after it sees no change
         await schedules.set(message, changed.digest_hour, lang)
+    await chats.put(message.chat.id, changed)
     body, keyboard = await render_settings(bus, changed, message.chat, lang, digests=analyses_on)
     await message.edit_text(body, reply_markup=keyboard)
     await answer_press(query)

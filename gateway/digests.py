@@ -4,7 +4,8 @@ notes, to gather them.
 
 A daily digest is kept in `voice-digests` under the chat's key: the chat to send to and the hour (UTC). It is
 configuration, like the chat's settings, kept until switched off or `/forget`. `DigestClock` looks every
-`DIGEST_CHECK_EVERY` seconds for chats whose hour it is and whose digest has not gone out today, asks (under an ID
+`DIGEST_CHECK_EVERY` seconds for chats whose hour has come today and whose digest has not gone out (a gateway
+down through the hour asks as soon as one is back; a schedule chosen after its hour begins tomorrow), asks (under an ID
 of the chat and the day, so a digest asked twice by two gateways or across a restart is one message, answered
 once), and marks the day with compare-and-set.
 """
@@ -23,6 +24,7 @@ import nats.js.errors
 from aiogram.enums import ChatType
 from aiogram.filters import CommandObject
 from aiogram.types import Message
+from nats.js.kv import KeyValue
 
 from gateway.chats import chat_key
 from gateway.intake import correlation_id
@@ -130,8 +132,12 @@ class DigestSchedules:
             links=links_work(message),
         )
         kv = await self.bus.kv(BUCKET_DIGESTS)
+        now = datetime.datetime.now(datetime.UTC)
+        if hour < now.hour:  # chosen after its hour today: the first comes tomorrow
+            schedule = msgspec.structs.replace(schedule, last_day=now.strftime("%Y%m%d"))
         try:  # switched on again today: it does not go out twice today
-            schedule = msgspec.structs.replace(schedule, last_day=_decode((await kv.get(name)).value or b"").last_day)
+            before = _decode((await kv.get(name)).value or b"").last_day
+            schedule = msgspec.structs.replace(schedule, last_day=max(before, schedule.last_day))
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError, msgspec.DecodeError):
             pass
         await kv.put(name, msgspec.json.encode(schedule))
@@ -160,6 +166,33 @@ class DigestClock:
                 log.warning("daily digests not looked at (%s)", type(exc).__name__)
             await asyncio.sleep(self.every)
 
+    async def ask_if_due(self, kv: KeyValue, name: str, now: datetime.datetime, day: str) -> int:
+        """The chat's digest asked for if its hour has come today and it has not gone out (a gateway down through
+        the hour asks as soon as it is back); 1 if it was."""
+        try:
+            entry = await kv.get(name)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return 0
+        if not entry.value:
+            return 0
+        schedule = _decode(entry.value)
+        if now.hour < schedule.hour or schedule.last_day == day:
+            return 0
+        cid = daily_id(self.key, schedule.chat_id, day)
+        reply = ReplyTo(
+            chat_id=schedule.chat_id, message_id=0, ui_language=schedule.ui_language, thread_id=schedule.thread_id
+        )
+        digest = DigestAsked(correlation_id=cid, chat_key=name, reply=reply, links=schedule.links, daily=True)
+        # Asked first, then marked: one asked twice (two gateways, a crash in between) is the same message, which
+        # the stream takes once and the formatter answers once.
+        await self.bus.publish(SUBJECT_DIGEST, digest, msg_id=cid, stream=STREAM_ASK)
+        try:
+            done = msgspec.structs.replace(schedule, last_day=day)
+            await kv.update(name, msgspec.json.encode(done), last=entry.revision)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            pass  # another gateway marked it (or the chat changed its hour meanwhile)
+        return 1
+
     async def tick(self, now: datetime.datetime | None = None) -> int:
         """Ask for every digest due now; how many were asked for."""
         now = now or datetime.datetime.now(datetime.UTC)
@@ -168,28 +201,9 @@ class DigestClock:
         asked = 0
         for name in await self.bus.kv_keys(BUCKET_DIGESTS):
             try:
-                entry = await kv.get(name)
-            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-                continue
-            if not entry.value:
-                continue
-            schedule = _decode(entry.value)
-            if schedule.hour != now.hour or schedule.last_day == day:
-                continue
-            cid = daily_id(self.key, schedule.chat_id, day)
-            reply = ReplyTo(
-                chat_id=schedule.chat_id, message_id=0, ui_language=schedule.ui_language, thread_id=schedule.thread_id
-            )
-            digest = DigestAsked(correlation_id=cid, chat_key=name, reply=reply, links=schedule.links, daily=True)
-            # Asked first, then marked: one asked twice (two gateways, a crash in between) is the same message,
-            # which the stream takes once and the formatter answers once.
-            await self.bus.publish(SUBJECT_DIGEST, digest, msg_id=cid, stream=STREAM_ASK)
-            try:
-                done = msgspec.structs.replace(schedule, last_day=day)
-                await kv.update(name, msgspec.json.encode(done), last=entry.revision)
-            except nats.js.errors.KeyWrongLastSequenceError:
-                continue  # another gateway marked it (or the chat changed its hour meanwhile)
-            asked += 1
+                asked += await self.ask_if_due(kv, name, now, day)
+            except Exception as exc:  # one chat's entry must not hold up the others'
+                log.warning("a daily digest not looked at (%s)", type(exc).__name__)
         if asked:
             log.info("%d daily digests asked for", asked)
         return asked

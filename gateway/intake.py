@@ -155,6 +155,8 @@ def speaker_of(message: Message) -> str | None:
         return origin.sender_chat.title or origin.author_signature
     if isinstance(origin, MessageOriginChannel):
         return origin.author_signature or origin.chat.title
+    if message.sender_chat is not None:  # posted as the group (an anonymous admin) or as a channel
+        return message.author_signature or message.sender_chat.title
     return message.from_user.full_name if message.from_user else None
 
 

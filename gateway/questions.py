@@ -66,8 +66,9 @@ async def on_question(
         answered = await bus.kv(BUCKET_ANSWERED)
         if await is_answered(answered, cid):
             return  # a repeated update of a question answered already
-        if not analyses_on:
-            await message.reply(text("ask_off", lang))
+        if not analyses_on:  # said where it was asked; a group's replies to the bot are its own business then
+            if message.chat.type == ChatType.PRIVATE:
+                await message.reply(text("ask_off", lang))
             await answered.put(cid, encode_mark(Sent(outcome="refused")))
             return
         user = user_key(key, message.from_user.id) if message.from_user else None

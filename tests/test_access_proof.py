@@ -46,7 +46,7 @@ from tests.support import NatsServer, provisioned_server
 
 ACCOUNTS = Accounts(modes=("DEFAULT", "TONE"), external=("WORDS",))
 MODES = ("DEFAULT", "TONE", "WORDS")
-EVENT_STREAMS = (STREAM, STREAM_ADMIN, STREAM_UPDATES, STREAM_PIECES)
+EVENT_STREAMS = (STREAM, STREAM_ADMIN, STREAM_UPDATES, STREAM_PIECES, names.STREAM_ASK, names.STREAM_ASKER)
 """Streams of events and requests: their messages are the system's work, and nobody may purge them whole."""
 
 

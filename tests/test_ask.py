@@ -29,10 +29,14 @@ from infra.bus.names import (
     BUCKET_BUDGET,
     BUCKET_JOINS,
     BUCKET_NOTES,
+    BUCKET_THREADS,
     STREAM_ASK,
+    STREAM_ASKER,
     SUBJECT_ANSWER,
     SUBJECT_POSED,
     SUBJECT_QUESTION,
+    USER_DATA_TTL,
+    kv_stream,
 )
 from infra.domain.answers import FORGOTTEN, Claimed, Sent, encode_mark
 from infra.domain.contracts import (
@@ -47,9 +51,9 @@ from infra.domain.contracts import (
 )
 from infra.domain.forgotten import mark_forgotten
 from infra.domain.limits import DailyCounter
-from infra.domain.notes import NoteStore, StoredNote, note_key
+from infra.domain.notes import NoteStore, NoteTrail, StoredNote, note_key
 from infra.domain.registry import ModeRegistry
-from infra.domain.threads import MAX_TURNS, Thread, ThreadStore
+from infra.domain.threads import MAX_TURNS, Thread, ThreadStore, thread_key
 from infra.runtime.settings import Limits, Settings
 from infra.voice.telegram import make_bot
 from infra.voice.texts import text
@@ -83,11 +87,12 @@ async def answers_of(bus: Bus, cid: str) -> list[QuestionAnswered]:
 
 
 async def _read(bus: Bus, subject: str, kind: type) -> list:
-    info = await bus.js.stream_info(STREAM_ASK)
+    stream = STREAM_ASKER if subject.startswith("asker.") else STREAM_ASK
+    info = await bus.js.stream_info(stream)
     found = []
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         try:
-            stored = await bus.js.get_msg(STREAM_ASK, seq)
+            stored = await bus.js.get_msg(stream, seq)
         except Exception:
             continue
         if stored.subject == subject:
@@ -172,7 +177,7 @@ async def test_a_reply_to_the_bot_or_to_the_voice_note_is_a_question_and_chatter
         await telegram.send_text(user, "thanks")  # a private text that replies to nothing: not a question
         await telegram.wait_for(lambda: len(telegram.messages(user)) == 2, 30)
         await asyncio.sleep(1)
-    questions = await questions_of(private_bus, asked_here)
+    questions = sorted(await questions_of(private_bus, asked_here), key=lambda q: q.reply.message_id)
     assert [(q.question, q.about_message_id, q.note) for q in questions] == [
         ("When does the campaign start?", status.message_id, None),
         ("Who reviews the copy?", voice, correlation_id(key, user, voice)),
@@ -261,15 +266,15 @@ async def test_with_nothing_to_answer_from_the_formatter_says_why_at_once(privat
     forgotten = f"forgotten{next(_ids)}"
     await answered.put(forgotten, encode_mark(FORGOTTEN))
     assert await why(a_question(chat, "Who pays?", note=forgotten)) == "forgotten"
-    # A reply to one of the bot's answers from before the chat's /forget: its thread went with the notes.
-    await mark_forgotten(answered, chat, message_id=100)
-    assert await why(a_question(chat, "Who pays?", about=90)) == "forgotten"
     # Not answered yet: a formatter holds its answer, or it is still being transcribed (its join is open).
     busy, young = f"busy{next(_ids)}", f"young{next(_ids)}"
     await answered.put(busy, encode_mark(Claimed(owner="a formatter")))
     assert await why(a_question(chat, "Who pays?", note=busy)) == "in_flight"
     await (await bus.kv(BUCKET_JOINS)).put(young, msgspec.json.encode(JoinState()))
     assert await why(a_question(chat, "Who pays?", note=young)) == "in_flight"
+    # A reply to one of the bot's answers from before the chat's /forget: its thread went with the notes.
+    await mark_forgotten(answered, chat, message_id=100)
+    assert await why(a_question(chat, "Who pays?", about=90)) == "forgotten"
 
 
 async def test_past_the_token_budget_or_with_the_llm_down_the_question_is_told_so(
@@ -300,17 +305,48 @@ async def test_a_recording_that_tries_to_steer_the_model_gets_no_link_through(as
 async def test_a_question_answered_already_is_not_asked_again(asker: AskerService, openai_double: OpenAIDouble) -> None:
     chat = f"chat{next(_ids)}"
     note = await a_note(asker.bus, chat)
+    answered = await asker.bus.kv(BUCKET_ANSWERED)
+    # Telegram repeats a question whose answer is out: the desk poses nothing.
+    repeated = a_question(chat, "Who will review the copy?", note=note)
+    await answered.put(repeated.correlation_id, encode_mark(Sent()))
+    await Redelivered(QuestionDesk(asker.bus).on_question)(repeated)
+    assert not [
+        p for p in await _read(asker.bus, SUBJECT_POSED, QuestionPosed) if p.correlation_id == repeated.correlation_id
+    ]
+    # The asker's delivery comes after the answer went out (another asker answered, and this one was slow).
     question = a_question(chat, "Who will review the copy?", note=note)
     put = await posed(asker.bus, question)
-    await (await asker.bus.kv(BUCKET_ANSWERED)).put(question.correlation_id, encode_mark(Sent()))
+    assert isinstance(put, QuestionPosed)
+    await answered.put(question.correlation_id, encode_mark(Sent()))
     calls = len(openai_double.requests)
-    await Redelivered(QuestionDesk(asker.bus).on_question)(question)  # Telegram repeated it: posed once
-    await Redelivered(asker.handle)(put)  # and the asker's delivery comes after its answer went out
+    await Redelivered(asker.handle)(put)
     assert len(openai_double.requests) == calls and not await answers_of(asker.bus, question.correlation_id)
-    assert (
-        len([p for p in await _read(asker.bus, SUBJECT_POSED, QuestionPosed) if p.correlation_id == put.correlation_id])
-        == 1
-    )
+
+
+async def test_a_question_after_the_chats_forget_finds_nothing_even_before_the_erasing_is_done(
+    private_bus: Bus,
+) -> None:
+    chat = f"chat{next(_ids)}"
+    note = await a_note(private_bus, chat)
+    await ThreadStore(private_bus).file(chat, (50,), Thread(note=note))
+    await mark_forgotten(await private_bus.kv(BUCKET_ANSWERED), chat, message_id=60)  # erasing under way: note kept
+    for question in (a_question(chat, "Who pays?", about=50), a_question(chat, "Who pays?", note=note, about=49)):
+        said = await posed(private_bus, question)
+        assert isinstance(said, QuestionAnswered) and said.refusal == "forgotten"
+    later = await a_note(private_bus, chat)  # a note sent after the /forget is asked about as any
+    assert isinstance(await posed(private_bus, a_question(chat, "Who pays?", note=later, about=70)), QuestionPosed)
+
+
+async def test_a_note_that_failed_or_was_refused_has_no_transcript_to_ask(private_bus: Bus) -> None:
+    chat = f"chat{next(_ids)}"
+    answered = await private_bus.kv(BUCKET_ANSWERED)
+    refused, failed = f"refused{next(_ids)}", f"failed{next(_ids)}"
+    await answered.put(refused, encode_mark(Sent(outcome="refused")))  # too long, not sound: refused at intake
+    await answered.put(failed, encode_mark(Sent()))  # answered with "no speech": only its trail is kept
+    await NoteStore(private_bus).keep_trail(chat, failed, NoteTrail(seqs=(1,)))
+    for note in (refused, failed):
+        said = await posed(private_bus, a_question(chat, "What did she say?", note=note))
+        assert isinstance(said, QuestionAnswered) and said.refusal == "not_transcribed"
 
 
 # --- the formatter ------------------------------------------------------------------------------------
@@ -358,7 +394,10 @@ async def test_the_answer_goes_out_once_as_a_reply_and_is_kept_for_a_follow_up(
     thread = await ThreadStore(private_bus).get(answer.chat_key, sent[0].message_id)
     assert thread == Thread(
         note="note1",
-        turns=(Turn(question="When?", answer="Monday."), Turn(question=answer.question, answer=answer.answer)),
+        turns=(
+            Turn(question="When?", answer="Monday."),
+            Turn(question=answer.question, answer=answer.answer, asked_at=answer.asked_at),
+        ),
     )
     long_ago = tuple(Turn(question=f"q{n}", answer=f"a{n}") for n in range(MAX_TURNS))
     later = await an_answer(telegram, user, turns=long_ago)
@@ -401,3 +440,32 @@ async def test_telegram_away_holds_the_answer_until_it_is_back_and_sends_it_once
     outcome = await Redelivered((await replies(private_bus, bot)).on_answer, time_scale=0.05)(answer, timeout=120)
     assert outcome == "acked"
     assert len(telegram.messages(user)) == 1
+
+
+async def test_an_answer_longer_than_a_message_is_cut_not_refused(
+    private_bus: Bus, telegram: TelegramDouble, bot: Bot
+) -> None:
+    user = next(_users)
+    answer = await an_answer(telegram, user, answer="Maria & Tom <review> " * 400, at=())
+    await Redelivered((await replies(private_bus, bot)).on_answer)(answer)
+    [sent] = telegram.messages(user)
+    assert sent.text.endswith("…") and "Maria & Tom <review>" in sent.text
+
+
+async def test_a_follow_up_keeps_no_earlier_turn_past_its_own_day(
+    private_bus: Bus, telegram: TelegramDouble, bot: Bot
+) -> None:
+    """Each follow-up files the turns before it again: the entry lives only as long as its oldest turn may."""
+    user = next(_users)
+    day_old = (Turn(question="Who?", answer="Anna.", asked_at=time.time() - USER_DATA_TTL + 600),)
+    answer = await an_answer(telegram, user, turns=day_old)
+    await Redelivered((await replies(private_bus, bot)).on_answer)(answer)
+    key = thread_key(answer.chat_key, telegram.messages(user)[-1].message_id)
+    stored = await private_bus.js.get_last_msg(kv_stream(BUCKET_THREADS), f"$KV.{BUCKET_THREADS}.{key}")
+    lifetime = int((stored.headers or {})["Nats-TTL"].removesuffix("s"))
+    assert 500 < lifetime <= 600, lifetime
+    too_old = (Turn(question="Who?", answer="Anna.", asked_at=time.time() - USER_DATA_TTL - 5),)
+    later = await an_answer(telegram, user, turns=too_old)
+    await Redelivered((await replies(private_bus, bot)).on_answer)(later)
+    kept = await ThreadStore(private_bus).get(later.chat_key, telegram.messages(user)[-1].message_id)
+    assert kept is not None and [t.question for t in kept.turns] == [later.question], "a turn past its day is dropped"

@@ -31,6 +31,7 @@ from infra.bus.names import (
     BUCKET_BUDGET,
     BUCKET_DIGESTS,
     STREAM_ASK,
+    STREAM_ASKER,
     SUBJECT_DIGEST,
     SUBJECT_DIGEST_POSED,
     SUBJECT_DIGEST_WRITTEN,
@@ -46,6 +47,7 @@ from infra.domain.contracts import (
     Segment,
     Transcript,
 )
+from infra.domain.forgotten import mark_forgotten
 from infra.domain.limits import DailyCounter
 from infra.domain.notes import NoteStore, StoredNote
 from infra.domain.registry import ModeRegistry
@@ -71,11 +73,12 @@ SAID = (
 
 
 async def published(bus: Bus, subject: str, kind: type, cid: str) -> list:
-    info = await bus.js.stream_info(STREAM_ASK)
+    stream = STREAM_ASKER if subject.startswith("asker.") else STREAM_ASK
+    info = await bus.js.stream_info(stream)
     found = []
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         try:
-            stored = await bus.js.get_msg(STREAM_ASK, seq)
+            stored = await bus.js.get_msg(stream, seq)
         except Exception:
             continue
         if stored.subject == subject and (event := decoder(kind).decode(stored.data)).correlation_id == cid:
@@ -150,7 +153,7 @@ async def test_a_daily_digest_is_asked_for_at_its_hour_once_whoever_looks(privat
     one, two = DigestClock(private_bus, key), DigestClock(private_bus, key)
     assert await one.tick(nine - datetime.timedelta(hours=1)) == 0, "not before its hour"
     await asyncio.gather(one.tick(nine), two.tick(nine))  # two gateways look at once
-    await one.tick(nine + datetime.timedelta(minutes=30))  # and again within the hour
+    assert await one.tick(nine + datetime.timedelta(minutes=30)) == 0, "not again within the hour"
     info = await private_bus.js.stream_info(STREAM_ASK)
     daily = []
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
@@ -161,6 +164,8 @@ async def test_a_daily_digest_is_asked_for_at_its_hour_once_whoever_looks(privat
     assert daily[0].daily and daily[0].reply.message_id == 0 and daily[0].reply.ui_language == "de"
     assert msgspec.json.decode((await kv.get(chat)).value, type=DigestSchedule).last_day == "20261201"
     assert await one.tick(nine + datetime.timedelta(days=1)) == 1, "and again the next day"
+    late = nine + datetime.timedelta(days=2, hours=3)  # every gateway was down through the hour: asked once back
+    assert await one.tick(late) == 1 and await two.tick(late) == 0
 
 
 async def test_settings_turn_the_daily_digest_on_and_off(private_bus: Bus, telegram: TelegramDouble) -> None:
@@ -208,6 +213,17 @@ async def test_the_notes_of_the_hours_asked_are_posed_once_each_oldest_first(pri
     await Redelivered(DigestDesk(private_bus).on_digest)(short)
     [recent] = await published(private_bus, SUBJECT_DIGEST_POSED, DigestPosed, short.correlation_id)
     assert [s.message_id for s in recent.sources] == [22]
+
+
+async def test_notes_from_before_the_chats_forget_are_not_digested_even_while_being_erased(private_bus: Bus) -> None:
+    chat, now = f"chat{next(_ids)}", time.time()
+    await keep_note(private_bus, chat, 30, "Anna", SAID[0][1], now - 600)
+    await keep_note(private_bus, chat, 40, "Tom", SAID[1][1], now - 60)
+    await mark_forgotten(await private_bus.kv(BUCKET_ANSWERED), chat, message_id=35)  # note 30 not erased yet
+    question = asked(chat)
+    await Redelivered(DigestDesk(private_bus).on_digest)(question)
+    [posed] = await published(private_bus, SUBJECT_DIGEST_POSED, DigestPosed, question.correlation_id)
+    assert [s.message_id for s in posed.sources] == [40]
 
 
 async def test_with_nothing_to_digest_it_says_so_and_a_daily_digest_keeps_quiet(private_bus: Bus) -> None:
@@ -307,9 +323,15 @@ def test_without_links_the_notes_are_listed_by_time_and_speaker_and_names_are_te
     shown = render_digest(written)
     assert shown.startswith("🗞 <b>Digest</b> · the last 6 hours · 2 voice notes")
     assert "• <b>Tom</b>: send the budget [2]" in shown, "a number the notes do not have is dropped"
-    assert "[1] 00:53 &lt;b&gt;Anna&lt;/b&gt; · [2] 01:53 Tom" in shown and "t.me" not in shown
-    long = msgspec.structs.replace(written, topics=tuple(DigestPoint(text="x" * 300, notes=(1,)) for _ in range(40)))
-    assert len(render_digest(long)) <= 3900 and render_digest(long).endswith("…")
+    assert "Notes (UTC): [1] 00:53 &lt;b&gt;Anna&lt;/b&gt; · [2] 01:53 Tom" in shown and "t.me" not in shown
+    many = tuple(DigestSource(number=n, message_id=n, at=1796000000.0, speaker="Somebody Long") for n in range(1, 61))
+    long = msgspec.structs.replace(
+        written, sources=many, topics=tuple(DigestPoint(text="x" * 5000, notes=(n,)) for n in range(1, 41))
+    )
+    shown = render_digest(long)
+    assert len(shown) <= 3900 and "…" in shown, "cut to one message"
+    assert "[60] 00:53 Somebody Long</i>" in shown, "and the notes the points name are all still listed"
+    assert shown.count("x" * 600) == 0, "no point takes the room of the others"
 
 
 @pytest.fixture
@@ -332,8 +354,9 @@ async def test_a_digest_goes_out_once_and_a_daily_one_as_a_message_of_its_own(
         sources=(DigestSource(number=1, message_id=command - 1, at=time.time(), speaker="Anna"),),
         topics=(DigestPoint(text="the launch", notes=(1,)),),
     )
-    marks = AnswerMarks(await private_bus.kv(BUCKET_ANSWERED), lease=1.0)
-    one, two = DigestReplies(private_bus, Sender(bot), marks), DigestReplies(private_bus, Sender(bot), marks)
+    answered = await private_bus.kv(BUCKET_ANSWERED)
+    one = DigestReplies(private_bus, Sender(bot), AnswerMarks(answered, lease=1.0))
+    two = DigestReplies(private_bus, Sender(bot), AnswerMarks(answered, lease=1.0))  # another formatter
     await asyncio.gather(Redelivered(one.on_written)(written), Redelivered(two.on_written)(written))
     daily = msgspec.structs.replace(
         written, correlation_id=f"d{next(_ids)}", reply=msgspec.structs.replace(reply, message_id=0), daily=True

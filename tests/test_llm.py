@@ -163,3 +163,19 @@ async def test_a_deployment_with_a_slow_local_model_waits_for_its_answer(monkeyp
         assert done.parsed is not None and patient.budget == 5.0
     finally:
         await slow.stop()
+
+
+async def test_json_cut_off_at_the_token_limit_is_a_failure_not_raw_json_for_a_chat(
+    openai_double: OpenAIDouble,
+) -> None:
+    """A structured answer cut at `max_tokens` does not decode; kept as prose it would reach a chat as `{"summ…`."""
+    with pytest.raises(LLMFailure, match="truncated"):
+        await llm(openai_double).complete(
+            model="gpt-4o-mini",
+            system="s",
+            user="Текст: the quarterly budget review is moved to Thursday morning",
+            max_tokens=8,
+            temperature=0.2,
+            timeout=5,
+            result_type=DefaultResult,
+        )

@@ -48,6 +48,7 @@ from infra.bus.consumers import (
 from infra.bus.names import (
     BUCKET_AUDIO,
     KV_BUCKETS,
+    KV_ENTRY_TTL,
     STREAM,
     USER_DATA_TTL,
     inbox_prefix,
@@ -304,12 +305,22 @@ class Bus:
         try:
             kv = await self.js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
-            return await self.js.create_key_value(
+            created = await self.js.create_key_value(
                 config=api.KeyValueConfig(bucket=bucket, ttl=ttl, history=history, replicas=self.replicas)
             )
+            if bucket not in KV_ENTRY_TTL:
+                return created
+            kv = created  # its entries' own lifetimes: allowed on the stream below
         config = (await self.js.stream_info(kv_stream(bucket))).config
-        if float(config.max_age or 0) != float(ttl or 0) or config.max_msgs_per_subject != history:
-            changed = dataclasses.replace(config, max_age=ttl or 0, max_msgs_per_subject=history)
+        entry_ttl = bucket in KV_ENTRY_TTL
+        if (
+            float(config.max_age or 0) != float(ttl or 0)
+            or config.max_msgs_per_subject != history
+            or (entry_ttl and not config.allow_msg_ttl)
+        ):
+            changed = dataclasses.replace(
+                config, max_age=ttl or 0, max_msgs_per_subject=history, allow_msg_ttl=config.allow_msg_ttl or entry_ttl
+            )
             await self.js.update_stream(changed)
             log.info("bucket %s: TTL %s s, history %d", bucket, ttl or "none", history)
         return kv
@@ -436,6 +447,12 @@ class Bus:
         except nats.js.errors.NotFoundError:
             return False
         return True
+
+    async def kv_put(self, bucket: str, key: str, value: bytes, ttl: float) -> None:
+        """Write `key` with a lifetime of its own (`ttl` seconds, at least one), shorter than the bucket's: for the
+        buckets of `KV_ENTRY_TTL`, whose stream allows it."""
+        headers = {"Nats-TTL": f"{max(1, int(ttl))}s"}
+        await self.js.publish(f"$KV.{bucket}.{key}", value, stream=kv_stream(bucket), headers=headers)
 
     async def erase(self, bucket: str, key: str) -> None:
         """Remove a key with every trace of it: its values, its history and the delete marker a KV purge leaves."""

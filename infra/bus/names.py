@@ -50,16 +50,20 @@ SUBJECT_FORGET_TRANSCRIPTS = "forget.transcripts"
 SUBJECT_FORGET_INTAKE = "forget.intake"
 SUBJECT_FORGET_ANALYSES_PREFIX = "forget.analyses."
 STREAM_ASK = "ASK"
-"""Questions about a recording and their answers (work queue: gone once handled). The gateway asks
-(`ask.question`); the formatter, which keeps the notes, finds the one asked about and poses the question with its
-transcript (`ask.posed`); any asker answers (`ask.answer`); the formatter replies."""
+"""Questions about a recording and chats' digests, asked and answered (work queue: gone once handled). The gateway
+asks (`ask.question`, `ask.digest`); the formatter, which keeps the notes, finds what is asked about and poses it
+to the askers with the transcripts (`STREAM_ASKER`); an asker answers (`ask.answer`, `ask.digest.written`); the
+formatter replies."""
 SUBJECT_QUESTION = "ask.question"
-SUBJECT_POSED = "ask.posed"
 SUBJECT_ANSWER = "ask.answer"
 SUBJECT_DIGEST = "ask.digest"
 """A chat's digest asked for (`/digest`, or its daily one due): the formatter gathers the chat's notes."""
-SUBJECT_DIGEST_POSED = "ask.digest.posed"
 SUBJECT_DIGEST_WRITTEN = "ask.digest.written"
+STREAM_ASKER = "ASKER"
+"""What the askers take (work queue): a question or a digest posed with its transcripts. A stream of its own, so
+an asker reads only what it answers, never the questions and answers on `ASK` with their chats."""
+SUBJECT_POSED = "asker.question"
+SUBJECT_DIGEST_POSED = "asker.digest"
 
 BUCKET_AUDIO = "voice-audio"  # Object Store: the voice note's bytes
 BUCKET_MODES = "voice-modes"  # KV: live analyzer modes, kept by heartbeats
@@ -106,6 +110,9 @@ KV_BUCKETS: tuple[tuple[str, float | None, int], ...] = (
     (BUCKET_PACE, PACE_TTL, 1),  # a time per hashed chat, five minutes
 )
 """Every KV bucket: (name, TTL in seconds or None for kept, history)."""
+KV_ENTRY_TTL = frozenset({BUCKET_THREADS})
+"""Buckets whose entries may also carry a lifetime of their own, shorter than the bucket's (`Bus.kv_put`): a
+thread copies earlier turns forward, which must not outlive their own day."""
 DUPLICATE_WINDOW = 20 * 60.0
 
 # Consumers every deployment has; analyzers add `analyzer-<MODE>` consumers themselves.
@@ -184,4 +191,5 @@ def streams(replicas: int = 1) -> tuple[api.StreamConfig, ...]:
         # A request a keeper is not there to take (a mode's analyzer gone) expires sooner on its own (`Nats-TTL`).
         stream(STREAM_FORGET, "forget.>", USER_DATA_TTL, retention=api.RetentionPolicy.WORK_QUEUE, allow_msg_ttl=True),
         stream(STREAM_ASK, "ask.>", USER_DATA_TTL, retention=api.RetentionPolicy.WORK_QUEUE),
+        stream(STREAM_ASKER, "asker.>", USER_DATA_TTL, retention=api.RetentionPolicy.WORK_QUEUE),
     )

@@ -377,6 +377,8 @@ class Turn(msgspec.Struct, frozen=True, kw_only=True):
 
     question: str
     answer: str
+    asked_at: float = 0.0
+    """When the question was asked: a turn copied forward into a follow-up's thread lives no longer than its day."""
 
 
 class QuestionAsked(Contract, frozen=True, tag="ask.question/1"):
@@ -400,8 +402,8 @@ class QuestionAsked(Contract, frozen=True, tag="ask.question/1"):
     asked_at: float = msgspec.field(default_factory=time.time)
 
 
-class QuestionPosed(Contract, frozen=True, tag="ask.posed/1"):
-    """A question with what it is to be answered from (`ask.posed`), from the formatter to any asker: the note's
+class QuestionPosed(Contract, frozen=True, tag="asker.question/1"):
+    """A question with what it is to be answered from (`asker.question`), from the formatter to any asker: the note's
     transcript, timed, and the conversation about it so far."""
 
     correlation_id: str
@@ -476,8 +478,8 @@ class DigestSource(msgspec.Struct, frozen=True, kw_only=True):
     speaker: str = ""
 
 
-class DigestPosed(Contract, frozen=True, tag="ask.digest.posed/1"):
-    """The notes of a digest with their transcripts (`ask.digest.posed`), from the formatter to any asker."""
+class DigestPosed(Contract, frozen=True, tag="asker.digest/1"):
+    """The notes of a digest with their transcripts (`asker.digest`), from the formatter to any asker."""
 
     correlation_id: str
     chat_key: str

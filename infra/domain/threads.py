@@ -12,13 +12,14 @@ answered). Kept as long as the notes (a day), and erased with them by `/forget` 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
 import msgspec
 import nats.js.errors
 
 from infra.bus import Bus
-from infra.bus.names import BUCKET_THREADS
+from infra.bus.names import BUCKET_THREADS, USER_DATA_TTL
 from infra.domain.contracts import Turn
 
 log = logging.getLogger("voice_insight.threads")
@@ -57,10 +58,10 @@ class ThreadStore:
         self.bus = bus
 
     async def file(self, chat_key: str, message_ids: Iterable[int], thread: Thread) -> None:
-        kv = await self.bus.kv(BUCKET_THREADS)
+        """Each message filed as the thread, for as long as its oldest turn may be kept (`lifetime`)."""
         value = msgspec.json.encode(thread)
         for message_id in message_ids:
-            await kv.put(thread_key(chat_key, message_id), value)
+            await self.bus.kv_put(BUCKET_THREADS, thread_key(chat_key, message_id), value, lifetime(thread))
 
     async def get(self, chat_key: str, message_id: int) -> Thread | None:
         try:
@@ -70,9 +71,19 @@ class ThreadStore:
         return _decode(entry.value) if entry.value else None
 
 
-def continued(turns: Iterable[Turn], question: str, answer: str) -> tuple[Turn, ...]:
-    """The conversation with one more turn, the oldest dropped past `MAX_TURNS`."""
-    return (*turns, Turn(question=question, answer=answer))[-MAX_TURNS:]
+def continued(turns: Iterable[Turn], question: str, answer: str, asked_at: float) -> tuple[Turn, ...]:
+    """The conversation with one more turn, the oldest dropped past `MAX_TURNS` and past their day."""
+    now = time.time()
+    kept = [t for t in turns if not t.asked_at or now - t.asked_at < USER_DATA_TTL]
+    return (*kept, Turn(question=question, answer=answer, asked_at=asked_at))[-MAX_TURNS:]
+
+
+def lifetime(thread: Thread, now: float | None = None) -> float:
+    """Seconds a thread may be kept: a day, or what is left of its oldest turn's day. Every follow-up files the
+    turns before it again, and nothing anybody asked may outlive its own day by riding along."""
+    now = time.time() if now is None else now
+    asked = [t.asked_at for t in thread.turns if t.asked_at]
+    return max(1.0, min(asked) + USER_DATA_TTL - now) if asked else USER_DATA_TTL
 
 
 async def forget_threads(bus: Bus, chat_key: str, notes: Iterable[str] | None = None) -> int:

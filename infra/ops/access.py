@@ -67,6 +67,7 @@ from infra.bus.names import (
     STREAM,
     STREAM_ADMIN,
     STREAM_ASK,
+    STREAM_ASKER,
     STREAM_FORGET,
     STREAM_INFLIGHT,
     STREAM_PIECES,
@@ -347,10 +348,10 @@ def asker() -> Role:
         user="asker",
         publishes=(SUBJECT_ANSWER, SUBJECT_DIGEST_WRITTEN),
         consumes=(
-            (STREAM_ASK, CONSUMER_ASKER, SUBJECT_POSED),
-            (STREAM_ASK, CONSUMER_ASKER_DIGESTS, SUBJECT_DIGEST_POSED),
+            (STREAM_ASKER, CONSUMER_ASKER, SUBJECT_POSED),
+            (STREAM_ASKER, CONSUMER_ASKER_DIGESTS, SUBJECT_DIGEST_POSED),
         ),
-        looks_up=(STREAM_ASK,),
+        looks_up=(STREAM_ASKER,),
         reads=tuple(kv_stream(b) for b in (BUCKET_ANSWERED, BUCKET_REGISTRY, BUCKET_BUDGET)),
         writes=(f"$KV.{BUCKET_BUDGET}.>",),
     )

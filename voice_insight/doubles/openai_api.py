@@ -333,7 +333,9 @@ class OpenAIDouble(LoopbackServer):
         budget = body.get("max_completion_tokens") or body.get("max_tokens") or 10**9
         finish = "stop"
         if reasoning_tokens + answer_tokens > budget:
-            content, answer_tokens, finish = "", max(0, budget - reasoning_tokens), "length"
+            # Cut at the limit, as the API does: what the hidden reasoning left of the budget, in visible text.
+            left = max(0, budget - reasoning_tokens)
+            content, answer_tokens, finish = content[: left * 4], left, "length"
             reasoning_tokens = min(reasoning_tokens, budget)
         completion_tokens = reasoning_tokens + answer_tokens
         usage = {
