@@ -83,14 +83,8 @@ class AskerService:
         give_up="give_up",
     )
     async def handle(self, posed: QuestionPosed, delivery: Delivery) -> None:
-        answered, _ = await read_mark(await self.bus.kv(BUCKET_ANSWERED), posed.correlation_id)
-        if isinstance(answered, Sent):
-            return  # redelivered after its answer went out
-        if posed.asked_at and time.time() - posed.asked_at > QUESTION_DEADLINE:
-            raise Fail("late")  # no asker was there for a while: the user is told to ask again, not answered hours on
-        if await self.over_budget():
-            LIMITED.labels("budget").inc()
-            raise Fail("budget")
+        if not await self.still_wanted(posed.correlation_id, posed.asked_at, QUESTION_DEADLINE):
+            return
         model = await self.model_now()
         transcript = posed.transcript
         lines = excerpt(timed_lines(transcript.segments, transcript.text), posed.question)
@@ -126,6 +120,19 @@ class AskerService:
         )
         log.info("%s: answered in %.2fs", posed.correlation_id, done.latency)
         await self.publish(answer)
+
+    async def still_wanted(self, cid: str, asked_at: float, deadline: float) -> bool:
+        """Whether the request is to be answered now: not if its answer is out already (a redelivery); `Fail` if it
+        waited past `deadline` for an asker (told to ask again, not answered hours on) or today's budget is spent."""
+        answered, _ = await read_mark(await self.bus.kv(BUCKET_ANSWERED), cid)
+        if isinstance(answered, Sent):
+            return False
+        if asked_at and time.time() - asked_at > deadline:
+            raise Fail("late")
+        if await self.over_budget():
+            LIMITED.labels("budget").inc()
+            raise Fail("budget")
+        return True
 
     async def over_budget(self) -> bool:
         if not self.daily_tokens:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-import time
 
 import msgspec
 
@@ -24,16 +23,13 @@ from analyzers.longtext import CHARS_PER_TOKEN, PARALLEL_PARTS
 from analyzers.service import clean, named
 from infra.bus import Delivery, Fail, consumes
 from infra.bus.names import (
-    BUCKET_ANSWERED,
     CONSUMER_ASKER_DIGESTS,
     STREAM_ASK,
     STREAM_ASKER,
     SUBJECT_DIGEST_POSED,
     SUBJECT_DIGEST_WRITTEN,
 )
-from infra.domain.answers import Sent, read_mark
 from infra.domain.contracts import DigestPoint, DigestPosed, DigestRefusal, DigestWritten, Usage
-from infra.runtime.metrics import LIMITED
 
 log = logging.getLogger("voice_insight.asker")
 
@@ -137,14 +133,8 @@ class DigestWriter:
         give_up="give_up",
     )
     async def handle(self, posed: DigestPosed, delivery: Delivery) -> None:
-        mark, _ = await read_mark(await self.bus.kv(BUCKET_ANSWERED), posed.correlation_id)
-        if isinstance(mark, Sent):
+        if not await self.asker.still_wanted(posed.correlation_id, posed.asked_at, DIGEST_DEADLINE):
             return
-        if posed.asked_at and time.time() - posed.asked_at > DIGEST_DEADLINE:
-            raise Fail("late")
-        if await self.asker.over_budget():
-            LIMITED.labels("budget").inc()
-            raise Fail("budget")
         model = await self.asker.model_now()
         language = named(posed.reply.ui_language)
         spent = Usage()

@@ -27,13 +27,11 @@ from aiogram.types import Message
 from nats.js.kv import KeyValue
 
 from gateway.chats import chat_key
-from gateway.intake import correlation_id
+from gateway.requests import over_the_limit, refuse, reply_to, request_id
 from infra.bus import Bus
 from infra.bus.names import BUCKET_ANSWERED, BUCKET_DIGESTS, STREAM_ASK, SUBJECT_DIGEST
-from infra.domain.answers import Sent, encode_mark, is_answered
+from infra.domain.answers import is_answered
 from infra.domain.contracts import DigestAsked, ReplyTo
-from infra.domain.limits import UserLedger, user_key
-from infra.runtime.metrics import LIMITED
 from infra.runtime.settings import Limits
 from infra.voice.texts import text
 
@@ -78,32 +76,21 @@ async def on_digest(
     message: Message, command: CommandObject, lang: str, bus: Bus, key: bytes, limits: Limits, analyses_on: bool
 ) -> None:
     """`/digest [N h]`: the chat's voice notes of the last day (or N hours), in one message."""
-    cid = correlation_id(key, message.chat.id, message.message_id)
+    cid = request_id(key, message)
     answered = await bus.kv(BUCKET_ANSWERED)
     if await is_answered(answered, cid):
         return  # a repeated update
     hours = hours_asked(command.args)
-    refusal = "digest_usage" if hours is None else None if analyses_on else "analyses_off"
-    user = user_key(key, message.from_user.id) if message.from_user else None
-    if refusal is None and user and limits.per_minute:
-        ledger = UserLedger(bus)
-        await ledger.taken_in(user, cid)
-        if await ledger.recent(user) > limits.per_minute:
-            LIMITED.labels("per_minute").inc()
-            refusal = "ask_slow_down"
-    if refusal is not None or hours is None:
-        await message.reply(text(refusal or "digest_usage", lang))
-        await answered.put(cid, encode_mark(Sent(outcome="refused")))
-        return
+    if hours is None:
+        return await refuse(answered, cid, message, text("digest_usage", lang))
+    if not analyses_on:
+        return await refuse(answered, cid, message, text("analyses_off", lang))
+    if await over_the_limit(bus, key, message, cid, limits):
+        return await refuse(answered, cid, message, text("ask_slow_down", lang))
     asked = DigestAsked(
         correlation_id=cid,
         chat_key=chat_key(key, message.chat.id),
-        reply=ReplyTo(
-            chat_id=message.chat.id,
-            message_id=message.message_id,
-            ui_language=lang,
-            thread_id=message.message_thread_id if message.is_topic_message else None,
-        ),
+        reply=reply_to(message, lang),
         hours=float(hours),
         links=links_work(message),
     )

@@ -23,13 +23,12 @@ from opentelemetry.util.types import Attributes
 
 from gateway.chats import chat_key
 from gateway.intake import correlation_id, media_of
+from gateway.requests import over_the_limit, refuse, reply_to, request_id
 from infra.bus import Bus
 from infra.bus.names import BUCKET_ANSWERED, STREAM_ASK, SUBJECT_QUESTION
-from infra.domain.answers import Sent, encode_mark, is_answered
-from infra.domain.contracts import QuestionAsked, ReplyTo
-from infra.domain.limits import UserLedger, user_key
+from infra.domain.answers import is_answered
+from infra.domain.contracts import QuestionAsked
 from infra.domain.threads import MAX_QUESTION_LENGTH
-from infra.runtime.metrics import LIMITED
 from infra.runtime.settings import Limits
 from infra.runtime.telemetry import step
 from infra.voice.texts import text
@@ -57,7 +56,7 @@ async def on_question(
     message: Message, about: Message, lang: str, bot: Bot, bus: Bus, key: bytes, limits: Limits, analyses_on: bool
 ) -> None:
     """The root span of the question's trace: what it replies to and how long it is, never its words."""
-    cid = correlation_id(key, message.chat.id, message.message_id)
+    cid = request_id(key, message)
     attributes: Attributes = {
         "voice_insight.correlation_id": cid,
         "voice_insight.question.length": len(message.text or ""),
@@ -67,29 +66,15 @@ async def on_question(
         if await is_answered(answered, cid):
             return  # a repeated update of a question answered already
         if not analyses_on:  # said where it was asked; a group's replies to the bot are its own business then
-            if message.chat.type == ChatType.PRIVATE:
-                await message.reply(text("ask_off", lang))
-            await answered.put(cid, encode_mark(Sent(outcome="refused")))
-            return
-        user = user_key(key, message.from_user.id) if message.from_user else None
-        if user and limits.per_minute:
-            ledger = UserLedger(bus)
-            await ledger.taken_in(user, cid)
-            if await ledger.recent(user) > limits.per_minute:
-                LIMITED.labels("per_minute").inc()
-                await message.reply(text("ask_slow_down", lang))
-                await answered.put(cid, encode_mark(Sent(outcome="refused")))
-                return
+            said = text("ask_off", lang) if message.chat.type == ChatType.PRIVATE else None
+            return await refuse(answered, cid, message, said)
+        if await over_the_limit(bus, key, message, cid, limits):
+            return await refuse(answered, cid, message, text("ask_slow_down", lang))
         own = about.from_user is not None and about.from_user.id == (await bot.me()).id
         question = QuestionAsked(
             correlation_id=cid,
             chat_key=chat_key(key, message.chat.id),
-            reply=ReplyTo(
-                chat_id=message.chat.id,
-                message_id=message.message_id,
-                ui_language=lang,
-                thread_id=message.message_thread_id if message.is_topic_message else None,
-            ),
+            reply=reply_to(message, lang),
             question=(message.text or "").strip()[:MAX_QUESTION_LENGTH],
             about_message_id=about.message_id,
             about_sent_at=about.date.timestamp(),

@@ -37,8 +37,8 @@ from gateway.intake import Intake, correlation_key
 from gateway.storage import StoreRoom
 from gateway.updates import GIVE_UP_AFTER, UpdateHandler, UpdatePoller
 from gateway.webhook import WebhookReceiver
-from infra.bus import Bus, ConsumerSpec, Declared, Delivery, declaration, deliver
-from infra.bus.names import BUCKET_ANSWERED, CONSUMER_FORMATTER, STREAM
+from infra.bus import Bus, ConsumerSpec, Declared, Delivery, declaration, decoder, deliver
+from infra.bus.names import BUCKET_ANSWERED, CONSUMER_FORMATTER, STREAM, STREAM_ASK, STREAM_ASKER
 from infra.domain.contracts import Transcript
 from infra.domain.definitions import shipped
 from infra.domain.registry import ModeRegistry
@@ -773,4 +773,20 @@ async def everything_stored(bus: Bus) -> list[tuple[str, str, bytes]]:
             assert msg.seq is not None and msg.subject is not None
             found.append((name, msg.subject, (msg.data or b"") + str(msg.headers or "").encode()))
             seq = msg.seq + 1
+    return found
+
+
+async def waiting_on(bus: Bus, subject: str, kind: type[Any]) -> list[Any]:
+    """The requests and answers published on `subject` (in `ASK`, or the askers' `ASKER`) that nobody has taken:
+    what the test's own handlers were given no chance to consume."""
+    stream = STREAM_ASKER if subject.startswith("asker.") else STREAM_ASK
+    info = await bus.js.stream_info(stream)
+    found: list[Any] = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        try:
+            stored = await bus.js.get_msg(stream, seq)
+        except nats.js.errors.APIError:
+            continue  # taken (a work queue) or deleted meanwhile: the server says not found, or a bad request
+        if stored.subject == subject:
+            found.append(decoder(kind).decode(stored.data))
     return found

@@ -23,15 +23,13 @@ from formatter.replies import QuestionReplies
 from formatter.sending import Sender
 from gateway.chats import chat_key
 from gateway.intake import correlation_id, correlation_key
-from infra.bus import Bus, decoder
+from infra.bus import Bus
 from infra.bus.names import (
     BUCKET_ANSWERED,
     BUCKET_BUDGET,
     BUCKET_JOINS,
     BUCKET_NOTES,
     BUCKET_THREADS,
-    STREAM_ASK,
-    STREAM_ASKER,
     SUBJECT_ANSWER,
     SUBJECT_POSED,
     SUBJECT_QUESTION,
@@ -62,6 +60,7 @@ from tests.support import (  # noqa: F401  (`telegram_of_its_own`: the `telegram
     Gateway,
     Redelivered,
     telegram_of_its_own,
+    waiting_on,
 )
 from voice_insight.doubles.openai_api import OpenAIDouble
 from voice_insight.doubles.telegram_api import TelegramDouble
@@ -79,25 +78,11 @@ SAID = (
 
 async def questions_of(bus: Bus, chat: str) -> list[QuestionAsked]:
     """Every question the gateway published for this chat (nobody takes them here)."""
-    return [q for q in await _read(bus, SUBJECT_QUESTION, QuestionAsked) if q.chat_key == chat]
+    return [q for q in await waiting_on(bus, SUBJECT_QUESTION, QuestionAsked) if q.chat_key == chat]
 
 
 async def answers_of(bus: Bus, cid: str) -> list[QuestionAnswered]:
-    return [a for a in await _read(bus, SUBJECT_ANSWER, QuestionAnswered) if a.correlation_id == cid]
-
-
-async def _read(bus: Bus, subject: str, kind: type) -> list:
-    stream = STREAM_ASKER if subject.startswith("asker.") else STREAM_ASK
-    info = await bus.js.stream_info(stream)
-    found = []
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        try:
-            stored = await bus.js.get_msg(stream, seq)
-        except Exception:
-            continue
-        if stored.subject == subject:
-            found.append(decoder(kind).decode(stored.data))
-    return found
+    return [a for a in await waiting_on(bus, SUBJECT_ANSWER, QuestionAnswered) if a.correlation_id == cid]
 
 
 async def a_note(bus: Bus, chat: str, segments: tuple[Segment, ...] = SAID) -> str:
@@ -131,7 +116,9 @@ def a_question(chat: str, words: str, note: str | None = None, about: int = 7) -
 async def posed(bus: Bus, question: QuestionAsked) -> QuestionPosed | QuestionAnswered:
     """The question through the formatter's desk as the bus delivers it: posed to the askers, or refused."""
     await Redelivered(QuestionDesk(bus).on_question)(question)
-    found = [p for p in await _read(bus, SUBJECT_POSED, QuestionPosed) if p.correlation_id == question.correlation_id]
+    found = [
+        p for p in await waiting_on(bus, SUBJECT_POSED, QuestionPosed) if p.correlation_id == question.correlation_id
+    ]
     found += await answers_of(bus, question.correlation_id)
     assert len(found) == 1, found
     return found[0]
@@ -311,7 +298,9 @@ async def test_a_question_answered_already_is_not_asked_again(asker: AskerServic
     await answered.put(repeated.correlation_id, encode_mark(Sent()))
     await Redelivered(QuestionDesk(asker.bus).on_question)(repeated)
     assert not [
-        p for p in await _read(asker.bus, SUBJECT_POSED, QuestionPosed) if p.correlation_id == repeated.correlation_id
+        p
+        for p in await waiting_on(asker.bus, SUBJECT_POSED, QuestionPosed)
+        if p.correlation_id == repeated.correlation_id
     ]
     # The asker's delivery comes after the answer went out (another asker answered, and this one was slow).
     question = a_question(chat, "Who will review the copy?", note=note)

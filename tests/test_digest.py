@@ -31,7 +31,6 @@ from infra.bus.names import (
     BUCKET_BUDGET,
     BUCKET_DIGESTS,
     STREAM_ASK,
-    STREAM_ASKER,
     SUBJECT_DIGEST,
     SUBJECT_DIGEST_POSED,
     SUBJECT_DIGEST_WRITTEN,
@@ -59,6 +58,7 @@ from tests.support import (  # noqa: F401  (`telegram_of_its_own`: the `telegram
     Gateway,
     Redelivered,
     telegram_of_its_own,
+    waiting_on,
 )
 from voice_insight.doubles.openai_api import OpenAIDouble
 from voice_insight.doubles.telegram_api import TelegramDouble
@@ -73,17 +73,7 @@ SAID = (
 
 
 async def published(bus: Bus, subject: str, kind: type, cid: str) -> list:
-    stream = STREAM_ASKER if subject.startswith("asker.") else STREAM_ASK
-    info = await bus.js.stream_info(stream)
-    found = []
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        try:
-            stored = await bus.js.get_msg(stream, seq)
-        except Exception:
-            continue
-        if stored.subject == subject and (event := decoder(kind).decode(stored.data)).correlation_id == cid:
-            found.append(event)
-    return found
+    return [event for event in await waiting_on(bus, subject, kind) if event.correlation_id == cid]
 
 
 async def keep_note(bus: Bus, chat: str, message_id: int, speaker: str, words: str, at: float) -> str:
