@@ -317,7 +317,7 @@ class Stack:
     def port(self, service: str) -> int:
         """The launcher's port plan for the default stack (see infra.ops.launcher.plan): the fixed children, then
         the analyzers of the registry's modes as they start."""
-        order = ["gateway", "formatter", "transcriber", "registrar", "analyzer-default", "analyzer-tone"]
+        order = ["gateway", "formatter", "transcriber", "registrar", "asker", "analyzer-default", "analyzer-tone"]
         return self.metrics_base + 1 + order.index(service)
 
 

@@ -82,6 +82,7 @@ class Prometheus(PrometheusProcess):
             "analyzer": [stack.port("analyzer-default"), stack.port("analyzer-tone")],
             "formatter": [stack.port("formatter")],
             "registrar": [stack.port("registrar")],
+            "asker": [stack.port("asker")],
         }
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
