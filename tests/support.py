@@ -609,6 +609,18 @@ async def answer_to(telegram: TelegramDouble, chat: int, note: int, timeout: flo
     return found
 
 
+async def reply_to(telegram: TelegramDouble, chat: int, message: int, timeout: float = 90.0) -> SentMessage:
+    """The bot's reply to one message of the user's (a question, a command), once it is there."""
+
+    def found() -> SentMessage | None:
+        return next((m for m in telegram.messages(chat) if m.reply_to == message), None)
+
+    await telegram.wait_for(lambda: found() is not None, timeout)
+    reply = found()
+    assert reply is not None
+    return reply
+
+
 def forgotten_mark(stream: str, data: bytes) -> bool:
     """What `/forget` leaves of each note it erased, so that the note's update, sent again, is not taken in again:
     its answered mark (under the note's ID, a keyed hash), saying only that it was forgotten."""

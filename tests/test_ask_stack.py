@@ -17,10 +17,10 @@ from infra.bus import Bus
 from infra.bus.names import BUCKET_NOTES
 from infra.domain.notes import note_key
 from infra.voice.texts import text
-from tests.support import LONG_EN_TEXT, TOKEN, Speech, Stack, answer_of, answer_to, new_chat
+from tests.support import LONG_EN_TEXT, TOKEN, Speech, Stack, answer_of, answer_to, new_chat, reply_to
 from voice_insight.doubles.openai_api import OpenAIDouble
 from voice_insight.doubles.otlp import OTLPReceiver
-from voice_insight.doubles.telegram_api import SentMessage, TelegramDouble
+from voice_insight.doubles.telegram_api import TelegramDouble
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -28,18 +28,6 @@ KEY = correlation_key(TOKEN)
 BOT_ID = TelegramDouble.BOT_USER["id"]
 _groups = iter(range(-100_900_000_001, -100_910_000_000, -1))  # this module's own
 MOMENT = re.compile(r"\[\d\d:\d\d\]")
-
-
-async def reply_to(telegram: TelegramDouble, chat: int, message: int, timeout: float = 60.0) -> SentMessage:
-    """The bot's reply to one message of the user's."""
-
-    def found() -> SentMessage | None:
-        return next((m for m in telegram.messages(chat) if m.reply_to == message), None)
-
-    await telegram.wait_for(lambda: found() is not None, timeout)
-    reply = found()
-    assert reply is not None
-    return reply
 
 
 async def test_questions_about_a_recording_are_answered_from_it_and_a_follow_up_goes_on(

@@ -17,7 +17,7 @@ from gateway.intake import correlation_key
 from infra.bus import Bus
 from infra.domain.notes import NoteStore
 from infra.voice.texts import text
-from tests.support import EN_TEXT, LONG_EN_TEXT, TOKEN, Speech, Stack, answer_to
+from tests.support import EN_TEXT, LONG_EN_TEXT, TOKEN, Speech, Stack, answer_to, reply_to
 from voice_insight.doubles.telegram_api import SentMessage, TelegramDouble
 
 pytestmark = pytest.mark.timeout(600)
@@ -26,16 +26,6 @@ KEY = correlation_key(TOKEN)
 BOT_ID = TelegramDouble.BOT_USER["id"]
 _groups = iter(range(-100_910_000_001, -100_920_000_000, -1))  # this module's own
 ANNA, TOM = 7_100_001, 7_100_002
-
-
-async def reply_to(telegram: TelegramDouble, chat: int, message: int, timeout: float = 90.0) -> SentMessage:
-    def found() -> SentMessage | None:
-        return next((m for m in telegram.messages(chat) if m.reply_to == message), None)
-
-    await telegram.wait_for(lambda: found() is not None, timeout)
-    reply = found()
-    assert reply is not None
-    return reply
 
 
 async def test_a_groups_digest_names_who_said_what_links_each_note_and_comes_daily(
