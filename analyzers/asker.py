@@ -1,6 +1,7 @@
 """`voice-insight asker`: wiring only. Questions about a recording, posed by the formatter with the note's
-transcript, answered with the LLM (`analyzers.asking`), and chats' digests (`analyzers.digesting`), as an account
-of its own that reads no stored note: it takes only what is posed to it (`ASKER`).
+transcript, answered with the LLM (`analyzers.asking`), chats' digests (`analyzers.digesting`) and chats' own
+modes (`analyzers.chat_analysis`, on the text subject like any mode's analyzer), as an account of its own that
+reads no stored note: it takes only what is posed to it (`ASKER`) and the transcripts.
 
 Any number of askers share the one durable; each question goes to one of them. A model the server does not have
 (`ASK_MODEL`) is said at start, as a mode's is: every question would fail.
@@ -14,8 +15,11 @@ import logging
 import sys
 
 from analyzers.asking import AskerService
+from analyzers.chat_analysis import ChatModeAnalyzer
 from analyzers.digesting import DIGEST_CALL_SECONDS, DigestWriter
 from analyzers.llm import ChatLLM, make_client, offered
+from infra.bus.names import CHAT_MODES_ANNOUNCEMENT
+from infra.domain.modes import announce_forever
 from infra.domain.registry import ModeRegistry
 from infra.runtime.health import port_for
 from infra.runtime.settings import Settings
@@ -37,6 +41,13 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         # A digest's calls read and write much more than a question's: a client of their own with a longer budget.
         digests = ChatLLM(llm.client, max(settings.llm_timeout, DIGEST_CALL_SECONDS))
         await life.bus.start(DigestWriter(service, digests))
+        chat_modes = ChatModeAnalyzer(
+            life.bus, llm, join_timeout=settings.join_timeout, daily_tokens=settings.daily_token_budget
+        )
+        await life.bus.start(chat_modes)  # before announcing: a note that waits for a chat mode must reach it
+        life.background(
+            "chat modes heartbeat", lambda: announce_forever(life.bus, CHAT_MODES_ANNOUNCEMENT, chat_modes.info)
+        )
         await say_if_missing(llm, settings.ask_model)
         life.ready("answering questions about recordings with %s", settings.ask_model or "the DEFAULT mode's model")
         await stop.wait()

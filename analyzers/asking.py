@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
+from analyzers.budget import TokenBudget
 from analyzers.llm import ChatLLM, LLMFailure
 from analyzers.questions import (
     MAX_ANSWER_TOKENS,
@@ -28,7 +29,6 @@ from analyzers.service import clean
 from infra.bus import Bus, Delivery, Fail, consumes
 from infra.bus.names import (
     BUCKET_ANSWERED,
-    BUCKET_BUDGET,
     CONSUMER_ASKER,
     STREAM_ASK,
     STREAM_ASKER,
@@ -37,9 +37,8 @@ from infra.bus.names import (
 )
 from infra.domain.answers import Sent, read_mark
 from infra.domain.contracts import AskRefusal, QuestionAnswered, QuestionPosed, Usage
-from infra.domain.limits import DailyCounter
 from infra.domain.registry import ModeRegistry
-from infra.runtime.metrics import DAILY_TOKENS, LIMITED, TOKENS
+from infra.runtime.metrics import LIMITED, TOKENS
 
 log = logging.getLogger("voice_insight.asker")
 
@@ -58,7 +57,7 @@ class AskerService:
         self.registry = registry
         self.model = model
         """`ASK_MODEL`; empty: the DEFAULT mode's."""
-        self.daily_tokens = daily_tokens
+        self.budget = TokenBudget(bus, daily_tokens)
         self._default_model = FALLBACK_MODEL
 
     async def model_now(self) -> str:
@@ -135,23 +134,13 @@ class AskerService:
         return True
 
     async def over_budget(self) -> bool:
-        if not self.daily_tokens:
-            return False
-        used = await DailyCounter(await self.bus.kv(BUCKET_BUDGET)).get("tokens")
-        DAILY_TOKENS.set(used)
-        return used >= self.daily_tokens
+        return await self.budget.used_up()
 
     async def spend(self, usage: Usage, model: str, label: str = TOKENS_LABEL) -> None:
         """Tokens counted (`label`: questions or digests, never a mode's name) and taken from today's budget."""
         TOKENS.labels(label, model, "input").inc(usage.input_tokens)
         TOKENS.labels(label, model, "output").inc(usage.output_tokens)
-        try:
-            total = await DailyCounter(await self.bus.kv(BUCKET_BUDGET)).add(
-                "tokens", usage.input_tokens + usage.output_tokens
-            )
-            DAILY_TOKENS.set(total)
-        except Exception as exc:
-            log.warning("token budget not updated (%s)", type(exc).__name__)
+        await self.budget.spend(usage)
 
     async def give_up(self, posed: QuestionPosed, exc: BaseException) -> None:
         """No answer this time: the user hears why at once, rather than nothing."""

@@ -1,8 +1,9 @@
 """`voice-insight registrar`: wiring only. The mode desk on the bus, as an account of its own.
 
-Admins' mode changes (any mode) are validated and applied here, so no analyzer needs to write another mode's
-definition: an analyzer writes only its own mode's key (`infra/ops/access.py`). It owns an LLM client for the
-canary calls that validate a change; one is enough (the durable is shared), more only take turns.
+Admins' mode changes (any mode), and chats' own modes (`analyzers.chat_desk`), are validated and applied here,
+so no analyzer needs to write another mode's definition: an analyzer writes only its own mode's key
+(`infra/ops/access.py`). It owns an LLM client for the canary calls that validate a change; one is enough (the
+durables are shared), more only take turns.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import sys
 
+from analyzers.chat_desk import ChatModeDesk, ChatModeRegistrar
 from analyzers.desk import ModeDesk, Registrar
 from analyzers.llm import ChatLLM, make_client
 from infra.domain.registry import ModeRegistry
@@ -28,6 +30,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         llm = ChatLLM(make_client(settings.llm_api_key, settings.openai_base_url), settings.llm_timeout)
         life.closing(llm.client.close)
         await life.bus.start(Registrar(life.bus, ModeDesk(await ModeRegistry.open(life.bus), llm)))
+        await life.bus.start(ChatModeRegistrar(life.bus, ChatModeDesk(life.bus, llm)))
         life.ready("taking mode changes")
         await stop.wait()
 

@@ -20,6 +20,7 @@ import re
 import time
 from typing import Any
 
+from analyzers.budget import TokenBudget
 from analyzers.cache import CachedAnalysis, analysis_cache, cache_key
 from analyzers.guard import VersionGuard
 from analyzers.llm import ChatLLM, Completion, LLMFailure, fenced, offered
@@ -27,7 +28,6 @@ from analyzers.longtext import condense, estimate, room_for_text
 from infra.bus import Bus, Delivery, Fail, consumes
 from infra.bus.names import (
     BUCKET_ANSWERED,
-    BUCKET_BUDGET,
     STREAM_ADMIN,
     SUBJECT_ALERT,
     SUBJECT_TRANSCRIPT,
@@ -37,9 +37,8 @@ from infra.domain import usage
 from infra.domain.answers import is_answered
 from infra.domain.contracts import AdminAlert, Analysis, ModeInfo, Section, Transcript, Usage
 from infra.domain.definitions import TRANSCRIPT_PLACE, ModeDefinition, result_type, sections
-from infra.domain.limits import DailyCounter
 from infra.domain.registry import ModeRegistry, RegistryConflict, UnknownMode
-from infra.runtime.metrics import DAILY_TOKENS, LIMITED, MODE_CALLS, MODE_LATENCY, MODE_ROLLBACKS, SKIPPED, TOKENS
+from infra.runtime.metrics import LIMITED, MODE_CALLS, MODE_LATENCY, MODE_ROLLBACKS, SKIPPED, TOKENS
 from infra.voice.languages import language_name
 
 log = logging.getLogger("voice_insight.analyzer")
@@ -93,6 +92,52 @@ def request_for(d: ModeDefinition, text: str, lang: str) -> dict[str, Any]:
     )
 
 
+async def no_longer_awaited(bus: Bus, transcript: Transcript, join_timeout: float) -> str | None:
+    """Why nobody waits for an analysis of this transcript any more: its join's deadline has passed, or its note is
+    answered already (a backlog replayed after an outage); None while someone does."""
+    if time.time() > transcript.published_at + join_timeout:
+        return "past_deadline"
+    try:
+        if await is_answered(await bus.kv(BUCKET_ANSWERED), transcript.correlation_id):
+            return "already_answered"
+    except Exception as exc:  # cannot tell: do the work rather than risk a missing analysis
+        log.debug("answered mark not readable (%s)", type(exc).__name__)
+    return None
+
+
+async def analyse(llm: ChatLLM, d: ModeDefinition, text: str, lang: str, cid: str) -> tuple[Completion, Usage]:
+    """The mode's call on `text`, condensed first when it would not fit the model's context. A server that says it
+    still does not fit (its window is smaller than we thought) gets it condensed to half of what was sent, up to
+    twice. The answer, and every token spent on it."""
+    language = named(lang)
+    room = room_for_text(d)
+    extra = Usage()
+    for _ in range(3):
+        sent = text
+        if estimate(text) > room:
+            condensed = await condense(llm, d, text, language, room)
+            log.info("%s: a long transcript condensed in %d calls", cid, condensed.calls)
+            extra = Usage(
+                input_tokens=extra.input_tokens + condensed.usage.input_tokens,
+                output_tokens=extra.output_tokens + condensed.usage.output_tokens,
+            )
+            sent = condensed.text
+        try:
+            done = await llm.complete(**request_for(d, sent, lang))
+        except LLMFailure as failure:
+            if failure.reason != "http_400_context_length_exceeded":
+                raise
+            log.warning("%s: the model's context is smaller than its budget says; condensing", cid)
+            room = max(300, estimate(sent) // 2)
+            continue
+        spent = Usage(
+            input_tokens=done.usage.input_tokens + extra.input_tokens,
+            output_tokens=done.usage.output_tokens + extra.output_tokens,
+        )
+        return done, spent
+    raise LLMFailure("http_400_context_length_exceeded")
+
+
 class AnalyzerService:
     """One mode's analyses. The mode's definition is read from the registry for every transcript, so a new
     version applies to the next one with no restart, while a transcript already in hand finishes on the version
@@ -114,8 +159,7 @@ class AnalyzerService:
         MODE_ROLLBACKS.labels(definition.name)  # exported at 0 from the start
         """The last definition read from the registry."""
         self.join_timeout = join_timeout
-        self.daily_tokens = daily_tokens
-        """The whole bot's LLM tokens per day; 0: no budget."""
+        self.budget = TokenBudget(bus, daily_tokens)
         self.mode = definition.name
         self.guard = VersionGuard()
         self.cache = analysis_cache(bus)
@@ -131,34 +175,11 @@ class AnalyzerService:
             log.warning("mode registry not readable (%s); keeping v%d", type(exc).__name__, self.definition.version)
         return self.definition
 
-    async def _over_budget(self) -> bool:
-        if not self.daily_tokens:
-            return False
-        used = await DailyCounter(await self.bus.kv(BUCKET_BUDGET)).get("tokens")
-        DAILY_TOKENS.set(used)
-        return used >= self.daily_tokens
-
-    async def _spend(self, usage: Usage) -> None:
-        try:
-            total = await DailyCounter(await self.bus.kv(BUCKET_BUDGET)).add(
-                "tokens", usage.input_tokens + usage.output_tokens
-            )
-            DAILY_TOKENS.set(total)
-        except Exception as exc:
-            log.warning("token budget not updated (%s)", type(exc).__name__)
-
     async def nobody_waits(self, transcript: Transcript) -> str | None:
         """Why this transcript needs no analysis any more, if it does not."""
         if transcript.modes is not None and self.mode not in transcript.modes:
             return "not_asked"  # the chat switched this mode off, or it went live after the note came in
-        if time.time() > transcript.published_at + self.join_timeout:
-            return "past_deadline"
-        try:
-            if await is_answered(await self.bus.kv(BUCKET_ANSWERED), transcript.correlation_id):
-                return "already_answered"
-        except Exception as exc:  # cannot tell: do the work rather than risk a missing analysis
-            log.debug("answered mark not readable (%s)", type(exc).__name__)
-        return None
+        return await no_longer_awaited(self.bus, transcript, self.join_timeout)
 
     async def info(self) -> ModeInfo | None:
         """This mode's announcement, from its current definition; None while it is disabled."""
@@ -228,7 +249,7 @@ class AnalyzerService:
             about = self._about(transcript, d)
             await self._publish(Analysis(**about, model=cached.model, sections=cached.sections, text=cached.text))
             return
-        if await self._over_budget():
+        if await self.budget.used_up():
             log.warning("%s: %s not run: today's token budget is used up", transcript.correlation_id, self.mode)
             LIMITED.labels("budget").inc()
             raise Fail("budget_exhausted")
@@ -240,7 +261,7 @@ class AnalyzerService:
             await self._judge(d, failure.reason)
             raise Fail(failure.reason) from None
         await self._judge(d, None)
-        await self._spend(spent)
+        await self.budget.spend(spent)
         TOKENS.labels(self.mode, d.model, "input").inc(spent.input_tokens)
         TOKENS.labels(self.mode, d.model, "output").inc(spent.output_tokens)
         MODE_LATENCY.labels(self.mode, str(d.version)).observe(done.latency)
@@ -263,36 +284,7 @@ class AnalyzerService:
         await self._publish(analysis)
 
     async def analyse(self, d: ModeDefinition, text: str, lang: str, cid: str) -> tuple[Completion, Usage]:
-        """The mode's call on `text`, condensed first when it would not fit the model's context. A server that
-        says it still does not fit (its window is smaller than we thought) gets it condensed to half of what
-        was sent, up to twice. The answer, and every token spent on it."""
-        language = named(lang)
-        room = room_for_text(d)
-        extra = Usage()
-        for _ in range(3):
-            sent = text
-            if estimate(text) > room:
-                condensed = await condense(self.llm, d, text, language, room)
-                log.info("%s: %s: a long transcript condensed in %d calls", cid, self.mode, condensed.calls)
-                extra = Usage(
-                    input_tokens=extra.input_tokens + condensed.usage.input_tokens,
-                    output_tokens=extra.output_tokens + condensed.usage.output_tokens,
-                )
-                sent = condensed.text
-            try:
-                done = await self.llm.complete(**request_for(d, sent, lang))
-            except LLMFailure as failure:
-                if failure.reason != "http_400_context_length_exceeded":
-                    raise
-                log.warning("%s: %s: the model's context is smaller than its budget says; condensing", cid, self.mode)
-                room = max(300, estimate(sent) // 2)
-                continue
-            spent = Usage(
-                input_tokens=done.usage.input_tokens + extra.input_tokens,
-                output_tokens=done.usage.output_tokens + extra.output_tokens,
-            )
-            return done, spent
-        raise LLMFailure("http_400_context_length_exceeded")
+        return await analyse(self.llm, d, text, lang, cid)
 
     async def _count(self, d: ModeDefinition, outcome: str, **figures: Any) -> None:
         """This analysis in the per-mode statistics: the metric, and the admins' `/stats` (by the hour)."""

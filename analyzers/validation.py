@@ -12,6 +12,7 @@ The checks, in order, each stopping the candidate with a reason a person can act
 from __future__ import annotations
 
 import time
+from typing import Literal, NamedTuple
 
 import openai
 
@@ -27,25 +28,49 @@ SAMPLE_TRANSCRIPT = (
 """What every canary analyses: short, concrete, with a request, a deadline and a feeling in it."""
 
 
+CanaryKind = Literal["server", "model_missing", "failed", "no_fields", "slow"]
+
+
+class CanaryProblem(NamedTuple):
+    """Why a candidate did not pass the model's half of validating: what kind of fault (a chat mode's instruction
+    is to blame for some, the server for others), the LLM's reason code if there was one, and a sentence."""
+
+    kind: CanaryKind
+    reason: str
+    message: str
+
+
 async def validate(candidate: ModeDefinition, llm: ChatLLM) -> list[str]:
     """Why `candidate` must not be activated; empty when it may be."""
     found = problems(candidate)
     if found:
         return found
+    problem = await canary(candidate, llm)
+    return [problem.message] if problem else []
+
+
+async def canary(candidate: ModeDefinition, llm: ChatLLM) -> CanaryProblem | None:
+    """Checks 2 and 3: the model is on the server, and answers the sample in the mode's fields in time."""
     try:
         listed = await llm.models()  # None: a compatible server without a models endpoint; the canary will tell
     except openai.APIError as exc:
-        return [f"the models endpoint did not answer ({type(exc).__name__}); try again later"]
+        return CanaryProblem(
+            "server", type(exc).__name__, f"the models endpoint did not answer ({type(exc).__name__}); try again later"
+        )
     if listed is not None and not offered(candidate.model, listed):
-        return [f"the model {candidate.model!r} does not exist on the configured server"]
+        return CanaryProblem(
+            "model_missing", "", f"the model {candidate.model!r} does not exist on the configured server"
+        )
     started = time.perf_counter()
     try:
         done = await llm.complete(**request_for(candidate, SAMPLE_TRANSCRIPT, "en"))
     except LLMFailure as failure:
-        return [f"the canary call to {candidate.model} failed: {failure.reason}"]
+        return CanaryProblem("failed", failure.reason, f"the canary call to {candidate.model} failed: {failure.reason}")
     took = time.perf_counter() - started
     if done.parsed is None:
-        return [f"{candidate.model} answered, but not in the mode's fields (no structured output)"]
+        return CanaryProblem(
+            "no_fields", "", f"{candidate.model} answered, but not in the mode's fields (no structured output)"
+        )
     if took > (allowed := llm.timeout_for(candidate.timeout)):
-        return [f"the canary took {took:.1f}s, more than the mode's timeout of {allowed:g}s"]
-    return []
+        return CanaryProblem("slow", "", f"the canary took {took:.1f}s, more than the mode's timeout of {allowed:g}s")
+    return None

@@ -35,6 +35,7 @@ from formatter.replies import file_answer
 from formatter.sending import Sender, away, permanent_reason
 from formatter.status import StatusMessage
 from infra.bus import Bus, Delivery, Fail, Retry, backoff
+from infra.domain.chat_modes import telemetry_name
 from infra.runtime.metrics import ANSWERS, RENDER_FAILURES, observe_stage
 from infra.runtime.telemetry import record_failure, step
 from infra.voice.telegram import TELEGRAM_PERMANENT
@@ -76,11 +77,12 @@ def say_why(span: Span, kind: str, state: JoinState) -> None:
     else:
         missing = state.missing_modes()
         errors = [
-            f"{m}:{e if _BOUNDED.fullmatch(e := (state.analyses[m].error or '')) else 'other'}"
+            f"{telemetry_name(m)}:{e if _BOUNDED.fullmatch(e := (state.analyses[m].error or '')) else 'other'}"
             if m in state.analyses
-            else f"{m}:no_answer"
+            else f"{telemetry_name(m)}:no_answer"
             for m in missing
         ]
+        missing = [telemetry_name(m) for m in missing]  # a chat's own mode by what it is, not by the chat's words
         why = {"voice_insight.modes.missing": ",".join(missing), "voice_insight.modes.errors": ",".join(errors)}
         status = f"partial: {','.join(errors)}"
     span.set_attribute("voice_insight.answer.degraded", True)

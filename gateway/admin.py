@@ -21,6 +21,7 @@ from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import Message, ReplyParameters
 
+from gateway.chat_modes import policy_said
 from gateway.intake import correlation_id
 from infra.bus import Bus, Delivery, consumes
 from infra.bus.names import (
@@ -28,11 +29,13 @@ from infra.bus.names import (
     CONSUMER_GATEWAY_ALERTS,
     STREAM_ADMIN,
     SUBJECT_ALERT,
+    SUBJECT_CHAT_MODE_CHANGE,
     SUBJECT_MODE_CHANGE,
     SUBJECT_MODE_CHANGED,
 )
 from infra.domain import usage
-from infra.domain.contracts import AdminAlert, ModeAction, ModeChange, ModeChangeResult, ReplyTo
+from infra.domain.chat_modes import is_chat_mode, model_for, name_of, read_policy
+from infra.domain.contracts import AdminAlert, ChatModeChange, ModeAction, ModeChange, ModeChangeResult, ReplyTo
 from infra.domain.definitions import ModeDefinition, load
 from infra.domain.limits import user_key
 from infra.domain.registry import ModeRegistry, UnknownMode
@@ -48,7 +51,7 @@ CHANGES: dict[str, tuple[ModeAction, str]] = {
     "disable_mode": ("disable", "/disable_mode MODE"),
     "rollback": ("rollback", "/rollback MODE [VERSION]"),
 }
-ADMIN_COMMANDS = (*CHANGES, "mode", "stats")
+ADMIN_COMMANDS = (*CHANGES, "mode", "stats", "chatmode_policy")
 
 
 @dataclass(frozen=True)
@@ -160,20 +163,61 @@ async def on_mode(message: Message, command: CommandObject, lang: str, bus: Bus,
 async def on_stats(message: Message, lang: str, bus: Bus) -> None:
     """Per mode and version, the last 24 hours: calls, errors by reason, tokens, latency, cache hits."""
     lines = [text("stats_header", lang)]
-    for used in await usage.last_day(bus):
+    figures = await usage.last_day(bus)
+    chats = [used for used in figures if is_chat_mode(used.mode)]
+    for used in [used for used in figures if not is_chat_mode(used.mode)] + chats:
+        if chats and used is chats[0]:
+            lines.append(text("stats_chat_modes", lang))
         day = used.day
         errors = sum(day.errors.values())
         reasons = ", ".join(f"{html.escape(r)} ×{n}" for r, n in sorted(day.errors.items(), key=lambda i: -i[1]))
         p50, p95 = day.percentile(0.5), day.percentile(0.95)
         latency = f"p50 ≤{p50:g}s · p95 ≤{p95:g}s" if p50 is not None and p95 is not None else "no timed calls"
         lines.append(
-            f"<b>{html.escape(used.mode)}</b> v{used.version}: {day.calls} calls · {errors} errors"
+            f"<b>{html.escape(_stats_name(used.mode))}</b> v{used.version}: {day.calls} calls · {errors} errors"
             + (f" ({reasons})" if reasons else "")
             + f" · tokens {day.input_tokens} in / {day.output_tokens} out · {latency} · cache hits {day.cache_hits}"
         )
     if len(lines) == 1:
         lines.append(text("stats_none", lang))
     await message.reply("\n".join(lines))
+
+
+async def on_chat_mode_policy(
+    message: Message, command: CommandObject, lang: str, bus: Bus, admins: Admins, analyses_on: bool
+) -> None:
+    """Chats' own modes for the whole bot: on or off, the model they run on (tried first, as a mode's), how many a
+    chat may have. With no argument, the policy now."""
+    if not analyses_on:
+        await message.reply(text("modes_need_an_llm", lang))
+        return
+    verb, _, value = (command.args or "").strip().partition(" ")
+    value = value.strip()
+    fields: dict[str, object]
+    match verb.lower():
+        case "":
+            policy = await read_policy(bus)
+            await message.reply(policy_said(policy.enabled, await model_for(bus, policy), policy.per_chat, lang))
+            return
+        case "on" | "off" if not value:
+            fields = {"enabled": verb.lower() == "on"}
+        case "model" if value and " " not in value:
+            fields = {"model": value}
+        case "limit" if value.isdigit():
+            fields = {"per_chat": int(value)}
+        case _:
+            return await _usage(message, "/chatmode_policy [on|off|model MODEL|limit N]", lang)
+    assert message.from_user is not None
+    change = ChatModeChange(
+        request_id=correlation_id(admins.key, message.chat.id, message.message_id),
+        action="policy",
+        requested_by=admins.who(message.from_user.id),
+        reply=ReplyTo(chat_id=message.chat.id, message_id=message.message_id, ui_language=lang),
+        **fields,  # type: ignore[arg-type]
+    )
+    await bus.publish(SUBJECT_CHAT_MODE_CHANGE, change, msg_id=change.request_id, stream=STREAM_ADMIN)
+    if "model" in fields:
+        await message.reply(text("mode_checking", lang, mode=html.escape(str(fields["model"]))))
 
 
 REFUSALS = {"mode": "admin_only_mode", "stats": "admin_only_stats"}
@@ -191,6 +235,7 @@ def build_admin_router(admins: Admins) -> Router:
     router.message.register(on_change, Command(*CHANGES), is_admin)
     router.message.register(on_mode, Command("mode"), is_admin)
     router.message.register(on_stats, Command("stats"), is_admin)
+    router.message.register(on_chat_mode_policy, Command("chatmode_policy"), is_admin)
     router.message.register(on_not_admin, Command(*ADMIN_COMMANDS))
     return router
 
@@ -231,6 +276,14 @@ class AdminInbox:
                 )
             except (TelegramForbiddenError, TelegramBadRequest) as exc:  # never started the bot, or blocked it
                 log.warning("an admin cannot be told (%s)", type(exc).__name__)
+
+
+def _stats_name(mode: str) -> str:
+    """A mode as `/stats` names it: a chat's own as `NAME · chat 1a2b3c4d` (its key's start, never the chat)."""
+    if not is_chat_mode(mode):
+        return mode
+    short, _, name = name_of(mode).partition(".")
+    return f"{name} · chat {short}"
 
 
 async def _usage(message: Message, usage: str, lang: str) -> None:

@@ -22,10 +22,13 @@ from gateway.chats import (
     ChatSettingsStore,
     TranscriptView,
     Trigger,
+    chat_key,
     fit_vocabulary,
 )
 from gateway.digests import DigestSchedules
 from infra.bus import Bus
+from infra.domain import chat_modes
+from infra.domain.chat_modes import mode_id
 from infra.domain.modes import live_modes
 from infra.voice.languages import LANGUAGES, language_name, own_name
 from infra.voice.telegram import answer_press
@@ -49,15 +52,23 @@ async def may_change(bot: Bot, chat: Chat, user: User | None, sender_chat: Chat 
     return member.status in ("creator", "administrator")
 
 
+async def switchable_modes(bus: Bus, chat: Chat, lang: str, key: bytes | None) -> list[tuple[str, str]]:
+    """The modes a chat may switch, each as (mode, title): the live ones, then the chat's own (`key`: the bot's,
+    to find them by; none while chat modes are off or nobody runs them)."""
+    modes = [(m.mode, m.titles.get(lang) or m.title) for m in await live_modes(bus)]
+    if key is not None:
+        modes += [(mode_id(m.name), m.title) for m in await chat_modes.for_note(bus, chat_key(key, chat.id))]
+    return modes
+
+
 async def render_settings(
-    bus: Bus, settings: ChatSettings, chat: Chat, lang: str, digests: bool = True
+    bus: Bus, settings: ChatSettings, chat: Chat, lang: str, digests: bool = True, key: bytes | None = None
 ) -> tuple[str, InlineKeyboardMarkup]:
-    """`digests`: the daily digest is offered (a bot without an LLM writes none)."""
-    modes = await live_modes(bus)
+    """`digests`: the daily digest is offered (a bot without an LLM writes none); `key`: the chat's own modes are
+    listed too."""
+    modes = await switchable_modes(bus, chat, lang, key)
     group = chat.type != ChatType.PRIVATE
-    listed = " · ".join(
-        f"{'✅' if settings.wants(m.mode) else '⬜'} {html.escape(m.titles.get(lang) or m.title)}" for m in modes
-    )
+    listed = " · ".join(f"{'✅' if settings.wants(mode) else '⬜'} {html.escape(title)}" for mode, title in modes)
     body = text(
         "settings",
         lang,
@@ -79,11 +90,10 @@ async def render_settings(
         *[
             [
                 InlineKeyboardButton(
-                    text=f"{'✅' if settings.wants(m.mode) else '⬜'} {m.titles.get(lang) or m.title}",
-                    callback_data=f"s:m:{m.mode}",
+                    text=f"{'✅' if settings.wants(mode) else '⬜'} {title}", callback_data=f"s:m:{mode}"
                 )
             ]
-            for m in modes
+            for mode, title in modes
         ],
         [
             InlineKeyboardButton(
@@ -177,8 +187,11 @@ def pressed(settings: ChatSettings, data: str) -> ChatSettings | None:
     return None
 
 
-async def on_settings(message: Message, lang: str, bus: Bus, chat_settings: ChatSettings, analyses_on: bool) -> None:
-    body, keyboard = await render_settings(bus, chat_settings, message.chat, lang, digests=analyses_on)
+async def on_settings(
+    message: Message, lang: str, bus: Bus, chat_settings: ChatSettings, analyses_on: bool, key: bytes
+) -> None:
+    own = key if analyses_on else None
+    body, keyboard = await render_settings(bus, chat_settings, message.chat, lang, digests=analyses_on, key=own)
     await message.answer(body, reply_markup=keyboard)
 
 
@@ -191,8 +204,10 @@ async def on_settings_press(
     chat_settings: ChatSettings,
     schedules: DigestSchedules,
     analyses_on: bool,
+    key: bytes,
 ) -> None:
     message = query.message
+    own = key if analyses_on else None
     assert isinstance(message, Message) and query.data is not None
     if query.data == "s:voc":
         await answer_press(query)
@@ -207,7 +222,7 @@ async def on_settings_press(
         elif query.data == "s:dig" and analyses_on:
             body, keyboard = digest_menu(chat_settings, lang)
         else:
-            body, keyboard = await render_settings(bus, chat_settings, message.chat, lang, digests=analyses_on)
+            body, keyboard = await render_settings(bus, chat_settings, message.chat, lang, digests=analyses_on, key=own)
         await message.edit_text(body, reply_markup=keyboard)
         await answer_press(query)
         return
@@ -219,7 +234,7 @@ async def on_settings_press(
     if query.data.startswith("s:dig:"):  # the schedule first: a press redelivered after it sees no change
         await schedules.set(message, changed.digest_hour, lang)
     await chats.put(message.chat.id, changed)
-    body, keyboard = await render_settings(bus, changed, message.chat, lang, digests=analyses_on)
+    body, keyboard = await render_settings(bus, changed, message.chat, lang, digests=analyses_on, key=own)
     await message.edit_text(body, reply_markup=keyboard)
     await answer_press(query)
 

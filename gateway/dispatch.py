@@ -10,6 +10,7 @@ from aiogram import Dispatcher
 from gateway.access import AccessGate
 from gateway.admin import Admins, build_admin_router
 from gateway.buttons import build_buttons_router
+from gateway.chat_modes import build_chat_modes_router
 from gateway.chat_settings import build_settings_router
 from gateway.chats import ChatSettingsStore
 from gateway.context import with_context
@@ -32,6 +33,7 @@ def build_dispatcher(limits: Limits, admins: Admins) -> Dispatcher:
     dispatcher.include_routers(
         build_admin_router(admins),
         build_settings_router(),
+        build_chat_modes_router(),
         build_buttons_router(),
         build_membership_router(),
         build_router(),

@@ -15,6 +15,7 @@ from aiogram.enums import ChatType
 from aiogram.filters import Command, CommandStart, Filter
 from aiogram.types import Message
 
+from gateway.chat_modes import forget_chat_modes
 from gateway.chat_settings import may_change
 from gateway.chats import ChatSettings, ChatSettingsStore, chat_key
 from gateway.digests import DigestSchedules, on_digest
@@ -22,6 +23,7 @@ from gateway.forget import ask_to_forget
 from gateway.intake import Intake, Media, media_of
 from gateway.questions import AsksAboutNote, on_question
 from infra.bus import Bus
+from infra.domain.chat_modes import modes_of
 from infra.domain.contracts import ForgetChat
 from infra.domain.limits import user_key
 from infra.domain.modes import live_modes
@@ -68,7 +70,11 @@ async def on_start(message: Message, lang: str, analyses_on: bool) -> None:
 async def on_help(message: Message, lang: str, max_audio_seconds: float, analyses_on: bool) -> None:
     """How to use it, and asking about a recording where there is an LLM to answer."""
     said = text("help", lang, limit=duration_limit(max_audio_seconds, lang))
-    more = f"{text('help_ask', lang)}\n\n{text('help_digest', lang)}" if analyses_on else text("analyses_off", lang)
+    more = (
+        "\n\n".join(text(part, lang) for part in ("help_ask", "help_digest", "help_chat_modes"))
+        if analyses_on
+        else text("analyses_off", lang)
+    )
     await message.answer(f"{said}\n\n{more}")
 
 
@@ -130,12 +136,14 @@ async def on_forget(
         chat_id=message.chat.id,
         thread_id=message.message_thread_id if message.is_topic_message else None,
         ui_language=lang,
-        settings=await chats.get(message.chat.id) != ChatSettings(),
+        settings=await chats.get(message.chat.id) != ChatSettings()
+        or bool((await modes_of(bus, chat_key(key, message.chat.id))).modes),
     )
     # Asked first, erased after: a redelivered /forget asks once (the same ID) and says what there was.
     await ask_to_forget(bus, request, user_key(key, sender.id) if sender else None, message.message_id)
     await chats.forget(message.chat.id)
     await schedules.forget(message.chat.id)
+    await forget_chat_modes(bus, key, message.chat.id, message.message_id)
 
 
 async def on_privacy(message: Message, lang: str, llm_provider: str, analyses_on: bool) -> None:

@@ -52,7 +52,9 @@ from infra.bus.names import (
     SUBJECT_AUDIO,
     SUBJECT_AUDIO_QUEUED,
 )
+from infra.domain import chat_modes
 from infra.domain.answers import Sent, encode_mark, is_answered, read_mark
+from infra.domain.chat_modes import mode_id
 from infra.domain.contracts import AudioReceived, AudioRef, Origin
 from infra.domain.limits import FAIR_SHARE, DailyCounter, UserLedger, note_finished, user_key
 from infra.domain.modes import live_modes, mode_titles
@@ -637,7 +639,16 @@ class Intake:
                     # Read in chunks, never whole (nats-py takes any reader; its annotation says less).
                     await store.put(event.audio.object_name, spool.file)  # type: ignore[arg-type]
                 modes = [m for m in await live_modes(self.bus) if settings.wants(m.mode)]
-                ready = msgspec.structs.replace(event, modes=tuple(m.mode for m in modes), titles=mode_titles(modes))
+                own = [
+                    m
+                    for m in await chat_modes.for_note(self.bus, event.origin.chat_key)
+                    if settings.wants(mode_id(m.name))
+                ]
+                ready = msgspec.structs.replace(
+                    event,
+                    modes=(*(m.mode for m in modes), *(mode_id(m.name) for m in own)),
+                    titles={**mode_titles(modes), **chat_modes.note_titles(own)},
+                )
                 subject = SUBJECT_AUDIO
                 # Fair order: a user's notes beyond their share (this one included) wait behind everyone
                 # else's first ones.

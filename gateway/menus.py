@@ -13,7 +13,7 @@ from aiogram.types import BotCommand
 from infra.voice.languages import DEFAULT_LANGUAGE, LANGUAGES
 from infra.voice.texts import text
 
-MENU = ("help", "settings", "transcribe", "digest", "vocabulary", "list_modes", "privacy", "forget")
+MENU = ("help", "settings", "transcribe", "digest", "chatmodes", "vocabulary", "list_modes", "privacy", "forget")
 """The commands everyone may use, in the menu's order (the admins' commands are not advertised)."""
 
 

@@ -273,6 +273,10 @@ def a_transcript(cid: str, text: str = "We ship on Monday.", **fields: Any) -> T
     return Transcript(correlation_id=cid, text=text, **{**values, **fields})
 
 
+STACK_ADMIN = 49_000_001
+"""The session stack's one bot admin (`ADMIN_USER_IDS`): its private chat is this id."""
+
+
 def stack_env(
     nats: NatsServer, telegram: TelegramDouble, openai: OpenAIDouble, model: Path, state: Path
 ) -> dict[str, str]:
@@ -292,6 +296,7 @@ def stack_env(
         VOICE_INSIGHT_STATE_DIR=str(state),
         METRICS_PORT=str(free_port_block()),
         ALLOWED_USERS="open",
+        ADMIN_USER_IDS=str(STACK_ADMIN),
         PYTHONUNBUFFERED="1",
     )
     return env

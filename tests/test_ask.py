@@ -274,7 +274,7 @@ async def test_past_the_token_budget_or_with_the_llm_down_the_question_is_told_s
     assert down.refusal == "failed" and not down.answer
     openai_double.heal()
     calls = len(openai_double.requests)
-    asker.daily_tokens = 1000
+    asker.budget.daily_tokens = 1000
     await DailyCounter(await asker.bus.kv(BUCKET_BUDGET)).add("tokens", 1000)
     spent = await ask(asker, a_question(chat, "Who will review the copy?", note=note))
     assert spent.refusal == "budget" and len(openai_double.requests) == calls, "no call past the budget"

@@ -286,7 +286,7 @@ async def test_past_the_budget_or_with_the_llm_down_the_chat_is_told(
     [failed] = await published(writer.bus, SUBJECT_DIGEST_WRITTEN, DigestWritten, down.correlation_id)
     assert failed.refusal == "failed" and render_digest(failed) == text("digest_failed", "en")
     openai_double.heal()
-    writer.asker.daily_tokens = 10
+    writer.asker.budget.daily_tokens = 10
     await DailyCounter(await writer.bus.kv(BUCKET_BUDGET)).add("tokens", 10)
     spent = a_posed()
     await Redelivered(writer.handle)(spent)

@@ -47,6 +47,7 @@ class Outbox:
             model=known.model,
             transcribe_seconds=round(seconds, 3),
             modes=note.modes,
+            chat_key=note.origin.chat_key,
         )
         await self.bus.publish(SUBJECT_TRANSCRIPT, transcript, msg_id=f"{cid}.transcript")
 

@@ -31,12 +31,18 @@ SUBJECT_PIECE = "piece.transcribe"
 own story, which the formatter reads whole)."""
 SUBJECT_FAILED = "voice.failed"
 SUBJECT_ANALYSIS_PREFIX = "voice.analysis."
+SUBJECT_CHAT_ANALYSIS = "voice.analysis.chat"
+"""Every chat mode's analysis (`Analysis.mode` says which): one subject, so no chat's mode name is a subject."""
 SUBJECT_ALL = "voice.>"
 STREAM_ADMIN = "ADMIN"
 """Administration: mode changes asked for and their results, alerts for the admins (kept a day)."""
 SUBJECT_MODE_CHANGE = "admin.mode.change"
 SUBJECT_MODE_CHANGED = "admin.mode.changed"
 SUBJECT_ALERT = "admin.alert"
+SUBJECT_CHAT_MODE_CHANGE = "admin.chatmode.change"
+"""A chat's own mode defined, dropped or forgotten, or the bot admins' policy for chat modes changed: for the
+registrar, which validates a definition (a canary call) and is the one writer of `voice-chat-modes`."""
+SUBJECT_CHAT_MODE_CHANGED = "admin.chatmode.changed"
 SUBJECT_NOTE_GET = "notes.get"
 """A stored note asked for by its exact key (a button under its answer): a request the formatter answers, outside
 every stream. The gateway reads notes only this way: a key it names, never a wildcard, never a listing."""
@@ -85,6 +91,7 @@ BUCKET_PACE = "voice-pace"  # KV: the Bot API's next free slots, per keyed hash 
 PACE_TTL = 300.0
 BUCKET_THREADS = "voice-threads"  # KV: the bot's messages a reply may ask about: which note, the turns so far
 BUCKET_DIGESTS = "voice-digests"  # KV: the chats that asked for a daily digest, and when; until switched off
+BUCKET_CHAT_MODES = "voice-chat-modes"  # KV: chats' own modes by chat key, and the policy; until dropped or /forget
 BUCKET_REGISTRY = "voice-mode-registry"  # KV: every mode's definition, with history; configuration, not user data
 REGISTRY_HISTORY = 20
 
@@ -106,6 +113,7 @@ KV_BUCKETS: tuple[tuple[str, float | None, int], ...] = (
     (BUCKET_THREADS, USER_DATA_TTL, 1),  # as long as the notes they point at
     (BUCKET_PIECES, USER_DATA_TTL, 1),  # as long as the note's audio: a long note's pieces may wait for hours
     (BUCKET_CHATS, None, 1),  # configuration a chat chose, not what it said
+    (BUCKET_CHAT_MODES, None, 1),  # a chat's own modes, configuration it chose: until dropped or /forget
     (BUCKET_DIGESTS, None, 1),  # a chat's choice of a daily digest: kept until switched off or /forget
     (BUCKET_PACE, PACE_TTL, 1),  # a time per hashed chat, five minutes
 )
@@ -136,6 +144,12 @@ CONSUMER_FORMATTER_ANSWERS = "formatter-answers"
 CONSUMER_FORMATTER_DIGESTS = "formatter-digests"
 CONSUMER_FORMATTER_DIGESTED = "formatter-digested"
 CONSUMER_ASKER_DIGESTS = "asker-digests"
+CONSUMER_ASKER_CHAT_MODES = "asker-chat-modes"
+CONSUMER_CHAT_MODE_REGISTRAR = "chatmode-registrar"
+CONSUMER_GATEWAY_CHAT_MODES = "gateway-chatmodes"
+CHAT_MODES_ANNOUNCEMENT = "chat-modes"
+"""The key in `voice-modes` under which the chat modes' analyzer says it is there (no mode of the registry's: a
+mode's name is capitals)."""
 
 
 def kv_stream(bucket: str) -> str:

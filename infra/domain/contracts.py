@@ -160,6 +160,8 @@ class Transcript(Contract, frozen=True, tag="voice.transcript/1"):
     published_at: float = msgspec.field(default_factory=time.time)
     modes: tuple[str, ...] | None = None
     """The modes this note asked for (the chat may have switched some off); None: every mode, as before."""
+    chat_key: str | None = None
+    """The note's chat as the bus knows it (`Origin.chat_key`): where a chat's own modes are looked up."""
 
 
 class TranscriptionProgress(Contract, frozen=True, tag="voice.progress/1"):
@@ -304,6 +306,64 @@ class ModeChangeResult(Contract, frozen=True, tag="admin.mode.changed/1"):
     problems: tuple[str, ...] = ()
     version: int | None = None
     model: str | None = None
+    reply: ReplyTo | None = None
+
+
+ChatModeAction = Literal["define", "drop", "forget", "policy"]
+ChatModeRefusal = Literal[
+    "off",  # the bot's admins switched chat modes off
+    "too_many",  # the chat has as many as it may (`values["count"]`)
+    "name",  # the name is not 1-24 capital letters, digits or _
+    "title",  # the title is empty or too long (`values["max"]`)
+    "instruction",  # the instruction is too short or too long (`values["min"]`, `values["max"]`)
+    "refused",  # the model would not follow the instruction (a canary call was refused or gave nothing usable)
+    "unchecked",  # the check could not run now (the model or the server failed): nothing is stored, try again
+    "unknown",  # `drop`: the chat has no mode by that name
+    "model",  # `policy`: the model chosen for chat modes failed its canary (`values["model"]`, `values["reason"]`)
+]
+
+
+class ChatModeChange(Contract, frozen=True, tag="admin.chatmode.change/1"):
+    """A chat's own mode defined (`/newmode`), dropped (`/dropmode`) or all of them forgotten (`/forget`), or the
+    bot admins' policy for chat modes changed (`policy`), on `admin.chatmode.change`: the registrar validates a
+    definition with a canary call, as it does an admin's mode, and is the one writer of `voice-chat-modes`."""
+
+    request_id: str
+    action: ChatModeAction
+    chat_key: str = ""
+    """The chat as the bus knows it; empty for `policy`."""
+    name: str = ""
+    title: str = ""
+    instruction: str = ""
+    """What the mode asks of the model about each note, in the chat's words (`define`)."""
+    enabled: bool | None = None
+    """`policy`: chat modes on or off for every chat (None: unchanged)."""
+    model: str | None = None
+    """`policy`: the model chat modes run on (validated first; None: unchanged)."""
+    per_chat: int | None = None
+    """`policy`: how many modes a chat may have (None: unchanged)."""
+    requested_by: str = ""
+    """`chat`, or `admin:<keyed hash>` for a policy: never a raw user id."""
+    reply: ReplyTo | None = None
+
+
+class ChatModeChangeResult(Contract, frozen=True, tag="admin.chatmode.changed/1"):
+    """What became of a `ChatModeChange` (`admin.chatmode.changed`): done, or refused with why, for the gateway to
+    say in the chat's language."""
+
+    request_id: str
+    action: ChatModeAction
+    accepted: bool
+    name: str = ""
+    refusal: ChatModeRefusal | None = None
+    values: dict[str, str] = {}
+    """What the refusal's words name (a limit, the model's reason)."""
+    replaced: bool = False
+    """`define`: a mode of that name was there and is replaced."""
+    enabled: bool = True
+    model: str = ""
+    per_chat: int = 0
+    """`policy`: the policy now."""
     reply: ReplyTo | None = None
 
 

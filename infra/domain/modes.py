@@ -16,7 +16,7 @@ import msgspec
 import nats.js.errors
 
 from infra.bus import Bus, encode
-from infra.bus.names import BUCKET_MODES, MODES_TTL
+from infra.bus.names import BUCKET_MODES, CHAT_MODES_ANNOUNCEMENT, MODES_TTL
 from infra.domain.contracts import ModeInfo
 from infra.domain.definitions import MODE_NAME
 from infra.domain.registry import ModeRegistry, UnknownMode
@@ -39,6 +39,8 @@ async def live_modes(bus: Bus) -> list[ModeInfo]:
     keys = await bus.kv_keys(BUCKET_MODES)
     modes: list[ModeInfo] = []
     for key in keys:
+        if key == CHAT_MODES_ANNOUNCEMENT:
+            continue  # chats' own modes are there, none of them a mode of every chat's
         try:
             entry = await kv.get(key)
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):

@@ -30,6 +30,7 @@ from infra.bus.names import (
     BUCKET_ANSWERED,
     BUCKET_AUDIO,
     BUCKET_BUDGET,
+    BUCKET_CHAT_MODES,
     BUCKET_CHATS,
     BUCKET_DIGESTS,
     BUCKET_INTAKE,
@@ -44,9 +45,12 @@ from infra.bus.names import (
     BUCKET_TRANSCRIPT_CACHE,
     BUCKET_USAGE,
     BUCKET_USERS,
+    CHAT_MODES_ANNOUNCEMENT,
     CONSUMER_ADMIN_REPLIES,
     CONSUMER_ASKER,
+    CONSUMER_ASKER_CHAT_MODES,
     CONSUMER_ASKER_DIGESTS,
+    CONSUMER_CHAT_MODE_REGISTRAR,
     CONSUMER_FORMATTER,
     CONSUMER_FORMATTER_ANSWERS,
     CONSUMER_FORMATTER_DEADLINE,
@@ -58,6 +62,7 @@ from infra.bus.names import (
     CONSUMER_FORMATTER_WATCHDOG_QUEUED,
     CONSUMER_GATEWAY,
     CONSUMER_GATEWAY_ALERTS,
+    CONSUMER_GATEWAY_CHAT_MODES,
     CONSUMER_GATEWAY_FORGET,
     CONSUMER_REGISTRAR,
     CONSUMER_TRANSCRIBER,
@@ -78,6 +83,9 @@ from infra.bus.names import (
     SUBJECT_ANSWER,
     SUBJECT_AUDIO,
     SUBJECT_AUDIO_QUEUED,
+    SUBJECT_CHAT_ANALYSIS,
+    SUBJECT_CHAT_MODE_CHANGE,
+    SUBJECT_CHAT_MODE_CHANGED,
     SUBJECT_DIGEST,
     SUBJECT_DIGEST_POSED,
     SUBJECT_DIGEST_WRITTEN,
@@ -103,6 +111,7 @@ from infra.bus.names import (
     kv_stream,
     object_stream,
 )
+from infra.domain.chat_modes import PREFIX
 
 ADMIN = "admin"
 API = "$JS.API"
@@ -196,10 +205,11 @@ def gateway() -> Role:
         user="gateway",
         publishes=(SUBJECT_UPDATES, SUBJECT_AUDIO, SUBJECT_AUDIO_QUEUED, SUBJECT_RERUN, SUBJECT_TRANSCRIPT)
         + (SUBJECT_MODE_CHANGE, SUBJECT_FORGET_CHAT, SUBJECT_NOTE_GET, SUBJECT_QUESTION, SUBJECT_DIGEST)
-        + ("inflight.>", "recent.>"),
+        + (SUBJECT_CHAT_MODE_CHANGE, "inflight.>", "recent.>"),
         consumes=(
             (STREAM_UPDATES, CONSUMER_GATEWAY, SUBJECT_UPDATES),
             (STREAM_ADMIN, CONSUMER_ADMIN_REPLIES, SUBJECT_MODE_CHANGED),
+            (STREAM_ADMIN, CONSUMER_GATEWAY_CHAT_MODES, SUBJECT_CHAT_MODE_CHANGED),
             (STREAM_ADMIN, CONSUMER_GATEWAY_ALERTS, SUBJECT_ALERT),
             (STREAM_FORGET, CONSUMER_GATEWAY_FORGET, SUBJECT_FORGET_INTAKE),
         ),
@@ -209,6 +219,7 @@ def gateway() -> Role:
             kv_stream(b)
             for b in (BUCKET_INTAKE, BUCKET_ANSWERED, BUCKET_QUOTA, BUCKET_USERS, BUCKET_CHATS, BUCKET_DIGESTS)
             + (BUCKET_MODES, BUCKET_REGISTRY, BUCKET_PACE, BUCKET_USAGE)  # usage: the admins' /stats
+            + (BUCKET_CHAT_MODES,)  # a chat's own modes: what its notes wait for, its /chatmodes
         )
         + (object_stream(BUCKET_AUDIO),),  # storing an object reads its meta first
         writes=tuple(
@@ -327,33 +338,47 @@ def analyzer(mode: str) -> Role:
 
 
 def registrar() -> Role:
-    """The mode desk on the bus: takes the admins' mode changes, validates each (a canary call to the model) and
-    applies it to the registry; the one account that writes any mode's definition."""
+    """The mode desk on the bus: takes the admins' mode changes and the chats' own modes, validates each (a canary
+    call to the model) and applies it; the one account that writes any mode's definition, and any chat's."""
     return Role(
         user="registrar",
-        publishes=(SUBJECT_MODE_CHANGED,),
-        consumes=((STREAM_ADMIN, CONSUMER_REGISTRAR, SUBJECT_MODE_CHANGE),),
+        publishes=(SUBJECT_MODE_CHANGED, SUBJECT_CHAT_MODE_CHANGED),
+        consumes=(
+            (STREAM_ADMIN, CONSUMER_REGISTRAR, SUBJECT_MODE_CHANGE),
+            (STREAM_ADMIN, CONSUMER_CHAT_MODE_REGISTRAR, SUBJECT_CHAT_MODE_CHANGE),
+        ),
         looks_up=(STREAM_ADMIN,),
-        reads=(kv_stream(BUCKET_REGISTRY),),
-        writes=(f"$KV.{BUCKET_REGISTRY}.>",),
+        reads=(kv_stream(BUCKET_REGISTRY), kv_stream(BUCKET_CHAT_MODES)),
+        writes=(f"$KV.{BUCKET_REGISTRY}.>", f"$KV.{BUCKET_CHAT_MODES}.>"),
+        erases=(kv_stream(BUCKET_CHAT_MODES),),  # a chat's /forget
     )
 
 
 def asker() -> Role:
     """Answers questions about a recording and writes chats' digests, posed with the notes' transcripts by the
-    formatter (which keeps the notes: the asker, like an analyzer, reads none). It reads the answered marks (a
-    question answered already), the modes' registry (the DEFAULT mode's model) and the shared token budget, which
-    it spends from."""
+    formatter (which keeps the notes: the asker, like an analyzer, reads none), and runs chats' own modes on the
+    transcripts, as an analyzer does: their definitions it reads, their analyses (one subject for all), their
+    usage figures (keys under `chat.`) and their announcement it writes. It reads the answered marks (a question
+    answered already), the modes' registry (the DEFAULT mode's model) and the shared token budget, which it
+    spends from."""
     return Role(
         user="asker",
-        publishes=(SUBJECT_ANSWER, SUBJECT_DIGEST_WRITTEN),
+        publishes=(SUBJECT_ANSWER, SUBJECT_DIGEST_WRITTEN, SUBJECT_CHAT_ANALYSIS),
         consumes=(
             (STREAM_ASKER, CONSUMER_ASKER, SUBJECT_POSED),
             (STREAM_ASKER, CONSUMER_ASKER_DIGESTS, SUBJECT_DIGEST_POSED),
+            (STREAM, CONSUMER_ASKER_CHAT_MODES, SUBJECT_TRANSCRIPT),
         ),
         looks_up=(STREAM_ASKER,),
-        reads=tuple(kv_stream(b) for b in (BUCKET_ANSWERED, BUCKET_REGISTRY, BUCKET_BUDGET)),
-        writes=(f"$KV.{BUCKET_BUDGET}.>",),
+        reads=tuple(
+            kv_stream(b)
+            for b in (BUCKET_ANSWERED, BUCKET_REGISTRY, BUCKET_BUDGET, BUCKET_CHAT_MODES, BUCKET_MODES, BUCKET_USAGE)
+        ),
+        writes=(
+            f"$KV.{BUCKET_BUDGET}.>",
+            f"$KV.{BUCKET_USAGE}.{PREFIX}>",
+            f"$KV.{BUCKET_MODES}.{CHAT_MODES_ANNOUNCEMENT}",
+        ),
     )
 
 

@@ -81,6 +81,56 @@ _TEXTS: dict[str, str | Plural] = {
         "/digest: the topics, decisions, open questions and actions of this chat's voice notes of the last 24 hours "
         "(/digest 6h for less). /settings can send one every day."
     ),
+    "help_chat_modes": N_(
+        "<b>Your own analysis</b>\n"
+        "/newmode NAME Title, and on the next lines what to look for in every voice note, adds a mode of this "
+        "chat's own (in a group, its admins do): its answers get it as a section of their own. /chatmodes lists "
+        "them, /dropmode NAME removes one."
+    ),
+    "chatmode_usage": N_(
+        "How to add a mode of this chat's own: the name (capital letters) and a title on the first line, what to "
+        "look for in every voice note on the next ones, for example:\n"
+        "<code>/newmode DATES 📅 Dates\n"
+        "List every date, deadline and appointment mentioned, with who committed to it.</code>"
+    ),
+    "chatmode_checking": N_("⏳ Trying “{title}” on a sample recording…"),
+    "chatmode_defined": N_(
+        "✅ “{title}” ({name}) is on in this chat: the answers to its voice notes get it as a section of their "
+        "own. /chatmodes lists this chat's modes; /dropmode {name} removes it."
+    ),
+    "chatmode_replaced": N_("✅ “{title}” ({name}) is updated: the next voice notes get the new instruction."),
+    "chatmode_refused_off": N_("Modes of a chat's own are switched off on this bot by its admins."),
+    "chatmode_refused_too_many": P_(
+        "❌ This chat has {count} mode of its own already, as many as it may. /dropmode it first.",
+        "❌ This chat has {count} modes of its own already, as many as it may. /dropmode one first.",
+    ),
+    "chatmode_refused_name": N_(
+        "❌ A mode's name is 1 to 24 capital Latin letters, digits or _, starting with a letter: DATES, "
+        "CLIENT_ASKS."
+    ),
+    "chatmode_refused_title": N_("❌ The title is missing or too long: {max} characters at most."),
+    "chatmode_refused_instruction": N_("❌ The instruction must be {min} to {max} characters long."),
+    "chatmode_refused_refused": N_(
+        "❌ The model would not follow this instruction on a sample recording ({reason}); nothing was saved. "
+        "Put it another way and try again."
+    ),
+    "chatmode_refused_unchecked": N_(
+        "⚠️ The instruction could not be tried just now ({reason}); nothing was saved. Please try again later."
+    ),
+    "chatmode_refused_unknown": N_("This chat has no mode {name}. /chatmodes lists them."),
+    "chatmodes_header": N_("<b>This chat's own modes</b> ({count} of {limit}):"),
+    "chatmodes_none": N_("This chat has no modes of its own."),
+    "chatmode_dropped": N_("🗑 {name} is removed: the answers in this chat no longer have it."),
+    "chatmode_policy": N_(
+        "<b>Modes of a chat's own</b>: {state} · model <code>{model}</code> · at most {limit} per chat\n"
+        "<code>/chatmode_policy on|off</code>, <code>/chatmode_policy model MODEL</code>, "
+        "<code>/chatmode_policy limit N</code>"
+    ),
+    "chatmode_state_on": N_("switched on"),
+    "chatmode_state_off": N_("switched off"),
+    "chatmode_refused_model": N_(
+        "❌ <code>{model}</code> cannot run the chats' own modes ({reason}); the policy is unchanged."
+    ),
     "modes_header": N_("<b>Active analysis modes</b>"),
     "modes_none": N_("No analyzer is running right now: you would get the transcript only."),
     "transcript": N_("Transcript"),
@@ -280,6 +330,7 @@ _TEXTS: dict[str, str | Plural] = {
     "command_digest": N_("A digest of this chat's voice notes"),
     "command_vocabulary": N_("Names and jargon"),
     "command_list_modes": N_("Analysis modes"),
+    "command_chatmodes": N_("This chat's own modes"),
     "command_privacy": N_("What is kept"),
     "command_forget": N_("Delete this chat's data"),
     "language_pick": N_("🌐 Which language should answers in this chat be in?"),
@@ -300,8 +351,8 @@ _TEXTS: dict[str, str | Plural] = {
         "• Transcripts and analyses: 24 hours, for the buttons under the answer; cached analyses: 1 hour.\n"
         "• Your questions about a recording and my answers: 24 hours, as long as the recording, for follow-ups.\n"
         "• Who sent each voice note, by their Telegram name: 24 hours, for the chat's digest.\n"
-        "• This chat's settings: until you delete them, under a key that does not reveal the chat (a daily digest "
-        "also keeps the chat's id, to send it to).\n"
+        "• This chat's settings and its own modes: until you delete them, under a key that does not reveal the "
+        "chat (a daily digest also keeps the chat's id, to send it to).\n"
         "• Logs, metrics and traces hold no words and none of your ids.\n"
         "<b>Who sees it</b>: {who}\n"
         "/forget deletes everything about this chat now."
@@ -322,6 +373,7 @@ _TEXTS: dict[str, str | Plural] = {
     "mode_refused": N_("❌ {mode}: {action} not applied; nothing changed:\n{problems}"),
     "stats_header": N_("<b>Modes, last 24 hours</b>"),
     "stats_none": N_("No analyses yet."),
+    "stats_chat_modes": N_("<b>Chats' own modes</b> (by the chat's short key; their instructions are never shown)"),
     "mode_unknown": N_("There is no mode {mode}."),
     "mode_alert": N_("🚨 {detail}"),
     "busy": P_(

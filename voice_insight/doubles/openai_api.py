@@ -13,7 +13,8 @@ so tests can see that the user's words went through the LLM, and follow the JSON
 Faults are injected per test: a number of upcoming 5xx/429 answers (a 429 says `retry-after`, or is the
 billing kind, `insufficient_quota`, which no wait cures), a model that always fails, a latency. Like a real
 model, it can be steered: a transcript that tells it to ignore its instructions gets an answer with a link and
-markup in it, which the analyzer must never let through.
+markup in it, which the analyzer must never let through. Instructions that ask for what usage policies forbid
+(`REFUSED_TOPICS`) get a refusal, as structured outputs give one.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ CONTEXT_WINDOWS = {
 }
 KNOWN_MODELS = {"o3", "o4-mini", "gpt-4o", "gpt-4o-mini", "gpt-4.1", "legacy-chat"}
 NO_JSON_SCHEMA = {"legacy-chat"}
+REFUSED_TOPICS = ("weapon", "explosive", "malware")
+"""Asked for in the instructions (not in a transcript, which is only data), a structured answer is refused, as
+the real models refuse what their usage policies forbid: `message.refusal` instead of content."""
 
 
 def _error(status: int, message: str, type_: str, param: str | None = None, code: str | None = None) -> web.Response:
@@ -310,6 +314,9 @@ class OpenAIDouble(LoopbackServer):
                 "context_length_exceeded",
             )
         user = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
+        instructions = re.sub(r"<transcript>.*?</transcript>", "", user, flags=re.S).lower()
+        if response_format.get("type") == "json_schema" and any(w in instructions for w in REFUSED_TOPICS):
+            return self._refusal(model, body)
         fenced = re.search(r"<transcript>\n(.*)\n</transcript>", user, re.S)
         transcript = fenced.group(1) if fenced else user.split("Текст:", 1)[-1].strip()
         excerpt = _excerpt(transcript)
@@ -370,6 +377,31 @@ class OpenAIDouble(LoopbackServer):
                 "system_fingerprint": "fp_voiceinsight",
             },
             headers={"x-request-id": f"req_{next(self._ids)}"},
+        )
+
+    def _refusal(self, model: str, body: dict[str, Any]) -> web.Response:
+        """A safety refusal under structured outputs, as the API gives it: 200, no content, `message.refusal`."""
+        prompt_tokens = sum(len(m["content"]) for m in body["messages"]) // 4 + 7
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 12, "total_tokens": prompt_tokens + 12}
+        refusal = "I'm sorry, but I can't assist with that request."
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{next(self._ids):024d}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": f"{model}-2024-08-06",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": None, "refusal": refusal, "annotations": []},
+                        "logprobs": None,
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage,
+                "service_tier": "default",
+                "system_fingerprint": "fp_voiceinsight",
+            }
         )
 
     @staticmethod

@@ -1,0 +1,237 @@
+"""The chat mode desk: a chat's own modes, and the bot admins' policy for them, changed in one place, validated.
+
+The registrar takes each `ChatModeChange` (durable `chatmode-registrar`, shared by its replicas) and is the one
+writer of `voice-chat-modes`, so no chat mode reaches a note without having been seen to work: a definition is
+checked (its name, title and instruction), then tried on the policy's model with a canary call
+(`analyzers.validation.canary`), exactly as the chat modes' analyzer will call it. The chat's entry is written
+with compare-and-set, so the policy's limit holds when two of a chat's admins define modes at the same moment.
+
+A refusal says why in a code the gateway words in the chat's language: the instruction's fault (`refused`: the
+model would not follow it, or gave nothing usable) is told apart from the server's (`unchecked`: try again).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import msgspec
+import nats.js.errors
+
+from analyzers.llm import ChatLLM
+from analyzers.validation import canary
+from infra.bus import Bus, Delivery, change_key, consumes
+from infra.bus.names import (
+    BUCKET_CHAT_MODES,
+    CONSUMER_CHAT_MODE_REGISTRAR,
+    STREAM_ADMIN,
+    SUBJECT_CHAT_MODE_CHANGE,
+    SUBJECT_CHAT_MODE_CHANGED,
+)
+from infra.domain.chat_modes import (
+    INSTRUCTION_CHARS,
+    MAX_PER_CHAT,
+    NAME,
+    POLICY_KEY,
+    SAMPLE_INSTRUCTION,
+    TITLE_CHARS,
+    ChatMode,
+    ChatModePolicy,
+    ChatModes,
+    definition_of,
+    model_for,
+    modes_of,
+    read_policy,
+)
+from infra.domain.contracts import ChatModeChange, ChatModeChangeResult, ChatModeRefusal
+from infra.domain.definitions import ModeDefinition
+from infra.runtime.metrics import MODE_CHANGES
+
+log = logging.getLogger("voice_insight.modes")
+
+INSTRUCTION_FAULTS = frozenset({"refused", "invalid_structured_output", "empty", "truncated"})
+"""A canary's failures that say the instruction cannot be followed, not that the server is away."""
+
+
+class Refused(Exception):
+    def __init__(self, refusal: ChatModeRefusal, **values: object) -> None:
+        super().__init__(refusal)
+        self.refusal = refusal
+        self.values = {k: str(v) for k, v in values.items()}
+
+
+class ChatModeDesk:
+    def __init__(self, bus: Bus, llm: ChatLLM) -> None:
+        self.bus = bus
+        self.llm = llm
+
+    async def apply(self, change: ChatModeChange) -> ChatModeChangeResult:
+        """Carry out one change; the result says what happened, or why not."""
+        try:
+            result = await self._apply(change)
+        except Refused as refused:
+            MODE_CHANGES.labels(f"chat_{change.action}", "refused").inc()
+            log.info("chat mode: %s refused (%s)", change.action, refused.refusal)
+            return refusal(change, refused.refusal, refused.values)
+        MODE_CHANGES.labels(f"chat_{change.action}", "applied").inc()
+        log.info("chat mode: %s applied", change.action)
+        return result
+
+    async def _apply(self, change: ChatModeChange) -> ChatModeChangeResult:
+        match change.action:
+            case "define":
+                return await self._define(change)
+            case "drop":
+                return await self._drop(change)
+            case "forget":
+                await self.bus.erase(BUCKET_CHAT_MODES, change.chat_key)
+                return self._done(change)
+            case "policy":
+                return await self._policy(change)
+
+    def _done(self, change: ChatModeChange, **fields: object) -> ChatModeChangeResult:
+        return ChatModeChangeResult(
+            request_id=change.request_id,
+            action=change.action,
+            name=change.name,
+            accepted=True,
+            reply=change.reply,
+            **fields,  # type: ignore[arg-type]
+        )
+
+    async def _define(self, change: ChatModeChange) -> ChatModeChangeResult:
+        policy = await read_policy(self.bus)
+        if not policy.enabled:
+            raise Refused("off")
+        name, title, instruction = change.name, " ".join(change.title.split()), change.instruction.strip()
+        if not NAME.fullmatch(name):
+            raise Refused("name")
+        if not title or len(title) > TITLE_CHARS:
+            raise Refused("title", max=TITLE_CHARS)
+        if not INSTRUCTION_CHARS[0] <= len(instruction) <= INSTRUCTION_CHARS[1]:
+            raise Refused("instruction", min=INSTRUCTION_CHARS[0], max=INSTRUCTION_CHARS[1])
+        existing = (await modes_of(self.bus, change.chat_key)).get(name)
+        if existing is None:
+            self._room_for_one(await modes_of(self.bus, change.chat_key), policy)  # before a canary is spent
+        candidate = ChatMode(
+            name=name,
+            title=title,
+            instruction=instruction,
+            version=existing.version + 1 if existing else 1,
+            defined_at=time.time(),
+        )
+        await self._try(definition_of(candidate, await model_for(self.bus, policy)))
+        replaced = False
+
+        def store(current: bytes | None) -> bytes:
+            nonlocal replaced
+            chat = msgspec.json.decode(current, type=ChatModes) if current else ChatModes()
+            there = chat.get(name)
+            replaced = there is not None
+            if there is None:
+                self._room_for_one(chat, policy)
+                kept = (*chat.modes, candidate)
+            else:
+                again = msgspec.structs.replace(candidate, version=max(candidate.version, there.version + 1))
+                kept = tuple(again if m.name == name else m for m in chat.modes)
+            return msgspec.json.encode(ChatModes(modes=kept))
+
+        await change_key(await self.bus.kv(BUCKET_CHAT_MODES), change.chat_key, store)
+        model = await model_for(self.bus, policy)
+        return self._done(change, replaced=replaced, model=model, values={"title": title})
+
+    @staticmethod
+    def _room_for_one(chat: ChatModes, policy: ChatModePolicy) -> None:
+        if len(chat.modes) >= policy.per_chat:
+            raise Refused("too_many", count=policy.per_chat)
+
+    async def _try(self, definition: ModeDefinition) -> None:
+        """The canary: the model answers the sample in the mode's fields, in time; else why not."""
+        problem = await canary(definition, self.llm)
+        if problem is None:
+            return
+        log.info("chat mode: canary failed (%s %s)", problem.kind, problem.reason)
+        if problem.kind == "no_fields" or (problem.kind == "failed" and problem.reason in INSTRUCTION_FAULTS):
+            raise Refused("refused", reason=problem.reason or "no_fields")
+        raise Refused("unchecked", reason=problem.reason or problem.kind)
+
+    async def _drop(self, change: ChatModeChange) -> ChatModeChangeResult:
+        kv = await self.bus.kv(BUCKET_CHAT_MODES)
+        while True:
+            try:
+                entry = await kv.get(change.chat_key)
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                raise Refused("unknown") from None
+            current = msgspec.json.decode(entry.value, type=ChatModes) if entry.value else ChatModes()
+            if current.get(change.name) is None:
+                raise Refused("unknown")
+            kept = tuple(m for m in current.modes if m.name != change.name)
+            try:
+                if kept:
+                    await kv.update(change.chat_key, msgspec.json.encode(ChatModes(modes=kept)), last=entry.revision)
+                else:  # the chat's last: nothing of it is left but the delete marker
+                    await kv.delete(change.chat_key, last=entry.revision)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue  # someone wrote in between: read again
+            return self._done(change)
+
+    async def _policy(self, change: ChatModeChange) -> ChatModeChangeResult:
+        current = await read_policy(self.bus)
+        wanted = ChatModePolicy(
+            enabled=current.enabled if change.enabled is None else change.enabled,
+            model=current.model if change.model is None else change.model.strip(),
+            per_chat=current.per_chat if change.per_chat is None else change.per_chat,
+        )
+        if not 1 <= wanted.per_chat <= MAX_PER_CHAT:
+            raise Refused("too_many", count=MAX_PER_CHAT)
+        if change.model is not None and wanted.model:
+            sample = ChatMode(name="SAMPLE", title="Sample", instruction=SAMPLE_INSTRUCTION)
+            try:
+                await self._try(definition_of(sample, wanted.model))
+            except Refused as refused:  # the admin's model, not a chat's instruction, is what failed
+                raise Refused("model", model=wanted.model, reason=refused.values.get("reason", "")) from None
+        await (await self.bus.kv(BUCKET_CHAT_MODES)).put(POLICY_KEY, msgspec.json.encode(wanted))
+        model = await model_for(self.bus, wanted)
+        return self._done(change, enabled=wanted.enabled, model=model, per_chat=wanted.per_chat)
+
+
+def refusal(change: ChatModeChange, why: ChatModeRefusal, values: dict[str, str]) -> ChatModeChangeResult:
+    return ChatModeChangeResult(
+        request_id=change.request_id,
+        action=change.action,
+        name=change.name,
+        accepted=False,
+        refusal=why,
+        values=values,
+        reply=change.reply,
+    )
+
+
+class ChatModeRegistrar:
+    """The bus side of the desk: one change at a time per process, the result published for the gateway."""
+
+    def __init__(self, bus: Bus, desk: ChatModeDesk) -> None:
+        self.bus = bus
+        self.desk = desk
+
+    @consumes(
+        SUBJECT_CHAT_MODE_CHANGE,
+        CONSUMER_CHAT_MODE_REGISTRAR,
+        stage="register",
+        stream=STREAM_ADMIN,
+        ack_wait=60.0,
+        max_attempts=3,
+        give_up="give_up",
+    )
+    async def handle(self, change: ChatModeChange, delivery: Delivery) -> None:
+        await self._answer(await self.desk.apply(change))
+
+    async def give_up(self, change: ChatModeChange, exc: BaseException) -> None:
+        await self._answer(refusal(change, "unchecked", {"reason": type(exc).__name__}))
+
+    async def _answer(self, result: ChatModeChangeResult) -> None:
+        if result.reply is None:
+            return  # nobody to tell: a chat's /forget, which the formatter answers
+        await self.bus.publish(
+            SUBJECT_CHAT_MODE_CHANGED, result, msg_id=f"{result.request_id}.result", stream=STREAM_ADMIN
+        )
