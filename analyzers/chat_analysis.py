@@ -83,7 +83,21 @@ class ChatModeAnalyzer:
         chat = await modes_of(self.bus, transcript.chat_key)
         policy = await read_policy(self.bus)
         model = await model_for(self.bus, policy)
-        await asyncio.gather(*(self.one(transcript, name, chat.get(name), policy, model) for name in asked))
+        done = await asyncio.gather(
+            *(self.one(transcript, name, chat.get(name), policy, model) for name in asked), return_exceptions=True
+        )
+        # One chat mode that broke is said as failed; the others are not run (and paid for) again on a redelivery.
+        for name, outcome in zip(asked, done, strict=True):
+            if isinstance(outcome, BaseException):
+                log.error("%s: a chat mode broke (%s)", transcript.correlation_id, type(outcome).__name__)
+                failed = Analysis(
+                    correlation_id=transcript.correlation_id,
+                    mode=mode_id(name),
+                    title=name,
+                    model=model,
+                    error="internal",
+                )
+                await self._publish(failed)
 
     async def one(
         self, transcript: Transcript, name: str, mode: ChatMode | None, policy: ChatModePolicy, model: str

@@ -18,10 +18,12 @@ import time
 import msgspec
 import nats.js.errors
 
+from analyzers.budget import TokenBudget
 from analyzers.llm import ChatLLM
 from analyzers.validation import canary
 from infra.bus import Bus, Delivery, change_key, consumes
 from infra.bus.names import (
+    BUCKET_ANSWERED,
     BUCKET_CHAT_MODES,
     CONSUMER_CHAT_MODE_REGISTRAR,
     STREAM_ADMIN,
@@ -29,22 +31,21 @@ from infra.bus.names import (
     SUBJECT_CHAT_MODE_CHANGED,
 )
 from infra.domain.chat_modes import (
-    INSTRUCTION_CHARS,
     MAX_PER_CHAT,
-    NAME,
     POLICY_KEY,
     SAMPLE_INSTRUCTION,
-    TITLE_CHARS,
     ChatMode,
     ChatModePolicy,
     ChatModes,
     definition_of,
     model_for,
     modes_of,
+    problem_of,
     read_policy,
 )
 from infra.domain.contracts import ChatModeChange, ChatModeChangeResult, ChatModeRefusal
 from infra.domain.definitions import ModeDefinition
+from infra.domain.forgotten import forget_mark
 from infra.runtime.metrics import MODE_CHANGES
 
 log = logging.getLogger("voice_insight.modes")
@@ -61,9 +62,11 @@ class Refused(Exception):
 
 
 class ChatModeDesk:
-    def __init__(self, bus: Bus, llm: ChatLLM) -> None:
+    def __init__(self, bus: Bus, llm: ChatLLM, daily_tokens: int = 0) -> None:
         self.bus = bus
         self.llm = llm
+        self.budget = TokenBudget(bus, daily_tokens)
+        """A chat's mode is tried on the bot's tokens: anyone may ask, so the canaries count like analyses."""
 
     async def apply(self, change: ChatModeChange) -> ChatModeChangeResult:
         """Carry out one change; the result says what happened, or why not."""
@@ -104,15 +107,14 @@ class ChatModeDesk:
         if not policy.enabled:
             raise Refused("off")
         name, title, instruction = change.name, " ".join(change.title.split()), change.instruction.strip()
-        if not NAME.fullmatch(name):
-            raise Refused("name")
-        if not title or len(title) > TITLE_CHARS:
-            raise Refused("title", max=TITLE_CHARS)
-        if not INSTRUCTION_CHARS[0] <= len(instruction) <= INSTRUCTION_CHARS[1]:
-            raise Refused("instruction", min=INSTRUCTION_CHARS[0], max=INSTRUCTION_CHARS[1])
+        if found := problem_of(name, title, instruction):
+            raise Refused(found[0], **found[1])
+        await self._not_forgotten(change)
         existing = (await modes_of(self.bus, change.chat_key)).get(name)
         if existing is None:
             self._room_for_one(await modes_of(self.bus, change.chat_key), policy)  # before a canary is spent
+        if await self.budget.used_up():
+            raise Refused("budget")
         candidate = ChatMode(
             name=name,
             title=title,
@@ -121,6 +123,9 @@ class ChatModeDesk:
             defined_at=time.time(),
         )
         await self._try(definition_of(candidate, await model_for(self.bus, policy)))
+        # Kept only if the chat said no /forget meanwhile: its mark is written before anything is erased, so a
+        # /forget after this check finds the mode and erases it.
+        await self._not_forgotten(change)
         replaced = False
 
         def store(current: bytes | None) -> bytes:
@@ -140,6 +145,12 @@ class ChatModeDesk:
         model = await model_for(self.bus, policy)
         return self._done(change, replaced=replaced, model=model, values={"title": title})
 
+    async def _not_forgotten(self, change: ChatModeChange) -> None:
+        """Refuse a definition the chat's `/forget` came after (sent later: a larger message ID)."""
+        mark = await forget_mark(await self.bus.kv(BUCKET_ANSWERED), change.chat_key)
+        if mark is not None and change.reply is not None and mark.message_id > change.reply.message_id:
+            raise Refused("forgotten")
+
     @staticmethod
     def _room_for_one(chat: ChatModes, policy: ChatModePolicy) -> None:
         if len(chat.modes) >= policy.per_chat:
@@ -147,7 +158,7 @@ class ChatModeDesk:
 
     async def _try(self, definition: ModeDefinition) -> None:
         """The canary: the model answers the sample in the mode's fields, in time; else why not."""
-        problem = await canary(definition, self.llm)
+        problem = await canary(definition, self.llm, self.budget.spend)
         if problem is None:
             return
         log.info("chat mode: canary failed (%s %s)", problem.kind, problem.reason)
@@ -176,21 +187,27 @@ class ChatModeDesk:
             return self._done(change)
 
     async def _policy(self, change: ChatModeChange) -> ChatModeChangeResult:
-        current = await read_policy(self.bus)
-        wanted = ChatModePolicy(
-            enabled=current.enabled if change.enabled is None else change.enabled,
-            model=current.model if change.model is None else change.model.strip(),
-            per_chat=current.per_chat if change.per_chat is None else change.per_chat,
-        )
-        if not 1 <= wanted.per_chat <= MAX_PER_CHAT:
-            raise Refused("too_many", count=MAX_PER_CHAT)
-        if change.model is not None and wanted.model:
+        if change.per_chat is not None and not 1 <= change.per_chat <= MAX_PER_CHAT:
+            raise Refused("limit", max=MAX_PER_CHAT)
+        if change.model:  # a model named is tried first; "" goes back to the DEFAULT mode's
             sample = ChatMode(name="SAMPLE", title="Sample", instruction=SAMPLE_INSTRUCTION)
             try:
-                await self._try(definition_of(sample, wanted.model))
+                await self._try(definition_of(sample, change.model.strip()))
             except Refused as refused:  # the admin's model, not a chat's instruction, is what failed
-                raise Refused("model", model=wanted.model, reason=refused.values.get("reason", "")) from None
-        await (await self.bus.kv(BUCKET_CHAT_MODES)).put(POLICY_KEY, msgspec.json.encode(wanted))
+                raise Refused("model", model=change.model, reason=refused.values.get("reason", "")) from None
+
+        def changed(current: bytes | None) -> bytes:
+            was = msgspec.json.decode(current, type=ChatModePolicy) if current else ChatModePolicy()
+            return msgspec.json.encode(
+                ChatModePolicy(
+                    enabled=was.enabled if change.enabled is None else change.enabled,
+                    model=was.model if change.model is None else change.model.strip(),
+                    per_chat=was.per_chat if change.per_chat is None else change.per_chat,
+                )
+            )
+
+        stored = await change_key(await self.bus.kv(BUCKET_CHAT_MODES), POLICY_KEY, changed)
+        wanted = msgspec.json.decode(stored, type=ChatModePolicy)
         model = await model_for(self.bus, wanted)
         return self._done(change, enabled=wanted.enabled, model=model, per_chat=wanted.per_chat)
 
@@ -220,14 +237,18 @@ class ChatModeRegistrar:
         stage="register",
         stream=STREAM_ADMIN,
         ack_wait=60.0,
-        max_attempts=3,
+        max_attempts=10,  # a /forget's erasing must not be given up on over a NATS hiccup
         give_up="give_up",
     )
     async def handle(self, change: ChatModeChange, delivery: Delivery) -> None:
         await self._answer(await self.desk.apply(change))
 
     async def give_up(self, change: ChatModeChange, exc: BaseException) -> None:
-        await self._answer(refusal(change, "unchecked", {"reason": type(exc).__name__}))
+        log.error("chat mode: %s not carried out after every attempt (%s)", change.action, type(exc).__name__)
+        if change.action == "policy":
+            await self._answer(refusal(change, "model", {"model": change.model or "…", "reason": type(exc).__name__}))
+        else:
+            await self._answer(refusal(change, "unchecked", {"reason": type(exc).__name__}))
 
     async def _answer(self, result: ChatModeChangeResult) -> None:
         if result.reply is None:

@@ -30,7 +30,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         llm = ChatLLM(make_client(settings.llm_api_key, settings.openai_base_url), settings.llm_timeout)
         life.closing(llm.client.close)
         await life.bus.start(Registrar(life.bus, ModeDesk(await ModeRegistry.open(life.bus), llm)))
-        await life.bus.start(ChatModeRegistrar(life.bus, ChatModeDesk(life.bus, llm)))
+        await life.bus.start(ChatModeRegistrar(life.bus, ChatModeDesk(life.bus, llm, settings.daily_token_budget)))
         life.ready("taking mode changes")
         await stop.wait()
 

@@ -12,12 +12,14 @@ The checks, in order, each stopping the candidate with a reason a person can act
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Literal, NamedTuple
 
 import openai
 
 from analyzers.llm import ChatLLM, LLMFailure, offered
 from analyzers.service import request_for
+from infra.domain.contracts import Usage
 from infra.domain.definitions import ModeDefinition, problems
 
 SAMPLE_TRANSCRIPT = (
@@ -49,8 +51,11 @@ async def validate(candidate: ModeDefinition, llm: ChatLLM) -> list[str]:
     return [problem.message] if problem else []
 
 
-async def canary(candidate: ModeDefinition, llm: ChatLLM) -> CanaryProblem | None:
-    """Checks 2 and 3: the model is on the server, and answers the sample in the mode's fields in time."""
+async def canary(
+    candidate: ModeDefinition, llm: ChatLLM, spent: Callable[[Usage], Awaitable[None]] | None = None
+) -> CanaryProblem | None:
+    """Checks 2 and 3: the model is on the server, and answers the sample in the mode's fields in time. `spent`
+    hears what the call cost, if it got an answer (a chat's mode is tried on the bot's token budget)."""
     try:
         listed = await llm.models()  # None: a compatible server without a models endpoint; the canary will tell
     except openai.APIError as exc:
@@ -67,6 +72,8 @@ async def canary(candidate: ModeDefinition, llm: ChatLLM) -> CanaryProblem | Non
     except LLMFailure as failure:
         return CanaryProblem("failed", failure.reason, f"the canary call to {candidate.model} failed: {failure.reason}")
     took = time.perf_counter() - started
+    if spent is not None:
+        await spent(done.usage)
     if done.parsed is None:
         return CanaryProblem(
             "no_fields", "", f"{candidate.model} answered, but not in the mode's fields (no structured output)"

@@ -20,6 +20,9 @@ from infra.domain.contracts import AnalysesRequested, Analysis, AudioReceived, E
 
 log = logging.getLogger("voice_insight.formatter")
 
+NOT_WANTED = ("dropped", "disabled")
+"""Errors that say the mode was not wanted any more when its analysis came, rather than that it failed."""
+
 
 class JoinState(msgspec.Struct, kw_only=True):
     origin: Origin | None = None
@@ -81,7 +84,9 @@ class JoinState(msgspec.Struct, kw_only=True):
         return self.transcript is not None and all(m in self.analyses for m in self.modes)
 
     def missing_modes(self) -> list[str]:
-        return [m for m in self.modes if m not in self.analyses or self.analyses[m].error is not None]
+        """The modes the answer lacks: no analysis, or a failed one; not one its chat no longer wanted (a chat mode
+        dropped, a mode switched off while the note was on its way), which is no fault to report."""
+        return [m for m in self.modes if m not in self.analyses or (self.analyses[m].error not in (None, *NOT_WANTED))]
 
 
 _encode = msgspec.json.Encoder().encode

@@ -44,6 +44,7 @@ from infra.bus.names import (
     USER_DATA_TTL,
 )
 from infra.domain.answers import FORGOTTEN, Sent
+from infra.domain.chat_modes import telemetry_name
 from infra.domain.contracts import AudioReceived, Event, Failure, Transcript, TranscriptionProgress
 from infra.runtime.telemetry import step
 
@@ -136,7 +137,11 @@ class FormatterService:
             if overdue > ORPHAN_AFTER:
                 log.warning("%s: no join state %.0f s past its deadline; waiting for the note's events", cid, overdue)
             raise Retry(min(ORPHAN_PAUSE, max(1.0, overdue / 10)), "join state not merged yet")
-        log.warning("%s: join deadline passed; missing %s", cid, ",".join(state.missing_modes()) or "nothing")
+        log.warning(
+            "%s: join deadline passed; missing %s",
+            cid,
+            ",".join(map(telemetry_name, state.missing_modes())) or "nothing",
+        )
         await self.answerer.answer(cid, state, delivery)
 
     # Every note's audio again: its watchdog, until it is answered or its transcription deadline has passed.

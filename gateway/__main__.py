@@ -13,6 +13,7 @@ from aiogram.exceptions import TelegramBadRequest, TelegramUnauthorizedError
 
 from gateway.admin import AdminInbox, Admins
 from gateway.chat_modes import ChatModeReplies
+from gateway.chats import ChatSettingsStore
 from gateway.digests import DigestClock
 from gateway.dispatch import build_dispatcher, handler_context
 from gateway.forget import IntakeForgetter
@@ -128,7 +129,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             life.background("daily digests", DigestClock(bus, key).run)
         await bus.start(UpdateHandler(bot, dispatcher, context))
         await bus.start(AdminInbox(bot, admins))
-        await bus.start(ChatModeReplies(bot))
+        await bus.start(ChatModeReplies(bot, bus, ChatSettingsStore(bus, key)))
         await bus.start(IntakeForgetter(bus))
         if settings.webhook_url:
             await receive_by_webhook(settings, life, bot, stop)

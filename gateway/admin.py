@@ -39,6 +39,7 @@ from infra.domain.contracts import AdminAlert, ChatModeChange, ModeAction, ModeC
 from infra.domain.definitions import ModeDefinition, load
 from infra.domain.limits import user_key
 from infra.domain.registry import ModeRegistry, UnknownMode
+from infra.domain.usage import HourOfUse
 from infra.voice.texts import text
 
 log = logging.getLogger("voice_insight.gateway.admin")
@@ -160,27 +161,45 @@ async def on_mode(message: Message, command: CommandObject, lang: str, bus: Bus,
     await message.reply("\n".join(lines))
 
 
+STATS_CHAT_MODES = 15
+"""Chats' own modes `/stats` shows one by one, most tokens first: there may be thousands, and one message holds
+4096 characters."""
+
+
 async def on_stats(message: Message, lang: str, bus: Bus) -> None:
-    """Per mode and version, the last 24 hours: calls, errors by reason, tokens, latency, cache hits."""
-    lines = [text("stats_header", lang)]
+    """Per mode and version, the last 24 hours: calls, errors by reason, tokens, latency, cache hits; chats' own
+    modes after them, the busiest ones each, the rest summed."""
     figures = await usage.last_day(bus)
-    chats = [used for used in figures if is_chat_mode(used.mode)]
-    for used in [used for used in figures if not is_chat_mode(used.mode)] + chats:
-        if chats and used is chats[0]:
-            lines.append(text("stats_chat_modes", lang))
-        day = used.day
-        errors = sum(day.errors.values())
-        reasons = ", ".join(f"{html.escape(r)} ×{n}" for r, n in sorted(day.errors.items(), key=lambda i: -i[1]))
-        p50, p95 = day.percentile(0.5), day.percentile(0.95)
-        latency = f"p50 ≤{p50:g}s · p95 ≤{p95:g}s" if p50 is not None and p95 is not None else "no timed calls"
-        lines.append(
-            f"<b>{html.escape(_stats_name(used.mode))}</b> v{used.version}: {day.calls} calls · {errors} errors"
-            + (f" ({reasons})" if reasons else "")
-            + f" · tokens {day.input_tokens} in / {day.output_tokens} out · {latency} · cache hits {day.cache_hits}"
-        )
+    lines = [text("stats_header", lang)]
+    lines += [_stats_line(f"{used.mode} v{used.version}", used.day) for used in figures if not is_chat_mode(used.mode)]
+    per_chat_mode: dict[str, HourOfUse] = {}
+    for used in figures:
+        if is_chat_mode(used.mode):  # every version of one chat's mode together
+            per_chat_mode.setdefault(used.mode, HourOfUse()).add(used.day)
+    if per_chat_mode:
+        lines.append(text("stats_chat_modes", lang))
+        busiest = sorted(per_chat_mode.items(), key=lambda i: -(i[1].input_tokens + i[1].output_tokens))
+        lines += [_stats_line(_stats_name(mode), day) for mode, day in busiest[:STATS_CHAT_MODES]]
+        if rest := busiest[STATS_CHAT_MODES:]:
+            summed = HourOfUse()
+            for _, day in rest:
+                summed.add(day)
+            lines.append(_stats_line(f"… {len(rest)} more", summed))
     if len(lines) == 1:
         lines.append(text("stats_none", lang))
     await message.reply("\n".join(lines))
+
+
+def _stats_line(name: str, day: HourOfUse) -> str:
+    errors = sum(day.errors.values())
+    reasons = ", ".join(f"{html.escape(r)} ×{n}" for r, n in sorted(day.errors.items(), key=lambda i: -i[1])[:4])
+    p50, p95 = day.percentile(0.5), day.percentile(0.95)
+    latency = f"p50 ≤{p50:g}s · p95 ≤{p95:g}s" if p50 is not None and p95 is not None else "no timed calls"
+    return (
+        f"<b>{html.escape(name)}</b>: {day.calls} calls · {errors} errors"
+        + (f" ({reasons})" if reasons else "")
+        + f" · tokens {day.input_tokens} in / {day.output_tokens} out · {latency} · cache hits {day.cache_hits}"
+    )
 
 
 async def on_chat_mode_policy(
@@ -202,11 +221,11 @@ async def on_chat_mode_policy(
         case "on" | "off" if not value:
             fields = {"enabled": verb.lower() == "on"}
         case "model" if value and " " not in value:
-            fields = {"model": value}
+            fields = {"model": "" if value.lower() == "default" else value}  # default: the DEFAULT mode's
         case "limit" if value.isdigit():
             fields = {"per_chat": int(value)}
         case _:
-            return await _usage(message, "/chatmode_policy [on|off|model MODEL|limit N]", lang)
+            return await _usage(message, "/chatmode_policy [on|off|model MODEL|model default|limit N]", lang)
     assert message.from_user is not None
     change = ChatModeChange(
         request_id=correlation_id(admins.key, message.chat.id, message.message_id),
@@ -216,7 +235,7 @@ async def on_chat_mode_policy(
         **fields,  # type: ignore[arg-type]
     )
     await bus.publish(SUBJECT_CHAT_MODE_CHANGE, change, msg_id=change.request_id, stream=STREAM_ADMIN)
-    if "model" in fields:
+    if fields.get("model"):
         await message.reply(text("mode_checking", lang, mode=html.escape(str(fields["model"]))))
 
 

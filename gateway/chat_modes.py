@@ -18,18 +18,21 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import Message, ReplyParameters
 
 from gateway.chat_settings import may_change
-from gateway.chats import chat_key
+from gateway.chats import ChatSettingsStore, chat_key
 from gateway.intake import correlation_id
-from gateway.requests import reply_to, request_id
+from gateway.requests import over_the_limit, refuse, reply_to, request_id
 from infra.bus import Bus, Delivery, consumes
 from infra.bus.names import (
+    BUCKET_ANSWERED,
     CONSUMER_GATEWAY_CHAT_MODES,
     STREAM_ADMIN,
     SUBJECT_CHAT_MODE_CHANGE,
     SUBJECT_CHAT_MODE_CHANGED,
 )
-from infra.domain.chat_modes import modes_of, read_policy
+from infra.domain.answers import Sent, encode_mark, is_answered
+from infra.domain.chat_modes import NAME, mode_id, modes_of, problem_of, read_policy
 from infra.domain.contracts import ChatModeChange, ChatModeChangeResult
+from infra.runtime.settings import Limits
 from infra.voice.texts import text
 
 
@@ -66,19 +69,34 @@ async def _ask(bus: Bus, change: ChatModeChange) -> None:
 
 
 async def on_new_mode(
-    message: Message, command: CommandObject, lang: str, bot: Bot, bus: Bus, key: bytes, analyses_on: bool
+    message: Message,
+    command: CommandObject,
+    lang: str,
+    bot: Bot,
+    bus: Bus,
+    key: bytes,
+    limits: Limits,
+    analyses_on: bool,
 ) -> None:
+    cid = request_id(key, message)
+    answered = await bus.kv(BUCKET_ANSWERED)
+    if await is_answered(answered, cid):
+        return  # a repeated update: asked already
     if not await _may_change(message, lang, bot, analyses_on):
         return
     if not (await read_policy(bus)).enabled:
-        await message.reply(text("chatmode_refused_off", lang))
-        return
+        return await refuse(answered, cid, message, text("chatmode_refused_off", lang))
     asked = parse_definition(command.args)
     if asked is None:
-        await message.reply(text("chatmode_usage", lang))
-        return
+        return await refuse(answered, cid, message, text("chatmode_usage", lang))
+    if found := problem_of(asked.name, asked.title, asked.instruction):  # said now, no canary needed to know
+        return await refuse(answered, cid, message, text(f"chatmode_refused_{found[0]}", lang, **found[1]))
+    if await over_the_limit(bus, key, message, cid, limits):  # each one costs a canary call
+        return await refuse(answered, cid, message, text("ask_slow_down", lang))
+    quiet = message.chat.type != ChatType.PRIVATE  # a status: in a group, nobody's news
+    await message.reply(text("chatmode_checking", lang, title=html.escape(asked.title)), disable_notification=quiet)
     change = ChatModeChange(
-        request_id=request_id(key, message),
+        request_id=cid,
         action="define",
         chat_key=chat_key(key, message.chat.id),
         name=asked.name,
@@ -88,8 +106,7 @@ async def on_new_mode(
         reply=reply_to(message, lang),
     )
     await _ask(bus, change)
-    quiet = message.chat.type != ChatType.PRIVATE  # a status: in a group, nobody's news
-    await message.reply(text("chatmode_checking", lang, title=html.escape(asked.title)), disable_notification=quiet)
+    await answered.put(cid, encode_mark(Sent(outcome="answered")))  # its answer is the registrar's, below
 
 
 async def on_chat_modes(message: Message, lang: str, bus: Bus, key: bytes, analyses_on: bool) -> None:
@@ -106,7 +123,7 @@ async def on_chat_modes(message: Message, lang: str, bus: Bus, key: bytes, analy
     lines = [text("chatmodes_header", lang, count=len(chat.modes), limit=policy.per_chat)]
     for mode in chat.modes:
         lines.append(f"\n<b>{html.escape(mode.title)}</b> · <code>{mode.name}</code>")
-        lines.append(f"<i>{html.escape(_cut(mode.instruction, 300))}</i>")
+        lines.append(f"<i>{html.escape(_cut(mode.instruction, PREVIEW))}</i>")
     if not policy.enabled:
         lines.append("\n" + text("chatmode_refused_off", lang))
     await message.reply("\n".join(lines))
@@ -118,7 +135,7 @@ async def on_drop_mode(
     if not await _may_change(message, lang, bot, analyses_on):
         return
     name = (command.args or "").strip().upper()
-    if not name or " " in name:
+    if not NAME.fullmatch(name):
         await message.reply(text("admin_usage", lang, usage="/dropmode NAME"))
         return
     change = ChatModeChange(
@@ -136,9 +153,12 @@ async def forget_chat_modes(bus: Bus, key: bytes, chat_id: int, message_id: int)
     """`/forget`: the registrar erases the chat's modes (it alone writes them); whether there were any."""
     keyed = chat_key(key, chat_id)
     had = bool((await modes_of(bus, keyed)).modes)
-    if had:
-        request_id = correlation_id(key, chat_id, message_id)
-        await _ask(bus, ChatModeChange(request_id=request_id, action="forget", chat_key=keyed, requested_by="chat"))
+    # Asked whatever is there now: a mode still being tried may be kept in a moment (the registrar then sees the
+    # chat's /forget mark, or this request erases it).
+    forget = ChatModeChange(
+        request_id=correlation_id(key, chat_id, message_id), action="forget", chat_key=keyed, requested_by="chat"
+    )
+    await _ask(bus, forget)
     return had
 
 
@@ -165,10 +185,14 @@ def policy_said(enabled: bool, model: str, per_chat: int, lang: str) -> str:
 
 
 class ChatModeReplies:
-    """The registrar's answers to chats (and to admins' policy changes), said where they were asked."""
+    """The registrar's answers to chats (and to admins' policy changes), said where they were asked, once: a
+    result redelivered after its reply went out finds its mark. A mode defined or dropped is switched on in the
+    chat's settings, so a name the chat switched off once starts afresh when defined again."""
 
-    def __init__(self, bot: Bot) -> None:
+    def __init__(self, bot: Bot, bus: Bus, chats: ChatSettingsStore) -> None:
         self.bot = bot
+        self.bus = bus
+        self.chats = chats
 
     @consumes(
         SUBJECT_CHAT_MODE_CHANGED, CONSUMER_GATEWAY_CHAT_MODES, stage="admin", stream=STREAM_ADMIN, max_attempts=8
@@ -176,12 +200,26 @@ class ChatModeReplies:
     async def on_result(self, result: ChatModeChangeResult, delivery: Delivery) -> None:
         if result.reply is None:
             return
+        answered = await self.bus.kv(BUCKET_ANSWERED)
+        mark = f"{result.request_id}.result"
+        if await is_answered(answered, mark):
+            return
+        if result.accepted and result.action in ("define", "drop"):
+            settings = await self.chats.get(result.reply.chat_id)
+            if not settings.wants(mode := mode_id(result.name)):
+                await self.chats.put(result.reply.chat_id, settings.toggled(mode))
         await self.bot.send_message(
             chat_id=result.reply.chat_id,
             message_thread_id=result.reply.thread_id,
             text=said(result),
             reply_parameters=ReplyParameters(message_id=result.reply.message_id, allow_sending_without_reply=True),
         )
+        await answered.put(mark, encode_mark(Sent(outcome="answered")))
+
+
+PREVIEW = 200
+"""Characters of each instruction `/chatmodes` shows: the most modes a chat may have, with their titles, still fit
+one message."""
 
 
 def _cut(value: str, limit: int) -> str:

@@ -337,6 +337,15 @@ async def test_the_launcher_s_own_server_has_the_accounts_and_takes_a_new_mode_s
         ("formatter", "formatter.service:FormatterService"),
         ("analyzer-TONE", "analyzers.service:AnalyzerService"),
         ("registrar", "analyzers.desk:Registrar"),
+        ("registrar", "analyzers.chat_desk:ChatModeRegistrar"),
+        ("gateway", "gateway.chat_modes:ChatModeReplies"),
+        ("asker", "analyzers.chat_analysis:ChatModeAnalyzer"),
+        ("asker", "analyzers.asking:AskerService"),
+        ("asker", "analyzers.digesting:DigestWriter"),
+        ("formatter", "formatter.questions:QuestionDesk"),
+        ("formatter", "formatter.replies:QuestionReplies"),
+        ("formatter", "formatter.digest:DigestDesk"),
+        ("formatter", "formatter.digest:DigestReplies"),
     ],
 )
 def test_every_declared_durable_is_granted_with_its_filter_and_no_other(account: str, service: str) -> None:

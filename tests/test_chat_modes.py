@@ -20,10 +20,20 @@ from formatter.join import JoinState
 from formatter.render import render_answer
 from gateway.chat_modes import parse_definition, said
 from infra.bus import Bus
-from infra.bus.names import BUCKET_CHAT_MODES, BUCKET_MODES, CHAT_MODES_ANNOUNCEMENT, STREAM, SUBJECT_CHAT_ANALYSIS
+from infra.bus.names import (
+    BUCKET_ANSWERED,
+    BUCKET_BUDGET,
+    BUCKET_CHAT_MODES,
+    BUCKET_MODES,
+    CHAT_MODES_ANNOUNCEMENT,
+    STREAM,
+    SUBJECT_CHAT_ANALYSIS,
+)
 from infra.domain import chat_modes, usage
 from infra.domain.chat_modes import POLICY_KEY, ChatModePolicy, mode_id, modes_of, read_policy, usage_key
 from infra.domain.contracts import Analysis, AudioReceived, AudioRef, ChatModeChange, Origin, ReplyTo
+from infra.domain.forgotten import mark_forgotten
+from infra.domain.limits import DailyCounter
 from infra.domain.modes import live_modes
 from infra.domain.registry import ModeRegistry
 from tests.support import OPENAI_KEY, a_transcript, first_delivery
@@ -152,7 +162,8 @@ async def test_a_chat_may_have_as_many_modes_as_the_policy_says_and_none_while_t
     assert not off.accepted and off.refusal == "off"
     assert await chat_modes.for_note(private_bus, chat) == [], "a note of the chat waits for none of them"
 
-    assert not (await the_desk.apply(policy(per_chat=11))).accepted
+    too_many = await the_desk.apply(policy(per_chat=11))
+    assert not too_many.accepted and too_many.refusal == "limit" and too_many.values == {"max": "10"}
     assert (await read_policy(private_bus)).per_chat == 2
 
 
@@ -289,3 +300,48 @@ def test_an_audio_note_can_carry_a_chat_mode_beside_the_registrys() -> None:
         received_at=time.time(),
     )
     assert msgspec.json.decode(msgspec.json.encode(note), type=AudioReceived) == note
+
+
+async def test_a_chat_mode_is_tried_on_the_bots_token_budget_and_not_kept_after_the_chats_forget(
+    private_bus: Bus, openai_double: OpenAIDouble
+) -> None:
+    chat = a_chat()
+    budget = DailyCounter(await private_bus.kv(BUCKET_BUDGET))
+    before = await budget.get("tokens")
+    the_desk = ChatModeDesk(private_bus, ChatLLM(make_client(OPENAI_KEY, openai_double.base_url)), daily_tokens=10**6)
+    assert (await the_desk.apply(define(chat, "ONE"))).accepted
+    assert await budget.get("tokens") > before, "the canary's tokens are spent"
+
+    spent = ChatModeDesk(private_bus, ChatLLM(make_client(OPENAI_KEY, openai_double.base_url)), daily_tokens=1)
+    calls = len(openai_double.requests)
+    result = await spent.apply(define(chat, "TWO"))
+    assert not result.accepted and result.refusal == "budget" and len(openai_double.requests) == calls
+
+    # The chat's /forget (message 5) came after the /newmode (message 1) being tried: not kept.
+    await mark_forgotten(await private_bus.kv(BUCKET_ANSWERED), chat, 5)
+    late = await the_desk.apply(define(chat, "THREE"))
+    assert not late.accepted and late.refusal == "forgotten"
+    assert [m.name for m in (await modes_of(private_bus, chat)).modes] == ["ONE"]
+    after = msgspec.structs.replace(define(chat, "FOUR"), reply=ReplyTo(chat_id=1, message_id=6, ui_language="en"))
+    assert (await the_desk.apply(after)).accepted, "one asked for after the /forget is kept"
+
+
+async def test_a_chat_mode_over_the_budget_or_switched_off_meanwhile_is_said_and_not_run(
+    private_bus: Bus, openai_double: OpenAIDouble
+) -> None:
+    chat = a_chat()
+    assert (await desk(private_bus, openai_double).apply(define(chat))).accepted
+    llm = ChatLLM(make_client(OPENAI_KEY, openai_double.base_url))
+    calls = len(openai_double.requests)
+    poor = a_note(chat, (mode_id("DATES"),))
+    await ChatModeAnalyzer(private_bus, llm, daily_tokens=1).handle(poor, FIRST)  # type: ignore[arg-type]
+    assert (await published(private_bus, poor.correlation_id)).error == "budget_exhausted"  # type: ignore[attr-defined]
+    assert (await desk(private_bus, openai_double).apply(policy(enabled=False))).accepted
+    off = a_note(chat, (mode_id("DATES"),))
+    await ChatModeAnalyzer(private_bus, llm).handle(off, FIRST)  # type: ignore[arg-type]
+    assert (await published(private_bus, off.correlation_id)).error == "disabled"  # type: ignore[attr-defined]
+    assert len(openai_double.requests) == calls
+
+    # Neither is a failure to report in the answer: the chat no longer wanted it, or the budget note says so.
+    state = JoinState(modes=("chat.DATES",), analyses={"chat.DATES": await published(private_bus, off.correlation_id)})  # type: ignore[attr-defined]
+    assert state.missing_modes() == []

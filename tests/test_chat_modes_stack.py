@@ -71,19 +71,28 @@ async def test_a_chats_own_mode_is_in_its_answers_and_settings_and_in_no_other_c
 
     await telegram.send_text(chat, "/settings")
     await telegram.wait_for(lambda: bool(telegram.messages(chat)[-1].keyboard), 30)
-    assert telegram.messages(chat)[-1].button("✅ 📅 Dates")["callback_data"] == "s:m:chat.DATES"
+    menu = telegram.messages(chat)[-1]
+    assert menu.button("✅ 📅 Dates")["callback_data"] == "s:m:chat.DATES"
     await telegram.send_text(other, "/settings")
     await telegram.wait_for(lambda: bool(telegram.messages(other)[-1].keyboard), 30)
     assert not any("Dates" in b["text"] for row in telegram.messages(other)[-1].keyboard for b in row)
 
+    # Switched off in /settings like any mode: the chat's next note goes without it.
+    await telegram.press(chat, menu.message_id, "s:m:chat.DATES")
+    await telegram.wait_for(lambda: any(b["text"] == "⬜ 📅 Dates" for row in menu.keyboard for b in row), 30)
+    assert "📅 Dates" not in await answer_in(telegram, speech, chat)
+
     stats = await said_to(telegram, STACK_ADMIN, "/stats")
-    short = chat_key(KEY, chat)[:8]
-    assert f"DATES · chat {short} v1: 1 calls · 0 errors" in stats.text, stats.text
+    short = chat_key(KEY, chat)[:12]
+    assert f"DATES · chat {short}: 1 calls · 0 errors" in stats.text, stats.text
     assert DATES not in stats.text, "usage, never the instruction"
 
     dropped = await said_to(telegram, chat, "/dropmode DATES")
     assert dropped.text.startswith("🗑") and "DATES" in dropped.text
     assert "no modes of its own" in (await said_to(telegram, chat, "/chatmodes")).text
+    # Defined again, it is on again: a name the chat once switched off starts afresh.
+    assert (await said_to(telegram, chat, f"/newmode DATES 📅 Dates\n{DATES}")).text.startswith("✅")
+    assert "📅 Dates" in await answer_in(telegram, speech, chat)
     assert "no mode NOPE" in (await said_to(telegram, chat, "/dropmode NOPE")).text
 
 

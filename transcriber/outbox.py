@@ -15,6 +15,7 @@ import time
 
 from infra.bus import Bus, Fail
 from infra.bus.names import STREAM_PIECES, SUBJECT_FAILED, SUBJECT_PIECE, SUBJECT_PROGRESS, SUBJECT_TRANSCRIPT
+from infra.domain.chat_modes import is_chat_mode
 from infra.domain.contracts import AudioReceived, Failure, Origin, PieceRequested, Transcript, TranscriptionProgress
 from transcriber.cache import CachedTranscript
 
@@ -47,7 +48,8 @@ class Outbox:
             model=known.model,
             transcribe_seconds=round(seconds, 3),
             modes=note.modes,
-            chat_key=note.origin.chat_key,
+            # Only to the chat's own modes' analyzer: other analyzers need not link transcripts to their chats.
+            chat_key=note.origin.chat_key if any(map(is_chat_mode, note.modes)) else None,
         )
         await self.bus.publish(SUBJECT_TRANSCRIPT, transcript, msg_id=f"{cid}.transcript")
 

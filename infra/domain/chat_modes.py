@@ -15,16 +15,20 @@ or `/forget`.
 
 from __future__ import annotations
 
+import logging
 import re
 
 import msgspec
+import nats.errors
 import nats.js.errors
 
 from infra.bus import Bus
 from infra.bus.names import BUCKET_CHAT_MODES, BUCKET_MODES, CHAT_MODES_ANNOUNCEMENT
-from infra.domain.contracts import ModeInfo
+from infra.domain.contracts import ChatModeRefusal, ModeInfo
 from infra.domain.definitions import LANGUAGES, TRANSCRIPT_PLACE, AnswerField, ModeDefinition
 from infra.domain.registry import ModeRegistry, UnknownMode
+
+log = logging.getLogger("voice_insight.modes")
 
 PREFIX = "chat."
 NAME = re.compile(r"[A-Z][A-Z0-9_]{0,23}")
@@ -90,7 +94,19 @@ def telemetry_name(mode: str) -> str:
 
 def usage_key(chat_key: str, name: str) -> str:
     """Where `/stats` counts a chat mode (`infra.domain.usage`): the chat by the start of its keyed hash."""
-    return f"{PREFIX}{chat_key[:8]}.{name}"
+    return f"{PREFIX}{chat_key[:12]}.{name}"
+
+
+def problem_of(name: str, title: str, instruction: str) -> tuple[ChatModeRefusal, dict[str, str]] | None:
+    """What is wrong with a definition before any model is asked (a refusal and the values its words name); None
+    when nothing is. The gateway says it at once; the registrar checks again, as it trusts no asker."""
+    if not NAME.fullmatch(name):
+        return "name", {}
+    if not title.strip() or len(title.strip()) > TITLE_CHARS:
+        return "title", {"max": str(TITLE_CHARS)}
+    if not INSTRUCTION_CHARS[0] <= len(instruction.strip()) <= INSTRUCTION_CHARS[1]:
+        return "instruction", {"min": str(INSTRUCTION_CHARS[0]), "max": str(INSTRUCTION_CHARS[1])}
+    return None
 
 
 async def read_policy(bus: Bus) -> ChatModePolicy:
@@ -135,10 +151,17 @@ async def for_note(bus: Bus, chat_key: str | None) -> list[ChatMode]:
     """The chat's modes a note of it waits for now: none while chat modes are off or nobody runs them."""
     if not chat_key:
         return []
-    chat = await modes_of(bus, chat_key)
-    if not chat.modes or not (await read_policy(bus)).enabled or not await analyzer_present(bus):
+    try:
+        chat = await modes_of(bus, chat_key)
+        if not chat.modes:
+            return []
+        policy = await read_policy(bus)
+        if not policy.enabled or not await analyzer_present(bus):
+            return []
+    except (nats.errors.Error, TimeoutError, msgspec.MsgspecError) as exc:  # never hold a note up over them
+        log.warning("a chat's own modes not readable (%s); the note goes without them", type(exc).__name__)
         return []
-    return list(chat.modes)
+    return list(chat.modes[: policy.per_chat])  # a limit lowered since: the first ones the chat defined
 
 
 def note_titles(modes: list[ChatMode]) -> dict[str, dict[str, str]]:

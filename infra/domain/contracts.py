@@ -320,6 +320,9 @@ ChatModeRefusal = Literal[
     "unchecked",  # the check could not run now (the model or the server failed): nothing is stored, try again
     "unknown",  # `drop`: the chat has no mode by that name
     "model",  # `policy`: the model chosen for chat modes failed its canary (`values["model"]`, `values["reason"]`)
+    "limit",  # `policy`: a chat may have 1 to `values["max"]` modes
+    "budget",  # today's token budget is used up: no canary is tried
+    "forgotten",  # the chat said /forget after asking for it
 ]
 
 

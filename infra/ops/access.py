@@ -348,8 +348,10 @@ def registrar() -> Role:
             (STREAM_ADMIN, CONSUMER_CHAT_MODE_REGISTRAR, SUBJECT_CHAT_MODE_CHANGE),
         ),
         looks_up=(STREAM_ADMIN,),
-        reads=(kv_stream(BUCKET_REGISTRY), kv_stream(BUCKET_CHAT_MODES)),
-        writes=(f"$KV.{BUCKET_REGISTRY}.>", f"$KV.{BUCKET_CHAT_MODES}.>"),
+        # The answered marks: a chat's /forget mark (a mode it asked for before is not kept); the token budget:
+        # a chat's mode is tried on it.
+        reads=tuple(kv_stream(b) for b in (BUCKET_REGISTRY, BUCKET_CHAT_MODES, BUCKET_ANSWERED, BUCKET_BUDGET)),
+        writes=(f"$KV.{BUCKET_REGISTRY}.>", f"$KV.{BUCKET_CHAT_MODES}.>", f"$KV.{BUCKET_BUDGET}.>"),
         erases=(kv_stream(BUCKET_CHAT_MODES),),  # a chat's /forget
     )
 
@@ -369,7 +371,7 @@ def asker() -> Role:
             (STREAM_ASKER, CONSUMER_ASKER_DIGESTS, SUBJECT_DIGEST_POSED),
             (STREAM, CONSUMER_ASKER_CHAT_MODES, SUBJECT_TRANSCRIPT),
         ),
-        looks_up=(STREAM_ASKER,),
+        looks_up=(STREAM_ASKER, STREAM),  # backlog ages: what waits for its durables
         reads=tuple(
             kv_stream(b)
             for b in (BUCKET_ANSWERED, BUCKET_REGISTRY, BUCKET_BUDGET, BUCKET_CHAT_MODES, BUCKET_MODES, BUCKET_USAGE)

@@ -105,8 +105,7 @@ _TEXTS: dict[str, str | Plural] = {
         "❌ This chat has {count} modes of its own already, as many as it may. /dropmode one first.",
     ),
     "chatmode_refused_name": N_(
-        "❌ A mode's name is 1 to 24 capital Latin letters, digits or _, starting with a letter: DATES, "
-        "CLIENT_ASKS."
+        "❌ A mode's name is 1 to 24 capital Latin letters, digits or _, starting with a letter: DATES, CLIENT_ASKS."
     ),
     "chatmode_refused_title": N_("❌ The title is missing or too long: {max} characters at most."),
     "chatmode_refused_instruction": N_("❌ The instruction must be {min} to {max} characters long."),
@@ -118,6 +117,12 @@ _TEXTS: dict[str, str | Plural] = {
         "⚠️ The instruction could not be tried just now ({reason}); nothing was saved. Please try again later."
     ),
     "chatmode_refused_unknown": N_("This chat has no mode {name}. /chatmodes lists them."),
+    "chatmode_refused_budget": N_(
+        "⚠️ Today's analysis budget is used up, so a new mode cannot be tried; nothing was saved. Please try again "
+        "tomorrow."
+    ),
+    "chatmode_refused_limit": N_("❌ A chat may have 1 to {max} modes of its own."),
+    "chatmode_refused_forgotten": N_("This mode was not kept: the chat's /forget came after it."),
     "chatmodes_header": N_("<b>This chat's own modes</b> ({count} of {limit}):"),
     "chatmodes_none": N_("This chat has no modes of its own."),
     "chatmode_dropped": N_("🗑 {name} is removed: the answers in this chat no longer have it."),
