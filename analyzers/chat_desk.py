@@ -26,7 +26,7 @@ from infra.bus.names import (
     BUCKET_ANSWERED,
     BUCKET_CHAT_MODES,
     CONSUMER_CHAT_MODE_REGISTRAR,
-    STREAM_ADMIN,
+    STREAM_CHAT_MODES,
     SUBJECT_CHAT_MODE_CHANGE,
     SUBJECT_CHAT_MODE_CHANGED,
 )
@@ -142,6 +142,11 @@ class ChatModeDesk:
             return msgspec.json.encode(ChatModes(modes=kept))
 
         await change_key(await self.bus.kv(BUCKET_CHAT_MODES), change.chat_key, store)
+        try:
+            await self._not_forgotten(change)  # the /forget came in the moment between the check and the write
+        except Refused:
+            await self._remove(change.chat_key, name)
+            raise
         model = await model_for(self.bus, policy)
         return self._done(change, replaced=replaced, model=model, values={"title": title})
 
@@ -167,24 +172,30 @@ class ChatModeDesk:
         raise Refused("unchecked", reason=problem.reason or problem.kind)
 
     async def _drop(self, change: ChatModeChange) -> ChatModeChangeResult:
+        if not await self._remove(change.chat_key, change.name):
+            raise Refused("unknown")
+        return self._done(change)
+
+    async def _remove(self, chat_key: str, name: str) -> bool:
+        """Take one mode out of the chat's entry (the entry itself, with the chat's last); whether it was there."""
         kv = await self.bus.kv(BUCKET_CHAT_MODES)
         while True:
             try:
-                entry = await kv.get(change.chat_key)
+                entry = await kv.get(chat_key)
             except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-                raise Refused("unknown") from None
+                return False
             current = msgspec.json.decode(entry.value, type=ChatModes) if entry.value else ChatModes()
-            if current.get(change.name) is None:
-                raise Refused("unknown")
-            kept = tuple(m for m in current.modes if m.name != change.name)
+            if current.get(name) is None:
+                return False
+            kept = tuple(m for m in current.modes if m.name != name)
             try:
                 if kept:
-                    await kv.update(change.chat_key, msgspec.json.encode(ChatModes(modes=kept)), last=entry.revision)
+                    await kv.update(chat_key, msgspec.json.encode(ChatModes(modes=kept)), last=entry.revision)
                 else:  # the chat's last: nothing of it is left but the delete marker
-                    await kv.delete(change.chat_key, last=entry.revision)
+                    await kv.delete(chat_key, last=entry.revision)
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue  # someone wrote in between: read again
-            return self._done(change)
+            return True
 
     async def _policy(self, change: ChatModeChange) -> ChatModeChangeResult:
         if change.per_chat is not None and not 1 <= change.per_chat <= MAX_PER_CHAT:
@@ -235,7 +246,7 @@ class ChatModeRegistrar:
         SUBJECT_CHAT_MODE_CHANGE,
         CONSUMER_CHAT_MODE_REGISTRAR,
         stage="register",
-        stream=STREAM_ADMIN,
+        stream=STREAM_CHAT_MODES,
         ack_wait=60.0,
         max_attempts=10,  # a /forget's erasing must not be given up on over a NATS hiccup
         give_up="give_up",
@@ -254,5 +265,5 @@ class ChatModeRegistrar:
         if result.reply is None:
             return  # nobody to tell: a chat's /forget, which the formatter answers
         await self.bus.publish(
-            SUBJECT_CHAT_MODE_CHANGED, result, msg_id=f"{result.request_id}.result", stream=STREAM_ADMIN
+            SUBJECT_CHAT_MODE_CHANGED, result, msg_id=f"{result.request_id}.result", stream=STREAM_CHAT_MODES
         )

@@ -28,6 +28,7 @@ from infra.bus.names import (
     CONSUMER_ADMIN_REPLIES,
     CONSUMER_GATEWAY_ALERTS,
     STREAM_ADMIN,
+    STREAM_CHAT_MODES,
     SUBJECT_ALERT,
     SUBJECT_CHAT_MODE_CHANGE,
     SUBJECT_MODE_CHANGE,
@@ -234,7 +235,7 @@ async def on_chat_mode_policy(
         reply=ReplyTo(chat_id=message.chat.id, message_id=message.message_id, ui_language=lang),
         **fields,  # type: ignore[arg-type]
     )
-    await bus.publish(SUBJECT_CHAT_MODE_CHANGE, change, msg_id=change.request_id, stream=STREAM_ADMIN)
+    await bus.publish(SUBJECT_CHAT_MODE_CHANGE, change, msg_id=change.request_id, stream=STREAM_CHAT_MODES)
     if fields.get("model"):
         await message.reply(text("mode_checking", lang, mode=html.escape(str(fields["model"]))))
 

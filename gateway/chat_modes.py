@@ -1,7 +1,7 @@
 """A chat's own modes from the chat: `/newmode`, `/chatmodes`, `/dropmode`, and what the registrar made of them.
 
 `/newmode NAME Title` with the instruction on the next lines asks the registrar to try it and keep it
-(`ChatModeChange` on `admin.chatmode.change`; `analyzers.chat_desk`); its answer (`admin.chatmode.changed`)
+(`ChatModeChange` on `chatmode.change`; `analyzers.chat_desk`); its answer (`chatmode.changed`)
 comes back here (`ChatModeReplies`) and is said in the chat's language. In a private chat the user decides; in a
 group, its admins, as for its settings. The request's ID derives from the Telegram message, so a redelivered
 update asks once. `/chatmodes` reads the chat's modes; anyone in the chat may look.
@@ -25,7 +25,7 @@ from infra.bus import Bus, Delivery, consumes
 from infra.bus.names import (
     BUCKET_ANSWERED,
     CONSUMER_GATEWAY_CHAT_MODES,
-    STREAM_ADMIN,
+    STREAM_CHAT_MODES,
     SUBJECT_CHAT_MODE_CHANGE,
     SUBJECT_CHAT_MODE_CHANGED,
 )
@@ -65,7 +65,7 @@ async def _may_change(message: Message, lang: str, bot: Bot, analyses_on: bool) 
 
 
 async def _ask(bus: Bus, change: ChatModeChange) -> None:
-    await bus.publish(SUBJECT_CHAT_MODE_CHANGE, change, msg_id=change.request_id, stream=STREAM_ADMIN)
+    await bus.publish(SUBJECT_CHAT_MODE_CHANGE, change, msg_id=change.request_id, stream=STREAM_CHAT_MODES)
 
 
 async def on_new_mode(
@@ -152,13 +152,15 @@ async def on_drop_mode(
 async def forget_chat_modes(bus: Bus, key: bytes, chat_id: int, message_id: int) -> bool:
     """`/forget`: the registrar erases the chat's modes (it alone writes them); whether there were any."""
     keyed = chat_key(key, chat_id)
+    # Read after the chat's /forget mark is written (`ask_to_forget`): a mode the registrar stores after this read
+    # finds the mark when it looks again after writing, and takes itself out (`analyzers.chat_desk`). A chat with
+    # no modes asks nothing, so nothing naming it waits for a registrar (a bot without an LLM runs none).
     had = bool((await modes_of(bus, keyed)).modes)
-    # Asked whatever is there now: a mode still being tried may be kept in a moment (the registrar then sees the
-    # chat's /forget mark, or this request erases it).
-    forget = ChatModeChange(
-        request_id=correlation_id(key, chat_id, message_id), action="forget", chat_key=keyed, requested_by="chat"
-    )
-    await _ask(bus, forget)
+    if had:
+        forget = ChatModeChange(
+            request_id=correlation_id(key, chat_id, message_id), action="forget", chat_key=keyed, requested_by="chat"
+        )
+        await _ask(bus, forget)
     return had
 
 
@@ -195,7 +197,7 @@ class ChatModeReplies:
         self.chats = chats
 
     @consumes(
-        SUBJECT_CHAT_MODE_CHANGED, CONSUMER_GATEWAY_CHAT_MODES, stage="admin", stream=STREAM_ADMIN, max_attempts=8
+        SUBJECT_CHAT_MODE_CHANGED, CONSUMER_GATEWAY_CHAT_MODES, stage="admin", stream=STREAM_CHAT_MODES, max_attempts=8
     )
     async def on_result(self, result: ChatModeChangeResult, delivery: Delivery) -> None:
         if result.reply is None:

@@ -13,7 +13,7 @@ import pytest
 from gateway.chats import chat_key
 from gateway.intake import correlation_id, correlation_key
 from infra.bus import Bus
-from infra.bus.names import BUCKET_ANALYSIS_CACHE, CONSUMER_TRANSCRIBER, STREAM
+from infra.bus.names import BUCKET_ANALYSIS_CACHE, BUCKET_CHAT_MODES, CONSUMER_TRANSCRIBER, STREAM
 from infra.domain.limits import user_key
 from infra.domain.notes import NoteStore, StoredNote, text_digest
 from tests.support import (
@@ -321,6 +321,9 @@ async def test_forget_leaves_nothing_of_the_chat_in_any_bucket_or_stream(
     chat = new_chat()
     await telegram.send_text(chat, "/vocabulary Kubernetes, Tbilisi")
     await telegram.wait_for(lambda: len(telegram.messages(chat)) == 1, 30)
+    # A mode of the chat's own: kept by the registrar, its requests and results on a stream of their own.
+    await telegram.send_text(chat, "/newmode DATES 📅 Dates\nList every date and deadline mentioned, with who.")
+    await telegram.wait_for(lambda: telegram.messages(chat)[-1].text.startswith("✅"), 60)
     voice = await telegram.send_media(chat, speech.say(fresh(LONG_EN_TEXT)), duration=14)
     answer = await answer_to(telegram, chat, voice, timeout=180)
     note = await stored_note(bus, chat, voice)
@@ -344,6 +347,7 @@ async def test_forget_leaves_nothing_of_the_chat_in_any_bucket_or_stream(
     before = of_the_chat(await everything_stored(bus))
     assert before, "the check can see what a chat leaves"
     assert any(entry.startswith(f"KV_{BUCKET_ANALYSIS_CACHE}: ") for entry in before), "and the analyses it cached"
+    assert any(entry.startswith(f"KV_{BUCKET_CHAT_MODES}: ") for entry in before), "and its own modes"
     await telegram.send_text(chat, "/forget")
     await telegram.wait_for(lambda: telegram.messages(chat)[-1].text.startswith("🧹 Deleted:"), 30)
     told = telegram.messages(chat)[-1].text

@@ -39,10 +39,6 @@ STREAM_ADMIN = "ADMIN"
 SUBJECT_MODE_CHANGE = "admin.mode.change"
 SUBJECT_MODE_CHANGED = "admin.mode.changed"
 SUBJECT_ALERT = "admin.alert"
-SUBJECT_CHAT_MODE_CHANGE = "admin.chatmode.change"
-"""A chat's own mode defined, dropped or forgotten, or the bot admins' policy for chat modes changed: for the
-registrar, which validates a definition (a canary call) and is the one writer of `voice-chat-modes`."""
-SUBJECT_CHAT_MODE_CHANGED = "admin.chatmode.changed"
 SUBJECT_NOTE_GET = "notes.get"
 """A stored note asked for by its exact key (a button under its answer): a request the formatter answers, outside
 every stream. The gateway reads notes only this way: a key it names, never a wildcard, never a listing."""
@@ -55,6 +51,13 @@ SUBJECT_FORGET_CHAT = "forget.chat"
 SUBJECT_FORGET_TRANSCRIPTS = "forget.transcripts"
 SUBJECT_FORGET_INTAKE = "forget.intake"
 SUBJECT_FORGET_ANALYSES_PREFIX = "forget.analyses."
+STREAM_CHAT_MODES = "CHATMODES"
+"""Chats' own modes changed, and what became of each change (work queue: gone once handled, so a chat's `/forget`
+leaves no request naming it behind)."""
+SUBJECT_CHAT_MODE_CHANGE = "chatmode.change"
+"""A chat's own mode defined, dropped or forgotten, or the bot admins' policy for chat modes changed: for the
+registrar, which validates a definition (a canary call) and is the one writer of `voice-chat-modes`."""
+SUBJECT_CHAT_MODE_CHANGED = "chatmode.changed"
 STREAM_ASK = "ASK"
 """Questions about a recording and chats' digests, asked and answered (work queue: gone once handled). The gateway
 asks (`ask.question`, `ask.digest`); the formatter, which keeps the notes, finds what is asked about and poses it
@@ -206,4 +209,5 @@ def streams(replicas: int = 1) -> tuple[api.StreamConfig, ...]:
         stream(STREAM_FORGET, "forget.>", USER_DATA_TTL, retention=api.RetentionPolicy.WORK_QUEUE, allow_msg_ttl=True),
         stream(STREAM_ASK, "ask.>", USER_DATA_TTL, retention=api.RetentionPolicy.WORK_QUEUE),
         stream(STREAM_ASKER, "asker.>", USER_DATA_TTL, retention=api.RetentionPolicy.WORK_QUEUE),
+        stream(STREAM_CHAT_MODES, "chatmode.>", USER_DATA_TTL, retention=api.RetentionPolicy.WORK_QUEUE),
     )

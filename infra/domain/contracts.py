@@ -326,9 +326,9 @@ ChatModeRefusal = Literal[
 ]
 
 
-class ChatModeChange(Contract, frozen=True, tag="admin.chatmode.change/1"):
+class ChatModeChange(Contract, frozen=True, tag="chatmode.change/1"):
     """A chat's own mode defined (`/newmode`), dropped (`/dropmode`) or all of them forgotten (`/forget`), or the
-    bot admins' policy for chat modes changed (`policy`), on `admin.chatmode.change`: the registrar validates a
+    bot admins' policy for chat modes changed (`policy`), on `chatmode.change`: the registrar validates a
     definition with a canary call, as it does an admin's mode, and is the one writer of `voice-chat-modes`."""
 
     request_id: str
@@ -350,8 +350,8 @@ class ChatModeChange(Contract, frozen=True, tag="admin.chatmode.change/1"):
     reply: ReplyTo | None = None
 
 
-class ChatModeChangeResult(Contract, frozen=True, tag="admin.chatmode.changed/1"):
-    """What became of a `ChatModeChange` (`admin.chatmode.changed`): done, or refused with why, for the gateway to
+class ChatModeChangeResult(Contract, frozen=True, tag="chatmode.changed/1"):
+    """What became of a `ChatModeChange` (`chatmode.changed`): done, or refused with why, for the gateway to
     say in the chat's language."""
 
     request_id: str

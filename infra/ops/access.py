@@ -73,6 +73,7 @@ from infra.bus.names import (
     STREAM_ADMIN,
     STREAM_ASK,
     STREAM_ASKER,
+    STREAM_CHAT_MODES,
     STREAM_FORGET,
     STREAM_INFLIGHT,
     STREAM_PIECES,
@@ -209,11 +210,11 @@ def gateway() -> Role:
         consumes=(
             (STREAM_UPDATES, CONSUMER_GATEWAY, SUBJECT_UPDATES),
             (STREAM_ADMIN, CONSUMER_ADMIN_REPLIES, SUBJECT_MODE_CHANGED),
-            (STREAM_ADMIN, CONSUMER_GATEWAY_CHAT_MODES, SUBJECT_CHAT_MODE_CHANGED),
+            (STREAM_CHAT_MODES, CONSUMER_GATEWAY_CHAT_MODES, SUBJECT_CHAT_MODE_CHANGED),
             (STREAM_ADMIN, CONSUMER_GATEWAY_ALERTS, SUBJECT_ALERT),
             (STREAM_FORGET, CONSUMER_GATEWAY_FORGET, SUBJECT_FORGET_INTAKE),
         ),
-        looks_up=(STREAM_UPDATES, STREAM_ADMIN, STREAM_FORGET),
+        looks_up=(STREAM_UPDATES, STREAM_ADMIN, STREAM_FORGET, STREAM_CHAT_MODES),
         counts=(STREAM_INFLIGHT, STREAM_RECENT),
         reads=tuple(
             kv_stream(b)
@@ -345,9 +346,9 @@ def registrar() -> Role:
         publishes=(SUBJECT_MODE_CHANGED, SUBJECT_CHAT_MODE_CHANGED),
         consumes=(
             (STREAM_ADMIN, CONSUMER_REGISTRAR, SUBJECT_MODE_CHANGE),
-            (STREAM_ADMIN, CONSUMER_CHAT_MODE_REGISTRAR, SUBJECT_CHAT_MODE_CHANGE),
+            (STREAM_CHAT_MODES, CONSUMER_CHAT_MODE_REGISTRAR, SUBJECT_CHAT_MODE_CHANGE),
         ),
-        looks_up=(STREAM_ADMIN,),
+        looks_up=(STREAM_ADMIN, STREAM_CHAT_MODES),
         # The answered marks: a chat's /forget mark (a mode it asked for before is not kept); the token budget:
         # a chat's mode is tried on it.
         reads=tuple(kv_stream(b) for b in (BUCKET_REGISTRY, BUCKET_CHAT_MODES, BUCKET_ANSWERED, BUCKET_BUDGET)),
