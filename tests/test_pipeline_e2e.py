@@ -116,6 +116,8 @@ async def test_commands_explain_the_bot_and_list_live_modes(stack: Stack, telegr
         "Как пользоваться" in telegram.messages(chat)[1].text
         and f"до {MAX_AUDIO_SECONDS} с звучания" in telegram.messages(chat)[1].text
     )
+    helped = telegram.messages(chat)[1].text  # the three ways beyond one note: ask it, a digest, a mode of one's own
+    assert all(command in helped for command in ("/digest", "/newmode", "/chatmodes", "/dropmode")), helped
 
     await telegram.send_text(chat, "/list_modes", language_code="en")
     await telegram.wait_for(lambda: len(telegram.messages(chat)) == 3, 30)
