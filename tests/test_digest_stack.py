@@ -44,10 +44,13 @@ async def test_a_groups_digest_names_who_said_what_links_each_note_and_comes_dai
     digest = await reply_to(telegram, group, asked)
     assert digest.text.startswith("🗞 Digest · the last 24 hours · 2 voice notes"), digest.text
     assert "Topics" in digest.text and "Actions" in digest.text
-    assert re.search(r"• Anna: .+\[1\]", digest.text) and re.search(r"• Tom: .+\[2\]", digest.text), digest.text
+    # Notes are numbered in the order they were transcribed (Tom's shorter one may be first): each speaker's point
+    # carries their own note's number, and that number links to their note.
+    anna, tom = re.search(r"• Anna: .+\[(\d)\]", digest.text), re.search(r"• Tom: .+\[(\d)\]", digest.text)
+    assert anna and tom and anna.group(1) != tom.group(1), digest.text
     link = str(group).removeprefix("-100")  # a supergroup's own id
-    for note in (first, second):
-        assert f'href="https://t.me/c/{link}/{note}"' in digest.html, digest.html
+    for note, number in ((first, anna.group(1)), (second, tom.group(1))):
+        assert f'<a href="https://t.me/c/{link}/{note}">[{number}]</a>' in digest.html, digest.html
 
     # The daily digest, chosen by an admin for this very hour (UTC): it comes on its own, not as a reply.
     now = datetime.datetime.now(datetime.UTC)
