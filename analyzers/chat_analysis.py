@@ -90,14 +90,7 @@ class ChatModeAnalyzer:
         for name, outcome in zip(asked, done, strict=True):
             if isinstance(outcome, BaseException):
                 log.error("%s: a chat mode broke (%s)", transcript.correlation_id, type(outcome).__name__)
-                failed = Analysis(
-                    correlation_id=transcript.correlation_id,
-                    mode=mode_id(name),
-                    title=name,
-                    model=model,
-                    error="internal",
-                )
-                await self._publish(failed)
+                await self._failed(transcript.correlation_id, name, "internal", model=model)
 
     async def one(
         self, transcript: Transcript, name: str, mode: ChatMode | None, policy: ChatModePolicy, model: str
@@ -108,11 +101,7 @@ class ChatModeAnalyzer:
         version = mode.version if mode is not None else 0
 
         async def failed(reason: str) -> None:
-            await self._publish(
-                Analysis(
-                    correlation_id=cid, mode=mode_id(name), title=title, model=model, error=reason, mode_version=version
-                )
-            )
+            await self._failed(cid, name, reason, title=title, model=model, version=version)
 
         if mode is None:
             return await failed("dropped")  # the chat dropped it after the note came
@@ -154,10 +143,7 @@ class ChatModeAnalyzer:
     async def give_up(self, transcript: Transcript, exc: BaseException) -> None:
         """Every attempt failed: each chat mode the note waits for says so, so the formatter answers now."""
         for name in [name_of(m) for m in transcript.modes or () if is_chat_mode(m)]:
-            analysis = Analysis(
-                correlation_id=transcript.correlation_id, mode=mode_id(name), title=name, model="", error="internal"
-            )
-            await self._publish(analysis)
+            await self._failed(transcript.correlation_id, name, "internal")
 
     async def _count(self, key: str, version: int, outcome: str, **figures: object) -> None:
         MODE_CALLS.labels(LABEL, "0", outcome).inc()
@@ -165,6 +151,15 @@ class ChatModeAnalyzer:
             await usage.record(self.bus, key, version, **figures)  # type: ignore[arg-type]
         except Exception as exc:
             log.warning("usage not recorded (%s)", type(exc).__name__)
+
+    async def _failed(
+        self, cid: str, name: str, reason: str, title: str = "", model: str = "", version: int = 0
+    ) -> None:
+        """No analysis of this chat mode for this note, and why (`Analysis.error`): the formatter answers now."""
+        failure = Analysis(
+            correlation_id=cid, mode=mode_id(name), title=title or name, model=model, error=reason, mode_version=version
+        )
+        await self._publish(failure)
 
     async def _publish(self, analysis: Analysis) -> None:
         await self.bus.publish(

@@ -110,9 +110,10 @@ class ChatModeDesk:
         if found := problem_of(name, title, instruction):
             raise Refused(found[0], **found[1])
         await self._not_forgotten(change)
-        existing = (await modes_of(self.bus, change.chat_key)).get(name)
+        chat = await modes_of(self.bus, change.chat_key)
+        existing = chat.get(name)
         if existing is None:
-            self._room_for_one(await modes_of(self.bus, change.chat_key), policy)  # before a canary is spent
+            self._room_for_one(chat, policy)  # before a canary is spent
         if await self.budget.used_up():
             raise Refused("budget")
         candidate = ChatMode(
@@ -122,7 +123,8 @@ class ChatModeDesk:
             version=existing.version + 1 if existing else 1,
             defined_at=time.time(),
         )
-        await self._try(definition_of(candidate, await model_for(self.bus, policy)))
+        model = await model_for(self.bus, policy)
+        await self._try(definition_of(candidate, model))
         # Kept only if the chat said no /forget meanwhile: its mark is written before anything is erased, so a
         # /forget after this check finds the mode and erases it.
         await self._not_forgotten(change)
@@ -130,15 +132,15 @@ class ChatModeDesk:
 
         def store(current: bytes | None) -> bytes:
             nonlocal replaced
-            chat = msgspec.json.decode(current, type=ChatModes) if current else ChatModes()
-            there = chat.get(name)
+            now = msgspec.json.decode(current, type=ChatModes) if current else ChatModes()
+            there = now.get(name)
             replaced = there is not None
             if there is None:
-                self._room_for_one(chat, policy)
-                kept = (*chat.modes, candidate)
+                self._room_for_one(now, policy)
+                kept = (*now.modes, candidate)
             else:
                 again = msgspec.structs.replace(candidate, version=max(candidate.version, there.version + 1))
-                kept = tuple(again if m.name == name else m for m in chat.modes)
+                kept = tuple(again if m.name == name else m for m in now.modes)
             return msgspec.json.encode(ChatModes(modes=kept))
 
         await change_key(await self.bus.kv(BUCKET_CHAT_MODES), change.chat_key, store)
@@ -147,7 +149,6 @@ class ChatModeDesk:
         except Refused:
             await self._remove(change.chat_key, name)
             raise
-        model = await model_for(self.bus, policy)
         return self._done(change, replaced=replaced, model=model, values={"title": title})
 
     async def _not_forgotten(self, change: ChatModeChange) -> None:
